@@ -1,0 +1,1 @@
+"""The gradcalc command line (installed as gradcalc.cli)."""

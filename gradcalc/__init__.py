@@ -1,0 +1,1 @@
+"""gradcalc: a reverse-mode autograd engine on NumPy with PyTorch's names."""

@@ -1,0 +1,1 @@
+"""The formula grammar (installed as gradcalc.grammar)."""
