@@ -1,0 +1,362 @@
+"""Measuring, comparing and reporting: the parts every workload shares.
+
+A workload records `Measure`s (medians of repeated samples) and `Target`s (a
+ratio of two measures against the limit issue 6 sets). Ratios are only ever
+taken between figures of the same run, because absolute times drift here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+@dataclass
+class Config:
+    """What to run and where: one object handed to every workload."""
+
+    quick: bool = False
+    python: str = sys.executable
+    torch_python: str | None = None
+    jax_python: str | None = None
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="gradcalc-bench-")))
+    scale: float = 1.0
+    """Shrinks sizes further than --quick (the smoke test runs at toy sizes)."""
+
+    @property
+    def gradcalc_script(self) -> Path:
+        """The venv's console script, beside the interpreter (never a shim on PATH)."""
+        return Path(self.python).parent / "gradcalc"
+
+    def runs(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+    def size(self, full: int, quick: int) -> int:
+        return max(1, int((quick if self.quick else full) * self.scale))
+
+
+@dataclass
+class Measure:
+    workload: str
+    case: str
+    median: float
+    unit: str
+    samples: list[float]
+    note: str = ""
+
+
+@dataclass
+class Target:
+    workload: str
+    label: str
+    ratio: float | None
+    limit: float
+    lower_is_better: bool = True
+    note: str = ""
+
+    @property
+    def status(self) -> str:
+        if self.ratio is None:
+            return "SKIP"
+        met = self.ratio <= self.limit if self.lower_is_better else self.ratio >= self.limit
+        return "PASS" if met else "MISS"
+
+
+@dataclass
+class Report:
+    measures: list[Measure] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    environment: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    """Structured extras (import-time tables, profiles) kept for the JSON output."""
+
+    def measure(
+        self, workload: str, case: str, samples: Sequence[float], unit: str, note: str = ""
+    ) -> Measure:
+        found = Measure(workload, case, statistics.median(samples), unit, list(samples), note)
+        self.measures.append(found)
+        return found
+
+    def target(
+        self,
+        workload: str,
+        label: str,
+        numerator: Measure | float | None,
+        denominator: Measure | float | None,
+        limit: float,
+        *,
+        lower_is_better: bool = True,
+        note: str = "",
+    ) -> Target:
+        """Record numerator/denominator against `limit`; a missing side makes it a SKIP."""
+        top = numerator.median if isinstance(numerator, Measure) else numerator
+        bottom = denominator.median if isinstance(denominator, Measure) else denominator
+        ratio = None if top is None or not bottom else top / bottom
+        if ratio is None and not note:
+            note = "a side was not measured (see the notes)"
+        found = Target(workload, label, ratio, limit, lower_is_better, note)
+        self.targets.append(found)
+        return found
+
+    def note(self, workload: str, text: str) -> None:
+        self.notes.append(f"{workload}: {' '.join(text.split())}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "environment": self.environment,
+            "measures": [asdict(m) for m in self.measures],
+            "targets": [asdict(t) | {"status": t.status} for t in self.targets],
+            "notes": self.notes,
+            "details": self.details,
+        }
+
+
+@dataclass
+class ProcessRun:
+    seconds: float
+    max_rss_kib: int
+    """Largest resident set of the process or any descendant it waited for."""
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_process(
+    argv: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    stdin_path: Path | None = None,
+    keep_output: bool = True,
+    cwd: Path | None = None,
+) -> ProcessRun:
+    """Time one whole process, from before fork to after reaping, with its peak RSS (wait4)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            start = time.perf_counter()
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=stdin,
+                stdout=out if keep_output else subprocess.DEVNULL,
+                stderr=err,
+                env=env,
+                cwd=cwd,
+            )
+            _, status, usage = os.wait4(proc.pid, 0)
+            seconds = time.perf_counter() - start
+        finally:
+            if stdin_path:
+                stdin.close()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return ProcessRun(
+            seconds,
+            usage.ru_maxrss,
+            proc.returncode,
+            out.read().decode(errors="replace"),
+            err.read().decode(errors="replace"),
+        )
+
+
+def checked_process(argv: Sequence[str], env: dict[str, str] | None = None) -> ProcessRun:
+    """run_process, raising with the child's stderr when it fails."""
+    done = run_process(argv, env=env)
+    if done.returncode != 0:
+        output = (done.stdout[-500:] + " " + done.stderr[-1500:]).strip()
+        raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: {output}")
+    return done
+
+
+def interleaved(
+    cases: dict[str, Callable[[], object]],
+    repeats: int | dict[str, int],
+    report: Report,
+    workload: str,
+    warmup: int = 1,
+) -> dict[str, list[float]]:
+    """Seconds per call of each case, taken round-robin so load drifts hit every side alike.
+
+    A case returning a `ProcessRun` is timed by that run (fork to reap); a case
+    that raises is dropped with a note and the others go on. The gc stays on.
+    """
+    wanted = {name: repeats if isinstance(repeats, int) else repeats[name] for name in cases}
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    alive = dict(cases)
+    for index in range(warmup + max(wanted.values(), default=0)):
+        for name, run in list(alive.items()):
+            if index >= warmup + wanted[name]:
+                continue
+            gc.collect()
+            start = time.perf_counter()
+            try:
+                outcome = run()
+            except Exception as exc:  # one broken side must not stop the others
+                report.note(
+                    workload, f"{name} not measured: {type(exc).__name__}: {str(exc)[-300:]}"
+                )
+                del alive[name], samples[name]
+                continue
+            elapsed = time.perf_counter() - start
+            if isinstance(outcome, ProcessRun):
+                elapsed = outcome.seconds
+            if index >= warmup:
+                samples[name].append(elapsed)
+            del outcome
+    return samples
+
+
+def blas_info() -> dict[str, Any]:
+    """Which BLAS kernel NumPy runs, and the OpenBLAS variables that pick it."""
+    import numpy as np
+
+    info: dict[str, Any] = {name: os.environ.get(name) for name in BLAS_VARIABLES}
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["libraries"] = [
+            {
+                key: lib.get(key)
+                for key in ("internal_api", "version", "architecture", "num_threads")
+            }
+            for lib in threadpool_info()
+        ]
+        return info
+    except ImportError:
+        pass
+    np.ones((2, 2)) @ np.ones((2, 2))
+    with open("/proc/self/maps") as maps:
+        paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
+    libraries = []
+    for path in sorted(paths):
+        lib = ctypes.CDLL(path)
+        for prefix, suffix in (
+            ("scipy_openblas_", "64_"),
+            ("scipy_openblas_", ""),
+            ("openblas_", ""),
+        ):
+            corename = getattr(lib, f"{prefix}get_corename{suffix}", None)
+            if corename is None:
+                continue
+            corename.restype = ctypes.c_char_p
+            config = getattr(lib, f"{prefix}get_config{suffix}")
+            config.restype = ctypes.c_char_p
+            threads = getattr(lib, f"{prefix}get_num_threads{suffix}")
+            libraries.append(
+                {
+                    "internal_api": "openblas",
+                    "architecture": corename().decode(),
+                    "config": config().decode(),
+                    "num_threads": threads(),
+                    "file": Path(path).name,
+                }
+            )
+            break
+    info["libraries"] = libraries
+    return info
+
+
+def environment(config: Config) -> dict[str, Any]:
+    import numpy as np
+
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": commit,
+        "python": f"{platform.python_version()} ({config.python})",
+        "numpy": np.__version__,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "blas": blas_info(),
+        "quick": config.quick,
+        "load_average": os.getloadavg(),
+        "torch_python": config.torch_python,
+        "argv": sys.argv,
+    }
+
+
+def format_number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value == 0 or 0.01 <= abs(value) < 100_000:
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def markdown(report: Report) -> str:
+    """The report as Markdown tables: readable in a terminal, pasted as is into RESULTS.md."""
+    lines = ["| workload | case | median | unit | runs | note |", "|---|---|---|---|---|---|"]
+    for m in report.measures:
+        lines.append(
+            f"| {m.workload} | {m.case} | {format_number(m.median)} | {m.unit} "
+            f"| {len(m.samples)} | {m.note} |"
+        )
+    lines += [
+        "",
+        "| workload | target | ratio | limit | status | note |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in report.targets:
+        sign = "≤" if t.lower_is_better else "≥"
+        ratio = "-" if t.ratio is None else f"{t.ratio:.3g}"
+        limit = f"{sign} {t.limit:g}"
+        lines.append(
+            f"| {t.workload} | {t.label} | {ratio} | {limit} | **{t.status}** | {t.note} |"
+        )
+    if report.notes:
+        lines += ["", "Notes:", ""] + [f"- {note}" for note in report.notes]
+    return "\n".join(lines)
+
+
+def load_json_line(text: str) -> Any:
+    """The last non-empty line of a child's stdout, as JSON (children print one result line)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ValueError("the child printed nothing")
+    return json.loads(lines[-1])
+
+
+def external(config: Config, library: str, workload: str, **arguments: Any) -> dict[str, Any]:
+    """Run a PyTorch/JAX side (benchmarks/external.py) in the interpreter that has the library."""
+    python = config.torch_python if library == "torch" else config.jax_python
+    if python is None:
+        raise LookupError(f"{library} is not available")
+    run = run_process(
+        [python, "-m", "benchmarks.external", library, workload, json.dumps(arguments)], cwd=REPO
+    )
+    if run.returncode != 0:
+        raise RuntimeError(f"{library} {workload} failed: {run.stderr[-2000:]}")
+    return load_json_line(run.stdout)
+
+
+def attempt(report: Report, workload: str, what: str, run: Callable[[], Any]) -> Any:
+    """run(), or None with a note saying why: one broken side must not stop the others."""
+    try:
+        return run()
+    except Exception as exc:  # a benchmark reports every failure and goes on
+        report.note(workload, f"{what} not measured: {type(exc).__name__}: {str(exc)[-300:]}")
+        return None

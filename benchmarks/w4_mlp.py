@@ -1,0 +1,91 @@
+"""W4 MLP step: `mean((tanh(X @ W1) @ W2 - T)**2)` and the gradients of W1 and W2.
+
+X is 4096x512, W1 512x512, W2 512x1; float32 and float64. Inputs are made
+once, outside the timed step; each step clears the gradients as a training
+loop's zero_grad would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from benchmarks import baselines
+from benchmarks.harness import Config, Report, attempt, external, interleaved
+
+TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
+
+
+def gradcalc_tensors(data: dict[str, np.ndarray]) -> dict[str, Any]:
+    import gradcalc
+
+    make = getattr(gradcalc, "from_numpy", None) or gradcalc.tensor
+    tensors = {name: make(array) for name, array in data.items()}
+    for name in ("W1", "W2"):
+        tensors[name].requires_grad_()
+    return tensors
+
+
+def mlp_gradcalc(X: Any, W1: Any, W2: Any, T: Any) -> tuple[np.ndarray, np.ndarray]:
+    W1.grad = None
+    W2.grad = None
+    loss = (((X @ W1).tanh() @ W2 - T) ** 2).mean()
+    loss.backward()
+    return W1.grad.numpy(), W2.grad.numpy()
+
+
+def _relative_error(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
+
+
+def run(config: Config, report: Report) -> None:
+    rows = config.size(full=4096, quick=4096)
+    repeats = config.runs(full=10, quick=3)
+    for dtype in ("float32", "float64"):
+        _case(config, report, dtype, rows, repeats)
+    report.note("W4", f"X {rows}x512, W1 512x512, W2 512x1; {repeats} steps per case")
+
+
+def _case(config: Config, report: Report, dtype: str, rows: int, repeats: int) -> None:
+    data = baselines.mlp_inputs(dtype, rows=rows)
+    _, want_w1, want_w2 = baselines.mlp_numpy(**data)
+
+    def checked_tensors() -> dict[str, Any]:
+        tensors = gradcalc_tensors(data)
+        got_w1, got_w2 = mlp_gradcalc(**tensors)
+        error = max(_relative_error(got_w1, want_w1), _relative_error(got_w2, want_w2))
+        if error > TOLERANCE[dtype]:
+            raise AssertionError(f"gradcalc's gradients differ from NumPy's by {error:.2g}")
+        return tensors
+
+    cases = {f"NumPy by hand {dtype}": lambda: baselines.mlp_numpy(**data)}
+    tensors = attempt(report, "W4", f"gradcalc {dtype}", checked_tensors)
+    if tensors is not None:
+        cases[f"gradcalc {dtype}"] = lambda: mlp_gradcalc(**tensors)
+    timed = {
+        name: report.measure("W4", name, [s * 1000 for s in found], "ms")
+        for name, found in interleaved(cases, repeats, report, "W4").items()
+    }
+    report.target(
+        "W4",
+        f"step {dtype} / NumPy",
+        timed.get(f"gradcalc {dtype}"),
+        timed.get(f"NumPy by hand {dtype}"),
+        1.1,
+    )
+
+    for library, python in (("torch", config.torch_python), ("jax", config.jax_python)):
+        if python is None:
+            continue
+
+        def reference(library: str = library) -> None:
+            answer = external(config, library, "w4", dtype=dtype, repeats=repeats, rows=rows)
+            if answer["error"] > TOLERANCE[dtype] * 10:
+                raise AssertionError(f"{library} differs from NumPy by {answer['error']:.2g}")
+            note = f"{answer['threads']} threads" if "threads" in answer else "jit"
+            report.measure(
+                "W4", f"{library} {dtype}", [s * 1000 for s in answer["samples"]], "ms", note
+            )
+
+        attempt(report, "W4", f"{library} {dtype}", reference)

@@ -1,0 +1,89 @@
+"""Parse the common one-shot ``grad`` invocation without importing Typer.
+
+Typer (with the pydantic it loads to coerce parameters) costs more start-up
+time than the whole computation of a small formula. :func:`parse` handles
+the arguments of ``gradcalc [grad] FORMULA [NAME=VALUE]... [options]`` when
+every token is one it fully understands, and returns ``None`` for anything
+else (``--help``, other commands, unknown or malformed options, bad
+bindings), so the Typer app, the source of truth for usage and its errors,
+handles those exactly as it always does.
+"""
+
+from __future__ import annotations
+
+import re
+
+from gradcalc.cli.inputs import LIMIT_OPTIONS, Invocation, UsageProblem, parse_bindings, parse_names
+
+COMMANDS = frozenset({"grad", "eval", "graph", "jacobian", "hessian", "batch", "repl", "functions"})
+FLAGS = {"--json": "json", "--graph": "graph", "--check": "check"}
+VALUED = {"--wrt", "--of", "--grad-output", "--seed", "--dtype", *LIMIT_OPTIONS}
+DTYPES = ("float64", "float32")
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+def parse(args: list[str]) -> Invocation | None:
+    """An ``Invocation`` for a plain ``grad`` command line, or ``None`` to let Typer decide."""
+    if args and args[0] == "grad":
+        args = args[1:]
+    elif not args or args[0] in COMMANDS:
+        return None
+    positional: list[str] = []
+    options: dict[str, str] = {}
+    flags: set[str] = set()
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if token.startswith("-") and token != "-":
+            name, eq, inline = token.partition("=")
+            if name in FLAGS and not eq:
+                flags.add(FLAGS[name])
+            elif name in VALUED:
+                if eq:
+                    options[name] = inline
+                elif i + 1 < len(args):
+                    i += 1
+                    options[name] = args[i]
+                else:
+                    return None
+            else:
+                return None
+        else:
+            positional.append(token)
+        i += 1
+    if not positional:
+        return None
+    try:
+        bindings = parse_bindings(positional[1:])
+        wrt = parse_names(options.get("--wrt"))
+    except UsageProblem:
+        return None
+    dtype = options.get("--dtype", "float64")
+    if dtype not in DTYPES:
+        return None
+    seed = None
+    if "--seed" in options:
+        if not _INTEGER.fullmatch(options["--seed"]):
+            return None
+        seed = int(options["--seed"])
+    limits = {}
+    for option, field_name in LIMIT_OPTIONS.items():
+        if option in options:
+            text = options[option]
+            if not _INTEGER.fullmatch(text) or int(text) < 1:
+                return None
+            limits[field_name] = int(text)
+    return Invocation(
+        command="grad",
+        formula=positional[0],
+        bindings=bindings,
+        wrt=wrt,
+        of=options.get("--of"),
+        grad_output=options.get("--grad-output"),
+        json="json" in flags,
+        graph="graph" in flags,
+        check="check" in flags,
+        seed=seed,
+        dtype=dtype,
+        limits=limits,
+    )

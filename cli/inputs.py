@@ -1,0 +1,99 @@
+"""Turning command-line text into what the API takes: formulas, bindings, names, limits.
+
+Shared by the Typer app and the fast path in ``main``, so both accept exactly
+the same arguments. Nothing heavy is imported here.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field, fields
+
+from gradcalc.limits import DEFAULT_LIMITS, Limits
+
+LIMIT_OPTIONS = {f"--{f.name.replace('_', '-')}": f.name for f in fields(Limits)}
+"""``--max-iterations`` -> ``max_iterations``, one option per Limits field."""
+
+
+class UsageProblem(Exception):
+    """A command-line argument that cannot be used as given (exit code 2)."""
+
+
+@dataclass(slots=True)
+class Invocation:
+    """Everything a one-shot command needs, however its arguments were parsed."""
+
+    command: str  # grad | eval | graph | jacobian | hessian
+    formula: str  # as given: the text, "-" for standard input, "@path" for a file
+    bindings: dict[str, str] = field(default_factory=dict)
+    wrt: list[str] | None = None
+    of: str | None = None
+    grad_output: str | None = None
+    json: bool = False
+    graph: bool = False
+    check: bool = False
+    seed: int | None = None
+    dtype: str = "float64"
+    limits: dict[str, int] = field(default_factory=dict)
+    format: str = "tree"
+    output: str | None = None
+
+    def make_limits(self) -> Limits:
+        return make_limits(self.limits)
+
+
+def parse_binding(text: str) -> tuple[str, str]:
+    """``a=2`` -> ``("a", "2")``; the value is everything after the first ``=``."""
+    name, sep, value = text.partition("=")
+    name = name.strip()
+    if not sep or not name.isidentifier():
+        raise UsageProblem(
+            f"expected NAME=VALUE, got {text!r} (e.g. a=2, x='[1, 2]', w='ones(3, 1)')"
+        )
+    if not value.strip():
+        raise UsageProblem(f"{name}= has no value")
+    return name, value
+
+
+def parse_bindings(items: list[str] | None) -> dict[str, str]:
+    """NAME=VALUE arguments in order; a name given twice keeps its last value."""
+    bindings: dict[str, str] = {}
+    for item in items or []:
+        name, value = parse_binding(item)
+        bindings.pop(name, None)
+        bindings[name] = value
+    return bindings
+
+
+def parse_names(text: str | None) -> list[str] | None:
+    """``--wrt a,b`` (or ``a b``) -> ``["a", "b"]``; None when not given."""
+    if text is None:
+        return None
+    names = [name for name in text.replace(",", " ").split() if name]
+    for name in names:
+        if not name.isidentifier():
+            raise UsageProblem(f"--wrt: {name!r} is not a variable name")
+    if not names:
+        raise UsageProblem("--wrt needs at least one name")
+    return names
+
+
+def read_formula(argument: str) -> str:
+    """The formula text: the argument itself, standard input for ``-``, a file for ``@path``."""
+    if argument == "-":
+        return sys.stdin.read()
+    if argument.startswith("@") and len(argument) > 1:
+        path = argument[1:]
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise UsageProblem(f"cannot read formula file {path!r}: {reason}") from None
+    return argument
+
+
+def make_limits(overrides: dict[str, int]) -> Limits:
+    if not overrides:
+        return DEFAULT_LIMITS
+    return Limits(**overrides)

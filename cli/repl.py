@@ -1,0 +1,729 @@
+"""The interactive session: ``gradcalc repl``, and bare ``gradcalc`` on a terminal.
+
+One :class:`Session` holds one interpreter for the whole session, so names
+persist from entry to entry and ``backward`` accumulates into the leaves'
+``.grad`` exactly as PyTorch does. Input arrives as lines; an
+:class:`EntryCollector` groups them into entries (a line, a bracketed
+continuation, or a ``def``/``if``/``while``/``for`` block finished by a blank
+line), the same way on a terminal and from a pipe. On a terminal the lines
+come from prompt_toolkit (``gradcalc.cli.repl_prompt``); otherwise they are
+read from standard input and the exit code says whether every entry worked.
+
+Values print as the engine prints tensors (PyTorch's ``tensor(36.)``
+notation); ``:grad``/``:graph`` and errors reuse the command line's Rich
+renderers and the API's JSON encoders.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import numpy as np
+
+from gradcalc.errors import FormulaError, FormulaValueError, GradError, LimitError
+from gradcalc.limits import DEFAULT_LIMITS, Limits
+
+if TYPE_CHECKING:
+    from gradcalc.interpreter import Interpreter
+    from rich.console import Console, RenderableType
+
+    from gradcalc.api import Result
+
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+INDENT = "    "
+BLOCK_KEYWORDS = ("if", "elif", "else", "while", "for", "def")
+"""A line starting with one of these opens a block that a blank line finishes (as in Python)."""
+CONTINUATION_KEYWORDS = ("elif", "else")
+"""Unindented lines that continue a block instead of starting a new statement."""
+DEDENT_KEYWORDS = ("return", "pass", "break", "continue")
+"""After these a block's body usually ends, so the next line is offered one level out."""
+LABEL_MAX_CHARS = 32
+"""An expression shorter than this labels its ``:grad`` output; longer ones are "value"."""
+
+
+# ---------------------------------------------------------------- grouping lines into entries
+
+
+@dataclass(slots=True)
+class Entry:
+    """What the session runs at once: a command, a statement, or a whole block."""
+
+    text: str
+    line: int
+    """1-based number of the input line it starts on."""
+
+    @property
+    def is_command(self) -> bool:
+        return self.text.startswith(":")
+
+
+def _code_part(line: str) -> str:
+    """The line without a trailing ``# comment`` (the language has no strings to confuse it)."""
+    return line.split("#", 1)[0].rstrip()
+
+
+def _open_brackets(text: str) -> int:
+    depth = 0
+    for line in text.splitlines():
+        for char in _code_part(line):
+            if char in "([{":
+                depth += 1
+            elif char in ")]}":
+                depth -= 1
+    return depth
+
+
+def _first_word(line: str) -> str:
+    match = re.match(r"\s*([A-Za-z_]\w*)", line)
+    return match.group(1) if match else ""
+
+
+def _indent_of(line: str) -> str:
+    return line[: len(line) - len(line.lstrip(" \t"))]
+
+
+class EntryCollector:
+    """Groups input lines into entries, for the prompt and for piped input alike.
+
+    A line is an entry by itself unless its brackets are still open, it ends
+    with ``:``, or it starts with a block keyword; then lines are gathered
+    until a blank line, or an unindented line that is neither ``elif``,
+    ``else`` nor a comment (which then starts the next entry).
+    """
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+        self._start = 0
+        self._in_block = False
+        self._line_number = 0
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._lines)
+
+    def reset(self) -> None:
+        """Drop a half-typed entry (Ctrl-C at a continuation prompt)."""
+        self._lines.clear()
+        self._in_block = False
+
+    def feed(self, line: str) -> list[Entry]:
+        """Add one input line; return the entries it completed (zero, one or two)."""
+        self._line_number += 1
+        line = line.rstrip("\r\n")
+        done: list[Entry] = []
+        if self._in_block and self._ends_block(line):
+            done.append(self._finish())
+        if not line.strip() and not self._lines:
+            return done
+        if not self._lines:
+            if line.lstrip().startswith(":"):
+                done.append(Entry(line.strip(), self._line_number))
+                return done
+            self._start = self._line_number
+        self._lines.append(line)
+        text = "\n".join(self._lines)
+        if self._in_block or _open_brackets(text) > 0:
+            return done
+        first = self._lines[0]
+        if _code_part(line).endswith(":") or _first_word(first) in BLOCK_KEYWORDS:
+            self._in_block = True
+            return done
+        done.append(self._finish())
+        return done
+
+    def flush(self) -> Entry | None:
+        """The pending entry at the end of the input, if any."""
+        return self._finish() if self._lines else None
+
+    def continuation_indent(self) -> str:
+        """The indentation offered on the next line of a pending entry (auto-indentation)."""
+        if not self._lines:
+            return ""
+        last = next((ln for ln in reversed(self._lines) if ln.strip()), "")
+        indent = _indent_of(last)
+        if _open_brackets("\n".join(self._lines)) > 0:
+            return indent
+        code = _code_part(last)
+        if code.endswith(":"):
+            return indent + INDENT
+        if _first_word(code) in DEDENT_KEYWORDS:
+            return indent[: max(len(indent) - len(INDENT), 0)]
+        return indent
+
+    def _ends_block(self, line: str) -> bool:
+        if _open_brackets("\n".join(self._lines)) > 0:
+            return False
+        if not line.strip():
+            return True
+        if line[0] in " \t" or line.lstrip().startswith("#"):
+            return False
+        return _first_word(line) not in CONTINUATION_KEYWORDS
+
+    def _finish(self) -> Entry:
+        entry = Entry("\n".join(self._lines), self._start)
+        self.reset()
+        return entry
+
+
+# ---------------------------------------------------------------- the session
+
+
+@dataclass(slots=True)
+class Command:
+    run: Callable[[Session, str], bool]
+    usage: str
+    doc: str
+
+
+@dataclass(slots=True)
+class Session:
+    """One interpreter, the entries that defined its state, and where output goes.
+
+    ``run`` takes an :class:`Entry` and returns whether it worked; it never
+    raises except ``KeyboardInterrupt`` (which leaves every name as it was).
+    """
+
+    dtype: str = "float64"
+    seed: int | None = None
+    limits: Limits = DEFAULT_LIMITS
+    stdout: IO[str] | None = None
+    stderr: IO[str] | None = None
+    script: bool = False
+    """Reading piped input: errors name the input line they come from."""
+    json: bool = False
+    definitions: list[str] = field(default_factory=list)
+    """Successful code entries that change state, in order: what ``:save`` writes."""
+    failures: int = 0
+    quit: bool = False
+    _interp: Interpreter | None = None
+    _out: Console | None = None
+    _err: Console | None = None
+
+    # -- plumbing
+
+    @property
+    def interp(self) -> Interpreter:
+        if self._interp is None:
+            from gradcalc.interpreter import Interpreter
+
+            self._interp = Interpreter(dtype=self.dtype, seed=self.seed, limits=self.limits)
+        return self._interp
+
+    @property
+    def names(self) -> dict[str, Any]:
+        """The user's names and what they hold (empty before the first entry)."""
+        return {} if self._interp is None else self._interp.env
+
+    @property
+    def out(self) -> Console:
+        if self._out is None:
+            from gradcalc.cli.render import make_console
+
+            self._out = make_console(self.stdout or sys.stdout)
+        return self._out
+
+    @property
+    def err(self) -> Console:
+        if self._err is None:
+            from gradcalc.cli.render import make_console
+
+            self._err = make_console(self.stderr or sys.stderr)
+        return self._err
+
+    def print(self, renderable: RenderableType) -> None:
+        self.out.print(renderable)
+        self.out.file.flush()
+
+    def write_json(self, payload: dict) -> None:
+        from gradcalc.api import dumps
+
+        stream = self.stdout or sys.stdout
+        stream.write(dumps(payload) + "\n")
+        stream.flush()
+
+    def note(self, message: str) -> None:
+        from rich.text import Text
+
+        self.print(Text(message, style="dim"))
+
+    # -- running entries
+
+    def run(self, entry: Entry) -> bool:
+        """Run one entry, print what it shows, count it if it failed."""
+        ok = self._run_command(entry) if entry.is_command else self._run_code(entry)
+        if not ok:
+            self.failures += 1
+        return ok
+
+    def _run_code(self, entry: Entry, *, remember: bool = True) -> bool:
+        try:
+            outcome = _engine_errors(lambda: self.interp.execute(entry.text))
+        except FormulaError as exc:
+            self.report(exc, entry)
+            return False
+        except Exception as exc:
+            self.report(exc, entry)
+            return False
+        if remember and _changes_state(entry.text):
+            self.definitions.append(entry.text)
+        if outcome.name is None and outcome.value is not None:
+            self.show_value(outcome.value)
+        return True
+
+    def show_value(self, value: Any) -> None:
+        """An expression's value: the engine's PyTorch-style repr, or JSON in ``:json`` mode."""
+        if self.json:
+            self.write_json(_value_json(value, self.dtype))
+            return
+        from rich.text import Text
+
+        self.print(Text(_value_text(value)))
+
+    def report(self, exc: BaseException, entry: Entry | None = None) -> None:
+        """A failure: the error with caret and hint (stderr), or a JSON error object (stdout)."""
+        from gradcalc.api import error_to_json
+
+        if self.json:
+            payload = error_to_json(exc)
+            if self.script and entry is not None and "line" in payload["error"]:
+                payload["error"]["line"] += entry.line - 1
+            self.write_json(payload)
+            return
+        from gradcalc.cli.render import error_text
+
+        shown = exc if isinstance(exc, FormulaError) else _as_formula_error(exc)
+        if self.script and entry is not None:
+            shown = _shift_lines(shown, entry.line - 1)
+        self.err.print(error_text(shown))
+        self.err.file.flush()
+
+    def fail(self, message: str, hint: str | None = None) -> bool:
+        """Report a problem with a command (not with a formula) and return False."""
+        self.report(FormulaValueError(message, hint=hint))
+        return False
+
+    def _run_command(self, entry: Entry) -> bool:
+        name, _, argument = entry.text.partition(" ")
+        command = COMMANDS.get(ALIASES.get(name, name))
+        if command is None:
+            return self.fail(f"unknown command '{name}'", hint=":help lists the commands")
+        try:
+            return command.run(self, argument.strip())
+        except Exception as exc:
+            self.report(exc, entry)
+            return False
+
+    # -- what the commands do
+
+    def differentiate(self, source: str) -> tuple[Result, Any]:
+        """Evaluate ``source`` against the session's names, without binding anything or
+        touching any ``.grad``; return its value and gradients w.r.t. every variable.
+
+        Gradients come from ``autograd.grad`` with ``retain_graph=True``, so a
+        stored result can still be ``backward()``-ed afterwards.
+        """
+        from gradcalc import Tensor, autograd
+        from gradcalc.api import Result
+
+        env = self.interp.env
+        saved = dict(env)
+        try:
+            outcome = _engine_errors(lambda: self.interp.execute(source))
+        finally:
+            env.clear()
+            env.update(saved)
+        output = outcome.value
+        if not isinstance(output, Tensor):
+            raise FormulaValueError(
+                f"{source!r} is not a tensor, so it has no gradients",
+                hint=":grad and :graph take an expression such as ':grad 3*a**3 - b**2'",
+            )
+        value = np.asarray(output._data)
+        candidates = [
+            (name, t) for name, t in saved.items() if isinstance(t, Tensor) and t.requires_grad
+        ]
+        result = Result(value=value, dtype=str(value.dtype), output_name=_label(source))
+        if value.ndim > 0 and candidates:
+            result.summed = True
+            result.notes.append(
+                f"The value has shape {tuple(value.shape)}; it was differentiated as its sum."
+            )
+        grads: list[Any] = [None] * len(candidates)
+        if output.requires_grad and candidates:
+            seed = None
+            if value.ndim > 0:
+                import gradcalc
+
+                seed = [gradcalc.tensor(np.ones_like(value), dtype=getattr(gradcalc, result.dtype))]
+            grads = _engine_errors(
+                lambda: autograd.grad(
+                    [output],
+                    [t for _, t in candidates],
+                    grad_outputs=seed,
+                    retain_graph=True,
+                    allow_unused=True,
+                )
+            )
+        for (name, tensor), gradient in zip(candidates, grads, strict=True):
+            if gradient is not None:
+                result.gradients[name] = np.asarray(gradient._data)
+            elif tensor.is_leaf:
+                result.gradients[name] = np.zeros_like(np.asarray(tensor._data))
+                result.unused.append(name)
+        if result.unused:
+            result.notes.append(f"Not used (gradient 0): {', '.join(result.unused)}.")
+        if not candidates:
+            result.notes.append("No variable requires grad; assign one first, e.g. a = 2.")
+        return result, output
+
+
+def _engine_errors(action: Callable[[], Any]) -> Any:
+    """Autograd misuse and exhaustion become contract errors, as in the one-shot commands."""
+    try:
+        return action()
+    except GradError as exc:
+        raise FormulaValueError(str(exc)) from None
+    except MemoryError:
+        raise LimitError("not enough memory for this computation") from None
+    except RecursionError:
+        raise LimitError("the computation nests too deeply") from None
+
+
+def _as_formula_error(exc: BaseException) -> FormulaError:
+    from gradcalc.api import error_to_json
+
+    body = error_to_json(exc)["error"]
+    error = FormulaError(body["message"])
+    error.kind = body["type"]
+    return error
+
+
+def _shift_lines(exc: FormulaError, offset: int) -> FormulaError:
+    """The error as seen from the whole piped input rather than from its entry."""
+    if offset == 0 or exc.line is None:
+        return exc
+    shifted = copy.copy(exc)
+    shifted.line = exc.line + offset
+    if exc.source is not None:
+        shifted.source = "\n" * offset + exc.source
+    return shifted
+
+
+def _label(source: str) -> str:
+    text = " ".join(source.split())
+    return text if len(text) <= LABEL_MAX_CHARS else "value"
+
+
+_INSPECTION = re.compile(r"\s*[A-Za-z_]\w*(\s*\.\s*[A-Za-z_]\w*)*\s*(#.*)?")
+
+
+def _changes_state(source: str) -> bool:
+    """False for a look at a name (``a``, ``a.grad``): ``:save`` leaves those out."""
+    return not all(_INSPECTION.fullmatch(part) for part in source.replace(";", "\n").splitlines())
+
+
+def _value_text(value: Any) -> str:
+    from gradcalc import Tensor
+
+    if isinstance(value, Tensor | tuple | list):
+        return repr(value)
+    if callable(value):
+        return f"<function {getattr(value, 'name', None) or getattr(value, '__name__', '?')}>"
+    return str(value)
+
+
+def _value_json(value: Any, dtype: str) -> dict:
+    from gradcalc import Tensor
+    from gradcalc.api import SCHEMA_VERSION, Result, result_to_json
+
+    if isinstance(value, Tensor):
+        array = np.asarray(value._data)
+        payload = result_to_json(Result(value=array, dtype=str(array.dtype)))
+        if value.grad_fn is not None:
+            payload["grad_fn"] = value.grad_fn.name()
+        elif value.requires_grad:
+            payload["requires_grad"] = True
+        return payload
+    if isinstance(value, bool | int | float | np.generic):
+        array = np.asarray(value)
+        return result_to_json(Result(value=array, dtype=str(array.dtype)))
+    return {"schema_version": SCHEMA_VERSION, "value": None, "note": _value_text(value)}
+
+
+# ---------------------------------------------------------------- commands
+
+
+def _cmd_grad(session: Session, argument: str) -> bool:
+    if not argument:
+        return session.fail("':grad' needs an expression", hint="e.g. :grad 3*a**3 - b**2")
+    result, _ = session.differentiate(argument)
+    if session.json:
+        from gradcalc.api import result_to_json
+
+        session.write_json(result_to_json(result))
+        return True
+    from gradcalc.cli.render import print_result
+
+    print_result(result, session.out, command="grad", with_check=False)
+    session.out.file.flush()
+    return True
+
+
+def _cmd_graph(session: Session, argument: str) -> bool:
+    if not argument:
+        return session.fail("':graph' needs an expression", hint="e.g. :graph 3*a**3 - b**2")
+    from gradcalc import Tensor, _tensor
+    from gradcalc.graph import build_graph
+
+    with _tensor.record_values():
+        result, output = session.differentiate(argument)
+    named = [(name, t) for name, t in session.names.items() if isinstance(t, Tensor)]
+    graph = build_graph(output, named, result.gradients)
+    if session.json:
+        from gradcalc.graph import graph_to_json
+
+        session.write_json(graph_to_json(graph))
+        return True
+    from gradcalc.cli.render import graph_tree
+
+    session.print(graph_tree(graph))
+    return True
+
+
+def _cmd_vars(session: Session, argument: str) -> bool:
+    from gradcalc import Tensor
+
+    names = session.names
+    if session.json:
+        listing = {}
+        for name, value in names.items():
+            if isinstance(value, Tensor):
+                listing[name] = _value_json(value, session.dtype)
+                if value.grad is not None:
+                    listing[name]["grad"] = _value_json(value.grad, session.dtype)["value"]
+            else:
+                listing[name] = {"kind": _kind(value)}
+        session.write_json({"schema_version": 1, "vars": listing})
+        return True
+    if not names:
+        session.note("no names yet: assign one, e.g. a = 2")
+        return True
+    session.print(_vars_table(names))
+    return True
+
+
+def _vars_table(names: Mapping[str, Any]) -> RenderableType:
+    from gradcalc.cli.render import shape_text
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    from gradcalc import Tensor
+    from gradcalc.graph import short_text
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("shape", style="dim", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_column(".grad", overflow="fold")
+    table.add_column("kind", style="dim")
+    for name, value in names.items():
+        if not isinstance(value, Tensor):
+            table.add_row(
+                Text(name), Text(""), Text(_value_text(value)), Text(""), Text(_kind(value))
+            )
+            continue
+        data = np.asarray(value._data)
+        grad = value.grad
+        if value.grad_fn is not None:
+            kind = value.grad_fn.name()
+        elif value.requires_grad:
+            kind = "leaf, requires grad"
+        else:
+            kind = "constant"
+        table.add_row(
+            Text(name),
+            Text(shape_text(tuple(data.shape))),
+            Text(short_text(data), style="cyan"),
+            Text("None" if grad is None else short_text(np.asarray(grad._data)), style="magenta"),
+            Text(kind),
+        )
+    return table
+
+
+def _kind(value: Any) -> str:
+    return "function" if callable(value) else type(value).__name__
+
+
+def _cmd_reset(session: Session, argument: str) -> bool:
+    session._interp = None
+    session.definitions.clear()
+    session.note("every name is gone; a fresh session")
+    return True
+
+
+def _cmd_load(session: Session, argument: str) -> bool:
+    if not argument:
+        return session.fail("':load' needs a file name", hint="e.g. :load session.gc")
+    path = Path(argument).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return session.fail(f"cannot read {argument}: {getattr(exc, 'strerror', None) or exc}")
+    ok = session._run_code(Entry(text, 1), remember=False)
+    if ok:
+        session.definitions.append(text.rstrip("\n"))
+        session.note(f"loaded {argument}")
+    return ok
+
+
+def _cmd_save(session: Session, argument: str) -> bool:
+    if not argument:
+        return session.fail("':save' needs a file name", hint="e.g. :save session.gc")
+    path = Path(argument).expanduser()
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    header = f"# gradcalc session, saved {stamp} (dtype {session.dtype}"
+    header += ")" if session.seed is None else f", seed {session.seed})"
+    body = "\n\n".join(session.definitions)
+    try:
+        path.write_text(header + "\n" + body + ("\n" if body else ""), encoding="utf-8")
+    except OSError as exc:
+        return session.fail(f"cannot write {argument}: {exc.strerror or exc}")
+    count = len(session.definitions)
+    session.note(f"saved {count} entr{'y' if count == 1 else 'ies'} to {argument}")
+    return True
+
+
+def _cmd_json(session: Session, argument: str) -> bool:
+    choice = argument.lower()
+    if choice not in ("", "on", "off"):
+        return session.fail("':json' takes 'on', 'off' or nothing (to toggle)")
+    session.json = (not session.json) if not choice else choice == "on"
+    if not session.json:
+        session.note("JSON output off")
+    else:
+        session.write_json({"json": True})
+    return True
+
+
+def _cmd_help(session: Session, argument: str) -> bool:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    for command in COMMANDS.values():
+        table.add_row(Text(command.usage), Text(command.doc))
+    session.print(Text(HELP_INTRO))
+    session.print(table)
+    session.print(Text(HELP_KEYS, style="dim"))
+    return True
+
+
+def _cmd_quit(session: Session, argument: str) -> bool:
+    session.quit = True
+    return True
+
+
+HELP_INTRO = """\
+Type statements of the formula language; names persist. An expression prints its value.
+  a = 2; b = 6          assignments bind differentiable leaves
+  P = 3*a**3 - b**2
+  P.backward()          accumulates into a.grad and b.grad, as in PyTorch
+  a.grad                36; zero_grad() clears every stored gradient
+A line ending in ':' opens a block (def, if, while, for); a blank line finishes it.
+Commands:"""
+
+HELP_KEYS = """\
+Tab completes names, functions, methods (after '.') and commands; Ctrl-R searches the
+history; Ctrl-C clears the line or interrupts a running entry; Ctrl-D leaves."""
+
+COMMANDS: dict[str, Command] = {
+    ":grad": Command(_cmd_grad, ":grad EXPR", "value and gradients w.r.t. every variable"),
+    ":graph": Command(_cmd_graph, ":graph EXPR", "the operations behind EXPR, as a tree"),
+    ":vars": Command(_cmd_vars, ":vars", "names, shapes, values and stored .grad"),
+    ":reset": Command(_cmd_reset, ":reset", "forget every name"),
+    ":load": Command(_cmd_load, ":load FILE", "run a program file in this session"),
+    ":save": Command(_cmd_save, ":save FILE", "write this session's definitions as a program"),
+    ":json": Command(_cmd_json, ":json [on|off]", "toggle JSON output of results"),
+    ":help": Command(_cmd_help, ":help", "this help"),
+    ":quit": Command(_cmd_quit, ":quit", "leave (Ctrl-D too)"),
+}
+ALIASES = {":q": ":quit", ":exit": ":quit", ":h": ":help", ":?": ":help"}
+
+
+# ---------------------------------------------------------------- running a session
+
+
+def run_script(lines: Iterable[str], session: Session) -> int:
+    """Run piped input: every entry, in order, then 1 if any failed (0 otherwise)."""
+    collector = EntryCollector()
+    for entry in _entries(lines, collector):
+        session.run(entry)
+        if session.quit:
+            break
+    return EXIT_FAILED if session.failures else EXIT_OK
+
+
+def _entries(lines: Iterable[str], collector: EntryCollector) -> Iterator[Entry]:
+    for line in lines:
+        yield from collector.feed(line)
+    last = collector.flush()
+    if last is not None:
+        yield last
+
+
+def _make_limits(limits: Limits | Mapping[str, int | None] | None) -> Limits:
+    if limits is None:
+        return DEFAULT_LIMITS
+    if isinstance(limits, Limits):
+        return limits
+    return Limits(**{name: value for name, value in limits.items() if value is not None})
+
+
+def run_repl(
+    dtype: str = "float64",
+    seed: int | None = None,
+    limits: Limits | Mapping[str, int | None] | None = None,
+) -> int:
+    """Start a session on the terminal, or replay standard input when it is not one.
+
+    Returns the exit code: 0, or (piped input) 1 if an entry failed, 130 if interrupted.
+    """
+    session = Session(dtype=dtype, seed=seed, limits=_make_limits(limits))
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        from gradcalc.cli.repl_prompt import interact
+
+        return interact(session)
+    session.script = True
+    try:
+        return run_script(sys.stdin, session)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """``python -m gradcalc.cli.repl [--dtype D] [--seed N] [--max-iterations N] ...``"""
+    import argparse
+    from dataclasses import fields
+
+    parser = argparse.ArgumentParser(prog="python -m gradcalc.cli.repl")
+    parser.add_argument("--dtype", default="float64", choices=("float64", "float32"))
+    parser.add_argument("--seed", type=int, default=None)
+    for limit in fields(Limits):
+        parser.add_argument(f"--{limit.name.replace('_', '-')}", type=int, default=None)
+    options = vars(parser.parse_args(argv))
+    dtype, seed = options.pop("dtype"), options.pop("seed")
+    return run_repl(dtype=dtype, seed=seed, limits=options)
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

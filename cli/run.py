@@ -1,0 +1,252 @@
+"""What each command does once its arguments are parsed, and the error boundary around it.
+
+The Typer app and the fast path in ``main`` both build an ``Invocation`` and
+call :func:`run_invocation`; that is the only place a command computes (via
+``gradcalc.api``) and chooses an output (Rich text or strict JSON). Every
+exception is caught here: formula problems exit 1 with a caret and a hint (or
+a JSON error object), usage problems exit 2, a closed pipe ends quietly, and
+a bug prints one "internal error" line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from gradcalc.cli.inputs import Invocation, UsageProblem, read_formula
+
+from gradcalc.errors import FormulaError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+EXIT_OK, EXIT_FORMULA, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+RENDERED_SUFFIXES = {".svg", ".png", ".pdf"}
+
+
+def run_invocation(inv: Invocation) -> int:
+    """Run one one-shot command; returns its exit code."""
+    json_errors = inv.json or (inv.command == "graph" and inv.format == "json")
+    return guarded(lambda: _run(inv), json_errors=json_errors)
+
+
+def guarded(action: Callable[[], int], *, json_errors: bool = False) -> int:
+    """Run ``action`` and map every exception to an exit code and a message a person can use."""
+    try:
+        return action()
+    except UsageProblem as exc:
+        return _report_usage(str(exc))
+    except FormulaError as exc:
+        return _report_error(exc, json_errors)
+    except BrokenPipeError:
+        silence_stdout()
+        return EXIT_FORMULA
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        return _report_error(exc, json_errors)
+
+
+def silence_stdout() -> None:
+    """After the reader of our output went away: point stdout at /dev/null so the final
+    flush at exit cannot raise again (the recipe in Python's ``signal`` docs)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (e.g. under a test runner)
+        pass
+
+
+def _report_usage(message: str) -> int:
+    sys.stderr.write(f"Usage error: {message}\nTry 'gradcalc --help' for help.\n")
+    return EXIT_USAGE
+
+
+def _report_error(exc: BaseException, json_errors: bool) -> int:
+    from gradcalc.api import dumps, error_to_json
+
+    payload = error_to_json(exc)
+    if json_errors:
+        sys.stdout.write(dumps(payload) + "\n")
+        sys.stdout.flush()
+        return EXIT_FORMULA
+    from gradcalc.cli.render import error_text, make_console
+
+    body = payload["error"]
+    if body.get("internal"):
+        sys.stderr.write(f"gradcalc: internal error: {type(exc).__name__}: {exc}\n")
+        return EXIT_FORMULA
+    shown = exc if isinstance(exc, FormulaError) else _as_formula_error(body)
+    console = make_console(sys.stderr)
+    console.print(error_text(shown, console.width))
+    return EXIT_FORMULA
+
+
+def _as_formula_error(body: dict) -> FormulaError:
+    error = FormulaError(body["message"])
+    error.kind = body["type"]
+    return error
+
+
+# ---------------------------------------------------------------- commands
+
+
+def _run(inv: Invocation) -> int:
+    import numpy as np
+
+    from gradcalc import api
+
+    formula = read_formula(inv.formula)
+    limits = inv.make_limits()
+    common: dict[str, Any] = {
+        "bindings": inv.bindings,
+        "of": inv.of,
+        "dtype": inv.dtype,
+        "seed": inv.seed,
+        "limits": limits,
+    }
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if inv.command == "eval":
+            result = api.evaluate(formula, wrt=[], **common)
+        elif inv.command == "jacobian":
+            result = api.jacobian(formula, wrt=inv.wrt, **common)
+        elif inv.command == "hessian":
+            result = api.hessian(formula, wrt=inv.wrt, **common)
+        else:
+            result = api.evaluate(
+                formula,
+                wrt=inv.wrt,
+                grad_output=inv.grad_output,
+                check=inv.check,
+                graph=inv.graph or inv.command == "graph",
+                **common,
+            )
+    if inv.command == "graph":
+        return _write_graph(result, inv)
+    if inv.json:
+        payload = api.result_to_json(result)
+        if inv.command == "eval":
+            payload["gradients"] = {}
+        _write(api.dumps(payload) + "\n")
+        return EXIT_OK
+    from gradcalc.cli.render import graph_tree, make_console, print_result
+
+    console = make_console(sys.stdout)
+    print_result(result, console, command=inv.command, with_check=inv.check)
+    if inv.graph and result.graph is not None:
+        console.print(graph_tree(result.graph))
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+def _write_graph(result: Any, inv: Invocation) -> int:
+    from pathlib import Path
+
+    from gradcalc import api, graph
+
+    assert result.graph is not None
+    target = Path(inv.output) if inv.output else None
+    if target is not None and target.suffix.lower() in RENDERED_SUFFIXES:
+        return _render_with_dot(graph.graph_to_dot(result.graph), target)
+    if inv.format == "tree":
+        if target is not None:
+            raise UsageProblem("--output needs --format json, dot or mermaid (or a .svg/.png name)")
+        from gradcalc.cli.render import graph_tree, make_console
+
+        make_console(sys.stdout).print(graph_tree(result.graph))
+        sys.stdout.flush()
+        return EXIT_OK
+    if inv.format == "json":
+        text = api.dumps(graph.graph_to_json(result.graph)) + "\n"
+    elif inv.format == "dot":
+        text = graph.graph_to_dot(result.graph)
+    else:
+        text = graph.graph_to_mermaid(result.graph)
+    if target is None:
+        _write(text)
+        return EXIT_OK
+    try:
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageProblem(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
+    return EXIT_OK
+
+
+def _render_with_dot(dot_source: str, target: Path) -> int:
+    import shutil
+    import subprocess
+
+    program = shutil.which("dot")
+    if program is None:
+        sys.stderr.write(
+            f"gradcalc: cannot write {target}: Graphviz's 'dot' program is not installed "
+            "(e.g. apt-get install graphviz).\n"
+            f"'--format dot --output {target.with_suffix('.dot')}' writes the DOT text instead.\n"
+        )
+        return EXIT_FORMULA
+    fmt = target.suffix.lower().lstrip(".")
+    run = subprocess.run(
+        [program, f"-T{fmt}", "-o", str(target)],
+        input=dot_source,
+        text=True,
+        capture_output=True,
+        check=False,
+    )
+    if run.returncode != 0:
+        sys.stderr.write(f"gradcalc: dot failed to write {target}: {run.stderr.strip()}\n")
+        return EXIT_FORMULA
+    return EXIT_OK
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def run_functions(as_json: bool) -> int:
+    """``gradcalc functions``: every built-in with its signature and one-line description."""
+
+    def action() -> int:
+        from gradcalc.builtins import FUNCTIONS
+
+        if as_json:
+            import json
+
+            rows = [
+                {"name": name, "signature": spec.signature, "doc": spec.doc}
+                for name, spec in FUNCTIONS.items()
+            ]
+            _write(json.dumps(rows) + "\n")
+            return EXIT_OK
+        from gradcalc.cli.render import functions_table, make_console
+
+        make_console(sys.stdout).print(functions_table(FUNCTIONS))
+        sys.stdout.flush()
+        return EXIT_OK
+
+    return guarded(action, json_errors=as_json)
+
+
+def run_repl(**options: Any) -> int:
+    """Start the interactive session in ``gradcalc.cli.repl`` (written separately)."""
+
+    def action() -> int:
+        import inspect
+
+        try:
+            from gradcalc.cli import repl
+        except ImportError as exc:
+            missing = getattr(exc, "name", None) or "a module"
+            sys.stderr.write(f"gradcalc: the REPL is not available ({missing} is missing).\n")
+            return EXIT_FORMULA
+        accepted = inspect.signature(repl.run_repl).parameters
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
+        kwargs = {k: v for k, v in options.items() if takes_any or k in accepted}
+        code = repl.run_repl(**kwargs)
+        return code if isinstance(code, int) else EXIT_OK
+
+    return guarded(action)

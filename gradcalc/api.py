@@ -1,0 +1,851 @@
+"""The Python API every front end shares: run a formula, differentiate it, encode the result.
+
+The CLI, the batch worker and scripts call :func:`evaluate` (and :func:`jacobian`,
+:func:`hessian`), get one :class:`Result` back, and either render it with Rich
+(``gradcalc.cli``) or turn it into strict JSON with :func:`result_to_json`.
+Nothing here imports Rich or Typer, so a batch worker or a Dask task pays only
+for the engine, the parser and the interpreter.
+
+:func:`run_request` and :func:`run_line` are the per-request functions of
+``gradcalc batch``: plain, picklable, and they never raise, so any map-style
+engine (``concurrent.futures``, ``multiprocessing``, Dask, Ray, Spark) can
+apply them to JSON Lines as they are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gradcalc.errors import (
+    FormulaError,
+    FormulaTypeError,
+    FormulaValueError,
+    GradError,
+    LimitError,
+    ShapeError,
+    UnknownNameError,
+)
+from gradcalc.limits import DEFAULT_LIMITS, Limits
+
+if TYPE_CHECKING:
+    from gradcalc.graph import Graph
+
+SCHEMA_VERSION = 1
+DTYPES = ("float64", "float32")
+CHECK_TOLERANCE = 1e-4
+"""Largest relative error (magnitudes below 1 compared absolutely) ``check`` accepts."""
+CHECK_MAX_ENTRIES = 1000
+"""Gradient entries compared by finite differences per result; larger gradients are sampled."""
+
+# A VALUE that is a plain number skips the interpreter; anything else is a constant formula.
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_REQUEST_KEYS = frozenset(
+    {"id", "formula", "vars", "wrt", "of", "grad_output", "dtype", "seed", "check", "graph"}
+)
+
+
+@dataclass(slots=True)
+class Result:
+    """What a run produced: the output value, its gradients, and what the reader should know."""
+
+    value: np.ndarray
+    dtype: str
+    gradients: dict[str, np.ndarray] = field(default_factory=dict)
+    unused: list[str] = field(default_factory=list)
+    summed: bool = False
+    notes: list[str] = field(default_factory=list)
+    check: dict[str, float | None] | None = None
+    graph: Graph | None = None
+    output_name: str | None = None
+    jacobian: dict[str, np.ndarray] | None = None
+    hessian: dict[str, dict[str, np.ndarray]] | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.value.shape)
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@dataclass(slots=True)
+class _Run:
+    """One execution of the program: the interpreter, the bound leaves and the chosen output."""
+
+    interp: Any
+    leaves: dict[str, Any]
+    output: Any  # a Tensor, or None when the output is not a tensor
+    value: np.ndarray
+    output_name: str | None
+
+
+def evaluate(
+    formula: str,
+    bindings: Mapping[str, Any] | None = None,
+    wrt: Sequence[str] | None = None,
+    of: str | None = None,
+    grad_output: Any = None,
+    dtype: str = "float64",
+    seed: int | None = None,
+    check: bool = False,
+    graph: bool = False,
+    limits: Limits | None = None,
+) -> Result:
+    """Run ``formula`` with ``bindings`` as differentiable leaves; return its value and gradients.
+
+    Gradients are reported for ``wrt`` (bound variables or names the program
+    defines), by default for every bound variable and every leaf the program
+    creates. A non-scalar output is differentiated as its sum unless
+    ``grad_output`` gives the seed. Raises ``FormulaError`` subclasses only.
+    """
+    dtype = _check_dtype(dtype)
+    limits = limits or DEFAULT_LIMITS
+    if check and seed is None:
+        # Finite differences re-run the program: they must see the same random draws.
+        seed = int.from_bytes(os.urandom(4)) >> 1
+    values = _binding_values(bindings)
+    with _recorder() if graph else contextlib.nullcontext():
+        result, run, seed_array = _differentiate(
+            formula, values, wrt, of, grad_output, dtype, seed, limits
+        )
+    if check:
+        base = {name: _as_float64(leaf._data) for name, leaf in run.leaves.items()}
+        result.check = _finite_difference_check(formula, base, result, of, seed_array, seed, limits)
+        _note_check(result)
+    if graph:
+        from gradcalc.graph import build_graph
+
+        result.graph = build_graph(run.output, _named_tensors(run), result.gradients)
+    return result
+
+
+def jacobian(
+    formula: str,
+    bindings: Mapping[str, Any] | None = None,
+    wrt: Sequence[str] | None = None,
+    of: str | None = None,
+    dtype: str = "float64",
+    seed: int | None = None,
+    limits: Limits | None = None,
+) -> Result:
+    """Like :func:`evaluate`, plus ``result.jacobian[name]`` of shape ``output.shape + name.shape``.
+
+    Built row by row: one vector-Jacobian product per output element (PyTorch's layout).
+    """
+    dtype = _check_dtype(dtype)
+    limits = limits or DEFAULT_LIMITS
+    values = _binding_values(bindings)
+    result, run, _ = _differentiate(
+        formula, values, wrt, of, None, dtype, seed, limits, retain_graph=True
+    )
+    targets = _targets(run, wrt)
+    result.jacobian = {}
+    if run.output is None or not _requires_grad(run.output):
+        for name, tensor in targets:
+            result.jacobian[name] = np.zeros(run.value.shape + _shape_of(tensor), dtype=dtype)
+        return result
+    _check_size(run.value.size * sum(_size_of(t) for _, t in targets), "the Jacobian", limits)
+    rows = _vjp_rows(run.output, [t for _, t in targets], dtype, create_graph=False)
+    for index, (name, tensor) in enumerate(targets):
+        block = np.stack([row[index] for row in rows]) if rows else np.zeros((0,))
+        result.jacobian[name] = block.reshape(run.value.shape + _shape_of(tensor))
+    return result
+
+
+def hessian(
+    formula: str,
+    bindings: Mapping[str, Any] | None = None,
+    wrt: Sequence[str] | None = None,
+    of: str | None = None,
+    dtype: str = "float64",
+    seed: int | None = None,
+    limits: Limits | None = None,
+) -> Result:
+    """Like :func:`evaluate`, plus ``result.hessian[a][b]`` of shape ``a.shape + b.shape``.
+
+    The output must be a scalar. Second derivatives are gradients of the
+    gradient (recorded with ``create_graph=True``), one row per gradient entry.
+    """
+    dtype = _check_dtype(dtype)
+    limits = limits or DEFAULT_LIMITS
+    values = _binding_values(bindings)
+    interp_run = _execute(formula, values, of, dtype, seed, limits)
+    if interp_run.value.size != 1 or interp_run.value.ndim != 0:
+        raise ShapeError(
+            "the Hessian needs a scalar output; this one has shape "
+            f"{_shape_text(interp_run.value)}",
+            hint="reduce it first, e.g. sum(...) or mean(...), or pick one with --of NAME",
+        )
+    targets = _targets(interp_run, wrt)
+    total = sum(_size_of(t) for _, t in targets)
+    _check_size(total * total, "the Hessian", limits)
+    result = _result_from_run(interp_run, dtype)
+    result.hessian = {name: {} for name, _ in targets}
+    live = [(n, t) for n, t in targets if _requires_grad(t)]
+    first: list[Any] = [None] * len(live)
+    if interp_run.output is not None and _requires_grad(interp_run.output) and live:
+        first = list(
+            _grad(
+                [interp_run.output],
+                [t for _, t in live],
+                None,
+                create_graph=True,
+                retain_graph=True,
+            )
+        )
+    gradient_of = {name: g for (name, _), g in zip(live, first, strict=True)}
+    for name, tensor in targets:
+        g = gradient_of.get(name)
+        result.gradients[name] = _zeros_or(g, tensor, dtype)
+        if g is None:
+            result.unused.append(name)
+    for row_name, row_tensor in targets:
+        g = gradient_of.get(row_name)
+        rows = (
+            _vjp_rows(g, [t for _, t in targets], dtype, create_graph=False)
+            if g is not None and _requires_grad(g)
+            else []
+        )
+        for index, (col_name, col_tensor) in enumerate(targets):
+            shape = _shape_of(row_tensor) + _shape_of(col_tensor)
+            if rows:
+                block = np.stack([row[index] for row in rows]).reshape(shape)
+            else:
+                block = np.zeros(shape, dtype=dtype)
+            result.hessian[row_name][col_name] = block
+    _note_values(result)
+    return result
+
+
+def _differentiate(
+    formula: str,
+    values: dict[str, Any],
+    wrt: Sequence[str] | None,
+    of: str | None,
+    grad_output: Any,
+    dtype: str,
+    seed: int | None,
+    limits: Limits,
+    retain_graph: bool = False,
+) -> tuple[Result, _Run, np.ndarray | None]:
+    run = _execute(formula, values, of, dtype, seed, limits)
+    result = _result_from_run(run, dtype)
+    targets = _targets(run, wrt)
+    seed_array = None
+    if grad_output is not None:
+        seed_array = _constant_array(grad_output, dtype, seed, limits)
+        if seed_array.shape != run.value.shape:
+            raise ShapeError(
+                f"--grad-output has shape {_shape_text(seed_array)} but the output has shape "
+                f"{_shape_text(run.value)}",
+                hint="the seed of a vector-Jacobian product has the output's shape",
+            )
+    elif run.value.ndim > 0 and targets:
+        result.summed = True
+        result.notes.append(
+            f"The output has shape {_shape_text(run.value)}; it was differentiated as its sum "
+            "(a seed of ones). Use --grad-output to give another seed."
+        )
+    live = [(name, t) for name, t in targets if _requires_grad(t)]
+    grads: Sequence[Any] = [None] * len(live)
+    if run.output is not None and _requires_grad(run.output) and live:
+        seed_tensor = None
+        if run.value.ndim > 0 or seed_array is not None:
+            ones = np.ones(run.value.shape, dtype=dtype)
+            seed_tensor = _tensor(ones if seed_array is None else seed_array, dtype)
+        grads = _grad([run.output], [t for _, t in live], seed_tensor, retain_graph=retain_graph)
+    gradient_of = {name: g for (name, _), g in zip(live, grads, strict=True)}
+    for name, tensor in targets:
+        g = gradient_of.get(name)
+        result.gradients[name] = _zeros_or(g, tensor, dtype)
+        if g is None:
+            result.unused.append(name)
+    if result.unused:
+        names = ", ".join(result.unused)
+        result.notes.append(f"Not used by the output (gradient 0): {names}.")
+    _note_values(result)
+    return result, run, seed_array
+
+
+def _execute(
+    formula: str,
+    values: Mapping[str, Any],
+    of: str | None,
+    dtype: str,
+    seed: int | None,
+    limits: Limits,
+) -> _Run:
+    from gradcalc.interpreter import Interpreter
+
+    interp = Interpreter(dtype=dtype, seed=seed, limits=limits)
+    leaves = {}
+    for name, value in values.items():
+        _guarded(lambda: interp.bind(name, value))  # noqa: B023 (called at once)
+        leaves[name] = interp.env[name]
+    outcome = _guarded(lambda: interp.execute(formula))
+    if of is not None:
+        if of not in interp.env:
+            raise UnknownNameError(
+                f"--of names '{of}', which the formula does not define",
+                hint="pick a variable the formula assigns, or leave --of out for the last value",
+            )
+        output, name = interp.env[of], of
+    else:
+        output, name = outcome.value, outcome.name
+        if output is None:
+            raise FormulaValueError(
+                "the formula produced no value",
+                hint="end it with an expression, or pick a variable with --of NAME",
+            )
+    tensor, value = _as_output(output, name)
+    return _Run(interp, leaves, tensor, value, name)
+
+
+def _targets(run: _Run, wrt: Sequence[str] | None) -> list[tuple[str, Any]]:
+    """The (name, tensor) pairs gradients are reported for, in a stable order."""
+    from gradcalc import Tensor
+
+    env = run.interp.env
+    if wrt is None:
+        targets = list(run.leaves.items())
+        for name, value in env.items():
+            if (
+                name not in run.leaves
+                and isinstance(value, Tensor)
+                and value.is_leaf
+                and value.requires_grad
+            ):
+                targets.append((name, value))
+        return targets
+    targets = []
+    for name in dict.fromkeys(wrt):
+        if name in run.leaves:
+            targets.append((name, run.leaves[name]))
+        elif name in env and isinstance(env[name], Tensor):
+            targets.append((name, env[name]))
+        elif name in env:
+            raise FormulaTypeError(
+                f"--wrt names '{name}', which is a {_kind(env[name])}, not a tensor"
+            )
+        else:
+            raise UnknownNameError(
+                f"--wrt names '{name}', which is neither bound nor defined by the formula",
+                hint="bind it with NAME=VALUE or name a variable the formula assigns",
+            )
+    return targets
+
+
+def _grad(
+    outputs: list[Any],
+    inputs: list[Any],
+    seed: Any,
+    *,
+    retain_graph: bool = False,
+    create_graph: bool = False,
+) -> Sequence[Any]:
+    from gradcalc import autograd
+
+    def run() -> Sequence[Any]:
+        return autograd.grad(
+            outputs,
+            inputs,
+            grad_outputs=None if seed is None else [seed],
+            retain_graph=retain_graph or create_graph,
+            create_graph=create_graph,
+            allow_unused=True,
+        )
+
+    return _guarded(run)
+
+
+def _vjp_rows(output: Any, inputs: list[Any], dtype: str, create_graph: bool) -> list[list]:
+    """One row per output element: the gradients of that element w.r.t. each input, flattened."""
+    shape = _shape_of(output)
+    size = int(np.prod(shape, dtype=np.int64))
+    rows = []
+    for flat_index in range(size):
+        onehot = np.zeros(size, dtype=dtype)
+        onehot[flat_index] = 1.0
+        seed = _tensor(onehot.reshape(shape), dtype)
+        grads = _grad([output], inputs, seed, retain_graph=True, create_graph=create_graph)
+        rows.append(
+            [_zeros_or(g, t, dtype).reshape(-1) for g, t in zip(grads, inputs, strict=True)]
+        )
+    return rows
+
+
+def _guarded(action: Callable[[], Any]) -> Any:
+    """Run engine/interpreter work, turning resource exhaustion and autograd misuse into
+    contract errors (``LimitError``/``ValueError``) instead of Python exceptions."""
+    try:
+        return action()
+    except FormulaError:
+        raise
+    except GradError as exc:
+        raise FormulaValueError(str(exc)) from None
+    except MemoryError:
+        raise LimitError(
+            "not enough memory for this computation",
+            hint="use smaller tensors, or raise --max-elements only if the machine can hold them",
+        ) from None
+    except RecursionError:
+        raise LimitError("the computation nests too deeply") from None
+
+
+# ---------------------------------------------------------------- finite differences
+
+
+def _finite_difference_check(
+    formula: str,
+    base: dict[str, np.ndarray],
+    result: Result,
+    of: str | None,
+    seed_array: np.ndarray | None,
+    seed: int | None,
+    limits: Limits,
+) -> dict[str, float | None]:
+    """Max relative error of each reported gradient against central differences in float64.
+
+    Only bound variables can be perturbed; names the program defines get ``None``.
+    """
+    weights = None if seed_array is None else seed_array.astype(np.float64)
+
+    def objective(name: str, flat_index: int, step: float) -> float:
+        perturbed = dict(base)
+        moved = base[name].copy()
+        moved.reshape(-1)[flat_index] += step
+        perturbed[name] = moved
+        run = _execute(formula, perturbed, of, "float64", seed, limits)
+        out = run.value.astype(np.float64)
+        return float(np.sum(out if weights is None else out * weights))
+
+    checkable = [name for name in result.gradients if name in base]
+    budget = max(1, CHECK_MAX_ENTRIES // max(1, len(checkable)))
+    report: dict[str, float | None] = {}
+    for name in result.gradients:
+        if name not in base:
+            report[name] = None
+            continue
+        point = base[name].reshape(-1)
+        gradient = np.asarray(result.gradients[name], dtype=np.float64).reshape(-1)
+        indices = _sample_indices(point.size, budget)
+        worst = 0.0
+        for i in indices:
+            step = 1e-6 * max(1.0, abs(float(point[i])))
+            estimate = (objective(name, int(i), step) - objective(name, int(i), -step)) / (2 * step)
+            g = float(gradient[i])
+            if not (math.isfinite(estimate) and math.isfinite(g)):
+                worst = math.nan if not (math.isnan(g) and math.isnan(estimate)) else worst
+                continue
+            error = abs(g - estimate) / max(1.0, abs(g), abs(estimate))
+            worst = max(worst, error) if not math.isnan(worst) else worst
+        report[name] = worst
+        if len(indices) < point.size:
+            result.notes.append(
+                f"--check compared {len(indices)} of {point.size} entries of the gradient of "
+                f"'{name}'."
+            )
+    return report
+
+
+def _sample_indices(size: int, budget: int) -> np.ndarray:
+    if size <= budget:
+        return np.arange(size)
+    return np.unique(np.linspace(0, size - 1, budget).round().astype(np.int64))
+
+
+def _note_check(result: Result) -> None:
+    assert result.check is not None
+    skipped = [name for name, err in result.check.items() if err is None]
+    bad = [
+        name
+        for name, err in result.check.items()
+        if err is not None and not (err <= CHECK_TOLERANCE)
+    ]
+    if bad:
+        worst = ", ".join(f"{name} ({_short_float(result.check[name])})" for name in bad)
+        result.notes.append(
+            f"--check: gradient disagrees with finite differences beyond {CHECK_TOLERANCE:g}: "
+            f"{worst} (expected at kinks such as relu or abs at 0)."
+        )
+    if skipped:
+        result.notes.append(
+            f"--check skipped names the formula defines itself: {', '.join(skipped)}."
+        )
+
+
+# ---------------------------------------------------------------- values in and out
+
+
+def _binding_values(bindings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Check each VALUE's type; plain numbers in text skip the interpreter's parser.
+
+    Other strings are constant formulas, evaluated by ``Interpreter.bind``.
+    """
+    values: dict[str, Any] = {}
+    for name, value in (bindings or {}).items():
+        if isinstance(value, str):
+            text = value.strip()
+            values[name] = float(text) if _NUMBER.fullmatch(text) else value
+        elif isinstance(value, bool | int | float | np.ndarray | np.generic) or _is_number_list(
+            value
+        ):
+            values[name] = value
+        elif _is_tensor(value):
+            values[name] = value.detach()
+        else:
+            raise FormulaTypeError(
+                f"the value of {name} is a {type(value).__name__}; expected a number, a list "
+                "of numbers, or a constant formula as a string"
+            )
+    return values
+
+
+def _is_tensor(value: Any) -> bool:
+    from gradcalc import Tensor
+
+    return isinstance(value, Tensor)
+
+
+def _constant_array(value: Any, dtype: str, seed: int | None, limits: Limits) -> np.ndarray:
+    """The --grad-output VALUE (number, nested list, or constant formula) as an array."""
+    from gradcalc.interpreter import Interpreter
+
+    interp = Interpreter(dtype=dtype, seed=seed, limits=limits)
+    _guarded(lambda: interp.bind("grad_output", value, requires_grad=False))
+    return np.asarray(interp.env["grad_output"]._data)
+
+
+def _is_number_list(value: Any) -> bool:
+    """True for (nested) lists of numbers, checked iteratively (depth is the caller's)."""
+    if not isinstance(value, list | tuple):
+        return False
+    stack = [value]
+    while stack:
+        items = stack.pop()
+        for item in items:
+            if isinstance(item, list | tuple):
+                stack.append(item)
+            elif not isinstance(item, bool | int | float):
+                return False
+    return True
+
+
+def _as_output(value: Any, name: str | None) -> tuple[Any, np.ndarray]:
+    """(tensor or None, ndarray) for a program output; non-numbers are a TypeError."""
+    from gradcalc import Tensor
+
+    if isinstance(value, Tensor):
+        return value, np.asarray(value._data)
+    if isinstance(value, bool | int | float | np.generic | np.ndarray):
+        return None, np.asarray(value)
+    if isinstance(value, tuple | list) and _is_number_list(value):
+        return None, np.asarray(value)
+    what = f"'{name}'" if name else "the output"
+    raise FormulaTypeError(f"{what} is a {_kind(value)}, not a tensor or a number")
+
+
+def _result_from_run(run: _Run, dtype: str) -> Result:
+    return Result(value=run.value, dtype=str(run.value.dtype), output_name=run.output_name)
+
+
+def _zeros_or(gradient: Any, tensor: Any, dtype: str) -> np.ndarray:
+    if gradient is None:
+        return np.zeros(_shape_of(tensor), dtype=_float_dtype(tensor, dtype))
+    return np.asarray(gradient._data)
+
+
+def _note_values(result: Result) -> None:
+    if result.value.dtype.kind in "fc" and not np.isfinite(result.value).all():
+        result.notes.append("The value is not finite everywhere (NaN or Infinity appeared).")
+    bad = [
+        name
+        for name, g in result.gradients.items()
+        if g.dtype.kind in "fc" and not np.isfinite(g).all()
+    ]
+    if bad:
+        result.notes.append(f"Non-finite gradient entries (NaN or Infinity): {', '.join(bad)}.")
+
+
+def _named_tensors(run: _Run) -> list[tuple[str, Any]]:
+    """(name, tensor) pairs for labelling graph nodes: bound leaves first, then the program's."""
+    from gradcalc import Tensor
+
+    named = list(run.leaves.items())
+    named += [(name, t) for name, t in run.interp.env.items() if isinstance(t, Tensor)]
+    return named
+
+
+def _recorder() -> Any:
+    from gradcalc import _tensor
+
+    return _tensor.record_values()
+
+
+def _tensor(array: np.ndarray, dtype: str) -> Any:
+    import gradcalc
+
+    return gradcalc.tensor(array, dtype=getattr(gradcalc, dtype))
+
+
+def _requires_grad(tensor: Any) -> bool:
+    return bool(getattr(tensor, "requires_grad", False))
+
+
+def _shape_of(tensor: Any) -> tuple[int, ...]:
+    return tuple(np.shape(tensor._data))
+
+
+def _size_of(tensor: Any) -> int:
+    return int(np.size(tensor._data))
+
+
+def _float_dtype(tensor: Any, dtype: str) -> str:
+    kind = np.asarray(tensor._data).dtype
+    return str(kind) if kind.kind == "f" else dtype
+
+
+def _as_float64(value: Any) -> np.ndarray:
+    return np.array(value, dtype=np.float64)
+
+
+def _check_size(elements: int, what: str, limits: Limits) -> None:
+    if elements > limits.max_elements:
+        raise LimitError(
+            f"{what} would have {elements:,} elements, more than the limit of "
+            f"{limits.max_elements:,}",
+            hint="raise it with --max-elements if the machine can hold it",
+        )
+
+
+def _check_dtype(dtype: str) -> str:
+    text = str(dtype).removeprefix("gradcalc.").removeprefix("torch.")
+    if text not in DTYPES:
+        raise FormulaValueError(f"unknown dtype '{dtype}'; use float64 or float32")
+    return text
+
+
+def _shape_text(array: np.ndarray) -> str:
+    return str(tuple(array.shape))
+
+
+def _short_float(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2g}"
+
+
+def _kind(value: Any) -> str:
+    if callable(value):
+        return "function"
+    return type(value).__name__
+
+
+# ---------------------------------------------------------------- JSON
+
+
+def tensor_to_json(array: Any) -> Any:
+    """A number (0-d) or nested lists; non-finite floats become "NaN"/"Infinity"/"-Infinity".
+
+    float32 values are written with their shortest float32 spelling (0.1, not
+    0.10000000149011612).
+    """
+    array = np.asarray(array)
+    floating = array.dtype.kind == "f"
+    short = floating and array.dtype.itemsize < 8
+    if array.size == 0 or not (short or (floating and not np.isfinite(array).all())):
+        return array.tolist()
+    flat = [float(str(x)) for x in array.reshape(-1)] if short else array.reshape(-1).tolist()
+    flat = [_finite_or_text(x) for x in flat]
+    if array.ndim == 0:
+        return flat[0]
+    return _nest(flat, array.shape)
+
+
+def _finite_or_text(x: float) -> float | str:
+    if math.isfinite(x):
+        return x
+    if math.isnan(x):
+        return "NaN"
+    return "Infinity" if x > 0 else "-Infinity"
+
+
+def _nest(flat: list, shape: tuple[int, ...]) -> list:
+    """Regroup a non-empty flat list into nested lists of ``shape``, innermost axis first."""
+    items = flat
+    for length in reversed(shape[1:]):
+        items = [items[i : i + length] for i in range(0, len(items), length)]
+    return items
+
+
+def result_to_json(result: Result) -> dict:
+    """The contract's result object (schema_version 1), ready for strict ``json.dumps``."""
+    out: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "value": tensor_to_json(result.value),
+        "shape": list(result.shape),
+        "dtype": result.dtype,
+        "gradients": {name: tensor_to_json(g) for name, g in result.gradients.items()},
+    }
+    if result.output_name is not None:
+        out["output"] = result.output_name
+    if result.unused:
+        out["unused"] = list(result.unused)
+    if result.summed:
+        out["summed"] = True
+    if result.check is not None:
+        out["check"] = {
+            name: (None if err is None else _finite_or_text(err))
+            for name, err in result.check.items()
+        }
+    if result.jacobian is not None:
+        out["jacobian"] = {name: tensor_to_json(j) for name, j in result.jacobian.items()}
+    if result.hessian is not None:
+        out["hessian"] = {
+            row: {col: tensor_to_json(block) for col, block in cols.items()}
+            for row, cols in result.hessian.items()
+        }
+    if result.graph is not None:
+        from gradcalc.graph import graph_to_json
+
+        out["graph"] = graph_to_json(result.graph)
+    if result.notes:
+        out["note"] = " ".join(result.notes)
+    return out
+
+
+def error_to_json(exc: BaseException) -> dict:
+    """``{"error": {"type", "message", "line", "column", "hint"}}`` for any exception.
+
+    Anything that is not a ``FormulaError`` (a bug) is reported as
+    ``ValueError`` with ``"internal": true`` so a consumer still sees a contract type.
+    """
+    if isinstance(exc, FormulaError):
+        body = exc.to_json()
+    elif isinstance(exc, GradError):
+        body = {"type": "ValueError", "message": str(exc)}
+    elif isinstance(exc, MemoryError):
+        body = {"type": "LimitError", "message": "not enough memory for this computation"}
+    elif isinstance(exc, RecursionError):
+        body = {"type": "LimitError", "message": "the computation nests too deeply"}
+    else:
+        body = {
+            "type": "ValueError",
+            "message": f"internal error: {type(exc).__name__}: {exc}",
+            "internal": True,
+        }
+    return {"error": body}
+
+
+def dumps(obj: Any) -> str:
+    """Strict JSON text: raises ValueError rather than writing NaN/Infinity literals."""
+    return json.dumps(obj, allow_nan=False)
+
+
+# ---------------------------------------------------------------- batch requests
+
+
+def run_request(request: Any, limits: Limits | None = None) -> dict:
+    """Evaluate one batch request (a dict as in CONTRACT §3); never raises.
+
+    Returns the result object, or ``{"error": ...}``, with the request's ``id``
+    first (``None`` when the request has none). NumPy's floating-point
+    warnings are silenced: non-finite values are reported in ``note``.
+    """
+    request_id = request.get("id") if isinstance(request, dict) else None
+    try:
+        with np.errstate(all="ignore"):
+            out = result_to_json(evaluate(**_request_arguments(request), limits=limits))
+    except Exception as exc:
+        out = error_to_json(exc)
+    return {"id": request_id, **out}
+
+
+def run_line(
+    line: str, line_number: int | None = None, limits: Limits | None = None
+) -> tuple[str, bool]:
+    """One JSON Lines request in, one JSON line out (without newline), and whether it succeeded.
+
+    Malformed input (not JSON, not an object, no ``formula``) yields an error
+    line. Never raises.
+    """
+    where = f"input line {line_number}: " if line_number is not None else ""
+    try:
+        request = json.loads(line)
+    except ValueError as exc:
+        reply = {"id": None, **_bad_request(f"{where}not valid JSON ({exc})")}
+        return dumps(reply), False
+    if not isinstance(request, dict):
+        kind = type(request).__name__
+        reply = {"id": None, **_bad_request(f"{where}expected a JSON object, got {kind}")}
+        return dumps(reply), False
+    reply = run_request(request, limits)
+    if "error" in reply and where and not reply["error"].get("internal"):
+        message = reply["error"]["message"]
+        if message.startswith("request "):
+            reply["error"]["message"] = where + message
+    try:
+        return dumps(reply), "error" not in reply
+    except (TypeError, ValueError) as exc:  # an unserialisable id, or a bug
+        return dumps({"id": None, **error_to_json(exc)}), False
+
+
+def run_lines(
+    lines: Iterable[tuple[int, str]], limits: Limits | None = None
+) -> list[tuple[str, bool]]:
+    """:func:`run_line` over (line number, text) pairs: one task for a process pool."""
+    return [run_line(text, number, limits) for number, text in lines]
+
+
+def _bad_request(message: str) -> dict:
+    return {"error": {"type": "ValueError", "message": message}}
+
+
+def _request_arguments(request: Any) -> dict[str, Any]:
+    """Validate a batch request and map it to :func:`evaluate`'s keyword arguments."""
+    if not isinstance(request, dict):
+        raise FormulaValueError(f"request must be a JSON object, got {type(request).__name__}")
+    unknown = sorted(set(request) - _REQUEST_KEYS)
+    if unknown:
+        raise FormulaValueError(
+            f"request has unknown keys: {', '.join(map(str, unknown))}",
+            hint="allowed: " + ", ".join(sorted(_REQUEST_KEYS)),
+        )
+    formula = request.get("formula")
+    if not isinstance(formula, str):
+        missing = "formula" not in request
+        raise FormulaValueError(
+            "request has no 'formula'" if missing else "request 'formula' must be a string"
+        )
+    variables = request.get("vars") or {}
+    if not isinstance(variables, dict):
+        raise FormulaValueError("request 'vars' must be an object of NAME: VALUE")
+    wrt = request.get("wrt")
+    if isinstance(wrt, str):
+        wrt = [name.strip() for name in wrt.split(",") if name.strip()]
+    elif wrt is not None and not (isinstance(wrt, list) and all(isinstance(n, str) for n in wrt)):
+        raise FormulaValueError("request 'wrt' must be a list of names")
+    of = request.get("of")
+    if of is not None and not isinstance(of, str):
+        raise FormulaValueError("request 'of' must be a name")
+    seed = request.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise FormulaValueError("request 'seed' must be an integer")
+    return {
+        "formula": formula,
+        "bindings": variables,
+        "wrt": wrt,
+        "of": of,
+        "grad_output": request.get("grad_output"),
+        "dtype": request.get("dtype") or "float64",
+        "seed": seed,
+        "check": bool(request.get("check", False)),
+        "graph": bool(request.get("graph", False)),
+    }

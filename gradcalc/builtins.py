@@ -1,0 +1,1036 @@
+"""The formula language's built-ins: one table from language names to engine operations.
+
+``FUNCTIONS`` maps each function name to a `Builtin`: its signature (derived
+from the adapter, so it cannot drift), a one-line description, and the
+adapter itself, a thin layer over the engine that normalises arguments the
+way the language defines them (numbers are floats, so shapes, axes and
+indices accept whole floats; ``axis=`` and PyTorch's ``dim=`` are one
+keyword). ``METHODS`` and ``ATTRIBUTES`` are the whitelist of method sugar
+(``x.sum()``, ``a.grad.zero_()``) and attributes (``x.T``, ``x.grad``);
+nothing else about a Python object is reachable from a formula.
+
+An adapter whose first parameter is ``ctx`` receives the interpreter's
+`Context` (dtype, limits, random generator, live scopes).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import gradcalc as engine
+from gradcalc.errors import (
+    FormulaError,
+    FormulaTypeError,
+    FormulaValueError,
+    LimitError,
+    ShapeError,
+)
+from gradcalc.limits import Limits
+
+Tensor = engine.Tensor
+
+
+# ------------------------------------------------------------------- the entries
+
+
+@dataclass(frozen=True, slots=True)
+class Builtin:
+    """One function of the language."""
+
+    name: str
+    doc: str
+    impl: Callable[..., Any]
+    method: bool = True
+    """Callable as a method of its first (tensor) argument: ``x.sum()``."""
+    diagnose: Callable[..., str | None] | None = None
+    """Explains a failure as a shape mismatch, given the call's arguments."""
+    context: bool = field(init=False)
+    signature: str = field(init=False)
+    _parameters: inspect.Signature = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        parameters = list(inspect.signature(self.impl).parameters.values())
+        takes_context = bool(parameters) and parameters[0].name == "ctx"
+        if takes_context:
+            parameters = parameters[1:]
+        visible = inspect.Signature(parameters)
+        object.__setattr__(self, "context", takes_context)
+        object.__setattr__(self, "_parameters", visible)
+        object.__setattr__(self, "signature", f"{self.name}{_signature_text(visible)}")
+
+    def __repr__(self) -> str:
+        return f"<built-in function {self.signature}>"
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        return tuple(self._parameters.parameters)
+
+    def keywords(self, names: tuple[str, ...], values: list) -> dict[str, Any]:
+        """Keyword arguments with PyTorch's spellings mapped to the language's (dim -> axis)."""
+        params = self._parameters.parameters
+        out = {}
+        for name, value in zip(names, values):
+            if name not in params:
+                alias = KEYWORD_ALIASES.get(name)
+                if alias in params:
+                    name = alias
+            out[name] = value
+        return out
+
+    def explain(
+        self, exc: BaseException, argv: list, nargs: int, kwnames: tuple[str, ...]
+    ) -> FormulaError | None:
+        """Turn an exception from this built-in's call into the error a user should see."""
+        positional = argv[:nargs]
+        keywords = self.keywords(kwnames, argv[nargs:])
+        try:
+            self._parameters.bind(*positional, **keywords)
+        except TypeError as mismatch:
+            hint = f"signature: {self.signature}"
+            reason = str(mismatch)
+            unknown = [k for k in keywords if k not in self._parameters.parameters]
+            if unknown:
+                reason = f"has no parameter '{unknown[0]}'"
+                close = _close(unknown[0], self.parameters)
+                if close:
+                    hint = f"did you mean '{close}'? {hint}"
+            return FormulaTypeError(f"{self.name}(): {reason}", hint=hint)
+        for index, value in enumerate(argv):
+            if not isinstance(value, Tensor):
+                label = self.parameters[index] if index < nargs else kwnames[index - nargs]
+                where = f"argument '{label}'" if index < len(self.parameters) else "an argument"
+                return FormulaTypeError(
+                    f"{self.name}(): {where} is {kind_of(value)}, not a tensor",
+                    hint=f"signature: {self.signature}",
+                )
+        if self.diagnose is not None and isinstance(exc, ValueError | RuntimeError | IndexError):
+            try:
+                message = self.diagnose(*positional, **keywords)
+            except Exception:
+                message = None
+            if message:
+                return ShapeError(message)
+        if isinstance(exc, ValueError | RuntimeError | IndexError) and _looks_like_shapes(exc):
+            return ShapeError(f"{self.name}: {exc}")
+        if isinstance(exc, TypeError):
+            return FormulaTypeError(f"{self.name}(): {exc}", hint=f"signature: {self.signature}")
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Attribute:
+    name: str
+    doc: str
+    get: Callable[[Context, Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Constant:
+    name: str
+    doc: str
+    value: float
+
+
+KEYWORD_ALIASES = {"dim": "axis", "input": "x", "other": "y", "exponent": "y"}
+
+FUNCTIONS: dict[str, Builtin] = {}
+METHODS: dict[str, Builtin] = {}
+ATTRIBUTES: dict[str, Attribute] = {}
+CONSTANTS: dict[str, Constant] = {
+    "pi": Constant("pi", "π = 3.14159…", math.pi),
+    "e": Constant("e", "Euler's number e = 2.71828…", math.e),
+}
+
+
+def _function(
+    name: str, doc: str, *, method: bool = True, diagnose: Callable | None = None
+) -> Callable:
+    def register(impl: Callable) -> Callable:
+        FUNCTIONS[name] = Builtin(name, doc, impl, method=method, diagnose=diagnose)
+        return impl
+
+    return register
+
+
+def _method_only(name: str, doc: str) -> Callable:
+    def register(impl: Callable) -> Callable:
+        METHODS[name] = Builtin(name, doc, impl)
+        return impl
+
+    return register
+
+
+def _attribute(name: str, doc: str) -> Callable:
+    def register(get: Callable) -> Callable:
+        ATTRIBUTES[name] = Attribute(name, doc, get)
+        return get
+
+    return register
+
+
+# -------------------------------------------------------------------- the context
+
+
+class RangeValue:
+    """``range(...)``: only for ``for`` loops (and ``len``); its items are float scalars."""
+
+    __slots__ = ("start", "step", "stop")
+
+    def __init__(self, start: int, stop: int, step: int) -> None:
+        self.start, self.stop, self.step = start, stop, step
+
+    def __len__(self) -> int:
+        return len(range(self.start, self.stop, self.step))
+
+    def __repr__(self) -> str:
+        return f"range({self.start}, {self.stop}, {self.step})"
+
+
+class Context:
+    """What adapters need from the interpreter: dtype, limits, random generator, scopes."""
+
+    def __init__(self, dtype: str, limits: Limits, seed: int | None) -> None:
+        self.dtype_name = dtype
+        self.np_dtype = np.dtype(dtype)
+        self.dtype = engine.float64 if dtype == "float64" else engine.float32
+        self.limits = limits
+        self.generator = None
+        if seed is not None:
+            self.generator = engine.Generator()
+            self.generator.manual_seed(int(seed))
+        self.scopes: list[dict] = []
+
+    # -- making tensors
+
+    def literal(self, array: Any) -> Any:
+        """A constant tensor over ``array`` (no copy); its data is made read-only because
+        the compiler shares literal tensors between evaluations."""
+        array = np.asarray(array)
+        array.flags.writeable = False
+        dtype = engine.bool if array.dtype.kind == "b" else self.dtype
+        return engine.tensor(array, dtype=dtype)
+
+    def constant(self, array: Any) -> Any:
+        """A fresh constant tensor of the language's dtype."""
+        return engine.tensor(np.asarray(array, dtype=self.np_dtype), dtype=self.dtype)
+
+    def scalar(self, number: float) -> Any:
+        return engine.tensor(self.np_dtype.type(number), dtype=self.dtype)
+
+    def leaf(self, value: Any, requires_grad: bool, label: str) -> Any:
+        """A new leaf from a number, nested list, array or tensor, in the language's dtype."""
+        if isinstance(value, Tensor):
+            array = np.array(value.detach().numpy(), dtype=self.np_dtype)
+        else:
+            array = nested_list_array(value, self, label)
+        self.check_elements(array.size, f"the value of {label}")
+        return engine.tensor(array, dtype=self.dtype, requires_grad=bool(requires_grad))
+
+    def promote(self, value: Any) -> Any:
+        """The differentiable leaf an assignment of a fresh constant binds."""
+        return value.detach().requires_grad_(True)
+
+    # -- limits
+
+    def check_elements(self, count: int, what: str) -> None:
+        limit = self.limits.max_elements
+        if count > limit:
+            raise LimitError(
+                f"{what} would have {count:,} elements, more than the limit of {limit:,}",
+                hint="use a smaller size, or raise max_elements (CLI: --max-elements) "
+                "if the machine can hold it",
+            )
+
+    def check_shape(self, shape: tuple[int, ...], what: str) -> None:
+        self.check_elements(math.prod(shape), what)
+
+    def check_broadcast(self, symbol: str, *tensors: Any) -> None:
+        """Refuse an operation whose result would be too large, before it allocates."""
+        shapes = [np.shape(t._data) for t in tensors]
+        if symbol == "@":
+            shape = _matmul_shape(shapes[0], shapes[1])
+        else:
+            try:
+                shape = np.broadcast_shapes(*shapes)
+            except ValueError:
+                return  # the operation itself reports the mismatch
+        if shape is not None:
+            self.check_shape(shape, f"the result of '{symbol}'")
+
+    # -- loops
+
+    def iterate(self, value: Any) -> Iterator:
+        if isinstance(value, RangeValue):
+            return self._range_items(value)
+        if isinstance(value, Tensor):
+            if np.ndim(value._data) == 0:
+                raise FormulaTypeError(
+                    "cannot loop over a 0-d tensor (a single number)",
+                    hint="use range(n) to count, or a vector to loop over its items",
+                )
+            return (value[index] for index in range(np.shape(value._data)[0]))
+        raise FormulaTypeError(
+            f"a for loop needs range(...) or a tensor, not {kind_of(value)}",
+            hint="for i in range(10): ...",
+        )
+
+    def _range_items(self, span: RangeValue) -> Iterator:
+        scalar = self.scalar
+        for number in range(span.start, span.stop, span.step):
+            yield scalar(number)
+
+
+# --------------------------------------------------------- values and conversions
+
+
+def kind_of(value: Any) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, Tensor):
+        return "a tensor"
+    if isinstance(value, Builtin):
+        return f"the built-in function {value.name}()"
+    if isinstance(value, RangeValue):
+        return "a range"
+    name = getattr(value, "name", None)
+    if isinstance(name, str) and hasattr(value, "params"):
+        return f"the function {name}()"
+    return f"a {type(value).__name__}"
+
+
+def truth(value: Any) -> bool:
+    """Python's truth of a value; a tensor's only when it has exactly one element."""
+    if isinstance(value, Tensor):
+        data = value._data
+        if data.size == 1:
+            return bool(data)
+        raise FormulaValueError(
+            f"the truth value of a tensor with {data.size} elements is ambiguous",
+            hint="reduce it to one number first, e.g. sum(x > 0) > 0, or compare "
+            "a single element x[0] > 0",
+        )
+    return value is not None
+
+
+def _as_number(value: Any, what: str) -> float:
+    if isinstance(value, Tensor):
+        data = value._data
+        if data.size != 1:
+            raise FormulaValueError(
+                f"{what} must be a single number, not a tensor of shape {tuple(np.shape(data))}"
+            )
+        return float(np.asarray(data).reshape(()))
+    if isinstance(value, bool | int | float | np.number):
+        return float(value)
+    raise FormulaTypeError(f"{what} must be a number, not {kind_of(value)}")
+
+
+def as_int(value: Any, what: str) -> int:
+    """A whole number from a language number (a float that happens to be whole)."""
+    number = _as_number(value, what)
+    if not math.isfinite(number) or not number.is_integer():
+        raise FormulaValueError(f"{what} must be a whole number, not {number:g}")
+    return int(number)
+
+
+def _flag(value: Any) -> bool:
+    return value if isinstance(value, bool) else truth(value)
+
+
+def _shape_from(args: tuple, what: str) -> tuple[int, ...]:
+    """A shape from ``(2, 3)``, a single list/shape tensor ``([2, 3])``, or ``()``."""
+    if len(args) == 1 and isinstance(args[0], Tensor) and np.ndim(args[0]._data) == 1:
+        items = [float(v) for v in np.asarray(args[0]._data)]
+    elif len(args) == 1 and isinstance(args[0], tuple | list):
+        items = list(args[0])
+    else:
+        items = list(args)
+    shape = tuple(as_int(v, f"a dimension of {what}") for v in items)
+    for size in shape:
+        if size < 0:
+            raise FormulaValueError(f"a dimension of {what} cannot be negative ({size})")
+    return shape
+
+
+def _axes(axis: Any, what: str = "axis") -> int | tuple[int, ...] | None:
+    if axis is None:
+        return None
+    if isinstance(axis, Tensor) and np.ndim(axis._data) == 1:
+        return tuple(as_int(float(v), what) for v in np.asarray(axis._data))
+    return as_int(axis, what)
+
+
+def nested_list_array(value: Any, ctx: Context, label: str = "the list") -> np.ndarray:
+    """An array of the language's dtype from numbers or nested lists; ragged is a ShapeError."""
+    try:
+        array = np.array(value, dtype=ctx.np_dtype)
+    except (ValueError, TypeError) as exc:
+        if "inhomogeneous" in str(exc) or "sequence" in str(exc):
+            raise ShapeError(
+                f"{label} is ragged: its rows have different lengths",
+                hint="every row of a matrix needs the same number of items",
+            ) from None
+        raise FormulaTypeError(f"{label} is not made of numbers") from None
+    return array
+
+
+def _tensor_of(ctx: Context, value: Any) -> Any:
+    return value if isinstance(value, Tensor) else ctx.constant(value)
+
+
+# ------------------------------------------------------------------------ indexing
+
+
+def index_key(key: Any) -> Any:
+    """A language index (float scalars, float vectors, masks, slices, tuples) for NumPy."""
+    if isinstance(key, tuple):
+        return tuple(index_key(part) for part in key)
+    if isinstance(key, slice):
+        return key
+    if isinstance(key, Tensor):
+        data = np.asarray(key._data)
+        if data.dtype.kind == "b":
+            return data
+        if data.ndim == 0:
+            return as_int(key, "an index")
+        if not np.all(np.isfinite(data)) or not np.all(np.mod(data, 1) == 0):
+            raise FormulaValueError("indices must be whole numbers")
+        return data.astype(np.intp)
+    raise FormulaTypeError(f"an index must be a number, a slice or a tensor, not {kind_of(key)}")
+
+
+def make_slice(lower: Any, upper: Any, step: Any) -> slice:
+    bounds = [None if v is None else as_int(v, "a slice bound") for v in (lower, upper, step)]
+    if bounds[2] == 0:
+        raise FormulaValueError("a slice step cannot be zero")
+    return slice(*bounds)
+
+
+def get_item(value: Any, key: Any) -> Any:
+    numpy_key = index_key(key)
+    try:
+        return value[numpy_key]
+    except IndexError as exc:
+        raise ShapeError(
+            f"index out of range for a tensor of shape {_shape(value)}: {exc}"
+        ) from None
+
+
+def set_items(ctx: Context, name: str, base: Any, keys: list, value: Any) -> Any:
+    """``name[k1][k2] = value`` without mutation: the new tensor for ``name``."""
+    if not isinstance(base, Tensor):
+        raise FormulaTypeError(f"'{name}' is {kind_of(base)}; only tensors have elements")
+    if not isinstance(value, Tensor):
+        raise FormulaTypeError(f"cannot store {kind_of(value)} into a tensor's elements")
+    containers = [base]
+    for key in keys[:-1]:
+        containers.append(get_item(containers[-1], key))
+    for container, key in zip(reversed(containers), reversed(keys)):
+        value = index_put(ctx, name, container, index_key(key), value)
+    return value
+
+
+def index_put(ctx: Context, name: str, x: Any, key: Any, value: Any) -> Any:
+    """x with x[key] replaced by value, differentiable in both, from engine ops:
+    ``where(mask, value gathered to x's positions, x)``."""
+    shape = tuple(np.shape(x._data))
+    count = int(np.prod(shape, dtype=np.int64))
+    try:
+        positions = np.arange(count).reshape(shape)[key]
+    except IndexError as exc:
+        raise ShapeError(f"index out of range for '{name}' of shape {shape}: {exc}") from None
+    target = np.shape(positions)
+    source = np.shape(value._data)
+    try:
+        fits = np.broadcast_shapes(source, target) == target
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ShapeError(
+            f"cannot store a value of shape {source} into {name}[...], which has shape {target}"
+        )
+    flat = np.ravel(positions)
+    if flat.size == 0:
+        return x
+    if source != target:
+        value = value + ctx.literal(np.zeros(target, dtype=ctx.np_dtype))
+    gather = np.zeros(count, dtype=np.intp)
+    gather[flat] = np.arange(flat.size)
+    mask = np.zeros(count, dtype=bool)
+    mask[flat] = True
+    scattered = value.reshape(-1)[gather].reshape(shape)
+    return engine.where(ctx.literal(mask.reshape(shape)), scattered, x)
+
+
+def build_list(ctx: Context, items: list) -> Any:
+    """``[a, b, c]`` of tensors: stacked along a new first axis, differentiably."""
+    if not items:
+        return ctx.literal(np.zeros(0, dtype=ctx.np_dtype))
+    for item in items:
+        if not isinstance(item, Tensor):
+            raise FormulaTypeError(f"a list item is {kind_of(item)}, not a number or tensor")
+    first = np.shape(items[0]._data)
+    for item in items[1:]:
+        if np.shape(item._data) != first:
+            raise ShapeError(
+                f"list items have different shapes: {first} and {np.shape(item._data)}",
+                hint="every item of a list needs the same shape",
+            )
+    ctx.check_elements(len(items) * math.prod(first), "the list")
+    return engine.stack(items)
+
+
+# ------------------------------------------------------------------ diagnostics
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    return tuple(np.shape(value._data))
+
+
+def _matmul_shape(a: tuple, b: tuple) -> tuple | None:
+    if not a or not b:
+        return None
+    if len(a) == 1 and len(b) == 1:
+        return ()
+    try:
+        batch = np.broadcast_shapes(a[:-2], b[:-2])
+    except ValueError:
+        return None
+    rows = (a[-2],) if len(a) >= 2 else ()
+    cols = (b[-1],) if len(b) >= 2 else ()
+    return batch + rows + cols
+
+
+def matmul_problem(x: Any, y: Any, name: str = "matmul") -> str | None:
+    """Why ``x @ y`` cannot work, naming both shapes."""
+    if not (isinstance(x, Tensor) and isinstance(y, Tensor)):
+        return None
+    a, b = _shape(x), _shape(y)
+    if not a or not b:
+        return f"{name}: {a} @ {b} — both operands need at least one dimension (use * to scale)"
+    inner_a = a[-1]
+    inner_b = b[-2] if len(b) >= 2 else b[0]
+    if inner_a != inner_b:
+        return f"{name}: {a} @ {b} — inner dimensions {inner_a} and {inner_b} differ"
+    try:
+        np.broadcast_shapes(a[:-2], b[:-2])
+    except ValueError:
+        return f"{name}: {a} @ {b} — batch dimensions {a[:-2]} and {b[:-2]} do not broadcast"
+    return None
+
+
+def broadcast_problem(name: str, *values: Any) -> str | None:
+    """Why elementwise ``name`` cannot combine these shapes, or None if it can."""
+    shapes = [_shape(v) for v in values if isinstance(v, Tensor)]
+    try:
+        np.broadcast_shapes(*shapes)
+    except ValueError:
+        listed = " and ".join(str(s) for s in shapes)
+        return f"{name}: shapes {listed} cannot be broadcast together"
+    return None
+
+
+def operator_problem(symbol: str, left: Any, right: Any) -> str | None:
+    if symbol == "@":
+        return matmul_problem(left, right, "matmul")
+    return broadcast_problem(f"'{symbol}'", left, right)
+
+
+def _looks_like_shapes(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(word in text for word in ("shape", "broadcast", "dimension", "size"))
+
+
+def grad_error_hint(exc: BaseException) -> str | None:
+    name = type(exc).__name__
+    return {
+        "NoGradFnError": "the output does not depend on a differentiable variable; bound "
+        "variables are differentiable unless wrapped in const()/detach()",
+        "ImplicitGradError": "pass a gradient of the output's shape, y.backward(ones(...)), "
+        "or reduce it first: y.sum().backward()",
+        "FreedGraphError": "compute the output again before a second backward, or call "
+        "backward(y, retain_graph=True) the first time",
+        "InplaceLeafError": "a variable that requires grad cannot be changed in place; "
+        "assign a new value instead (w = w - 0.1*g)",
+    }.get(name)
+
+
+def _signature_text(signature: inspect.Signature) -> str:
+    parts = []
+    for param in signature.parameters.values():
+        if param.kind is param.VAR_POSITIONAL:
+            parts.append(f"*{param.name}")
+        elif param.kind is param.KEYWORD_ONLY and not any(
+            p.kind is p.VAR_POSITIONAL for p in signature.parameters.values()
+        ):
+            parts.append(f"{param.name}={param.default!r}")
+        elif param.default is param.empty:
+            parts.append(param.name)
+        else:
+            parts.append(f"{param.name}={param.default!r}")
+    return f"({', '.join(parts)})"
+
+
+def _close(name: str, candidates: Any) -> str | None:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+# ===================================================================== functions
+# ---------------------------------------------------------------- elementwise
+
+_function("exp", "e to the power x, elementwise")(lambda x: x.exp())
+_function("log", "natural logarithm, elementwise (log(-1) is NaN)")(lambda x: x.log())
+_function("log1p", "log(1 + x), accurate for small x")(lambda x: x.log1p())
+_function("sqrt", "square root, elementwise")(lambda x: x.sqrt())
+_function("abs", "absolute value (its derivative at 0 is 0)")(lambda x: x.abs())
+_function("sin", "sine, elementwise (radians)")(lambda x: x.sin())
+_function("cos", "cosine, elementwise (radians)")(lambda x: x.cos())
+_function("tan", "tangent, elementwise (radians)")(lambda x: x.tan())
+_function("tanh", "hyperbolic tangent, elementwise")(lambda x: x.tanh())
+_function("sigmoid", "logistic function 1 / (1 + exp(-x))")(lambda x: x.sigmoid())
+_function("relu", "max(x, 0) elementwise (its derivative at 0 is 0)")(lambda x: x.relu())
+
+
+@_function("softplus", "log(1 + exp(beta*x)) / beta, a smooth relu")
+def _softplus(x: Any, beta: Any = 1, threshold: Any = 20) -> Any:
+    return engine.nn.functional.softplus(
+        x, beta=_as_number(beta, "beta"), threshold=_as_number(threshold, "threshold")
+    )
+
+
+@_function("pow", "x to the power y, elementwise (same as x ** y)", diagnose=lambda x, y: broadcast_problem("pow", x, y))
+def _pow(ctx: Context, x: Any, y: Any) -> Any:
+    ctx.check_broadcast("pow", x, y)
+    return x**y
+
+
+@_function("clamp", "limit x to [min, max] elementwise; either bound may be left out")
+def _clamp(ctx: Context, x: Any, min: Any = None, max: Any = None) -> Any:  # noqa: A002
+    if min is None and max is None:
+        raise FormulaValueError("clamp() needs min=, max= or both")
+    bounds = {}
+    for key, bound in (("min", min), ("max", max)):
+        if bound is not None:
+            bounds[key] = bound if bound.requires_grad or bound._data.size != 1 else _as_number(bound, key)
+    return x.clamp(**bounds)
+
+
+@_function(
+    "where",
+    "elementwise choice: x where condition is true, else y",
+    method=False,
+    diagnose=lambda condition, x, y: broadcast_problem("where", condition, x, y),
+)
+def _where(ctx: Context, condition: Any, x: Any, y: Any) -> Any:
+    ctx.check_broadcast("where", condition, x, y)
+    if condition._data.dtype.kind != "b":
+        condition = condition != ctx.scalar(0.0)
+    return engine.where(condition, x, y)
+
+
+@_function(
+    "maximum",
+    "elementwise larger of x and y (ties share the gradient)",
+    diagnose=lambda x, y: broadcast_problem("maximum", x, y),
+)
+def _maximum(ctx: Context, x: Any, y: Any) -> Any:
+    ctx.check_broadcast("maximum", x, y)
+    return engine.maximum(x, y)
+
+
+@_function(
+    "minimum",
+    "elementwise smaller of x and y (ties share the gradient)",
+    diagnose=lambda x, y: broadcast_problem("minimum", x, y),
+)
+def _minimum(ctx: Context, x: Any, y: Any) -> Any:
+    ctx.check_broadcast("minimum", x, y)
+    return engine.minimum(x, y)
+
+
+# ------------------------------------------------------------------ reductions
+
+
+def _reduction(method: str) -> Callable:
+    def reduce(x: Any, axis: Any = None, keepdim: Any = False) -> Any:
+        dim = _axes(axis)
+        reducer = getattr(x, method)
+        if dim is None:
+            result = reducer()
+            if _flag(keepdim):
+                result = result.reshape((1,) * np.ndim(x._data))
+            return result
+        return reducer(dim=dim, keepdim=_flag(keepdim))
+
+    return reduce
+
+
+_function("sum", "sum of the elements, over all axes or the given axis")(_reduction("sum"))
+_function("mean", "mean of the elements, over all axes or the given axis")(_reduction("mean"))
+
+
+def _one_axis_reduction(method: str) -> Callable:
+    def reduce(x: Any, axis: Any = None, keepdim: Any = False) -> Any:
+        dim = _axes(axis)
+        keep = _flag(keepdim)
+        if dim is None:
+            result = getattr(x, method)()
+            return result.reshape((1,) * np.ndim(x._data)) if keep else result
+        dims = (dim,) if isinstance(dim, int) else dim
+        ndim = np.ndim(x._data)
+        for one in sorted((d % ndim if ndim else d for d in dims), reverse=True):
+            result = getattr(x, method)(dim=one, keepdim=keep)
+            x = result[0] if isinstance(result, tuple) else result
+        return x
+
+    return reduce
+
+
+_function("prod", "product of the elements, over all axes or the given axis")(
+    _one_axis_reduction("prod")
+)
+_function("max", "largest element, over all axes or the given axis (ties share the gradient)")(
+    _one_axis_reduction("max")
+)
+_function("min", "smallest element, over all axes or the given axis (ties share the gradient)")(
+    _one_axis_reduction("min")
+)
+
+
+@_function("norm", "p-norm (default: Euclidean), over all axes or the given axis")
+def _norm(x: Any, p: Any = 2, axis: Any = None, keepdim: Any = False) -> Any:
+    dim = _axes(axis)
+    order = _as_number(p, "p")
+    if dim is None:
+        result = x.norm(p=order)
+        return result.reshape((1,) * np.ndim(x._data)) if _flag(keepdim) else result
+    return x.norm(p=order, dim=dim, keepdim=_flag(keepdim))
+
+
+@_function("logsumexp", "log(sum(exp(x))) computed stably, over all axes or the given axis")
+def _logsumexp(x: Any, axis: Any = None, keepdim: Any = False) -> Any:
+    dim = _axes(axis)
+    if dim is None:
+        result = x.reshape(-1).logsumexp(dim=0)
+        return result.reshape((1,) * np.ndim(x._data)) if _flag(keepdim) else result
+    return x.logsumexp(dim=dim, keepdim=_flag(keepdim))
+
+
+@_function("softmax", "exp(x) / sum(exp(x)) along an axis (default: the last)")
+def _softmax(x: Any, axis: Any = -1) -> Any:
+    if np.ndim(x._data) == 0:
+        return x.reshape(1).softmax(dim=0).reshape(())
+    return x.softmax(dim=as_int(axis, "axis"))
+
+
+# -------------------------------------------------------------- linear algebra
+
+
+@_function("matmul", "matrix product x @ y (vectors and batches as NumPy)", diagnose=matmul_problem)
+def _matmul(ctx: Context, x: Any, y: Any) -> Any:
+    ctx.check_broadcast("@", x, y)
+    return x.matmul(y)
+
+
+def _dot_problem(x: Any, y: Any) -> str | None:
+    a, b = _shape(x), _shape(y)
+    if len(a) != 1 or len(b) != 1:
+        return f"dot: {a} · {b} — dot takes two vectors; use matmul or @ for matrices"
+    if a != b:
+        return f"dot: {a} · {b} — lengths {a[0]} and {b[0]} differ"
+    return None
+
+
+@_function("dot", "dot product of two vectors of the same length", diagnose=_dot_problem)
+def _dot(x: Any, y: Any) -> Any:
+    return x.dot(y)
+
+
+@_function("transpose", "reverse the axes (as NumPy); transpose(x, 0, 1) swaps two axes")
+def _transpose(x: Any, *axes: Any) -> Any:
+    ndim = np.ndim(x._data)
+    if not axes:
+        if ndim < 2:
+            return x
+        if ndim == 2:
+            return x.transpose(0, 1)
+        return x.permute(*reversed(range(ndim)))
+    dims = _shape_from(axes, "transpose") if len(axes) == 1 else tuple(
+        as_int(a, "an axis") for a in axes
+    )
+    if len(dims) == 2 and ndim != 2 or (len(dims) == 2 and len(axes) == 2):
+        return x.transpose(*dims)
+    if sorted(d % ndim for d in dims) != list(range(ndim)):
+        raise ShapeError(
+            f"transpose: axes {dims} are not a permutation of the {ndim} axes of {_shape(x)}"
+        )
+    return x.permute(*dims)
+
+
+def _reshape_problem(x: Any, *shape: Any) -> str | None:
+    try:
+        target = tuple(as_int(v, "a dimension") for v in _flat_shape_args(shape))
+    except FormulaError:
+        return None
+    return (
+        f"reshape: cannot reshape a tensor of shape {_shape(x)} "
+        f"({np.size(x._data)} elements) into {target}"
+    )
+
+
+def _flat_shape_args(shape: tuple) -> list:
+    if len(shape) == 1 and isinstance(shape[0], Tensor) and np.ndim(shape[0]._data) == 1:
+        return [float(v) for v in np.asarray(shape[0]._data)]
+    return list(shape)
+
+
+@_function("reshape", "the same elements in a new shape; one dimension may be -1", diagnose=_reshape_problem)
+def _reshape(x: Any, *shape: Any) -> Any:
+    dims = tuple(as_int(v, "a dimension of reshape") for v in _flat_shape_args(shape))
+    return x.reshape(dims)
+
+
+# ---------------------------------------------------------------- constructors
+
+
+@_function("tensor", "a new constant tensor with the values of data", method=False)
+def _tensor(ctx: Context, data: Any, requires_grad: Any = False) -> Any:
+    array = np.array(np.asarray(data._data), dtype=ctx.np_dtype)
+    return engine.tensor(array, dtype=ctx.dtype, requires_grad=_flag(requires_grad))
+
+
+@_function("arange", "start, start+step, ... below end (arange(n) is 0 … n-1)", method=False)
+def _arange(ctx: Context, start: Any, end: Any = None, step: Any = 1, requires_grad: Any = False) -> Any:
+    first = _as_number(start, "start")
+    if end is None:
+        first, last = 0.0, first
+    else:
+        last = _as_number(end, "end")
+    increment = _as_number(step, "step")
+    if not all(math.isfinite(v) for v in (first, last, increment)):
+        raise FormulaValueError("arange() needs finite start, end and step")
+    if increment == 0:
+        raise FormulaValueError("arange() step cannot be zero")
+    count = max(0, math.ceil((last - first) / increment))
+    ctx.check_elements(count, f"arange({first:g}, {last:g}, {increment:g})")
+    return engine.arange(
+        first, last, increment, dtype=ctx.dtype, requires_grad=_flag(requires_grad)
+    )
+
+
+@_function("linspace", "steps evenly spaced numbers from start to end inclusive", method=False)
+def _linspace(ctx: Context, start: Any, end: Any, steps: Any, requires_grad: Any = False) -> Any:
+    count = as_int(steps, "steps")
+    if count < 0:
+        raise FormulaValueError("linspace() steps cannot be negative")
+    ctx.check_elements(count, "linspace()")
+    return engine.linspace(
+        _as_number(start, "start"),
+        _as_number(end, "end"),
+        count,
+        dtype=ctx.dtype,
+        requires_grad=_flag(requires_grad),
+    )
+
+
+def _sized(ctx: Context, name: str, shape: tuple, size: Any) -> tuple[int, ...]:
+    if size is not None:
+        if shape:
+            raise FormulaTypeError(f"{name}(): give the shape as arguments or as size=, not both")
+        shape = (size,)
+    dims = _shape_from(shape, f"{name}()")
+    ctx.check_shape(dims, f"{name}{dims}")
+    return dims
+
+
+def _filled(name: str, make: str) -> Callable:
+    def construct(ctx: Context, *shape: Any, size: Any = None, requires_grad: Any = False) -> Any:
+        dims = _sized(ctx, name, shape, size)
+        maker = engine.zeros if make == "zeros" else engine.ones
+        return maker(dims, dtype=ctx.dtype, requires_grad=_flag(requires_grad))
+
+    return construct
+
+
+_function("zeros", "a tensor of zeros: zeros(2, 3) or zeros(x.shape)", method=False)(
+    _filled("zeros", "zeros")
+)
+_function("ones", "a tensor of ones: ones(3, 1) or ones(x.shape)", method=False)(
+    _filled("ones", "ones")
+)
+
+
+@_function("full", "a tensor of the given shape filled with value", method=False)
+def _full(ctx: Context, shape: Any, value: Any, requires_grad: Any = False) -> Any:
+    dims = _sized(ctx, "full", (shape,), None)
+    return engine.full(
+        dims, _as_number(value, "value"), dtype=ctx.dtype, requires_grad=_flag(requires_grad)
+    )
+
+
+@_function("eye", "the n×n identity matrix (n×m if m is given)", method=False)
+def _eye(ctx: Context, n: Any, m: Any = None, requires_grad: Any = False) -> Any:
+    rows = as_int(n, "n")
+    cols = rows if m is None else as_int(m, "m")
+    if rows < 0 or cols < 0:
+        raise FormulaValueError("eye() sizes cannot be negative")
+    ctx.check_shape((rows, cols), f"eye({rows}, {cols})")
+    return engine.eye(rows, cols, dtype=ctx.dtype, requires_grad=_flag(requires_grad))
+
+
+def _random(name: str) -> Callable:
+    def construct(ctx: Context, *shape: Any, size: Any = None, requires_grad: Any = False) -> Any:
+        dims = _sized(ctx, name, shape, size)
+        maker = engine.rand if name == "rand" else engine.randn
+        return maker(
+            dims, generator=ctx.generator, dtype=ctx.dtype, requires_grad=_flag(requires_grad)
+        )
+
+    return construct
+
+
+_function("rand", "uniform random numbers in [0, 1) (seeded by --seed)", method=False)(
+    _random("rand")
+)
+_function("randn", "standard normal random numbers (seeded by --seed)", method=False)(
+    _random("randn")
+)
+
+
+# ------------------------------------------------------------------- autograd
+
+
+_function("detach", "the same values, cut from the graph (no gradient flows through)")(
+    lambda x: x.detach()
+)
+_function("const", "the same values as a constant: no gradient flows through")(
+    lambda x: x.detach()
+)
+
+
+@_function("grad", "dy/dx as a differentiable tensor, so grad(grad(y, x), x) works", method=False)
+def _grad(ctx: Context, y: Any, x: Any, grad_output: Any = None) -> Any:
+    if not x.requires_grad:
+        raise FormulaValueError(
+            "grad(y, x): x is a constant, so there is nothing to differentiate against",
+            hint="x must be a bound variable or a value computed from one, "
+            "not wrapped in const()/detach()",
+        )
+    if not y.requires_grad:
+        return ctx.constant(np.zeros(np.shape(x._data)))
+    seed = grad_output
+    if seed is None and np.size(y._data) != 1:
+        seed = ctx.constant(np.ones(np.shape(y._data)))
+    elif seed is None and np.ndim(y._data) != 0:
+        seed = ctx.constant(np.ones(np.shape(y._data)))
+    (result,) = engine.autograd.grad(
+        [y],
+        [x],
+        grad_outputs=None if seed is None else [seed],
+        create_graph=True,
+        allow_unused=True,
+    )
+    if result is None:
+        return ctx.constant(np.zeros(np.shape(x._data)))
+    return result
+
+
+@_function("backward", "accumulate dy/d(leaf) into every leaf's .grad, as PyTorch does")
+def _backward(y: Any, gradient: Any = None, retain_graph: Any = False) -> None:
+    y.backward(gradient=gradient, retain_graph=_flag(retain_graph))
+
+
+@_function("zero_grad", "clear the .grad of every variable", method=False)
+def _zero_grad(ctx: Context) -> None:
+    for scope in ctx.scopes:
+        for value in scope.values():
+            if isinstance(value, Tensor) and value.grad is not None:
+                value.grad = None
+
+
+@_method_only("zero_", "set every element to 0 in place (for a.grad.zero_())")
+def _zero_(x: Any) -> Any:
+    return x.zero_()
+
+
+@_method_only("requires_grad_", "make this tensor a differentiable leaf (or not)")
+def _requires_grad_(x: Any, requires_grad: Any = True) -> Any:
+    flag = _flag(requires_grad)
+    if not x._data.flags.writeable:  # a shared literal: never change it, make a new leaf
+        return x.detach().requires_grad_(flag)
+    return x.requires_grad_(flag)
+
+
+@_method_only("retain_grad", "keep this intermediate's .grad after backward")
+def _retain_grad(x: Any) -> None:
+    x.retain_grad()
+
+
+@_method_only("item", "the value of a one-element tensor, as a constant")
+def _item(ctx: Context, x: Any) -> Any:
+    return ctx.scalar(_as_number(x, "item()"))
+
+
+# --------------------------------------------------------------------- misc
+
+
+@_function("range", "whole numbers start, start+step, ... below stop, for loops", method=False)
+def _range(start: Any, stop: Any = None, step: Any = 1) -> RangeValue:
+    first = as_int(start, "range() start")
+    if stop is None:
+        first, last = 0, first
+    else:
+        last = as_int(stop, "range() stop")
+    increment = as_int(step, "range() step")
+    if increment == 0:
+        raise FormulaValueError("range() step cannot be zero")
+    return RangeValue(first, last, increment)
+
+
+@_function("len", "the length of the first axis", method=False)
+def _len(ctx: Context, x: Any) -> Any:
+    if isinstance(x, RangeValue):
+        return ctx.scalar(len(x))
+    if not isinstance(x, Tensor) or np.ndim(x._data) == 0:
+        raise FormulaTypeError(f"len() needs a vector or a range, not {kind_of(x) if not isinstance(x, Tensor) else 'a 0-d tensor'}")
+    return ctx.scalar(np.shape(x._data)[0])
+
+
+@_function("shape", "the shape as a vector of sizes (same as x.shape)", method=False)
+def _shape_of(ctx: Context, x: Any) -> Any:
+    return ctx.literal(np.array(np.shape(x._data), dtype=ctx.np_dtype))
+
+
+METHODS.update(
+    {name: spec for name, spec in FUNCTIONS.items() if spec.method} | METHODS
+)
+
+
+# ------------------------------------------------------------------ attributes
+
+
+@_attribute("T", "the tensor with its axes reversed")
+def _t(ctx: Context, x: Any) -> Any:
+    return _transpose(x)
+
+
+_attribute("shape", "the shape as a vector of sizes")(lambda ctx, x: _shape_of(ctx, x))
+_attribute("grad", "the gradient accumulated by backward(), or None")(lambda ctx, x: x.grad)
+_attribute("requires_grad", "whether gradients flow to this tensor")(
+    lambda ctx, x: ctx.literal(np.array(bool(x.requires_grad)))
+)
+_attribute("is_leaf", "whether this tensor is a leaf of the graph")(
+    lambda ctx, x: ctx.literal(np.array(bool(x.is_leaf)))
+)
+_attribute("grad_fn", "the graph node that made this tensor, or None")(lambda ctx, x: x.grad_fn)
+_attribute("data", "the values without the graph (like detach())")(lambda ctx, x: x.detach())
+_attribute("ndim", "the number of axes")(lambda ctx, x: ctx.scalar(np.ndim(x._data)))

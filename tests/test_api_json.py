@@ -1,0 +1,122 @@
+"""Strict JSON encoding of results and errors (CONTRACT §3), independent of any formula."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from gradcalc import api
+from gradcalc.api import Result, error_to_json, result_to_json, tensor_to_json
+from gradcalc.errors import GradError, LimitError, ParseError
+
+
+def strict_loads(text: str) -> object:
+    def reject(constant: str) -> object:
+        raise AssertionError(f"non-strict JSON constant {constant}")
+
+    return json.loads(text, parse_constant=reject)
+
+
+@pytest.mark.parametrize(
+    ("array", "expected"),
+    [
+        (np.array(-12.0), -12.0),
+        (np.array([1.0, 2.5]), [1.0, 2.5]),
+        (np.array([[0.0, 1.0], [2.0, 3.0]]), [[0.0, 1.0], [2.0, 3.0]]),
+        (np.array(np.inf), "Infinity"),
+        (np.array([np.nan, -np.inf, 1.0]), ["NaN", "-Infinity", 1.0]),
+        (np.array([[np.nan], [2.0]]), [["NaN"], [2.0]]),
+        (np.array(0.1, dtype=np.float32), 0.1),
+        (np.array([0.1, np.inf], dtype=np.float32), [0.1, "Infinity"]),
+        (np.array([True, False]), [True, False]),
+        (np.array(3, dtype=np.int64), 3),
+        (np.zeros((2, 0)), [[], []]),
+        (np.zeros((0, 3)), []),
+        (np.arange(24.0).reshape(2, 3, 4), np.arange(24.0).reshape(2, 3, 4).tolist()),
+    ],
+)
+def test_tensor_to_json(array: np.ndarray, expected: object) -> None:
+    assert tensor_to_json(array) == expected
+    strict_loads(api.dumps(tensor_to_json(array)))
+
+
+def test_result_has_every_contract_key_and_exact_numbers() -> None:
+    result = Result(
+        value=np.array(-12.0),
+        dtype="float64",
+        gradients={"a": np.array(36.0), "b": np.array(-12.0)},
+    )
+    text = api.dumps(result_to_json(result))
+    assert text == (
+        '{"schema_version": 1, "value": -12.0, "shape": [], "dtype": "float64", '
+        '"gradients": {"a": 36.0, "b": -12.0}}'
+    )
+
+
+def test_optional_keys_appear_when_present() -> None:
+    result = Result(
+        value=np.array([1.0, np.nan]),
+        dtype="float64",
+        gradients={"x": np.array([1.0, 1.0]), "c": np.array(0.0)},
+        unused=["c"],
+        summed=True,
+        notes=["one.", "two."],
+        check={"x": 1e-11, "c": None},
+        output_name="y",
+    )
+    payload = strict_loads(api.dumps(result_to_json(result)))
+    assert payload["value"] == [1.0, "NaN"]
+    assert payload["shape"] == [2]
+    assert payload["unused"] == ["c"]
+    assert payload["summed"] is True
+    assert payload["note"] == "one. two."
+    assert payload["check"] == {"x": 1e-11, "c": None}
+    assert payload["output"] == "y"
+
+
+def test_errors_carry_the_contract_type_and_position() -> None:
+    exc = ParseError("expected an operand after '*'", line=1, column=4, hint="remove one")
+    assert error_to_json(exc) == {
+        "error": {
+            "type": "ParseError",
+            "message": "expected an operand after '*'",
+            "line": 1,
+            "column": 4,
+            "hint": "remove one",
+        }
+    }
+    assert error_to_json(LimitError("too big"))["error"]["type"] == "LimitError"
+    assert error_to_json(GradError("boom"))["error"]["type"] == "ValueError"
+    assert error_to_json(MemoryError())["error"]["type"] == "LimitError"
+    internal = error_to_json(ZeroDivisionError("x"))["error"]
+    assert internal["type"] == "ValueError" and internal["internal"] is True
+
+
+def test_dumps_refuses_non_finite_numbers() -> None:
+    with pytest.raises(ValueError):
+        api.dumps({"x": float("nan")})
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("not json", "not valid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        ('{"id": 3}', "no 'formula'"),
+        ('{"id": 3, "formula": 5}', "'formula' must be a string"),
+        ('{"id": 3, "formula": "a", "vars": [1]}', "'vars' must be an object"),
+        ('{"id": 3, "formula": "a", "wrt": 5}', "'wrt' must be a list"),
+        ('{"id": 3, "formula": "a", "seed": "x"}', "'seed' must be an integer"),
+        ('{"id": 3, "formula": "a", "color": 1}', "unknown keys: color"),
+    ],
+)
+def test_malformed_requests_give_error_lines(line: str, message: str) -> None:
+    text, ok = api.run_line(line, 9)
+    assert not ok
+    payload = strict_loads(text)
+    assert message in payload["error"]["message"]
+    assert payload["error"]["message"].startswith("input line 9: ")
+    assert payload["id"] == (3 if line.startswith('{"id": 3') else None)
+    assert set(payload) == {"id", "error"}

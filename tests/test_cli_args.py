@@ -1,0 +1,162 @@
+"""Argument handling of the command line: the fast path agrees with Typer, usage errors exit 2."""
+
+from __future__ import annotations
+
+import pytest
+from gradcalc.cli import app as app_module
+from gradcalc.cli import fast, inputs
+from gradcalc.cli.app import app
+from gradcalc.cli.inputs import Invocation, UsageProblem
+from typer.testing import CliRunner
+
+runner = CliRunner()
+
+
+def typer_invocation(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> Invocation | None:
+    """The Invocation the Typer app builds for ``args`` (None if Typer rejected them)."""
+    seen: list[Invocation] = []
+    monkeypatch.setattr(app_module, "run_invocation", lambda inv: seen.append(inv) or 0)
+    result = runner.invoke(app, args)
+    if result.exit_code != 0:
+        return None
+    assert len(seen) == 1, result.output
+    return seen[0]
+
+
+AGREEING = [
+    ["3*a**3 - b**2", "a=2", "b=6"],
+    ["grad", "3*a**3 - b**2", "a=2", "b=6", "--json"],
+    ["--json", "x*y", "x=[1,2]", "y=3"],
+    ["x*y", "x=1", "--wrt", "x,y", "--of", "z", "--check", "--graph"],
+    ["x*y", "x=1", "--wrt=x", "--seed=7", "--dtype", "float32"],
+    ["x", "x=-1", "--seed", "-3", "--grad-output", "[1, 2]"],
+    ["x", "x=1", "x=2", "--max-iterations", "5", "--max-elements=100"],
+    ["-", "a=ones(3,1)"],
+    ["@formula.txt", "w='ones(3, 1)'", "--json", "--json"],
+]
+
+
+@pytest.mark.parametrize("args", AGREEING, ids=lambda a: " ".join(a))
+def test_fast_path_builds_the_same_invocation_as_typer(
+    monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    quick = fast.parse(list(args))
+    assert quick is not None
+    assert quick == typer_invocation(monkeypatch, args)
+
+
+DEFERRED = [
+    [],
+    ["--help"],
+    ["grad", "--help"],
+    ["eval", "1+1"],
+    ["batch", "-"],
+    ["--version"],
+    ["x", "--wrt"],  # option without its value
+    ["x", "--bogus"],
+    ["x", "-h"],
+    ["x", "--", "a=1"],
+    ["x", "a"],  # binding without '='
+    ["x", "1a=2"],
+    ["x", "--dtype", "float16"],
+    ["x", "--seed", "1.5"],
+    ["x", "--max-nesting", "0"],
+    ["x", "--json=yes"],
+    ["grad"],
+    ["--json"],
+]
+
+
+@pytest.mark.parametrize("args", DEFERRED, ids=lambda a: " ".join(a) or "(none)")
+def test_fast_path_leaves_everything_else_to_typer(args: list[str]) -> None:
+    assert fast.parse(list(args)) is None
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["x", "a"],
+        ["x", "1a=2"],
+        ["x", "--dtype", "float16"],
+        ["x", "--seed", "1.5"],
+        ["x", "--max-nesting", "0"],
+        ["x", "--bogus"],
+        ["x", "--wrt"],
+        ["x", "--wrt", "a,,1b"],
+        ["grad"],
+        ["graph", "x", "x=1", "--format", "png"],
+        ["batch", "-", "--jobs", "-1"],
+    ],
+)
+def test_usage_errors_exit_2_on_stderr(args: list[str]) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert "Traceback" not in result.output
+
+
+def test_bare_command_without_a_terminal_is_a_usage_error() -> None:
+    result = runner.invoke(app, [])
+    assert result.exit_code == 2
+    assert "No formula given" in result.stderr
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.startswith("gradcalc ")
+
+
+@pytest.mark.parametrize(
+    "command", ["grad", "eval", "graph", "jacobian", "hessian", "batch", "repl", "functions"]
+)
+def test_every_command_has_help_with_examples(command: str) -> None:
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Examples:" in result.stdout
+    assert result.stdout.count("gradcalc ") >= 3  # usage line and at least two examples
+
+
+def test_top_level_help_lists_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("grad", "eval", "graph", "jacobian", "hessian", "batch", "repl", "functions"):
+        assert command in result.stdout
+
+
+def test_bindings_keep_order_and_last_value_wins() -> None:
+    assert inputs.parse_bindings(["b=1", "a=2", "b=3"]) == {"a": "2", "b": "3"}
+    assert inputs.parse_binding("x=a=b") == ("x", "a=b")
+    for bad in ["a", "=2", "1x=2", "a b=1", "a="]:
+        with pytest.raises(UsageProblem):
+            inputs.parse_binding(bad)
+
+
+def test_names_accept_commas_and_spaces() -> None:
+    assert inputs.parse_names("a,b c") == ["a", "b", "c"]
+    assert inputs.parse_names(None) is None
+    with pytest.raises(UsageProblem):
+        inputs.parse_names(",")
+
+
+def test_formula_from_file_and_missing_file(tmp_path) -> None:
+    path = tmp_path / "f.txt"
+    path.write_text("3*a\n", encoding="utf-8")
+    assert inputs.read_formula(f"@{path}") == "3*a\n"
+    assert inputs.read_formula("a@b") == "a@b"
+    with pytest.raises(UsageProblem, match="cannot read"):
+        inputs.read_formula(f"@{tmp_path / 'missing.txt'}")
+
+
+def test_missing_formula_file_exits_2() -> None:
+    result = runner.invoke(app, ["grad", "@/nonexistent/formula.txt", "a=1"])
+    assert result.exit_code == 2
+    assert "cannot read formula file" in result.stderr
+
+
+def test_limits_options_build_limits() -> None:
+    inv = fast.parse(["x", "--max-iterations", "7", "--max-call-depth", "9"])
+    assert inv is not None
+    limits = inv.make_limits()
+    assert (limits.max_iterations, limits.max_call_depth) == (7, 9)
+    assert Invocation("grad", "x").make_limits() == inputs.make_limits({})

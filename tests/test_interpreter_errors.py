@@ -1,0 +1,196 @@
+"""Every failure inside the interpreter is a gradcalc FormulaError a person can act on."""
+
+from __future__ import annotations
+
+import pytest
+
+from gradcalc.errors import (
+    FormulaError,
+    FormulaTypeError,
+    FormulaValueError,
+    ShapeError,
+    UnknownNameError,
+)
+from gradcalc.interpreter import Interpreter
+
+
+def fail(source: str, **bindings) -> FormulaError:
+    interp = Interpreter()
+    for name, value in bindings.items():
+        interp.bind(name, value)
+    with pytest.raises(FormulaError) as info:
+        interp.execute(source)
+    return info.value
+
+
+# ------------------------------------------------------------------ names
+
+
+def test_unknown_function_suggests_the_closest() -> None:
+    error = fail("sqr(4)")
+    assert isinstance(error, UnknownNameError)
+    assert error.kind == "NameError"
+    assert "'sqr' is not defined" in error.message
+    assert "did you mean 'sqrt'?" in error.hint
+
+
+def test_unknown_variable_says_how_to_bind_it() -> None:
+    error = fail("q + 1")
+    assert "bind it on the command line: q=2" in error.hint
+
+
+def test_misspelt_variable_suggests_the_bound_name() -> None:
+    error = fail("alpah * 2", alpha=1)
+    assert "did you mean 'alpha'?" in error.hint
+
+
+def test_unknown_method_suggests_the_closest() -> None:
+    error = fail("x.summ()", x=1)
+    assert error.kind == "NameError"
+    assert "did you mean 'sum'?" in error.hint
+
+
+def test_positions_point_at_the_node() -> None:
+    error = fail("a = 1\nb = 2\nc = a + zz * b")
+    assert (error.line, error.column) == (3, 9)
+    assert error.source_line() == "c = a + zz * b"
+    assert error.caret().endswith("        ^")
+    assert error.to_json()["type"] == "NameError"
+
+
+# ------------------------------------------------------------------ shapes
+
+
+def test_matmul_shape_error_names_both_shapes() -> None:
+    error = fail("[1, 2] @ [1, 2, 3]")
+    assert isinstance(error, ShapeError)
+    assert error.message == "matmul: (2,) @ (3,) — inner dimensions 2 and 3 differ"
+    error = fail("matmul(ones(2, 3), ones(2, 3))")
+    assert error.message == "matmul: (2, 3) @ (2, 3) — inner dimensions 3 and 2 differ"
+    error = fail("x.matmul(w)", x=[[1, 2]], w=[[1, 2, 3]])
+    assert "inner dimensions 2 and 1 differ" in error.message
+
+
+def test_broadcast_error_names_the_operator_and_shapes() -> None:
+    error = fail("[1, 2] + [1, 2, 3]")
+    assert isinstance(error, ShapeError)
+    assert "'+'" in error.message and "(2,)" in error.message and "(3,)" in error.message
+    error = fail("maximum(ones(2), ones(3))")
+    assert isinstance(error, ShapeError)
+    assert error.message.startswith("maximum:")
+
+
+def test_reshape_and_dot_shape_errors() -> None:
+    error = fail("reshape(arange(6), 4)")
+    assert isinstance(error, ShapeError)
+    assert "(6,)" in error.message and "(4,)" in error.message
+    error = fail("dot([1, 2], [1, 2, 3])")
+    assert isinstance(error, ShapeError)
+    assert "lengths 2 and 3 differ" in error.message
+
+
+# ------------------------------------------------------------------ calls
+
+
+def test_wrong_argument_count_quotes_the_signature() -> None:
+    error = fail("exp(1, 2)")
+    assert isinstance(error, FormulaTypeError)
+    assert error.hint == "signature: exp(x)"
+
+
+def test_bad_keyword_suggests_the_parameter() -> None:
+    error = fail("sum([1, 2], axs=0)")
+    assert isinstance(error, FormulaTypeError)
+    assert "has no parameter 'axs'" in error.message
+    assert "did you mean 'axis'?" in error.hint
+    assert "sum(x, axis=None, keepdim=False)" in error.hint
+
+
+def test_none_argument_is_a_type_error() -> None:
+    error = fail("exp(x.grad)", x=1)
+    assert isinstance(error, FormulaTypeError)
+
+
+def test_operator_on_none_explains_grad_none() -> None:
+    error = fail("x.grad * 2", x=1)
+    assert isinstance(error, FormulaTypeError)
+    assert "None" in error.message
+
+
+def test_calling_the_result_of_a_call_that_is_not_a_function() -> None:
+    error = fail("(x * 2)(3)", x=1)
+    assert isinstance(error, FormulaTypeError)
+
+
+def test_range_is_only_for_loops() -> None:
+    error = fail("range(3) + 1")
+    assert isinstance(error, FormulaTypeError)
+
+
+def test_looping_over_a_scalar() -> None:
+    error = fail("for v in 3: pass")
+    assert isinstance(error, FormulaTypeError)
+
+
+def test_non_integral_shape() -> None:
+    error = fail("zeros(2.5)")
+    assert isinstance(error, FormulaValueError)
+    assert "whole number" in error.message
+
+
+# ------------------------------------------------------------------ autograd misuse
+
+
+def test_backward_of_a_constant_is_a_value_error_with_the_engine_message() -> None:
+    error = fail("y = const(2) * 3\ny.backward()")
+    assert isinstance(error, FormulaValueError)
+    assert "does not require grad" in error.message
+
+
+def test_second_backward_through_a_freed_graph() -> None:
+    error = fail("y = x * x\ny.backward()\ny.backward()", x=2)
+    assert isinstance(error, FormulaValueError)
+    assert error.hint
+
+
+def test_backward_of_a_vector_needs_a_gradient() -> None:
+    error = fail("y = x * 2\ny.backward()", x=[1, 2])
+    assert isinstance(error, FormulaValueError)
+    assert "implicitly" in error.message
+
+
+# ------------------------------------------------------------------ nothing else escapes
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "x[None]",
+        "eye(-1)",
+        "arange(0, 1, 0)",
+        "linspace(0, 1, -2)",
+        "range(1, 2, 0)",
+        "softmax(x, axis=3)",
+        "sum(x, axis=5)",
+        "clamp(x)",
+        "x[1:2:0]",
+        "transpose(ones(2, 2), 0, 5)",
+        "reshape(x, [[1, 2]])",
+        "full(2, [1, 2])",
+        "len(x)",
+        "x.item() + randn(2, size=3)",
+        "[1, 2] and 3",
+        "where(x, 1, None_here)",
+        "grad(x, 3)",
+        "norm(x, p=[1, 2])",
+        "x.zero_()",
+        "tensor(x, requires_grad=True)(2)",
+    ],
+)
+def test_odd_programs_raise_only_formula_errors(source: str) -> None:
+    interp = Interpreter()
+    interp.bind("x", 1.5)
+    before = dict(interp.env)
+    with pytest.raises(FormulaError):
+        interp.execute(source)
+    assert interp.env == before

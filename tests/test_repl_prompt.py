@@ -1,0 +1,182 @@
+"""The REPL's prompt_toolkit layer, driven by a pipe input: typing, blocks, Ctrl-C, completion."""
+
+from __future__ import annotations
+
+import io
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.document import Document
+from prompt_toolkit.history import FileHistory, InMemoryHistory
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+
+from gradcalc.cli import repl_prompt
+from gradcalc.cli.repl import Entry, Session
+from gradcalc.cli.repl_prompt import ReplCompleter, history_path, interact, open_history
+
+NUMBER = re.compile(r"-?\d+\.?\d*")
+PAUSE = 0.5
+
+
+def numbers(text: str) -> list[float]:
+    return [float(NUMBER.search(line).group(0)) for line in text.splitlines() if line.strip()]
+
+
+def type_into_session(
+    keys: str | list[str], session: Session | None = None
+) -> tuple[int, str, str, Session]:
+    """Type ``keys`` (``\\r`` is Enter) into a prompt session, then Ctrl-D.
+
+    A list of chunks is typed with a pause between them, for what prompt_toolkit
+    does in the background (completion) to finish before the next key.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    session = session or Session(stdout=out, stderr=err)
+    chunks = [keys] if isinstance(keys, str) else list(keys)
+    chunks[-1] += "\x04"
+    with create_pipe_input() as pipe:
+
+        def typist() -> None:
+            for index, chunk in enumerate(chunks):
+                if index:
+                    time.sleep(PAUSE)
+                pipe.send_text(chunk)
+
+        thread = threading.Thread(target=typist, daemon=True)
+        thread.start()
+        code = interact(
+            session, input=pipe, output=DummyOutput(), history=InMemoryHistory(), banner=False
+        )
+        thread.join()
+    return code, session.stdout.getvalue(), session.stderr.getvalue(), session
+
+
+def test_seed_000_typed_at_the_prompt():
+    keys = "a = 2\rb = 6\rP = 3*a**3 - b**2\rP.backward()\ra.grad\r"
+    keys += "Q = -3*a**3 + b**2\rQ.backward()\ra.grad\rb.grad\r"
+    code, out, err, _ = type_into_session(keys)
+    assert (code, err) == (0, "")
+    assert numbers(out) == [36, 0, 0]
+
+
+def test_def_block_with_auto_indentation_and_blank_line():
+    # The body is typed without indentation: the prompt offers it; Enter on the
+    # dedented empty line after 'return' finishes the block.
+    keys = "def f(x):\ry = x * x\rreturn y + 1\r\rf(3)\r"
+    code, out, err, session = type_into_session(keys)
+    assert (code, err) == (0, "")
+    assert numbers(out) == [10]
+    assert "f" in session.names
+
+
+def test_failing_line_keeps_state_and_the_session_goes_on():
+    code, out, err, session = type_into_session("a = 2\ra = a / nope\ra\r")
+    assert code == 0  # an interactive session ends normally
+    assert "NameError" in err and "^" in err
+    assert numbers(out) == [2]
+    assert session.failures == 1
+
+
+def test_ctrl_c_clears_the_line_and_a_pending_block():
+    code, out, err, _ = type_into_session("a = 2\rnope\x03while a < 3:\x03a\r")
+    assert (code, err) == (0, "")
+    assert numbers(out) == [2]
+
+
+def test_quit_command_leaves():
+    out = io.StringIO()
+    session = Session(stdout=out, stderr=io.StringIO())
+    with create_pipe_input() as pipe:
+        pipe.send_text(":quit\r")  # no Ctrl-D: :quit alone must end the loop
+        code = interact(session, input=pipe, output=DummyOutput(), history=InMemoryHistory())
+    assert code == 0
+    assert ":help" in out.getvalue()  # the banner
+
+
+def test_tab_completes_a_unique_name():
+    session = Session(stdout=io.StringIO(), stderr=io.StringIO())
+    assert session.run(Entry("alpha_value = 7", 1))  # warm: the prompt starts at once
+    code, out, err, _ = type_into_session(["alpha_v\t", "\r"], session)
+    assert (code, err) == (0, "")
+    assert numbers(out) == [7]
+
+
+def test_ctrl_c_during_a_long_loop_interrupts_it_and_restores_names(monkeypatch):
+    session = Session(stdout=io.StringIO(), stderr=io.StringIO())
+    original = Session.run
+
+    def run_with_alarm(self, entry):
+        if entry.text.startswith("while"):
+            signal.setitimer(signal.ITIMER_REAL, 0.5)
+        try:
+            return original(self, entry)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    monkeypatch.setattr(Session, "run", run_with_alarm)
+    try:
+        keys = "x = 1\rwhile True: x = x + 1\r\rx\rx + 1\r"
+        code, out, err, session = type_into_session(keys, session)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    assert code == 0
+    assert "KeyboardInterrupt" in out
+    assert numbers(out.split("KeyboardInterrupt", 1)[1].split("\n", 1)[1]) == [1, 2]
+
+
+def completions(text: str, names: tuple[str, ...] = ()) -> list[str]:
+    completer = ReplCompleter(lambda: names)
+    return [c.text for c in completer.get_completions(Document(text), CompleteEvent())]
+
+
+def test_completion_of_names_functions_methods_and_commands():
+    assert "alpha" in completions("al", ("alpha",))
+    assert "exp" in completions("ex")
+    assert "sigmoid" in completions("sigm")
+    assert "sum" in completions("x.su", ("x",))
+    assert "backward" in completions("y.back", ("y",))
+    assert "grad" in completions("a.gr", ("a",))
+    assert "alpha" not in completions("x.al", ("alpha",))
+    assert completions(":gr") == [":grad", ":graph"]
+    assert "alpha" in completions(":grad 3*al", ("alpha",))
+
+
+def test_completion_of_file_names_after_load(tmp_path: Path, monkeypatch):
+    (tmp_path / "session.gc").write_text("a = 1\n")
+    monkeypatch.chdir(tmp_path)
+    assert "sion.gc" in completions(":load ses")
+
+
+def test_history_lives_in_the_xdg_state_directory(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert history_path() == tmp_path / "state" / "gradcalc" / "history"
+    history = open_history()
+    assert isinstance(history, FileHistory)
+    assert history_path().exists()
+
+
+def test_history_defaults_to_local_state_and_ignores_relative_xdg(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/dir")
+    assert history_path() == tmp_path / ".local" / "state" / "gradcalc" / "history"
+
+
+def test_unwritable_history_falls_back_to_memory(tmp_path: Path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    assert isinstance(open_history(blocker / "gradcalc" / "history"), InMemoryHistory)
+
+
+def test_lexer_is_pygments_python():
+    pytest.importorskip("pygments")
+    assert repl_prompt.make_lexer() is not None

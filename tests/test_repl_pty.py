@@ -1,0 +1,107 @@
+"""End to end: the real ``gradcalc repl`` in a pseudo-terminal, typed at like a person would.
+
+Seed 000's accumulation, a multi-line ``def`` with auto-indentation, a failing
+line that keeps state, and Ctrl-C during a long loop. Matches only plain text
+(NO_COLOR is set; escape sequences between characters are tolerated), with
+generous timeouts for a slow CI machine.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+
+pexpect = pytest.importorskip("pexpect")
+
+TIMEOUT = 60
+PROMPT = ">>> "
+
+
+@pytest.fixture
+def repl(tmp_path):
+    env = dict(os.environ)
+    env.update(
+        TERM="xterm",
+        NO_COLOR="1",
+        PROMPT_TOOLKIT_NO_CPR="1",
+        XDG_STATE_HOME=str(tmp_path / "state"),
+        COLUMNS="100",
+        LINES="40",
+    )
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "gradcalc", "repl"],
+        env=env,
+        encoding="utf-8",
+        timeout=TIMEOUT,
+        dimensions=(40, 100),
+    )
+    child.expect_exact(PROMPT)
+    yield child
+    if child.isalive():
+        child.sendcontrol("d")
+        child.expect(pexpect.EOF)
+    child.close()
+
+
+def enter(child, line: str) -> None:
+    child.send(line + "\r")
+
+
+def test_seed_000_blocks_errors_and_ctrl_c_in_a_terminal(repl, tmp_path):
+    # Seed 000: P.backward() then Q.backward() accumulate into a.grad: 36, then 0.
+    for line in ("a = 2", "b = 6", "P = 3*a**3 - b**2", "P.backward()"):
+        enter(repl, line)
+        repl.expect_exact(PROMPT)
+    enter(repl, "a.grad")
+    repl.expect(r"tensor\(36\.")
+    repl.expect_exact(PROMPT)
+    for line in ("Q = -3*a**3 + b**2", "Q.backward()"):
+        enter(repl, line)
+        repl.expect_exact(PROMPT)
+    enter(repl, "a.grad")
+    repl.expect(r"tensor\(0\.")
+    repl.expect_exact(PROMPT)
+
+    # A def over several lines: the body is auto-indented, a blank line ends it.
+    enter(repl, "def cube(x):")
+    repl.expect_exact("... ")
+    enter(repl, "return x*x*x")
+    repl.expect_exact("... ")
+    enter(repl, "")
+    repl.expect_exact(PROMPT)
+    enter(repl, "cube(3) + 0.5")
+    repl.expect(r"tensor\(27\.5")
+    repl.expect_exact(PROMPT)
+
+    # A failing assignment reports the error and changes nothing.
+    enter(repl, "a = a * undefined_name")
+    repl.expect("NameError")
+    repl.expect_exact(PROMPT)
+    enter(repl, "a * 10")
+    repl.expect(r"tensor\(20\.")
+    repl.expect_exact(PROMPT)
+
+    # Ctrl-C stops a long loop; the session and its names survive.
+    enter(repl, "n = 1")
+    repl.expect_exact(PROMPT)
+    enter(repl, "while True: n = n + 1")
+    repl.expect_exact("... ")
+    enter(repl, "")
+    time.sleep(1.5)
+    repl.sendintr()
+    repl.expect("KeyboardInterrupt")
+    repl.expect_exact(PROMPT)
+    enter(repl, "n + 100")
+    repl.expect(r"tensor\(101\.")
+    repl.expect_exact(PROMPT)
+
+    # Ctrl-D leaves with exit code 0.
+    repl.sendcontrol("d")
+    repl.expect(pexpect.EOF)
+    repl.close()
+    assert repl.exitstatus == 0
+    assert (tmp_path / "state" / "gradcalc" / "history").read_text().count("a.grad") >= 2
