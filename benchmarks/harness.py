@@ -24,6 +24,14 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+UNLIKE_USERS = ("PYTHONDONTWRITEBYTECODE",)
+"""Removed from every child's environment: without bytecode caches an editable install
+recompiles all of gradcalc at each start, which no installed copy does."""
+
+
+def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in UNLIKE_USERS}
+    return env | (extra or {})
 
 
 @dataclass
@@ -155,7 +163,7 @@ def run_process(
                 stdin=stdin,
                 stdout=out if keep_output else subprocess.DEVNULL,
                 stderr=err,
-                env=env,
+                env=child_environment() if env is None else env,
                 cwd=cwd,
             )
             _, status, usage = os.wait4(proc.pid, 0)
@@ -294,6 +302,7 @@ def environment(config: Config) -> dict[str, Any]:
         "blas": blas_info(),
         "quick": config.quick,
         "load_average": os.getloadavg(),
+        "removed_from_children": {k: os.environ[k] for k in UNLIKE_USERS if k in os.environ},
         "torch_python": config.torch_python,
         "argv": sys.argv,
     }
@@ -322,7 +331,7 @@ def markdown(report: Report) -> str:
     ]
     for t in report.targets:
         sign = "≤" if t.lower_is_better else "≥"
-        ratio = "-" if t.ratio is None else f"{t.ratio:.3g}"
+        ratio = "-" if t.ratio is None else f"{t.ratio:.3f}" if t.ratio < 10 else f"{t.ratio:,.1f}"
         limit = f"{sign} {t.limit:g}"
         lines.append(
             f"| {t.workload} | {t.label} | {ratio} | {limit} | **{t.status}** | {t.note} |"

@@ -102,13 +102,13 @@ def run(config: Config, report: Report) -> None:
     )
     counts = {name: runs for name in commands}
     if config.torch_python:
-        counts["PyTorch seed (fresh process)"] = config.runs(full=20, quick=3)
+        counts["PyTorch seed (fresh process)"] = config.runs(full=20, quick=2)
     samples = interleaved(
         {name: lambda argv=argv: checked_process(argv) for name, argv in commands.items()},
         counts,
         report,
         "W1",
-        warmup=2,
+        warmup=config.runs(full=2, quick=1),
     )
     by_case = {
         name: report.measure("W1", name, [s * 1000 for s in found], "ms")

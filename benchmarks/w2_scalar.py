@@ -66,7 +66,7 @@ def _check(name: str, got: tuple[float, float], want: tuple[float, float]) -> bo
 
 
 def run(config: Config, report: Report) -> None:
-    iterations = config.size(full=25_000, quick=5_000)
+    iterations = config.size(full=25_000, quick=3_000)
     repeats = config.runs(full=5, quick=3)
     nodes = iterations * baselines.NODES_PER_ITERATION
     want = baselines.chain_closure_tape(iterations)

@@ -40,7 +40,7 @@ def _relative_error(got: np.ndarray, want: np.ndarray) -> float:
 
 
 def run(config: Config, report: Report) -> None:
-    rows = config.size(full=4096, quick=4096)
+    rows = config.size(full=4096, quick=2048)
     repeats = config.runs(full=10, quick=3)
     for dtype in ("float32", "float64"):
         _case(config, report, dtype, rows, repeats)

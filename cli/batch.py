@@ -10,6 +10,7 @@ goes to standard error only when it is a terminal.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -63,8 +64,7 @@ def run_batch(
     finally:
         if meter is not None:
             meter.close()
-        if stream is not sys.stdin:
-            stream.close()
+        _release(stream, source)
     return EXIT_FORMULA if failed else EXIT_OK
 
 
@@ -75,6 +75,15 @@ def _open(source: str) -> IO[str]:
             return sys.stdin
         return io.TextIOWrapper(buffer, encoding="utf-8", errors="replace")
     return open(source, encoding="utf-8", errors="replace")
+
+
+def _release(stream: IO[str], source: str) -> None:
+    """Close a file we opened; leave standard input open (detach our wrapper from it)."""
+    if source != "-":
+        stream.close()
+    elif isinstance(stream, io.TextIOWrapper) and stream is not sys.stdin:
+        with contextlib.suppress(ValueError):
+            stream.detach()
 
 
 def _requests(stream: IO[str]) -> Iterator[tuple[int, str]]:

@@ -506,6 +506,7 @@ def _cmd_vars(session: Session, argument: str) -> bool:
         for name, value in names.items():
             if isinstance(value, Tensor):
                 listing[name] = _value_json(value, session.dtype)
+                del listing[name]["schema_version"], listing[name]["gradients"]
                 if value.grad is not None:
                     listing[name]["grad"] = _value_json(value.grad, session.dtype)["value"]
             else:

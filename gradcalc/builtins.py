@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,16 +25,18 @@ from typing import Any
 import numpy as np
 
 import gradcalc as engine
+from gradcalc import _tensor
 from gradcalc.errors import (
     FormulaError,
     FormulaTypeError,
     FormulaValueError,
+    GradError,
     LimitError,
     ShapeError,
 )
 from gradcalc.limits import Limits
 
-Tensor = engine.Tensor
+Tensor = _tensor.Tensor
 
 
 # ------------------------------------------------------------------- the entries
@@ -75,7 +78,7 @@ class Builtin:
         """Keyword arguments with PyTorch's spellings mapped to the language's (dim -> axis)."""
         params = self._parameters.parameters
         out = {}
-        for name, value in zip(names, values):
+        for name, value in zip(names, values, strict=True):
             if name not in params:
                 alias = KEYWORD_ALIASES.get(name)
                 if alias in params:
@@ -86,7 +89,10 @@ class Builtin:
     def explain(
         self, exc: BaseException, argv: list, nargs: int, kwnames: tuple[str, ...]
     ) -> FormulaError | None:
-        """Turn an exception from this built-in's call into the error a user should see."""
+        """Turn an exception from this built-in's call into the error a user should see
+        (None: the generic conversion applies, as for the engine's GradErrors)."""
+        if isinstance(exc, GradError | FormulaError):
+            return None
         positional = argv[:nargs]
         keywords = self.keywords(kwnames, argv[nargs:])
         try:
@@ -198,43 +204,57 @@ class Context:
     def __init__(self, dtype: str, limits: Limits, seed: int | None) -> None:
         self.dtype_name = dtype
         self.np_dtype = np.dtype(dtype)
-        self.dtype = engine.float64 if dtype == "float64" else engine.float32
+        self.dtype = _tensor.float64 if dtype == "float64" else _tensor.float32
         self.limits = limits
         self.generator = None
         if seed is not None:
             self.generator = engine.Generator()
             self.generator.manual_seed(int(seed))
         self.scopes: list[dict] = []
+        self.literals: dict[int, weakref.ref] = {}
 
     # -- making tensors
 
     def literal(self, array: Any) -> Any:
-        """A constant tensor over ``array`` (no copy); its data is made read-only because
-        the compiler shares literal tensors between evaluations."""
+        """A constant tensor over ``array`` (no copy). The compiler shares literal tensors
+        between evaluations, so in-place methods must never change them: they are
+        remembered here and their arrays made read-only."""
         array = np.asarray(array)
-        array.flags.writeable = False
-        dtype = engine.bool if array.dtype.kind == "b" else self.dtype
-        return engine.tensor(array, dtype=dtype)
+        if array.ndim == 0:
+            data = array[()]  # a NumPy scalar, as the engine's 0-d results are
+        else:
+            array.flags.writeable = False
+            data = array
+        tensor = _tensor.wrap(data)
+        key = id(tensor)
+        literals = self.literals
+        literals[key] = weakref.ref(tensor, lambda _, key=key: literals.pop(key, None))
+        return tensor
+
+    def is_literal(self, value: Any) -> bool:
+        ref = self.literals.get(id(value))
+        return ref is not None and ref() is value
 
     def constant(self, array: Any) -> Any:
         """A fresh constant tensor of the language's dtype."""
-        return engine.tensor(np.asarray(array, dtype=self.np_dtype), dtype=self.dtype)
+        data = np.asarray(array, dtype=self.np_dtype)
+        return _tensor.wrap(data[()] if data.ndim == 0 else data)
 
     def scalar(self, number: float) -> Any:
-        return engine.tensor(self.np_dtype.type(number), dtype=self.dtype)
+        return _tensor.wrap(self.np_dtype.type(number))
 
     def leaf(self, value: Any, requires_grad: bool, label: str) -> Any:
         """A new leaf from a number, nested list, array or tensor, in the language's dtype."""
         if isinstance(value, Tensor):
-            array = np.array(value.detach().numpy(), dtype=self.np_dtype)
+            array = np.array(np.asarray(value._data), dtype=self.np_dtype)
         else:
             array = nested_list_array(value, self, label)
         self.check_elements(array.size, f"the value of {label}")
-        return engine.tensor(array, dtype=self.dtype, requires_grad=bool(requires_grad))
+        return _tensor.leaf(array, requires_grad=bool(requires_grad))
 
     def promote(self, value: Any) -> Any:
-        """The differentiable leaf an assignment of a fresh constant binds."""
-        return value.detach().requires_grad_(True)
+        """The differentiable leaf an assignment of a fresh constant binds (data shared)."""
+        return _tensor.leaf(value._data, requires_grad=True)
 
     # -- limits
 
@@ -339,6 +359,18 @@ def as_int(value: Any, what: str) -> int:
     return int(number)
 
 
+def _axis_of(x: Any, axis: Any, what: str) -> int:
+    """One axis of ``x``, checked: -ndim <= axis < ndim (0-d tensors accept 0 and -1)."""
+    index = as_int(axis, f"{what}: axis")
+    ndim = max(np.ndim(x._data), 1)
+    if not -ndim <= index < ndim:
+        raise ShapeError(
+            f"{what}: axis {index} is out of range for a tensor of shape {_shape(x)}",
+            hint=f"axes run from {-ndim} to {ndim - 1}",
+        )
+    return index
+
+
 def _flag(value: Any) -> bool:
     return value if isinstance(value, bool) else truth(value)
 
@@ -431,7 +463,7 @@ def set_items(ctx: Context, name: str, base: Any, keys: list, value: Any) -> Any
     containers = [base]
     for key in keys[:-1]:
         containers.append(get_item(containers[-1], key))
-    for container, key in zip(reversed(containers), reversed(keys)):
+    for container, key in zip(reversed(containers), reversed(keys), strict=True):
         value = index_put(ctx, name, container, index_key(key), value)
     return value
 
@@ -607,20 +639,26 @@ def _softplus(x: Any, beta: Any = 1, threshold: Any = 20) -> Any:
     )
 
 
-@_function("pow", "x to the power y, elementwise (same as x ** y)", diagnose=lambda x, y: broadcast_problem("pow", x, y))
+@_function(
+    "pow",
+    "x to the power y, elementwise (same as x ** y)",
+    diagnose=lambda x, y: broadcast_problem("pow", x, y),
+)
 def _pow(ctx: Context, x: Any, y: Any) -> Any:
     ctx.check_broadcast("pow", x, y)
     return x**y
 
 
 @_function("clamp", "limit x to [min, max] elementwise; either bound may be left out")
-def _clamp(ctx: Context, x: Any, min: Any = None, max: Any = None) -> Any:  # noqa: A002
+def _clamp(ctx: Context, x: Any, min: Any = None, max: Any = None) -> Any:
     if min is None and max is None:
         raise FormulaValueError("clamp() needs min=, max= or both")
     bounds = {}
     for key, bound in (("min", min), ("max", max)):
         if bound is not None:
-            bounds[key] = bound if bound.requires_grad or bound._data.size != 1 else _as_number(bound, key)
+            bounds[key] = (
+                bound if bound.requires_grad or bound._data.size != 1 else _as_number(bound, key)
+            )
     return x.clamp(**bounds)
 
 
@@ -727,9 +765,10 @@ def _logsumexp(x: Any, axis: Any = None, keepdim: Any = False) -> Any:
 
 @_function("softmax", "exp(x) / sum(exp(x)) along an axis (default: the last)")
 def _softmax(x: Any, axis: Any = -1) -> Any:
+    dim = _axis_of(x, axis, "softmax")
     if np.ndim(x._data) == 0:
         return x.reshape(1).softmax(dim=0).reshape(())
-    return x.softmax(dim=as_int(axis, "axis"))
+    return x.softmax(dim=dim)
 
 
 # -------------------------------------------------------------- linear algebra
@@ -761,15 +800,14 @@ def _transpose(x: Any, *axes: Any) -> Any:
     if not axes:
         if ndim < 2:
             return x
-        if ndim == 2:
-            return x.transpose(0, 1)
-        return x.permute(*reversed(range(ndim)))
-    dims = _shape_from(axes, "transpose") if len(axes) == 1 else tuple(
-        as_int(a, "an axis") for a in axes
-    )
-    if len(dims) == 2 and ndim != 2 or (len(dims) == 2 and len(axes) == 2):
-        return x.transpose(*dims)
-    if sorted(d % ndim for d in dims) != list(range(ndim)):
+        return x.transpose(0, 1) if ndim == 2 else x.permute(*reversed(range(ndim)))
+    if len(axes) == 2:  # PyTorch: swap two axes
+        return x.transpose(_axis_of(x, axes[0], "transpose"), _axis_of(x, axes[1], "transpose"))
+    # NumPy: a full permutation, as transpose(x, [2, 0, 1]) or transpose(x, 2, 0, 1)
+    dims = _shape_from(axes, "transpose") if len(axes) == 1 else None
+    if dims is None:
+        dims = tuple(as_int(a, "an axis") for a in axes)
+    if sorted(d % ndim if ndim else d for d in dims) != list(range(ndim)):
         raise ShapeError(
             f"transpose: axes {dims} are not a permutation of the {ndim} axes of {_shape(x)}"
         )
@@ -793,7 +831,11 @@ def _flat_shape_args(shape: tuple) -> list:
     return list(shape)
 
 
-@_function("reshape", "the same elements in a new shape; one dimension may be -1", diagnose=_reshape_problem)
+@_function(
+    "reshape",
+    "the same elements in a new shape; one dimension may be -1",
+    diagnose=_reshape_problem,
+)
 def _reshape(x: Any, *shape: Any) -> Any:
     dims = tuple(as_int(v, "a dimension of reshape") for v in _flat_shape_args(shape))
     return x.reshape(dims)
@@ -803,13 +845,15 @@ def _reshape(x: Any, *shape: Any) -> Any:
 
 
 @_function("tensor", "a new constant tensor with the values of data", method=False)
-def _tensor(ctx: Context, data: Any, requires_grad: Any = False) -> Any:
+def _new_tensor(ctx: Context, data: Any, requires_grad: Any = False) -> Any:
     array = np.array(np.asarray(data._data), dtype=ctx.np_dtype)
     return engine.tensor(array, dtype=ctx.dtype, requires_grad=_flag(requires_grad))
 
 
 @_function("arange", "start, start+step, ... below end (arange(n) is 0 … n-1)", method=False)
-def _arange(ctx: Context, start: Any, end: Any = None, step: Any = 1, requires_grad: Any = False) -> Any:
+def _arange(
+    ctx: Context, start: Any, end: Any = None, step: Any = 1, requires_grad: Any = False
+) -> Any:
     first = _as_number(start, "start")
     if end is None:
         first, last = 0.0, first
@@ -912,9 +956,7 @@ _function("randn", "standard normal random numbers (seeded by --seed)", method=F
 _function("detach", "the same values, cut from the graph (no gradient flows through)")(
     lambda x: x.detach()
 )
-_function("const", "the same values as a constant: no gradient flows through")(
-    lambda x: x.detach()
-)
+_function("const", "the same values as a constant: no gradient flows through")(lambda x: x.detach())
 
 
 @_function("grad", "dy/dx as a differentiable tensor, so grad(grad(y, x), x) works", method=False)
@@ -928,9 +970,7 @@ def _grad(ctx: Context, y: Any, x: Any, grad_output: Any = None) -> Any:
     if not y.requires_grad:
         return ctx.constant(np.zeros(np.shape(x._data)))
     seed = grad_output
-    if seed is None and np.size(y._data) != 1:
-        seed = ctx.constant(np.ones(np.shape(y._data)))
-    elif seed is None and np.ndim(y._data) != 0:
+    if (seed is None and np.size(y._data) != 1) or (seed is None and np.ndim(y._data) != 0):
         seed = ctx.constant(np.ones(np.shape(y._data)))
     (result,) = engine.autograd.grad(
         [y],
@@ -958,15 +998,17 @@ def _zero_grad(ctx: Context) -> None:
 
 
 @_method_only("zero_", "set every element to 0 in place (for a.grad.zero_())")
-def _zero_(x: Any) -> Any:
+def _zero_(ctx: Context, x: Any) -> Any:
+    if ctx.is_literal(x):  # never change a shared literal: give the zeros instead
+        return ctx.constant(np.zeros(np.shape(x._data)))
     return x.zero_()
 
 
 @_method_only("requires_grad_", "make this tensor a differentiable leaf (or not)")
-def _requires_grad_(x: Any, requires_grad: Any = True) -> Any:
+def _requires_grad_(ctx: Context, x: Any, requires_grad: Any = True) -> Any:
     flag = _flag(requires_grad)
-    if not x._data.flags.writeable:  # a shared literal: never change it, make a new leaf
-        return x.detach().requires_grad_(flag)
+    if ctx.is_literal(x):  # never change a shared literal: make a new leaf
+        return _tensor.leaf(x._data, requires_grad=flag)
     return x.requires_grad_(flag)
 
 
@@ -1001,7 +1043,8 @@ def _len(ctx: Context, x: Any) -> Any:
     if isinstance(x, RangeValue):
         return ctx.scalar(len(x))
     if not isinstance(x, Tensor) or np.ndim(x._data) == 0:
-        raise FormulaTypeError(f"len() needs a vector or a range, not {kind_of(x) if not isinstance(x, Tensor) else 'a 0-d tensor'}")
+        what = "a 0-d tensor" if isinstance(x, Tensor) else kind_of(x)
+        raise FormulaTypeError(f"len() needs a vector or a range, not {what}")
     return ctx.scalar(np.shape(x._data)[0])
 
 
@@ -1010,9 +1053,7 @@ def _shape_of(ctx: Context, x: Any) -> Any:
     return ctx.literal(np.array(np.shape(x._data), dtype=ctx.np_dtype))
 
 
-METHODS.update(
-    {name: spec for name, spec in FUNCTIONS.items() if spec.method} | METHODS
-)
+METHODS.update({name: spec for name, spec in FUNCTIONS.items() if spec.method} | METHODS)
 
 
 # ------------------------------------------------------------------ attributes

@@ -85,8 +85,11 @@ STORE_ITEM = 28  # functional x[i][j] = v; arg = (name, depth)
 RAISE = 29  # arg = a FormulaError, raised when reached
 CALL_VALUE = 30  # call the value below the arguments; arg = _CallSite
 HALT = 31
+BINARY_NUMBER_RIGHT = 32  # x op 2: the literal goes to the engine as a Python number
+BINARY_NUMBER_LEFT = 33  # 2 op x; arg = (fn, symbol, number, literal tensor)
 
 _MISSING = object()
+_OPERATOR_OPS = frozenset({BINARY, BINARY_NUMBER_RIGHT, BINARY_NUMBER_LEFT, COMPARE, COMPARE_CHAIN})
 
 
 class _Code:
@@ -134,7 +137,9 @@ class Function:
     def signature(self) -> str:
         required = len(self.params) - len(self.defaults)
         parts = list(self.params[:required])
-        parts += [f"{p}={_short(d)}" for p, d in zip(self.params[required:], self.defaults)]
+        parts += [
+            f"{p}={_short(d)}" for p, d in zip(self.params[required:], self.defaults, strict=True)
+        ]
         return f"{self.name}({', '.join(parts)})"
 
     def __repr__(self) -> str:
@@ -149,8 +154,8 @@ class Function:
                 f"but {nargs} were given",
                 hint=f"signature: {self.signature}",
             )
-        scope = dict(zip(params, argv[:nargs]))
-        for name, value in zip(kwnames, argv[nargs:]):
+        scope = dict(zip(params, argv[:nargs], strict=False))
+        for name, value in zip(kwnames, argv[nargs:], strict=True):
             if name not in params:
                 raise FormulaTypeError(
                     f"{self.name}() has no parameter '{name}'",
@@ -212,8 +217,9 @@ _KEYWORDS = frozenset(keyword.kwlist) | {"True", "False"}
 
 
 def _fresh_names(expr: ast.Node) -> tuple[str, ...] | None:
-    """Names an expression reads if it only builds a new constant (``2``, ``arange(4)``,
-    ``ones(3, 1) * pi``), else None. The names must not be the user's at run time.
+    """The built-in names an expression reads if it only builds a new constant (``2``,
+    ``arange(4)``, ``ones(3, 1) * pi``), else None. At run time the assignment checks
+    that the user has not rebound those names.
     """
     names: list[str] = []
     todo: list[Any] = [expr]
@@ -223,13 +229,15 @@ def _fresh_names(expr: ast.Node) -> tuple[str, ...] | None:
         if kind is ast.Num or kind is ast.Bool or node is None:
             continue
         if kind is ast.Name:
+            if node.id not in lang.CONSTANTS and node.id not in lang.FUNCTIONS:
+                return None  # the user's name (or an unknown one): never fresh
             names.append(node.id)
         elif kind is ast.Call:
             func = node.func
             if any(k.name == "requires_grad" for k in node.keywords):
                 return None
             if type(func) is ast.Name:
-                if func.id in _NOT_FRESH_CALLS:
+                if func.id in _NOT_FRESH_CALLS or func.id not in lang.FUNCTIONS:
                     return None
                 names.append(func.id)
             elif type(func) is ast.Attribute:
@@ -268,6 +276,15 @@ def _fresh_names(expr: ast.Node) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(names))
 
 
+def _literal_number(node: Any) -> float | None:
+    """The value of a number literal (``2``, ``-2``), else None."""
+    if type(node) is ast.Num:
+        return float(node.value)
+    if type(node) is ast.UnaryOp and node.op == "-" and type(node.operand) is ast.Num:
+        return -float(node.operand.value)
+    return None
+
+
 def _constant_list(node: ast.ListExpr | ast.TupleExpr) -> list | None:
     """A list literal of numbers (nested to any depth) as Python lists, else None; iterative."""
     root: list = []
@@ -275,9 +292,7 @@ def _constant_list(node: ast.ListExpr | ast.TupleExpr) -> list | None:
     while todo:
         current, out = todo.pop()
         for item in current.items:
-            if type(item) is ast.Num:
-                out.append(float(item.value))
-            elif type(item) is ast.Bool:
+            if type(item) is ast.Num or type(item) is ast.Bool:
                 out.append(float(item.value))
             elif type(item) is ast.UnaryOp and item.op == "-" and type(item.operand) is ast.Num:
                 out.append(-float(item.operand.value))
@@ -432,9 +447,36 @@ class _Compiler:
             self.emit(UNARY, (_UNARY[node.op], node.op), node)
 
     def _binop(self, node: ast.BinOp) -> Iterator:
-        yield node.left
-        yield node.right
-        self.emit(BINARY, (_BINARY[node.op], node.op), node)
+        # A left-deep chain (a + b + c + ...) is walked down its left spine in a loop,
+        # one generator for the whole chain. A literal operand reaches the engine as a
+        # Python number, as in PyTorch, so x**2 records PowBackward0, 1 - x RsubBackward1.
+        spine = []
+        current: Any = node
+        while type(current) is ast.BinOp:
+            spine.append(current)
+            current = current.left
+        spine.reverse()
+        first = spine[0]
+        left = _literal_number(first.left)
+        if left is not None and _literal_number(first.right) is None:
+            yield first.right
+            self._emit_number_op(BINARY_NUMBER_LEFT, first.op, left, first)
+        else:
+            yield first.left
+            yield from self._right_operand(first)
+        for binop in spine[1:]:
+            yield from self._right_operand(binop)
+
+    def _right_operand(self, node: ast.BinOp) -> Iterator:
+        number = _literal_number(node.right)
+        if number is None:
+            yield node.right
+            self.emit(BINARY, (_BINARY[node.op], node.op), node)
+        else:
+            self._emit_number_op(BINARY_NUMBER_RIGHT, node.op, number, node)
+
+    def _emit_number_op(self, op: int, symbol: str, number: float, node: ast.Node) -> None:
+        self.emit(op, (_BINARY[symbol], symbol, number, self._number(number)), node)
 
     def _boolop(self, node: ast.BoolOp) -> Iterator:
         jump = JUMP_IF_FALSE_OR_POP if node.op == "and" else JUMP_IF_TRUE_OR_POP
@@ -451,7 +493,7 @@ class _Compiler:
         yield node.left
         chain = []
         last = len(node.ops) - 1
-        for index, (symbol, right) in enumerate(zip(node.ops, node.comparators)):
+        for index, (symbol, right) in enumerate(zip(node.ops, node.comparators, strict=True)):
             yield right
             if index < last:
                 chain.append(self.emit(COMPARE_CHAIN, [_COMPARE[symbol], symbol, None], node))
@@ -599,15 +641,17 @@ class _Compiler:
         if type(target) is ast.Name:
             self._check_target_name(target.id, target)
             self.emit(LOAD_NAME, target.id, target)
-            yield node.value
-            self.emit(BINARY, (_BINARY[node.op], node.op), node)
+            number = _literal_number(node.value)
+            if number is None:
+                yield node.value
+                self.emit(BINARY, (_BINARY[node.op], node.op), node)
+            else:
+                self._emit_number_op(BINARY_NUMBER_RIGHT, node.op, number, node)
             self.emit(STORE, target.id, node)
         else:
             # x[i] op= v  runs as  x[i] = x[i] op v  (the index is evaluated twice)
             value = ast.BinOp(node.op, target, node.value, line=node.line, column=node.column)
-            yield from self._assign(
-                ast.Assign(target, value, line=node.line, column=node.column)
-            )
+            yield from self._assign(ast.Assign(target, value, line=node.line, column=node.column))
 
     def _if(self, node: ast.If) -> Iterator:
         yield node.test
@@ -773,8 +817,6 @@ class Interpreter:
         self._true = self.context.literal(np.array(True))
         self._false = self.context.literal(np.array(False))
         self._builtin_values: dict[str, Any] = {}
-        self._iterations = 0
-        self._operations = 0
 
     # -- public API
 
@@ -813,7 +855,7 @@ class Interpreter:
                 raise
             if not isinstance(exc, Exception):
                 raise
-            raise _convert(exc).at(None, None, source) from None
+            raise _convert(exc).at(None, None, source) from _unexpected(exc)
 
     # -- values made by the compiler
 
@@ -882,7 +924,7 @@ class Interpreter:
 
     # -- the machine
 
-    def _run(self, code: _Code, source: str | None) -> Outcome:  # noqa: C901
+    def _run(self, code: _Code, source: str | None) -> Outcome:
         """Execute flat code; user-function calls push frames, never Python recursion."""
         context = self.context
         limits = self.limits
@@ -893,6 +935,7 @@ class Interpreter:
         Tensor = lang.Tensor
         Builtin = lang.Builtin
         truth = lang.truth
+        float_dtype = context.np_dtype
         env = self.env
         context.scopes = [env]
         scopes = context.scopes
@@ -902,8 +945,8 @@ class Interpreter:
         function: Function | None = None
         stack: list[Any] = []
         pc = 0
-        iterations = self._iterations
-        operations = self._operations
+        iterations = 0  # both limits count per run
+        operations = 0
         last_value: Any = None
         last_name: str | None = None
         argv: list[Any] = []
@@ -931,10 +974,28 @@ class Interpreter:
                     if operations > max_operations:
                         raise _graph_limit(limits)
                     stack[-1] = arg[0](left, right)
+                elif op == BINARY_NUMBER_RIGHT or op == BINARY_NUMBER_LEFT:  # noqa: SIM109 - speed
+                    value = stack[-1]
+                    operations += 1
+                    if operations > max_operations:
+                        raise _graph_limit(limits)
+                    if op == BINARY_NUMBER_RIGHT:
+                        left, right = value, arg[3]
+                    else:
+                        left, right = arg[3], value
+                    if type(value) is Tensor and value._data.dtype is float_dtype:
+                        if op == BINARY_NUMBER_RIGHT:
+                            stack[-1] = arg[0](value, arg[2])
+                        else:
+                            stack[-1] = arg[0](arg[2], value)
+                    else:  # not a float tensor: let the engine promote as NumPy does
+                        if type(value) is not Tensor:
+                            _check_operands(arg[1], left, right)
+                        stack[-1] = arg[0](left, right)
                 elif op == STORE:
                     last_value = scope[arg] = stack.pop()
                     last_name = arg
-                elif op == CALL_NAME or op == CALL_METHOD or op == CALL_VALUE:
+                elif op == CALL_NAME or op == CALL_METHOD or op == CALL_VALUE:  # noqa: SIM109
                     total = arg.nargs + len(arg.kwnames)
                     if total:
                         argv = stack[-total:]
@@ -1021,7 +1082,7 @@ class Interpreter:
                     ops, args, nodes, pc, stack, scope, function = frames.pop()
                     scopes.pop()
                     stack.append(value)
-                elif op == COMPARE or op == COMPARE_CHAIN:
+                elif op == COMPARE or op == COMPARE_CHAIN:  # noqa: SIM109
                     right = stack.pop()
                     left = stack.pop()
                     if type(left) is not Tensor or type(right) is not Tensor:
@@ -1079,7 +1140,9 @@ class Interpreter:
                 elif op == ATTRIBUTE:
                     value = stack[-1]
                     if not isinstance(value, Tensor):
-                        raise FormulaTypeError(f"'.{arg}' needs a tensor, but this is {_kind(value)}")
+                        raise FormulaTypeError(
+                            f"'.{arg}' needs a tensor, but this is {_kind(value)}"
+                        )
                     stack[-1] = lang.ATTRIBUTES[arg].get(context, value)
                 elif op == STORE_FRESH:
                     name, names = arg
@@ -1125,7 +1188,7 @@ class Interpreter:
             node = nodes[pc - 1] if pc else None
             if isinstance(exc, FormulaError):
                 error = exc
-            elif failed_op in (BINARY, COMPARE, COMPARE_CHAIN):
+            elif failed_op in _OPERATOR_OPS:
                 error = _operator_error(exc, site[1], left, right)
             elif failed_op in (CALL_NAME, CALL_METHOD) and type(callee) is Builtin:
                 error = callee.explain(exc, argv, site.nargs, site.kwnames) or _convert(exc)
@@ -1136,13 +1199,13 @@ class Interpreter:
             if frames and function is not None:
                 caller_nodes, caller_pc = frames[-1][2], frames[-1][3]
                 call_node = caller_nodes[caller_pc - 1]
-                where = f" at line {call_node.line}" if call_node is not None and call_node.line else ""
+                where = (
+                    f" at line {call_node.line}" if call_node is not None and call_node.line else ""
+                )
                 note = f"in {function.name}(), called{where}"
                 error.hint = f"{error.hint}; {note}" if error.hint else note
-            raise error from None
+            raise error from _unexpected(exc)
         finally:
-            self._iterations = iterations
-            self._operations = operations
             context.scopes = [env]
         return Outcome(last_value, last_name)
 
@@ -1181,7 +1244,9 @@ def _check_operands(symbol: str, left: Any, right: Any) -> None:
         if not isinstance(value, lang.Tensor):
             hint = None
             if value is None:
-                hint = "a .grad is None until backward() has run; a function without return gives None"
+                hint = (
+                    "a .grad is None until backward() has run; a function without return gives None"
+                )
             elif isinstance(value, lang.Builtin | Function):
                 hint = f"call it: {value.name}(...)"
             raise FormulaTypeError(
@@ -1196,6 +1261,24 @@ def _operator_error(exc: Exception, symbol: str, left: Any, right: Any) -> Formu
         if problem is not None:
             return ShapeError(problem)
     return _convert(exc)
+
+
+# What a formula can make NumPy or the engine raise; anything else is a bug in gradcalc.
+_ANTICIPATED = (
+    FormulaError,
+    GradError,
+    TypeError,
+    ValueError,
+    IndexError,
+    ArithmeticError,
+    MemoryError,
+    RecursionError,
+)
+
+
+def _unexpected(exc: BaseException) -> BaseException | None:
+    """The original exception when it reveals a bug (kept as __cause__ for a traceback)."""
+    return None if isinstance(exc, _ANTICIPATED) else exc
 
 
 def _convert(exc: BaseException) -> FormulaError:
@@ -1215,4 +1298,9 @@ def _convert(exc: BaseException) -> FormulaError:
         return FormulaTypeError(str(exc))
     if isinstance(exc, IndexError):
         return ShapeError(str(exc))
-    return FormulaValueError(str(exc) or type(exc).__name__)
+    if isinstance(exc, _ANTICIPATED):
+        return FormulaValueError(str(exc) or type(exc).__name__)
+    return FormulaValueError(
+        f"internal error ({type(exc).__name__}: {exc})",
+        hint="this is a bug in gradcalc; please report the formula",
+    )

@@ -136,7 +136,10 @@ def test_output_counts_statements_inside_loops() -> None:
 
 
 def test_if_elif_else() -> None:
-    program = "def sign(v):\n    if v > 0:\n        return 1\n    elif v < 0:\n        return -1\n    else:\n        return 0\n"
+    program = (
+        "def sign(v):\n    if v > 0:\n        return 1\n"
+        "    elif v < 0:\n        return -1\n    else:\n        return 0\n"
+    )
     assert value(program + "sign(-3)") == -1
     assert value(program + "sign(0)") == 0
     assert value(program + "sign(4)") == 1
@@ -226,7 +229,9 @@ def test_functions_see_globals_and_have_their_own_locals() -> None:
 
 
 def test_nested_functions_see_the_enclosing_scope() -> None:
-    program = "def outer(a):\n    def inner(b):\n        return a * b\n    return inner(3)\nouter(5)"
+    program = (
+        "def outer(a):\n    def inner(b):\n        return a * b\n    return inner(3)\nouter(5)"
+    )
     assert value(program) == 15
 
 
@@ -285,7 +290,9 @@ def test_bind_rejects_bad_names() -> None:
 
 
 def test_fresh_constants_become_leaves_but_derived_values_do_not() -> None:
-    interp = run("a = 2\nb = [1, 2]\nw = ones(3, 1)\nc = a * 3\nk = const(4)\nu = detach(c)\nr = 2 * pi")
+    interp = run(
+        "a = 2\nb = [1, 2]\nw = ones(3, 1)\nc = a * 3\nk = const(4)\nu = detach(c)\nr = 2 * pi"
+    )
     env = interp.env
     for name in ("a", "b", "w", "r"):
         assert env[name].requires_grad and env[name].is_leaf, name
@@ -356,7 +363,7 @@ def test_seeded_random_constructors_repeat() -> None:
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
     uniform = run("rand(1000)", seed=1).outcome.value._data
-    assert 0 <= uniform.min() and uniform.max() < 1
+    assert uniform.min() >= 0 and uniform.max() < 1
 
 
 # ------------------------------------------------------------------ tensors
@@ -421,7 +428,9 @@ def test_subscript_assignment_is_functional_and_differentiable() -> None:
 
 
 def test_subscript_assignment_forms() -> None:
-    np.testing.assert_array_equal(value("z = zeros(2, 3)\nz[1] = [1, 2, 3]\nz"), [[0, 0, 0], [1, 2, 3]])
+    np.testing.assert_array_equal(
+        value("z = zeros(2, 3)\nz[1] = [1, 2, 3]\nz"), [[0, 0, 0], [1, 2, 3]]
+    )
     np.testing.assert_array_equal(value("z = zeros(2, 3)\nz[:, 1] = 7\nz"), [[0, 7, 0], [0, 7, 0]])
     np.testing.assert_array_equal(value("z = zeros(2, 3)\nz[0][2] = 4\nz"), [[0, 0, 4], [0, 0, 0]])
     np.testing.assert_array_equal(value("z = arange(4)\nz[z > 1] = 0\nz"), [0, 1, 0, 0])
@@ -525,14 +534,19 @@ def test_backward_with_a_gradient_argument() -> None:
 
 
 def test_requires_grad_and_retain_grad_methods() -> None:
-    interp = run("c = const([1, 2]).requires_grad_()\nr = c * 2\nr.retain_grad()\ns = sum(r * r)\ns.backward()")
+    interp = run(
+        "c = const([1, 2]).requires_grad_()\nr = c * 2\nr.retain_grad()\n"
+        "s = sum(r * r)\ns.backward()"
+    )
     np.testing.assert_array_equal(grad_of(interp, "c"), [8, 16])
     np.testing.assert_array_equal(np.asarray(interp.env["r"].grad._data), [4, 8])
 
 
 def test_a_literal_is_never_changed_in_place() -> None:
     # `2` is one shared constant in the compiled loop; requires_grad_ must not mutate it.
-    out = run("for i in range(3):\n    t = (2).requires_grad_()\n    k = 2\nk.requires_grad").outcome
+    out = run(
+        "for i in range(3):\n    t = (2).requires_grad_()\n    k = 2\nk.requires_grad"
+    ).outcome
     assert bool(out.value._data)
     assert not run("2").outcome.value.requires_grad
 

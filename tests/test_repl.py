@@ -102,11 +102,10 @@ def seed_002_expected() -> tuple[float, float]:
 def test_seed_002_gradients_through_intermediates():
     code, out, err, _ = replay(SEED_002)
     assert (code, err) == (0, "")
-    x_grad, z_grad, r1_grad = out.splitlines()
+    x_grad, z_grad = out.splitlines()  # r1.grad is None, which shows nothing (as in Python)
     expected_x, expected_z = seed_002_expected()
     assert first_number(x_grad) == pytest.approx(expected_x, rel=1e-4)
     assert first_number(z_grad) == pytest.approx(expected_z, rel=1e-4)
-    assert r1_grad.strip() == "None"
 
 
 def test_seed_002_in_float32_prints_the_seeds_tensors():
@@ -120,8 +119,8 @@ def test_seed_002_exercise_r2_backward():
     code, out, _, _ = replay(text)
     assert code == 0
     x_grad, z_grad = (first_number(line) for line in out.splitlines()[:2])
-    assert x_grad == pytest.approx(2 * 5 + 0.5 / math.sqrt(5))
-    assert z_grad == pytest.approx(1 + 1 / 3)
+    assert x_grad == pytest.approx(2 * 5 + 0.5 / math.sqrt(5), rel=1e-4)
+    assert z_grad == pytest.approx(1 + 1 / 3, rel=1e-4)  # printed to 4 decimals, as PyTorch
 
 
 def test_blocks_define_functions_and_loops():
@@ -137,16 +136,16 @@ def test_blocks_define_functions_and_loops():
         ("a = a + nope", "NameError"),
         ("a = 3 *", "ParseError"),
         ("a = [1, 2] + [1, 2, 3]", "ShapeError"),
-        ("a = ((((((((((1))))))))))", None),
+        ("a = a(2)", "TypeError"),
+        ("a = log(]", "ParseError"),
     ],
 )
 def test_a_failed_assignment_changes_nothing(line, kind):
-    code, out, err, _ = replay(f"a = 2\n{line}\na\n", limits=Limits(max_nesting=5))
+    code, out, err, _ = replay(f"a = 2\n{line}\na\n")
     assert code == 1
     assert first_number(out) == 2
-    if kind is not None:
-        assert kind in err
-    assert "^" in err or "line" in err
+    assert kind in err
+    assert "^" in err
 
 
 def test_errors_in_piped_input_name_the_input_line():
@@ -178,8 +177,9 @@ def test_grad_command_is_fresh_and_leaves_stored_grads_alone():
     code, out, err, _ = replay(text)
     assert (code, err) == (0, ""), err
     assert "36" in out and "-12" in out
-    assert "None" in out  # a.grad after :grad
-    assert first_number(out.splitlines()[-1]) == 36  # the graph of P survived :grad P
+    shown = out.splitlines()
+    assert first_number(shown[-1]) == 36  # the graph of P survived :grad P
+    assert not any(line.startswith("tensor(") for line in shown[:-1])  # a.grad was None
 
 
 def test_grad_command_json_reports_every_variable_including_intermediates():

@@ -1,1 +1,27 @@
-"""PyTorch-style autograd functions."""
+"""``gradcalc.autograd``: ``grad``, ``backward`` and the legacy ``Variable``.
+
+``grad`` differentiates with respect to leaves *or* intermediate tensors
+and never touches ``.grad``; ``functional`` has ``jacobian`` and ``hessian``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gradcalc._tensor import Tensor, backward, grad, leaf, make_tensor
+from gradcalc._tensor import enable_grad as enable_grad
+from gradcalc._tensor import no_grad as no_grad
+from gradcalc._tensor import set_grad_enabled as set_grad_enabled
+from gradcalc.autograd import functional
+
+__all__ = ["Variable", "backward", "functional", "grad"]
+
+
+def Variable(data: Any, requires_grad: bool = False, volatile: bool = False) -> Tensor:  # noqa: N802
+    """PyTorch 0.x's wrapper: today just a tensor sharing ``data``'s memory."""
+    if isinstance(data, Tensor):
+        if data._grad_fn is not None:
+            return data
+        tensor = leaf(data.data._data, requires_grad=False)
+        return tensor.requires_grad_(requires_grad) if requires_grad else tensor
+    return make_tensor(data, requires_grad=requires_grad)

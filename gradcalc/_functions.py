@@ -1,0 +1,1020 @@
+"""The PyTorch-named functions and Tensor methods, as thin front ends to :mod:`gradcalc.ops`.
+
+Each function normalises its arguments the way PyTorch does (``dim``,
+``keepdim``, varargs shapes, Python numbers on either side, PyTorch's dtype
+promotion where NumPy's differs) and runs one registry op, or a few for
+composites. The methods are the same functions, attached to :class:`Tensor`
+at the end of this module so ``x.exp()`` and ``gradcalc.exp(x)`` are one code path.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+from collections import namedtuple
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from gradcalc import _tensor
+from gradcalc import ops as O  # noqa: N812 - the registry, read as O.MUL
+from gradcalc._tensor import (
+    DEFAULT_FLOAT,
+    Size,
+    Tensor,
+    apply1,
+    apply2,
+    applyn,
+    as_np_dtype,
+    dtype_of,
+)
+
+_wrap = _tensor.wrap
+_py_sum = builtins.sum
+_py_max = builtins.max
+_py_min = builtins.min
+_py_abs = builtins.abs
+_py_round = builtins.round
+_py_any = builtins.any
+_NUMBER = (int, float, bool)
+_KIND_RANK = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
+
+return_max = namedtuple("max", ["values", "indices"])
+return_min = namedtuple("min", ["values", "indices"])
+
+
+# ---------------------------------------------------------------- operands and dtypes
+
+
+def _as_tensor(x: Any, like: Tensor | None = None) -> Tensor:
+    """A Tensor for an operand given as a Tensor, array, list or number."""
+    if type(x) is Tensor:
+        return x
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, (bool, int, float)) and like is not None:
+        return _wrap(np.asarray(x, dtype=_scalar_dtype(x, like._data.dtype))[()])
+    return _tensor.make_tensor(x)
+
+
+def _scalar_dtype(x: Any, base: np.dtype) -> np.dtype:
+    """The dtype a Python number takes next to a tensor of dtype ``base`` (PyTorch rules)."""
+    if isinstance(x, bool):
+        return base
+    if isinstance(x, int):
+        return base if base.kind != "b" else np.dtype(np.int64)
+    return base if base.kind in "fc" else DEFAULT_FLOAT
+
+
+def _operand(x: Any) -> Any:
+    """Python numbers stay numbers (weak dtype); NumPy scalars become numbers; others Tensors."""
+    if type(x) in (int, float, bool):
+        return x
+    if isinstance(x, np.generic):
+        return x.item()
+    return _as_tensor(x)
+
+
+def _float_of(x: Tensor) -> Tensor:
+    return _wrap(np.asarray(x._data).astype(DEFAULT_FLOAT)[()])
+
+
+def _promote(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Cast one side so the pair computes in PyTorch's result dtype, not NumPy's."""
+    dx, dy = x._data.dtype, y._data.dtype
+    rx, ry = _KIND_RANK.get(dx.kind, 2), _KIND_RANK.get(dy.kind, 2)
+    if rx != ry:
+        if rx < ry:
+            return to(x, dy), y
+        return x, to(y, dx)
+    nx, ny = x._data.ndim, y._data.ndim
+    if nx == 0 and ny > 0:
+        return to(x, dy), y
+    if ny == 0 and nx > 0:
+        return x, to(y, dx)
+    return x, y
+
+
+def _binary(op: O.Op, x: Any, y: Any) -> Tensor:
+    """A binary op with PyTorch's dtype rules for Python numbers and mixed tensors."""
+    ty = type(y)
+    if ty is Tensor:
+        dx, dy = x._data.dtype, y._data.dtype
+        if dx is not dy and dx != dy:
+            x, y = _promote(x, y)
+    elif ty is float:
+        if x._data.dtype.kind not in "fc":
+            x = _float_of(x)
+    elif ty is not int and ty is not bool:
+        y = _operand(y)
+        return _binary(op, x, y)
+    return apply2(op, x, y)
+
+
+def _swapped(op: O.Op, x: Tensor, y: Any) -> Tensor:
+    """``y op x`` for a non-tensor ``y`` on the left."""
+    y = _operand(y)
+    if type(y) is Tensor:
+        return _binary(op, y, x)
+    if type(y) is float and x._data.dtype.kind not in "fc":
+        x = _float_of(x)
+    return apply2(op, y, x)
+
+
+# ---------------------------------------------------------------- arithmetic
+
+
+def add(input: Any, other: Any, *, alpha: Any = 1) -> Tensor:  # noqa: A002
+    x = _as_tensor(input)
+    if alpha != 1:
+        other = mul(_as_tensor(other, x), alpha) if not isinstance(other, _NUMBER) else other * alpha
+    return _binary(O.ADD, x, other)
+
+
+def sub(input: Any, other: Any, *, alpha: Any = 1) -> Tensor:  # noqa: A002
+    x = _as_tensor(input)
+    if alpha != 1:
+        other = mul(_as_tensor(other, x), alpha) if not isinstance(other, _NUMBER) else other * alpha
+    return _binary(O.SUB, x, other)
+
+
+def rsub(input: Any, other: Any) -> Tensor:  # noqa: A002
+    """``other - input``."""
+    return _rsub(_as_tensor(input), other)
+
+
+def _rsub(x: Tensor, other: Any) -> Tensor:
+    other = _operand(other)
+    if type(other) is Tensor:
+        return _binary(O.SUB, other, x)
+    if type(other) is float and x._data.dtype.kind not in "fc":
+        x = _float_of(x)
+    return apply1(O.RSUB, x, other)
+
+
+def mul(input: Any, other: Any) -> Tensor:  # noqa: A002
+    return _binary(O.MUL, _as_tensor(input), other)
+
+
+def div(input: Any, other: Any, *, rounding_mode: str | None = None) -> Tensor:  # noqa: A002
+    x = _as_tensor(input)
+    if rounding_mode == "floor":
+        return floor_divide(x, other)
+    if rounding_mode == "trunc":
+        return trunc(div(x, other))
+    if x._data.dtype.kind in "biu":
+        other_kind = other._data.dtype.kind if isinstance(other, Tensor) else "i"
+        if not isinstance(other, float) and other_kind in "biu":
+            x = _float_of(x)
+    return _binary(O.DIV, x, other)
+
+
+def true_divide(input: Any, other: Any) -> Tensor:  # noqa: A002
+    return div(input, other)
+
+
+def _rdiv(x: Tensor, other: Any) -> Tensor:
+    other = _operand(other)
+    if type(other) is Tensor:
+        return div(other, x)
+    if x._data.dtype.kind in "biu":
+        x = _float_of(x)
+    return apply2(O.MUL, apply1(O.RECIPROCAL, x), other)
+
+
+def reciprocal(input: Any) -> Tensor:  # noqa: A002
+    x = _as_tensor(input)
+    if x._data.dtype.kind in "biu":
+        x = _float_of(x)
+    return apply1(O.RECIPROCAL, x)
+
+
+def pow(input: Any, exponent: Any) -> Tensor:  # noqa: A001, A002
+    if not isinstance(input, Tensor):
+        return _rpow(_as_tensor(exponent), input)
+    x = input
+    if isinstance(exponent, np.generic):
+        exponent = exponent.item()
+    if type(exponent) in (int, float):
+        if type(exponent) is float and x._data.dtype.kind not in "fc":
+            x = _float_of(x)
+        return apply1(O.POW, x, exponent)
+    exponent = _as_tensor(exponent)
+    if exponent._data.dtype != x._data.dtype:
+        x, exponent = _promote(x, exponent)
+    return apply2(O.POW_TENSOR, x, exponent)
+
+
+def _rpow(x: Tensor, base: Any) -> Tensor:
+    base = _operand(base)
+    if type(base) is Tensor:
+        return pow(base, x)
+    if type(base) is float and x._data.dtype.kind not in "fc":
+        x = _float_of(x)
+    return apply1(O.RPOW, x, base)
+
+
+def float_power(input: Any, exponent: Any) -> Tensor:  # noqa: A002
+    return pow(to(_as_tensor(input), np.float64), exponent)
+
+
+def square(input: Any) -> Tensor:  # noqa: A002
+    return pow(_as_tensor(input), 2)
+
+
+def neg(input: Any) -> Tensor:  # noqa: A002
+    return apply1(O.NEG, _as_tensor(input))
+
+
+negative = neg
+
+
+def remainder(input: Any, other: Any) -> Tensor:  # noqa: A002
+    return _binary(O.REMAINDER, _as_tensor(input), other)
+
+
+def floor_divide(input: Any, other: Any) -> Tensor:  # noqa: A002
+    return _binary(O.FLOOR_DIVIDE, _as_tensor(input), other)
+
+
+# ---------------------------------------------------------------- elementwise functions
+
+
+def _unary(op: O.Op) -> Any:
+    def function(input: Any) -> Tensor:  # noqa: A002
+        x = _as_tensor(input)
+        if x._data.dtype.kind in "biu":
+            x = _float_of(x)
+        return apply1(op, x)
+
+    function.__name__ = function.__qualname__ = op.name
+    function.__doc__ = f"Elementwise {op.name} (grad_fn {op.grad_fn})."
+    return function
+
+
+exp = _unary(O.EXP)
+log = _unary(O.LOG)
+log1p = _unary(O.LOG1P)
+sqrt = _unary(O.SQRT)
+sin = _unary(O.SIN)
+cos = _unary(O.COS)
+tan = _unary(O.TAN)
+tanh = _unary(O.TANH)
+sigmoid = _unary(O.SIGMOID)
+
+
+def abs(input: Any) -> Tensor:  # noqa: A001, A002
+    return apply1(O.ABS, _as_tensor(input))
+
+
+absolute = abs
+
+
+def relu(input: Any) -> Tensor:  # noqa: A002
+    return apply1(O.RELU, _as_tensor(input))
+
+
+def sign(input: Any) -> Tensor:  # noqa: A002
+    return apply1(O.SIGN, _as_tensor(input))
+
+
+def floor(input: Any) -> Tensor:  # noqa: A002
+    return apply1(O.FLOOR, _as_tensor(input))
+
+
+def ceil(input: Any) -> Tensor:  # noqa: A002
+    return apply1(O.CEIL, _as_tensor(input))
+
+
+def round(input: Any, decimals: int = 0) -> Tensor:  # noqa: A001, A002
+    x = _as_tensor(input)
+    if decimals:
+        scale = 10.0**decimals
+        return apply1(O.ROUND, x * scale) / scale
+    return apply1(O.ROUND, x)
+
+
+def trunc(input: Any) -> Tensor:  # noqa: A002
+    x = _as_tensor(input)
+    return where(x >= 0, floor(x), ceil(x))
+
+
+def log2(input: Any) -> Tensor:  # noqa: A002
+    return log(input) / math.log(2.0)
+
+
+def log10(input: Any) -> Tensor:  # noqa: A002
+    return log(input) / math.log(10.0)
+
+
+def exp2(input: Any) -> Tensor:  # noqa: A002
+    return _rpow(_as_tensor(input), 2.0)
+
+
+def rsqrt(input: Any) -> Tensor:  # noqa: A002
+    return reciprocal(sqrt(input))
+
+
+def softplus(input: Any, beta: float = 1.0, threshold: float = 20.0) -> Tensor:  # noqa: A002
+    return apply1(O.SOFTPLUS, _as_tensor(input), beta, threshold)
+
+
+def clamp(input: Any, min: Any = None, max: Any = None) -> Tensor:  # noqa: A001, A002
+    x = _as_tensor(input)
+    if isinstance(min, Tensor) or isinstance(max, Tensor):
+        out = x
+        if min is not None:
+            out = maximum(out, _as_tensor(min, x))
+        if max is not None:
+            out = minimum(out, _as_tensor(max, x))
+        return out
+    if min is None and max is None:
+        raise ValueError("At least one of 'min' or 'max' must not be None")
+    if (type(min) is float or type(max) is float) and x._data.dtype.kind not in "fc":
+        x = _float_of(x)
+    return apply1(O.CLAMP, x, min, max)
+
+
+clip = clamp
+
+
+def maximum(input: Any, other: Any) -> Tensor:  # noqa: A002
+    x = _as_tensor(input)
+    return _binary(O.MAXIMUM, x, _as_tensor(other, x))
+
+
+def minimum(input: Any, other: Any) -> Tensor:  # noqa: A002
+    x = _as_tensor(input)
+    return _binary(O.MINIMUM, x, _as_tensor(other, x))
+
+
+def where(condition: Any, input: Any = None, other: Any = None) -> Any:  # noqa: A002
+    """``input`` where ``condition`` holds, else ``other`` (either may be a number)."""
+    cond = np.asarray(condition._data if isinstance(condition, Tensor) else condition, dtype=bool)
+    if input is None and other is None:
+        return tuple(_wrap(i) for i in np.nonzero(cond))
+    x = _operand(input)
+    y = _operand(other)
+    if type(x) is not Tensor and type(y) is not Tensor:
+        x = _as_tensor(input)
+    if type(x) is Tensor and type(y) is Tensor and x._data.dtype != y._data.dtype:
+        x, y = _promote(x, y)
+    elif type(y) is float and type(x) is Tensor and x._data.dtype.kind not in "fc":
+        x = _float_of(x)
+    elif type(x) is float and type(y) is Tensor and y._data.dtype.kind not in "fc":
+        y = _float_of(y)
+    return apply2(O.WHERE, x, y, cond)
+
+
+# ---------------------------------------------------------------- reductions
+
+
+def _dim_arg(dim: Any, axis: Any) -> Any:
+    return axis if dim is None else dim
+
+
+def sum(input: Any, dim: Any = None, keepdim: bool = False, *, dtype: Any = None, axis: Any = None) -> Tensor:  # noqa: A001, A002, E501
+    x = _as_tensor(input)
+    if dtype is not None:
+        x = to(x, dtype)
+    elif x._data.dtype.kind == "b":
+        x = to(x, np.int64)
+    dim = _dim_arg(dim, axis)
+    if dim is None and not keepdim:
+        return apply1(O.SUM, x)
+    return apply1(O.SUM_DIM, x, O._dims(dim, x._data.ndim), bool(keepdim))
+
+
+def mean(input: Any, dim: Any = None, keepdim: bool = False, *, dtype: Any = None, axis: Any = None) -> Tensor:  # noqa: A002, E501
+    x = _as_tensor(input)
+    if dtype is not None:
+        x = to(x, dtype)
+    if x._data.dtype.kind not in "fc":
+        raise RuntimeError(
+            "mean(): could not infer output dtype. Input dtype must be either a floating point "
+            f"or complex dtype. Got: {dtype_of(x._data.dtype).name.capitalize()}"
+        )
+    dim = _dim_arg(dim, axis)
+    if dim is None and not keepdim:
+        return apply1(O.MEAN, x)
+    return apply1(O.MEAN_DIM, x, O._dims(dim, x._data.ndim), bool(keepdim))
+
+
+def prod(input: Any, dim: Any = None, keepdim: bool = False, *, dtype: Any = None, axis: Any = None) -> Tensor:  # noqa: A002, E501
+    x = _as_tensor(input)
+    if dtype is not None:
+        x = to(x, dtype)
+    dim = _dim_arg(dim, axis)
+    if dim is None:
+        return apply1(O.PROD, x)
+    return apply1(O.PROD_DIM, x, O._dims(dim, x._data.ndim), bool(keepdim))
+
+
+def _extreme(op_all: O.Op, op_dim: O.Op, pair: Any, arg: Any, result: Any) -> Any:
+    def reduce(input: Any, dim: Any = None, keepdim: bool = False, *, axis: Any = None) -> Any:  # noqa: A002
+        x = _as_tensor(input)
+        if isinstance(dim, Tensor):
+            return pair(x, dim)
+        dim = _dim_arg(dim, axis)
+        if dim is None:
+            if x._data.size == 0:
+                raise RuntimeError(
+                    f"{op_all.name}(): Expected reduction dim to be specified for input.numel() == 0."
+                )
+            return apply1(op_all, x)
+        dims = O._dims(dim, x._data.ndim)
+        if not dims:  # 0-d input
+            return result(apply1(O.CLONE, x), _wrap(np.int64(0)))
+        values = apply1(op_dim, x, dims[0], bool(keepdim))
+        indices = _wrap(np.asarray(arg(x._data, axis=dims[0], keepdims=bool(keepdim)))[()])
+        return result(values, indices)
+
+    return reduce
+
+
+max = _extreme(O.MAX, O.MAX_DIM, lambda x, y: maximum(x, y), np.argmax, return_max)  # noqa: A001
+min = _extreme(O.MIN, O.MIN_DIM, lambda x, y: minimum(x, y), np.argmin, return_min)  # noqa: A001
+max.__name__ = max.__qualname__ = "max"
+min.__name__ = min.__qualname__ = "min"
+
+
+def amax(input: Any, dim: Any = (), keepdim: bool = False) -> Tensor:  # noqa: A002
+    """Largest value over ``dim`` (all dims by default); ties share the gradient evenly."""
+    x = _as_tensor(input)
+    dims = O._dims(None if dim == () else dim, x._data.ndim)
+    if len(dims) == x._data.ndim and not keepdim:
+        return apply1(O.MAX, x)
+    top = x.detach()._data.max(axis=dims, keepdims=True)
+    hit = _wrap((x._data == top).astype(x._data.dtype))
+    return sum(x * hit, dims, keepdim) / sum(hit, dims, keepdim)
+
+
+def amin(input: Any, dim: Any = (), keepdim: bool = False) -> Tensor:  # noqa: A002
+    return -amax(-_as_tensor(input), dim, keepdim)
+
+
+def argmax(input: Any, dim: Any = None, keepdim: bool = False) -> Tensor:  # noqa: A002
+    x = _as_tensor(input)
+    if dim is not None:
+        dims = O._dims(dim, x._data.ndim)
+        dim = dims[0] if dims else None
+    return apply1(O.ARGMAX, x, dim, bool(keepdim))
+
+
+def argmin(input: Any, dim: Any = None, keepdim: bool = False) -> Tensor:  # noqa: A002
+    x = _as_tensor(input)
+    if dim is not None:
+        dims = O._dims(dim, x._data.ndim)
+        dim = dims[0] if dims else None
+    return apply1(O.ARGMIN, x, dim, bool(keepdim))
+
+
+def norm(input: Any, p: Any = "fro", dim: Any = None, keepdim: bool = False, dtype: Any = None) -> Tensor:  # noqa: A002, E501
+    """Vector p-norm (``p`` 2 by default; ``"fro"`` is 2; ``inf`` the largest magnitude)."""
+    x = _as_tensor(input)
+    if dtype is not None:
+        x = to(x, dtype)
+    if x._data.dtype.kind not in "fc":
+        raise RuntimeError(
+            "linalg.vector_norm: Expected a floating point or complex tensor as input. "
+            f"Got {dtype_of(x._data.dtype).name.capitalize()}"
+        )
+    if p == "fro" or p is None:
+        p = 2
+    if isinstance(p, str):
+        raise ValueError(f"norm: unsupported p={p!r}")
+    p = float(p)
+    if dim is None:
+        if keepdim:
+            return apply1(O.NORM_DIM, x, 2.0 if p == 2 else p, tuple(range(x._data.ndim)), True)
+        return apply1(O.NORM, x, p, None, False)
+    return apply1(O.NORM_DIM, x, p, O._dims(dim, x._data.ndim), bool(keepdim))
+
+
+def logsumexp(input: Any, dim: Any = None, keepdim: bool = False) -> Tensor:  # noqa: A002
+    x = _as_tensor(input)
+    if x._data.dtype.kind not in "fc":
+        x = _float_of(x)
+    return apply1(O.LOGSUMEXP, x, O._dims(dim, x._data.ndim), bool(keepdim))
+
+
+def _softmax_dim(x: Tensor, dim: Any) -> int:
+    ndim = x._data.ndim
+    if dim is None:
+        dim = 0 if ndim in (0, 1, 3) else 1
+    if ndim == 0:
+        O._dims(dim, 0)
+        return 0
+    return O._dims(dim, ndim)[0]
+
+
+def softmax(input: Any, dim: Any = None, dtype: Any = None) -> Tensor:  # noqa: A002
+    x = _as_tensor(input)
+    if dtype is not None:
+        x = to(x, dtype)
+    if x._data.ndim == 0:
+        return apply1(O.SOFTMAX, apply1(O.VIEW, x, (1,)), 0).reshape(())
+    return apply1(O.SOFTMAX, x, _softmax_dim(x, dim))
+
+
+def log_softmax(input: Any, dim: Any = None, dtype: Any = None) -> Tensor:  # noqa: A002
+    x = _as_tensor(input)
+    if dtype is not None:
+        x = to(x, dtype)
+    if x._data.ndim == 0:
+        return apply1(O.LOG_SOFTMAX, apply1(O.VIEW, x, (1,)), 0).reshape(())
+    return apply1(O.LOG_SOFTMAX, x, _softmax_dim(x, dim))
+
+
+def var(input: Any, dim: Any = None, unbiased: bool = True, keepdim: bool = False, *, correction: Any = None) -> Tensor:  # noqa: A002, E501
+    x = _as_tensor(input)
+    dims = O._dims(dim, x._data.ndim)
+    n = O._reduced_count(x._data.shape, dims)
+    ddof = (1 if unbiased else 0) if correction is None else correction
+    centred = x - mean(x, dims, keepdim=True)
+    return sum(centred * centred, dims, keepdim) / _py_max(n - ddof, 0)
+
+
+def std(input: Any, dim: Any = None, unbiased: bool = True, keepdim: bool = False, *, correction: Any = None) -> Tensor:  # noqa: A002, E501
+    return sqrt(var(input, dim, unbiased, keepdim, correction=correction))
+
+
+# ---------------------------------------------------------------- linear algebra
+
+
+def matmul(input: Any, other: Any) -> Tensor:  # noqa: A002
+    """NumPy's matmul with PyTorch's nodes: DotBackward0, MvBackward0, MmBackward0, BmmBackward0."""
+    x, y = _as_tensor(input), _as_tensor(other)
+    nx, ny = x._data.ndim, y._data.ndim
+    if nx == 0 or ny == 0:
+        raise RuntimeError("both arguments to matmul need to be at least 1D, but they are "
+                           f"{nx}D and {ny}D")
+    if x._data.dtype != y._data.dtype:
+        x, y = _promote(x, y)
+    if nx == 1 and ny == 1:
+        return apply2(O.DOT, x, y)
+    if nx == 2 and ny == 2:
+        return apply2(O.MM, x, y)
+    if nx == 2 and ny == 1:
+        return apply2(O.MV, x, y)
+    if nx == 1:
+        out = apply2(O.MM if ny == 2 else O.BMM, apply1(O.VIEW, x, (1, -1)), y)
+        return apply1(O.VIEW, out, out._data.shape[:-2] + out._data.shape[-1:])
+    if ny == 1:
+        out = apply2(O.BMM, x, apply1(O.VIEW, y, (-1, 1)))
+        return apply1(O.VIEW, out, out._data.shape[:-1])
+    return apply2(O.BMM, x, y)
+
+
+def mm(input: Any, mat2: Any) -> Tensor:  # noqa: A002
+    x, y = _as_tensor(input), _as_tensor(mat2)
+    if x._data.ndim != 2 or y._data.ndim != 2:
+        raise RuntimeError("mm: both arguments must be matrices")
+    return apply2(O.MM, x, y)
+
+
+def mv(input: Any, vec: Any) -> Tensor:  # noqa: A002
+    return apply2(O.MV, _as_tensor(input), _as_tensor(vec))
+
+
+def bmm(input: Any, mat2: Any) -> Tensor:  # noqa: A002
+    return apply2(O.BMM, _as_tensor(input), _as_tensor(mat2))
+
+
+def dot(input: Any, other: Any) -> Tensor:  # noqa: A002
+    x, y = _as_tensor(input), _as_tensor(other)
+    if x._data.ndim != 1 or y._data.ndim != 1:
+        raise RuntimeError(
+            f"1D tensors expected, but got {x._data.ndim}D and {y._data.ndim}D tensors"
+        )
+    return apply2(O.DOT, x, y)
+
+
+inner = dot
+
+
+def outer(input: Any, vec2: Any) -> Tensor:  # noqa: A002
+    x, y = _as_tensor(input), _as_tensor(vec2)
+    return apply1(O.VIEW, x, (-1, 1)) * apply1(O.VIEW, y, (1, -1))
+
+
+ger = outer
+
+
+# ---------------------------------------------------------------- shapes
+
+
+def _shape_args(shape: tuple) -> tuple:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list, Size)):
+        shape = tuple(shape[0])
+    return tuple(int(s) for s in shape)
+
+
+def reshape(input: Any, *shape: Any) -> Tensor:  # noqa: A002
+    x = _as_tensor(input)
+    shape = _shape_args(shape)
+    if shape == x._data.shape:
+        return apply1(O.VIEW, x, shape) if x._requires_grad else x
+    return apply1(O.VIEW, x, shape)
+
+
+def view(input: Any, *shape: Any) -> Tensor:  # noqa: A002
+    x = _as_tensor(input)
+    if len(shape) == 1 and not isinstance(shape[0], (int, tuple, list, Size, np.integer)):
+        return to(x, shape[0])
+    return apply1(O.VIEW, x, _shape_args(shape))
+
+
+def view_as(input: Any, other: Tensor) -> Tensor:  # noqa: A002
+    return view(input, other._data.shape)
+
+
+def reshape_as(input: Any, other: Tensor) -> Tensor:  # noqa: A002
+    return reshape(input, other._data.shape)
+
+
+def flatten(input: Any, start_dim: int = 0, end_dim: int = -1) -> Tensor:  # noqa: A002
+    x = _as_tensor(input)
+    shape = x._data.shape
+    if not shape:
+        return apply1(O.VIEW, x, (1,))
+    start, end = start_dim % len(shape), end_dim % len(shape)
+    if start >= end and shape:
+        return x
+    merged = 1
+    for size in shape[start : end + 1]:
+        merged *= size
+    return apply1(O.VIEW, x, shape[:start] + (merged,) + shape[end + 1 :])
+
+
+def ravel(input: Any) -> Tensor:  # noqa: A002
+    return flatten(input)
+
+
+def t(input: Any) -> Tensor:  # noqa: A002
+    x = _as_tensor(input)
+    if x._data.ndim > 2:
+        raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {x._data.ndim}D")
+    return apply1(O.T, x)
+
+
+def transpose(input: Any, dim0: int | None = None, dim1: int | None = None) -> Tensor:  # noqa: A002
+    """Swap ``dim0`` and ``dim1``; with no dims, reverse all axes (NumPy's transpose)."""
+    x = _as_tensor(input)
+    if dim0 is None and dim1 is None:
+        if x._data.ndim <= 2:
+            return apply1(O.T, x)
+        return apply1(O.PERMUTE, x, tuple(reversed(range(x._data.ndim))))
+    ndim = _py_max(x._data.ndim, 1)
+    return apply1(O.TRANSPOSE, x, int(dim0) % ndim, int(dim1) % ndim)
+
+
+swapaxes = transpose
+
+
+def permute(input: Any, *dims: Any) -> Tensor:  # noqa: A002
+    x = _as_tensor(input)
+    dims = _shape_args(dims)
+    return apply1(O.PERMUTE, x, tuple(d % _py_max(x._data.ndim, 1) for d in dims))
+
+
+def _T(x: Tensor) -> Tensor:  # noqa: N802 - PyTorch's attribute name
+    if x._data.ndim < 2:
+        return x
+    return apply1(O.PERMUTE, x, tuple(reversed(range(x._data.ndim))))
+
+
+def squeeze(input: Any, dim: Any = None) -> Tensor:  # noqa: A002
+    x = _as_tensor(input)
+    shape = x._data.shape
+    dims = O._dims(dim, len(shape))
+    dims = tuple(d for d in dims if shape[d] == 1)
+    if not dims:
+        return apply1(O.VIEW, x, shape) if x._requires_grad else x
+    return apply1(O.SQUEEZE, x, dims)
+
+
+def unsqueeze(input: Any, dim: int) -> Tensor:  # noqa: A002
+    x = _as_tensor(input)
+    ndim = x._data.ndim + 1
+    if not -ndim <= dim < ndim:
+        raise IndexError(
+            f"Dimension out of range (expected to be in range of [{-ndim}, {ndim - 1}], "
+            f"but got {dim})"
+        )
+    return apply1(O.UNSQUEEZE, x, dim % ndim)
+
+
+def expand(input: Any, *sizes: Any) -> Tensor:  # noqa: A002
+    x = _as_tensor(input)
+    sizes = _shape_args(sizes)
+    shape = x._data.shape
+    lead = len(sizes) - len(shape)
+    target = tuple(
+        shape[i - lead] if s == -1 else s for i, s in enumerate(sizes)
+    )
+    return apply1(O.EXPAND, x, target)
+
+
+def broadcast_to(input: Any, size: Any) -> Tensor:  # noqa: A002
+    return expand(input, tuple(size))
+
+
+def expand_as(input: Any, other: Tensor) -> Tensor:  # noqa: A002
+    return expand(input, other._data.shape)
+
+
+def cat(tensors: Sequence[Any], dim: int = 0, *, axis: int | None = None) -> Tensor:
+    items = [_as_tensor(t) for t in tensors]
+    items = [t for t in items if not (t._data.ndim == 1 and t._data.shape[0] == 0)] or items
+    if not items:
+        raise RuntimeError("torch.cat(): expected a non-empty list of Tensors")
+    dim = dim if axis is None else axis
+    ndim = items[0]._data.ndim
+    if ndim == 0:
+        raise RuntimeError("zero-dimensional tensor (at position 0) cannot be concatenated")
+    items = _common_dtype(items)
+    return applyn(O.CAT, items, O._dims(dim, ndim)[0])
+
+
+concat = concatenate = cat
+
+
+def stack(tensors: Sequence[Any], dim: int = 0) -> Tensor:
+    items = _common_dtype([_as_tensor(t) for t in tensors])
+    if not items:
+        raise RuntimeError("stack expects a non-empty TensorList")
+    ndim = items[0]._data.ndim + 1
+    if not -ndim <= dim < ndim:
+        raise IndexError(
+            f"Dimension out of range (expected to be in range of [{-ndim}, {ndim - 1}], "
+            f"but got {dim})"
+        )
+    return applyn(O.STACK, items, dim % ndim)
+
+
+def _common_dtype(items: list[Tensor]) -> list[Tensor]:
+    dtypes = {t._data.dtype for t in items}
+    if len(dtypes) <= 1:
+        return items
+    target = np.result_type(*dtypes)
+    return [t if t._data.dtype == target else to(t, target) for t in items]
+
+
+def _index_key(index: Any) -> Any:
+    """A NumPy index for a Tensor index (tensors and lists become arrays)."""
+    items = index if isinstance(index, tuple) else (index,)
+    out = []
+    for item in items:
+        if isinstance(item, Tensor):
+            data = np.asarray(item._data)
+            out.append(int(data) if data.ndim == 0 and data.dtype.kind in "iu" else data)
+        elif isinstance(item, list):
+            out.append(np.asarray(_tensor._untensor(item) if item else item, dtype=None if item else np.int64))
+        elif isinstance(item, np.ndarray) or item is None or item is Ellipsis:
+            out.append(item)
+        elif isinstance(item, slice):
+            out.append(item)
+        elif isinstance(item, (bool, np.bool_)):
+            out.append(bool(item))
+        else:
+            out.append(int(item))
+    return tuple(out) if isinstance(index, tuple) else out[0]
+
+
+def getitem(x: Tensor, index: Any) -> Tensor:
+    """``x[index]``: SelectBackward0, SliceBackward0 or IndexBackward0 as PyTorch names them."""
+    key = _index_key(index)
+    items = key if isinstance(key, tuple) else (key,)
+    if _py_any(isinstance(i, (np.ndarray, bool)) for i in items):
+        op = O.INDEX
+    else:
+        last = None
+        for item in items:
+            if isinstance(item, int) or (
+                isinstance(item, slice) and item != slice(None)
+            ):
+                last = item
+        op = O.SELECT if isinstance(last, int) else O.SLICE
+        # Bounds as PyTorch reports them (NumPy's IndexError text differs).
+        shape = x._data.shape
+        axis = 0
+        for item in items:
+            if item is None:
+                continue
+            if item is Ellipsis:
+                axis = len(shape) - _py_sum(1 for i in items if i is not None and i is not Ellipsis) + axis
+                continue
+            if isinstance(item, int):
+                if axis >= len(shape):
+                    raise IndexError(
+                        f"too many indices for tensor of dimension {len(shape)}"
+                    )
+                size = shape[axis]
+                if not -size <= item < size:
+                    raise IndexError(
+                        f"index {item} is out of bounds for dimension {axis} with size {size}"
+                    )
+            axis += 1
+    return apply1(op, x, key)
+
+
+def index_select(input: Any, dim: int, index: Any) -> Tensor:  # noqa: A002
+    x = _as_tensor(input)
+    dim = O._dims(dim, x._data.ndim)[0] if x._data.ndim else 0
+    key = (slice(None),) * dim + (np.asarray(_as_tensor(index)._data),)
+    return apply1(O.INDEX, x, key)
+
+
+def narrow(input: Any, dim: int, start: int, length: int) -> Tensor:  # noqa: A002
+    x = _as_tensor(input)
+    dim = O._dims(dim, x._data.ndim)[0]
+    return apply1(O.SLICE, x, (slice(None),) * dim + (slice(start, start + length),))
+
+
+def select(input: Any, dim: int, index: int) -> Tensor:  # noqa: A002
+    x = _as_tensor(input)
+    dim = O._dims(dim, x._data.ndim)[0]
+    return apply1(O.SELECT, x, (slice(None),) * dim + (int(index),))
+
+
+def masked_fill(input: Any, mask: Any, value: Any) -> Tensor:  # noqa: A002
+    x = _as_tensor(input)
+    return where(mask, value, x)
+
+
+# ---------------------------------------------------------------- comparisons and tests
+
+
+def _compare(op: O.Op) -> Any:
+    def compare(input: Any, other: Any) -> Tensor:  # noqa: A002
+        x = _as_tensor(input)
+        return _binary(op, x, other)
+
+    compare.__name__ = compare.__qualname__ = op.name
+    return compare
+
+
+eq = _compare(O.EQ)
+ne = _compare(O.NE)
+lt = _compare(O.LT)
+le = _compare(O.LE)
+gt = _compare(O.GT)
+ge = _compare(O.GE)
+greater, greater_equal, less, less_equal, not_equal = gt, ge, lt, le, ne
+
+
+def logical_and(input: Any, other: Any) -> Tensor:  # noqa: A002
+    return _binary(O.LOGICAL_AND, _as_tensor(input), other)
+
+
+def logical_or(input: Any, other: Any) -> Tensor:  # noqa: A002
+    return _binary(O.LOGICAL_OR, _as_tensor(input), other)
+
+
+def logical_not(input: Any) -> Tensor:  # noqa: A002
+    return apply1(O.LOGICAL_NOT, _as_tensor(input))
+
+
+def isnan(input: Any) -> Tensor:  # noqa: A002
+    return apply1(O.ISNAN, _as_tensor(input))
+
+
+def isfinite(input: Any) -> Tensor:  # noqa: A002
+    return apply1(O.ISFINITE, _as_tensor(input))
+
+
+def equal(input: Any, other: Any) -> bool:  # noqa: A002
+    a, b = _as_tensor(input), _as_tensor(other)
+    return a._data.shape == b._data.shape and bool(np.all(a._data == b._data))
+
+
+def allclose(input: Any, other: Any, rtol: float = 1e-5, atol: float = 1e-8, equal_nan: bool = False) -> bool:  # noqa: A002, E501
+    return bool(np.allclose(_as_tensor(input)._data, _as_tensor(other)._data, rtol, atol, equal_nan))
+
+
+def isclose(input: Any, other: Any, rtol: float = 1e-5, atol: float = 1e-8, equal_nan: bool = False) -> Tensor:  # noqa: A002, E501
+    return _wrap(np.isclose(_as_tensor(input)._data, _as_tensor(other)._data, rtol, atol, equal_nan))
+
+
+def all(input: Any, dim: Any = None, keepdim: bool = False) -> Tensor:  # noqa: A001, A002
+    x = _as_tensor(input)
+    return _wrap(np.all(x._data, axis=None if dim is None else O._dims(dim, x._data.ndim), keepdims=keepdim))
+
+
+def any(input: Any, dim: Any = None, keepdim: bool = False) -> Tensor:  # noqa: A001, A002
+    x = _as_tensor(input)
+    return _wrap(np.any(x._data, axis=None if dim is None else O._dims(dim, x._data.ndim), keepdims=keepdim))
+
+
+def is_tensor(obj: Any) -> bool:
+    return isinstance(obj, Tensor)
+
+
+def numel(input: Tensor) -> int:  # noqa: A002
+    return int(input._data.size)
+
+
+# ---------------------------------------------------------------- dtype conversion
+
+
+def to(input: Any, *args: Any, dtype: Any = None, **kwargs: Any) -> Tensor:  # noqa: A002
+    """A copy in another dtype (differentiable); the tensor itself when nothing changes."""
+    x = _as_tensor(input)
+    for arg in args:
+        if isinstance(arg, Tensor):
+            dtype = arg._data.dtype
+        elif not (isinstance(arg, str) and arg in ("cpu", "cuda")):
+            dtype = arg
+    target = as_np_dtype(dtype)
+    if target is None or target == x._data.dtype:
+        return x
+    if x._requires_grad and target.kind not in "fc":
+        return _wrap(np.asarray(x._data).astype(target)[()])
+    return apply1(O.TO, x, target)
+
+
+def clone(input: Any, *, memory_format: Any = None) -> Tensor:  # noqa: A002
+    return apply1(O.CLONE, _as_tensor(input))
+
+
+def _method_to_dtype(name: str, target: Any) -> Any:
+    def convert(self: Tensor, memory_format: Any = None) -> Tensor:
+        return to(self, target)
+
+    convert.__name__ = convert.__qualname__ = name
+    return convert
+
+
+def type_as(input: Tensor, other: Tensor) -> Tensor:  # noqa: A002
+    return to(input, other._data.dtype)
+
+
+# ---------------------------------------------------------------- Tensor methods
+
+
+def _install_methods() -> None:
+    """Make the functions above Tensor methods and operators."""
+    methods = {
+        name: globals()[name]
+        for name in (
+            "add sub mul div true_divide pow neg negative reciprocal remainder floor_divide square "
+            "exp log log1p sqrt rsqrt sin cos tan tanh sigmoid relu abs absolute sign floor ceil "
+            "round trunc log2 log10 exp2 clamp clip maximum minimum "
+            "sum mean prod max min amax amin argmax argmin norm logsumexp softmax log_softmax "
+            "var std matmul mm mv bmm dot inner outer ger reshape view view_as reshape_as flatten "
+            "ravel t transpose swapaxes permute squeeze unsqueeze expand expand_as broadcast_to "
+            "index_select narrow select masked_fill eq ne lt le gt ge greater greater_equal "
+            "less less_equal not_equal logical_and logical_or logical_not isnan isfinite equal "
+            "allclose isclose all any to clone type_as float_power"
+        ).split()
+    }
+    for name, function in methods.items():
+        setattr(Tensor, name, function)
+    for name, target in (
+        ("float", np.float32),
+        ("double", np.float64),
+        ("half", np.float16),
+        ("long", np.int64),
+        ("int", np.int32),
+        ("bool", np.bool_),
+    ):
+        setattr(Tensor, name, _method_to_dtype(name, target))
+
+    def where_method(self: Tensor, condition: Any, other: Any) -> Tensor:
+        return where(condition, self, other)
+
+    Tensor.where = where_method
+    Tensor.T = property(_T)
+    Tensor.mT = property(lambda self: transpose(self, -2, -1))
+    Tensor.__getitem__ = getitem
+    Tensor.__add__ = Tensor.__radd__ = lambda self, other: _binary(O.ADD, self, other)
+    Tensor.__sub__ = lambda self, other: _binary(O.SUB, self, other)
+    Tensor.__rsub__ = _rsub
+    Tensor.__mul__ = Tensor.__rmul__ = lambda self, other: _binary(O.MUL, self, other)
+    Tensor.__truediv__ = div
+    Tensor.__rtruediv__ = _rdiv
+    Tensor.__floordiv__ = floor_divide
+    Tensor.__rfloordiv__ = lambda self, other: _swapped(O.FLOOR_DIVIDE, self, other)
+    Tensor.__mod__ = remainder
+    Tensor.__rmod__ = lambda self, other: _swapped(O.REMAINDER, self, other)
+    Tensor.__pow__ = pow
+    Tensor.__rpow__ = _rpow
+    Tensor.__matmul__ = matmul
+    Tensor.__rmatmul__ = lambda self, other: matmul(other, self)
+    Tensor.__neg__ = lambda self: apply1(O.NEG, self)
+    Tensor.__pos__ = lambda self: self
+    Tensor.__abs__ = lambda self: apply1(O.ABS, self)
+    Tensor.__eq__ = lambda self, other: _binary(O.EQ, self, other)
+    Tensor.__ne__ = lambda self, other: _binary(O.NE, self, other)
+    Tensor.__lt__ = lambda self, other: _binary(O.LT, self, other)
+    Tensor.__le__ = lambda self, other: _binary(O.LE, self, other)
+    Tensor.__gt__ = lambda self, other: _binary(O.GT, self, other)
+    Tensor.__ge__ = lambda self, other: _binary(O.GE, self, other)
+    Tensor.__and__ = Tensor.__rand__ = logical_and
+    Tensor.__or__ = Tensor.__ror__ = logical_or
+    Tensor.__invert__ = logical_not
+
+
+_install_methods()

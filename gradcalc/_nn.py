@@ -1,0 +1,46 @@
+"""``gradcalc.nn.functional``: the few functional-style PyTorch names tutorials use."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from gradcalc import _functions as F  # noqa: N812
+from gradcalc._tensor import Tensor
+
+
+def mse_loss(input: Tensor, target: Any, reduction: str = "mean") -> Tensor:  # noqa: A002
+    diff = input - target
+    return _reduce(diff * diff, reduction)
+
+
+def l1_loss(input: Tensor, target: Any, reduction: str = "mean") -> Tensor:  # noqa: A002
+    return _reduce(F.abs(input - target), reduction)
+
+
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:  # noqa: A002
+    out = F.matmul(input, F.t(weight) if weight.ndim == 2 else weight)
+    return out if bias is None else out + bias
+
+
+def _reduce(values: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return F.mean(values)
+    if reduction == "sum":
+        return F.sum(values)
+    if reduction == "none":
+        return values
+    raise ValueError(f"{reduction} is not a valid value for reduction")
+
+
+functional = SimpleNamespace(
+    relu=F.relu,
+    sigmoid=F.sigmoid,
+    tanh=F.tanh,
+    softplus=F.softplus,
+    softmax=F.softmax,
+    log_softmax=F.log_softmax,
+    mse_loss=mse_loss,
+    l1_loss=l1_loss,
+    linear=linear,
+)

@@ -1,0 +1,1067 @@
+"""Tensor, grad_fn nodes, grad mode and the backward pass.
+
+A :class:`Tensor` wraps a NumPy value (``_data``: an ndarray, or a NumPy
+scalar for 0-d results, which NumPy computes with much faster than with 0-d
+arrays). An operation on tensors that require grad records a :class:`Node`:
+the op's grad_fn class (``MulBackward0``), the nodes of its inputs
+(``parents``, PyTorch's ``next_functions``), and what its VJP needs. Nodes
+never reference their output tensor, so graphs hold no reference cycles and
+die with their outputs. The ops themselves are declared in
+:mod:`gradcalc.ops`; this module only runs them (:func:`apply`).
+
+:func:`run_backward` walks the graph iteratively: count each node's
+consumers, then process nodes whose consumers are all done, dropping each
+incoming gradient and (unless ``retain_graph``) each node's saved tensors as
+soon as they are used. No recursion, so a chain of a million nodes is fine.
+"""
+
+from __future__ import annotations
+
+import sys
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from gradcalc.errors import (
+    DtypeGradError,
+    FreedGraphError,
+    GradError,
+    ImplicitGradError,
+    InplaceLeafError,
+    NoGradFnError,
+)
+
+_grad_enabled = True
+_recording = False
+_object_new = object.__new__
+_generic = np.generic
+_ndarray = np.ndarray
+
+FREED_MESSAGE = (
+    "Trying to backward through the graph a second time (or directly access saved tensors "
+    "after they have already been freed). Saved intermediate values of the graph are freed "
+    "when you call .backward() or autograd.grad(). Specify retain_graph=True if you need to "
+    "backward through the graph a second time or if you need to access saved tensors after "
+    "calling backward."
+)
+
+
+# ---------------------------------------------------------------- dtypes
+
+
+class dtype:  # noqa: N801 - PyTorch's name
+    """A dtype object printed as PyTorch prints it (``torch.float32``), NumPy's underneath."""
+
+    __slots__ = ("is_floating_point", "itemsize", "name", "np")
+
+    def __init__(self, name: str, np_dtype: np.dtype) -> None:
+        self.name = name
+        self.np = np.dtype(np_dtype)
+        self.is_floating_point = self.np.kind == "f"
+        self.itemsize = self.np.itemsize
+
+    def __repr__(self) -> str:
+        return f"torch.{self.name}"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, dtype):
+            return self is other
+        try:
+            return self.np == np.dtype(other)  # type: ignore[arg-type]
+        except TypeError:
+            return False
+
+    def __hash__(self) -> int:
+        return hash(self.np)
+
+
+float16 = dtype("float16", np.float16)
+float32 = dtype("float32", np.float32)
+float64 = dtype("float64", np.float64)
+int8 = dtype("int8", np.int8)
+int16 = dtype("int16", np.int16)
+int32 = dtype("int32", np.int32)
+int64 = dtype("int64", np.int64)
+uint8 = dtype("uint8", np.uint8)
+bool_ = dtype("bool", np.bool_)
+_DTYPES = {d.np: d for d in (float16, float32, float64, int8, int16, int32, int64, uint8, bool_)}
+DEFAULT_FLOAT = np.dtype(np.float32)
+
+
+def as_np_dtype(value: Any) -> np.dtype | None:
+    """A NumPy dtype from a gradcalc dtype, a NumPy dtype, a type or a name (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, dtype):
+        return value.np
+    if isinstance(value, str):
+        value = value.removeprefix("torch.").removeprefix("gradcalc.")
+        value = {"float": "float32", "double": "float64", "long": "int64", "int": "int32"}.get(
+            value, value
+        )
+    if value is float:
+        return DEFAULT_FLOAT
+    return np.dtype(value)
+
+
+def dtype_of(np_dtype: np.dtype) -> dtype:
+    """The gradcalc dtype object for a NumPy dtype."""
+    found = _DTYPES.get(np_dtype)
+    if found is None:
+        found = _DTYPES[np_dtype] = dtype(np_dtype.name, np_dtype)
+    return found
+
+
+class Size(tuple):
+    """A shape, printed as PyTorch prints it: ``torch.Size([2, 3])``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"torch.Size({list(self)})"
+
+    def numel(self) -> int:
+        n = 1
+        for d in self:
+            n *= d
+        return n
+
+
+# ---------------------------------------------------------------- grad mode
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+def _set_grad_enabled(mode: bool) -> bool:
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, bool(mode)
+    return previous
+
+
+class _GradModeContext:
+    """Base of ``no_grad``/``enable_grad``/``set_grad_enabled``: context manager and decorator."""
+
+    _mode = True
+
+    def __enter__(self) -> None:
+        self._previous = _set_grad_enabled(self._mode)
+
+    def __exit__(self, *exc: object) -> None:
+        _set_grad_enabled(self._previous)
+
+    def __call__(self, func: Any) -> Any:
+        import functools
+
+        mode = self._mode
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            previous = _set_grad_enabled(mode)
+            try:
+                return func(*args, **kwargs)
+            finally:
+                _set_grad_enabled(previous)
+
+        return wrapper
+
+
+class no_grad(_GradModeContext):  # noqa: N801 - PyTorch's name
+    """Operations inside record no graph (context manager or decorator)."""
+
+    _mode = False
+
+
+class enable_grad(_GradModeContext):  # noqa: N801 - PyTorch's name
+    """Operations inside record a graph even within ``no_grad``."""
+
+    _mode = True
+
+
+class set_grad_enabled(_GradModeContext):  # noqa: N801 - PyTorch's name
+    """Turn recording on or off; works as a function, a context manager or a decorator."""
+
+    def __init__(self, mode: bool) -> None:
+        self._mode = bool(mode)
+        self._previous = _set_grad_enabled(self._mode)
+
+    def __enter__(self) -> None:
+        pass
+
+
+@contextmanager
+def record_values() -> Iterator[None]:
+    """Inside, each new Node keeps its output in ``node.value`` and backward keeps the
+    node's incoming gradient in ``node.grad_value``, for renderers that show both."""
+    global _recording
+    previous, _recording = _recording, True
+    try:
+        yield
+    finally:
+        _recording = previous
+
+
+# ---------------------------------------------------------------- nodes
+
+
+class Node:
+    """A grad_fn: one recorded operation. Subclasses per op carry PyTorch's names.
+
+    ``parents`` holds, per tensor operand, the operand's grad_fn (an
+    :class:`AccumulateGrad` for a leaf that requires grad) or None.
+    ``inputs`` are the operands themselves (what the VJP reads), ``consts``
+    the op's non-tensor arguments, ``ans`` the output's data when the VJP
+    needs it. The output tensor itself is never referenced.
+    """
+
+    __slots__ = ("__weakref__", "_retain", "ans", "consts", "grad_value", "inputs", "parents", "value")
+    op: Any = None
+
+    def __init__(self, parents: tuple, inputs: tuple, consts: tuple, ans: Any) -> None:
+        self.parents = parents
+        self.inputs = inputs
+        self.consts = consts
+        self.ans = ans
+        self.value = None
+        self.grad_value = None
+        self._retain = None
+
+    def name(self) -> str:
+        return type(self).__name__
+
+    @property
+    def next_functions(self) -> tuple[tuple[Node | None, int], ...]:
+        return tuple((p, 0) for p in self.parents)
+
+    @property
+    def previous_functions(self) -> tuple[tuple[Any, int], ...]:
+        """Legacy (PyTorch 0.1) spelling: like next_functions, but leaves appear as tensors."""
+        return tuple(
+            (p.variable if isinstance(p, AccumulateGrad) else p, 0) for p in self.parents
+        )
+
+    @property
+    def metadata(self) -> dict:
+        return {}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} object at {id(self):#x}>"
+
+    def __call__(self, *grads: Any) -> Any:
+        raise GradError(f"{self.name()} cannot be called directly; use backward() or grad()")
+
+
+class AccumulateGrad(Node):
+    """The grad_fn slot of a leaf that requires grad: backward adds into ``variable.grad``."""
+
+    __slots__ = ("variable",)
+
+    def __init__(self, variable: Tensor) -> None:
+        self.parents = ()
+        self.inputs = ()
+        self.consts = ()
+        self.ans = None
+        self.value = None
+        self.grad_value = None
+        self._retain = None
+        self.variable = variable
+
+
+def node_class(grad_fn_name: str, op: Any) -> type[Node]:
+    """A Node subclass named like PyTorch's grad_fn (``MulBackward0``) for one op."""
+    return type(grad_fn_name, (Node,), {"__slots__": (), "op": op, "__module__": __name__})
+
+
+# ---------------------------------------------------------------- tensor
+
+
+def _wrap(data: Any) -> Tensor:
+    t = _object_new(Tensor)
+    t._data = data
+    t._grad_fn = None
+    t._requires_grad = False
+    t._grad = None
+    t._accum = None
+    return t
+
+
+def _result(data: Any, node: Node) -> Tensor:
+    if _recording:
+        node.value = data
+    t = _object_new(Tensor)
+    t._data = data
+    t._grad_fn = node
+    t._requires_grad = True
+    t._grad = None
+    t._accum = None
+    return t
+
+
+def _edge(t: Tensor) -> Node:
+    """The node a consumer of ``t`` (which requires grad) points to."""
+    fn = t._grad_fn
+    if fn is not None:
+        return fn
+    ref = t._accum
+    acc = ref() if ref is not None else None
+    if acc is None:
+        acc = AccumulateGrad(t)
+        t._accum = weakref.ref(acc)
+    return acc
+
+
+def apply1(op: Any, x: Tensor, *consts: Any) -> Tensor:
+    """Run a one-operand op (``x`` a Tensor) and record it when ``x`` requires grad."""
+    data = op.forward(x._data, *consts)
+    if x._requires_grad and _grad_enabled and op.node is not None:
+        return _result(data, op.node((_edge(x),), (x,), consts, data if op.uses_ans else None))
+    return _wrap(data)
+
+
+def apply2(op: Any, x: Any, y: Any, *consts: Any) -> Tensor:
+    """Run a two-operand op; either operand may be a Python number (its edge is None)."""
+    tx = type(x) is Tensor
+    ty = type(y) is Tensor
+    data = op.forward(x._data if tx else x, y._data if ty else y, *consts)
+    if _grad_enabled and op.node is not None:
+        rx = tx and x._requires_grad
+        ry = ty and y._requires_grad
+        if rx or ry:
+            parents = (_edge(x) if rx else None, _edge(y) if ry else None)
+            return _result(data, op.node(parents, (x, y), consts, data if op.uses_ans else None))
+    return _wrap(data)
+
+
+def applyn(op: Any, operands: Sequence[Any], *consts: Any) -> Tensor:
+    """Run an op over a sequence of operands (cat, stack, where)."""
+    datas = [o._data if type(o) is Tensor else o for o in operands]
+    data = op.forward(datas, *consts)
+    if _grad_enabled and op.node is not None:
+        parents = tuple(
+            _edge(o) if type(o) is Tensor and o._requires_grad else None for o in operands
+        )
+        if any(p is not None for p in parents):
+            node = op.node(parents, tuple(operands), consts, data if op.uses_ans else None)
+            return _result(data, node)
+    return _wrap(data)
+
+
+def _infer_array(data: Any, np_dtype: np.dtype | None) -> np.ndarray:
+    """An owned ndarray from Python data with PyTorch's dtype defaults."""
+    if isinstance(data, Tensor):
+        arr = np.array(data._data, dtype=np_dtype, copy=True)
+        return arr
+    if isinstance(data, (np.ndarray, np.generic)):
+        return np.array(data, dtype=np_dtype, copy=True)
+    if isinstance(data, (list, tuple)) and any(isinstance(v, Tensor) for v in _flat_items(data)):
+        data = _untensor(data)
+    arr = np.array(data, dtype=np_dtype)
+    if np_dtype is None:
+        if arr.dtype.kind == "f" and arr.dtype != DEFAULT_FLOAT and not _has_numpy(data):
+            arr = arr.astype(DEFAULT_FLOAT)
+        elif arr.dtype.kind in "iu" and arr.dtype != np.int64:
+            arr = arr.astype(np.int64)
+        elif arr.dtype.kind == "O":
+            raise TypeError(f"Could not infer dtype of {type(data).__name__}")
+    return arr
+
+
+def _flat_items(data: Any) -> Iterator[Any]:
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (list, tuple)):
+            stack.extend(item)
+        else:
+            yield item
+
+
+def _has_numpy(data: Any) -> bool:
+    return any(isinstance(v, (np.ndarray, np.floating)) for v in _flat_items(data)) and all(
+        isinstance(v, (np.ndarray, np.generic)) for v in _flat_items(data)
+    )
+
+
+def _untensor(data: Any) -> Any:
+    """Nested lists holding 0-d tensors → nested lists of their items, without recursion."""
+    out: list = []
+    stack: list[tuple[Any, list]] = [(data, out)]
+    while stack:
+        src, dst = stack.pop()
+        for item in src:
+            if isinstance(item, (list, tuple)):
+                child: list = []
+                dst.append(child)
+                stack.append((item, child))
+            elif isinstance(item, Tensor):
+                dst.append(item._data)
+            else:
+                dst.append(item)
+    return out
+
+
+def _check_can_require_grad(np_dtype: np.dtype) -> None:
+    if np_dtype.kind not in "fc":
+        raise DtypeGradError(
+            "Only Tensors of floating point and complex dtype can require gradients"
+        )
+
+
+class Tensor:
+    """An n-dimensional value that can record the operations applied to it."""
+
+    __slots__ = ("__weakref__", "_accum", "_data", "_grad", "_grad_fn", "_requires_grad")
+    __array_priority__ = 1000
+
+    def __init__(self, *args: Any, requires_grad: bool = False) -> None:
+        """``Tensor([1, 0.1])`` (float32 data) or ``Tensor(2, 3)`` (a 2x3 float32 tensor)."""
+        if len(args) == 1 and not isinstance(args[0], (int, np.integer)):
+            data = _infer_array(args[0], None)
+            if data.dtype != DEFAULT_FLOAT:
+                data = data.astype(DEFAULT_FLOAT)
+        else:
+            shape = args[0] if len(args) == 1 and isinstance(args[0], tuple) else args
+            data = np.zeros(tuple(int(d) for d in shape), dtype=DEFAULT_FLOAT)
+        self._data = data
+        self._grad_fn = None
+        self._grad = None
+        self._accum = None
+        self._requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    # -- autograd attributes ------------------------------------------------
+
+    @property
+    def grad_fn(self) -> Node | None:
+        return self._grad_fn
+
+    @property
+    def creator(self) -> Node | None:
+        """Legacy (PyTorch 0.1) name of ``grad_fn``."""
+        return self._grad_fn
+
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        self.requires_grad_(value)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        if self._grad_fn is not None:
+            if not requires_grad:
+                raise GradError(
+                    "you can only change requires_grad flags of leaf variables. If you want to "
+                    "use a computed variable in a subgraph that doesn't require differentiation "
+                    "use var_no_grad = var.detach()."
+                )
+            return self
+        if requires_grad:
+            _check_can_require_grad(self._data.dtype)
+        self._requires_grad = bool(requires_grad)
+        return self
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._grad_fn is None
+
+    @property
+    def grad(self) -> Tensor | None:
+        fn = self._grad_fn
+        if fn is not None and fn._retain is None:
+            return None
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: Tensor | None) -> None:
+        self._grad = value
+
+    def retain_grad(self) -> None:
+        """Keep this non-leaf's gradient in ``.grad`` after backward (no-op on a leaf)."""
+        if not self._requires_grad:
+            raise GradError("can't retain_grad on Tensor that has requires_grad=False")
+        fn = self._grad_fn
+        if fn is not None and fn._retain is None:
+            fn._retain = weakref.ref(self)
+
+    @property
+    def retains_grad(self) -> bool:
+        fn = self._grad_fn
+        return fn is not None and fn._retain is not None
+
+    def backward(
+        self,
+        gradient: Any = None,
+        retain_graph: bool | None = None,
+        create_graph: bool = False,
+        inputs: Any = None,
+    ) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``."""
+        backward([self], None if gradient is None else [gradient], retain_graph, create_graph, inputs)
+
+    def detach(self) -> Tensor:
+        """The same data, cut from the graph."""
+        return _wrap(self._data)
+
+    def detach_(self) -> Tensor:
+        self._grad_fn = None
+        self._requires_grad = False
+        return self
+
+    @property
+    def data(self) -> Tensor:
+        """The same storage, without history (changes through it are not tracked)."""
+        if isinstance(self._data, _generic):
+            self._data = np.array(self._data)
+        return _wrap(self._data)
+
+    @data.setter
+    def data(self, value: Tensor) -> None:
+        self._data = value._data if isinstance(value, Tensor) else np.asarray(value)
+
+    # -- shape and dtype ----------------------------------------------------
+
+    @property
+    def shape(self) -> Size:
+        return Size(self._data.shape)
+
+    def size(self, dim: int | None = None) -> Any:
+        if dim is None:
+            return Size(self._data.shape)
+        return self._data.shape[dim]
+
+    @property
+    def ndim(self) -> int:
+        return self._data.ndim
+
+    def dim(self) -> int:
+        return self._data.ndim
+
+    def ndimension(self) -> int:
+        return self._data.ndim
+
+    def numel(self) -> int:
+        return int(self._data.size)
+
+    def nelement(self) -> int:
+        return int(self._data.size)
+
+    @property
+    def dtype(self) -> dtype:
+        return dtype_of(self._data.dtype)
+
+    @property
+    def device(self) -> str:
+        return "cpu"
+
+    @property
+    def is_cuda(self) -> bool:
+        return False
+
+    def is_floating_point(self) -> bool:
+        return self._data.dtype.kind == "f"
+
+    def __len__(self) -> int:
+        if self._data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self._data.shape[0]
+
+    def __iter__(self) -> Iterator[Tensor]:
+        if self._data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self._data.shape[0]))
+
+    # -- conversions --------------------------------------------------------
+
+    def item(self) -> Any:
+        if self._data.size != 1:
+            raise GradError(
+                f"a Tensor with {self._data.size} elements cannot be converted to Scalar"
+            )
+        return self._data.item()
+
+    def tolist(self) -> Any:
+        return self._data.tolist()
+
+    def numpy(self, force: bool = False) -> np.ndarray:
+        if self._requires_grad and not force:
+            raise GradError(
+                "Can't call numpy() on Tensor that requires grad. "
+                "Use tensor.detach().numpy() instead."
+            )
+        if isinstance(self._data, _generic):
+            self._data = np.array(self._data)
+        return self._data
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        arr = np.asarray(self._data)
+        return arr if dtype is None else arr.astype(dtype)
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __index__(self) -> int:
+        if self._data.dtype.kind not in "iub":
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self.item())
+
+    def __bool__(self) -> bool:
+        if self._data.size != 1:
+            raise GradError(
+                f"Boolean value of Tensor with more than one value is ambiguous"
+            )
+        return bool(self._data)
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return (_rebuild, (np.asarray(self._data), self._requires_grad))
+
+    # -- in-place updates ---------------------------------------------------
+
+    def _check_inplace(self) -> None:
+        if _grad_enabled and self._requires_grad and self._grad_fn is None:
+            raise InplaceLeafError(
+                "a leaf Variable that requires grad is being used in an in-place operation."
+            )
+
+    def _set_data(self, value: Any) -> Tensor:
+        data = self._data
+        if isinstance(data, _ndarray) and data.flags.writeable:
+            data[...] = value
+        else:
+            self._data = np.asarray(value, dtype=data.dtype)[()] if data.ndim == 0 else (
+                np.array(np.broadcast_to(value, data.shape), dtype=data.dtype)
+            )
+        return self
+
+    def _inplace(self, value: Tensor) -> Tensor:
+        """Make ``value`` (computed from self) this tensor's new content, graph included."""
+        self._check_inplace()
+        result = self._set_data(value._data)
+        if value._grad_fn is not None:
+            self._grad_fn = value._grad_fn
+            self._requires_grad = True
+        return result
+
+    def zero_(self) -> Tensor:
+        self._check_inplace()
+        return self._set_data(0)
+
+    def fill_(self, value: Any) -> Tensor:
+        self._check_inplace()
+        return self._set_data(value._data if isinstance(value, Tensor) else value)
+
+    def copy_(self, src: Any) -> Tensor:
+        self._check_inplace()
+        return self._set_data(src._data if isinstance(src, Tensor) else src)
+
+    def add_(self, other: Any, *, alpha: Any = 1) -> Tensor:
+        return self._inplace(self.add(other, alpha=alpha))
+
+    def sub_(self, other: Any, *, alpha: Any = 1) -> Tensor:
+        return self._inplace(self.sub(other, alpha=alpha))
+
+    def mul_(self, other: Any) -> Tensor:
+        return self._inplace(self * other)
+
+    def div_(self, other: Any) -> Tensor:
+        return self._inplace(self / other)
+
+    def clamp_(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
+        return self._inplace(self.clamp(min, max))
+
+    def __iadd__(self, other: Any) -> Tensor:
+        return self.add_(other)
+
+    def __isub__(self, other: Any) -> Tensor:
+        return self.sub_(other)
+
+    def __imul__(self, other: Any) -> Tensor:
+        return self.mul_(other)
+
+    def __itruediv__(self, other: Any) -> Tensor:
+        return self.div_(other)
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        self._check_inplace()
+        if self._grad_fn is not None or (self._requires_grad and _grad_enabled):
+            raise GradError("item assignment into a tensor that is part of a graph is not supported")
+        if isinstance(self._data, _generic):
+            self._data = np.array(self._data)
+        self._data[_index_data(index)] = value._data if isinstance(value, Tensor) else value
+
+    # -- printing -----------------------------------------------------------
+
+    def __repr__(self, *, tensor_contents: Any = None) -> str:
+        from gradcalc._format import tensor_repr
+
+        return tensor_repr(self)
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        if self._data.ndim == 0:
+            return self._data.item().__format__(spec)
+        return object.__format__(self, spec)
+
+
+def _rebuild(data: np.ndarray, requires_grad: bool) -> Tensor:
+    t = _wrap(data)
+    t._requires_grad = requires_grad
+    return t
+
+
+def _index_data(index: Any) -> Any:
+    """A NumPy index from one with tensors in it."""
+    if isinstance(index, Tensor):
+        return np.asarray(index._data)
+    if isinstance(index, tuple):
+        return tuple(np.asarray(i._data) if isinstance(i, Tensor) else i for i in index)
+    if isinstance(index, list):
+        return np.asarray(_untensor(index)) if any(isinstance(i, Tensor) for i in index) else index
+    return index
+
+
+def make_tensor(data: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+    """``gradcalc.tensor``: copy ``data`` into a new leaf with PyTorch's dtype defaults."""
+    arr = _infer_array(data, as_np_dtype(dtype))
+    t = _wrap(arr)
+    if requires_grad:
+        _check_can_require_grad(arr.dtype)
+        t._requires_grad = True
+    return t
+
+
+def leaf(data: Any, requires_grad: bool = False) -> Tensor:
+    """A leaf around an ndarray the caller owns (constructors), without copying."""
+    t = _wrap(data)
+    if requires_grad:
+        _check_can_require_grad(data.dtype)
+        t._requires_grad = True
+    return t
+
+
+def wrap(data: Any) -> Tensor:
+    """A constant tensor around NumPy data (no copy)."""
+    return _wrap(data)
+
+
+# ---------------------------------------------------------------- backward
+
+
+def _as_grad_tensor(value: Any, like: Tensor) -> Tensor:
+    if isinstance(value, Tensor):
+        return value
+    return _wrap(np.asarray(value, dtype=like._data.dtype))
+
+
+def _seed_gradients(outputs: Sequence[Tensor], gradients: Sequence[Any] | None) -> list[Tensor]:
+    grads = []
+    for index, out in enumerate(outputs):
+        given = None if gradients is None else gradients[index]
+        if given is None:
+            if out._data.size != 1:
+                raise ImplicitGradError("grad can be implicitly created only for scalar outputs")
+            given = _wrap(np.ones_like(out._data)[()] if out._data.ndim == 0 else np.ones_like(out._data))
+        else:
+            given = _as_grad_tensor(given, out)
+            if given._data.shape != out._data.shape:
+                raise GradError(
+                    f"Mismatch in shape: grad_output[{index}] has a shape of "
+                    f"{Size(given._data.shape)!r} and output[{index}] has a shape of "
+                    f"{Size(out._data.shape)!r}."
+                )
+        grads.append(given)
+    return grads
+
+
+def _roots(outputs: Sequence[Tensor]) -> list[Node]:
+    roots = []
+    for index, out in enumerate(outputs):
+        if not out._requires_grad:
+            raise NoGradFnError(
+                f"element {index} of tensors does not require grad and does not have a grad_fn"
+            )
+        roots.append(_edge(out))
+    return roots
+
+
+def backward(
+    tensors: Sequence[Tensor],
+    grad_tensors: Sequence[Any] | None = None,
+    retain_graph: bool | None = None,
+    create_graph: bool = False,
+    inputs: Any = None,
+) -> None:
+    """``torch.autograd.backward``: accumulate gradients of ``tensors`` into leaves' ``.grad``."""
+    if isinstance(tensors, Tensor):
+        tensors = [tensors]
+    if isinstance(grad_tensors, Tensor):
+        grad_tensors = [grad_tensors]
+    if retain_graph is None:
+        retain_graph = create_graph
+    grads = _seed_gradients(tensors, grad_tensors)
+    roots = _roots(tensors)
+    targets = None
+    if inputs is not None:
+        if isinstance(inputs, Tensor):
+            inputs = [inputs]
+        targets = [_edge(t) for t in inputs]
+    run_backward(roots, grads, retain_graph, create_graph, targets, accumulate=True)
+
+
+def grad(
+    outputs: Any,
+    inputs: Any,
+    grad_outputs: Any = None,
+    retain_graph: bool | None = None,
+    create_graph: bool = False,
+    only_inputs: bool = True,
+    allow_unused: bool | None = None,
+    is_grads_batched: bool = False,
+    materialize_grads: bool = False,
+) -> tuple[Tensor | None, ...]:
+    """d(outputs)/d(inputs) for leaf or intermediate inputs; leaves' ``.grad`` is untouched."""
+    if isinstance(outputs, Tensor):
+        outputs = [outputs]
+    if isinstance(inputs, Tensor):
+        inputs = [inputs]
+    if isinstance(grad_outputs, Tensor):
+        grad_outputs = [grad_outputs]
+    outputs, inputs = list(outputs), list(inputs)
+    if retain_graph is None:
+        retain_graph = create_graph
+    if allow_unused is None:
+        allow_unused = materialize_grads
+    for t in inputs:
+        if not t._requires_grad:
+            raise GradError("One of the differentiated Tensors does not require grad")
+    grads = _seed_gradients(outputs, grad_outputs)
+    roots = _roots(outputs)
+    targets = [_edge(t) for t in inputs]
+    captured = run_backward(roots, grads, retain_graph, create_graph, targets, accumulate=False)
+    results: list[Tensor | None] = []
+    for index, (t, node) in enumerate(zip(inputs, targets, strict=True)):
+        g = captured.get(node)
+        if g is None:
+            if materialize_grads:
+                g = _wrap(np.zeros_like(t._data))
+            elif not allow_unused:
+                raise GradError(
+                    f"The differentiated Tensor at index {index} appears to not have been used "
+                    "in the graph. Set allow_unused=True if this is the desired behavior."
+                )
+        elif g._data.dtype != t._data.dtype:
+            g = g.to(t._data.dtype) if create_graph else _wrap(g._data.astype(t._data.dtype))
+        results.append(g)
+    return tuple(results)
+
+
+def _freed(*_: Any) -> Any:
+    raise FreedGraphError(FREED_MESSAGE)
+
+
+class _FreedTensor:
+    """Stands for a saved tensor after backward freed it; any use raises PyTorch's error."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        raise FreedGraphError(FREED_MESSAGE)
+
+    __add__ = __radd__ = __mul__ = __rmul__ = __sub__ = __rsub__ = _freed
+    __truediv__ = __rtruediv__ = __pow__ = __rpow__ = __neg__ = __matmul__ = _freed
+
+
+_FREED = _FreedTensor()
+
+
+def _free(node: Node) -> None:
+    op = node.op
+    if op.saves:
+        node.inputs = tuple(_FREED if type(i) is Tensor else i for i in node.inputs)
+    if op.uses_ans:
+        node.ans = _FREED
+
+
+def _store_leaf_grad(leaf_tensor: Tensor, g: Tensor, create_graph: bool) -> None:
+    """Add ``g`` into ``leaf.grad`` as PyTorch's AccumulateGrad does."""
+    data = g._data
+    target = leaf_tensor._data.dtype
+    if data.dtype != target:
+        g = _wrap(data.astype(target))
+        data = g._data
+    old = leaf_tensor._grad
+    if create_graph:
+        leaf_tensor._grad = g if old is None else old + g
+        return
+    if old is None:
+        # Steal the gradient's buffer only when nothing else can see it; else copy.
+        if type(data) is _ndarray and not (
+            data.base is None
+            and data.flags.writeable
+            and sys.getrefcount(data) <= 3
+            and sys.getrefcount(g) <= 4
+        ):
+            data = data.copy()
+        leaf_tensor._grad = _wrap(data)
+        return
+    if old._grad_fn is not None:
+        old = old.detach()
+    old_data = old._data
+    if (
+        type(old_data) is _ndarray
+        and old_data.flags.writeable
+        and old_data.shape == np.shape(data)
+    ):
+        old_data += data
+        leaf_tensor._grad = old
+    else:
+        leaf_tensor._grad = _wrap(old_data + data)
+
+
+def run_backward(
+    roots: Sequence[Node],
+    grads: Sequence[Tensor],
+    retain_graph: bool,
+    create_graph: bool,
+    targets: Sequence[Node] | None = None,
+    accumulate: bool = True,
+) -> dict[Node, Tensor]:
+    """Propagate ``grads`` from ``roots`` through the graph in topological order.
+
+    With ``accumulate``, leaves' ``.grad`` (and retained non-leaves') receive their
+    gradients. With ``targets``, only the part of the graph leading to them runs
+    and the total gradient arriving at each target node is returned.
+    """
+    # Count, for every reachable node, how many consumers will send it a gradient.
+    deps: dict[Node, int] = {}
+    stack: list[Node] = []
+    for root in roots:
+        if root not in deps:
+            deps[root] = 0
+            stack.append(root)
+    while stack:
+        for parent in stack.pop().parents:
+            if parent is not None:
+                count = deps.get(parent)
+                if count is None:
+                    deps[parent] = 1
+                    stack.append(parent)
+                else:
+                    deps[parent] = count + 1
+
+    needed = None if targets is None else _needed(deps, targets)
+    target_set = None if targets is None else set(targets)
+    captured: dict[Node, Tensor] = {}
+
+    pending: dict[Node, Tensor] = {}
+    for root, g in zip(roots, grads, strict=True):
+        old = pending.get(root)
+        pending[root] = g if old is None else old + g
+    ready = [root for root in dict.fromkeys(roots) if deps[root] == 0]
+
+    global _grad_enabled
+    previous_mode = _grad_enabled
+    _grad_enabled = create_graph
+    pop_pending = pending.pop
+    try:
+        with np.errstate(all="ignore"):
+            while ready:
+                node = ready.pop()
+                g = pop_pending(node, None)
+                parents = node.parents
+                if g is not None:
+                    if node.value is not None or type(node) is AccumulateGrad:
+                        node.grad_value = g._data
+                    if target_set is not None and node in target_set:
+                        captured[node] = g
+                    if accumulate:
+                        if type(node) is AccumulateGrad:
+                            _store_leaf_grad(node.variable, g, create_graph)
+                        elif node._retain is not None:
+                            kept = node._retain()
+                            if kept is not None:
+                                _store_retained(kept, g, create_graph)
+                    if needed is not None and node not in needed:
+                        g = None
+                if g is not None and parents:
+                    op = node.op
+                    inputs = node.inputs
+                    consts = node.consts
+                    ans = node.ans
+                    if ans is not None:
+                        if ans is _FREED:
+                            raise FreedGraphError(FREED_MESSAGE)
+                        ans = _result(ans, node)
+                    vjps = op.vjps
+                    for index, parent in enumerate(parents):
+                        if parent is None:
+                            continue
+                        gi = vjps[index](g, ans, *inputs, *consts)
+                        if gi is not None:
+                            old = pending.get(parent)
+                            pending[parent] = gi if old is None else old + gi
+                        count = deps[parent] - 1
+                        deps[parent] = count
+                        if count == 0:
+                            ready.append(parent)
+                    if not retain_graph:
+                        _free(node)
+                else:
+                    for parent in parents:
+                        if parent is not None:
+                            count = deps[parent] - 1
+                            deps[parent] = count
+                            if count == 0:
+                                ready.append(parent)
+    finally:
+        _grad_enabled = previous_mode
+    return captured
+
+
+def _store_retained(t: Tensor, g: Tensor, create_graph: bool) -> None:
+    if not create_graph:
+        g = _wrap(g._data)
+    old = t._grad
+    t._grad = g if old is None else _wrap(old._data + g._data) if not create_graph else old + g
+
+
+def _needed(deps: dict[Node, int], targets: Sequence[Node]) -> set[Node]:
+    """Nodes with a path to a target (the only ones whose VJPs must run)."""
+    target_set = set(targets)
+    needed: set[Node] = set()
+    # Iterative post-order: a node is decided after all of its parents.
+    state: dict[Node, bool] = {}
+    for start in deps:
+        if start in state:
+            continue
+        stack: list[tuple[Node, int]] = [(start, 0)]
+        state[start] = False
+        while stack:
+            node, index = stack[-1]
+            parents = node.parents
+            while index < len(parents) and (parents[index] is None or parents[index] in state):
+                index += 1
+            if index < len(parents):
+                stack[-1] = (node, index + 1)
+                parent = parents[index]
+                state[parent] = False
+                stack.append((parent, 0))
+                continue
+            stack.pop()
+            state[node] = True
+            if node in target_set or any(p in needed for p in parents if p is not None):
+                needed.add(node)
+    return needed

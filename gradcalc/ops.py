@@ -1,0 +1,930 @@
+"""The op registry: every operation once, its NumPy forward beside its VJP.
+
+The VJP contract, once for all entries
+--------------------------------------
+``defop(name, grad_fn, forward, vjps, sample=...)`` declares an op.
+
+* ``forward(*operand_data, *consts)`` computes the output with NumPy from
+  the operands' data (ndarrays, NumPy scalars or Python numbers) and the
+  op's non-tensor arguments (``consts``: a dim, an exponent, an index).
+* ``vjps`` has one entry per operand, in order. Entry ``i`` is called as
+  ``vjp(g, ans, *operands, *consts)`` and returns the gradient for operand
+  ``i`` with that operand's shape: ``g`` is the gradient of the output (a
+  Tensor), ``ans`` the output as a Tensor (only when ``uses_ans=True``,
+  else None), operands are the Tensors (or Python numbers) the op was
+  called with. An entry is called only when its operand requires grad.
+* VJPs are written with the engine's own ops, never with raw NumPy on
+  gradients, so with ``create_graph=True`` the backward pass is itself
+  recorded and higher derivatives come for free. Binary ops wrap each
+  gradient in :func:`unbroadcast`, which sums it back to the operand's shape.
+* ``saves=False`` marks ops whose VJP reads no operand values (only shapes):
+  backward can run through them twice without ``retain_graph``, as PyTorch.
+* ``grad_fn`` is PyTorch's node name (``MulBackward0``). ``nondiff(...)``
+  declares an op without derivative (comparisons, argmax): its results never
+  require grad. A derivative that is zero everywhere (``sign``, ``floor``)
+  is declared as such, with PyTorch's node name.
+* ``sample`` is a :class:`Sample`: the shapes, argument values and input
+  domain the registry-wide gradient check (tests/test_engine_gradcheck.py)
+  uses. It is required: an op cannot be registered without its check.
+
+Conventions at kinks follow PyTorch: ``relu'(0) = 0``, ``abs'(0) = 0``,
+``clamp`` passes the gradient at its bounds, ties of ``maximum``/``minimum``
+and of a full ``max``/``min`` share it evenly.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+from collections import namedtuple
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gradcalc import _tensor
+from gradcalc._tensor import (
+    DEFAULT_FLOAT,
+    Tensor,
+    apply1,
+    apply2,
+    applyn,
+    as_np_dtype,
+    node_class,
+)
+
+_wrap = _tensor.wrap
+_py_sum = builtins.sum
+_py_max = builtins.max
+_py_min = builtins.min
+_py_abs = builtins.abs
+
+
+# ---------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """How the generic gradient check exercises an op.
+
+    ``shapes``: cases, each a tuple with one shape per operand (``None`` for
+    a Python-number operand). ``consts``: the non-tensor argument tuples to
+    try with every case. ``domain``: one name per operand (or one for all)
+    from :data:`DOMAINS`. ``second_order``: whether the VJP is itself
+    differentiable (checked through ``create_graph=True``).
+    """
+
+    shapes: tuple
+    consts: tuple = ((),)
+    domain: str | tuple[str, ...] = "real"
+    second_order: bool = True
+
+
+class Op:
+    """One registry entry."""
+
+    __slots__ = ("arity", "forward", "grad_fn", "name", "node", "sample", "saves", "uses_ans", "vjps")
+
+    def __init__(
+        self,
+        name: str,
+        grad_fn: str | None,
+        forward: Callable,
+        vjps: tuple[Callable, ...] | None,
+        *,
+        sample: Sample,
+        arity: str,
+        saves: bool,
+        uses_ans: bool,
+    ) -> None:
+        if not isinstance(sample, Sample):
+            raise TypeError(f"op {name!r} needs a Sample for the gradient check")
+        self.name = name
+        self.grad_fn = grad_fn
+        self.forward = forward
+        self.vjps = vjps
+        self.sample = sample
+        self.arity = arity
+        self.saves = saves
+        self.uses_ans = uses_ans
+        self.node = None if vjps is None else node_class(grad_fn or name, self)
+
+    def __repr__(self) -> str:
+        return f"<op {self.name} ({self.grad_fn or 'not differentiable'})>"
+
+    def __call__(self, *operands: Any) -> Tensor:
+        """Apply the op to tensor operands then consts (as the gradient check does)."""
+        return invoke(self, operands[: self.n_operands(operands)], operands[self.n_operands(operands) :])
+
+    def n_operands(self, args: tuple) -> int:
+        if self.arity == "n":
+            return 1
+        return int(self.arity)
+
+
+REGISTRY: dict[str, Op] = {}
+
+
+def defop(
+    name: str,
+    grad_fn: str,
+    forward: Callable,
+    vjps: tuple[Callable, ...],
+    *,
+    sample: Sample,
+    arity: str = "1",
+    saves: bool = True,
+    uses_ans: bool = False,
+) -> Op:
+    """Declare a differentiable op (see the module docstring for the contract)."""
+    if name in REGISTRY:
+        raise ValueError(f"op {name!r} is declared twice")
+    op = Op(
+        name, grad_fn, forward, vjps, sample=sample, arity=arity, saves=saves, uses_ans=uses_ans
+    )
+    REGISTRY[name] = op
+    return op
+
+
+def nondiff(name: str, forward: Callable, *, sample: Sample, arity: str = "1") -> Op:
+    """Declare an op without a derivative: its results never require grad."""
+    if name in REGISTRY:
+        raise ValueError(f"op {name!r} is declared twice")
+    op = Op(name, None, forward, None, sample=sample, arity=arity, saves=False, uses_ans=False)
+    REGISTRY[name] = op
+    return op
+
+
+def invoke(op: Op, operands: Sequence[Any], consts: Sequence[Any] = ()) -> Tensor:
+    """Run a registry op on operands (Tensors or Python numbers) and consts."""
+    if op.arity == "1":
+        return apply1(op, operands[0], *consts)
+    if op.arity == "2":
+        return apply2(op, operands[0], operands[1], *consts)
+    return applyn(op, operands[0], *consts)
+
+
+# Input generators for the gradient check: name -> (rng, shape) -> float64 array.
+DOMAINS: dict[str, Callable[[np.random.Generator, tuple], np.ndarray]] = {
+    "real": lambda rng, shape: rng.uniform(-2.0, 2.0, shape) + 0.0,
+    "positive": lambda rng, shape: rng.uniform(0.5, 2.0, shape),
+    "unit": lambda rng, shape: rng.uniform(-0.8, 0.8, shape),
+    # Away from the kinks at 0 and from ties, so finite differences are smooth there.
+    "nonzero": lambda rng, shape: rng.choice([-1.0, 1.0], shape) * rng.uniform(0.3, 2.0, shape),
+    "distinct": lambda rng, shape: (
+        rng.permutation(int(np.prod(shape, dtype=int))).reshape(shape) * 0.5
+        + rng.uniform(-0.1, 0.1, shape)
+    ),
+}
+
+UNARY = (((),), ((3,),), ((2, 3),))
+BINARY = (
+    ((), ()),
+    ((3,), (3,)),
+    ((2, 3), (2, 3)),
+    ((2, 3), (3,)),
+    ((3,), (2, 3)),
+    ((2, 1), (1, 3)),
+    ((2, 3), ()),
+    ((), (2, 3)),
+    ((2, 3), None),
+    (None, (2, 3)),
+)
+TENSOR_PAIRS = tuple(case for case in BINARY if None not in case)
+
+
+# ---------------------------------------------------------------- helpers for VJPs
+
+
+def unbroadcast(g: Tensor, x: Any) -> Tensor:
+    """Sum ``g`` down to ``x``'s shape: undo NumPy broadcasting (incl. size-1 dims)."""
+    shape = x._data.shape
+    gshape = g._data.shape
+    if gshape == shape:
+        return g
+    lead = len(gshape) - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, size in enumerate(shape) if size == 1 and gshape[lead + i] != 1
+    )
+    if axes:
+        g = apply1(SUM_DIM, g, axes, False)
+    if g._data.shape != shape:
+        g = apply1(VIEW, g, shape)
+    return g
+
+
+def _expand_back(g: Tensor, shape: tuple, dims: tuple, keepdim: bool) -> Tensor:
+    """A reduction's gradient ``g`` broadcast back to the input's ``shape``."""
+    if not keepdim and dims:
+        kept = list(shape)
+        for d in dims:
+            kept[d] = 1
+        g = apply1(VIEW, g, tuple(kept))
+    if g._data.shape != shape:
+        g = apply1(EXPAND, g, shape)
+    return g
+
+
+def _dims(dim: Any, ndim: int) -> tuple[int, ...]:
+    """Normalised reduction dims (PyTorch accepts dim 0/-1 on a 0-d tensor)."""
+    if dim is None:
+        return tuple(range(ndim))
+    if isinstance(dim, Tensor):
+        dim = int(dim.item())
+    items = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
+    if ndim == 0:
+        for d in items:
+            if int(d) not in (0, -1):
+                raise IndexError(
+                    f"Dimension out of range (expected to be in range of [-1, 0], but got {d})"
+                )
+        return ()
+    out = []
+    for d in items:
+        d = int(d)
+        if not -ndim <= d < ndim:
+            raise IndexError(
+                f"Dimension out of range (expected to be in range of [{-ndim}, {ndim - 1}], "
+                f"but got {d})"
+            )
+        out.append(d % ndim)
+    return tuple(sorted(set(out)))
+
+
+def _reduced_count(shape: tuple, dims: tuple) -> int:
+    n = 1
+    for d in dims:
+        n *= shape[d]
+    return n
+
+
+def _const(array: Any) -> Tensor:
+    return _wrap(array)
+
+
+def _scalar(x: Any) -> Any:
+    """The value of a Python-number-or-Tensor operand for NumPy comparisons."""
+    return x._data if type(x) is Tensor else x
+
+
+# ---------------------------------------------------------------- arithmetic
+
+# Binary ops take Tensors or Python numbers on either side; unbroadcast keeps each
+# gradient in its operand's shape.
+
+ADD = defop(
+    "add", "AddBackward0", lambda x, y: x + y,
+    (lambda g, a, x, y: unbroadcast(g, x), lambda g, a, x, y: unbroadcast(g, y)),
+    arity="2", saves=False, sample=Sample(BINARY),
+)  # fmt: skip
+SUB = defop(
+    "sub", "SubBackward0", lambda x, y: x - y,
+    (lambda g, a, x, y: unbroadcast(g, x), lambda g, a, x, y: unbroadcast(-g, y)),
+    arity="2", saves=False, sample=Sample(BINARY),
+)  # fmt: skip
+RSUB = defop(
+    "rsub", "RsubBackward1", lambda x, other: other - x,
+    (lambda g, a, x, other: -g,),
+    saves=False, sample=Sample(UNARY, consts=((2.5,),)),
+)  # fmt: skip
+MUL = defop(
+    "mul", "MulBackward0", lambda x, y: x * y,
+    (lambda g, a, x, y: unbroadcast(g * y, x), lambda g, a, x, y: unbroadcast(g * x, y)),
+    arity="2", sample=Sample(BINARY),
+)  # fmt: skip
+DIV = defop(
+    "div", "DivBackward0", lambda x, y: x / y,
+    (
+        lambda g, a, x, y: unbroadcast(g / y, x),
+        lambda g, a, x, y: unbroadcast(-g * x / (y * y), y),
+    ),
+    arity="2", sample=Sample(BINARY, domain=("real", "nonzero")),
+)  # fmt: skip
+RECIPROCAL = defop(
+    "reciprocal", "ReciprocalBackward0", lambda x: 1 / x,
+    (lambda g, a, x: -g * a * a,),
+    uses_ans=True, saves=False, sample=Sample(UNARY, domain="nonzero"),
+)  # fmt: skip
+NEG = defop(
+    "neg", "NegBackward0", lambda x: -x, (lambda g, a, x: -g,),
+    saves=False, sample=Sample(UNARY),
+)  # fmt: skip
+
+
+def _pow_scalar_vjp(g: Tensor, a: Any, x: Tensor, p: Any) -> Tensor:
+    if p == 0:
+        return g * 0
+    return g * p * x ** (p - 1)
+
+
+POW = defop(
+    "pow", "PowBackward0", lambda x, p: x**p, (_pow_scalar_vjp,),
+    sample=Sample(UNARY, consts=((2,), (3,), (-1.5,), (0.5,), (0,), (1,)), domain="positive"),
+)  # fmt: skip
+
+
+def _pow_exponent_vjp(g: Tensor, a: Tensor, x: Any, y: Any) -> Tensor:
+    base = _scalar(x)
+    mask = (np.asarray(base) == 0) & (np.asarray(_scalar(y)) >= 0)
+    factor = a * apply1(LOG, x) if type(x) is Tensor else a * math.log(x) if x > 0 else a * math.nan
+    if mask.any():
+        factor = apply2(WHERE, 0.0, factor, mask)
+    return unbroadcast(g * factor, y)
+
+
+POW_TENSOR = defop(
+    "pow_tensor", "PowBackward1", lambda x, y: x**y,
+    (lambda g, a, x, y: unbroadcast(g * y * x ** (y - 1), x), _pow_exponent_vjp),
+    arity="2", uses_ans=True, sample=Sample(TENSOR_PAIRS, domain=("positive", "real")),
+)  # fmt: skip
+RPOW = defop(
+    "rpow", "PowBackward2", lambda x, base: base**x,
+    (lambda g, a, x, base: g * a * math.log(base) if base > 0 else g * 0,),
+    uses_ans=True, sample=Sample(UNARY, consts=((2.0,), (0.5,))),
+)  # fmt: skip
+
+
+def _remainder_divisor_vjp(g: Tensor, a: Any, x: Any, y: Any) -> Tensor:
+    return unbroadcast(-g * _const(np.floor_divide(_scalar(x), _scalar(y))), y)
+
+
+REMAINDER = defop(
+    "remainder", "RemainderBackward0", np.remainder,
+    (lambda g, a, x, y: unbroadcast(g, x), _remainder_divisor_vjp),
+    arity="2", sample=Sample(TENSOR_PAIRS, domain=("positive", "positive"), second_order=True),
+)  # fmt: skip
+
+# ---------------------------------------------------------------- elementwise functions
+
+EXP = defop(
+    "exp", "ExpBackward0", np.exp, (lambda g, a, x: g * a,),
+    uses_ans=True, saves=False, sample=Sample(UNARY),
+)  # fmt: skip
+LOG = defop(
+    "log", "LogBackward0", np.log, (lambda g, a, x: g / x,),
+    sample=Sample(UNARY, domain="positive"),
+)  # fmt: skip
+LOG1P = defop(
+    "log1p", "Log1PBackward0", np.log1p, (lambda g, a, x: g / (x + 1),),
+    sample=Sample(UNARY, domain="positive"),
+)  # fmt: skip
+SQRT = defop(
+    "sqrt", "SqrtBackward0", np.sqrt, (lambda g, a, x: g / (2 * a),),
+    uses_ans=True, saves=False, sample=Sample(UNARY, domain="positive"),
+)  # fmt: skip
+ABS = defop(
+    "abs", "AbsBackward0", np.abs, (lambda g, a, x: g * apply1(SIGN, x),),
+    sample=Sample(UNARY, domain="nonzero"),
+)  # fmt: skip
+SIN = defop(
+    "sin", "SinBackward0", np.sin, (lambda g, a, x: g * apply1(COS, x),), sample=Sample(UNARY)
+)  # fmt: skip
+COS = defop(
+    "cos", "CosBackward0", np.cos, (lambda g, a, x: g * -apply1(SIN, x),), sample=Sample(UNARY)
+)  # fmt: skip
+TAN = defop(
+    "tan", "TanBackward0", np.tan, (lambda g, a, x: g * (1 + a * a),),
+    uses_ans=True, saves=False, sample=Sample(UNARY, domain="unit"),
+)  # fmt: skip
+TANH = defop(
+    "tanh", "TanhBackward0", np.tanh, (lambda g, a, x: g * (1 - a * a),),
+    uses_ans=True, saves=False, sample=Sample(UNARY),
+)  # fmt: skip
+
+
+def _sigmoid(x: Any) -> Any:
+    # exp of -|x| only, so neither branch overflows.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(np.result_type(x), copy=False)[()]
+
+
+SIGMOID = defop(
+    "sigmoid", "SigmoidBackward0", _sigmoid, (lambda g, a, x: g * a * (1 - a),),
+    uses_ans=True, saves=False, sample=Sample(UNARY),
+)  # fmt: skip
+RELU = defop(
+    "relu", "ReluBackward0", lambda x: np.maximum(x, 0).astype(np.result_type(x), copy=False)[()],
+    (lambda g, a, x: g * _const(_scalar(a) > 0),),
+    uses_ans=True, saves=False, sample=Sample(UNARY, domain="nonzero"),
+)  # fmt: skip
+
+
+def _softplus(x: Any, beta: float, threshold: float) -> Any:
+    scaled = x * beta
+    soft = np.logaddexp(0, scaled) / beta
+    return np.where(scaled > threshold, x, soft).astype(np.result_type(x), copy=False)[()]
+
+
+SOFTPLUS = defop(
+    "softplus", "SoftplusBackward0", _softplus,
+    (
+        lambda g, a, x, beta, threshold: apply2(
+            WHERE, g, g * apply1(SIGMOID, x * beta), _scalar(x) * beta > threshold
+        ),
+    ),
+    sample=Sample(UNARY, consts=((1.0, 20.0), (2.0, 1.0))),
+)  # fmt: skip
+
+
+def _clamp(x: Any, lo: Any, hi: Any) -> Any:
+    out = x
+    if lo is not None:
+        out = np.maximum(out, lo)
+    if hi is not None:
+        out = np.minimum(out, hi)
+    return out.astype(np.result_type(x), copy=False)[()] if isinstance(out, np.ndarray) else out
+
+
+def _clamp_vjp(g: Tensor, a: Any, x: Tensor, lo: Any, hi: Any) -> Tensor:
+    data = x._data
+    inside = np.ones(np.shape(data), dtype=bool)
+    if lo is not None:
+        inside &= data >= lo
+    if hi is not None:
+        inside &= data <= hi
+    return g * _const(inside)
+
+
+CLAMP = defop(
+    "clamp", "ClampBackward1", _clamp, (_clamp_vjp,),
+    sample=Sample(UNARY, consts=((-0.5, 0.7), (None, 0.3), (0.2, None))),
+)  # fmt: skip
+
+
+def _tie_vjp(pick: Callable, mine: int) -> Callable:
+    """maximum/minimum: the gradient goes to the winning side; ties split it evenly."""
+
+    def vjp(g: Tensor, a: Any, x: Any, y: Any) -> Tensor:
+        xd, yd = _scalar(x), _scalar(y)
+        win = pick(xd, yd) if mine == 0 else pick(yd, xd)
+        share = np.where(win, 1.0, np.where(xd == yd, 0.5, 0.0)).astype(np.result_type(g._data))
+        return unbroadcast(g * _const(share), x if mine == 0 else y)
+
+    return vjp
+
+
+MAXIMUM = defop(
+    "maximum", "MaximumBackward0", np.maximum,
+    (_tie_vjp(np.greater, 0), _tie_vjp(np.greater, 1)),
+    arity="2", sample=Sample(TENSOR_PAIRS, domain="distinct"),
+)  # fmt: skip
+MINIMUM = defop(
+    "minimum", "MinimumBackward0", np.minimum,
+    (_tie_vjp(np.less, 0), _tie_vjp(np.less, 1)),
+    arity="2", sample=Sample(TENSOR_PAIRS, domain="distinct"),
+)  # fmt: skip
+
+
+def _where_forward(x: Any, y: Any, condition: Any) -> Any:
+    out = np.where(condition, x, y)
+    return out[()] if out.ndim == 0 else out
+
+
+WHERE = defop(
+    "where", "WhereBackward0", _where_forward,
+    (
+        lambda g, a, x, y, c: unbroadcast(g * _const(np.asarray(c, dtype=bool)), x),
+        lambda g, a, x, y, c: unbroadcast(g * _const(~np.asarray(c, dtype=bool)), y),
+    ),
+    arity="2", saves=False,
+    sample=Sample(
+        (((2, 3), (2, 3)), ((3,), (2, 3)), ((2, 3), None)),
+        consts=((np.array([[True, False, True], [False, False, True]]),),),
+    ),
+)  # fmt: skip
+
+# Zero derivative everywhere, but differentiable as PyTorch declares them.
+_ZERO = (lambda g, a, x: g * 0,)
+SIGN = defop("sign", "SignBackward0", np.sign, _ZERO, saves=False, sample=Sample(UNARY))
+FLOOR = defop("floor", "FloorBackward0", np.floor, _ZERO, saves=False, sample=Sample(UNARY))
+CEIL = defop("ceil", "CeilBackward0", np.ceil, _ZERO, saves=False, sample=Sample(UNARY))
+ROUND = defop("round", "RoundBackward0", np.round, _ZERO, saves=False, sample=Sample(UNARY))
+
+# ---------------------------------------------------------------- reductions
+
+
+def _sum_all(x: Any) -> Any:
+    return np.sum(x)
+
+
+SUM = defop(
+    "sum", "SumBackward0", _sum_all,
+    (lambda g, a, x: _expand_back(g, x._data.shape, (), True),),
+    saves=False, sample=Sample(UNARY),
+)  # fmt: skip
+SUM_DIM = defop(
+    "sum_dim", "SumBackward1", lambda x, dims, keepdim: np.sum(x, axis=dims, keepdims=keepdim),
+    (lambda g, a, x, dims, keepdim: _expand_back(g, x._data.shape, dims, keepdim),),
+    saves=False,
+    sample=Sample((((2, 3),),), consts=(((0,), False), ((1,), True), ((0, 1), False))),
+)  # fmt: skip
+MEAN = defop(
+    "mean", "MeanBackward0", lambda x: np.mean(x),
+    (lambda g, a, x: _expand_back(g, x._data.shape, (), True) / max(x._data.size, 1),),
+    saves=False, sample=Sample(UNARY),
+)  # fmt: skip
+MEAN_DIM = defop(
+    "mean_dim", "MeanBackward1", lambda x, dims, keepdim: np.mean(x, axis=dims, keepdims=keepdim),
+    (
+        lambda g, a, x, dims, keepdim: _expand_back(g, x._data.shape, dims, keepdim)
+        / _reduced_count(x._data.shape, dims),
+    ),
+    saves=False,
+    sample=Sample((((2, 3),),), consts=(((0,), False), ((1,), True), ((0, 1), False))),
+)  # fmt: skip
+
+
+def _prod_vjp(g: Tensor, a: Tensor, x: Tensor, dims: tuple | None, keepdim: bool) -> Tensor:
+    shape = x._data.shape
+    all_dims = tuple(range(len(shape))) if dims is None else dims
+    g = _expand_back(g, shape, all_dims, keepdim or dims is None)
+    data = x._data
+    if np.all(data != 0):
+        return g * _expand_back(a, shape, all_dims, keepdim or dims is None) / x
+    # With zeros, the product of the *other* elements, from exclusive cumulative products.
+    moved = np.moveaxis(np.asarray(data), all_dims, range(len(all_dims)))
+    flat = moved.reshape((-1, *moved.shape[len(all_dims) :]))
+    ones = np.ones_like(flat[:1])
+    left = np.cumprod(np.concatenate([ones, flat[:-1]]), axis=0)
+    right = np.flip(np.cumprod(np.concatenate([ones, np.flip(flat, 0)[:-1]]), axis=0), 0)
+    others = np.moveaxis((left * right).reshape(moved.shape), range(len(all_dims)), all_dims)
+    return g * _const(others)
+
+
+PROD = defop(
+    "prod", "ProdBackward0", lambda x: np.prod(x), (lambda g, a, x: _prod_vjp(g, a, x, None, False),),
+    uses_ans=True, sample=Sample(UNARY, domain="nonzero"),
+)  # fmt: skip
+PROD_DIM = defop(
+    "prod_dim", "ProdBackward1", lambda x, dims, keepdim: np.prod(x, axis=dims, keepdims=keepdim),
+    (_prod_vjp,),
+    uses_ans=True,
+    sample=Sample((((2, 3),),), consts=(((0,), False), ((1,), True)), domain="nonzero"),
+)  # fmt: skip
+
+
+def _extreme_all_vjp(g: Tensor, a: Tensor, x: Tensor) -> Tensor:
+    hit = np.asarray(x._data == a._data)
+    share = hit / max(int(hit.sum()), 1)
+    return g * _const(share.astype(np.result_type(x._data)))
+
+
+MAX = defop(
+    "max", "MaxBackward1", lambda x: np.max(x), (_extreme_all_vjp,),
+    uses_ans=True, sample=Sample(UNARY, domain="distinct"),
+)  # fmt: skip
+MIN = defop(
+    "min", "MinBackward1", lambda x: np.min(x), (_extreme_all_vjp,),
+    uses_ans=True, sample=Sample(UNARY, domain="distinct"),
+)  # fmt: skip
+
+
+def _select_along(x: Any, dim: int, keepdim: bool, arg: Callable) -> Any:
+    index = np.expand_dims(arg(x, axis=dim), dim)
+    out = np.take_along_axis(x, index, axis=dim)
+    return out if keepdim else np.squeeze(out, axis=dim)[()]
+
+
+def _extreme_dim_vjp(arg: Callable) -> Callable:
+    def vjp(g: Tensor, a: Any, x: Tensor, dim: int, keepdim: bool) -> Tensor:
+        data = np.asarray(x._data)
+        index = np.expand_dims(arg(data, axis=dim), dim)
+        onehot = np.zeros(data.shape, dtype=bool)
+        np.put_along_axis(onehot, index, True, axis=dim)
+        return _expand_back(g, data.shape, (dim,), keepdim) * _const(onehot)
+
+    return vjp
+
+
+MAX_DIM = defop(
+    "max_dim", "MaxBackward0", lambda x, dim, keepdim: _select_along(x, dim, keepdim, np.argmax),
+    (_extreme_dim_vjp(np.argmax),), saves=True,
+    sample=Sample((((2, 3),),), consts=((0, False), (1, True)), domain="distinct"),
+)  # fmt: skip
+MIN_DIM = defop(
+    "min_dim", "MinBackward0", lambda x, dim, keepdim: _select_along(x, dim, keepdim, np.argmin),
+    (_extreme_dim_vjp(np.argmin),), saves=True,
+    sample=Sample((((2, 3),),), consts=((0, False), (1, True)), domain="distinct"),
+)  # fmt: skip
+
+
+def _norm_forward(x: Any, p: float, dims: tuple | None, keepdim: bool) -> Any:
+    ax = np.abs(x)
+    if p == 2:
+        out = np.sqrt(np.sum(ax * ax, axis=dims, keepdims=keepdim))
+    elif p == 1:
+        out = np.sum(ax, axis=dims, keepdims=keepdim)
+    elif p == math.inf:
+        out = np.max(ax, axis=dims, keepdims=keepdim)
+    elif p == -math.inf:
+        out = np.min(ax, axis=dims, keepdims=keepdim)
+    elif p == 0:
+        out = np.sum(ax != 0, axis=dims, keepdims=keepdim).astype(np.result_type(x))
+    else:
+        out = np.sum(ax**p, axis=dims, keepdims=keepdim) ** (1.0 / p)
+    return out.astype(np.result_type(x), copy=False)[()] if isinstance(out, np.ndarray) else out
+
+
+def _norm_vjp(g: Tensor, a: Tensor, x: Tensor, p: float, dims: tuple | None, keepdim: bool) -> Tensor:
+    shape = x._data.shape
+    all_dims = tuple(range(len(shape))) if dims is None else dims
+    keep = keepdim or dims is None
+    g = _expand_back(g, shape, all_dims, keep)
+    norm_b = _expand_back(a, shape, all_dims, keep)
+    if p == 0:
+        return g * 0
+    if p == 1:
+        return g * apply1(SIGN, x)
+    if p in (math.inf, -math.inf):
+        hit = np.asarray(np.abs(x._data) == norm_b._data)
+        count = np.sum(hit, axis=all_dims, keepdims=True)
+        return g * apply1(SIGN, x) * _const((hit / np.maximum(count, 1)).astype(np.result_type(x._data)))
+    zero = np.asarray(norm_b._data == 0)
+    if p == 2:
+        scaled = x / norm_b
+    else:
+        scaled = apply1(SIGN, x) * apply1(ABS, x) ** (p - 1) / norm_b ** (p - 1)
+    if zero.any():
+        scaled = apply2(WHERE, 0.0, scaled, zero)
+    return g * scaled
+
+
+NORM = defop(
+    "norm", "LinalgVectorNormBackward0", _norm_forward, (_norm_vjp,),
+    uses_ans=True,
+    sample=Sample(
+        UNARY,
+        consts=((2, None, False), (1, None, False), (3, None, False), (math.inf, None, False)),
+        domain="distinct",
+    ),
+)  # fmt: skip
+NORM_DIM = defop(
+    "norm_dim", "LinalgVectorNormBackward0", _norm_forward, (_norm_vjp,),
+    uses_ans=True,
+    sample=Sample((((2, 3),),), consts=((2, (1,), False), (2, (0,), True), (1, (1,), False))),
+)  # fmt: skip
+
+
+def _logsumexp(x: Any, dims: tuple, keepdim: bool) -> Any:
+    top = np.max(x, axis=dims, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0)
+    out = np.log(np.sum(np.exp(x - top), axis=dims, keepdims=True)) + top
+    if not keepdim:
+        out = np.squeeze(out, axis=dims)
+    return out.astype(np.result_type(x), copy=False)[()]
+
+
+LOGSUMEXP = defop(
+    "logsumexp", "LogsumexpBackward0", _logsumexp,
+    (
+        lambda g, a, x, dims, keepdim: _expand_back(g, x._data.shape, dims, keepdim)
+        * apply1(EXP, x - _expand_back(a, x._data.shape, dims, keepdim)),
+    ),
+    uses_ans=True,
+    sample=Sample(
+        (((3,),), ((2, 3),)), consts=(((0,), False), ((0,), True))
+    ),
+)  # fmt: skip
+
+
+def _softmax(x: Any, dim: int) -> Any:
+    shifted = np.exp(x - np.max(x, axis=dim, keepdims=True))
+    return (shifted / np.sum(shifted, axis=dim, keepdims=True)).astype(np.result_type(x))
+
+
+SOFTMAX = defop(
+    "softmax", "SoftmaxBackward0", _softmax,
+    (lambda g, a, x, dim: a * (g - apply1(SUM_DIM, g * a, (dim,), True)),),
+    uses_ans=True, saves=False, sample=Sample((((3,),), ((2, 3),)), consts=((0,), (-1,))),
+)  # fmt: skip
+
+
+def _log_softmax(x: Any, dim: int) -> Any:
+    shifted = x - np.max(x, axis=dim, keepdims=True)
+    out = shifted - np.log(np.sum(np.exp(shifted), axis=dim, keepdims=True))
+    return out.astype(np.result_type(x), copy=False)
+
+
+LOG_SOFTMAX = defop(
+    "log_softmax", "LogSoftmaxBackward0", _log_softmax,
+    (lambda g, a, x, dim: g - apply1(EXP, a) * apply1(SUM_DIM, g, (dim,), True),),
+    uses_ans=True, saves=False, sample=Sample((((3,),), ((2, 3),)), consts=((0,), (-1,))),
+)  # fmt: skip
+
+# ---------------------------------------------------------------- linear algebra
+
+
+def _matmul_vjp_x(g: Tensor, a: Any, x: Tensor, y: Tensor) -> Tensor:
+    return unbroadcast(apply2(BMM, g, apply1(TRANSPOSE, y, -1, -2)), x)
+
+
+def _matmul_vjp_y(g: Tensor, a: Any, x: Tensor, y: Tensor) -> Tensor:
+    return unbroadcast(apply2(BMM, apply1(TRANSPOSE, x, -1, -2), g), y)
+
+
+MM = defop(
+    "mm", "MmBackward0", np.matmul,
+    (lambda g, a, x, y: apply2(MM, g, apply1(T, y)), lambda g, a, x, y: apply2(MM, apply1(T, x), g)),
+    arity="2", sample=Sample((((2, 3), (3, 4)), ((1, 3), (3, 1)))),
+)  # fmt: skip
+MV = defop(
+    "mv", "MvBackward0", np.matmul,
+    (
+        lambda g, a, x, y: apply2(MUL, apply1(VIEW, g, (-1, 1)), apply1(VIEW, y, (1, -1))),
+        lambda g, a, x, y: apply2(MV, apply1(T, x), g),
+    ),
+    arity="2", sample=Sample((((2, 3), (3,)),)),
+)  # fmt: skip
+DOT = defop(
+    "dot", "DotBackward0", np.dot,
+    (lambda g, a, x, y: g * y, lambda g, a, x, y: g * x),
+    arity="2", sample=Sample((((3,), (3,)),)),
+)  # fmt: skip
+BMM = defop(
+    "bmm", "BmmBackward0", np.matmul, (_matmul_vjp_x, _matmul_vjp_y),
+    arity="2",
+    sample=Sample((((2, 2, 3), (2, 3, 4)), ((2, 2, 3), (3, 4)), ((2, 3), (2, 3, 2)))),
+)  # fmt: skip
+
+# ---------------------------------------------------------------- shapes and indexing
+
+
+def _reshape_forward(x: Any, shape: tuple) -> Any:
+    out = np.reshape(x, shape)
+    return out
+
+
+VIEW = defop(
+    "view", "ViewBackward0", _reshape_forward,
+    (lambda g, a, x, shape: apply1(VIEW, g, x._data.shape),),
+    saves=False, sample=Sample((((2, 3),), ((6,),)), consts=(((3, 2),), ((-1,),))),
+)  # fmt: skip
+EXPAND = defop(
+    "expand", "ExpandBackward0", lambda x, shape: np.broadcast_to(x, shape),
+    (lambda g, a, x, shape: unbroadcast(g, x),),
+    saves=False, sample=Sample((((3,),), ((1, 3),)), consts=(((2, 3),),)),
+)  # fmt: skip
+TRANSPOSE = defop(
+    "transpose", "TransposeBackward0", lambda x, d0, d1: np.swapaxes(x, d0, d1),
+    (lambda g, a, x, d0, d1: apply1(TRANSPOSE, g, d0, d1),),
+    saves=False, sample=Sample((((2, 3),), ((2, 3, 4),)), consts=((0, 1), (-1, -2))),
+)  # fmt: skip
+T = defop(
+    "t", "TBackward0", lambda x: np.transpose(x), (lambda g, a, x: apply1(T, g),),
+    saves=False, sample=Sample(UNARY),
+)  # fmt: skip
+PERMUTE = defop(
+    "permute", "PermuteBackward0", np.transpose,
+    (lambda g, a, x, dims: apply1(PERMUTE, g, tuple(np.argsort(dims))),),
+    saves=False, sample=Sample((((2, 3),), ((2, 3, 4),)), consts=((None,),)),
+)  # fmt: skip
+SQUEEZE = defop(
+    "squeeze", "SqueezeBackward0", lambda x, dims: np.squeeze(x, axis=dims),
+    (lambda g, a, x, dims: apply1(VIEW, g, x._data.shape),),
+    saves=False, sample=Sample((((1, 3),), ((2, 1),)), consts=((None,),)),
+)  # fmt: skip
+UNSQUEEZE = defop(
+    "unsqueeze", "UnsqueezeBackward0", lambda x, dim: np.expand_dims(x, dim),
+    (lambda g, a, x, dim: apply1(VIEW, g, x._data.shape),),
+    saves=False, sample=Sample((((),), ((3,),), ((2, 3),)), consts=((0,), (-1,))),
+)  # fmt: skip
+TO = defop(
+    "to", "ToCopyBackward0", lambda x, dtype: np.asarray(x).astype(dtype)[()],
+    (lambda g, a, x, dtype: apply1(TO, g, x._data.dtype),),
+    saves=False, sample=Sample(UNARY, consts=((np.dtype(np.float64),),)),
+)  # fmt: skip
+CLONE = defop(
+    "clone", "CloneBackward0", lambda x: np.array(x, copy=True)[()], (lambda g, a, x: g,),
+    saves=False, sample=Sample(UNARY),
+)  # fmt: skip
+
+
+def _is_basic(index: Any) -> bool:
+    items = index if isinstance(index, tuple) else (index,)
+    return all(
+        isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis for i in items
+    )
+
+
+def _index_forward(x: Any, index: Any) -> Any:
+    out = np.asarray(x)[index]
+    return out
+
+
+def _index_vjp(g: Tensor, a: Any, x: Tensor, index: Any) -> Tensor:
+    return apply1(INDEX_ADD, g, np.shape(x._data), index)
+
+
+def _scatter_forward(g: Any, shape: tuple, index: Any) -> Any:
+    data = np.asarray(g)
+    out = np.zeros(shape, dtype=data.dtype)
+    if _is_basic(index):
+        out[index] = data
+    else:
+        np.add.at(out, index, data)
+    return out[()] if out.ndim == 0 else out
+
+
+INDEX_ADD = defop(
+    "index_add", "IndexPutBackward0", _scatter_forward,
+    (lambda g, a, src, shape, index: apply1(INDEX, g, index),),
+    saves=False,
+    sample=Sample(
+        (((2,),), ((2, 3),)),
+        consts=(((3,), (np.array([0, 2]),)), ((4, 3), (np.array([1, 1]),))),
+    ),
+)  # fmt: skip
+SELECT = defop(
+    "select", "SelectBackward0", _index_forward, (_index_vjp,),
+    saves=False, sample=Sample((((3,),), ((2, 3),)), consts=((0,), (-1,))),
+)  # fmt: skip
+SLICE = defop(
+    "slice", "SliceBackward0", _index_forward, (_index_vjp,),
+    saves=False,
+    sample=Sample((((3,),), ((4, 3),)), consts=((slice(1, 3),), ((slice(None), slice(0, 2)),))),
+)  # fmt: skip
+INDEX = defop(
+    "index", "IndexBackward0", _index_forward, (_index_vjp,),
+    saves=False,
+    sample=Sample(
+        (((3,),), ((3, 2),)),
+        consts=((np.array([0, 2, 2, 0]),), (np.array([True, False, True]),)),
+    ),
+)  # fmt: skip
+
+
+class _PerOperand(tuple):
+    """VJPs of an n-ary op: entry ``i`` is ``vjp(i, g, ans, *operands, *consts)``."""
+
+    __slots__ = ()
+
+    def __getitem__(self, index: Any) -> Any:
+        rule = tuple.__getitem__(self, 0)
+        return lambda g, a, *rest: rule(index, g, a, *rest)
+
+
+def _cat_forward(datas: list, dim: int) -> Any:
+    return np.concatenate(datas, axis=dim)
+
+
+def _cat_rule(i: int, g: Tensor, a: Any, *rest: Any) -> Tensor:
+    operands, dim = rest[:-1], rest[-1]
+    start = _py_sum(o._data.shape[dim] if type(o) is Tensor else 1 for o in operands[:i])
+    size = operands[i]._data.shape[dim]
+    index = (slice(None),) * (dim % g.ndim) + (slice(start, start + size),)
+    return apply1(SLICE, g, index)
+
+
+def _stack_forward(datas: list, dim: int) -> Any:
+    return np.stack(datas, axis=dim)
+
+
+def _stack_rule(i: int, g: Tensor, a: Any, *rest: Any) -> Tensor:
+    dim = rest[-1]
+    index = (slice(None),) * (dim % g.ndim) + (i,)
+    return apply1(SELECT, g, index)
+
+
+CAT = defop(
+    "cat", "CatBackward0", _cat_forward, _PerOperand((_cat_rule,)),
+    arity="n", saves=False,
+    sample=Sample((((2, 3), (1, 3)), ((3,), (2,))), consts=((0,),)),
+)  # fmt: skip
+STACK = defop(
+    "stack", "StackBackward0", _stack_forward, _PerOperand((_stack_rule,)),
+    arity="n", saves=False,
+    sample=Sample((((2, 3), (2, 3)), ((3,), (3,)), ((), ())), consts=((0,), (-1,))),
+)  # fmt: skip
+
+# ---------------------------------------------------------------- not differentiable
+
+_CMP = Sample(TENSOR_PAIRS)
+EQ = nondiff("eq", np.equal, arity="2", sample=_CMP)
+NE = nondiff("ne", np.not_equal, arity="2", sample=_CMP)
+LT = nondiff("lt", np.less, arity="2", sample=_CMP)
+LE = nondiff("le", np.less_equal, arity="2", sample=_CMP)
+GT = nondiff("gt", np.greater, arity="2", sample=_CMP)
+GE = nondiff("ge", np.greater_equal, arity="2", sample=_CMP)
+FLOOR_DIVIDE = nondiff("floor_divide", np.floor_divide, arity="2", sample=_CMP)
+LOGICAL_AND = nondiff("logical_and", np.logical_and, arity="2", sample=_CMP)
+LOGICAL_OR = nondiff("logical_or", np.logical_or, arity="2", sample=_CMP)
+LOGICAL_NOT = nondiff("logical_not", np.logical_not, sample=Sample(UNARY))
+ISNAN = nondiff("isnan", np.isnan, sample=Sample(UNARY))
+ISFINITE = nondiff("isfinite", np.isfinite, sample=Sample(UNARY))
+ARGMAX = nondiff(
+    "argmax", lambda x, dim, keepdim: _arg(np.argmax, x, dim, keepdim),
+    sample=Sample(UNARY, consts=((None, False),)),
+)  # fmt: skip
+ARGMIN = nondiff(
+    "argmin", lambda x, dim, keepdim: _arg(np.argmin, x, dim, keepdim),
+    sample=Sample(UNARY, consts=((None, False),)),
+)  # fmt: skip
+
+
+def _arg(fn: Callable, x: Any, dim: Any, keepdim: bool) -> Any:
+    if dim is None:
+        return np.int64(fn(x))
+    return np.asarray(fn(x, axis=dim, keepdims=keepdim), dtype=np.int64)[()]
+
+

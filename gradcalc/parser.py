@@ -1,0 +1,1363 @@
+"""Formula text to the typed AST of gradcalc/syntax.py, and back.
+
+``parse`` runs Lark's LALR(1) parser on ``grammar/gradcalc.lark`` with the
+AST builder (``_ToAst``) inline: each reduction calls one of its methods, so
+building the tree is a loop in the parser and never recursion, whatever the
+formula's length. A postlexer (``_Postlexer``, a Lark ``Indenter``) turns
+indentation into block tokens and, in the same pass over the tokens, checks
+bracket balance and nesting depth, so too deep a formula is a ``LimitError``
+before anything downstream could recurse on it. Every failure leaves as a
+``ParseError`` (or that ``LimitError``) with a position, a message in words
+and a hint.
+
+The Lark parser is built once per process, lazily, from the generated
+standalone module ``gradcalc.grammar._standalone`` when it matches the
+grammar file (no Lark import, no grammar analysis: about a millisecond), else
+from the grammar with Lark's cache in the user's cache directory.
+
+``pretty`` prints an AST back as source with the fewest parentheses the
+precedence table needs; it walks the tree with an explicit stack.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from gradcalc import syntax as ast
+from gradcalc.errors import LimitError, ParseError
+from gradcalc.limits import DEFAULT_LIMITS, Limits
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = ["grammar_text", "parse", "pretty", "token_vocabulary"]
+
+
+def parse(
+    source: str, *, limits: Limits | None = None, max_nesting: int | None = None
+) -> ast.Program:
+    """Parse a formula or program into a ``syntax.Program``.
+
+    Raises ``ParseError`` for text outside the language and ``LimitError``
+    for nesting deeper than ``max_nesting`` (default ``limits.max_nesting``).
+    """
+    if max_nesting is None:
+        max_nesting = (limits or DEFAULT_LIMITS).max_nesting
+    return _run(_parser(), source, max_nesting)
+
+
+def _run(parser: _Parser, source: str, max_nesting: int, fast: bool = True) -> ast.Program:
+    """Parse with the fast driver; on a syntax error, let Lark's own parser explain it."""
+    # A final newline closes the last statement; positions are unaffected.
+    text = source + "\n"
+    # The AST has no reference cycles: pausing the cyclic collector while
+    # allocating it saves a third of the time on large formulas.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        if fast:
+            try:
+                _current.scan = _ScanState(max_nesting)
+                return parser.fast.parse(text, parser.postlex)
+            except _Rejected:
+                pass
+        scan = _current.scan = _ScanState(max_nesting)
+        try:
+            return parser.lark.parse(text)
+        except parser.errors.UnexpectedInput as error:
+            raise _explain(error, source, scan, parser) from None
+    except (ParseError, LimitError) as error:
+        raise error.at(None, None, source) from None
+    except Exception as error:  # the guard: nothing but our own errors leaves parse()
+        raise ParseError(
+            f"the parser failed on this input ({type(error).__name__})",
+            hint="simplify the formula; if it is valid, please report it",
+            source=source,
+        ) from None
+    finally:
+        _current.scan = None
+        if collecting:
+            gc.enable()
+
+
+# ------------------------------------------------------------- the grammar
+
+
+def grammar_text() -> str:
+    """The grammar file's text (``gradcalc.grammar/gradcalc.lark``)."""
+    from importlib import resources
+
+    return (resources.files("gradcalc.grammar") / "gradcalc.lark").read_text(encoding="utf-8")
+
+
+LARK_OPTIONS: dict[str, Any] = {"parser": "lalr", "lexer": "basic", "maybe_placeholders": True}
+
+
+class _Parser:
+    """The built Lark parser, the module its classes come from, and the fast driver."""
+
+    def __init__(self, lark: Any, module: Any, postlex: Any, source: str) -> None:
+        self.lark = lark
+        self.errors = module
+        self.postlex = postlex
+        self.fast = _FastDriver(lark, module.Shift if hasattr(module, "Shift") else None)
+        self.source = source  # "standalone" or "lark-cache" or "lark"
+
+
+_built: _Parser | None = None
+_build_lock = threading.Lock()
+_current = threading.local()
+
+
+def _parser() -> _Parser:
+    """Build the parser on first use and reuse it for the life of the process."""
+    global _built
+    if _built is None:
+        with _build_lock:
+            if _built is None:
+                _built = _build_parser()
+    return _built
+
+
+def _build_parser(prefer_standalone: bool = True) -> _Parser:
+    if prefer_standalone:
+        standalone = _fresh_standalone()
+        if standalone is not None:
+            postlex = _postlexer(standalone.Indenter)
+            lark = standalone.Lark_StandAlone(transformer=_ToAst(), postlex=postlex)
+            return _Parser(lark, standalone, postlex, "standalone")
+    text = grammar_text()
+    import lark as lark_module
+    from lark.indenter import Indenter
+
+    postlex = _postlexer(Indenter)
+    cache = _cache_file()
+    lark = lark_module.Lark(
+        text,
+        **LARK_OPTIONS,
+        transformer=_ToAst(),
+        postlex=postlex,
+        cache=str(cache) if cache else False,
+    )
+    from lark.parsers import lalr_analysis
+
+    module = _LarkModules(lark_module.exceptions, lalr_analysis.Shift)
+    return _Parser(lark, module, postlex, "lark-cache" if cache else "lark")
+
+
+class _LarkModules:
+    """The installed Lark's exceptions and Shift action, named as in the standalone module."""
+
+    def __init__(self, exceptions: Any, shift: Any) -> None:
+        self.UnexpectedInput = exceptions.UnexpectedInput
+        self.UnexpectedToken = exceptions.UnexpectedToken
+        self.UnexpectedCharacters = exceptions.UnexpectedCharacters
+        self.Shift = shift
+
+
+def _fresh_standalone() -> Any:
+    """The generated standalone parser module, if present and made from the current grammar.
+
+    The check reads the grammar beside the module with a plain ``open`` (importing
+    importlib.resources and hashing would cost more than loading the parser).
+    """
+    try:
+        from gradcalc.grammar import _standalone
+    except ImportError:
+        return None
+    try:
+        grammar_file = os.path.join(os.path.dirname(_standalone.__file__), "gradcalc.lark")
+        with open(grammar_file, encoding="utf-8") as file:
+            current = file.read()
+    except OSError:  # not on a file system (a zip): trust the module
+        return _standalone
+    return _standalone if getattr(_standalone, "GRAMMAR_TEXT", None) == current else None
+
+
+def _cache_file() -> Path | None:
+    """Where Lark may cache the analysed grammar, or None if no writable cache dir exists."""
+    from pathlib import Path
+
+    import lark as lark_module
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    directory = Path(base) / "gradcalc"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    if not os.access(directory, os.W_OK):
+        return None
+    version = f"lark{lark_module.__version__}-py{sys.version_info[0]}{sys.version_info[1]}"
+    return directory / f"grammar-{version}.cache"
+
+
+def token_vocabulary() -> list[str]:
+    """One spelling of every token the language has (for fuzzing with token soup)."""
+    return [*_TOKEN_SPELLINGS]
+
+
+# ------------------------------------------------------------------ tokens
+# Token names as the grammar declares them, in words for error messages.
+
+_WORDS = {
+    "NAME": "a name",
+    "NUMBER": "a number",
+    "COMP_OP": "a comparison",
+    "AUGASSIGN": "an augmented assignment like '+='",
+    "POW": "'**'",
+    "_NEWLINE": "the end of the line",
+    "_INDENT": "an indented block",
+    "_DEDENT": "the end of the block",
+    "$END": "the end of the input",
+}
+_TOKEN_SPELLINGS = {
+    "LPAR": "(", "RPAR": ")", "LSQB": "[", "RSQB": "]", "COMMA": ",", "COLON": ":",
+    "SEMICOLON": ";", "DOT": ".", "EQUAL": "=", "PLUS": "+", "MINUS": "-", "STAR": "*",
+    "SLASH": "/", "PERCENT": "%", "AT": "@", "POW": "**", "COMP_OP": "<=",
+    "AUGASSIGN": "+=", "NOT": "not", "AND": "and", "OR": "or", "IF": "if", "ELIF": "elif",
+    "ELSE": "else", "WHILE": "while", "FOR": "for", "IN": "in", "DEF": "def",
+    "RETURN": "return", "PASS": "pass", "BREAK": "break", "CONTINUE": "continue",
+    "TRUE": "True", "FALSE": "False", "NAME": "x", "NUMBER": "2.5",
+}  # fmt: skip
+_OPERAND_START = {"NAME", "NUMBER", "LPAR", "LSQB", "MINUS", "PLUS", "NOT", "TRUE", "FALSE"}
+_OPERAND_END = {"NAME", "NUMBER", "TRUE", "FALSE", "RPAR", "RSQB"}
+_OPERATORS = {
+    "PLUS", "MINUS", "STAR", "SLASH", "PERCENT", "AT", "POW", "COMP_OP", "AND", "OR", "NOT",
+    "EQUAL", "AUGASSIGN",
+}  # fmt: skip
+_COMPOUND = {"IF", "ELIF", "ELSE", "WHILE", "FOR", "DEF"}
+_PYTHON_ONLY = {
+    "lambda", "import", "from", "class", "with", "try", "except", "finally", "raise", "assert",
+    "del", "global", "nonlocal", "yield", "async", "await", "is", "as",
+}  # fmt: skip
+_CLOSER_OF = {"LPAR": "RPAR", "LSQB": "RSQB"}
+
+
+def _words(token_type: str) -> str:
+    if token_type in _WORDS:
+        return _WORDS[token_type]
+    if token_type in _TOKEN_SPELLINGS:
+        return f"'{_TOKEN_SPELLINGS[token_type]}'"
+    return token_type.lower()
+
+
+_LAYOUT = {
+    "_NEWLINE": "end of line",
+    "_INDENT": "indent",
+    "_DEDENT": "unindent",
+    "$END": "end of input",
+}
+
+
+def _shown(token: Any) -> str:
+    """A token as the user wrote it, for messages."""
+    if token.type in _LAYOUT:
+        return _LAYOUT[token.type]
+    if token.type == "NAME":
+        return f"name '{token.value}'"
+    if token.type == "NUMBER":
+        return f"number {token.value}"
+    return f"'{token.value}'"
+
+
+# -------------------------------------------------------------- postlexer
+# Kinds of entries on the nesting stack. Brackets and indented blocks end at
+# their closer; a prefix operator or '**' ends where its operand must end.
+_BRACKET, _BLOCK, _ARITH, _NOT, _ELSE = range(5)
+
+# What each token type does to the nesting stack.
+_ACT_NONE, _ACT_OPEN, _ACT_CLOSE, _ACT_SIGN, _ACT_POW, _ACT_BINARY = range(6)
+_ACT_NOT, _ACT_BOOL, _ACT_ELSE, _ACT_SEPARATOR, _ACT_NEWLINE = range(6, 11)
+_ACTIONS = {
+    "LPAR": _ACT_OPEN, "LSQB": _ACT_OPEN, "RPAR": _ACT_CLOSE, "RSQB": _ACT_CLOSE,
+    "MINUS": _ACT_SIGN, "PLUS": _ACT_SIGN, "POW": _ACT_POW,
+    "STAR": _ACT_BINARY, "SLASH": _ACT_BINARY, "PERCENT": _ACT_BINARY, "AT": _ACT_BINARY,
+    "COMP_OP": _ACT_BINARY, "NOT": _ACT_NOT, "AND": _ACT_BOOL, "OR": _ACT_BOOL, "IF": _ACT_BOOL,
+    "ELSE": _ACT_ELSE, "COMMA": _ACT_SEPARATOR, "COLON": _ACT_SEPARATOR,
+    "SEMICOLON": _ACT_SEPARATOR, "EQUAL": _ACT_SEPARATOR, "AUGASSIGN": _ACT_SEPARATOR,
+    "_NEWLINE": _ACT_NEWLINE,
+}  # fmt: skip
+
+
+class _ScanState:
+    """Per-parse state the postlexer shares with the error reporter."""
+
+    __slots__ = ("below_margin", "brackets", "last", "max_nesting", "previous", "statement_start")
+
+    def __init__(self, max_nesting: int) -> None:
+        self.max_nesting = max_nesting
+        self.brackets: list[Any] = []  # open bracket tokens, innermost last
+        self.last: Any = None  # the last token handed to the parser
+        self.previous: Any = None  # the one before it
+        self.statement_start: Any = None  # first token of the current statement
+        self.below_margin: Any = None  # a newline that dedented past the first line's margin
+
+
+def _postlexer(indenter_base: type) -> Any:
+    """The postlexer as a subclass of the Indenter of whichever Lark runs the parse."""
+    return type("Postlexer", (_PostlexerMixin, indenter_base), {})()
+
+
+class _PostlexerMixin:
+    """Python-style indentation (Lark's ``Indenter``), bracket balance, nesting depth.
+
+    Nesting depth counts what nests without bound: open brackets, indented
+    blocks, prefix operators (``-``, ``+``, ``not``) until their operand
+    ends, ``**`` chains and the ``else`` branches of conditional expressions.
+    Left-deep chains (``a+a+...``, ``x.T.T``) are flat and do not count.
+    All state is per parse (in ``_ScanState`` and local variables), so one
+    parser serves every thread.
+    """
+
+    NL_type = "_NEWLINE"
+    OPEN_PAREN_types = ("LPAR", "LSQB")
+    CLOSE_PAREN_types = ("RPAR", "RSQB")
+    INDENT_type = "_INDENT"
+    DEDENT_type = "_DEDENT"
+    tab_len = 8
+    always_accept = ("_NEWLINE",)
+
+    def process(self, stream: Iterator[Any]) -> Iterator[Any]:
+        scan: _ScanState = _current.scan
+        limit = scan.max_nesting
+        brackets = scan.brackets
+        nest: list[int] = []  # kinds, innermost last
+        indents = [0]
+        actions = _ACTIONS
+        operand_end = _OPERAND_END
+        previous_type = "_NEWLINE"
+        token = None
+        for token in stream:
+            kind = token.type
+            action = actions.get(kind, _ACT_NONE)
+            if previous_type == "_NEWLINE" and scan.last is None and kind != "_NEWLINE":
+                # The first statement's indentation is the margin (text pasted indented).
+                indents[0] = token.column - 1
+            if action:
+                if action == _ACT_NEWLINE:
+                    if brackets:
+                        continue  # newlines inside brackets are whitespace
+                    if scan.last is None:  # blank lines before the first statement
+                        indents[0] = _width(token.value, self.tab_len)
+                        continue
+                    while nest and nest[-1] != _BLOCK:
+                        nest.pop()
+                    scan.previous, scan.last = scan.last, token
+                    yield token
+                    previous_type = kind
+                    yield from self._indentation(token, indents, nest, scan)
+                    continue
+                if action == _ACT_SIGN:
+                    if previous_type in operand_end:  # binary + or -
+                        while nest and nest[-1] == _ARITH:
+                            nest.pop()
+                    else:
+                        nest.append(_ARITH)
+                        if len(nest) > limit:
+                            raise _too_deep(token, limit)
+                elif action == _ACT_OPEN:
+                    brackets.append(token)
+                    nest.append(_BRACKET)
+                    if len(nest) > limit:
+                        raise _too_deep(token, limit)
+                elif action == _ACT_CLOSE:
+                    while nest and nest[-1] != _BRACKET and nest[-1] != _BLOCK:
+                        nest.pop()
+                    if not brackets:
+                        raise ParseError(
+                            f"unmatched '{token.value}'",
+                            hint="remove it, or add the opening bracket it closes",
+                            line=token.line,
+                            column=token.column,
+                        )
+                    opener = brackets.pop()
+                    if _CLOSER_OF[opener.type] != kind:
+                        raise ParseError(
+                            f"'{token.value}' does not match '{opener.value}' opened at "
+                            f"line {opener.line}, column {opener.column}",
+                            hint=f"close '{opener.value}' first",
+                            line=token.line,
+                            column=token.column,
+                        )
+                    nest.pop()
+                elif action in (_ACT_POW, _ACT_NOT):
+                    nest.append(_ARITH if action == _ACT_POW else _NOT)
+                    if len(nest) > limit:
+                        raise _too_deep(token, limit)
+                elif action == _ACT_BINARY:
+                    while nest and nest[-1] == _ARITH:
+                        nest.pop()
+                elif action == _ACT_BOOL:
+                    while nest and (nest[-1] == _ARITH or nest[-1] == _NOT):
+                        nest.pop()
+                elif action == _ACT_ELSE:
+                    while nest and (nest[-1] == _ARITH or nest[-1] == _NOT):
+                        nest.pop()
+                    if previous_type in operand_end:  # `a if c else b`, not a block's else
+                        nest.append(_ELSE)
+                        if len(nest) > limit:
+                            raise _too_deep(token, limit)
+                else:  # a separator ends every prefix operator and conditional
+                    while nest and nest[-1] != _BRACKET and nest[-1] != _BLOCK:
+                        nest.pop()
+            if previous_type in ("_NEWLINE", "SEMICOLON", "_INDENT", "_DEDENT"):
+                scan.statement_start = token
+                if scan.below_margin is not None:
+                    raise ParseError(
+                        "this line is indented less than the first line",
+                        hint="indent every top-level line as far as the first one",
+                        line=token.line,
+                        column=token.column,
+                    )
+            scan.previous, scan.last = scan.last, token
+            previous_type = kind
+            yield token
+        if brackets:
+            opener = brackets[-1]
+            closer = "')'" if opener.type == "LPAR" else "']'"
+            raise ParseError(
+                f"unclosed '{opener.value}' opened at line {opener.line}, column {opener.column}",
+                hint=f"add the missing {closer}",
+                line=opener.line,
+                column=opener.column,
+            )
+        while len(indents) > 1:
+            indents.pop()
+            yield token.new_borrow_pos(self.DEDENT_type, "", token)
+
+    def _indentation(
+        self, newline: Any, indents: list[int], nest: list[int], scan: _ScanState
+    ) -> Iterator[Any]:
+        """_INDENT/_DEDENT tokens for the indentation that follows a newline."""
+        text = newline.value.rsplit("\n", 1)[1]
+        width = _width(newline.value, self.tab_len)
+        if width > indents[-1]:
+            indents.append(width)
+            nest.append(_BLOCK)
+            if len(nest) > scan.max_nesting:
+                raise _too_deep(newline, scan.max_nesting, line=newline.end_line)
+            indent = type(newline)(
+                self.INDENT_type,
+                text,
+                newline.end_pos,
+                newline.end_line,
+                newline.end_column,
+                newline.end_line,
+                newline.end_column,
+                newline.end_pos,
+            )
+            scan.previous, scan.last = scan.last, indent
+            yield indent
+            return
+        while len(indents) > 1 and width < indents[-1]:
+            indents.pop()
+            nest.pop()
+            dedent = newline.new_borrow_pos(self.DEDENT_type, text, newline)
+            scan.previous, scan.last = scan.last, dedent
+            yield dedent
+        if width < indents[0]:
+            scan.below_margin = newline  # an error only if a statement follows
+        elif width != indents[-1]:
+            raise ParseError(
+                "unindent does not match any outer indentation level",
+                hint="indent the line exactly as far as the block it belongs to",
+                line=newline.end_line,
+                column=width + 1,
+            )
+
+
+def _width(newline: str, tab_len: int) -> int:
+    """Indentation width of the line a newline token leads to (a tab counts tab_len)."""
+    text = newline.rsplit("\n", 1)[-1]
+    return text.count(" ") + text.count("\t") * tab_len
+
+
+def _too_deep(token: Any, limit: int, line: int | None = None) -> LimitError:
+    return LimitError(
+        f"the formula nests deeper than {limit} levels "
+        "(brackets, blocks, prefix operators and '**' chains count)",
+        hint="split it into named steps, or raise the nesting limit (max_nesting)",
+        line=line or token.line,
+        column=token.column if line is None else 1,
+    )
+
+
+# ------------------------------------------------------------- AST builder
+
+
+def _at(node: ast.Node) -> dict[str, int]:
+    return {"line": node.line, "column": node.column}
+
+
+def _tok(token: Any) -> dict[str, int]:
+    return {"line": token.line, "column": token.column}
+
+
+def _binary(op: str) -> Any:
+    def build(self: _ToAst, children: list) -> ast.BinOp:
+        left, right = children
+        return ast.BinOp(op, left, right, line=left.line, column=left.column)
+
+    build.__name__ = f"binary_{op}"
+    return build
+
+
+class _ToAst:
+    """The one transformer: Lark calls a method per reduced rule, inline in the parser."""
+
+    # -- atoms
+    def number(self, children: list) -> ast.Num:
+        (token,) = children
+        return ast.Num(float(token.value), **_tok(token))
+
+    def name(self, children: list) -> ast.Name:
+        (token,) = children
+        return ast.Name(token.value, **_tok(token))
+
+    def true(self, children: list) -> ast.Bool:
+        return ast.Bool(True, **_tok(children[0]))
+
+    def false(self, children: list) -> ast.Bool:
+        return ast.Bool(False, **_tok(children[0]))
+
+    def paren(self, children: list) -> ast.Node:
+        # The bracketed expression starts at its '(' (so does `(a+b)*c`).
+        opener, node = children
+        node.line, node.column = opener.line, opener.column
+        return node
+
+    def tuple(self, children: list) -> ast.TupleExpr:
+        return ast.TupleExpr(children[1:], **_tok(children[0]))
+
+    def list(self, children: list) -> ast.ListExpr:
+        return ast.ListExpr(children[1:], **_tok(children[0]))
+
+    # -- postfix
+    def call(self, children: list) -> ast.Call:
+        func, arguments = children
+        args: list = []
+        keywords: list[ast.Keyword] = []
+        for argument in arguments or ():
+            if isinstance(argument, ast.Keyword):
+                if any(k.name == argument.name for k in keywords):
+                    raise ParseError(
+                        f"keyword argument '{argument.name}' repeated",
+                        hint="give each keyword once",
+                        **_at(argument),
+                    )
+                keywords.append(argument)
+            elif keywords:
+                raise ParseError(
+                    "positional argument follows keyword argument",
+                    hint="put positional arguments first: f(x, axis=0)",
+                    **_at(argument),
+                )
+            else:
+                args.append(argument)
+        return ast.Call(func, args, keywords, **_at(func))
+
+    def arguments(self, children: list) -> list:
+        return children
+
+    def keyword(self, children: list) -> ast.Keyword:
+        name, value = children
+        if not isinstance(name, ast.Name):
+            raise ParseError(
+                "a keyword argument needs a plain name before '='",
+                hint="write f(x, axis=0); to compare, use '=='",
+                **_at(name),
+            )
+        return ast.Keyword(name.id, value, **_at(name))
+
+    def attribute(self, children: list) -> ast.Attribute:
+        value, name = children
+        return ast.Attribute(value, name.value, **_at(value))
+
+    def subscript(self, children: list) -> ast.Subscript:
+        value, index = children
+        return ast.Subscript(value, index, **_at(value))
+
+    def subscripts(self, children: list) -> ast.Node:
+        *items, trailing_comma = children
+        if len(items) == 1 and trailing_comma is None:
+            return items[0]
+        return ast.TupleExpr(items, **_at(items[0]))
+
+    def slice(self, children: list) -> ast.Slice:
+        lower, colon, upper, step = children
+        return ast.Slice(lower, upper, step, **(_at(lower) if lower is not None else _tok(colon)))
+
+    # -- operators
+    def unary(self, children: list) -> ast.UnaryOp:
+        op, operand = children
+        return ast.UnaryOp(op.value, operand, **_tok(op))
+
+    def pow(self, children: list) -> ast.BinOp:
+        left, _, right = children
+        return ast.BinOp("**", left, right, **_at(left))
+
+    add = _binary("+")
+    sub = _binary("-")
+    mul = _binary("*")
+    div = _binary("/")
+    mod = _binary("%")
+    matmul = _binary("@")
+
+    def comparison(self, children: list) -> ast.Compare:
+        left = children[0]
+        ops = [token.value for token in children[1::2]]
+        return ast.Compare(left, ops, children[2::2], **_at(left))
+
+    def and_test(self, children: list) -> ast.BoolOp:
+        return ast.BoolOp("and", children, **_at(children[0]))
+
+    def or_test(self, children: list) -> ast.BoolOp:
+        return ast.BoolOp("or", children, **_at(children[0]))
+
+    def ifexp(self, children: list) -> ast.IfExp:
+        body, test, orelse = children
+        return ast.IfExp(test, body, orelse, **_at(body))
+
+    # -- simple statements
+    def expr_stmt(self, children: list) -> ast.ExprStmt:
+        (value,) = children
+        return ast.ExprStmt(value, **_at(value))
+
+    def assign(self, children: list) -> ast.Assign:
+        target, value = children
+        _check_target(target, "=")
+        return ast.Assign(target, value, **_at(target))
+
+    def aug_assign(self, children: list) -> ast.AugAssign:
+        target, op, value = children
+        _check_target(target, op.value)
+        symbol = op.value[:-1]
+        return ast.AugAssign(target, "**" if symbol == "^" else symbol, value, **_at(target))
+
+    def return_stmt(self, children: list) -> ast.Return:
+        keyword, value = children
+        return ast.Return(value, **_tok(keyword))
+
+    def pass_stmt(self, children: list) -> ast.Pass:
+        return ast.Pass(**_tok(children[0]))
+
+    def break_stmt(self, children: list) -> ast.Break:
+        return ast.Break(**_tok(children[0]))
+
+    def continue_stmt(self, children: list) -> ast.Continue:
+        return ast.Continue(**_tok(children[0]))
+
+    # -- compound statements
+    def suite(self, children: list) -> list:
+        return children
+
+    def if_stmt(self, children: list) -> ast.If:
+        keyword, test, body, *elifs, orelse = children
+        orelse = orelse or []
+        for clause in reversed(elifs):
+            clause.orelse = orelse
+            orelse = [clause]
+        return ast.If(test, body, orelse, **_tok(keyword))
+
+    def elif_clause(self, children: list) -> ast.If:
+        keyword, test, body = children
+        return ast.If(test, body, [], **_tok(keyword))
+
+    def else_clause(self, children: list) -> list:
+        (body,) = children
+        return body
+
+    def while_stmt(self, children: list) -> ast.While:
+        keyword, test, body = children
+        return ast.While(test, body, **_tok(keyword))
+
+    def for_stmt(self, children: list) -> ast.For:
+        keyword, target, iterable, body = children
+        return ast.For(target.value, iterable, body, **_tok(keyword))
+
+    def funcdef(self, children: list) -> ast.FunctionDef:
+        keyword, name, params, body = children
+        return ast.FunctionDef(name.value, params or [], body, **_tok(keyword))
+
+    def params(self, children: list) -> list[ast.Param]:
+        seen: set[str] = set()
+        for param in children:
+            if param.name in seen:
+                raise ParseError(
+                    f"duplicate parameter '{param.name}'",
+                    hint="give each parameter its own name",
+                    **_at(param),
+                )
+            seen.add(param.name)
+        defaults = [param.default is not None for param in children]
+        if True in defaults and not all(defaults[defaults.index(True) :]):
+            param = children[defaults.index(False, defaults.index(True))]
+            raise ParseError(
+                f"parameter '{param.name}' without a default follows one with a default",
+                hint="put parameters with defaults last: def f(a, b=0.1)",
+                **_at(param),
+            )
+        return children
+
+    def param(self, children: list) -> ast.Param:
+        name, default = children
+        return ast.Param(name.value, default, **_tok(name))
+
+    def start(self, children: list) -> ast.Program:
+        return ast.Program(children, line=1, column=1)
+
+
+def _check_target(target: ast.Node, op: str) -> None:
+    if isinstance(target, ast.Name | ast.Subscript):
+        return
+    what = {
+        ast.Call: "a call",
+        ast.Attribute: "an attribute",
+        ast.Num: "a number",
+        ast.Bool: "True or False",
+        ast.Compare: "a comparison",
+    }.get(type(target), "an expression")
+    hint = "assign to a name (y = ...) or an element (x[0] = ...)"
+    if isinstance(target, ast.Compare) or (op == "=" and isinstance(target, ast.BoolOp)):
+        hint += "; to compare, use '=='"
+    raise ParseError(f"cannot assign to {what}", hint=hint, **_at(target))
+
+
+# -------------------------------------------------------- friendly errors
+
+
+def _explain(error: Any, source: str, scan: _ScanState, parser: _Parser) -> ParseError:
+    """Turn a Lark exception into a ParseError that says what went wrong in words."""
+    errors = parser.errors
+    if isinstance(error, errors.UnexpectedCharacters):
+        return _unknown_character(error, source)
+    if not isinstance(error, errors.UnexpectedToken):
+        line, column = getattr(error, "line", None), getattr(error, "column", None)
+        return ParseError("invalid syntax", line=line, column=column, source=source)
+    token = error.token
+    expected = set(error.expected)
+    previous = scan.previous if token is scan.last else scan.last
+    line, column = token.line, token.column
+    if token.type in ("$END", "_DEDENT", "_NEWLINE") and token.type not in expected:
+        line, column = _end_of(source, token, scan)
+
+    def fail(message: str, hint: str | None = None) -> ParseError:
+        return ParseError(message, hint=hint, line=line, column=column, source=source)
+
+    start = scan.statement_start
+    in_condition = scan.brackets or (start is not None and start.type in ("IF", "ELIF", "WHILE"))
+    if token.type == "EQUAL" and in_condition:
+        return fail("'=' is assignment; use '==' to compare", "write 'if x == 1:'")
+    if token.type == "_INDENT":
+        return fail("unexpected indent", "indent only the lines of a block that follows ':'")
+    if "_INDENT" in expected:
+        return fail(
+            "expected an indented block after ':'",
+            "indent the block's lines, or write one statement after ':' on the same line",
+        )
+    for word in (token, previous):
+        if word is not None and word.type == "NAME" and word.value in _PYTHON_ONLY:
+            line, column = word.line, word.column
+            return fail(
+                f"'{word.value}' is not part of the gradcalc language",
+                "formulas have numbers, names, lists, operators, calls, if/while/for and def",
+            )
+    if scan.brackets and _never_closed(source, token):
+        opener = scan.brackets[-1]
+        closer = ")" if opener.type == "LPAR" else "]"
+        line, column = opener.line, opener.column
+        return fail(
+            f"unclosed '{opener.value}' opened at line {opener.line}, column {opener.column}",
+            f"add the missing '{closer}'",
+        )
+    if token.type in ("ELSE", "ELIF") and (previous is None or previous.type in _LAYOUT):
+        return fail(
+            f"'{token.value}' without an 'if' block before it",
+            f"put '{token.value}' right after an 'if' block, at the same indentation",
+        )
+    if token.type in _COMPOUND and previous is not None and previous.type == "COLON":
+        return fail(
+            f"'{token.value}' cannot follow ':' on the same line",
+            f"start '{token.value}' on its own, indented line",
+        )
+    found = {"$END": "the input ended", "_NEWLINE": "the line ended"}.get(
+        token.type, f"found {_shown(token)}"
+    )
+    if expected & _OPERAND_START and previous is not None and previous.type in _OPERATORS:
+        return fail(
+            f"expected an operand after '{previous.value}', but {found}",
+            "write a number, a name or a bracketed expression there",
+        )
+    if "COLON" in expected and start is not None and start.type in _COMPOUND:
+        return fail(
+            f"expected ':' to end the '{start.value}' line, but {found}",
+            f"write '{start.value} ...:' and then the block",
+        )
+    label = _match_example(error, parser)
+    if label is not None:
+        return fail(*label)
+    return fail(f"unexpected {_shown(token)}", _expected_hint(expected))
+
+
+def _expected_hint(expected: set[str]) -> str | None:
+    names = sorted({_words(name) for name in expected if not name.startswith("__")})
+    if not names:
+        return None
+    if len(names) > 8:
+        names = [*names[:8], "..."]
+    return "expected " + ", ".join(names)
+
+
+def _end_of(source: str, token: Any, scan: _ScanState) -> tuple[int, int]:
+    """The position just after the last real token, for errors at the end of a line or input."""
+    for last in (scan.last, scan.previous):
+        if last is not None and last is not token and last.type not in _LAYOUT:
+            return last.end_line, last.end_column
+    lines = source.splitlines() or [""]
+    return len(lines), len(lines[-1]) + 1
+
+
+def _never_closed(source: str, token: Any) -> bool:
+    """Whether the innermost open bracket stays open to the end of the source."""
+    position = len(source) if token.type == "$END" else (token.start_pos or 0)
+    level = 0
+    comment = False
+    for char in source[position:]:
+        if comment:
+            comment = char != "\n"
+        elif char == "#":
+            comment = True
+        elif char in "([":
+            level += 1
+        elif char in ")]":
+            if level == 0:
+                return False
+            level -= 1
+    return True
+
+
+# Typical mistakes, recognised by Lark's match_examples (same parser state as an example).
+_MISTAKES: dict[tuple[str, str], list[str]] = {
+    (
+        "two values in a row with nothing between them",
+        "put an operator (a * b) or a ',' (f(a, b)) between them",
+    ): ["a b\n", "2 x\n", "f(a b)\n", "[1 2]\n", "x = a b\n", "f(x)(y) z\n"],
+    (
+        "a keyword argument needs a value after '='",
+        "write f(x, axis=0)",
+    ): ["f(x, axis=)\n", "f(axis=)\n"],
+    (
+        "expected a name after '.'",
+        "attributes and methods are names: x.T, x.sum()",
+    ): ["x.2\n", "x.(y)\n", "x.[0]\n"],
+}
+
+
+def _match_example(error: Any, parser: _Parser) -> tuple[str, str] | None:
+    if getattr(error, "state", None) is None:
+        return None
+    saved = getattr(_current, "scan", None)
+    try:
+        _current.scan = _ScanState(DEFAULT_LIMITS.max_nesting)
+        return error.match_examples(parser.lark.parse, _MISTAKES, use_accepts=True)
+    except Exception:
+        return None
+    finally:
+        _current.scan = saved
+
+
+def _unknown_character(error: Any, source: str) -> ParseError:
+    char = error.char
+    line, column = error.line, error.column
+    if char in "\"'":
+        message, hint = "strings are not part of the language", "use numbers and names only"
+    elif char == "!":
+        message, hint = "unknown character '!'", "use 'not' for negation, '!=' to compare"
+    elif char in "&|~":
+        message = f"unknown character '{char}'"
+        hint = "use 'and', 'or', 'not'"
+    elif char in "{}":
+        message = "braces are not part of the language"
+        hint = "use [ ] for lists and tensors"
+    elif char == "\\":
+        message, hint = "a '\\' continues a line only at its very end", "remove it"
+    else:
+        message = f"unknown character {char!r}"
+        hint = "remove it; formulas use numbers, names, brackets and operators"
+    return ParseError(message, hint=hint, line=line, column=column, source=source)
+
+
+# ------------------------------------------------------------ fast driver
+
+
+class _Rejected(Exception):
+    """The fast driver met input it cannot parse; Lark's parser will explain why."""
+
+
+class _Token:
+    """A token with Lark's Token attributes, without the cost of a ``str`` subclass."""
+
+    __slots__ = (
+        "column",
+        "end_column",
+        "end_line",
+        "end_pos",
+        "line",
+        "start_pos",
+        "type",
+        "value",
+    )
+
+    def __init__(
+        self,
+        type: str,
+        value: str,
+        start_pos: int | None = None,
+        line: int | None = None,
+        column: int | None = None,
+        end_line: int | None = None,
+        end_column: int | None = None,
+        end_pos: int | None = None,
+    ) -> None:
+        self.type = type
+        self.value = value
+        self.start_pos = start_pos
+        self.line = line
+        self.column = column
+        self.end_line = end_line
+        self.end_column = end_column
+        self.end_pos = end_pos
+
+    def new_borrow_pos(self, type: str, value: str, borrow: _Token) -> _Token:
+        return _Token(
+            type, value, borrow.start_pos, borrow.line, borrow.column,
+            borrow.end_line, borrow.end_column, borrow.end_pos,
+        )  # fmt: skip
+
+
+class _FastDriver:
+    """Lark's LALR tables and AST callbacks, run by a tight loop for input that parses.
+
+    Lark's own lexer and parser loop cost about three times more per token
+    (a ``str``-subclass token, a rule-keyed callback lookup, a Python call
+    for every unit reduction such as ``term -> factor``). This driver uses
+    the same terminals (one regular expression, in Lark's order), the same
+    parse table and the same callbacks (so the same ``_ToAst``), and skips the
+    callback of unit reductions, which return their child unchanged. Any
+    syntax error raises ``_Rejected`` and the input is parsed again by Lark,
+    whose exception carries what the error message needs.
+    """
+
+    def __init__(self, lark: Any, shift: Any) -> None:
+        import re
+
+        inner = lark.parser.parser.parser
+        table = inner.parse_table
+        self.start = table.start_states["start"]
+        self.end = table.end_states["start"]
+        self.actions: dict[Any, dict[str, Any]] = {}
+        for state, row in table.states.items():
+            actions: dict[str, Any] = {}
+            for symbol, (action, argument) in row.items():
+                if action is shift:
+                    actions[symbol] = argument
+                    continue
+                rule = argument
+                size = len(rule.expansion)
+                unit = (
+                    size == 1
+                    and rule.options.expand1
+                    and rule.alias is None
+                    and not rule.expansion[0].is_term
+                    and not rule.expansion[0].name.startswith("_")
+                )
+                actions[symbol] = (size, rule.origin.name, None if unit else inner.callbacks[rule])
+            self.actions[state] = actions
+        # Terminals in the order Lark's basic lexer tries them; keywords are NAMEs remapped.
+        terminals = sorted(
+            lark.terminals,
+            key=lambda t: (-t.priority, -t.pattern.max_width, -len(t.pattern.value), t.name),
+        )
+        name_pattern = re.compile(
+            next(t for t in terminals if t.name == "NAME").pattern.to_regexp()
+        )
+        self.keywords = {
+            t.pattern.value: t.name
+            for t in terminals
+            if type(t.pattern).__name__ == "PatternStr" and name_pattern.fullmatch(t.pattern.value)
+        }
+        self.ignore = frozenset(lark.lexer_conf.ignore)
+        # Blanks before a token are skipped by the same match.
+        self.regex = re.compile(
+            "[\t \f]*(?:"
+            + "|".join(
+                f"(?P<{t.name}>{t.pattern.to_regexp()})"
+                for t in terminals
+                if t.pattern.value not in self.keywords or t.name == "NAME"
+            )
+            + ")"
+        )
+        # (state below, state, token type) -> the state after a run of unit reductions
+        self.unit_runs: dict[tuple, Any] = {}
+
+    def tokens(self, text: str) -> Iterator[_Token]:
+        """Lex ``text``; a character no terminal matches raises ``_Rejected``."""
+        match = self.regex.match
+        ignore = self.ignore
+        keywords = self.keywords
+        position, line, line_start, size = 0, 1, 0, len(text)
+        while position < size:
+            found = match(text, position)
+            if found is None:
+                raise _Rejected
+            kind = found.lastgroup
+            value = found.group(kind)
+            end = found.end()
+            start = end - len(value)
+            if kind in ignore or kind == "_NEWLINE":
+                if kind == "_NEWLINE":
+                    token = _Token(kind, value, start, line, start - line_start + 1)
+                newlines = value.count("\n")
+                if newlines:
+                    line += newlines
+                    line_start = start + value.rfind("\n") + 1
+                if kind == "_NEWLINE":
+                    token.end_line, token.end_column, token.end_pos = (
+                        line,
+                        end - line_start + 1,
+                        end,
+                    )
+                    yield token
+                position = end
+                continue
+            if kind == "NAME":
+                kind = keywords.get(value, "NAME")
+            column = start - line_start + 1
+            yield _Token(kind, value, start, line, column, line, column + end - start, end)
+            position = end
+
+    def _unit_run(self, below: Any, top: Any, kind: str) -> Any:
+        """The state after consecutive unit reductions from ``top`` (over ``below``) on ``kind``."""
+        actions = self.actions
+        action = actions[top].get(kind)
+        while action is not None and action.__class__ is not int and action[2] is None:
+            top = actions[below][action[1]]
+            action = actions[top].get(kind)
+        return top
+
+    def parse(self, text: str, postlex: Any) -> ast.Program:
+        actions = self.actions
+        unit_runs = self.unit_runs
+        states = [self.start]
+        values: list[Any] = []
+        for token in postlex.process(self.tokens(text)):
+            kind = token.type
+            while True:
+                action = actions[states[-1]].get(kind)
+                if action is None:
+                    raise _Rejected
+                if action.__class__ is int:
+                    states.append(action)
+                    values.append(token)
+                    break
+                size, origin, callback = action
+                if callback is None:  # unit reductions keep the value and change the state
+                    key = (states[-2], states[-1], kind)
+                    top = unit_runs.get(key)
+                    if top is None:
+                        top = unit_runs[key] = self._unit_run(states[-2], states[-1], kind)
+                    states[-1] = top
+                    continue
+                if size:
+                    children = values[-size:]
+                    del values[-size:]
+                    del states[-size:]
+                else:
+                    children = []
+                values.append(callback(children))
+                states.append(actions[states[-1]][origin])
+        end = self.end
+        while True:
+            action = actions[states[-1]].get("$END")
+            if action is None or action.__class__ is int:
+                raise _Rejected
+            size, origin, callback = action
+            if size:
+                children = values[-size:]
+                del values[-size:]
+                del states[-size:]
+            else:
+                children = []
+            values.append(children[0] if callback is None else callback(children))
+            states.append(actions[states[-1]][origin])
+            if states[-1] == end:
+                return values[-1]
+
+
+# ----------------------------------------------------------- pretty-printer
+# Binding strength of each form (higher binds tighter), Python's table.
+_IFEXP, _OR, _AND, _NOTP, _CMP, _ARITHP, _TERM, _UNARY, _POWER, _POSTFIX, _ATOM = range(1, 12)
+_BINARY_PREC = {"+": _ARITHP, "-": _ARITHP, "*": _TERM, "/": _TERM, "%": _TERM, "@": _TERM}
+
+
+def _precedence(node: ast.Node) -> int:
+    kind = type(node)
+    if kind is ast.BinOp:
+        return _POWER if node.op == "**" else _BINARY_PREC[node.op]
+    if kind is ast.UnaryOp:
+        return _NOTP if node.op == "not" else _UNARY
+    if kind is ast.BoolOp:
+        return _OR if node.op == "or" else _AND
+    if kind is ast.Compare:
+        return _CMP
+    if kind is ast.IfExp:
+        return _IFEXP
+    if kind in (ast.Call, ast.Attribute, ast.Subscript):
+        return _POSTFIX
+    return _ATOM
+
+
+def _number(value: float) -> str:
+    if value != value:
+        raise ValueError("NaN has no source form")
+    if value == float("inf"):
+        return "1e999"
+    if value.is_integer() and abs(value) < 1e16:
+        return str(int(value))
+    return repr(float(value))
+
+
+def pretty(node: ast.Node) -> str:
+    """Source text for an AST (a Program, statement or expression) that parses back to it."""
+    out: list[str] = []
+    # Work items, popped from the end: text to emit, ("e", expr, min_precedence),
+    # ("s", statement, depth), or ("i", index) for a subscript's index.
+    work: list[Any] = [_item(node, 0)]
+    while work:
+        item = work.pop()
+        if type(item) is str:
+            out.append(item)
+            continue
+        tag, node, level = item
+        if tag == "s":
+            _push_statement(work, node, level)
+        elif tag == "i":
+            _push_index(work, node)
+        else:
+            _push_expression(work, node, level)
+    return "".join(out).rstrip("\n")
+
+
+def _item(node: ast.Node, level: int) -> tuple:
+    if isinstance(node, ast.Program):
+        return ("s", node, 0)
+    if isinstance(node, _STATEMENTS):
+        return ("s", node, level)
+    return ("e", node, 0)
+
+
+_STATEMENTS = (
+    ast.ExprStmt, ast.Assign, ast.AugAssign, ast.If, ast.While, ast.For, ast.FunctionDef,
+    ast.Return, ast.Pass, ast.Break, ast.Continue,
+)  # fmt: skip
+
+
+def _push_block(work: list, body: list, depth: int) -> None:
+    for statement in reversed(body):
+        work.append(("s", statement, depth))
+
+
+def _push_statement(work: list, node: ast.Node, depth: int) -> None:
+    """Queue one statement's pieces (in reverse, since work is a stack)."""
+    indent = "    " * depth
+    kind = type(node)
+    if kind is ast.Program:
+        _push_block(work, node.body, 0)
+    elif kind is ast.ExprStmt:
+        work += ["\n", ("e", node.value, _IFEXP), indent]
+    elif kind is ast.Assign:
+        work += ["\n", ("e", node.value, _IFEXP), " = ", ("e", node.target, _IFEXP), indent]
+    elif kind is ast.AugAssign:
+        op = f" {node.op}= "
+        work += ["\n", ("e", node.value, _IFEXP), op, ("e", node.target, _IFEXP), indent]
+    elif kind is ast.Return:
+        if node.value is None:
+            work.append(indent + "return\n")
+        else:
+            work += ["\n", ("e", node.value, _IFEXP), indent + "return "]
+    elif kind in (ast.Pass, ast.Break, ast.Continue):
+        work.append(indent + kind.__name__.lower() + "\n")
+    elif kind is ast.If:
+        # Walk the elif chain here, then queue the pieces in reverse.
+        pieces: list[Any] = []
+        keyword = "if "
+        while True:
+            pieces += [indent + keyword, ("e", node.test, _IFEXP), ":\n", ("b", node.body)]
+            orelse = node.orelse
+            if len(orelse) == 1 and type(orelse[0]) is ast.If:
+                node, keyword = orelse[0], "elif "
+                continue
+            if orelse:
+                pieces += [indent + "else:\n", ("b", orelse)]
+            break
+        for piece in reversed(pieces):
+            if type(piece) is tuple and piece[0] == "b":
+                _push_block(work, piece[1], depth + 1)
+            else:
+                work.append(piece)
+    elif kind is ast.While:
+        _push_block(work, node.body, depth + 1)
+        work += [":\n", ("e", node.test, _IFEXP), indent + "while "]
+    elif kind is ast.For:
+        _push_block(work, node.body, depth + 1)
+        work += [":\n", ("e", node.iter, _IFEXP), f"{indent}for {node.target} in "]
+    elif kind is ast.FunctionDef:
+        _push_block(work, node.body, depth + 1)
+        work.append("):\n")
+        for position, param in reversed(list(enumerate(node.params))):
+            if param.default is not None:
+                work += [("e", param.default, _IFEXP), "="]
+            work.append(param.name if position == 0 else ", " + param.name)
+        work.append(f"{indent}def {node.name}(")
+    else:
+        raise TypeError(f"pretty: not a statement: {type(node).__name__}")
+
+
+def _push_index(work: list, index: ast.Node) -> None:
+    """A subscript's index: a bare tuple (trailing comma if single), slices, or an expression."""
+    if type(index) is ast.TupleExpr:
+        if len(index.items) == 1:
+            work.append(",")
+        for position in range(len(index.items) - 1, -1, -1):
+            work.append(("i", index.items[position], 0))
+            if position:
+                work.append(", ")
+        return
+    if type(index) is ast.Slice:
+        parts = [index.lower, ":", index.upper]
+        if index.step is not None:
+            parts += [":", index.step]
+        for part in reversed(parts):
+            if part is None:
+                continue
+            work.append(part if type(part) is str else ("e", part, _IFEXP))
+        return
+    work.append(("e", index, _IFEXP))
+
+
+def _push_expression(work: list, node: ast.Node, minimum: int) -> None:
+    """Queue an expression's pieces, bracketed if it binds looser than its place needs."""
+    precedence = _precedence(node)
+    if precedence < minimum:
+        work.append(")")
+    kind = type(node)
+    if kind is ast.Num:
+        work.append(_number(node.value))
+    elif kind is ast.Name:
+        work.append(node.id)
+    elif kind is ast.Bool:
+        work.append("True" if node.value else "False")
+    elif kind is ast.BinOp:
+        if node.op == "**":
+            work += [("e", node.right, _UNARY), " ** ", ("e", node.left, _POSTFIX)]
+        else:
+            work += [
+                ("e", node.right, precedence + 1),
+                f" {node.op} ",
+                ("e", node.left, precedence),
+            ]
+    elif kind is ast.UnaryOp:
+        if node.op == "not":
+            work += [("e", node.operand, _NOTP), "not "]
+        else:
+            work += [("e", node.operand, _UNARY), node.op]
+    elif kind is ast.BoolOp:
+        for position in range(len(node.values) - 1, -1, -1):
+            work.append(("e", node.values[position], precedence + 1))
+            if position:
+                work.append(f" {node.op} ")
+    elif kind is ast.Compare:
+        for position in range(len(node.comparators) - 1, -1, -1):
+            work += [("e", node.comparators[position], _ARITHP), f" {node.ops[position]} "]
+        work.append(("e", node.left, _ARITHP))
+    elif kind is ast.IfExp:
+        work += [("e", node.orelse, _IFEXP), " else ", ("e", node.test, _OR), " if "]
+        work.append(("e", node.body, _OR))
+    elif kind is ast.Call:
+        work.append(")")
+        arguments = [*node.args, *node.keywords]
+        for position in range(len(arguments) - 1, -1, -1):
+            argument = arguments[position]
+            if type(argument) is ast.Keyword:
+                work += [("e", argument.value, _IFEXP), f"{argument.name}="]
+            else:
+                work.append(("e", argument, _IFEXP))
+            if position:
+                work.append(", ")
+        work += ["(", ("e", node.func, _POSTFIX)]
+    elif kind is ast.Attribute:
+        # `2.T` would lex as the number `2.` and a name: bracket a number before a dot.
+        before_dot = _ATOM + 1 if type(node.value) is ast.Num else _POSTFIX
+        work += ["." + node.attr, ("e", node.value, before_dot)]
+    elif kind is ast.Subscript:
+        work += ["]", ("i", node.index, 0), "[", ("e", node.value, _POSTFIX)]
+    elif kind is ast.ListExpr or kind is ast.TupleExpr:
+        closer = "]" if kind is ast.ListExpr else ")"
+        if kind is ast.TupleExpr and len(node.items) == 1:
+            closer = ",)"
+        work.append(closer)
+        for position in range(len(node.items) - 1, -1, -1):
+            work.append(("e", node.items[position], _IFEXP))
+            if position:
+                work.append(", ")
+        work.append("[" if kind is ast.ListExpr else "(")
+    elif kind is ast.Slice:
+        _push_index(work, node)
+    elif kind is ast.Keyword:
+        work += [("e", node.value, _IFEXP), f"{node.name}="]
+    elif kind is ast.Param:
+        if node.default is not None:
+            work += [("e", node.default, _IFEXP), "="]
+        work.append(node.name)
+    else:
+        raise TypeError(f"pretty: not an AST node: {kind.__name__}")
+    if precedence < minimum:
+        work.append("(")
+
+
+# ------------------------------------------------------- standalone parser
+
+
+def write_standalone(path: Path | None = None) -> Path:
+    """Regenerate ``grammar/_standalone.py`` from the grammar (run after editing the grammar).
+
+    ``python -m gradcalc.parser`` does this. The module is Lark's standalone
+    parser (tables plus Lark's runtime, no grammar analysis at start-up) with
+    the grammar's text appended, so a stale copy is never used.
+    """
+    import io
+    from importlib import resources
+    from pathlib import Path
+
+    import lark as lark_module
+    from lark.tools.standalone import gen_standalone
+
+    text = grammar_text()
+    analysed = lark_module.Lark(text, **LARK_OPTIONS)
+    buffer = io.StringIO()
+    gen_standalone(analysed, out=buffer)
+    buffer.write(f"\nGRAMMAR_TEXT = {text!r}\n")
+    if path is None:
+        path = Path(str(resources.files("gradcalc.grammar"))) / "_standalone.py"
+    path.write_text(buffer.getvalue(), encoding="utf-8")
+    return path
+
+
+if __name__ == "__main__":
+    print(f"wrote {write_standalone()}")

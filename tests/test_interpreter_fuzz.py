@@ -1,0 +1,116 @@
+"""Random programs: the interpreter answers with a value or one of gradcalc's own errors.
+
+Programs are generated from the language's pieces (operators, every built-in
+function, method and attribute, indexing, statements) with arguments of the
+wrong kind and shape on purpose. An error must be a FormulaError that is not
+a converted bug (``__cause__`` holds the original exception only when it
+was one), and a failed run leaves the environment as it was.
+
+GRADCALC_FUZZ_EXAMPLES raises the number of examples (the issue's 10,000).
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gradcalc import builtins as lang
+from gradcalc.errors import FormulaError
+from gradcalc.interpreter import Interpreter
+from gradcalc.limits import Limits
+
+EXAMPLES = int(os.environ.get("GRADCALC_FUZZ_EXAMPLES", "300"))
+SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+LEAVES = st.sampled_from(
+    [
+        "a", "v", "m", "c", "0", "1", "2.5", "-1", "1e308", "0.5", "True", "False", "pi",
+        "[1, 2, 3]", "[[1, 2], [3, 4]]", "[]", "x.grad", "range(3)", "sqrt", "(1, 2)",
+    ]
+)  # fmt: skip
+BINARY = st.sampled_from(["+", "-", "*", "/", "%", "**", "@", "<", "<=", "==", "!=", "and", "or"])
+KEYWORDS = st.sampled_from(["axis", "dim", "keepdim", "p", "min", "max", "size", "requires_grad"])
+FUNCTIONS = st.sampled_from(sorted(lang.FUNCTIONS))
+METHODS = st.sampled_from(sorted(lang.METHODS))
+ATTRIBUTES = st.sampled_from(sorted(lang.ATTRIBUTES))
+INDICES = st.sampled_from(["0", "-1", "1:3", "::2", ":, 0", "5", "0.5", "a > 0", "[0, 1]", "::0"])
+
+
+def _expressions() -> st.SearchStrategy[str]:
+    def extend(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+        arguments = st.lists(inner, max_size=3)
+        keyword = st.one_of(st.just(""), st.builds(lambda k, e: f"{k}={e}", KEYWORDS, inner))
+        return st.one_of(
+            st.builds(lambda x, op, y: f"({x} {op} {y})", inner, BINARY, inner),
+            st.builds(lambda op, x: f"({op}{x})", st.sampled_from(["-", "+", "not "]), inner),
+            st.builds(
+                lambda f, xs, k: f"{f}({', '.join([*xs, k] if k else xs)})",
+                FUNCTIONS,
+                arguments,
+                keyword,
+            ),
+            st.builds(lambda x, f, xs: f"{x}.{f}({', '.join(xs)})", inner, METHODS, arguments),
+            st.builds(lambda x, name: f"{x}.{name}", inner, ATTRIBUTES),
+            st.builds(lambda x, i: f"{x}[{i}]", inner, INDICES),
+            st.builds(lambda x, c, y: f"({x} if {c} else {y})", inner, inner, inner),
+        )
+
+    return st.recursive(LEAVES, extend, max_leaves=8)
+
+
+EXPRESSIONS = _expressions()
+
+STATEMENTS = st.sampled_from(
+    [
+        "y = {0}",
+        "y = {0}\ny.backward()",
+        "if {0}:\n    y = {1}\nelse:\n    y = {2}",
+        "for i in range(3):\n    y = {0}",
+        "for i in {0}:\n    y = i",
+        "while {0}:\n    y = {1}\n    break",
+        "def f(p, q=2):\n    return {0}\ny = f({1})",
+        "z = {0}\nz[0] = {1}",
+        "z = {0}\nz += {1}",
+        "y = grad({0}, a)",
+    ]
+)
+
+
+def _check(source: str) -> None:
+    interp = Interpreter(limits=Limits(max_elements=100_000, max_iterations=1_000))
+    interp.bind("a", 1.5)
+    interp.bind("v", [1.0, -2.0, 3.0])
+    interp.bind("m", [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    interp.bind("c", 0.0, requires_grad=False)
+    interp.bind("x", [2.0, 3.0])
+    before = dict(interp.env)
+    try:
+        interp.execute(source)
+    except FormulaError as error:
+        assert error.__cause__ is None, f"{source!r} hit a bug: {error.__cause__!r}"
+        assert error.message
+        assert interp.env == before
+
+
+@SETTINGS
+@given(EXPRESSIONS)
+def test_random_expressions_give_values_or_formula_errors(source: str) -> None:
+    _check(source)
+
+
+@SETTINGS
+@given(STATEMENTS, st.lists(EXPRESSIONS, min_size=3, max_size=3))
+def test_random_programs_give_values_or_formula_errors(template: str, parts: list[str]) -> None:
+    _check(template.format(*parts))
+
+
+@SETTINGS
+@given(st.text(alphabet=st.sampled_from(list("ab1.+-*/%()[]:,=<>!\n ^@;_ef")), max_size=40))
+def test_random_text_gives_values_or_formula_errors(source: str) -> None:
+    _check(source)
