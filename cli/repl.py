@@ -31,10 +31,10 @@ from gradcalc.errors import FormulaError, FormulaValueError, GradError, LimitErr
 from gradcalc.limits import DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
-    from gradcalc.interpreter import Interpreter
     from rich.console import Console, RenderableType
 
     from gradcalc.api import Result
+    from gradcalc.interpreter import Interpreter
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 INDENT = "    "
@@ -265,10 +265,7 @@ class Session:
     def _run_code(self, entry: Entry, *, remember: bool = True) -> bool:
         try:
             outcome = _engine_errors(lambda: self.interp.execute(entry.text))
-        except FormulaError as exc:
-            self.report(exc, entry)
-            return False
-        except Exception as exc:
+        except Exception as exc:  # FormulaError, or a bug: reported, never a traceback
             self.report(exc, entry)
             return False
         if remember and _changes_state(entry.text):
@@ -280,7 +277,7 @@ class Session:
     def show_value(self, value: Any) -> None:
         """An expression's value: the engine's PyTorch-style repr, or JSON in ``:json`` mode."""
         if self.json:
-            self.write_json(_value_json(value, self.dtype))
+            self.write_json(_value_json(value))
             return
         from rich.text import Text
 
@@ -389,7 +386,14 @@ def _engine_errors(action: Callable[[], Any]) -> Any:
     try:
         return action()
     except GradError as exc:
-        raise FormulaValueError(str(exc)) from None
+        from gradcalc.builtins import grad_error_hint
+
+        hint = grad_error_hint(exc)
+        if type(exc).__name__ == "FreedGraphError":
+            hint = "backward() freed this graph; give :grad the formula itself, or " + (
+                hint or "recompute it"
+            )
+        raise FormulaValueError(str(exc), hint=hint) from None
     except MemoryError:
         raise LimitError("not enough memory for this computation") from None
     except RecursionError:
@@ -430,16 +434,11 @@ def _changes_state(source: str) -> bool:
 
 
 def _value_text(value: Any) -> str:
-    from gradcalc import Tensor
-
-    if isinstance(value, Tensor | tuple | list):
-        return repr(value)
-    if callable(value):
-        return f"<function {getattr(value, 'name', None) or getattr(value, '__name__', '?')}>"
-    return str(value)
+    """What Python's REPL shows: the repr (tensors print as PyTorch prints them)."""
+    return repr(value)
 
 
-def _value_json(value: Any, dtype: str) -> dict:
+def _value_json(value: Any) -> dict:
     from gradcalc import Tensor
     from gradcalc.api import SCHEMA_VERSION, Result, result_to_json
 
@@ -489,11 +488,16 @@ def _cmd_graph(session: Session, argument: str) -> bool:
     if session.json:
         from gradcalc.graph import graph_to_json
 
-        session.write_json(graph_to_json(graph))
+        session.write_json({"schema_version": 1, "graph": graph_to_json(graph)})
         return True
     from gradcalc.cli.render import graph_tree
 
     session.print(graph_tree(graph))
+    if any(node.value is None for node in graph.nodes):
+        session.note(
+            "operations computed by earlier entries show no values; "
+            "give :graph the formula itself to see every value and gradient"
+        )
     return True
 
 
@@ -505,10 +509,10 @@ def _cmd_vars(session: Session, argument: str) -> bool:
         listing = {}
         for name, value in names.items():
             if isinstance(value, Tensor):
-                listing[name] = _value_json(value, session.dtype)
+                listing[name] = _value_json(value)
                 del listing[name]["schema_version"], listing[name]["gradients"]
                 if value.grad is not None:
-                    listing[name]["grad"] = _value_json(value.grad, session.dtype)["value"]
+                    listing[name]["grad"] = _value_json(value.grad)["value"]
             else:
                 listing[name] = {"kind": _kind(value)}
         session.write_json({"schema_version": 1, "vars": listing})
@@ -560,7 +564,9 @@ def _vars_table(names: Mapping[str, Any]) -> RenderableType:
 
 
 def _kind(value: Any) -> str:
-    return "function" if callable(value) else type(value).__name__
+    from gradcalc.builtins import kind_of
+
+    return kind_of(value).removeprefix("a ").removeprefix("the ")
 
 
 def _cmd_reset(session: Session, argument: str) -> bool:
@@ -618,7 +624,7 @@ def _cmd_help(session: Session, argument: str) -> bool:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table.grid(padding=(0, 2))
+    table = Table.grid(padding=(0, 2), pad_edge=True)
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
     for command in COMMANDS.values():
@@ -635,17 +641,18 @@ def _cmd_quit(session: Session, argument: str) -> bool:
 
 
 HELP_INTRO = """\
-Type statements of the formula language; names persist. An expression prints its value.
+Type statements of the formula language; names persist; an expression prints.
   a = 2; b = 6          assignments bind differentiable leaves
   P = 3*a**3 - b**2
   P.backward()          accumulates into a.grad and b.grad, as in PyTorch
   a.grad                36; zero_grad() clears every stored gradient
-A line ending in ':' opens a block (def, if, while, for); a blank line finishes it.
+A line ending in ':' opens a block (def, if, while, for); a blank line ends it.
 Commands:"""
 
 HELP_KEYS = """\
-Tab completes names, functions, methods (after '.') and commands; Ctrl-R searches the
-history; Ctrl-C clears the line or interrupts a running entry; Ctrl-D leaves."""
+Tab completes names, functions, methods (after '.') and commands.
+Ctrl-R searches the history; Ctrl-C clears the line or stops a running entry;
+Ctrl-D leaves."""
 
 COMMANDS: dict[str, Command] = {
     ":grad": Command(_cmd_grad, ":grad EXPR", "value and gradients w.r.t. every variable"),
@@ -700,15 +707,23 @@ def run_repl(
     Returns the exit code: 0, or (piped input) 1 if an entry failed, 130 if interrupted.
     """
     session = Session(dtype=dtype, seed=seed, limits=_make_limits(limits))
-    if sys.stdin.isatty() and sys.stdout.isatty():
+    if _is_terminal(sys.stdin) and _is_terminal(sys.stdout):
         from gradcalc.cli.repl_prompt import interact
 
         return interact(session)
     session.script = True
     try:
-        return run_script(sys.stdin, session)
+        return run_script(sys.stdin or (), session)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def _is_terminal(stream: IO[str] | None) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # a closed stream
+        return False
 
 
 def _main(argv: list[str] | None = None) -> int:

@@ -359,14 +359,14 @@ def as_int(value: Any, what: str) -> int:
     return int(number)
 
 
-def _axis_of(x: Any, axis: Any, what: str) -> int:
+def _axis_of(x: Any, axis: Any, what: str, hint: str | None = None) -> int:
     """One axis of ``x``, checked: -ndim <= axis < ndim (0-d tensors accept 0 and -1)."""
     index = as_int(axis, f"{what}: axis")
     ndim = max(np.ndim(x._data), 1)
     if not -ndim <= index < ndim:
         raise ShapeError(
             f"{what}: axis {index} is out of range for a tensor of shape {_shape(x)}",
-            hint=f"axes run from {-ndim} to {ndim - 1}",
+            hint=hint or f"axes run from {-ndim} to {ndim - 1}",
         )
     return index
 
@@ -703,10 +703,9 @@ def _reduction(method: str) -> Callable:
         dim = _axes(axis)
         reducer = getattr(x, method)
         if dim is None:
-            result = reducer()
-            if _flag(keepdim):
-                result = result.reshape((1,) * np.ndim(x._data))
-            return result
+            if _flag(keepdim) and np.ndim(x._data):
+                return reducer(dim=tuple(range(np.ndim(x._data))), keepdim=True)
+            return reducer()
         return reducer(dim=dim, keepdim=_flag(keepdim))
 
     return reduce
@@ -714,6 +713,14 @@ def _reduction(method: str) -> Callable:
 
 _function("sum", "sum of the elements, over all axes or the given axis")(_reduction("sum"))
 _function("mean", "mean of the elements, over all axes or the given axis")(_reduction("mean"))
+
+
+_EXTREMES = {
+    "max": "the second argument of max is an axis; the elementwise larger of two "
+    "tensors is maximum(x, y)",
+    "min": "the second argument of min is an axis; the elementwise smaller of two "
+    "tensors is minimum(x, y)",
+}
 
 
 def _one_axis_reduction(method: str) -> Callable:
@@ -725,6 +732,8 @@ def _one_axis_reduction(method: str) -> Callable:
             return result.reshape((1,) * np.ndim(x._data)) if keep else result
         dims = (dim,) if isinstance(dim, int) else dim
         ndim = np.ndim(x._data)
+        for one in dims:
+            _axis_of(x, one, method, _EXTREMES.get(method))
         for one in sorted((d % ndim if ndim else d for d in dims), reverse=True):
             result = getattr(x, method)(dim=one, keepdim=keep)
             x = result[0] if isinstance(result, tuple) else result
@@ -986,6 +995,12 @@ def _grad(ctx: Context, y: Any, x: Any, grad_output: Any = None) -> Any:
 
 @_function("backward", "accumulate dy/d(leaf) into every leaf's .grad, as PyTorch does")
 def _backward(y: Any, gradient: Any = None, retain_graph: Any = False) -> None:
+    if isinstance(gradient, Tensor) and _shape(gradient) != _shape(y):
+        raise ShapeError(
+            f"backward: the gradient has shape {_shape(gradient)} but the output has "
+            f"shape {_shape(y)}",
+            hint="the gradient is dL/d(output): one entry per element of the output",
+        )
     y.backward(gradient=gradient, retain_graph=_flag(retain_graph))
 
 

@@ -881,7 +881,7 @@ class Interpreter:
 
     # -- name resolution (slow path: enclosing scopes, globals, built-ins)
 
-    def _lookup(self, name: str, function: Function | None) -> Any:
+    def _lookup(self, name: str, function: Function | None, called: bool = False) -> Any:
         if function is not None:
             for scope in function.scopes:
                 value = scope.get(name, _MISSING)
@@ -899,7 +899,7 @@ class Interpreter:
         else:
             value = lang.FUNCTIONS.get(name)
         if value is None:
-            raise self._unknown_name(name, function)
+            raise self._unknown_name(name, function, called)
         self._builtin_values[name] = value
         return value
 
@@ -908,7 +908,7 @@ class Interpreter:
             return True
         return function is not None and any(name in s for s in function.scopes)
 
-    def _unknown_name(self, name: str, function: Function | None) -> FormulaError:
+    def _unknown_name(self, name: str, function: Function | None, called: bool) -> FormulaError:
         visible = set(self.env) | set(lang.FUNCTIONS) | set(lang.CONSTANTS)
         for frame in self.context.scopes:
             visible |= set(frame)
@@ -916,10 +916,16 @@ class Interpreter:
             for scope in function.scopes:
                 visible |= set(scope)
         suggestion = _did_you_mean(name, visible)
+        if called:
+            other = "`gradcalc functions` lists the built-in functions"
+            return UnknownNameError(
+                f"there is no function '{name}'",
+                hint=f"{suggestion} ({other})" if suggestion else other,
+            )
         bind = f"bind it on the command line: {name}=2, or assign it first: {name} = 2"
         return UnknownNameError(
             f"'{name}' is not defined",
-            hint=f"{suggestion} Or {bind[0].lower()}{bind[1:]}" if suggestion else bind,
+            hint=f"{suggestion} Or {bind}" if suggestion else bind,
         )
 
     # -- the machine
@@ -1005,7 +1011,7 @@ class Interpreter:
                     if op == CALL_NAME:
                         callee = scope.get(arg.name, _MISSING)
                         if callee is _MISSING:
-                            callee = self._lookup(arg.name, function)
+                            callee = self._lookup(arg.name, function, called=True)
                     elif op == CALL_METHOD:
                         callee = lang.METHODS[arg.name]
                         if not isinstance(argv[0], Tensor):
@@ -1186,14 +1192,17 @@ class Interpreter:
             failed_op = ops[pc - 1] if pc else None
             site = args[pc - 1] if pc else None
             node = nodes[pc - 1] if pc else None
+            error: FormulaError | None = None
             if isinstance(exc, FormulaError):
                 error = exc
             elif failed_op in _OPERATOR_OPS:
                 error = _operator_error(exc, site[1], left, right)
             elif failed_op in (CALL_NAME, CALL_METHOD) and type(callee) is Builtin:
-                error = callee.explain(exc, argv, site.nargs, site.kwnames) or _convert(exc)
-            else:
+                error = callee.explain(exc, argv, site.nargs, site.kwnames)
+            cause = None
+            if error is None:  # not explained: the generic words, and a bug's traceback
                 error = _convert(exc)
+                cause = _unexpected(exc)
             if node is not None:
                 error.at(node.line or None, node.column or None, source)
             if frames and function is not None:
@@ -1204,7 +1213,7 @@ class Interpreter:
                 )
                 note = f"in {function.name}(), called{where}"
                 error.hint = f"{error.hint}; {note}" if error.hint else note
-            raise error from _unexpected(exc)
+            raise error from cause
         finally:
             context.scopes = [env]
         return Outcome(last_value, last_name)
@@ -1254,19 +1263,19 @@ def _check_operands(symbol: str, left: Any, right: Any) -> None:
             )
 
 
-def _operator_error(exc: Exception, symbol: str, left: Any, right: Any) -> FormulaError:
-    """A failed operator: a shape mismatch named with both shapes, else the engine's words."""
+def _operator_error(exc: Exception, symbol: str, left: Any, right: Any) -> FormulaError | None:
+    """A failed operator as a shape mismatch naming both shapes, if that is what it was."""
     if isinstance(exc, ValueError | RuntimeError | IndexError):
         problem = lang.operator_problem(symbol, left, right)
         if problem is not None:
             return ShapeError(problem)
-    return _convert(exc)
+    return None
 
 
 # What a formula can make NumPy or the engine raise; anything else is a bug in gradcalc.
 _ANTICIPATED = (
     FormulaError,
-    GradError,
+    RuntimeError,  # the engine's PyTorch-style errors, GradError among them
     TypeError,
     ValueError,
     IndexError,

@@ -575,3 +575,36 @@ def test_return_outside_function_and_break_outside_loop() -> None:
         run("break")
     with pytest.raises(ParseError, match="outside a loop"):
         run("def f():\n    continue")
+
+
+def test_literals_reach_the_engine_as_numbers_so_graph_names_match_pytorch() -> None:
+    interp = run("p = x**2\nr = 1 - x\nq = 3 * x\nm = mean(x, keepdim=True)", x=[1.0, 2.0])
+    names = {n: interp.env[n].grad_fn.name() for n in ("p", "r", "q", "m")}
+    assert names == {
+        "p": "PowBackward0",
+        "r": "RsubBackward1",
+        "q": "MulBackward0",
+        "m": "MeanBackward1",
+    }
+    assert run("y = x**x", x=2.0).env["y"].grad_fn.name() == "PowBackward1"
+
+
+def test_float32_literals_keep_float32() -> None:
+    interp = run("y = x * 0.1 + 1\nb = (x > 0) * 1.5", dtype="float32", x=[1.0])
+    assert interp.env["y"]._data.dtype == np.float32
+    assert interp.env["b"]._data.dtype == np.float32
+
+
+def test_the_benchmark_chain_matches_the_python_api() -> None:
+    import gradcalc
+
+    x = gradcalc.tensor(0.3, dtype=gradcalc.float64, requires_grad=True)
+    y = x
+    for _ in range(200):
+        y = (y * 0.9 + x).sin() * 0.95
+    y.backward()
+    interp = run(
+        "y = x\nfor i in range(200):\n    y = sin(y * 0.9 + x) * 0.95\ny.backward()", x=0.3
+    )
+    assert float(interp.env["y"]._data) == float(y._data)
+    assert float(grad_of(interp, "x")) == float(x.grad._data)

@@ -30,7 +30,7 @@ def test_unknown_function_suggests_the_closest() -> None:
     error = fail("sqr(4)")
     assert isinstance(error, UnknownNameError)
     assert error.kind == "NameError"
-    assert "'sqr' is not defined" in error.message
+    assert "there is no function 'sqr'" in error.message
     assert "did you mean 'sqrt'?" in error.hint
 
 
@@ -194,3 +194,37 @@ def test_odd_programs_raise_only_formula_errors(source: str) -> None:
     with pytest.raises(FormulaError):
         interp.execute(source)
     assert interp.env == before
+
+
+def test_unknown_function_does_not_suggest_binding_a_variable() -> None:
+    error = fail("frobnicate(2)")
+    assert "bind" not in error.hint
+    assert "gradcalc functions" in error.hint
+
+
+def test_max_with_a_second_tensor_points_to_maximum() -> None:
+    error = fail("max(a, b)", a=2, b=6)
+    assert isinstance(error, ShapeError)
+    assert "maximum(x, y)" in error.hint
+
+
+def test_backward_gradient_of_the_wrong_shape() -> None:
+    error = fail("y = x * 2\ny.backward([1, 2])", x=[1, 2, 3])
+    assert isinstance(error, ShapeError)
+    assert "(2,)" in error.message and "(3,)" in error.message
+
+
+def test_unexpected_python_errors_keep_their_cause() -> None:
+    from gradcalc import builtins as lang
+
+    def broken(x):
+        raise KeyError("boom")
+
+    lang.FUNCTIONS["broken_for_test"] = lang.Builtin("broken_for_test", "test only", broken)
+    try:
+        error = fail("broken_for_test(1)")
+    finally:
+        del lang.FUNCTIONS["broken_for_test"]
+    assert isinstance(error, FormulaValueError)
+    assert "internal error" in error.message
+    assert isinstance(error.__cause__, KeyError)

@@ -42,29 +42,38 @@ ATTRIBUTES = st.sampled_from(sorted(lang.ATTRIBUTES))
 INDICES = st.sampled_from(["0", "-1", "1:3", "::2", ":, 0", "5", "0.5", "a > 0", "[0, 1]", "::0"])
 
 
-def _expressions() -> st.SearchStrategy[str]:
-    def extend(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
-        arguments = st.lists(inner, max_size=3)
-        keyword = st.one_of(st.just(""), st.builds(lambda k, e: f"{k}={e}", KEYWORDS, inner))
-        return st.one_of(
-            st.builds(lambda x, op, y: f"({x} {op} {y})", inner, BINARY, inner),
-            st.builds(lambda op, x: f"({op}{x})", st.sampled_from(["-", "+", "not "]), inner),
-            st.builds(
-                lambda f, xs, k: f"{f}({', '.join([*xs, k] if k else xs)})",
-                FUNCTIONS,
-                arguments,
-                keyword,
-            ),
-            st.builds(lambda x, f, xs: f"{x}.{f}({', '.join(xs)})", inner, METHODS, arguments),
-            st.builds(lambda x, name: f"{x}.{name}", inner, ATTRIBUTES),
-            st.builds(lambda x, i: f"{x}[{i}]", inner, INDICES),
-            st.builds(lambda x, c, y: f"({x} if {c} else {y})", inner, inner, inner),
-        )
+@st.composite
+def expressions(draw: st.DrawFn, depth: int = 3) -> str:
+    """A random expression at most ``depth`` operators deep (bounded, so recursion is fine)."""
+    if depth == 0 or draw(st.integers(0, 3)) == 0:
+        return draw(LEAVES)
 
-    return st.recursive(LEAVES, extend, max_leaves=8)
+    def inner() -> str:
+        return draw(expressions(depth - 1))
+
+    def arguments() -> list[str]:
+        return [inner() for _ in range(draw(st.integers(0, 3)))]
+
+    kind = draw(st.integers(0, 6))
+    if kind == 0:
+        return f"({inner()} {draw(BINARY)} {inner()})"
+    if kind == 1:
+        return f"({draw(st.sampled_from(['-', '+', 'not ']))}{inner()})"
+    if kind == 2:
+        args = arguments()
+        if draw(st.booleans()):
+            args.append(f"{draw(KEYWORDS)}={inner()}")
+        return f"{draw(FUNCTIONS)}({', '.join(args)})"
+    if kind == 3:
+        return f"{inner()}.{draw(METHODS)}({', '.join(arguments())})"
+    if kind == 4:
+        return f"{inner()}.{draw(ATTRIBUTES)}"
+    if kind == 5:
+        return f"{inner()}[{draw(INDICES)}]"
+    return f"({inner()} if {inner()} else {inner()})"
 
 
-EXPRESSIONS = _expressions()
+EXPRESSIONS = expressions()
 
 STATEMENTS = st.sampled_from(
     [

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from gradcalc.cli.repl import Session, run_script
+
 from gradcalc.limits import Limits
 
 NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?")
@@ -124,7 +124,8 @@ def test_seed_002_exercise_r2_backward():
 
 
 def test_blocks_define_functions_and_loops():
-    text = "def f(x):\n    y = x * x\n    return y + 1\n\nf(3)\ns = 0\nfor i in range(4):\n    s = s + i\n\ns\n"
+    text = "def f(x):\n    y = x * x\n    return y + 1\n\nf(3)\n"
+    text += "s = 0\nfor i in range(4):\n    s = s + i\n\ns\n"
     code, out, err, _ = replay(text)
     assert (code, err) == (0, "")
     assert [first_number(line) for line in out.splitlines()] == [10, 6]
@@ -153,8 +154,10 @@ def test_errors_in_piped_input_name_the_input_line():
     assert code == 1
     assert "line 3" in err
     assert "b = a +* 3" in err
-    caret = err.splitlines()[[i for i, ln in enumerate(err.splitlines()) if "b = a +*" in ln][0] + 1]
-    assert caret.strip() == "^"
+    shown = err.splitlines()
+    source_row = next(i for i, line in enumerate(shown) if "b = a +*" in line)
+    assert shown[source_row + 1].strip() == "^"
+    assert shown[source_row + 1].index("^") == shown[source_row].index("*")
 
 
 def test_every_line_runs_even_after_a_failure():
@@ -172,8 +175,16 @@ def test_loop_limit_is_an_error_and_keeps_names():
     assert first_number(out) == 1
 
 
+def test_loop_limit_counts_per_entry_not_per_session():
+    loop = "for i in range(30):\n    s = s + 1\n\n"
+    code, out, err, _ = replay("s = 0\n" + loop + loop + "s\n", limits=Limits(max_iterations=50))
+    assert (code, err) == (0, "")
+    assert first_number(out) == 60
+
+
 def test_grad_command_is_fresh_and_leaves_stored_grads_alone():
-    text = "a = 2\nb = 6\n:grad 3*a**3 - b**2\na.grad\nP = 3*a**3 - b**2\n:grad P\nP.backward()\na.grad\n"
+    text = "a = 2\nb = 6\n:grad 3*a**3 - b**2\na.grad\n"
+    text += "P = 3*a**3 - b**2\n:grad P\nP.backward()\na.grad\n"
     code, out, err, _ = replay(text)
     assert (code, err) == (0, ""), err
     assert "36" in out and "-12" in out
@@ -195,7 +206,7 @@ def test_grad_command_json_reports_every_variable_including_intermediates():
 
 
 def test_grad_command_does_not_bind_names():
-    code, out, err, _ = replay("a = 2\n:grad q = a * 3\nq\n")
+    code, _, err, _ = replay("a = 2\n:grad q = a * 3\nq\n")
     assert code == 1
     assert "NameError" in err
 
@@ -213,6 +224,15 @@ def test_graph_command_draws_pytorch_node_names():
     assert (code, err) == (0, "")
     for name in ("SubBackward0", "MulBackward0", "PowBackward0", "AccumulateGrad"):
         assert name in out
+
+
+def test_graph_command_json_and_the_note_about_earlier_entries():
+    code, out, _, _ = replay("a = 2\nP = a * a + 1\n:graph P\n:json\n:graph a * a\n")
+    assert code == 0
+    assert "earlier entries" in out
+    graph = json_lines(out)[-1]["graph"]
+    assert [node["op"] for node in graph["nodes"]] == ["MulBackward0", "AccumulateGrad"]
+    assert graph["nodes"][1]["grad"] == 4.0
 
 
 def test_vars_lists_names_shapes_values_and_stored_grads():
@@ -269,7 +289,7 @@ def test_save_then_load_and_run_with_gradcalc(tmp_path: Path):
         "a = 2\nb = 6\nnope\na\na.grad\ndef f(x):\n    return 3*x**3\n\n"
         f"P = f(a) - b**2\n:save {target}\n"
     )
-    code, _, _, session = replay(text)
+    code, _, _, _ = replay(text)
     assert code == 1  # the 'nope' line
     saved = target.read_text()
     assert "nope" not in saved and "a.grad" not in saved
@@ -280,18 +300,11 @@ def test_save_then_load_and_run_with_gradcalc(tmp_path: Path):
     assert [first_number(line) for line in out.splitlines()[1:]] == [-12, 36]
 
     done = subprocess.run(
-        [sys.executable, "-m", "gradcalc", "--json", f"@{target}"],
+        [sys.executable, "-m", "gradcalc", f"@{target}", "--json"],
         capture_output=True,
         text=True,
         timeout=120,
     )
-    if done.returncode == 2:  # --json placed after the formula on this CLI
-        done = subprocess.run(
-            [sys.executable, "-m", "gradcalc", f"@{target}", "--json"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
     assert done.returncode == 0, done.stderr
     payload = json.loads(done.stdout)
     assert payload["value"] == -12.0
@@ -317,9 +330,8 @@ def test_piped_repl_through_the_command_line(tmp_path: Path):
         )
     assert done.returncode == 0, done.stderr
     assert "\x1b" not in done.stdout and ">>>" not in done.stdout
-    assert [first_number(line) for line in done.stdout.splitlines()] == [
-        -12, 36, -12, 12, 0, 0, 36, -12
-    ]
+    shown = [first_number(line) for line in done.stdout.splitlines()]
+    assert shown == [-12, 36, -12, 12, 0, 0, 36, -12]
 
 
 def test_piped_repl_exits_1_after_running_every_line():
@@ -333,3 +345,16 @@ def test_piped_repl_exits_1_after_running_every_line():
     assert done.returncode == 1
     assert first_number(done.stdout) == 2
     assert "ParseError" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_command_line_limit_options_reach_the_session():
+    done = subprocess.run(
+        [sys.executable, "-m", "gradcalc", "repl", "--max-iterations", "5"],
+        input="s = 0\nfor i in range(10):\n    s = s + 1\n\ns\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "LimitError" in done.stderr
+    assert first_number(done.stdout) == 0

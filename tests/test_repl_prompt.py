@@ -10,18 +10,17 @@ import time
 from pathlib import Path
 
 import pytest
+from gradcalc.cli import repl_prompt
+from gradcalc.cli.repl import Entry, Session
+from gradcalc.cli.repl_prompt import ReplCompleter, history_path, interact, open_history
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
-from gradcalc.cli import repl_prompt
-from gradcalc.cli.repl import Entry, Session
-from gradcalc.cli.repl_prompt import ReplCompleter, history_path, interact, open_history
-
 NUMBER = re.compile(r"-?\d+\.?\d*")
-PAUSE = 0.5
+PAUSE = 1.0
 
 
 def numbers(text: str) -> list[float]:
@@ -29,7 +28,7 @@ def numbers(text: str) -> list[float]:
 
 
 def type_into_session(
-    keys: str | list[str], session: Session | None = None
+    keys: str | list[str], session: Session | None = None, history: InMemoryHistory | None = None
 ) -> tuple[int, str, str, Session]:
     """Type ``keys`` (``\\r`` is Enter) into a prompt session, then Ctrl-D.
 
@@ -51,7 +50,11 @@ def type_into_session(
         thread = threading.Thread(target=typist, daemon=True)
         thread.start()
         code = interact(
-            session, input=pipe, output=DummyOutput(), history=InMemoryHistory(), banner=False
+            session,
+            input=pipe,
+            output=DummyOutput(),
+            history=history or InMemoryHistory(),
+            banner=False,
         )
         thread.join()
     return code, session.stdout.getvalue(), session.stderr.getvalue(), session
@@ -107,6 +110,16 @@ def test_tab_completes_a_unique_name():
     assert numbers(out) == [7]
 
 
+def test_ctrl_r_searches_the_history():
+    history = InMemoryHistory()
+    for line in ("zeta = 41", "unrelated = 1", "zeta + 1"):
+        history.append_string(line)
+    keys = ["\x12zeta =", "\r\r\x12zeta +", "\r\r"]  # the first pause: history loads
+    code, out, err, _ = type_into_session(keys, history=history)
+    assert (code, err) == (0, "")
+    assert numbers(out) == [42]
+
+
 def test_ctrl_c_during_a_long_loop_interrupts_it_and_restores_names(monkeypatch):
     session = Session(stdout=io.StringIO(), stderr=io.StringIO())
     original = Session.run
@@ -126,7 +139,7 @@ def test_ctrl_c_during_a_long_loop_interrupts_it_and_restores_names(monkeypatch)
     monkeypatch.setattr(Session, "run", run_with_alarm)
     try:
         keys = "x = 1\rwhile True: x = x + 1\r\rx\rx + 1\r"
-        code, out, err, session = type_into_session(keys, session)
+        code, out, _, session = type_into_session(keys, session)
     finally:
         signal.signal(signal.SIGALRM, previous)
     assert code == 0
