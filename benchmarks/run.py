@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> Report:
         WORKLOADS[name](config, report)
         print(f"{name} done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
 
+    report.environment["load_average_end"] = os.getloadavg()
     tables = markdown(report)
     print(tables)
     if arguments.json:
@@ -118,6 +119,10 @@ def results_page(report: Report, tables: str) -> str:
         f"Produced by `{command}` on {env['date']} (commit {env['commit']}).\n\n"
         f"Machine: {env['cpu']}, {env['cores']} cores; Python {env['python']}; NumPy "
         f"{env['numpy']}, BLAS: {blas or 'unknown'} ({variables}).\n\n"
+        "Load average (1, 5, 15 min) at the start "
+        f"{', '.join(f'{x:.1f}' for x in env['load_average'])}, at the end "
+        f"{', '.join(f'{x:.1f}' for x in env['load_average_end'])}; children ran without "
+        f"{', '.join(env['removed_from_children']) or 'no variable removed'}.\n\n"
         "Every ratio is taken between figures of this one run; targets are issue 6's.\n\n"
         f"{tables}\n"
     )

@@ -17,7 +17,7 @@ import typer
 from gradcalc.cli import inputs
 from gradcalc.cli.inputs import Invocation, UsageProblem
 from gradcalc.cli.run import run_functions, run_invocation, run_repl
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 
 class DefaultToGrad(TyperGroup):
@@ -37,6 +37,47 @@ class DefaultToGrad(TyperGroup):
             names.update(getattr(param, "opts", ()))
             names.update(getattr(param, "secondary_opts", ()))
         return names
+
+
+class FormulaCommand(TyperCommand):
+    """A command whose arguments may start with '-' (``gradcalc '-3*a**3 + b**2' a=2 b=6``).
+
+    Before Click parses, known options (with their values) and anything
+    spelled like a long option stay in front; every other token, including a
+    formula such as ``-a**2``, goes after a ``--`` in its original order.
+    """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, self.protect_formulas(ctx, args))
+
+    def protect_formulas(self, ctx: Any, args: list[str]) -> list[str]:
+        takes_value: set[str] = set()
+        known: set[str] = set(ctx.help_option_names)
+        for param in self.get_params(ctx):
+            names = [*getattr(param, "opts", ()), *getattr(param, "secondary_opts", ())]
+            if param.param_type_name != "option":
+                continue
+            known.update(names)
+            if not getattr(param, "is_flag", False):
+                takes_value.update(getattr(param, "opts", ()))
+        options: list[str] = []
+        positional: list[str] = []
+        i = 0
+        while i < len(args):
+            token = args[i]
+            name = token.split("=", 1)[0]
+            if token == "--":
+                positional.extend(args[i + 1 :])
+                break
+            if name in known or token.startswith("--"):
+                options.append(token)
+                if token in takes_value and i + 1 < len(args):
+                    options.append(args[i + 1])
+                    i += 1
+            else:
+                positional.append(token)
+            i += 1
+        return [*options, "--", *positional] if positional else options
 
 
 class DType(enum.StrEnum):
@@ -203,7 +244,7 @@ def gradcalc_main(
     raise typer.Exit(code=2)
 
 
-@app.command()
+@app.command(cls=FormulaCommand)
 def grad(
     formula: Formula,
     bindings: Bindings = None,
@@ -259,7 +300,7 @@ def grad(
     )
 
 
-@app.command("eval")
+@app.command("eval", cls=FormulaCommand)
 def eval_(
     formula: Formula,
     bindings: Bindings = None,
@@ -303,7 +344,7 @@ def eval_(
     )
 
 
-@app.command("graph")
+@app.command("graph", cls=FormulaCommand)
 def graph_(
     formula: Formula,
     bindings: Bindings = None,
@@ -365,7 +406,7 @@ def graph_(
     )
 
 
-@app.command()
+@app.command(cls=FormulaCommand)
 def jacobian(
     formula: Formula,
     bindings: Bindings = None,
@@ -413,7 +454,7 @@ def jacobian(
     )
 
 
-@app.command()
+@app.command(cls=FormulaCommand)
 def hessian(
     formula: Formula,
     bindings: Bindings = None,

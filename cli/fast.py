@@ -6,7 +6,8 @@ the arguments of ``gradcalc [grad] FORMULA [NAME=VALUE]... [options]`` when
 every token is one it fully understands, and returns ``None`` for anything
 else (``--help``, other commands, unknown or malformed options, bad
 bindings), so the Typer app, the source of truth for usage and its errors,
-handles those exactly as it always does.
+handles those exactly as it always does. As in the app, a token starting
+with a single '-' that is not ``-h`` is an argument (``-a**2``, ``-`` for stdin).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def parse(args: list[str]) -> Invocation | None:
     i = 0
     while i < len(args):
         token = args[i]
-        if token.startswith("-") and token != "-":
+        if token.startswith("--") or token == "-h":
             name, eq, inline = token.partition("=")
             if name in FLAGS and not eq:
                 flags.add(FLAGS[name])

@@ -291,7 +291,12 @@ def _execute(
     for name, value in values.items():
         _guarded(lambda: interp.bind(name, value))  # noqa: B023 (called at once)
         leaves[name] = interp.env[name]
-    outcome = _guarded(lambda: interp.execute(formula))
+    try:
+        outcome = _guarded(lambda: interp.execute(_program(formula)))
+    except FormulaError as exc:
+        if exc.source is None:
+            exc.source = formula  # a cached program carries no text; the caret needs it
+        raise
     if of is not None:
         if of not in interp.env:
             raise UnknownNameError(
@@ -308,6 +313,26 @@ def _execute(
             )
     tensor, value = _as_output(output, name)
     return _Run(interp, leaves, tensor, value, name)
+
+
+def _program(formula: str) -> Any:
+    """The parsed program, cached by its text: a batch repeats a few formulas many times."""
+    program = _PROGRAMS.get(formula)
+    if program is None:
+        from gradcalc.parser import parse
+
+        program = parse(formula)
+        if len(formula) <= _PROGRAM_CACHE_TEXT:
+            if len(_PROGRAMS) >= _PROGRAM_CACHE_SIZE:
+                _PROGRAMS.pop(next(iter(_PROGRAMS)))
+            _PROGRAMS[formula] = program
+    return program
+
+
+_PROGRAMS: dict[str, Any] = {}
+_PROGRAM_CACHE_SIZE = 256
+_PROGRAM_CACHE_TEXT = 10_000
+"""Only formulas up to this many characters are kept (a 1 MB formula is parsed each time)."""
 
 
 def _targets(run: _Run, wrt: Sequence[str] | None) -> list[tuple[str, Any]]:

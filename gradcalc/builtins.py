@@ -74,6 +74,18 @@ class Builtin:
     def parameters(self) -> tuple[str, ...]:
         return tuple(self._parameters.parameters)
 
+    def _positional_labels(self, count: int) -> list[str]:
+        """The parameter each of ``count`` positional arguments lands in (``*shape`` repeats)."""
+        labels: list[str] = []
+        for param in self._parameters.parameters.values():
+            if param.kind is param.VAR_POSITIONAL:
+                labels += [param.name] * (count - len(labels))
+                break
+            if param.kind is param.KEYWORD_ONLY or len(labels) == count:
+                break
+            labels.append(param.name)
+        return labels
+
     def keywords(self, names: tuple[str, ...], values: list) -> dict[str, Any]:
         """Keyword arguments with PyTorch's spellings mapped to the language's (dim -> axis)."""
         params = self._parameters.parameters
@@ -107,12 +119,11 @@ class Builtin:
                 if close:
                     hint = f"did you mean '{close}'? {hint}"
             return FormulaTypeError(f"{self.name}(): {reason}", hint=hint)
-        for index, value in enumerate(argv):
+        labels = self._positional_labels(nargs) + list(kwnames)
+        for label, value in zip(labels, argv, strict=True):
             if not isinstance(value, Tensor):
-                label = self.parameters[index] if index < nargs else kwnames[index - nargs]
-                where = f"argument '{label}'" if index < len(self.parameters) else "an argument"
                 return FormulaTypeError(
-                    f"{self.name}(): {where} is {kind_of(value)}, not a tensor",
+                    f"{self.name}(): argument '{label}' is {kind_of(value)}, not a tensor",
                     hint=f"signature: {self.signature}",
                 )
         if self.diagnose is not None and isinstance(exc, ValueError | RuntimeError | IndexError):
@@ -301,9 +312,9 @@ class Context:
         )
 
     def _range_items(self, span: RangeValue) -> Iterator:
-        scalar = self.scalar
+        wrap, number_type = _tensor.wrap, self.np_dtype.type
         for number in range(span.start, span.stop, span.step):
-            yield scalar(number)
+            yield wrap(number_type(number))
 
 
 # --------------------------------------------------------- values and conversions
@@ -403,6 +414,10 @@ def nested_list_array(value: Any, ctx: Context, label: str = "the list") -> np.n
     try:
         array = np.array(value, dtype=ctx.np_dtype)
     except (ValueError, TypeError) as exc:
+        if "maximum number of dimension" in str(exc):
+            raise ShapeError(
+                f"{label} nests more deeply than a tensor's 64 dimensions",
+            ) from None
         if "inhomogeneous" in str(exc) or "sequence" in str(exc):
             raise ShapeError(
                 f"{label} is ragged: its rows have different lengths",
@@ -410,10 +425,6 @@ def nested_list_array(value: Any, ctx: Context, label: str = "the list") -> np.n
             ) from None
         raise FormulaTypeError(f"{label} is not made of numbers") from None
     return array
-
-
-def _tensor_of(ctx: Context, value: Any) -> Any:
-    return value if isinstance(value, Tensor) else ctx.constant(value)
 
 
 # ------------------------------------------------------------------------ indexing
@@ -646,6 +657,8 @@ def _softplus(x: Any, beta: Any = 1, threshold: Any = 20) -> Any:
 )
 def _pow(ctx: Context, x: Any, y: Any) -> Any:
     ctx.check_broadcast("pow", x, y)
+    if not y.requires_grad and np.ndim(y._data) == 0 and x._data.dtype.kind == "f":
+        return x ** float(y._data)  # a constant exponent: PyTorch's PowBackward0
     return x**y
 
 
@@ -656,6 +669,8 @@ def _clamp(ctx: Context, x: Any, min: Any = None, max: Any = None) -> Any:
     bounds = {}
     for key, bound in (("min", min), ("max", max)):
         if bound is not None:
+            ctx.check_broadcast("clamp", x, bound)
+            # a constant scalar bound goes as a number: PyTorch's ClampBackward1
             bounds[key] = (
                 bound if bound.requires_grad or bound._data.size != 1 else _as_number(bound, key)
             )
@@ -848,6 +863,41 @@ def _flat_shape_args(shape: tuple) -> list:
 def _reshape(x: Any, *shape: Any) -> Any:
     dims = tuple(as_int(v, "a dimension of reshape") for v in _flat_shape_args(shape))
     return x.reshape(dims)
+
+
+# ------------------------------------------------------ PyTorch-habit aliases
+
+
+_function(
+    "add", "x + y (PyTorch's x.add(y))", diagnose=lambda x, y: broadcast_problem("add", x, y)
+)(lambda ctx, x, y: _checked(ctx, "add", x, y) + y)
+_function(
+    "sub", "x - y (PyTorch's x.sub(y))", diagnose=lambda x, y: broadcast_problem("sub", x, y)
+)(lambda ctx, x, y: _checked(ctx, "sub", x, y) - y)
+_function(
+    "mul", "x * y (PyTorch's x.mul(y))", diagnose=lambda x, y: broadcast_problem("mul", x, y)
+)(lambda ctx, x, y: _checked(ctx, "mul", x, y) * y)
+_function(
+    "div", "x / y (PyTorch's x.div(y))", diagnose=lambda x, y: broadcast_problem("div", x, y)
+)(lambda ctx, x, y: _checked(ctx, "div", x, y) / y)
+_function("neg", "-x")(lambda x: -x)
+_function("square", "x ** 2, elementwise")(lambda x: x**2)
+_function("t", "a matrix's transpose (PyTorch's x.t(); at most 2 axes)")(lambda x: x.t())
+_function("mm", "matrix product of two matrices (PyTorch's x.mm(y))", diagnose=matmul_problem)(
+    lambda ctx, x, y: _matmul(ctx, x, y)
+)
+_function(
+    "view",
+    "reshape (PyTorch's x.view(2, 3))",
+    diagnose=lambda x, *shape: _reshape_problem(x, *shape),
+)(lambda x, *shape: _reshape(x, *shape))
+_function("clone", "a copy that stays in the graph")(lambda x: x.clone())
+_function("numel", "the number of elements")(lambda ctx, x: ctx.scalar(np.size(x._data)))
+
+
+def _checked(ctx: Context, name: str, x: Any, y: Any) -> Any:
+    ctx.check_broadcast(name, x, y)
+    return x
 
 
 # ---------------------------------------------------------------- constructors

@@ -16,6 +16,7 @@ no formula ever reaches Python's namespace or attributes.
 from __future__ import annotations
 
 import difflib
+import gc
 import keyword
 import operator
 from collections.abc import Iterator
@@ -214,6 +215,7 @@ _NOT_FRESH_CALLS = frozenset(
 )
 _NOT_FRESH_ATTRIBUTES = frozenset({"grad", "data", "grad_fn", "requires_grad", "is_leaf"})
 _KEYWORDS = frozenset(keyword.kwlist) | {"True", "False"}
+_MODULE_NAMES = frozenset({"torch", "np", "numpy", "math", "F", "nn"})
 
 
 def _fresh_names(expr: ast.Node) -> tuple[str, ...] | None:
@@ -543,12 +545,26 @@ class _Compiler:
 
     def _unknown_member(self, node: ast.Attribute, method: bool) -> FormulaError:
         name = node.attr
+        if type(node.value) is ast.Name and node.value.id in _MODULE_NAMES:
+            return self.error(
+                UnknownNameError,
+                f"write {name}(...) rather than {node.value.id}.{name}(...): "
+                "functions need no module prefix",
+                node,
+                hint="`gradcalc functions` lists the built-in functions",
+            )
         if not method and name in lang.METHODS:
             return self.error(
                 FormulaTypeError,
                 f"'{name}' is a method: call it, as in x.{name}()",
                 node,
                 hint=f"signature: {lang.METHODS[name].signature}",
+            )
+        if method and name == "where":
+            return self.error(
+                FormulaTypeError,
+                "where is a function, not a method: write where(condition, x, y)",
+                node,
             )
         if method and name in lang.ATTRIBUTES:
             return self.error(
@@ -771,23 +787,17 @@ def _did_you_mean(name: str, candidates: Any) -> str | None:
     return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
 
 
-def _kind(value: Any) -> str:
-    """A value's kind in the language's words."""
-    if value is None:
-        return "None"
-    if isinstance(value, lang.Tensor):
-        return "a tensor"
-    if isinstance(value, Function):
-        return f"the function {value.name}()"
-    if isinstance(value, lang.Builtin):
-        return f"the built-in function {value.name}()"
-    if isinstance(value, lang.RangeValue):
-        return "a range"
-    return f"a {type(value).__name__}"
-
-
-def _shape_text(value: Any) -> str:
-    return str(tuple(np.shape(value._data)))
+def _compile(interp: Interpreter, program: ast.Program, source: str | None) -> _Code:
+    """Compile with the cyclic GC paused: compiling allocates no cycles, and with a large
+    AST alive, collections triggered by its allocations would double its time."""
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        return _Compiler(interp, source).compile(program)
+    finally:
+        if paused:
+            gc.enable()
 
 
 # -------------------------------------------------------------------- interpreter
@@ -843,7 +853,7 @@ class Interpreter:
                 program = parse(source)
             else:
                 program = source_or_program
-            code = _Compiler(self, source).compile(program)
+            code = _compile(self, program, source)
             with np.errstate(all="ignore"):
                 return self._run(code, source)
         except BaseException as exc:
@@ -875,7 +885,7 @@ class Interpreter:
             raise
         if not isinstance(outcome.value, lang.Tensor):
             raise FormulaTypeError(
-                f"the value of {label} ({text!r}) is {_kind(outcome.value)}, not a tensor"
+                f"the value of {label} ({text!r}) is {lang.kind_of(outcome.value)}, not a tensor"
             )
         return outcome.value
 
@@ -916,6 +926,16 @@ class Interpreter:
             for scope in function.scopes:
                 visible |= set(scope)
         suggestion = _did_you_mean(name, visible)
+        if name in _MODULE_NAMES:
+            return UnknownNameError(
+                f"'{name}' is not defined: functions and methods need no module prefix",
+                hint="write exp(x) or x.exp(), not torch.exp(x)",
+            )
+        if called and name == "print":
+            return UnknownNameError(
+                "there is no print(): a program shows the value of its last statement",
+                hint="end the program with the name to show (or pick it with --of NAME)",
+            )
         if called:
             other = "`gradcalc functions` lists the built-in functions"
             return UnknownNameError(
@@ -942,6 +962,7 @@ class Interpreter:
         Builtin = lang.Builtin
         truth = lang.truth
         float_dtype = context.np_dtype
+        builtin_values = self._builtin_values
         env = self.env
         context.scopes = [env]
         scopes = context.scopes
@@ -1011,12 +1032,16 @@ class Interpreter:
                     if op == CALL_NAME:
                         callee = scope.get(arg.name, _MISSING)
                         if callee is _MISSING:
-                            callee = self._lookup(arg.name, function, called=True)
+                            # at the top level a miss in env means a built-in
+                            callee = builtin_values.get(arg.name) if function is None else None
+                            if callee is None:
+                                callee = self._lookup(arg.name, function, called=True)
                     elif op == CALL_METHOD:
                         callee = lang.METHODS[arg.name]
                         if not isinstance(argv[0], Tensor):
+                            what = lang.kind_of(argv[0])
                             raise FormulaTypeError(
-                                f"'.{arg.name}()' needs a tensor, but this is {_kind(argv[0])}"
+                                f"'.{arg.name}()' needs a tensor, but this is {what}"
                             )
                     else:
                         callee = stack.pop()
@@ -1106,7 +1131,7 @@ class Interpreter:
                     value = stack[-1]
                     if not isinstance(value, Tensor):
                         raise FormulaTypeError(
-                            f"unary '{arg[1]}' needs a tensor, but this is {_kind(value)}"
+                            f"unary '{arg[1]}' needs a tensor, but this is {lang.kind_of(value)}"
                         )
                     operations += 1
                     stack[-1] = arg[0](value)
@@ -1126,7 +1151,9 @@ class Interpreter:
                     key = stack.pop()
                     value = stack[-1]
                     if not isinstance(value, Tensor):
-                        raise FormulaTypeError(f"only tensors can be indexed, not {_kind(value)}")
+                        raise FormulaTypeError(
+                            f"only tensors can be indexed, not {lang.kind_of(value)}"
+                        )
                     operations += 1
                     stack[-1] = lang.get_item(value, key)
                 elif op == BUILD_SLICE:
@@ -1147,7 +1174,7 @@ class Interpreter:
                     value = stack[-1]
                     if not isinstance(value, Tensor):
                         raise FormulaTypeError(
-                            f"'.{arg}' needs a tensor, but this is {_kind(value)}"
+                            f"'.{arg}' needs a tensor, but this is {lang.kind_of(value)}"
                         )
                     stack[-1] = lang.ATTRIBUTES[arg].get(context, value)
                 elif op == STORE_FRESH:
@@ -1245,7 +1272,7 @@ def _not_callable(name: str, value: Any) -> FormulaError:
             hint="write * for multiplication, as in a*(b + 1)",
         )
     label = f"'{name}'" if name else "this value"
-    return FormulaTypeError(f"{label} is {_kind(value)}, not a function")
+    return FormulaTypeError(f"{label} is {lang.kind_of(value)}, not a function")
 
 
 def _check_operands(symbol: str, left: Any, right: Any) -> None:
@@ -1259,7 +1286,8 @@ def _check_operands(symbol: str, left: Any, right: Any) -> None:
             elif isinstance(value, lang.Builtin | Function):
                 hint = f"call it: {value.name}(...)"
             raise FormulaTypeError(
-                f"'{symbol}' needs numbers or tensors, but one side is {_kind(value)}", hint=hint
+                f"'{symbol}' needs numbers or tensors, but one side is {lang.kind_of(value)}",
+                hint=hint,
             )
 
 

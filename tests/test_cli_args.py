@@ -33,6 +33,9 @@ AGREEING = [
     ["x", "x=1", "x=2", "--max-iterations", "5", "--max-elements=100"],
     ["-", "a=ones(3,1)"],
     ["@formula.txt", "w='ones(3, 1)'", "--json", "--json"],
+    ["-3*a**3 + b**2", "a=2", "b=6"],
+    ["grad", "-a", "--wrt", "a", "a=1", "--json"],
+    ["-x*h", "x=1", "h=2"],
 ]
 
 
@@ -93,6 +96,15 @@ def test_usage_errors_exit_2_on_stderr(args: list[str]) -> None:
     assert result.exit_code == 2, result.output
     assert result.stdout == ""
     assert "Traceback" not in result.output
+
+
+def test_formulas_may_start_with_a_dash_but_long_options_are_checked() -> None:
+    result = runner.invoke(app, ["eval", "-h*2", "h=3"])
+    assert (result.exit_code, result.stdout) == (0, "value = -6.0\n")
+    result = runner.invoke(app, ["eval", "x", "--jsn", "x=1"])
+    assert result.exit_code == 2 and "No such option: --jsn" in result.stderr
+    result = runner.invoke(app, ["eval", "--", "-x", "x=1"])
+    assert (result.exit_code, result.stdout) == (0, "value = -1.0\n")
 
 
 def test_bare_command_without_a_terminal_is_a_usage_error() -> None:

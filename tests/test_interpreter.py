@@ -608,3 +608,61 @@ def test_the_benchmark_chain_matches_the_python_api() -> None:
     )
     assert float(interp.env["y"]._data) == float(y._data)
     assert float(grad_of(interp, "x")) == float(x.grad._data)
+
+
+def test_keyboard_interrupt_restores_names_and_propagates(monkeypatch) -> None:
+    from gradcalc import builtins as lang
+
+    def interrupt(x):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(lang.FUNCTIONS, "interrupt", lang.Builtin("interrupt", "test", interrupt))
+    interp = Interpreter()
+    interp.execute("a = 1")
+    before = dict(interp.env)
+    with pytest.raises(KeyboardInterrupt):
+        interp.execute("b = 2\nfor i in range(10): interrupt(i)")
+    assert interp.env == before
+
+
+def test_zero_grad_inside_a_function_clears_locals_and_globals() -> None:
+    program = (
+        "def step(w):\n    (w * w).backward()\n    g = w.grad * 1\n    zero_grad()\n"
+        "    return g\ng = step(x)"
+    )
+    interp = run(program, x=3.0)
+    assert float(interp.env["g"]._data) == 6.0
+    assert interp.env["x"].grad is None
+
+
+@pytest.mark.parametrize(
+    ("source", "grad_fn"),
+    [
+        ("x.t()", "TBackward0"),
+        ("x.mm(x)", "MmBackward0"),
+        ("x.view(4)", "ViewBackward0"),
+        ("x.add(x)", "AddBackward0"),
+        ("x.sub(x)", "SubBackward0"),
+        ("x.mul(x)", "MulBackward0"),
+        ("x.div(x)", "DivBackward0"),
+        ("x.neg()", "NegBackward0"),
+        ("x.square()", "PowBackward0"),
+        ("x.clone()", "CloneBackward0"),
+        ("x.pow(2)", "PowBackward0"),
+        ("x.pow(x)", "PowBackward1"),
+    ],
+)
+def test_pytorch_habit_methods(source: str, grad_fn: str) -> None:
+    out = run(source, x=[[1.0, 2.0], [3.0, 4.0]]).outcome
+    assert out.value.grad_fn.name() == grad_fn
+
+
+def test_where_as_a_method_is_refused_with_the_function_form() -> None:
+    with pytest.raises(FormulaTypeError, match="where"):
+        run("x.where(x > 0, 1)", x=1)
+
+
+def test_empty_program_and_definitions_only_have_no_output() -> None:
+    assert run("").outcome == Outcome(None, None)
+    assert run("# just a comment\n").outcome == Outcome(None, None)
+    assert run("def f(x): return x").outcome.value is None

@@ -228,3 +228,24 @@ def test_unexpected_python_errors_keep_their_cause() -> None:
     assert isinstance(error, FormulaValueError)
     assert "internal error" in error.message
     assert isinstance(error.__cause__, KeyError)
+
+
+def test_module_prefixes_and_print_get_their_own_hints() -> None:
+    error = fail("torch.exp(x)", x=1)
+    assert "no module prefix" in error.message
+    assert "no module prefix" in fail("torch.tensor([1, 2])").message
+    error = fail("print(2)")
+    assert "last statement" in error.message
+
+
+def test_a_list_nested_past_numpy_dimensions() -> None:
+    error = fail("[" * 70 + "1" + "]" * 70)
+    assert isinstance(error, ShapeError)
+    assert "64 dimensions" in error.message
+
+
+def test_two_hundred_levels_of_brackets_work() -> None:
+    interp = Interpreter()
+    interp.bind("a", 2.0)
+    out = interp.execute("(" * 200 + "a" + " + 1)" * 200)
+    assert float(out.value._data) == 202.0

@@ -60,6 +60,9 @@ def test_deep_recursion_within_the_limit_runs_under_the_default_recursion_limit(
         "full([10**5, 10**5], 1)",
         "maximum(ones(10**5, 1), ones(1, 10**5))",
         "ones(10**5, 1) < ones(1, 10**5)",
+        "clamp(ones(10**5, 1), min=ones(1, 10**5))",
+        "where(ones(10**5, 1) > 0, 1, ones(1, 10**5))",
+        "[ones(2 * 10**4)] * 1 + ones(2 * 10**4, 1)",
     ],
 )
 def test_tensor_size_is_checked_before_allocating(source: str) -> None:

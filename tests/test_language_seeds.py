@@ -310,3 +310,15 @@ def test_seed_004_dynamic_graph_with_random_x() -> None:
     )
     factor = 2.0 ** float(array(out.value))
     np.testing.assert_allclose(grad(repl, "x"), factor * np.array([1, 0.1, 0.01]), rtol=1e-12)
+
+
+def test_seed_002_in_float32_reproduces_the_printout_exactly() -> None:
+    repl = Interpreter(dtype="float32")
+    repl.bind("x", 5)
+    repl.bind("z", 3)
+    repl.execute(
+        "r1 = x*x + z + log(z)\nr2 = r1 + sqrt(x)\nr3 = 100*r1 + log(r2)\ny = r1 + r2 + r3\n"
+        "y.backward()"
+    )
+    assert float(grad(repl, "x")) == 1020.5499267578125
+    assert float(grad(repl, "z")) == 136.0425567626953

@@ -511,7 +511,7 @@ def test_parser_is_built_once_and_standalone_matches_the_grammar() -> None:
     assert _parser() is _parser()
     from gradcalc.grammar import _standalone
 
-    assert _standalone.GRAMMAR_TEXT == grammar_text(), "run: python -m gradcalc.parser"
+    assert grammar_text() == _standalone.GRAMMAR_TEXT, "run: python -m gradcalc.parser"
     assert _parser().source == "standalone"
 
 
