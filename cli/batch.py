@@ -50,12 +50,13 @@ def run_batch(
         results = _sequential(numbered, limits) if jobs == 1 else _parallel(numbered, jobs, limits)
         write = sys.stdout.write
         flush = sys.stdout.flush
-        for text, ok in results:
-            write(text + "\n")
+        for replies in results:
+            write("".join(text + "\n" for text, _ in replies))
             flush()
-            failed = failed or not ok
+            bad = sum(not ok for _, ok in replies)
+            failed = failed or bad > 0
             if meter is not None:
-                meter.advance(ok)
+                meter.advance(len(replies), bad)
     except BrokenPipeError:
         silence_stdout()
         return EXIT_FORMULA
@@ -93,17 +94,20 @@ def _requests(stream: IO[str]) -> Iterator[tuple[int, str]]:
             yield number, line
 
 
-def _sequential(numbered: Iterable[tuple[int, str]], limits: Limits | None) -> Iterator[Any]:
+def _sequential(
+    numbered: Iterable[tuple[int, str]], limits: Limits | None
+) -> Iterator[list[tuple[str, bool]]]:
+    """One line at a time, so each result is written as soon as it is computed."""
     from gradcalc.api import run_line
 
     for number, line in numbered:
-        yield run_line(line, number, limits)
+        yield [run_line(line, number, limits)]
 
 
 def _parallel(
     numbered: Iterator[tuple[int, str]], jobs: int, limits: Limits | None
-) -> Iterator[Any]:
-    """Chunks to a process pool with bounded look-ahead; results in input order."""
+) -> Iterator[list[tuple[str, bool]]]:
+    """Chunks to a process pool with bounded look-ahead; each chunk's results, in input order."""
     from concurrent.futures import ProcessPoolExecutor
 
     from gradcalc.api import run_lines
@@ -116,7 +120,7 @@ def _parallel(
             if chunk:
                 pending.append(pool.submit(run_lines, chunk, limits))
             while pending and (not chunk or len(pending) >= jobs * CHUNKS_IN_FLIGHT_PER_JOB):
-                yield from pending.popleft().result()
+                yield pending.popleft().result()
             if not chunk:
                 break
     finally:
@@ -160,9 +164,9 @@ class _Progress:
         self.task = self.bar.add_task("batch", total=None, failed="", rate="")
         self.bar.start()
 
-    def advance(self, ok: bool) -> None:
-        self.done += 1
-        self.failed += not ok
+    def advance(self, done: int, failed: int) -> None:
+        self.done += done
+        self.failed += failed
         now = time.perf_counter()
         if now - self.last_draw >= PROGRESS_INTERVAL:
             self._draw(now)

@@ -186,7 +186,9 @@ def print_result(result: Result, console: Console, *, command: str, with_check: 
                 _matrix_heading(f"jacobian d{result.output_name or 'out'}/d{name}", block)
             )
             console.print(Text(array_text(block, width)))
-    if result.hessian is not None:
+    if result.hessian is not None and _all_scalar(result.hessian):
+        console.print(_hessian_table(result.hessian, result.output_name or "out"))
+    elif result.hessian is not None:
         out = result.output_name or "out"
         for row, cols in result.hessian.items():
             for col, block in cols.items():
@@ -195,6 +197,21 @@ def print_result(result: Result, console: Console, *, command: str, with_check: 
     notes = notes_block(result)
     if notes is not None:
         console.print(notes)
+
+
+def _all_scalar(hessian: dict[str, dict[str, np.ndarray]]) -> bool:
+    return all(block.ndim == 0 for cols in hessian.values() for block in cols.values())
+
+
+def _hessian_table(hessian: dict[str, dict[str, np.ndarray]], out: str) -> RenderableType:
+    """Second derivatives of scalar variables as one matrix with named rows and columns."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column(f"d²{out}", style="bold", no_wrap=True)
+    for col in hessian:
+        table.add_column(f"d{col}", justify="right", no_wrap=True)
+    for row, cols in hessian.items():
+        table.add_row(Text(f"d{row}"), *(Text(scalar_text(cols[c])) for c in hessian))
+    return Group(Text("hessian", style="italic"), table)
 
 
 def _matrix_heading(title: str, block: np.ndarray) -> Text:

@@ -32,7 +32,13 @@ def _float_dtype(dtype: Any) -> np.dtype:
     return DEFAULT_FLOAT if found is None else found
 
 
-def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False, pin_memory: bool = False) -> Tensor:  # noqa: E501
+def tensor(
+    data: Any,
+    dtype: Any = None,
+    device: Any = None,
+    requires_grad: bool = False,
+    pin_memory: bool = False,
+) -> Tensor:
     """A new leaf holding a copy of ``data`` (floats → float32, ints → int64, bools → bool)."""
     return make_tensor(data, dtype=dtype, requires_grad=requires_grad)
 
@@ -48,19 +54,47 @@ def from_numpy(array: np.ndarray) -> Tensor:
     return leaf(np.asarray(array))
 
 
-def zeros(*shape: Any, size: Any = None, dtype: Any = None, requires_grad: bool = False, device: Any = None, out: Any = None) -> Tensor:  # noqa: E501
+def zeros(
+    *shape: Any,
+    size: Any = None,
+    dtype: Any = None,
+    requires_grad: bool = False,
+    device: Any = None,
+    out: Any = None,
+) -> Tensor:
     return leaf(np.zeros(_size(shape, size), dtype=_float_dtype(dtype)), requires_grad)
 
 
-def ones(*shape: Any, size: Any = None, dtype: Any = None, requires_grad: bool = False, device: Any = None, out: Any = None) -> Tensor:  # noqa: E501
+def ones(
+    *shape: Any,
+    size: Any = None,
+    dtype: Any = None,
+    requires_grad: bool = False,
+    device: Any = None,
+    out: Any = None,
+) -> Tensor:
     return leaf(np.ones(_size(shape, size), dtype=_float_dtype(dtype)), requires_grad)
 
 
-def empty(*shape: Any, size: Any = None, dtype: Any = None, requires_grad: bool = False, device: Any = None, out: Any = None) -> Tensor:  # noqa: E501
+def empty(
+    *shape: Any,
+    size: Any = None,
+    dtype: Any = None,
+    requires_grad: bool = False,
+    device: Any = None,
+    out: Any = None,
+) -> Tensor:
     return zeros(*shape, size=size, dtype=dtype, requires_grad=requires_grad)
 
 
-def full(size: Any, fill_value: Any, *, dtype: Any = None, requires_grad: bool = False, device: Any = None) -> Tensor:  # noqa: E501
+def full(
+    size: Any,
+    fill_value: Any,
+    *,
+    dtype: Any = None,
+    requires_grad: bool = False,
+    device: Any = None,
+) -> Tensor:
     if isinstance(fill_value, Tensor):
         fill_value = fill_value.item()
     np_dtype = as_np_dtype(dtype)
@@ -74,31 +108,52 @@ def full(size: Any, fill_value: Any, *, dtype: Any = None, requires_grad: bool =
     return leaf(np.full(_size((size,)), fill_value, dtype=np_dtype), requires_grad)
 
 
-def _like(input: Tensor, dtype: Any) -> tuple[tuple[int, ...], np.dtype]:  # noqa: A002
+def _like(input: Tensor, dtype: Any) -> tuple[tuple[int, ...], np.dtype]:
     np_dtype = as_np_dtype(dtype)
     return input._data.shape, input._data.dtype if np_dtype is None else np_dtype
 
 
-def zeros_like(input: Tensor, *, dtype: Any = None, requires_grad: bool = False, device: Any = None) -> Tensor:  # noqa: A002, E501
+def zeros_like(
+    input: Tensor, *, dtype: Any = None, requires_grad: bool = False, device: Any = None
+) -> Tensor:
     shape, np_dtype = _like(input, dtype)
     return leaf(np.zeros(shape, dtype=np_dtype), requires_grad)
 
 
-def ones_like(input: Tensor, *, dtype: Any = None, requires_grad: bool = False, device: Any = None) -> Tensor:  # noqa: A002, E501
+def ones_like(
+    input: Tensor, *, dtype: Any = None, requires_grad: bool = False, device: Any = None
+) -> Tensor:
     shape, np_dtype = _like(input, dtype)
     return leaf(np.ones(shape, dtype=np_dtype), requires_grad)
 
 
-def empty_like(input: Tensor, *, dtype: Any = None, requires_grad: bool = False, device: Any = None) -> Tensor:  # noqa: A002, E501
+def empty_like(
+    input: Tensor, *, dtype: Any = None, requires_grad: bool = False, device: Any = None
+) -> Tensor:
     return zeros_like(input, dtype=dtype, requires_grad=requires_grad)
 
 
-def full_like(input: Tensor, fill_value: Any, *, dtype: Any = None, requires_grad: bool = False, device: Any = None) -> Tensor:  # noqa: A002, E501
+def full_like(
+    input: Tensor,
+    fill_value: Any,
+    *,
+    dtype: Any = None,
+    requires_grad: bool = False,
+    device: Any = None,
+) -> Tensor:
     shape, np_dtype = _like(input, dtype)
     return leaf(np.full(shape, fill_value, dtype=np_dtype), requires_grad)
 
 
-def arange(start: Any, end: Any = None, step: Any = 1, *, dtype: Any = None, requires_grad: bool = False, device: Any = None) -> Tensor:  # noqa: E501
+def arange(
+    start: Any,
+    end: Any = None,
+    step: Any = 1,
+    *,
+    dtype: Any = None,
+    requires_grad: bool = False,
+    device: Any = None,
+) -> Tensor:
     """``[start, end)`` by ``step``; int64 when every argument is an integer, else float32."""
     if end is None:
         start, end = 0, start
@@ -116,13 +171,30 @@ def arange(start: Any, end: Any = None, step: Any = 1, *, dtype: Any = None, req
     return leaf(data, requires_grad)
 
 
-def linspace(start: Any, end: Any, steps: int, *, dtype: Any = None, requires_grad: bool = False, device: Any = None) -> Tensor:  # noqa: E501
+def linspace(
+    start: Any,
+    end: Any,
+    steps: int,
+    *,
+    dtype: Any = None,
+    requires_grad: bool = False,
+    device: Any = None,
+) -> Tensor:
     data = np.linspace(float(start), float(end), int(steps), dtype=np.float64)
     return leaf(data.astype(_float_dtype(dtype)), requires_grad)
 
 
-def eye(n: int, m: int | None = None, *, dtype: Any = None, requires_grad: bool = False, device: Any = None) -> Tensor:  # noqa: E501
-    return leaf(np.eye(int(n), None if m is None else int(m), dtype=_float_dtype(dtype)), requires_grad)
+def eye(
+    n: int,
+    m: int | None = None,
+    *,
+    dtype: Any = None,
+    requires_grad: bool = False,
+    device: Any = None,
+) -> Tensor:
+    return leaf(
+        np.eye(int(n), None if m is None else int(m), dtype=_float_dtype(dtype)), requires_grad
+    )
 
 
 # ---------------------------------------------------------------- random numbers
@@ -174,21 +246,46 @@ def _rng(generator: Generator | None) -> np.random.Generator:
     return (default_generator if generator is None else generator).rng
 
 
-def rand(*shape: Any, size: Any = None, generator: Generator | None = None, dtype: Any = None, requires_grad: bool = False, device: Any = None, out: Any = None) -> Tensor:  # noqa: E501
+def rand(
+    *shape: Any,
+    size: Any = None,
+    generator: Generator | None = None,
+    dtype: Any = None,
+    requires_grad: bool = False,
+    device: Any = None,
+    out: Any = None,
+) -> Tensor:
     """Uniform on [0, 1)."""
     np_dtype = _float_dtype(dtype)
     data = _rng(generator).random(_size(shape, size), dtype=np.float64).astype(np_dtype)
     return leaf(np.asarray(data), requires_grad)
 
 
-def randn(*shape: Any, size: Any = None, generator: Generator | None = None, dtype: Any = None, requires_grad: bool = False, device: Any = None, out: Any = None) -> Tensor:  # noqa: E501
+def randn(
+    *shape: Any,
+    size: Any = None,
+    generator: Generator | None = None,
+    dtype: Any = None,
+    requires_grad: bool = False,
+    device: Any = None,
+    out: Any = None,
+) -> Tensor:
     """Standard normal."""
     np_dtype = _float_dtype(dtype)
     data = _rng(generator).standard_normal(_size(shape, size), dtype=np.float64).astype(np_dtype)
     return leaf(np.asarray(data), requires_grad)
 
 
-def randint(low: int, high: int | None = None, size: Any = (), *, generator: Generator | None = None, dtype: Any = None, requires_grad: bool = False, device: Any = None) -> Tensor:  # noqa: E501
+def randint(
+    low: int,
+    high: int | None = None,
+    size: Any = (),
+    *,
+    generator: Generator | None = None,
+    dtype: Any = None,
+    requires_grad: bool = False,
+    device: Any = None,
+) -> Tensor:
     if high is None:
         low, high = 0, low
     np_dtype = as_np_dtype(dtype) or np.dtype(np.int64)
@@ -196,16 +293,28 @@ def randint(low: int, high: int | None = None, size: Any = (), *, generator: Gen
     return leaf(np.asarray(data), requires_grad)
 
 
-def rand_like(input: Tensor, *, dtype: Any = None, requires_grad: bool = False, device: Any = None) -> Tensor:  # noqa: A002, E501
+def rand_like(
+    input: Tensor, *, dtype: Any = None, requires_grad: bool = False, device: Any = None
+) -> Tensor:
     shape, np_dtype = _like(input, dtype)
     return rand(shape, dtype=np_dtype, requires_grad=requires_grad)
 
 
-def randn_like(input: Tensor, *, dtype: Any = None, requires_grad: bool = False, device: Any = None) -> Tensor:  # noqa: A002, E501
+def randn_like(
+    input: Tensor, *, dtype: Any = None, requires_grad: bool = False, device: Any = None
+) -> Tensor:
     shape, np_dtype = _like(input, dtype)
     return randn(shape, dtype=np_dtype, requires_grad=requires_grad)
 
 
-def normal(mean: float = 0.0, std: float = 1.0, size: Any = (), *, generator: Generator | None = None, dtype: Any = None, requires_grad: bool = False) -> Tensor:  # noqa: E501
+def normal(
+    mean: float = 0.0,
+    std: float = 1.0,
+    size: Any = (),
+    *,
+    generator: Generator | None = None,
+    dtype: Any = None,
+    requires_grad: bool = False,
+) -> Tensor:
     data = _rng(generator).normal(mean, std, _size((size,))).astype(_float_dtype(dtype))
     return leaf(np.asarray(data), requires_grad)

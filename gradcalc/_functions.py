@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from gradcalc import _tensor
-from gradcalc import ops as O  # noqa: N812 - the registry, read as O.MUL
+from gradcalc import ops as O
 from gradcalc._tensor import (
     DEFAULT_FLOAT,
     Size,
@@ -125,21 +125,25 @@ def _swapped(op: O.Op, x: Tensor, y: Any) -> Tensor:
 # ---------------------------------------------------------------- arithmetic
 
 
-def add(input: Any, other: Any, *, alpha: Any = 1) -> Tensor:  # noqa: A002
+def add(input: Any, other: Any, *, alpha: Any = 1) -> Tensor:
     x = _as_tensor(input)
     if alpha != 1:
-        other = mul(_as_tensor(other, x), alpha) if not isinstance(other, _NUMBER) else other * alpha
+        other = (
+            mul(_as_tensor(other, x), alpha) if not isinstance(other, _NUMBER) else other * alpha
+        )
     return _binary(O.ADD, x, other)
 
 
-def sub(input: Any, other: Any, *, alpha: Any = 1) -> Tensor:  # noqa: A002
+def sub(input: Any, other: Any, *, alpha: Any = 1) -> Tensor:
     x = _as_tensor(input)
     if alpha != 1:
-        other = mul(_as_tensor(other, x), alpha) if not isinstance(other, _NUMBER) else other * alpha
+        other = (
+            mul(_as_tensor(other, x), alpha) if not isinstance(other, _NUMBER) else other * alpha
+        )
     return _binary(O.SUB, x, other)
 
 
-def rsub(input: Any, other: Any) -> Tensor:  # noqa: A002
+def rsub(input: Any, other: Any) -> Tensor:
     """``other - input``."""
     return _rsub(_as_tensor(input), other)
 
@@ -153,11 +157,11 @@ def _rsub(x: Tensor, other: Any) -> Tensor:
     return apply1(O.RSUB, x, other)
 
 
-def mul(input: Any, other: Any) -> Tensor:  # noqa: A002
+def mul(input: Any, other: Any) -> Tensor:
     return _binary(O.MUL, _as_tensor(input), other)
 
 
-def div(input: Any, other: Any, *, rounding_mode: str | None = None) -> Tensor:  # noqa: A002
+def div(input: Any, other: Any, *, rounding_mode: str | None = None) -> Tensor:
     x = _as_tensor(input)
     if rounding_mode == "floor":
         return floor_divide(x, other)
@@ -170,7 +174,7 @@ def div(input: Any, other: Any, *, rounding_mode: str | None = None) -> Tensor: 
     return _binary(O.DIV, x, other)
 
 
-def true_divide(input: Any, other: Any) -> Tensor:  # noqa: A002
+def true_divide(input: Any, other: Any) -> Tensor:
     return div(input, other)
 
 
@@ -183,14 +187,14 @@ def _rdiv(x: Tensor, other: Any) -> Tensor:
     return apply2(O.MUL, apply1(O.RECIPROCAL, x), other)
 
 
-def reciprocal(input: Any) -> Tensor:  # noqa: A002
+def reciprocal(input: Any) -> Tensor:
     x = _as_tensor(input)
     if x._data.dtype.kind in "biu":
         x = _float_of(x)
     return apply1(O.RECIPROCAL, x)
 
 
-def pow(input: Any, exponent: Any) -> Tensor:  # noqa: A001, A002
+def pow(input: Any, exponent: Any) -> Tensor:
     if not isinstance(input, Tensor):
         return _rpow(_as_tensor(exponent), input)
     x = input
@@ -215,26 +219,26 @@ def _rpow(x: Tensor, base: Any) -> Tensor:
     return apply1(O.RPOW, x, base)
 
 
-def float_power(input: Any, exponent: Any) -> Tensor:  # noqa: A002
+def float_power(input: Any, exponent: Any) -> Tensor:
     return pow(to(_as_tensor(input), np.float64), exponent)
 
 
-def square(input: Any) -> Tensor:  # noqa: A002
+def square(input: Any) -> Tensor:
     return pow(_as_tensor(input), 2)
 
 
-def neg(input: Any) -> Tensor:  # noqa: A002
+def neg(input: Any) -> Tensor:
     return apply1(O.NEG, _as_tensor(input))
 
 
 negative = neg
 
 
-def remainder(input: Any, other: Any) -> Tensor:  # noqa: A002
+def remainder(input: Any, other: Any) -> Tensor:
     return _binary(O.REMAINDER, _as_tensor(input), other)
 
 
-def floor_divide(input: Any, other: Any) -> Tensor:  # noqa: A002
+def floor_divide(input: Any, other: Any) -> Tensor:
     return _binary(O.FLOOR_DIVIDE, _as_tensor(input), other)
 
 
@@ -242,7 +246,7 @@ def floor_divide(input: Any, other: Any) -> Tensor:  # noqa: A002
 
 
 def _unary(op: O.Op) -> Any:
-    def function(input: Any) -> Tensor:  # noqa: A002
+    def function(input: Any) -> Tensor:
         x = _as_tensor(input)
         if x._data.dtype.kind in "biu":
             x = _float_of(x)
@@ -264,30 +268,30 @@ tanh = _unary(O.TANH)
 sigmoid = _unary(O.SIGMOID)
 
 
-def abs(input: Any) -> Tensor:  # noqa: A001, A002
+def abs(input: Any) -> Tensor:
     return apply1(O.ABS, _as_tensor(input))
 
 
 absolute = abs
 
 
-def relu(input: Any) -> Tensor:  # noqa: A002
+def relu(input: Any) -> Tensor:
     return apply1(O.RELU, _as_tensor(input))
 
 
-def sign(input: Any) -> Tensor:  # noqa: A002
+def sign(input: Any) -> Tensor:
     return apply1(O.SIGN, _as_tensor(input))
 
 
-def floor(input: Any) -> Tensor:  # noqa: A002
+def floor(input: Any) -> Tensor:
     return apply1(O.FLOOR, _as_tensor(input))
 
 
-def ceil(input: Any) -> Tensor:  # noqa: A002
+def ceil(input: Any) -> Tensor:
     return apply1(O.CEIL, _as_tensor(input))
 
 
-def round(input: Any, decimals: int = 0) -> Tensor:  # noqa: A001, A002
+def round(input: Any, decimals: int = 0) -> Tensor:
     x = _as_tensor(input)
     if decimals:
         scale = 10.0**decimals
@@ -295,32 +299,32 @@ def round(input: Any, decimals: int = 0) -> Tensor:  # noqa: A001, A002
     return apply1(O.ROUND, x)
 
 
-def trunc(input: Any) -> Tensor:  # noqa: A002
+def trunc(input: Any) -> Tensor:
     x = _as_tensor(input)
     return where(x >= 0, floor(x), ceil(x))
 
 
-def log2(input: Any) -> Tensor:  # noqa: A002
+def log2(input: Any) -> Tensor:
     return log(input) / math.log(2.0)
 
 
-def log10(input: Any) -> Tensor:  # noqa: A002
+def log10(input: Any) -> Tensor:
     return log(input) / math.log(10.0)
 
 
-def exp2(input: Any) -> Tensor:  # noqa: A002
+def exp2(input: Any) -> Tensor:
     return _rpow(_as_tensor(input), 2.0)
 
 
-def rsqrt(input: Any) -> Tensor:  # noqa: A002
+def rsqrt(input: Any) -> Tensor:
     return reciprocal(sqrt(input))
 
 
-def softplus(input: Any, beta: float = 1.0, threshold: float = 20.0) -> Tensor:  # noqa: A002
+def softplus(input: Any, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
     return apply1(O.SOFTPLUS, _as_tensor(input), beta, threshold)
 
 
-def clamp(input: Any, min: Any = None, max: Any = None) -> Tensor:  # noqa: A001, A002
+def clamp(input: Any, min: Any = None, max: Any = None) -> Tensor:
     x = _as_tensor(input)
     if isinstance(min, Tensor) or isinstance(max, Tensor):
         out = x
@@ -339,17 +343,17 @@ def clamp(input: Any, min: Any = None, max: Any = None) -> Tensor:  # noqa: A001
 clip = clamp
 
 
-def maximum(input: Any, other: Any) -> Tensor:  # noqa: A002
+def maximum(input: Any, other: Any) -> Tensor:
     x = _as_tensor(input)
     return _binary(O.MAXIMUM, x, _as_tensor(other, x))
 
 
-def minimum(input: Any, other: Any) -> Tensor:  # noqa: A002
+def minimum(input: Any, other: Any) -> Tensor:
     x = _as_tensor(input)
     return _binary(O.MINIMUM, x, _as_tensor(other, x))
 
 
-def where(condition: Any, input: Any = None, other: Any = None) -> Any:  # noqa: A002
+def where(condition: Any, input: Any = None, other: Any = None) -> Any:
     """``input`` where ``condition`` holds, else ``other`` (either may be a number)."""
     cond = np.asarray(condition._data if isinstance(condition, Tensor) else condition, dtype=bool)
     if input is None and other is None:
@@ -374,7 +378,9 @@ def _dim_arg(dim: Any, axis: Any) -> Any:
     return axis if dim is None else dim
 
 
-def sum(input: Any, dim: Any = None, keepdim: bool = False, *, dtype: Any = None, axis: Any = None) -> Tensor:  # noqa: A001, A002, E501
+def sum(
+    input: Any, dim: Any = None, keepdim: bool = False, *, dtype: Any = None, axis: Any = None
+) -> Tensor:
     x = _as_tensor(input)
     if dtype is not None:
         x = to(x, dtype)
@@ -386,7 +392,9 @@ def sum(input: Any, dim: Any = None, keepdim: bool = False, *, dtype: Any = None
     return apply1(O.SUM_DIM, x, O._dims(dim, x._data.ndim), bool(keepdim))
 
 
-def mean(input: Any, dim: Any = None, keepdim: bool = False, *, dtype: Any = None, axis: Any = None) -> Tensor:  # noqa: A002, E501
+def mean(
+    input: Any, dim: Any = None, keepdim: bool = False, *, dtype: Any = None, axis: Any = None
+) -> Tensor:
     x = _as_tensor(input)
     if dtype is not None:
         x = to(x, dtype)
@@ -401,7 +409,9 @@ def mean(input: Any, dim: Any = None, keepdim: bool = False, *, dtype: Any = Non
     return apply1(O.MEAN_DIM, x, O._dims(dim, x._data.ndim), bool(keepdim))
 
 
-def prod(input: Any, dim: Any = None, keepdim: bool = False, *, dtype: Any = None, axis: Any = None) -> Tensor:  # noqa: A002, E501
+def prod(
+    input: Any, dim: Any = None, keepdim: bool = False, *, dtype: Any = None, axis: Any = None
+) -> Tensor:
     x = _as_tensor(input)
     if dtype is not None:
         x = to(x, dtype)
@@ -412,7 +422,7 @@ def prod(input: Any, dim: Any = None, keepdim: bool = False, *, dtype: Any = Non
 
 
 def _extreme(op_all: O.Op, op_dim: O.Op, pair: Any, arg: Any, result: Any) -> Any:
-    def reduce(input: Any, dim: Any = None, keepdim: bool = False, *, axis: Any = None) -> Any:  # noqa: A002
+    def reduce(input: Any, dim: Any = None, keepdim: bool = False, *, axis: Any = None) -> Any:
         x = _as_tensor(input)
         if isinstance(dim, Tensor):
             return pair(x, dim)
@@ -420,7 +430,8 @@ def _extreme(op_all: O.Op, op_dim: O.Op, pair: Any, arg: Any, result: Any) -> An
         if dim is None:
             if x._data.size == 0:
                 raise RuntimeError(
-                    f"{op_all.name}(): Expected reduction dim to be specified for input.numel() == 0."
+                    f"{op_all.name}(): Expected reduction dim to be specified for "
+                    "input.numel() == 0."
                 )
             return apply1(op_all, x)
         dims = O._dims(dim, x._data.ndim)
@@ -433,13 +444,13 @@ def _extreme(op_all: O.Op, op_dim: O.Op, pair: Any, arg: Any, result: Any) -> An
     return reduce
 
 
-max = _extreme(O.MAX, O.MAX_DIM, lambda x, y: maximum(x, y), np.argmax, return_max)  # noqa: A001
-min = _extreme(O.MIN, O.MIN_DIM, lambda x, y: minimum(x, y), np.argmin, return_min)  # noqa: A001
+max = _extreme(O.MAX, O.MAX_DIM, lambda x, y: maximum(x, y), np.argmax, return_max)
+min = _extreme(O.MIN, O.MIN_DIM, lambda x, y: minimum(x, y), np.argmin, return_min)
 max.__name__ = max.__qualname__ = "max"
 min.__name__ = min.__qualname__ = "min"
 
 
-def amax(input: Any, dim: Any = (), keepdim: bool = False) -> Tensor:  # noqa: A002
+def amax(input: Any, dim: Any = (), keepdim: bool = False) -> Tensor:
     """Largest value over ``dim`` (all dims by default); ties share the gradient evenly."""
     x = _as_tensor(input)
     dims = O._dims(None if dim == () else dim, x._data.ndim)
@@ -450,11 +461,11 @@ def amax(input: Any, dim: Any = (), keepdim: bool = False) -> Tensor:  # noqa: A
     return sum(x * hit, dims, keepdim) / sum(hit, dims, keepdim)
 
 
-def amin(input: Any, dim: Any = (), keepdim: bool = False) -> Tensor:  # noqa: A002
+def amin(input: Any, dim: Any = (), keepdim: bool = False) -> Tensor:
     return -amax(-_as_tensor(input), dim, keepdim)
 
 
-def argmax(input: Any, dim: Any = None, keepdim: bool = False) -> Tensor:  # noqa: A002
+def argmax(input: Any, dim: Any = None, keepdim: bool = False) -> Tensor:
     x = _as_tensor(input)
     if dim is not None:
         dims = O._dims(dim, x._data.ndim)
@@ -462,7 +473,7 @@ def argmax(input: Any, dim: Any = None, keepdim: bool = False) -> Tensor:  # noq
     return apply1(O.ARGMAX, x, dim, bool(keepdim))
 
 
-def argmin(input: Any, dim: Any = None, keepdim: bool = False) -> Tensor:  # noqa: A002
+def argmin(input: Any, dim: Any = None, keepdim: bool = False) -> Tensor:
     x = _as_tensor(input)
     if dim is not None:
         dims = O._dims(dim, x._data.ndim)
@@ -470,7 +481,9 @@ def argmin(input: Any, dim: Any = None, keepdim: bool = False) -> Tensor:  # noq
     return apply1(O.ARGMIN, x, dim, bool(keepdim))
 
 
-def norm(input: Any, p: Any = "fro", dim: Any = None, keepdim: bool = False, dtype: Any = None) -> Tensor:  # noqa: A002, E501
+def norm(
+    input: Any, p: Any = "fro", dim: Any = None, keepdim: bool = False, dtype: Any = None
+) -> Tensor:
     """Vector p-norm (``p`` 2 by default; ``"fro"`` is 2; ``inf`` the largest magnitude)."""
     x = _as_tensor(input)
     if dtype is not None:
@@ -492,7 +505,7 @@ def norm(input: Any, p: Any = "fro", dim: Any = None, keepdim: bool = False, dty
     return apply1(O.NORM_DIM, x, p, O._dims(dim, x._data.ndim), bool(keepdim))
 
 
-def logsumexp(input: Any, dim: Any = None, keepdim: bool = False) -> Tensor:  # noqa: A002
+def logsumexp(input: Any, dim: Any = None, keepdim: bool = False) -> Tensor:
     x = _as_tensor(input)
     if x._data.dtype.kind not in "fc":
         x = _float_of(x)
@@ -509,7 +522,7 @@ def _softmax_dim(x: Tensor, dim: Any) -> int:
     return O._dims(dim, ndim)[0]
 
 
-def softmax(input: Any, dim: Any = None, dtype: Any = None) -> Tensor:  # noqa: A002
+def softmax(input: Any, dim: Any = None, dtype: Any = None) -> Tensor:
     x = _as_tensor(input)
     if dtype is not None:
         x = to(x, dtype)
@@ -518,7 +531,7 @@ def softmax(input: Any, dim: Any = None, dtype: Any = None) -> Tensor:  # noqa: 
     return apply1(O.SOFTMAX, x, _softmax_dim(x, dim))
 
 
-def log_softmax(input: Any, dim: Any = None, dtype: Any = None) -> Tensor:  # noqa: A002
+def log_softmax(input: Any, dim: Any = None, dtype: Any = None) -> Tensor:
     x = _as_tensor(input)
     if dtype is not None:
         x = to(x, dtype)
@@ -527,7 +540,14 @@ def log_softmax(input: Any, dim: Any = None, dtype: Any = None) -> Tensor:  # no
     return apply1(O.LOG_SOFTMAX, x, _softmax_dim(x, dim))
 
 
-def var(input: Any, dim: Any = None, unbiased: bool = True, keepdim: bool = False, *, correction: Any = None) -> Tensor:  # noqa: A002, E501
+def var(
+    input: Any,
+    dim: Any = None,
+    unbiased: bool = True,
+    keepdim: bool = False,
+    *,
+    correction: Any = None,
+) -> Tensor:
     x = _as_tensor(input)
     dims = O._dims(dim, x._data.ndim)
     n = O._reduced_count(x._data.shape, dims)
@@ -536,20 +556,28 @@ def var(input: Any, dim: Any = None, unbiased: bool = True, keepdim: bool = Fals
     return sum(centred * centred, dims, keepdim) / _py_max(n - ddof, 0)
 
 
-def std(input: Any, dim: Any = None, unbiased: bool = True, keepdim: bool = False, *, correction: Any = None) -> Tensor:  # noqa: A002, E501
+def std(
+    input: Any,
+    dim: Any = None,
+    unbiased: bool = True,
+    keepdim: bool = False,
+    *,
+    correction: Any = None,
+) -> Tensor:
     return sqrt(var(input, dim, unbiased, keepdim, correction=correction))
 
 
 # ---------------------------------------------------------------- linear algebra
 
 
-def matmul(input: Any, other: Any) -> Tensor:  # noqa: A002
+def matmul(input: Any, other: Any) -> Tensor:
     """NumPy's matmul with PyTorch's nodes: DotBackward0, MvBackward0, MmBackward0, BmmBackward0."""
     x, y = _as_tensor(input), _as_tensor(other)
     nx, ny = x._data.ndim, y._data.ndim
     if nx == 0 or ny == 0:
-        raise RuntimeError("both arguments to matmul need to be at least 1D, but they are "
-                           f"{nx}D and {ny}D")
+        raise RuntimeError(
+            f"both arguments to matmul need to be at least 1D, but they are {nx}D and {ny}D"
+        )
     if x._data.dtype != y._data.dtype:
         x, y = _promote(x, y)
     if nx == 1 and ny == 1:
@@ -567,22 +595,22 @@ def matmul(input: Any, other: Any) -> Tensor:  # noqa: A002
     return apply2(O.BMM, x, y)
 
 
-def mm(input: Any, mat2: Any) -> Tensor:  # noqa: A002
+def mm(input: Any, mat2: Any) -> Tensor:
     x, y = _as_tensor(input), _as_tensor(mat2)
     if x._data.ndim != 2 or y._data.ndim != 2:
         raise RuntimeError("mm: both arguments must be matrices")
     return apply2(O.MM, x, y)
 
 
-def mv(input: Any, vec: Any) -> Tensor:  # noqa: A002
+def mv(input: Any, vec: Any) -> Tensor:
     return apply2(O.MV, _as_tensor(input), _as_tensor(vec))
 
 
-def bmm(input: Any, mat2: Any) -> Tensor:  # noqa: A002
+def bmm(input: Any, mat2: Any) -> Tensor:
     return apply2(O.BMM, _as_tensor(input), _as_tensor(mat2))
 
 
-def dot(input: Any, other: Any) -> Tensor:  # noqa: A002
+def dot(input: Any, other: Any) -> Tensor:
     x, y = _as_tensor(input), _as_tensor(other)
     if x._data.ndim != 1 or y._data.ndim != 1:
         raise RuntimeError(
@@ -594,7 +622,7 @@ def dot(input: Any, other: Any) -> Tensor:  # noqa: A002
 inner = dot
 
 
-def outer(input: Any, vec2: Any) -> Tensor:  # noqa: A002
+def outer(input: Any, vec2: Any) -> Tensor:
     x, y = _as_tensor(input), _as_tensor(vec2)
     return apply1(O.VIEW, x, (-1, 1)) * apply1(O.VIEW, y, (1, -1))
 
@@ -611,7 +639,7 @@ def _shape_args(shape: tuple) -> tuple:
     return tuple(int(s) for s in shape)
 
 
-def reshape(input: Any, *shape: Any) -> Tensor:  # noqa: A002
+def reshape(input: Any, *shape: Any) -> Tensor:
     x = _as_tensor(input)
     shape = _shape_args(shape)
     if shape == x._data.shape:
@@ -619,22 +647,22 @@ def reshape(input: Any, *shape: Any) -> Tensor:  # noqa: A002
     return apply1(O.VIEW, x, shape)
 
 
-def view(input: Any, *shape: Any) -> Tensor:  # noqa: A002
+def view(input: Any, *shape: Any) -> Tensor:
     x = _as_tensor(input)
     if len(shape) == 1 and not isinstance(shape[0], (int, tuple, list, Size, np.integer)):
         return to(x, shape[0])
     return apply1(O.VIEW, x, _shape_args(shape))
 
 
-def view_as(input: Any, other: Tensor) -> Tensor:  # noqa: A002
+def view_as(input: Any, other: Tensor) -> Tensor:
     return view(input, other._data.shape)
 
 
-def reshape_as(input: Any, other: Tensor) -> Tensor:  # noqa: A002
+def reshape_as(input: Any, other: Tensor) -> Tensor:
     return reshape(input, other._data.shape)
 
 
-def flatten(input: Any, start_dim: int = 0, end_dim: int = -1) -> Tensor:  # noqa: A002
+def flatten(input: Any, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     x = _as_tensor(input)
     shape = x._data.shape
     if not shape:
@@ -645,21 +673,23 @@ def flatten(input: Any, start_dim: int = 0, end_dim: int = -1) -> Tensor:  # noq
     merged = 1
     for size in shape[start : end + 1]:
         merged *= size
-    return apply1(O.VIEW, x, shape[:start] + (merged,) + shape[end + 1 :])
+    return apply1(O.VIEW, x, (*shape[:start], merged, *shape[end + 1 :]))
 
 
-def ravel(input: Any) -> Tensor:  # noqa: A002
+def ravel(input: Any) -> Tensor:
     return flatten(input)
 
 
-def t(input: Any) -> Tensor:  # noqa: A002
+def t(input: Any) -> Tensor:
     x = _as_tensor(input)
     if x._data.ndim > 2:
-        raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {x._data.ndim}D")
+        raise RuntimeError(
+            f"t() expects a tensor with <= 2 dimensions, but self is {x._data.ndim}D"
+        )
     return apply1(O.T, x)
 
 
-def transpose(input: Any, dim0: int | None = None, dim1: int | None = None) -> Tensor:  # noqa: A002
+def transpose(input: Any, dim0: int | None = None, dim1: int | None = None) -> Tensor:
     """Swap ``dim0`` and ``dim1``; with no dims, reverse all axes (NumPy's transpose)."""
     x = _as_tensor(input)
     if dim0 is None and dim1 is None:
@@ -673,19 +703,19 @@ def transpose(input: Any, dim0: int | None = None, dim1: int | None = None) -> T
 swapaxes = transpose
 
 
-def permute(input: Any, *dims: Any) -> Tensor:  # noqa: A002
+def permute(input: Any, *dims: Any) -> Tensor:
     x = _as_tensor(input)
     dims = _shape_args(dims)
     return apply1(O.PERMUTE, x, tuple(d % _py_max(x._data.ndim, 1) for d in dims))
 
 
-def _T(x: Tensor) -> Tensor:  # noqa: N802 - PyTorch's attribute name
+def _T(x: Tensor) -> Tensor:
     if x._data.ndim < 2:
         return x
     return apply1(O.PERMUTE, x, tuple(reversed(range(x._data.ndim))))
 
 
-def squeeze(input: Any, dim: Any = None) -> Tensor:  # noqa: A002
+def squeeze(input: Any, dim: Any = None) -> Tensor:
     x = _as_tensor(input)
     shape = x._data.shape
     dims = O._dims(dim, len(shape))
@@ -695,7 +725,7 @@ def squeeze(input: Any, dim: Any = None) -> Tensor:  # noqa: A002
     return apply1(O.SQUEEZE, x, dims)
 
 
-def unsqueeze(input: Any, dim: int) -> Tensor:  # noqa: A002
+def unsqueeze(input: Any, dim: int) -> Tensor:
     x = _as_tensor(input)
     ndim = x._data.ndim + 1
     if not -ndim <= dim < ndim:
@@ -706,22 +736,20 @@ def unsqueeze(input: Any, dim: int) -> Tensor:  # noqa: A002
     return apply1(O.UNSQUEEZE, x, dim % ndim)
 
 
-def expand(input: Any, *sizes: Any) -> Tensor:  # noqa: A002
+def expand(input: Any, *sizes: Any) -> Tensor:
     x = _as_tensor(input)
     sizes = _shape_args(sizes)
     shape = x._data.shape
     lead = len(sizes) - len(shape)
-    target = tuple(
-        shape[i - lead] if s == -1 else s for i, s in enumerate(sizes)
-    )
+    target = tuple(shape[i - lead] if s == -1 else s for i, s in enumerate(sizes))
     return apply1(O.EXPAND, x, target)
 
 
-def broadcast_to(input: Any, size: Any) -> Tensor:  # noqa: A002
+def broadcast_to(input: Any, size: Any) -> Tensor:
     return expand(input, tuple(size))
 
 
-def expand_as(input: Any, other: Tensor) -> Tensor:  # noqa: A002
+def expand_as(input: Any, other: Tensor) -> Tensor:
     return expand(input, other._data.shape)
 
 
@@ -771,10 +799,17 @@ def _index_key(index: Any) -> Any:
             data = np.asarray(item._data)
             out.append(int(data) if data.ndim == 0 and data.dtype.kind in "iu" else data)
         elif isinstance(item, list):
-            out.append(np.asarray(_tensor._untensor(item) if item else item, dtype=None if item else np.int64))
-        elif isinstance(item, np.ndarray) or item is None or item is Ellipsis:
-            out.append(item)
-        elif isinstance(item, slice):
+            out.append(
+                np.asarray(
+                    _tensor._untensor(item) if item else item, dtype=None if item else np.int64
+                )
+            )
+        elif (
+            isinstance(item, np.ndarray)
+            or item is None
+            or item is Ellipsis
+            or isinstance(item, slice)
+        ):
             out.append(item)
         elif isinstance(item, (bool, np.bool_)):
             out.append(bool(item))
@@ -792,9 +827,7 @@ def getitem(x: Tensor, index: Any) -> Tensor:
     else:
         last = None
         for item in items:
-            if isinstance(item, int) or (
-                isinstance(item, slice) and item != slice(None)
-            ):
+            if isinstance(item, int) or (isinstance(item, slice) and item != slice(None)):
                 last = item
         op = O.SELECT if isinstance(last, int) else O.SLICE
         # Bounds as PyTorch reports them (NumPy's IndexError text differs).
@@ -804,13 +837,15 @@ def getitem(x: Tensor, index: Any) -> Tensor:
             if item is None:
                 continue
             if item is Ellipsis:
-                axis = len(shape) - _py_sum(1 for i in items if i is not None and i is not Ellipsis) + axis
+                axis = (
+                    len(shape)
+                    - _py_sum(1 for i in items if i is not None and i is not Ellipsis)
+                    + axis
+                )
                 continue
             if isinstance(item, int):
                 if axis >= len(shape):
-                    raise IndexError(
-                        f"too many indices for tensor of dimension {len(shape)}"
-                    )
+                    raise IndexError(f"too many indices for tensor of dimension {len(shape)}")
                 size = shape[axis]
                 if not -size <= item < size:
                     raise IndexError(
@@ -820,26 +855,26 @@ def getitem(x: Tensor, index: Any) -> Tensor:
     return apply1(op, x, key)
 
 
-def index_select(input: Any, dim: int, index: Any) -> Tensor:  # noqa: A002
+def index_select(input: Any, dim: int, index: Any) -> Tensor:
     x = _as_tensor(input)
     dim = O._dims(dim, x._data.ndim)[0] if x._data.ndim else 0
     key = (slice(None),) * dim + (np.asarray(_as_tensor(index)._data),)
     return apply1(O.INDEX, x, key)
 
 
-def narrow(input: Any, dim: int, start: int, length: int) -> Tensor:  # noqa: A002
+def narrow(input: Any, dim: int, start: int, length: int) -> Tensor:
     x = _as_tensor(input)
     dim = O._dims(dim, x._data.ndim)[0]
     return apply1(O.SLICE, x, (slice(None),) * dim + (slice(start, start + length),))
 
 
-def select(input: Any, dim: int, index: int) -> Tensor:  # noqa: A002
+def select(input: Any, dim: int, index: int) -> Tensor:
     x = _as_tensor(input)
     dim = O._dims(dim, x._data.ndim)[0]
     return apply1(O.SELECT, x, (slice(None),) * dim + (int(index),))
 
 
-def masked_fill(input: Any, mask: Any, value: Any) -> Tensor:  # noqa: A002
+def masked_fill(input: Any, mask: Any, value: Any) -> Tensor:
     x = _as_tensor(input)
     return where(mask, value, x)
 
@@ -848,7 +883,7 @@ def masked_fill(input: Any, mask: Any, value: Any) -> Tensor:  # noqa: A002
 
 
 def _compare(op: O.Op) -> Any:
-    def compare(input: Any, other: Any) -> Tensor:  # noqa: A002
+    def compare(input: Any, other: Any) -> Tensor:
         x = _as_tensor(input)
         return _binary(op, x, other)
 
@@ -865,61 +900,73 @@ ge = _compare(O.GE)
 greater, greater_equal, less, less_equal, not_equal = gt, ge, lt, le, ne
 
 
-def logical_and(input: Any, other: Any) -> Tensor:  # noqa: A002
+def logical_and(input: Any, other: Any) -> Tensor:
     return _binary(O.LOGICAL_AND, _as_tensor(input), other)
 
 
-def logical_or(input: Any, other: Any) -> Tensor:  # noqa: A002
+def logical_or(input: Any, other: Any) -> Tensor:
     return _binary(O.LOGICAL_OR, _as_tensor(input), other)
 
 
-def logical_not(input: Any) -> Tensor:  # noqa: A002
+def logical_not(input: Any) -> Tensor:
     return apply1(O.LOGICAL_NOT, _as_tensor(input))
 
 
-def isnan(input: Any) -> Tensor:  # noqa: A002
+def isnan(input: Any) -> Tensor:
     return apply1(O.ISNAN, _as_tensor(input))
 
 
-def isfinite(input: Any) -> Tensor:  # noqa: A002
+def isfinite(input: Any) -> Tensor:
     return apply1(O.ISFINITE, _as_tensor(input))
 
 
-def equal(input: Any, other: Any) -> bool:  # noqa: A002
+def equal(input: Any, other: Any) -> bool:
     a, b = _as_tensor(input), _as_tensor(other)
     return a._data.shape == b._data.shape and bool(np.all(a._data == b._data))
 
 
-def allclose(input: Any, other: Any, rtol: float = 1e-5, atol: float = 1e-8, equal_nan: bool = False) -> bool:  # noqa: A002, E501
-    return bool(np.allclose(_as_tensor(input)._data, _as_tensor(other)._data, rtol, atol, equal_nan))
+def allclose(
+    input: Any, other: Any, rtol: float = 1e-5, atol: float = 1e-8, equal_nan: bool = False
+) -> bool:
+    return bool(
+        np.allclose(_as_tensor(input)._data, _as_tensor(other)._data, rtol, atol, equal_nan)
+    )
 
 
-def isclose(input: Any, other: Any, rtol: float = 1e-5, atol: float = 1e-8, equal_nan: bool = False) -> Tensor:  # noqa: A002, E501
-    return _wrap(np.isclose(_as_tensor(input)._data, _as_tensor(other)._data, rtol, atol, equal_nan))
+def isclose(
+    input: Any, other: Any, rtol: float = 1e-5, atol: float = 1e-8, equal_nan: bool = False
+) -> Tensor:
+    return _wrap(
+        np.isclose(_as_tensor(input)._data, _as_tensor(other)._data, rtol, atol, equal_nan)
+    )
 
 
-def all(input: Any, dim: Any = None, keepdim: bool = False) -> Tensor:  # noqa: A001, A002
+def all(input: Any, dim: Any = None, keepdim: bool = False) -> Tensor:
     x = _as_tensor(input)
-    return _wrap(np.all(x._data, axis=None if dim is None else O._dims(dim, x._data.ndim), keepdims=keepdim))
+    return _wrap(
+        np.all(x._data, axis=None if dim is None else O._dims(dim, x._data.ndim), keepdims=keepdim)
+    )
 
 
-def any(input: Any, dim: Any = None, keepdim: bool = False) -> Tensor:  # noqa: A001, A002
+def any(input: Any, dim: Any = None, keepdim: bool = False) -> Tensor:
     x = _as_tensor(input)
-    return _wrap(np.any(x._data, axis=None if dim is None else O._dims(dim, x._data.ndim), keepdims=keepdim))
+    return _wrap(
+        np.any(x._data, axis=None if dim is None else O._dims(dim, x._data.ndim), keepdims=keepdim)
+    )
 
 
 def is_tensor(obj: Any) -> bool:
     return isinstance(obj, Tensor)
 
 
-def numel(input: Tensor) -> int:  # noqa: A002
+def numel(input: Tensor) -> int:
     return int(input._data.size)
 
 
 # ---------------------------------------------------------------- dtype conversion
 
 
-def to(input: Any, *args: Any, dtype: Any = None, **kwargs: Any) -> Tensor:  # noqa: A002
+def to(input: Any, *args: Any, dtype: Any = None, **kwargs: Any) -> Tensor:
     """A copy in another dtype (differentiable); the tensor itself when nothing changes."""
     x = _as_tensor(input)
     for arg in args:
@@ -935,7 +982,7 @@ def to(input: Any, *args: Any, dtype: Any = None, **kwargs: Any) -> Tensor:  # n
     return apply1(O.TO, x, target)
 
 
-def clone(input: Any, *, memory_format: Any = None) -> Tensor:  # noqa: A002
+def clone(input: Any, *, memory_format: Any = None) -> Tensor:
     return apply1(O.CLONE, _as_tensor(input))
 
 
@@ -947,7 +994,7 @@ def _method_to_dtype(name: str, target: Any) -> Any:
     return convert
 
 
-def type_as(input: Tensor, other: Tensor) -> Tensor:  # noqa: A002
+def type_as(input: Tensor, other: Tensor) -> Tensor:
     return to(input, other._data.dtype)
 
 
@@ -958,17 +1005,112 @@ def _install_methods() -> None:
     """Make the functions above Tensor methods and operators."""
     methods = {
         name: globals()[name]
-        for name in (
-            "add sub mul div true_divide pow neg negative reciprocal remainder floor_divide square "
-            "exp log log1p sqrt rsqrt sin cos tan tanh sigmoid relu abs absolute sign floor ceil "
-            "round trunc log2 log10 exp2 clamp clip maximum minimum "
-            "sum mean prod max min amax amin argmax argmin norm logsumexp softmax log_softmax "
-            "var std matmul mm mv bmm dot inner outer ger reshape view view_as reshape_as flatten "
-            "ravel t transpose swapaxes permute squeeze unsqueeze expand expand_as broadcast_to "
-            "index_select narrow select masked_fill eq ne lt le gt ge greater greater_equal "
-            "less less_equal not_equal logical_and logical_or logical_not isnan isfinite equal "
-            "allclose isclose all any to clone type_as float_power"
-        ).split()
+        for name in [
+            "add",
+            "sub",
+            "mul",
+            "div",
+            "true_divide",
+            "pow",
+            "neg",
+            "negative",
+            "reciprocal",
+            "remainder",
+            "floor_divide",
+            "square",
+            "exp",
+            "log",
+            "log1p",
+            "sqrt",
+            "rsqrt",
+            "sin",
+            "cos",
+            "tan",
+            "tanh",
+            "sigmoid",
+            "relu",
+            "abs",
+            "absolute",
+            "sign",
+            "floor",
+            "ceil",
+            "round",
+            "trunc",
+            "log2",
+            "log10",
+            "exp2",
+            "clamp",
+            "clip",
+            "maximum",
+            "minimum",
+            "sum",
+            "mean",
+            "prod",
+            "max",
+            "min",
+            "amax",
+            "amin",
+            "argmax",
+            "argmin",
+            "norm",
+            "logsumexp",
+            "softmax",
+            "log_softmax",
+            "var",
+            "std",
+            "matmul",
+            "mm",
+            "mv",
+            "bmm",
+            "dot",
+            "inner",
+            "outer",
+            "ger",
+            "reshape",
+            "view",
+            "view_as",
+            "reshape_as",
+            "flatten",
+            "ravel",
+            "t",
+            "transpose",
+            "swapaxes",
+            "permute",
+            "squeeze",
+            "unsqueeze",
+            "expand",
+            "expand_as",
+            "broadcast_to",
+            "index_select",
+            "narrow",
+            "select",
+            "masked_fill",
+            "eq",
+            "ne",
+            "lt",
+            "le",
+            "gt",
+            "ge",
+            "greater",
+            "greater_equal",
+            "less",
+            "less_equal",
+            "not_equal",
+            "logical_and",
+            "logical_or",
+            "logical_not",
+            "isnan",
+            "isfinite",
+            "equal",
+            "allclose",
+            "isclose",
+            "all",
+            "any",
+            "to",
+            "clone",
+            "type_as",
+            "float_power",
+        ]
     }
     for name, function in methods.items():
         setattr(Tensor, name, function)

@@ -5,20 +5,20 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from gradcalc import _functions as F  # noqa: N812
+from gradcalc import _functions as F
 from gradcalc._tensor import Tensor
 
 
-def mse_loss(input: Tensor, target: Any, reduction: str = "mean") -> Tensor:  # noqa: A002
+def mse_loss(input: Tensor, target: Any, reduction: str = "mean") -> Tensor:
     diff = input - target
     return _reduce(diff * diff, reduction)
 
 
-def l1_loss(input: Tensor, target: Any, reduction: str = "mean") -> Tensor:  # noqa: A002
+def l1_loss(input: Tensor, target: Any, reduction: str = "mean") -> Tensor:
     return _reduce(F.abs(input - target), reduction)
 
 
-def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:  # noqa: A002
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     out = F.matmul(input, F.t(weight) if weight.ndim == 2 else weight)
     return out if bias is None else out + bias
 

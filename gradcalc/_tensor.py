@@ -52,7 +52,7 @@ FREED_MESSAGE = (
 # ---------------------------------------------------------------- dtypes
 
 
-class dtype:  # noqa: N801 - PyTorch's name
+class dtype:
     """A dtype object printed as PyTorch prints it (``torch.float32``), NumPy's underneath."""
 
     __slots__ = ("is_floating_point", "itemsize", "name", "np")
@@ -170,19 +170,19 @@ class _GradModeContext:
         return wrapper
 
 
-class no_grad(_GradModeContext):  # noqa: N801 - PyTorch's name
+class no_grad(_GradModeContext):
     """Operations inside record no graph (context manager or decorator)."""
 
     _mode = False
 
 
-class enable_grad(_GradModeContext):  # noqa: N801 - PyTorch's name
+class enable_grad(_GradModeContext):
     """Operations inside record a graph even within ``no_grad``."""
 
     _mode = True
 
 
-class set_grad_enabled(_GradModeContext):  # noqa: N801 - PyTorch's name
+class set_grad_enabled(_GradModeContext):
     """Turn recording on or off; works as a function, a context manager or a decorator."""
 
     def __init__(self, mode: bool) -> None:
@@ -218,7 +218,16 @@ class Node:
     needs it. The output tensor itself is never referenced.
     """
 
-    __slots__ = ("__weakref__", "_retain", "ans", "consts", "grad_value", "inputs", "parents", "value")
+    __slots__ = (
+        "__weakref__",
+        "_retain",
+        "ans",
+        "consts",
+        "grad_value",
+        "inputs",
+        "parents",
+        "value",
+    )
     op: Any = None
 
     def __init__(self, parents: tuple, inputs: tuple, consts: tuple, ans: Any) -> None:
@@ -240,9 +249,7 @@ class Node:
     @property
     def previous_functions(self) -> tuple[tuple[Any, int], ...]:
         """Legacy (PyTorch 0.1) spelling: like next_functions, but leaves appear as tensors."""
-        return tuple(
-            (p.variable if isinstance(p, AccumulateGrad) else p, 0) for p in self.parents
-        )
+        return tuple((p.variable if isinstance(p, AccumulateGrad) else p, 0) for p in self.parents)
 
     @property
     def metadata(self) -> dict:
@@ -503,7 +510,9 @@ class Tensor:
         inputs: Any = None,
     ) -> None:
         """Accumulate d(self)/d(leaf) into every leaf's ``.grad``."""
-        backward([self], None if gradient is None else [gradient], retain_graph, create_graph, inputs)
+        backward(
+            [self], None if gradient is None else [gradient], retain_graph, create_graph, inputs
+        )
 
     def detach(self) -> Tensor:
         """The same data, cut from the graph."""
@@ -616,9 +625,7 @@ class Tensor:
 
     def __bool__(self) -> bool:
         if self._data.size != 1:
-            raise GradError(
-                f"Boolean value of Tensor with more than one value is ambiguous"
-            )
+            raise GradError("Boolean value of Tensor with more than one value is ambiguous")
         return bool(self._data)
 
     def __hash__(self) -> int:
@@ -640,8 +647,10 @@ class Tensor:
         if isinstance(data, _ndarray) and data.flags.writeable:
             data[...] = value
         else:
-            self._data = np.asarray(value, dtype=data.dtype)[()] if data.ndim == 0 else (
-                np.array(np.broadcast_to(value, data.shape), dtype=data.dtype)
+            self._data = (
+                np.asarray(value, dtype=data.dtype)[()]
+                if data.ndim == 0
+                else (np.array(np.broadcast_to(value, data.shape), dtype=data.dtype))
             )
         return self
 
@@ -678,7 +687,7 @@ class Tensor:
     def div_(self, other: Any) -> Tensor:
         return self._inplace(self / other)
 
-    def clamp_(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
+    def clamp_(self, min: Any = None, max: Any = None) -> Tensor:
         return self._inplace(self.clamp(min, max))
 
     def __iadd__(self, other: Any) -> Tensor:
@@ -696,7 +705,9 @@ class Tensor:
     def __setitem__(self, index: Any, value: Any) -> None:
         self._check_inplace()
         if self._grad_fn is not None or (self._requires_grad and _grad_enabled):
-            raise GradError("item assignment into a tensor that is part of a graph is not supported")
+            raise GradError(
+                "item assignment into a tensor that is part of a graph is not supported"
+            )
         if isinstance(self._data, _generic):
             self._data = np.array(self._data)
         self._data[_index_data(index)] = value._data if isinstance(value, Tensor) else value
@@ -773,7 +784,9 @@ def _seed_gradients(outputs: Sequence[Tensor], gradients: Sequence[Any] | None) 
         if given is None:
             if out._data.size != 1:
                 raise ImplicitGradError("grad can be implicitly created only for scalar outputs")
-            given = _wrap(np.ones_like(out._data)[()] if out._data.ndim == 0 else np.ones_like(out._data))
+            given = _wrap(
+                np.ones_like(out._data)[()] if out._data.ndim == 0 else np.ones_like(out._data)
+            )
         else:
             given = _as_grad_tensor(given, out)
             if given._data.shape != out._data.shape:
@@ -868,29 +881,14 @@ def grad(
     return tuple(results)
 
 
-def _freed(*_: Any) -> Any:
-    raise FreedGraphError(FREED_MESSAGE)
-
-
-class _FreedTensor:
-    """Stands for a saved tensor after backward freed it; any use raises PyTorch's error."""
-
-    __slots__ = ()
-
-    def __getattr__(self, name: str) -> Any:
-        raise FreedGraphError(FREED_MESSAGE)
-
-    __add__ = __radd__ = __mul__ = __rmul__ = __sub__ = __rsub__ = _freed
-    __truediv__ = __rtruediv__ = __pow__ = __rpow__ = __neg__ = __matmul__ = _freed
-
-
-_FREED = _FreedTensor()
+_FREED = object()
+"""Stands for a saved output after backward freed it."""
 
 
 def _free(node: Node) -> None:
     op = node.op
     if op.saves:
-        node.inputs = tuple(_FREED if type(i) is Tensor else i for i in node.inputs)
+        node.inputs = None
     if op.uses_ans:
         node.ans = _FREED
 
@@ -920,11 +918,7 @@ def _store_leaf_grad(leaf_tensor: Tensor, g: Tensor, create_graph: bool) -> None
     if old._grad_fn is not None:
         old = old.detach()
     old_data = old._data
-    if (
-        type(old_data) is _ndarray
-        and old_data.flags.writeable
-        and old_data.shape == np.shape(data)
-    ):
+    if type(old_data) is _ndarray and old_data.flags.writeable and old_data.shape == np.shape(data):
         old_data += data
         leaf_tensor._grad = old
     else:
@@ -999,6 +993,8 @@ def run_backward(
                 if g is not None and parents:
                     op = node.op
                     inputs = node.inputs
+                    if inputs is None:
+                        raise FreedGraphError(FREED_MESSAGE)
                     consts = node.consts
                     ans = node.ans
                     if ans is not None:

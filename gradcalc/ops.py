@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import builtins
 import math
-from collections import namedtuple
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,12 +44,10 @@ import numpy as np
 
 from gradcalc import _tensor
 from gradcalc._tensor import (
-    DEFAULT_FLOAT,
     Tensor,
     apply1,
     apply2,
     applyn,
-    as_np_dtype,
     node_class,
 )
 
@@ -70,21 +67,39 @@ class Sample:
 
     ``shapes``: cases, each a tuple with one shape per operand (``None`` for
     a Python-number operand). ``consts``: the non-tensor argument tuples to
-    try with every case. ``domain``: one name per operand (or one for all)
-    from :data:`DOMAINS`. ``second_order``: whether the VJP is itself
-    differentiable (checked through ``create_graph=True``).
+    try with every case (``paired=True``: case ``i`` with consts ``i`` only).
+    ``domain``: one name per operand (or one for all) from :data:`DOMAINS`.
+    ``second_order``: whether the VJP is itself differentiable (checked
+    through ``create_graph=True``).
     """
 
     shapes: tuple
     consts: tuple = ((),)
     domain: str | tuple[str, ...] = "real"
     second_order: bool = True
+    paired: bool = False
+
+    def cases(self) -> list[tuple[tuple, tuple]]:
+        """(operand shapes, consts) pairs to check."""
+        if self.paired:
+            return list(zip(self.shapes, self.consts, strict=True))
+        return [(shapes, consts) for shapes in self.shapes for consts in self.consts]
 
 
 class Op:
     """One registry entry."""
 
-    __slots__ = ("arity", "forward", "grad_fn", "name", "node", "sample", "saves", "uses_ans", "vjps")
+    __slots__ = (
+        "arity",
+        "forward",
+        "grad_fn",
+        "name",
+        "node",
+        "sample",
+        "saves",
+        "uses_ans",
+        "vjps",
+    )
 
     def __init__(
         self,
@@ -115,7 +130,9 @@ class Op:
 
     def __call__(self, *operands: Any) -> Tensor:
         """Apply the op to tensor operands then consts (as the gradient check does)."""
-        return invoke(self, operands[: self.n_operands(operands)], operands[self.n_operands(operands) :])
+        return invoke(
+            self, operands[: self.n_operands(operands)], operands[self.n_operands(operands) :]
+        )
 
     def n_operands(self, args: tuple) -> int:
         if self.arity == "n":
@@ -553,7 +570,8 @@ def _prod_vjp(g: Tensor, a: Tensor, x: Tensor, dims: tuple | None, keepdim: bool
 
 
 PROD = defop(
-    "prod", "ProdBackward0", lambda x: np.prod(x), (lambda g, a, x: _prod_vjp(g, a, x, None, False),),
+    "prod", "ProdBackward0", lambda x: np.prod(x),
+    (lambda g, a, x: _prod_vjp(g, a, x, None, False),),
     uses_ans=True, sample=Sample(UNARY, domain="nonzero"),
 )  # fmt: skip
 PROD_DIM = defop(
@@ -626,7 +644,9 @@ def _norm_forward(x: Any, p: float, dims: tuple | None, keepdim: bool) -> Any:
     return out.astype(np.result_type(x), copy=False)[()] if isinstance(out, np.ndarray) else out
 
 
-def _norm_vjp(g: Tensor, a: Tensor, x: Tensor, p: float, dims: tuple | None, keepdim: bool) -> Tensor:
+def _norm_vjp(
+    g: Tensor, a: Tensor, x: Tensor, p: float, dims: tuple | None, keepdim: bool
+) -> Tensor:
     shape = x._data.shape
     all_dims = tuple(range(len(shape))) if dims is None else dims
     keep = keepdim or dims is None
@@ -639,7 +659,11 @@ def _norm_vjp(g: Tensor, a: Tensor, x: Tensor, p: float, dims: tuple | None, kee
     if p in (math.inf, -math.inf):
         hit = np.asarray(np.abs(x._data) == norm_b._data)
         count = np.sum(hit, axis=all_dims, keepdims=True)
-        return g * apply1(SIGN, x) * _const((hit / np.maximum(count, 1)).astype(np.result_type(x._data)))
+        return (
+            g
+            * apply1(SIGN, x)
+            * _const((hit / np.maximum(count, 1)).astype(np.result_type(x._data)))
+        )
     zero = np.asarray(norm_b._data == 0)
     if p == 2:
         scaled = x / norm_b
@@ -725,7 +749,10 @@ def _matmul_vjp_y(g: Tensor, a: Any, x: Tensor, y: Tensor) -> Tensor:
 
 MM = defop(
     "mm", "MmBackward0", np.matmul,
-    (lambda g, a, x, y: apply2(MM, g, apply1(T, y)), lambda g, a, x, y: apply2(MM, apply1(T, x), g)),
+    (
+        lambda g, a, x, y: apply2(MM, g, apply1(T, y)),
+        lambda g, a, x, y: apply2(MM, apply1(T, x), g),
+    ),
     arity="2", sample=Sample((((2, 3), (3, 4)), ((1, 3), (3, 1)))),
 )  # fmt: skip
 MV = defop(
@@ -776,8 +803,9 @@ T = defop(
 )  # fmt: skip
 PERMUTE = defop(
     "permute", "PermuteBackward0", np.transpose,
-    (lambda g, a, x, dims: apply1(PERMUTE, g, tuple(np.argsort(dims))),),
-    saves=False, sample=Sample((((2, 3),), ((2, 3, 4),)), consts=((None,),)),
+    (lambda g, a, x, dims: apply1(PERMUTE, g, None if dims is None else _inverse(dims)),),
+    saves=False,
+    sample=Sample((((2, 3),), ((2, 3, 4),), ((2, 3, 4),)), consts=((None,), (None,), ((1, 2, 0),)), paired=True),
 )  # fmt: skip
 SQUEEZE = defop(
     "squeeze", "SqueezeBackward0", lambda x, dims: np.squeeze(x, axis=dims),
@@ -800,11 +828,13 @@ CLONE = defop(
 )  # fmt: skip
 
 
+def _inverse(dims: tuple) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.argsort(dims))
+
+
 def _is_basic(index: Any) -> bool:
     items = index if isinstance(index, tuple) else (index,)
-    return all(
-        isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis for i in items
-    )
+    return all(isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis for i in items)
 
 
 def _index_forward(x: Any, index: Any) -> Any:
@@ -833,6 +863,7 @@ INDEX_ADD = defop(
     sample=Sample(
         (((2,),), ((2, 3),)),
         consts=(((3,), (np.array([0, 2]),)), ((4, 3), (np.array([1, 1]),))),
+        paired=True,
     ),
 )  # fmt: skip
 SELECT = defop(
@@ -842,7 +873,9 @@ SELECT = defop(
 SLICE = defop(
     "slice", "SliceBackward0", _index_forward, (_index_vjp,),
     saves=False,
-    sample=Sample((((3,),), ((4, 3),)), consts=((slice(1, 3),), ((slice(None), slice(0, 2)),))),
+    sample=Sample(
+        (((3,),), ((4, 3),)), consts=((slice(1, 3),), ((slice(None), slice(0, 2)),)), paired=True
+    ),
 )  # fmt: skip
 INDEX = defop(
     "index", "IndexBackward0", _index_forward, (_index_vjp,),
@@ -926,5 +959,3 @@ def _arg(fn: Callable, x: Any, dim: Any, keepdim: bool) -> Any:
     if dim is None:
         return np.int64(fn(x))
     return np.asarray(fn(x, axis=dim, keepdims=keepdim), dtype=np.int64)[()]
-
-

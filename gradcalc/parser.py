@@ -1235,7 +1235,8 @@ def _push_index(work: list, index: ast.Node) -> None:
         if len(index.items) == 1:
             work.append(",")
         for position in range(len(index.items) - 1, -1, -1):
-            work.append(("i", index.items[position], 0))
+            item = index.items[position]
+            work.append(("i", item, 0) if type(item) is ast.Slice else ("e", item, _IFEXP))
             if position:
                 work.append(", ")
         return

@@ -121,8 +121,20 @@ class Subscript(Node):
 
 
 Expr = (
-    Num | Bool | Name | ListExpr | TupleExpr | UnaryOp | BinOp | BoolOp | Compare | IfExp
-    | Call | Attribute | Slice | Subscript
+    Num
+    | Bool
+    | Name
+    | ListExpr
+    | TupleExpr
+    | UnaryOp
+    | BinOp
+    | BoolOp
+    | Compare
+    | IfExp
+    | Call
+    | Attribute
+    | Slice
+    | Subscript
 )
 
 # ----------------------------------------------------------------- statements
@@ -201,7 +213,19 @@ class Continue(Node):
     pass
 
 
-Stmt = ExprStmt | Assign | AugAssign | If | While | For | FunctionDef | Return | Pass | Break | Continue
+Stmt = (
+    ExprStmt
+    | Assign
+    | AugAssign
+    | If
+    | While
+    | For
+    | FunctionDef
+    | Return
+    | Pass
+    | Break
+    | Continue
+)
 
 
 @dataclass(slots=True, eq=True)

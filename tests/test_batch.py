@@ -141,3 +141,13 @@ def test_results_appear_before_the_input_ends() -> None:
     proc.stdin.close()
     assert strict(proc.stdout.readline())["id"] == 2
     assert proc.wait(timeout=30) == 0
+
+
+def test_progress_bar_goes_to_stderr_only() -> None:
+    lines = request(1) + "\n" + request(2) + "\n"
+    result = runner.invoke(app, ["batch", "-", "--progress"], input=lines)
+    assert result.exit_code == 0
+    assert [strict(line)["id"] for line in result.stdout.splitlines()] == [1, 2]
+    assert "2 lines" in result.stderr
+    quiet = runner.invoke(app, ["batch", "-", "--no-progress"], input=lines)
+    assert quiet.stdout == result.stdout and quiet.stderr == ""

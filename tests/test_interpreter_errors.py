@@ -31,7 +31,7 @@ def test_unknown_function_suggests_the_closest() -> None:
     assert isinstance(error, UnknownNameError)
     assert error.kind == "NameError"
     assert "there is no function 'sqr'" in error.message
-    assert "did you mean 'sqrt'?" in error.hint
+    assert error.hint.startswith("did you mean 'sqrt'")
 
 
 def test_unknown_variable_says_how_to_bind_it() -> None:
@@ -47,7 +47,7 @@ def test_misspelt_variable_suggests_the_bound_name() -> None:
 def test_unknown_method_suggests_the_closest() -> None:
     error = fail("x.summ()", x=1)
     assert error.kind == "NameError"
-    assert "did you mean 'sum'?" in error.hint
+    assert error.hint.startswith("did you mean 'sum'")
 
 
 def test_positions_point_at_the_node() -> None:

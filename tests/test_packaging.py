@@ -1,4 +1,4 @@
-"""A built wheel puts only ``gradcalc`` at the top of site-packages, with cli/ and grammar/ inside."""
+"""A built wheel puts only ``gradcalc`` at the top level, with cli/ and grammar/ inside."""
 
 import shutil
 import subprocess
@@ -16,15 +16,30 @@ def test_wheel_maps_cli_and_grammar_into_the_package(tmp_path: Path) -> None:
     source = tmp_path / "src"
     shutil.copytree(ROOT, source, ignore=NOT_SOURCE)
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path / "dist"), str(source)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert build.returncode == 0, build.stderr
     (wheel,) = (tmp_path / "dist").glob("gradcalc-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {name.split("/")[0] for name in names if ".dist-info/" not in name}
     assert top_level == {"gradcalc"}
-    for required in ("gradcalc/cli/main.py", "gradcalc/grammar/gradcalc.lark",
-                     "gradcalc/autograd/__init__.py", "gradcalc/autograd/functional.py"):
+    for required in (
+        "gradcalc/cli/main.py",
+        "gradcalc/grammar/gradcalc.lark",
+        "gradcalc/autograd/__init__.py",
+        "gradcalc/autograd/functional.py",
+    ):
         assert required in names

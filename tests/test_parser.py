@@ -218,7 +218,7 @@ def test_loops_functions_and_jumps() -> None:
     f, g = parse(source).body
     assert isinstance(f, ast.FunctionDef) and f.name == "f"
     assert f.params == [ast.Param("a"), ast.Param("b", ast.Num(0.1))]
-    assign, loop, for_loop, ret = f.body
+    _, loop, for_loop, ret = f.body
     assert isinstance(loop, ast.While) and sexp(loop.test) == "(cmp (call (. b norm)) < 1000.0)"
     assert loop.body[1] == ast.If(loop.body[1].test, [ast.Break()], [ast.Continue()])
     assert isinstance(for_loop, ast.For) and for_loop.target == "i"

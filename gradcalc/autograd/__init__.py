@@ -17,7 +17,7 @@ from gradcalc.autograd import functional
 __all__ = ["Variable", "backward", "functional", "grad"]
 
 
-def Variable(data: Any, requires_grad: bool = False, volatile: bool = False) -> Tensor:  # noqa: N802
+def Variable(data: Any, requires_grad: bool = False, volatile: bool = False) -> Tensor:
     """PyTorch 0.x's wrapper: today just a tensor sharing ``data``'s memory."""
     if isinstance(data, Tensor):
         if data._grad_fn is not None:

@@ -116,9 +116,7 @@ def hessian(
     def scalar_func(*args: Tensor) -> Tensor:
         out = func(*args)
         if not isinstance(out, Tensor):
-            raise RuntimeError(
-                "The function given to hessian should return a single Tensor"
-            )
+            raise RuntimeError("The function given to hessian should return a single Tensor")
         if out.numel() != 1:
             raise RuntimeError(
                 "The Tensor returned by the function given to hessian should contain "
@@ -130,10 +128,21 @@ def hessian(
         jac = jacobian(scalar_func, args, create_graph=True, strict=strict)
         return jac
 
-    return jacobian(gradient, inputs_t if inputs_tuple else inputs_t[0], create_graph=create_graph, strict=strict)
+    return jacobian(
+        gradient,
+        inputs_t if inputs_tuple else inputs_t[0],
+        create_graph=create_graph,
+        strict=strict,
+    )
 
 
-def vjp(func: Callable[..., Any], inputs: Any, v: Any = None, create_graph: bool = False, strict: bool = False) -> Any:  # noqa: E501
+def vjp(
+    func: Callable[..., Any],
+    inputs: Any,
+    v: Any = None,
+    create_graph: bool = False,
+    strict: bool = False,
+) -> Any:
     """(func(inputs), v^T J)."""
     inputs_tuple, inputs_t = _as_tuple(inputs, "inputs")
     inputs_t = _prepare(inputs_t, create_graph)
@@ -146,7 +155,13 @@ def vjp(func: Callable[..., Any], inputs: Any, v: Any = None, create_graph: bool
     return out.detach() if not create_graph else out, grads if inputs_tuple else grads[0]
 
 
-def hvp(func: Callable[..., Any], inputs: Any, v: Any = None, create_graph: bool = False, strict: bool = False) -> Any:  # noqa: E501
+def hvp(
+    func: Callable[..., Any],
+    inputs: Any,
+    v: Any = None,
+    create_graph: bool = False,
+    strict: bool = False,
+) -> Any:
     """(func(inputs), H v) for a scalar function."""
     inputs_tuple, inputs_t = _as_tuple(inputs, "inputs")
     _, vs = _as_tuple(v, "v") if v is not None else (False, ())
