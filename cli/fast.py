@@ -1,8 +1,8 @@
-"""Parse the common one-shot ``grad`` invocation without importing Typer.
+"""Parse the common one-shot ``grad`` and ``eval`` invocations without importing Typer.
 
 Typer (with the pydantic it loads to coerce parameters) costs more start-up
 time than the whole computation of a small formula. :func:`parse` handles
-the arguments of ``gradcalc [grad] FORMULA [NAME=VALUE]... [options]`` when
+the arguments of ``gradcalc [grad|eval] FORMULA [NAME=VALUE]... [options]`` when
 every token is one it fully understands, and returns ``None`` for anything
 else (``--help``, other commands, unknown or malformed options, bad
 bindings), so the Typer app, the source of truth for usage and its errors,
@@ -19,13 +19,19 @@ from gradcalc.cli.inputs import LIMIT_OPTIONS, Invocation, UsageProblem, parse_b
 COMMANDS = frozenset({"grad", "eval", "graph", "jacobian", "hessian", "batch", "repl", "functions"})
 FLAGS = {"--json": "json", "--graph": "graph", "--check": "check"}
 VALUED = {"--wrt", "--of", "--grad-output", "--seed", "--dtype", *LIMIT_OPTIONS}
+EVAL_FLAGS = {"--json": "json"}
+EVAL_VALUED = {"--of", "--seed", "--dtype", *LIMIT_OPTIONS}
 DTYPES = ("float64", "float32")
 _INTEGER = re.compile(r"[+-]?\d+")
 
 
 def parse(args: list[str]) -> Invocation | None:
-    """An ``Invocation`` for a plain ``grad`` command line, or ``None`` to let Typer decide."""
-    if args and args[0] == "grad":
+    """An ``Invocation`` for a plain ``grad`` or ``eval`` command line, or ``None`` for Typer."""
+    command, flag_names, valued = "grad", FLAGS, VALUED
+    if args and args[0] == "eval":
+        command, flag_names, valued = "eval", EVAL_FLAGS, EVAL_VALUED
+        args = args[1:]
+    elif args and args[0] == "grad":
         args = args[1:]
     elif not args or args[0] in COMMANDS:
         return None
@@ -37,9 +43,9 @@ def parse(args: list[str]) -> Invocation | None:
         token = args[i]
         if token.startswith("--") or token == "-h":
             name, eq, inline = token.partition("=")
-            if name in FLAGS and not eq:
-                flags.add(FLAGS[name])
-            elif name in VALUED:
+            if name in flag_names and not eq:
+                flags.add(flag_names[name])
+            elif name in valued:
                 if eq:
                     options[name] = inline
                 elif i + 1 < len(args):
@@ -75,7 +81,7 @@ def parse(args: list[str]) -> Invocation | None:
                 return None
             limits[field_name] = int(text)
     return Invocation(
-        command="grad",
+        command=command,
         formula=positional[0],
         bindings=bindings,
         wrt=wrt,

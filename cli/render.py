@@ -21,11 +21,13 @@ from rich.tree import Tree
 
 from gradcalc.api import CHECK_TOLERANCE, Result
 from gradcalc.errors import FormulaError
-from gradcalc.graph import Graph, GraphNode, node_title, short_text
+from gradcalc.graph import LABEL_DIGITS, Graph, GraphNode, node_title, short_text
 
 TREE_MAX_NODES = 200
 """Nodes drawn in a text tree before it is cut short (JSON/DOT/Mermaid carry the whole graph)."""
-TREE_MAX_DEPTH = 24
+TREE_MAX_DEPTH = 12
+CHAIN_MIN = 4
+"""Runs of this many single-input nodes with the same op are drawn as first, "… N more", last."""
 
 
 def wants_color(stream: IO[str]) -> bool:
@@ -235,10 +237,14 @@ def graph_tree(
     if not graph.nodes:
         return Text("no graph: the output does not depend on any variable", style="dim")
     inputs = graph.inputs()
+    consumers = [0] * len(graph.nodes)
+    for _, source in set(graph.edges):
+        consumers[source] += 1
     root = graph.nodes[0]
     tree = Tree(_node_label(root))
     shown = {root.id}
-    drawn = 1
+    drawn = 1  # labels drawn, against max_nodes
+    covered = 1  # nodes drawn or summarised in a chain
     cut_depth = False
     stack: list[tuple[int, Tree, int]] = [(child, tree, 1) for child in reversed(inputs[root.id])]
     while stack:
@@ -255,18 +261,53 @@ def graph_tree(
             continue
         shown.add(node_id)
         drawn += 1
+        covered += 1
         branch = parent.add(_node_label(node))
-        stack.extend((child, branch, depth + 1) for child in reversed(inputs[node_id]))
+        last, skipped = _chain_end(graph, inputs, consumers, node_id, shown)
+        if skipped:
+            branch.add(Text(f"… {skipped:,} more {node.op} in a chain", style="dim"))
+            covered += skipped
+            if last != node_id:
+                shown.add(last)
+                drawn += 1
+                covered += 1
+                branch = branch.add(_node_label(graph.nodes[last]))
+        stack.extend((child, branch, depth + 1) for child in reversed(inputs[last]))
     parts: list[RenderableType] = [tree]
-    if drawn < len(graph.nodes) or cut_depth:
+    if covered < len(graph.nodes) or cut_depth:
         parts.append(
             Text(
-                f"… {drawn} of {len(graph.nodes)} nodes drawn; "
+                f"… {covered} of {len(graph.nodes)} nodes drawn; "
                 "--format json, dot or mermaid writes the whole graph",
                 style="dim",
             )
         )
     return Group(*parts)
+
+
+def _chain_end(
+    graph: Graph, inputs: list[list[int]], consumers: list[int], start: int, shown: set[int]
+) -> tuple[int, int]:
+    """Where a run of single-input nodes with ``start``'s op ends, and how many it skips.
+
+    A long loop (``y = y * 1.0001`` 30,000 times) becomes three lines, not a
+    30,000-level staircase. Nodes with a name or another consumer end the run.
+    """
+    op = graph.nodes[start].op
+    run = [start]
+    node_id = start
+    while len(inputs[node_id]) == 1:
+        child = inputs[node_id][0]
+        node = graph.nodes[child]
+        if child in shown or node.op != op or consumers[child] != 1 or node.name is not None:
+            break
+        run.append(child)
+        node_id = child
+    if len(run) < CHAIN_MIN:
+        return start, 0
+    for middle in run[1:-1]:
+        shown.add(middle)
+    return run[-1], len(run) - 2
 
 
 def _node_label(node: GraphNode) -> Text:
@@ -277,10 +318,10 @@ def _node_label(node: GraphNode) -> Text:
         label.append(node_title(node), style="bold")
     if node.value is not None:
         label.append("  value ", style="dim")
-        label.append(short_text(node.value), style="cyan")
+        label.append(short_text(node.value, digits=LABEL_DIGITS), style="cyan")
     if node.grad is not None:
         label.append("  grad ", style="dim")
-        label.append(short_text(node.grad), style="magenta")
+        label.append(short_text(node.grad, digits=LABEL_DIGITS), style="magenta")
     return label
 
 

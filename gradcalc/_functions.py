@@ -27,6 +27,7 @@ from gradcalc._tensor import (
     apply2,
     applyn,
     as_np_dtype,
+    binary_method,
     dtype_of,
 )
 
@@ -1131,11 +1132,11 @@ def _install_methods() -> None:
     Tensor.T = property(_T)
     Tensor.mT = property(lambda self: transpose(self, -2, -1))
     Tensor.__getitem__ = getitem
-    Tensor.__add__ = Tensor.__radd__ = lambda self, other: _binary(O.ADD, self, other)
-    Tensor.__sub__ = lambda self, other: _binary(O.SUB, self, other)
+    Tensor.__add__ = Tensor.__radd__ = binary_method(O.ADD, lambda x, y: _binary(O.ADD, x, y))
+    Tensor.__sub__ = binary_method(O.SUB, lambda x, y: _binary(O.SUB, x, y))
     Tensor.__rsub__ = _rsub
-    Tensor.__mul__ = Tensor.__rmul__ = lambda self, other: _binary(O.MUL, self, other)
-    Tensor.__truediv__ = div
+    Tensor.__mul__ = Tensor.__rmul__ = binary_method(O.MUL, lambda x, y: _binary(O.MUL, x, y))
+    Tensor.__truediv__ = binary_method(O.DIV, div, float_only=True)
     Tensor.__rtruediv__ = _rdiv
     Tensor.__floordiv__ = floor_divide
     Tensor.__rfloordiv__ = lambda self, other: _swapped(O.FLOOR_DIVIDE, self, other)

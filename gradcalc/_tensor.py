@@ -343,6 +343,51 @@ def apply2(op: Any, x: Any, y: Any, *consts: Any) -> Tensor:
     return _wrap(data)
 
 
+def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
+    """A Tensor operator for a binary op with the common cases inlined.
+
+    Same-dtype tensors and a Python number beside a float tensor run here
+    directly (the hot path of long scalar chains); anything needing dtype
+    promotion or conversion goes through ``slow`` (so does every non-float
+    operand when ``float_only``: true division of integers gives float32).
+    """
+    compute = op.forward
+    node_class = op.node
+    uses_ans = op.uses_ans
+
+    def method(self: Tensor, other: Any) -> Tensor:
+        kind = type(other)
+        xd = self._data
+        if kind is Tensor:
+            yd = other._data
+            if xd.dtype is not yd.dtype or (float_only and xd.dtype.kind not in "fc"):
+                return slow(self, other)
+            data = compute(xd, yd)
+            rx = self._requires_grad
+            ry = other._requires_grad
+            if (rx or ry) and _grad_enabled:
+                parents = (
+                    (self._grad_fn or _edge(self)) if rx else None,
+                    (other._grad_fn or _edge(other)) if ry else None,
+                )
+                node = node_class(parents, (self, other), (), data if uses_ans else None)
+                return _result(data, node)
+            return _wrap(data)
+        if kind is float or kind is int:
+            if (kind is float or float_only) and xd.dtype.kind not in "fc":
+                return slow(self, other)
+            data = compute(xd, other)
+            if self._requires_grad and _grad_enabled:
+                parents = (self._grad_fn or _edge(self), None)
+                node = node_class(parents, (self, other), (), data if uses_ans else None)
+                return _result(data, node)
+            return _wrap(data)
+        return slow(self, other)
+
+    method.__name__ = method.__qualname__ = f"__{op.name}__"
+    return method
+
+
 def applyn(op: Any, operands: Sequence[Any], *consts: Any) -> Tensor:
     """Run an op over a sequence of operands (cat, stack, where)."""
     datas = [o._data if type(o) is Tensor else o for o in operands]
@@ -909,7 +954,7 @@ def _store_leaf_grad(leaf_tensor: Tensor, g: Tensor, create_graph: bool) -> None
         if type(data) is _ndarray and not (
             data.base is None
             and data.flags.writeable
-            and sys.getrefcount(data) <= 3
+            and sys.getrefcount(data) <= (4 if _recording else 3)
             and sys.getrefcount(g) <= 4
         ):
             data = data.copy()
@@ -977,7 +1022,7 @@ def run_backward(
                 g = pop_pending(node, None)
                 parents = node.parents
                 if g is not None:
-                    if node.value is not None or type(node) is AccumulateGrad:
+                    if node.value is not None or (_recording and type(node) is AccumulateGrad):
                         node.grad_value = g._data
                     if target_set is not None and node in target_set:
                         captured[node] = g

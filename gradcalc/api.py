@@ -590,15 +590,19 @@ def _zeros_or(gradient: Any, tensor: Any, dtype: str) -> np.ndarray:
 
 
 def _note_values(result: Result) -> None:
-    if result.value.dtype.kind in "fc" and not np.isfinite(result.value).all():
+    if not _all_finite(result.value):
         result.notes.append("The value is not finite everywhere (NaN or Infinity appeared).")
-    bad = [
-        name
-        for name, g in result.gradients.items()
-        if g.dtype.kind in "fc" and not np.isfinite(g).all()
-    ]
+    bad = [name for name, g in result.gradients.items() if not _all_finite(g)]
     if bad:
         result.notes.append(f"Non-finite gradient entries (NaN or Infinity): {', '.join(bad)}.")
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    if array.dtype.kind != "f":
+        return True
+    if array.ndim == 0:
+        return math.isfinite(array.item())
+    return bool(np.isfinite(array).all())
 
 
 def _named_tensors(run: _Run) -> list[tuple[str, Any]]:
@@ -683,6 +687,13 @@ def tensor_to_json(array: Any) -> Any:
     0.10000000149011612).
     """
     array = np.asarray(array)
+    if array.ndim == 0:  # the common case (a scalar result), without NumPy reductions
+        item = array.item()
+        if not isinstance(item, float):
+            return item
+        if array.dtype.itemsize < 8:
+            item = float(str(array.dtype.type(item)))
+        return item if math.isfinite(item) else _finite_or_text(item)
     floating = array.dtype.kind == "f"
     short = floating and array.dtype.itemsize < 8
     if array.size == 0 or not (short or (floating and not np.isfinite(array).all())):

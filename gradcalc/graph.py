@@ -24,6 +24,8 @@ import numpy as np
 
 INLINE_ELEMENTS = 6
 """Tensors up to this many elements are shown by value in labels; larger ones by shape."""
+LABEL_DIGITS = 6
+"""Significant digits of numbers in graph labels (tree, DOT, Mermaid); JSON keeps them all."""
 JSON_VALUE_ELEMENTS = 1000
 """Tensors up to this many elements carry their values in the JSON graph."""
 
@@ -157,16 +159,28 @@ def _array_or_none(value: Any) -> np.ndarray | None:
 # ---------------------------------------------------------------- labels
 
 
-def short_text(array: np.ndarray | None, max_elements: int = INLINE_ELEMENTS) -> str:
-    """One-line text for a value: the number, a small tensor, or its shape when large."""
+def short_text(
+    array: np.ndarray | None, max_elements: int = INLINE_ELEMENTS, digits: int | None = None
+) -> str:
+    """One-line text for a value: the number, a small tensor, or its shape when large.
+
+    ``digits`` rounds to that many significant digits (graph labels); by
+    default numbers are shown exactly (shortest round-trip spelling).
+    """
     if array is None:
         return "?"
     array = np.asarray(array)
     if array.ndim == 0:
+        item = array.item()
+        if digits is not None and isinstance(item, float):
+            return _rounded(item, digits)
         return _scalar_text(array)
     if array.size > max_elements:
         return f"tensor of shape {tuple(array.shape)}"
-    return np.array2string(array, separator=", ", max_line_width=10**6, threshold=10**6)
+    precision = {} if digits is None else {"precision": digits}
+    return np.array2string(
+        array, separator=", ", max_line_width=10**6, threshold=10**6, **precision
+    )
 
 
 def _scalar_text(array: np.ndarray) -> str:
@@ -174,6 +188,14 @@ def _scalar_text(array: np.ndarray) -> str:
     if isinstance(item, float):
         return str(array.dtype.type(item)) if array.dtype.itemsize < 8 else repr(item)
     return str(item)
+
+
+def _rounded(value: float, digits: int) -> str:
+    """``20.0825``, ``1.0`` (still visibly a float), ``1.5e-08``, ``nan``."""
+    text = f"{value:.{digits}g}"
+    if text.lstrip("-").isdigit():
+        text += ".0"
+    return text
 
 
 def node_title(node: GraphNode) -> str:
@@ -247,9 +269,9 @@ def graph_to_mermaid(graph: Graph) -> str:
 def _label_lines(node: GraphNode) -> list[str]:
     lines = [node_title(node)]
     if node.value is not None:
-        lines.append(f"value: {short_text(node.value)}")
+        lines.append(f"value: {short_text(node.value, digits=LABEL_DIGITS)}")
     if node.grad is not None:
-        lines.append(f"grad: {short_text(node.grad)}")
+        lines.append(f"grad: {short_text(node.grad, digits=LABEL_DIGITS)}")
     return lines
 
 

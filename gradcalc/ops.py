@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import builtins
 import math
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -291,12 +292,12 @@ def _scalar(x: Any) -> Any:
 # gradient in its operand's shape.
 
 ADD = defop(
-    "add", "AddBackward0", lambda x, y: x + y,
+    "add", "AddBackward0", operator.add,
     (lambda g, a, x, y: unbroadcast(g, x), lambda g, a, x, y: unbroadcast(g, y)),
     arity="2", saves=False, sample=Sample(BINARY),
 )  # fmt: skip
 SUB = defop(
-    "sub", "SubBackward0", lambda x, y: x - y,
+    "sub", "SubBackward0", operator.sub,
     (lambda g, a, x, y: unbroadcast(g, x), lambda g, a, x, y: unbroadcast(-g, y)),
     arity="2", saves=False, sample=Sample(BINARY),
 )  # fmt: skip
@@ -306,12 +307,12 @@ RSUB = defop(
     saves=False, sample=Sample(UNARY, consts=((2.5,),)),
 )  # fmt: skip
 MUL = defop(
-    "mul", "MulBackward0", lambda x, y: x * y,
+    "mul", "MulBackward0", operator.mul,
     (lambda g, a, x, y: unbroadcast(g * y, x), lambda g, a, x, y: unbroadcast(g * x, y)),
     arity="2", sample=Sample(BINARY),
 )  # fmt: skip
 DIV = defop(
-    "div", "DivBackward0", lambda x, y: x / y,
+    "div", "DivBackward0", operator.truediv,
     (
         lambda g, a, x, y: unbroadcast(g / y, x),
         lambda g, a, x, y: unbroadcast(-g * x / (y * y), y),
@@ -805,7 +806,11 @@ PERMUTE = defop(
     "permute", "PermuteBackward0", np.transpose,
     (lambda g, a, x, dims: apply1(PERMUTE, g, None if dims is None else _inverse(dims)),),
     saves=False,
-    sample=Sample((((2, 3),), ((2, 3, 4),), ((2, 3, 4),)), consts=((None,), (None,), ((1, 2, 0),)), paired=True),
+    sample=Sample(
+        (((2, 3),), ((2, 3, 4),), ((2, 3, 4),)),
+        consts=((None,), (None,), ((1, 2, 0),)),
+        paired=True,
+    ),
 )  # fmt: skip
 SQUEEZE = defop(
     "squeeze", "SqueezeBackward0", lambda x, dims: np.squeeze(x, axis=dims),

@@ -1,19 +1,24 @@
 """Formula text to the typed AST of gradcalc/syntax.py, and back.
 
-``parse`` runs Lark's LALR(1) parser on ``grammar/gradcalc.lark`` with the
-AST builder (``_ToAst``) inline: each reduction calls one of its methods, so
-building the tree is a loop in the parser and never recursion, whatever the
-formula's length. A postlexer (``_Postlexer``, a Lark ``Indenter``) turns
-indentation into block tokens and, in the same pass over the tokens, checks
-bracket balance and nesting depth, so too deep a formula is a ``LimitError``
-before anything downstream could recurse on it. Every failure leaves as a
-``ParseError`` (or that ``LimitError``) with a position, a message in words
-and a hint.
+The grammar is ``grammar/gradcalc.lark`` (Lark, LALR(1)); its rules are
+reduced by one transformer, ``_ToAst``, run inline in the parser, so
+building the tree is a loop and never recursion, whatever the formula's
+length. A postlexer (``_PostlexerMixin`` on Lark's ``Indenter``) turns
+indentation into block tokens and, in the same pass, checks bracket balance
+and nesting depth, so too deep a formula is a ``LimitError`` before anything
+downstream could recurse on it.
 
-The Lark parser is built once per process, lazily, from the generated
-standalone module ``gradcalc.grammar._standalone`` when it matches the
-grammar file (no Lark import, no grammar analysis: about a millisecond), else
-from the grammar with Lark's cache in the user's cache directory.
+Valid input is parsed by ``_FastDriver``: Lark's own parse table, terminals
+and callbacks, run by a tighter loop than Lark's (three times faster). Input
+it rejects is parsed again by Lark's parser, whose exception
+``_explain`` turns into a ``ParseError`` with a position, a message in words
+and a hint. Nothing else leaves ``parse``.
+
+The parser is built once per process, lazily, from the generated standalone
+module ``gradcalc.grammar._standalone`` (no Lark import, no grammar analysis)
+when it was made from the current grammar, else from the grammar with Lark's
+cache in the user's cache directory. Regenerate it with
+``python -m gradcalc.parser`` after editing the grammar.
 
 ``pretty`` prints an AST back as source with the fewest parentheses the
 precedence table needs; it walks the tree with an explicit stack.
@@ -687,6 +692,7 @@ class _ToAst:
 
     def params(self, children: list) -> list[ast.Param]:
         seen: set[str] = set()
+        after_default = False
         for param in children:
             if param.name in seen:
                 raise ParseError(
@@ -695,14 +701,14 @@ class _ToAst:
                     **_at(param),
                 )
             seen.add(param.name)
-        defaults = [param.default is not None for param in children]
-        if True in defaults and not all(defaults[defaults.index(True) :]):
-            param = children[defaults.index(False, defaults.index(True))]
-            raise ParseError(
-                f"parameter '{param.name}' without a default follows one with a default",
-                hint="put parameters with defaults last: def f(a, b=0.1)",
-                **_at(param),
-            )
+            if param.default is not None:
+                after_default = True
+            elif after_default:
+                raise ParseError(
+                    f"parameter '{param.name}' without a default follows one with a default",
+                    hint="put parameters with defaults last: def f(a, b=0.1)",
+                    **_at(param),
+                )
         return children
 
     def param(self, children: list) -> ast.Param:
@@ -941,6 +947,29 @@ class _Token:
         )  # fmt: skip
 
 
+class _Rows(dict):
+    """Parse-table rows as the fast driver wants them, converted the first time a state is met.
+
+    A shift is the next state (an int); a reduction is ``(size, origin, callback)``
+    with ``callback`` None for a unit reduction. Converting lazily keeps a
+    one-line formula from paying for the whole table.
+    """
+
+    def __init__(self, states: dict, shift: Any, reductions: dict[int, tuple]) -> None:
+        super().__init__()
+        self.states = states
+        self.shift = shift
+        self.reductions = reductions
+
+    def __missing__(self, state: Any) -> dict[str, Any]:
+        shift, reductions = self.shift, self.reductions
+        row = self[state] = {
+            symbol: argument if action is shift else reductions[id(argument)]
+            for symbol, (action, argument) in self.states[state].items()
+        }
+        return row
+
+
 class _FastDriver:
     """Lark's LALR tables and AST callbacks, run by a tight loop for input that parses.
 
@@ -961,24 +990,20 @@ class _FastDriver:
         table = inner.parse_table
         self.start = table.start_states["start"]
         self.end = table.end_states["start"]
-        self.actions: dict[Any, dict[str, Any]] = {}
-        for state, row in table.states.items():
-            actions: dict[str, Any] = {}
-            for symbol, (action, argument) in row.items():
-                if action is shift:
-                    actions[symbol] = argument
-                    continue
-                rule = argument
-                size = len(rule.expansion)
-                unit = (
-                    size == 1
-                    and rule.options.expand1
-                    and rule.alias is None
-                    and not rule.expansion[0].is_term
-                    and not rule.expansion[0].name.startswith("_")
-                )
-                actions[symbol] = (size, rule.origin.name, None if unit else inner.callbacks[rule])
-            self.actions[state] = actions
+        reductions: dict[int, tuple] = {}  # by id(rule): Rule hashes in Python, slowly
+        for rule in inner.callbacks:
+            if not hasattr(rule, "expansion"):
+                continue  # a terminal's callback
+            size = len(rule.expansion)
+            unit = (
+                size == 1
+                and rule.options.expand1
+                and rule.alias is None
+                and not rule.expansion[0].is_term
+                and not rule.expansion[0].name.startswith("_")
+            )
+            reductions[id(rule)] = (size, rule.origin.name, None if unit else inner.callbacks[rule])
+        self.actions = _Rows(table.states, shift, reductions)
         # Terminals in the order Lark's basic lexer tries them; keywords are NAMEs remapped.
         terminals = sorted(
             lark.terminals,

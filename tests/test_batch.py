@@ -97,8 +97,8 @@ def test_missing_file_is_a_usage_error() -> None:
 
 
 def test_many_lines_stream_in_order(tmp_path: Path) -> None:
-    """20,000 lines (the 100,000-line run is benchmark W6), through two worker processes."""
-    count, jobs = 20_000, "2"
+    """10,000 lines (the 100,000-line run is benchmark W6), through two worker processes."""
+    count, jobs = 10_000, "2"
     path = tmp_path / "many.jsonl"
     with path.open("w", encoding="utf-8") as handle:
         for i in range(count):

@@ -36,6 +36,9 @@ AGREEING = [
     ["-3*a**3 + b**2", "a=2", "b=6"],
     ["grad", "-a", "--wrt", "a", "a=1", "--json"],
     ["-x*h", "x=1", "h=2"],
+    ["eval", "2**10"],
+    ["eval", "x * 2", "x=[1, 2]", "--json", "--of", "x", "--seed=3", "--dtype", "float32"],
+    ["eval", "-x", "x=1", "--max-elements", "9"],
 ]
 
 
@@ -52,7 +55,9 @@ DEFERRED = [
     [],
     ["--help"],
     ["grad", "--help"],
-    ["eval", "1+1"],
+    ["eval", "1+1", "--wrt", "x"],
+    ["eval", "1+1", "--check"],
+    ["eval"],
     ["batch", "-"],
     ["--version"],
     ["x", "--wrt"],  # option without its value

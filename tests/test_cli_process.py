@@ -198,3 +198,15 @@ def test_an_internal_error_is_one_line(
     assert main_module.run(["3*a", "a=1", "--json"]) == 1
     error = strict(capsys.readouterr().out)["error"]
     assert error["internal"] is True and "simulated bug" in error["message"]
+
+
+def test_bare_gradcalc_on_a_terminal_starts_the_repl() -> None:
+    pexpect = pytest.importorskip("pexpect")
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"} | {"TERM": "dumb"}
+    child = pexpect.spawn(GRADCALC[0], GRADCALC[1:], env=env, encoding="utf-8", timeout=60)
+    try:
+        child.send("a = 2\r")
+        child.send("3*a**3\r")
+        child.expect("24")
+    finally:
+        child.terminate(force=True)

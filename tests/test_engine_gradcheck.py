@@ -194,7 +194,7 @@ SPECIAL = [
         lambda x, y: torch.stack([x, y]).max(dim=0).values,
         (2.0, 2.0),
         [1.0, 0.0],
-    ),  # noqa: E501
+    ),
     ("sqrt at 0", lambda x: torch.sqrt(x), (0.0,), [math.inf]),
     ("log at 0", lambda x: torch.log(x), (0.0,), [math.inf]),
     ("x**2 at 0", lambda x: x**2, (0.0,), [0.0]),
@@ -213,7 +213,7 @@ SPECIAL = [
         lambda x, y: torch.stack([x, y]).logsumexp(0),
         (-math.inf, 0.0),
         [0.0, 1.0],
-    ),  # noqa: E501
+    ),
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 
@@ -79,10 +80,15 @@ def test_a_chain_deeper_than_the_recursion_limit() -> None:
     assert len(graph.edges) == depth
     assert len(graph_to_dot(graph).splitlines()) == 2 * depth + 4
     assert len(graph_to_mermaid(graph).splitlines()) == 2 * depth + 2
-    from gradcalc.cli.render import graph_tree, make_console
+    from gradcalc.cli.render import graph_tree
+    from rich.console import Console
 
-    console = make_console(open("/dev/null", "w"))  # noqa: SIM115
+    console = Console(width=80, color_system=None, record=True, file=io.StringIO())
     console.print(graph_tree(graph))
+    lines = console.export_text().splitlines()
+    assert len(lines) == 5  # root, first link, "… N more", last link, the leaf
+    assert "99,997 more MulBackward0 in a chain" in lines[2]
+    assert "AccumulateGrad" in lines[4]
 
 
 def test_exporters() -> None:

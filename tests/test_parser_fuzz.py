@@ -142,7 +142,7 @@ statements = st.recursive(simple_statements, compound_statements, max_leaves=5)
 programs = st.lists(statements, max_size=4).map(ast.Program)
 
 
-@FUZZ
+@settings(FUZZ, max_examples=max(EXAMPLES // 2, 1))  # generating programs is the slow part
 @given(programs)
 def test_pretty_printed_programs_parse_back_to_the_same_ast(program: ast.Program) -> None:
     text = pretty(program)

@@ -125,8 +125,9 @@ def hessian(
         return out.reshape(())
 
     def gradient(*args: Tensor) -> Any:
-        jac = jacobian(scalar_func, args, create_graph=True, strict=strict)
-        return jac
+        return jacobian(
+            scalar_func, args if inputs_tuple else args[0], create_graph=True, strict=strict
+        )
 
     return jacobian(
         gradient,

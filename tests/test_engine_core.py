@@ -1,0 +1,409 @@
+"""The autograd engine's behaviour: backward, accumulation, graphs, grad modes, errors."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import weakref
+
+import numpy as np
+import pytest
+
+import gradcalc as torch
+from gradcalc import _tensor
+from gradcalc.autograd import Variable, grad
+from gradcalc.errors import (
+    DtypeGradError,
+    FreedGraphError,
+    GradError,
+    ImplicitGradError,
+    InplaceLeafError,
+    NoGradFnError,
+)
+
+
+def names(fn) -> list:
+    return [None if f is None else f.name() for f, _ in fn.next_functions]
+
+
+# ---------------------------------------------------------------- defaults and dtypes
+
+
+def test_pytorch_defaults() -> None:
+    assert torch.tensor(2.0).dtype == torch.float32
+    assert torch.tensor(2).dtype == torch.int64
+    assert torch.tensor([True]).dtype == torch.bool
+    assert not torch.tensor(2.0).requires_grad
+    assert (torch.arange(6).reshape(2, 3) * 1.0).dtype == torch.float32
+    assert (torch.arange(4) / 2).dtype == torch.float32
+    assert torch.Tensor([1, 0.1, 0.01]).dtype == torch.float32
+    assert torch.tensor(5, requires_grad=True, dtype=torch.float32).requires_grad
+    assert torch.tensor(np.float64(1.5)).dtype == torch.float64
+    assert (torch.tensor([1.0], dtype=torch.float64) * 2.5).dtype == torch.float64
+    assert torch.randn(3, 1).shape == (3, 1)
+    assert torch.rand((5, 5), requires_grad=True).requires_grad
+    assert torch.randn(size=(), requires_grad=True).shape == ()
+    assert repr(torch.float64) == "torch.float64"
+    assert repr(torch.ones(2, 3).shape) == "torch.Size([2, 3])"
+    assert isinstance(torch.__version__, str)
+
+
+def test_integer_tensors_cannot_require_grad() -> None:
+    message = "Only Tensors of floating point and complex dtype can require gradients"
+    with pytest.raises(DtypeGradError, match=message):
+        torch.tensor(5, requires_grad=True)
+    with pytest.raises(RuntimeError, match=message):
+        torch.arange(3).requires_grad_()
+
+
+def test_manual_seed_makes_random_tensors_reproducible() -> None:
+    torch.manual_seed(7)
+    first = torch.randn(4)
+    torch.manual_seed(7)
+    assert torch.equal(first, torch.randn(4))
+    u = torch.rand(1000)
+    assert float(u.min()) >= 0 and float(u.max()) < 1
+    generator = torch.Generator().manual_seed(3)
+    again = torch.Generator().manual_seed(3)
+    assert torch.equal(torch.rand(3, generator=generator), torch.rand(3, generator=again))
+
+
+# ---------------------------------------------------------------- backward
+
+
+def test_seed_000_gradients_accumulate() -> None:
+    a = torch.tensor(2.0, requires_grad=True)
+    b = torch.tensor(6.0, requires_grad=True)
+    (3 * a**3 - b**2).backward()
+    assert (float(a.grad), float(b.grad)) == (36.0, -12.0)
+    (-3 * a**3 + b**2).backward()
+    assert (float(a.grad), float(b.grad)) == (0.0, 0.0)
+
+
+def test_reused_nodes_and_shared_operands() -> None:
+    a = torch.tensor(3.0, requires_grad=True)
+    b = a + a
+    c = b + b
+    c.backward()
+    assert float(a.grad) == 4.0
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    (x * x).sum().backward()
+    assert x.grad.tolist() == [2.0, 4.0]
+
+
+def test_broadcast_gradients_are_summed_back() -> None:
+    x = torch.ones((2, 1), requires_grad=True)
+    y = torch.ones((1, 3), requires_grad=True)
+    s = torch.tensor(2.0, requires_grad=True)
+    ((x + y) * s).sum().backward()
+    assert x.grad.shape == (2, 1) and x.grad.tolist() == [[6.0], [6.0]]
+    assert y.grad.shape == (1, 3) and y.grad.tolist() == [[4.0, 4.0, 4.0]]
+    assert float(s.grad) == 12.0
+
+
+def test_non_scalar_backward_needs_a_gradient() -> None:
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(
+        ImplicitGradError, match="grad can be implicitly created only for scalar outputs"
+    ):
+        (x * 2).backward()
+    (x * 2).backward(torch.tensor([1.0, 0.5]))
+    assert x.grad.tolist() == [2.0, 1.0]
+
+
+def test_backward_of_a_constant() -> None:
+    with pytest.raises(
+        NoGradFnError,
+        match="element 0 of tensors does not require grad and does not have a grad_fn",
+    ):
+        (torch.tensor(5) * torch.tensor(5)).backward()
+
+
+def test_second_backward_through_a_freed_graph() -> None:
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    y = (x * x).sum()
+    y.backward()
+    with pytest.raises(FreedGraphError, match="Trying to backward through the graph a second time"):
+        y.backward()
+    z = (x.exp()).sum()
+    z.backward(retain_graph=True)
+    z.backward()
+    assert np.allclose(x.grad._data, 2 * x._data + 2 * np.exp(x._data))
+    with pytest.raises(RuntimeError, match="retain_graph=True"):
+        z.backward()
+
+
+def test_graphs_without_saved_tensors_can_be_walked_twice() -> None:
+    x = torch.tensor(1.0, requires_grad=True)
+    y = x + 1
+    y.backward()
+    y.backward()
+    assert float(x.grad) == 2.0
+
+
+def test_retain_grad_keeps_an_intermediate_gradient() -> None:
+    x = torch.tensor(5.0, requires_grad=True)
+    r1 = x * x
+    r2 = r1 * 3
+    r1.retain_grad()
+    r2.backward()
+    assert float(r1.grad) == 3.0 and float(x.grad) == 30.0
+    assert r2.grad is None and r1.retains_grad and not r2.retains_grad
+
+
+def test_the_graph_structure_matches_pytorch() -> None:
+    a = torch.tensor(2.0, requires_grad=True)
+    assert names((a * 3).grad_fn) == ["AccumulateGrad", None]
+    assert names((3 * a).grad_fn) == ["AccumulateGrad", None]
+    assert (3 - a).grad_fn.name() == "RsubBackward1"
+    assert names((3 / a).grad_fn) == ["ReciprocalBackward0", None]
+    assert names((a**2).grad_fn) == ["AccumulateGrad"]
+    assert (2**a).grad_fn.name() == "PowBackward2"
+    assert (a**a).grad_fn.name() == "PowBackward1"
+    x = torch.randn((3, 1), requires_grad=True)
+    y = x + 1
+    z = y**2 + 3
+    assert names(z.grad_fn) == ["PowBackward0", None]
+    assert z.grad_fn.next_functions[0][0].next_functions[0][0] is y.grad_fn
+    leaf = y.grad_fn.next_functions[0][0]
+    assert leaf.name() == "AccumulateGrad" and leaf.variable is x
+    v = torch.arange(4.0, requires_grad=True)
+    assert (2 * torch.dot(v, v)).grad_fn.name() == "MulBackward0"
+    assert v.sum().grad_fn.name() == "SumBackward0"
+    assert v.mean().grad_fn.name() == "MeanBackward0"
+    w = torch.ones((3, 1), requires_grad=True)
+    assert (torch.ones(2, 3)).matmul(w).grad_fn.name() == "MmBackward0"
+    assert repr(y.grad_fn).startswith("<AddBackward0 object at 0x")
+    assert type(y.grad_fn).__name__ == "AddBackward0"
+    assert v[0].grad_fn.name() == "SelectBackward0"
+    assert v[1:3].grad_fn.name() == "SliceBackward0"
+    assert v[[0, 0]].grad_fn.name() == "IndexBackward0"
+
+
+def test_indexing_gradients_scatter_add() -> None:
+    x = torch.arange(4.0, requires_grad=True)
+    (x[[0, 0, 3]] * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert x.grad.tolist() == [3.0, 0.0, 0.0, 3.0]
+    m = torch.ones((2, 3), requires_grad=True)
+    (m[:, 1].sum() + m[1, 1:].sum() + m[m > 0].sum()).backward()
+    assert m.grad.tolist() == [[1.0, 2.0, 1.0], [1.0, 3.0, 2.0]]
+
+
+def test_cat_stack_where_clamp() -> None:
+    a = torch.tensor([1.0, -2.0], requires_grad=True)
+    b = torch.tensor([3.0], requires_grad=True)
+    out = torch.cat([a, b]) * torch.tensor([1.0, 2.0, 3.0])
+    out.sum().backward()
+    assert a.grad.tolist() == [1.0, 2.0] and b.grad.tolist() == [3.0]
+    a.grad = None
+    torch.stack([a, a * 2], dim=1).sum().backward()
+    assert a.grad.tolist() == [3.0, 3.0]
+    a.grad = None
+    torch.where(a > 0, a, 0.0).sum().backward()
+    assert a.grad.tolist() == [1.0, 0.0]
+    a.grad = None
+    a.clamp(min=-1.0).sum().backward()
+    assert a.grad.tolist() == [1.0, 0.0]
+
+
+def test_reductions_with_dim_and_keepdim() -> None:
+    x = torch.arange(6.0).reshape(2, 3)
+    assert torch.sum(x, dim=0).tolist() == [3.0, 5.0, 7.0]
+    assert x.sum(1, keepdim=True).shape == (2, 1)
+    assert x.mean(dim=(0, 1)).item() == 2.5
+    assert x.max(dim=1).values.tolist() == [2.0, 5.0]
+    assert x.max(dim=1).indices.tolist() == [2, 2]
+    assert x.max().item() == 5.0
+    assert torch.max(x, torch.tensor(3.0)).tolist() == [[3.0, 3.0, 3.0], [3.0, 4.0, 5.0]]
+    assert x.prod(1).tolist() == [0.0, 60.0]
+    assert np.isclose(x.norm().item(), np.sqrt(55.0))
+    assert np.allclose(x.softmax(1).sum(1).tolist(), [1.0, 1.0])
+    assert np.isclose(x.logsumexp(1)[0].item(), np.log(np.exp([0, 1, 2]).sum()))
+
+
+def test_matmul_shapes() -> None:
+    m = torch.ones((2, 3), requires_grad=True)
+    v = torch.ones(3, requires_grad=True)
+    assert (m @ v).grad_fn.name() == "MvBackward0"
+    batch = torch.ones((4, 2, 3), requires_grad=True)
+    out = batch @ torch.ones((3, 5))
+    assert out.shape == (4, 2, 5)
+    out.sum().backward()
+    assert batch.grad.shape == (4, 2, 3) and float(batch.grad[0, 0, 0]) == 5.0
+    (v @ m.t()).sum().backward()
+    assert v.grad.tolist() == [2.0, 2.0, 2.0]
+
+
+# ---------------------------------------------------------------- autograd.grad
+
+
+def test_grad_of_intermediates_leaves_dot_grad_alone() -> None:
+    x = torch.tensor(5.0, requires_grad=True)
+    z = torch.tensor(3.0, requires_grad=True)
+    r1 = x * x + z + torch.log(z)
+    r2 = r1 + torch.sqrt(x)
+    r3 = 100 * r1 + torch.log(r2)
+    y = r1 + r2 + r3
+    g_r1, g_x = grad(y, [r1, x], retain_graph=True)
+    expected_r1 = 1 + (1 + 1 / r2.item()) + 100
+    assert np.isclose(g_r1.item(), expected_r1, rtol=1e-6)
+    assert np.isclose(g_x.item(), 1020.5499, rtol=1e-6)
+    assert x.grad is None and z.grad is None
+    (g_r2,) = grad(y, r2)
+    assert np.isclose(g_r2.item(), 1 + 1 / r2.item(), rtol=1e-6)
+
+
+def test_grad_errors_and_allow_unused() -> None:
+    x = torch.tensor(1.0, requires_grad=True)
+    unused = torch.tensor(1.0, requires_grad=True)
+    with pytest.raises(GradError, match="appears to not have been used in the graph"):
+        grad(x * 2, [unused])
+    assert grad(x * 2, [x, unused], allow_unused=True)[1] is None
+    with pytest.raises(GradError, match="One of the differentiated Tensors does not require grad"):
+        grad(x * 2, [torch.tensor(1.0)])
+
+
+def test_higher_derivatives_through_create_graph() -> None:
+    x = torch.tensor(2.0, requires_grad=True, dtype=torch.float64)
+    y = x**3 + torch.sin(x)
+    (dy,) = grad(y, x, create_graph=True)
+    (d2y,) = grad(dy, x, create_graph=True)
+    (d3y,) = grad(d2y, x)
+    assert np.isclose(dy.item(), 12 + np.cos(2.0))
+    assert np.isclose(d2y.item(), 12 - np.sin(2.0))
+    assert np.isclose(d3y.item(), 6 - np.cos(2.0))
+    y = (x * x).exp()
+    y.backward(create_graph=True)
+    assert x.grad.requires_grad
+
+
+def test_jacobian_and_hessian_layouts() -> None:
+    from gradcalc.autograd.functional import hessian, jacobian
+
+    x = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    jac = jacobian(lambda v: v**2, x)
+    assert jac.tolist() == [[2.0, 0.0], [0.0, 4.0]]
+    a, b = torch.tensor(2.0, dtype=torch.float64), torch.tensor([1.0, 3.0], dtype=torch.float64)
+    blocks = jacobian(lambda p, q: p * q, (a, b))
+    assert blocks[0].shape == (2,) and blocks[1].shape == (2, 2)
+    assert blocks[0].tolist() == [1.0, 3.0] and blocks[1].tolist() == [[2.0, 0.0], [0.0, 2.0]]
+    h = hessian(lambda v: (v**3).sum(), x)
+    assert h.tolist() == [[6.0, 0.0], [0.0, 12.0]]
+    hh = hessian(lambda p, q: p * p * q.sum(), (a, b))
+    assert hh[0][0].item() == 8.0 and hh[0][1].tolist() == [4.0, 4.0]
+    assert hh[1][1].tolist() == [[0.0, 0.0], [0.0, 0.0]]
+
+
+# ---------------------------------------------------------------- grad mode and in-place
+
+
+def test_no_grad_as_context_and_decorator() -> None:
+    z = torch.ones(2, requires_grad=True)
+    with torch.no_grad():
+        assert not (z * 2).requires_grad
+        with torch.enable_grad():
+            assert (z * 2).requires_grad
+
+    @torch.no_grad()
+    def doubled(t):
+        return t * 2
+
+    assert not doubled(z).requires_grad
+    assert torch.is_grad_enabled()
+    assert not z.detach().requires_grad and (z + 1).requires_grad
+
+
+def test_in_place_updates_of_leaves() -> None:
+    w = torch.ones((3, 1), requires_grad=True)
+    with pytest.raises(
+        InplaceLeafError,
+        match=r"a leaf Variable that requires grad is being used in an in-place operation\.",
+    ):
+        w.add_(1)
+    w.grad = torch.tensor([[27.0], [37.0], [47.0]])
+    with torch.no_grad():
+        w.add_(w.grad, alpha=-0.01)
+    assert np.allclose(w._data.ravel(), [0.73, 0.63, 0.53])
+    assert w.requires_grad and w.is_leaf
+    w.grad.zero_()
+    assert w.grad.tolist() == [[0.0], [0.0], [0.0]]
+    with torch.no_grad():
+        w.sub_(1).mul_(2)
+    assert np.allclose(w._data.ravel(), [-0.54, -0.74, -0.94])
+
+
+def test_data_shares_storage_and_detach_cuts_history() -> None:
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    x.data.zero_()
+    assert x.tolist() == [0.0, 0.0]
+    assert x.data.norm().item() == 0.0
+    y = (x * 2).detach()
+    assert y.grad_fn is None and not y.requires_grad
+
+
+def test_leaf_grad_does_not_alias_the_given_gradient() -> None:
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    seed = torch.tensor([1.0, 1.0])
+    (x + 0).backward(seed)
+    x.grad.zero_()
+    assert seed.tolist() == [1.0, 1.0]
+    a = torch.tensor([1.0], requires_grad=True)
+    b = torch.tensor([1.0], requires_grad=True)
+    (a + b).sum().backward()
+    a.grad.zero_()
+    assert b.grad.tolist() == [1.0]
+
+
+def test_legacy_variable_api() -> None:
+    v = Variable(torch.randn(3, 3), requires_grad=True)
+    y = v**2
+    z = y + 3
+    assert y.creator is y.grad_fn
+    assert z.creator.previous_functions[0][0] is y.creator
+    assert z.creator.previous_functions[0][0].previous_functions[0][0] is v
+    z.mean().backward()
+    assert torch.allclose(v.grad, 2 * v.detach() / 9)
+
+
+# ---------------------------------------------------------------- scale and memory
+
+
+def test_a_million_node_chain_backpropagates_without_recursion() -> None:
+    assert sys.getrecursionlimit() <= 10_000
+    x = torch.tensor(1.0, requires_grad=True, dtype=torch.float64)
+    gc.disable()  # the collector's passes over a growing graph are not what is tested here
+    try:
+        y = x
+        for _ in range(1_000_000):
+            y = y + 1.0
+        y.backward()
+        del y
+    finally:
+        gc.enable()
+    assert float(x.grad) == 1.0
+
+
+def test_graphs_hold_no_reference_cycles() -> None:
+    gc.disable()
+    try:
+        x = torch.tensor([1.0, 2.0], requires_grad=True)
+        y = (x * x).exp().sum()
+        node = weakref.ref(y.grad_fn)
+        out = weakref.ref(y)
+        del y
+        assert out() is None and node() is None
+    finally:
+        gc.enable()
+
+
+def test_record_values_keeps_values_and_gradients_for_renderers() -> None:
+    with _tensor.record_values():
+        a = torch.tensor(3.0, requires_grad=True)
+        b = a + a
+        c = b * b
+        c.backward()
+    assert float(c.grad_fn.value) == 36.0 and float(b.grad_fn.value) == 6.0
+    assert float(c.grad_fn.grad_value) == 1.0 and float(b.grad_fn.grad_value) == 12.0
+    assert float(b.grad_fn.next_functions[0][0].grad_value) == 24.0
+    plain = a * 2
+    assert plain.grad_fn.value is None
