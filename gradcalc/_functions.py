@@ -108,6 +108,8 @@ def _binary(op: O.Op, x: Any, y: Any) -> Tensor:
         if x._data.dtype.kind not in "fc":
             x = _float_of(x)
     elif ty is not int and ty is not bool:
+        if not isinstance(y, (Tensor, np.ndarray, np.generic, list, tuple)):
+            return NotImplemented
         y = _operand(y)
         return _binary(op, x, y)
     return apply2(op, x, y)

@@ -1026,46 +1026,40 @@ class _FastDriver:
                 for t in terminals
                 if t.pattern.value not in self.keywords or t.name == "NAME"
             )
-            + ")"
+            + r"|(?P<_REJECT>[\s\S]))"  # any other character: not a token
         )
         # (state below, state, token type) -> the state after a run of unit reductions
         self.unit_runs: dict[tuple, Any] = {}
 
     def tokens(self, text: str) -> Iterator[_Token]:
         """Lex ``text``; a character no terminal matches raises ``_Rejected``."""
-        match = self.regex.match
         ignore = self.ignore
         keywords = self.keywords
-        position, line, line_start, size = 0, 1, 0, len(text)
-        while position < size:
-            found = match(text, position)
-            if found is None:
-                raise _Rejected
+        line, line_start = 1, 0
+        for found in self.regex.finditer(text):
             kind = found.lastgroup
             value = found.group(kind)
             end = found.end()
             start = end - len(value)
-            if kind in ignore or kind == "_NEWLINE":
-                if kind == "_NEWLINE":
-                    token = _Token(kind, value, start, line, start - line_start + 1)
-                newlines = value.count("\n")
-                if newlines:
-                    line += newlines
-                    line_start = start + value.rfind("\n") + 1
-                if kind == "_NEWLINE":
-                    token.end_line, token.end_column, token.end_pos = (
-                        line,
-                        end - line_start + 1,
-                        end,
-                    )
-                    yield token
-                position = end
-                continue
             if kind == "NAME":
+                column = start - line_start + 1
                 kind = keywords.get(value, "NAME")
-            column = start - line_start + 1
-            yield _Token(kind, value, start, line, column, line, column + end - start, end)
-            position = end
+                yield _Token(kind, value, start, line, column, line, column + end - start, end)
+            elif kind == "_NEWLINE":
+                token = _Token(kind, value, start, line, start - line_start + 1)
+                line += value.count("\n")
+                line_start = start + value.rfind("\n") + 1
+                token.end_line, token.end_column, token.end_pos = line, end - line_start + 1, end
+                yield token
+            elif kind in ignore:
+                if "\n" in value:
+                    line += value.count("\n")
+                    line_start = start + value.rfind("\n") + 1
+            elif kind == "_REJECT":
+                raise _Rejected
+            else:
+                column = start - line_start + 1
+                yield _Token(kind, value, start, line, column, line, column + end - start, end)
 
     def _unit_run(self, below: Any, top: Any, kind: str) -> Any:
         """The state after consecutive unit reductions from ``top`` (over ``below``) on ``kind``."""
@@ -1079,24 +1073,26 @@ class _FastDriver:
     def parse(self, text: str, postlex: Any) -> ast.Program:
         actions = self.actions
         unit_runs = self.unit_runs
-        states = [self.start]
+        top = self.start
+        states = [top]
         values: list[Any] = []
         for token in postlex.process(self.tokens(text)):
             kind = token.type
             while True:
-                action = actions[states[-1]].get(kind)
+                action = actions[top].get(kind)
                 if action is None:
                     raise _Rejected
                 if action.__class__ is int:
                     states.append(action)
                     values.append(token)
+                    top = action
                     break
                 size, origin, callback = action
                 if callback is None:  # unit reductions keep the value and change the state
-                    key = (states[-2], states[-1], kind)
+                    key = (states[-2], top, kind)
                     top = unit_runs.get(key)
                     if top is None:
-                        top = unit_runs[key] = self._unit_run(states[-2], states[-1], kind)
+                        top = unit_runs[key] = self._unit_run(key[0], key[1], kind)
                     states[-1] = top
                     continue
                 if size:
@@ -1106,7 +1102,8 @@ class _FastDriver:
                 else:
                     children = []
                 values.append(callback(children))
-                states.append(actions[states[-1]][origin])
+                top = actions[states[-1]][origin]
+                states.append(top)
         end = self.end
         while True:
             action = actions[states[-1]].get("$END")
