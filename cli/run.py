@@ -81,7 +81,7 @@ def _report_error(exc: BaseException, json_errors: bool) -> int:
         return EXIT_FORMULA
     shown = exc if isinstance(exc, FormulaError) else _as_formula_error(body)
     console = make_console(sys.stderr)
-    console.print(error_text(shown, console.width))
+    console.print(error_text(shown, console.width), soft_wrap=not console.is_terminal)
     return EXIT_FORMULA
 
 

@@ -850,7 +850,7 @@ class Interpreter:
             if source is not None:
                 from gradcalc.parser import parse
 
-                program = parse(source)
+                program = parse(source, limits=self.limits)
             else:
                 program = source_or_program
             code = _compile(self, program, source)
