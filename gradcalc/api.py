@@ -292,7 +292,7 @@ def _execute(
         _guarded(lambda: interp.bind(name, value))  # noqa: B023 (called at once)
         leaves[name] = interp.env[name]
     try:
-        outcome = _guarded(lambda: interp.execute(_program(formula)))
+        outcome = _guarded(lambda: interp.execute(_program(formula, limits)))
     except FormulaError as exc:
         if exc.source is None:
             exc.source = formula  # a cached program carries no text; the caret needs it
@@ -315,21 +315,22 @@ def _execute(
     return _Run(interp, leaves, tensor, value, name)
 
 
-def _program(formula: str) -> Any:
+def _program(formula: str, limits: Limits) -> Any:
     """The parsed program, cached by its text: a batch repeats a few formulas many times."""
-    program = _PROGRAMS.get(formula)
+    key = (formula, limits.max_nesting)
+    program = _PROGRAMS.get(key)
     if program is None:
         from gradcalc.parser import parse
 
-        program = parse(formula)
+        program = parse(formula, limits=limits)
         if len(formula) <= _PROGRAM_CACHE_TEXT:
             if len(_PROGRAMS) >= _PROGRAM_CACHE_SIZE:
                 _PROGRAMS.pop(next(iter(_PROGRAMS)))
-            _PROGRAMS[formula] = program
+            _PROGRAMS[key] = program
     return program
 
 
-_PROGRAMS: dict[str, Any] = {}
+_PROGRAMS: dict[tuple[str, int], Any] = {}
 _PROGRAM_CACHE_SIZE = 256
 _PROGRAM_CACHE_TEXT = 10_000
 """Only formulas up to this many characters are kept (a 1 MB formula is parsed each time)."""

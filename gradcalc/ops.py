@@ -333,12 +333,18 @@ NEG = defop(
 def _pow_scalar_vjp(g: Tensor, a: Any, x: Tensor, p: Any) -> Tensor:
     if p == 0:
         return g * 0
+    if p == 1:
+        return g * 1
+    if p == 2:
+        return g * (x * 2)
     return g * p * x ** (p - 1)
 
 
 POW = defop(
     "pow", "PowBackward0", lambda x, p: x**p, (_pow_scalar_vjp,),
-    sample=Sample(UNARY, consts=((2,), (3,), (-1.5,), (0.5,), (0,), (1,)), domain="positive"),
+    sample=Sample(
+        UNARY, consts=((2,), (3,), (-1.5,), (0.5,), (0,), (1,), (2.0,)), domain="positive"
+    ),
 )  # fmt: skip
 
 
