@@ -14,10 +14,11 @@ import sys
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
+
 from gradcalc.cli import inputs
 from gradcalc.cli.inputs import Invocation, UsageProblem
 from gradcalc.cli.run import run_functions, run_invocation, run_repl
-from typer.core import TyperCommand, TyperGroup
 
 
 class DefaultToGrad(TyperGroup):

@@ -23,7 +23,6 @@ from itertools import islice
 from typing import IO, Any
 
 from gradcalc.cli.run import EXIT_FORMULA, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, silence_stdout
-
 from gradcalc.limits import Limits
 
 CHUNK_LINES = 64
@@ -144,8 +143,9 @@ class _Progress:
     """
 
     def __init__(self) -> None:
-        from gradcalc.cli.render import make_console
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        from gradcalc.cli.render import make_console
 
         self.done = 0
         self.failed = 0

@@ -525,12 +525,12 @@ def _cmd_vars(session: Session, argument: str) -> bool:
 
 
 def _vars_table(names: Mapping[str, Any]) -> RenderableType:
-    from gradcalc.cli.render import shape_text
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
     from gradcalc import Tensor
+    from gradcalc.cli.render import shape_text
     from gradcalc.graph import short_text
 
     table = Table(box=box.SIMPLE_HEAD, show_edge=False)

@@ -15,14 +15,6 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from gradcalc.cli.repl import (
-    ALIASES,
-    COMMANDS,
-    EXIT_OK,
-    INDENT,
-    EntryCollector,
-    Session,
-)
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application.current import get_app
 from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
@@ -34,6 +26,15 @@ from prompt_toolkit.input import Input
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.lexers import Lexer, PygmentsLexer
 from prompt_toolkit.output import Output
+
+from gradcalc.cli.repl import (
+    ALIASES,
+    COMMANDS,
+    EXIT_OK,
+    INDENT,
+    EntryCollector,
+    Session,
+)
 
 PROMPT, CONTINUATION = ">>> ", "... "
 KEYWORDS = ("if", "elif", "else", "while", "for", "in", "def", "return", "pass", "break")

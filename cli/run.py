@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gradcalc.cli.inputs import Invocation, UsageProblem, read_formula
-
 from gradcalc.errors import FormulaError
 
 if TYPE_CHECKING:

@@ -7,8 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gradcalc.cli.app import app
 from typer.testing import CliRunner
+
+from gradcalc.cli.app import app
 
 runner = CliRunner()
 GRADCALC = [sys.executable, "-m", "gradcalc"]

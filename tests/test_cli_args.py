@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from typer.testing import CliRunner
+
 from gradcalc.cli import app as app_module
 from gradcalc.cli import fast, inputs
 from gradcalc.cli.app import app
 from gradcalc.cli.inputs import Invocation, UsageProblem
-from typer.testing import CliRunner
 
 runner = CliRunner()
 

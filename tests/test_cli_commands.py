@@ -7,8 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from gradcalc.cli.app import app
 from typer.testing import CliRunner
+
+from gradcalc.cli.app import app
 
 runner = CliRunner()
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from gradcalc.cli import main as main_module
 
 ENTRY = shutil.which("gradcalc", path=str(Path(sys.executable).parent)) or shutil.which("gradcalc")

@@ -6,9 +6,9 @@ import io
 
 import numpy as np
 import pytest
-from gradcalc.cli.render import error_text, make_console, print_result
 
 from gradcalc.api import Result
+from gradcalc.cli.render import error_text, make_console, print_result
 from gradcalc.errors import ParseError
 
 

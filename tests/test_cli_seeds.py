@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gradcalc.cli.app import app
 from typer.testing import CliRunner
+
+from gradcalc.cli.app import app
 
 runner = CliRunner()
 

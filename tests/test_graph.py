@@ -80,8 +80,9 @@ def test_a_chain_deeper_than_the_recursion_limit() -> None:
     assert len(graph.edges) == depth
     assert len(graph_to_dot(graph).splitlines()) == 2 * depth + 4
     assert len(graph_to_mermaid(graph).splitlines()) == 2 * depth + 2
-    from gradcalc.cli.render import graph_tree
     from rich.console import Console
+
+    from gradcalc.cli.render import graph_tree
 
     console = Console(width=80, color_system=None, record=True, file=io.StringIO())
     console.print(graph_tree(graph))
@@ -125,8 +126,9 @@ def test_big_tensors_are_shown_by_shape() -> None:
 
 
 def test_tree_draws_shared_nodes_once_and_caps_size() -> None:
-    from gradcalc.cli.render import graph_tree
     from rich.console import Console
+
+    from gradcalc.cli.render import graph_tree
 
     output, named = shared_graph()
     console = Console(width=100, color_system=None, record=True, file=open("/dev/null", "w"))  # noqa: SIM115

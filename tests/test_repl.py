@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from gradcalc.cli.repl import Session, run_script
 
+from gradcalc.cli.repl import Session, run_script
 from gradcalc.limits import Limits
 
 NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?")
