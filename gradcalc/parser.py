@@ -8,17 +8,23 @@ indentation into block tokens and, in the same pass, checks bracket balance
 and nesting depth, so too deep a formula is a ``LimitError`` before anything
 downstream could recurse on it.
 
-Valid input is parsed by ``_FastDriver``: Lark's own parse table, terminals
-and callbacks, run by a tighter loop than Lark's (three times faster). Input
-it rejects is parsed again by Lark's parser, whose exception
-``_explain`` turns into a ``ParseError`` with a position, a message in words
-and a hint. Nothing else leaves ``parse``.
+Valid input is parsed by ``_FastDriver``: Lark's parse table and terminals
+for the grammar, with the transformer's methods given their children as
+Lark's tree builder shapes them, run by a tighter loop than Lark's (three
+times faster). Input it rejects is parsed again by Lark's parser, whose
+exception ``_explain`` turns into a ``ParseError`` with a position, a
+message in words and a hint. Nothing else leaves ``parse``.
 
-The parser is built once per process, lazily, from the generated standalone
-module ``gradcalc.grammar._standalone`` (no Lark import, no grammar analysis)
-when it was made from the current grammar, else from the grammar with Lark's
-cache in the user's cache directory. Regenerate it with
-``python -m gradcalc.parser`` after editing the grammar.
+The parser is built once per process, lazily. The driver's tables are plain
+literals in the generated module ``gradcalc.grammar._tables`` (``table_data``
+of the grammar: loading them is unmarshalling a ``.pyc``, about a
+millisecond, with no Lark import and no grammar analysis). Lark's own parser
+is built only when an error needs explaining: the generated standalone
+module ``gradcalc.grammar._standalone``. Either generated module is used
+only if it was made from the current grammar; otherwise the grammar is
+analysed by the installed Lark, through its cache in the user's cache
+directory. Regenerate both with ``python -m gradcalc.parser`` after editing
+the grammar (a test fails until then).
 
 ``pretty`` prints an AST back as source with the fewest parentheses the
 precedence table needs; it walks the tree with an explicit stack.
@@ -104,18 +110,37 @@ LARK_OPTIONS: dict[str, Any] = {"parser": "lalr", "lexer": "basic", "maybe_place
 
 
 class _Parser:
-    """The built Lark parser, the module its classes come from, and the fast driver."""
+    """The fast driver with its postlexer, and Lark's parser, built when an error needs it."""
 
-    def __init__(self, lark: Any, module: Any, postlex: Any, source: str) -> None:
-        self.lark = lark
-        self.errors = module
-        self.postlex = postlex
-        self.fast = _FastDriver(lark, module.Shift if hasattr(module, "Shift") else None)
-        self.source = source  # "standalone" or "lark-cache" or "lark"
+    def __init__(
+        self, tables: dict[str, Any], source: str, lark: Any = None, errors: Any = None
+    ) -> None:
+        self.fast = _FastDriver(tables, _ToAst())
+        self.postlex = _PostlexerMixin()
+        self.source = source  # "tables" (generated), "lark-cache" or "lark"
+        self._lark = lark
+        self._errors = errors
+
+    def _built_lark(self) -> tuple[Any, Any]:
+        if self._lark is None:
+            with _build_lock:
+                if self._lark is None:
+                    self._errors, self._lark = _lark_parser()
+        return self._lark, self._errors
+
+    @property
+    def lark(self) -> Any:
+        """Lark's parser for the same grammar; it explains the input the fast driver rejects."""
+        return self._built_lark()[0]
+
+    @property
+    def errors(self) -> Any:
+        """Where Lark's exception classes come from (the standalone module or Lark)."""
+        return self._built_lark()[1]
 
 
 _built: _Parser | None = None
-_build_lock = threading.Lock()
+_build_lock = threading.RLock()
 _current = threading.local()
 
 
@@ -129,59 +154,71 @@ def _parser() -> _Parser:
     return _built
 
 
-def _build_parser(prefer_standalone: bool = True) -> _Parser:
-    if prefer_standalone:
-        standalone = _fresh_standalone()
-        if standalone is not None:
-            postlex = _postlexer(standalone.Indenter)
-            lark = standalone.Lark_StandAlone(transformer=_ToAst(), postlex=postlex)
-            return _Parser(lark, standalone, postlex, "standalone")
-    text = grammar_text()
+def _build_parser(prefer_generated: bool = True) -> _Parser:
+    """The fast driver on the generated tables, or on tables taken from Lark if they are stale."""
+    if prefer_generated:
+        tables = _fresh_generated("_tables")
+        if tables is not None:
+            return _Parser(tables.TABLES, "tables")
+    lark, source = _lark_from_grammar()
+    import lark as lark_module
+
+    return _Parser(table_data(lark), source, lark, _LarkModules(lark_module.exceptions))
+
+
+def _lark_parser() -> tuple[Any, Any]:
+    """(the module of Lark's exceptions, a Lark parser): the standalone one if it is current."""
+    standalone = _fresh_generated("_standalone")
+    if standalone is not None:
+        postlex = _postlexer(standalone.Indenter)
+        return standalone, standalone.Lark_StandAlone(transformer=_ToAst(), postlex=postlex)
+    import lark as lark_module
+
+    return _LarkModules(lark_module.exceptions), _lark_from_grammar()[0]
+
+
+def _lark_from_grammar() -> tuple[Any, str]:
+    """Lark's parser analysed from the grammar file, through Lark's cache when one is writable."""
     import lark as lark_module
     from lark.indenter import Indenter
 
-    postlex = _postlexer(Indenter)
     cache = _cache_file()
     lark = lark_module.Lark(
-        text,
+        grammar_text(),
         **LARK_OPTIONS,
         transformer=_ToAst(),
-        postlex=postlex,
+        postlex=_postlexer(Indenter),
         cache=str(cache) if cache else False,
     )
-    from lark.parsers import lalr_analysis
-
-    module = _LarkModules(lark_module.exceptions, lalr_analysis.Shift)
-    return _Parser(lark, module, postlex, "lark-cache" if cache else "lark")
+    return lark, "lark-cache" if cache else "lark"
 
 
 class _LarkModules:
-    """The installed Lark's exceptions and Shift action, named as in the standalone module."""
+    """The installed Lark's exceptions, named as in the standalone module."""
 
-    def __init__(self, exceptions: Any, shift: Any) -> None:
+    def __init__(self, exceptions: Any) -> None:
         self.UnexpectedInput = exceptions.UnexpectedInput
         self.UnexpectedToken = exceptions.UnexpectedToken
         self.UnexpectedCharacters = exceptions.UnexpectedCharacters
-        self.Shift = shift
 
 
-def _fresh_standalone() -> Any:
-    """The generated standalone parser module, if present and made from the current grammar.
+def _fresh_generated(name: str) -> Any:
+    """The generated module ``gradcalc.grammar.<name>``, if present and made from this grammar.
 
     The check reads the grammar beside the module with a plain ``open`` (importing
-    importlib.resources and hashing would cost more than loading the parser).
+    importlib.resources and hashing would cost more than loading the tables).
     """
     try:
-        from gradcalc.grammar import _standalone
+        module = __import__(f"gradcalc.grammar.{name}", fromlist=[name])
     except ImportError:
         return None
     try:
-        grammar_file = os.path.join(os.path.dirname(_standalone.__file__), "gradcalc.lark")
+        grammar_file = os.path.join(os.path.dirname(module.__file__), "gradcalc.lark")
         with open(grammar_file, encoding="utf-8") as file:
             current = file.read()
     except OSError:  # not on a file system (a zip): trust the module
-        return _standalone
-    return _standalone if getattr(_standalone, "GRAMMAR_TEXT", None) == current else None
+        return module
+    return module if getattr(module, "GRAMMAR_TEXT", None) == current else None
 
 
 def _cache_file() -> Path | None:
@@ -200,6 +237,96 @@ def _cache_file() -> Path | None:
         return None
     version = f"lark{lark_module.__version__}-py{sys.version_info[0]}{sys.version_info[1]}"
     return directory / f"grammar-{version}.cache"
+
+
+def table_data(lark: Any) -> dict[str, Any]:
+    """What the fast driver needs from an analysed Lark parser, as plain Python literals.
+
+    - ``states``: the LALR table, one dict per state from symbol to action; an
+      action ``n >= 0`` shifts to state ``n``, ``~r`` reduces by rule ``r``.
+    - ``rules``: per rule, ``(size, origin, callback, expand1, include, nones)``:
+      how Lark shapes the children before the transformer method ``callback``
+      sees them (``include``: ``(index, splice, Nones before)`` per kept child,
+      None to keep all; ``nones``: placeholders after; ``expand1``: a ``?rule``
+      with one child is that child). ``callback`` is None for a unit reduction.
+    - ``lexer``: one regular expression of the terminals in Lark's order;
+      ``keywords``: names Lark's lexer retypes; ``ignore``: skipped terminals.
+
+    ``python -m gradcalc.parser`` writes this for the grammar file into
+    ``grammar/_tables.py``; it is also how stale tables are replaced at run time.
+    """
+    import re
+
+    table = lark.parser.parser.parser.parse_table
+    builders = lark._parse_tree_builder.rule_builders
+    numbers = {rule: number for number, (rule, _) in enumerate(builders)}
+    rules = []
+    for rule, chain in builders:
+        expand1, include, nones = False, None, 0
+        for step in chain:
+            kind = getattr(step, "func", step).__name__
+            if kind == "ExpandSingleChild":
+                expand1 = True
+            elif kind == "ChildFilterLALR":
+                include, nones = tuple(tuple(item) for item in step.args[0]), step.args[1]
+            elif kind == "ChildFilterLALR_NoPlaceholders":
+                include = tuple((index, splice, 0) for index, splice in step.args[0])
+            else:
+                raise ValueError(f"no fast driver support for Lark's {kind}")
+        size = len(rule.expansion)
+        unit = expand1 and include is None and size == 1 and not rule.expansion[0].is_term
+        name = rule.alias or rule.options.template_source or rule.origin.name
+        origin = str(rule.origin.name)  # Lark's names may be Tokens, a str subclass
+        rules.append((size, origin, None if unit else str(name), expand1, include, nones))
+    # Lark numbers the states in an order that varies with string hashing; number
+    # them breadth-first from the start state, symbols sorted, so the data is stable.
+    start, end = table.start_states["start"], table.end_states["start"]
+    order = [start]
+    renumber = {start: 0}
+    for state in order:  # grows while it is walked
+        for _symbol, (action, argument) in sorted(table.states[state].items()):
+            if action.name == "Shift" and argument not in renumber:
+                renumber[argument] = len(order)
+                order.append(argument)
+    if len(order) != len(table.states):
+        raise ValueError("the LALR table has states the start state does not reach")
+    states = tuple(
+        {
+            str(symbol): renumber[argument] if action.name == "Shift" else ~numbers[argument]
+            for symbol, (action, argument) in sorted(table.states[state].items())
+        }
+        for state in order
+    )
+    # Terminals in the order Lark's basic lexer tries them; keywords are NAMEs retyped.
+    terminals = sorted(
+        lark.terminals,
+        key=lambda t: (-t.priority, -t.pattern.max_width, -len(t.pattern.value), t.name),
+    )
+    name_pattern = re.compile(next(t for t in terminals if t.name == "NAME").pattern.to_regexp())
+    keywords = {
+        str(t.pattern.value): str(t.name)
+        for t in terminals
+        if type(t.pattern).__name__ == "PatternStr" and name_pattern.fullmatch(t.pattern.value)
+    }
+    # Blanks before a token are skipped by the same match; any other character is no token.
+    lexer = (
+        "[\t \f]*(?:"
+        + "|".join(
+            f"(?P<{t.name}>{t.pattern.to_regexp()})"
+            for t in terminals
+            if t.pattern.value not in keywords or t.name == "NAME"
+        )
+        + r"|(?P<_REJECT>[\s\S]))"
+    )
+    return {
+        "start": renumber[start],
+        "end": renumber[end],
+        "states": states,
+        "rules": tuple(rules),
+        "lexer": lexer,
+        "keywords": keywords,
+        "ignore": tuple(sorted(str(name) for name in lark.lexer_conf.ignore)),
+    }
 
 
 def token_vocabulary() -> list[str]:
@@ -311,6 +438,11 @@ def _postlexer(indenter_base: type) -> Any:
 
 class _PostlexerMixin:
     """Python-style indentation (Lark's ``Indenter``), bracket balance, nesting depth.
+
+    Lark's parser gets it as a subclass of Lark's ``Indenter`` (``_postlexer``);
+    the fast driver uses it alone: its ``process`` replaces all of the
+    Indenter's and needs only the configuration below, so start-up imports
+    no Lark.
 
     Nesting depth counts what nests without bound: open brackets, indented
     blocks, prefix operators (``-``, ``+``, ``not``) until their operand
@@ -955,79 +1087,103 @@ class _Rows(dict):
     one-line formula from paying for the whole table.
     """
 
-    def __init__(self, states: dict, shift: Any, reductions: dict[int, tuple]) -> None:
+    def __init__(self, states: tuple[dict[str, int], ...], reductions: list[tuple]) -> None:
         super().__init__()
         self.states = states
-        self.shift = shift
         self.reductions = reductions
 
-    def __missing__(self, state: Any) -> dict[str, Any]:
-        shift, reductions = self.shift, self.reductions
+    def __missing__(self, state: int) -> dict[str, Any]:
+        reductions = self.reductions
         row = self[state] = {
-            symbol: argument if action is shift else reductions[id(argument)]
-            for symbol, (action, argument) in self.states[state].items()
+            symbol: action if action >= 0 else reductions[~action]
+            for symbol, action in self.states[state].items()
         }
         return row
 
 
+class _Splice:
+    """A reduced ``_rule`` (or a repetition): its children are spliced into its parent's."""
+
+    __slots__ = ("children",)
+
+    def __init__(self, children: list) -> None:
+        self.children = children
+
+
+def _reducer(method: Any, expand1: bool, include: tuple | None, nones: int) -> Any:
+    """A rule's callback: shape the children as Lark's tree builder does, then call ``method``.
+
+    Lark's ``ChildFilterLALR`` (drop filtered tokens, splice ``_rule`` children,
+    insert None for absent ``[optional]`` parts), then ``ExpandSingleChild``.
+    """
+    if include is None and not nones:
+        if not expand1:
+            return method
+        return lambda children: children[0] if len(children) == 1 else method(children)
+    if not nones and not expand1 and not any(splice or before for _, splice, before in include):
+        if len(include) == 1:
+            ((only, _, _),) = include
+            return lambda children: method([children[only]])
+        if len(include) == 2:
+            (first, _, _), (second, _, _) = include
+            return lambda children: method([children[first], children[second]])
+
+    def reduce(children: list) -> Any:
+        kept: list = []
+        for index, splice, before in include or ():
+            if before:
+                kept += [None] * before
+            if not splice:
+                kept.append(children[index])
+            elif kept:
+                kept += children[index].children
+            else:  # reuse a left-recursive repetition's list: appending stays O(1)
+                kept = children[index].children
+        if nones:
+            kept += [None] * nones
+        if expand1 and len(kept) == 1:
+            return kept[0]
+        return method(kept)
+
+    return reduce
+
+
 class _FastDriver:
-    """Lark's LALR tables and AST callbacks, run by a tight loop for input that parses.
+    """The grammar's LALR tables and the AST callbacks, run by a tight loop for input that parses.
 
     Lark's own lexer and parser loop cost about three times more per token
     (a ``str``-subclass token, a rule-keyed callback lookup, a Python call
-    for every unit reduction such as ``term -> factor``). This driver uses
-    the same terminals (one regular expression, in Lark's order), the same
-    parse table and the same callbacks (so the same ``_ToAst``), and skips the
-    callback of unit reductions, which return their child unchanged. Any
-    syntax error raises ``_Rejected`` and the input is parsed again by Lark,
-    whose exception carries what the error message needs.
+    for every unit reduction such as ``term -> factor``). This driver runs on
+    Lark's tables for the grammar (``table_data``, stored as literals in the
+    generated ``gradcalc.grammar._tables``, so start-up imports no Lark): the
+    same terminals (one regular expression, in Lark's order), the same parse
+    table, and the transformer's methods with the children shaped as Lark
+    shapes them. It skips unit reductions, which return their child
+    unchanged. Any syntax error raises ``_Rejected`` and the input is parsed
+    again by Lark, whose exception carries what the error message needs.
     """
 
-    def __init__(self, lark: Any, shift: Any) -> None:
+    def __init__(self, tables: dict[str, Any], transformer: Any) -> None:
         import re
 
-        inner = lark.parser.parser.parser
-        table = inner.parse_table
-        self.start = table.start_states["start"]
-        self.end = table.end_states["start"]
-        reductions: dict[int, tuple] = {}  # by id(rule): Rule hashes in Python, slowly
-        for rule in inner.callbacks:
-            if not hasattr(rule, "expansion"):
-                continue  # a terminal's callback
-            size = len(rule.expansion)
-            unit = (
-                size == 1
-                and rule.options.expand1
-                and rule.alias is None
-                and not rule.expansion[0].is_term
-                and not rule.expansion[0].name.startswith("_")
-            )
-            reductions[id(rule)] = (size, rule.origin.name, None if unit else inner.callbacks[rule])
-        self.actions = _Rows(table.states, shift, reductions)
-        # Terminals in the order Lark's basic lexer tries them; keywords are NAMEs remapped.
-        terminals = sorted(
-            lark.terminals,
-            key=lambda t: (-t.priority, -t.pattern.max_width, -len(t.pattern.value), t.name),
-        )
-        name_pattern = re.compile(
-            next(t for t in terminals if t.name == "NAME").pattern.to_regexp()
-        )
-        self.keywords = {
-            t.pattern.value: t.name
-            for t in terminals
-            if type(t.pattern).__name__ == "PatternStr" and name_pattern.fullmatch(t.pattern.value)
-        }
-        self.ignore = frozenset(lark.lexer_conf.ignore)
-        # Blanks before a token are skipped by the same match.
-        self.regex = re.compile(
-            "[\t \f]*(?:"
-            + "|".join(
-                f"(?P<{t.name}>{t.pattern.to_regexp()})"
-                for t in terminals
-                if t.pattern.value not in self.keywords or t.name == "NAME"
-            )
-            + r"|(?P<_REJECT>[\s\S]))"  # any other character: not a token
-        )
+        self.start = tables["start"]
+        self.end = tables["end"]
+        reductions = []
+        for size, origin, name, expand1, include, nones in tables["rules"]:
+            if name is None:
+                callback = None
+            else:
+                method = getattr(transformer, name, None)
+                if method is None:
+                    if not origin.startswith("_"):
+                        raise ValueError(f"the transformer has no method for rule {name!r}")
+                    method = _Splice
+                callback = _reducer(method, expand1, include, nones)
+            reductions.append((size, origin, callback))
+        self.actions = _Rows(tables["states"], reductions)
+        self.keywords = tables["keywords"]
+        self.ignore = frozenset(tables["ignore"])
+        self.regex = re.compile(tables["lexer"])
         # (state below, state, token type) -> the state after a run of unit reductions
         self.unit_runs: dict[tuple, Any] = {}
 
@@ -1354,33 +1510,76 @@ def _push_expression(work: list, node: ast.Node, minimum: int) -> None:
         work.append("(")
 
 
-# ------------------------------------------------------- standalone parser
+# ---------------------------------------------------------- generated modules
 
 
-def write_standalone(path: Path | None = None) -> Path:
-    """Regenerate ``grammar/_standalone.py`` from the grammar (run after editing the grammar).
+def tables_source(text: str | None = None) -> str:
+    """The source of ``grammar/_tables.py``: ``table_data`` of the grammar as literals."""
+    import pprint
 
-    ``python -m gradcalc.parser`` does this. The module is Lark's standalone
-    parser (tables plus Lark's runtime, no grammar analysis at start-up) with
-    the grammar's text appended, so a stale copy is never used.
+    import lark as lark_module
+
+    if text is None:
+        text = grammar_text()
+    data = table_data(lark_module.Lark(text, **LARK_OPTIONS))
+    return (
+        '"""LALR tables of gradcalc.lark for the parser\'s fast driver. Generated: do not edit.\n'
+        "\n"
+        "Written by ``python -m gradcalc.parser`` (see ``gradcalc.parser.table_data``); the\n"
+        "parser uses them only while GRAMMAR_TEXT is the grammar file's text, and\n"
+        "tests/test_parser.py checks that they are what the installed Lark makes of it.\n"
+        '"""\n'
+        "# fmt: off\n"
+        "# ruff: noqa: E501\n"
+        "\n"
+        f"LARK_VERSION = {lark_module.__version__!r}\n"
+        f"GRAMMAR_TEXT = {text!r}\n"
+        f"TABLES = {pprint.pformat(data, width=100, sort_dicts=False)}\n"
+    )
+
+
+def standalone_source(text: str | None = None) -> str:
+    """The source of ``grammar/_standalone.py``: Lark's standalone parser, plus the grammar.
+
+    The fast driver does not need it; it is Lark's own parser without the
+    cost of importing Lark and analysing the grammar, for explaining errors.
     """
     import io
-    from importlib import resources
-    from pathlib import Path
 
     import lark as lark_module
     from lark.tools.standalone import gen_standalone
 
-    text = grammar_text()
-    analysed = lark_module.Lark(text, **LARK_OPTIONS)
+    if text is None:
+        text = grammar_text()
     buffer = io.StringIO()
-    gen_standalone(analysed, out=buffer)
+    gen_standalone(lark_module.Lark(text, **LARK_OPTIONS), out=buffer)
     buffer.write(f"\nGRAMMAR_TEXT = {text!r}\n")
-    if path is None:
-        path = Path(str(resources.files("gradcalc.grammar"))) / "_standalone.py"
-    path.write_text(buffer.getvalue(), encoding="utf-8")
-    return path
+    return buffer.getvalue()
+
+
+def write_generated(directory: Path | None = None) -> list[Path]:
+    """Regenerate ``grammar/_tables.py`` and ``grammar/_standalone.py`` after editing the grammar.
+
+    ``python -m gradcalc.parser`` does this. Until then the parser notices
+    the grammar changed and analyses it with Lark at start-up instead.
+    """
+    from importlib import resources
+    from pathlib import Path
+
+    if directory is None:
+        directory = Path(str(resources.files("gradcalc.grammar")))
+    text = grammar_text()
+    written = []
+    for name, source in (
+        ("_tables.py", tables_source(text)),
+        ("_standalone.py", standalone_source(text)),
+    ):
+        path = directory / name
+        path.write_text(source, encoding="utf-8")
+        written.append(path)
+    return written
 
 
 if __name__ == "__main__":
-    print(f"wrote {write_standalone()}")
+    for path in write_generated():
+        print(f"wrote {path}")

@@ -7,77 +7,229 @@ equality, so ``parse(pretty(tree)) == tree`` compares structure only.
 
 Operators are kept as their source spelling (``"+"``, ``"**"``, ``"and"``,
 ``"<="``); ``^`` is normalised to ``"**"`` by the parser.
+
+The classes are slotted dataclasses (``fields``, ``replace`` and ``match``
+work), but their ``__init__``, ``__eq__`` and ``__repr__`` are written here
+rather than generated: generating them ``exec``s one function per method and
+class at import, which made this module cost ~10 ms of every start-up, and
+the generated ``__eq__`` and ``__repr__`` recurse, so they failed on a flat
+sum of a few thousand terms. Equality and repr walk the tree with an explicit
+stack and compare or show the fields in ``__match_args__`` (the positional
+fields, which are all but the positions). Every class has a docstring: the
+dataclass decorator computes a signature (slowly) for classes without one.
 """
 
 from __future__ import annotations
 
 from dataclasses import KW_ONLY, dataclass, field
+from typing import Any
+
+# The decorator adds fields, __match_args__ and __slots__; the methods are below.
+_node = dataclass(slots=True, init=False, repr=False, eq=False)
 
 
-@dataclass(slots=True, eq=True)
+@_node
 class Node:
+    """Base of every AST node: a position, and iterative equality and repr."""
+
     _: KW_ONLY
     line: int = field(default=0, compare=False, repr=False)
     column: int = field(default=0, compare=False, repr=False)
+
+    def __init__(self, *, line: int = 0, column: int = 0) -> None:
+        self.line = line
+        self.column = column
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return _equal(self, other)
+
+    def __repr__(self) -> str:
+        return _repr(self)
+
+
+def _equal(left: Node, right: Node) -> bool:
+    """Field-by-field equality as the generated ``__eq__`` has it, without recursion."""
+    pending: list[tuple[Any, Any]] = [(left, right)]
+    while pending:
+        a, b = pending.pop()
+        if a is b:
+            continue
+        kind = a.__class__
+        if isinstance(a, Node):
+            if b.__class__ is not kind:
+                return False
+            pending += [(getattr(a, name), getattr(b, name)) for name in kind.__match_args__]
+        elif kind is list and b.__class__ is list:
+            if len(a) != len(b):
+                return False
+            pending += zip(a, b, strict=True)
+        elif a != b:
+            return False
+    return True
+
+
+def _repr(node: Node) -> str:
+    """``Name(field=value, ...)`` as the generated ``__repr__`` has it, without recursion."""
+    out: list[str] = []
+    # (True, text to emit) or (False, a value to show), popped from the end.
+    work: list[tuple[bool, Any]] = [(False, node)]
+    while work:
+        literal, value = work.pop()
+        if literal:
+            out.append(value)
+        elif isinstance(value, Node):
+            names = value.__class__.__match_args__
+            out.append(value.__class__.__qualname__ + "(")
+            work.append((True, ")"))
+            for index in range(len(names) - 1, -1, -1):
+                work.append((False, getattr(value, names[index])))
+                work.append((True, f", {names[index]}=" if index else f"{names[index]}="))
+        elif value.__class__ is list:
+            out.append("[")
+            work.append((True, "]"))
+            for index in range(len(value) - 1, -1, -1):
+                work.append((False, value[index]))
+                if index:
+                    work.append((True, ", "))
+        else:
+            out.append(repr(value))
+    return "".join(out)
 
 
 # ---------------------------------------------------------------- expressions
 
 
-@dataclass(slots=True, eq=True)
+@_node
 class Num(Node):
+    """A number literal (always a float)."""
+
     value: float
 
+    def __init__(self, value: float, *, line: int = 0, column: int = 0) -> None:
+        self.value = value
+        self.line = line
+        self.column = column
 
-@dataclass(slots=True, eq=True)
+
+@_node
 class Bool(Node):
+    """``True`` or ``False``."""
+
     value: bool
 
+    def __init__(self, value: bool, *, line: int = 0, column: int = 0) -> None:
+        self.value = value
+        self.line = line
+        self.column = column
 
-@dataclass(slots=True, eq=True)
+
+@_node
 class Name(Node):
+    """A variable or function name."""
+
     id: str
 
+    def __init__(self, id: str, *, line: int = 0, column: int = 0) -> None:
+        self.id = id
+        self.line = line
+        self.column = column
 
-@dataclass(slots=True, eq=True)
+
+@_node
 class ListExpr(Node):
+    """``[a, b, ...]``."""
+
     items: list[Expr]
 
+    def __init__(self, items: list[Expr], *, line: int = 0, column: int = 0) -> None:
+        self.items = items
+        self.line = line
+        self.column = column
 
-@dataclass(slots=True, eq=True)
+
+@_node
 class TupleExpr(Node):
     """Comma-separated items; appears as a subscript index (``x[:, 0]``)."""
 
     items: list[Expr]
 
+    def __init__(self, items: list[Expr], *, line: int = 0, column: int = 0) -> None:
+        self.items = items
+        self.line = line
+        self.column = column
 
-@dataclass(slots=True, eq=True)
+
+@_node
 class UnaryOp(Node):
+    """A prefix operator: ``-``, ``+`` or ``not``."""
+
     op: str  # "-", "+", "not"
     operand: Expr
 
+    def __init__(self, op: str, operand: Expr, *, line: int = 0, column: int = 0) -> None:
+        self.op = op
+        self.operand = operand
+        self.line = line
+        self.column = column
 
-@dataclass(slots=True, eq=True)
+
+@_node
 class BinOp(Node):
+    """A binary arithmetic operator."""
+
     op: str  # "+", "-", "*", "/", "%", "**", "@"
     left: Expr
     right: Expr
 
+    def __init__(self, op: str, left: Expr, right: Expr, *, line: int = 0, column: int = 0) -> None:
+        self.op = op
+        self.left = left
+        self.right = right
+        self.line = line
+        self.column = column
 
-@dataclass(slots=True, eq=True)
+
+@_node
 class BoolOp(Node):
+    """``a and b and ...`` or ``a or b or ...``."""
+
     op: str  # "and", "or"
     values: list[Expr]  # two or more, flattened like Python's ast
 
+    def __init__(self, op: str, values: list[Expr], *, line: int = 0, column: int = 0) -> None:
+        self.op = op
+        self.values = values
+        self.line = line
+        self.column = column
 
-@dataclass(slots=True, eq=True)
+
+@_node
 class Compare(Node):
+    """A comparison chain: ``a < b <= c`` is one Compare."""
+
     left: Expr
     ops: list[str]  # "<", "<=", ">", ">=", "==", "!="
     comparators: list[Expr]
 
+    def __init__(
+        self,
+        left: Expr,
+        ops: list[str],
+        comparators: list[Expr],
+        *,
+        line: int = 0,
+        column: int = 0,
+    ) -> None:
+        self.left = left
+        self.ops = ops
+        self.comparators = comparators
+        self.line = line
+        self.column = column
 
-@dataclass(slots=True, eq=True)
+
+@_node
 class IfExp(Node):
     """``body if test else orelse``."""
 
@@ -85,14 +237,31 @@ class IfExp(Node):
     body: Expr
     orelse: Expr
 
+    def __init__(
+        self, test: Expr, body: Expr, orelse: Expr, *, line: int = 0, column: int = 0
+    ) -> None:
+        self.test = test
+        self.body = body
+        self.orelse = orelse
+        self.line = line
+        self.column = column
 
-@dataclass(slots=True, eq=True)
+
+@_node
 class Keyword(Node):
+    """A keyword argument ``name=value`` of a call."""
+
     name: str
     value: Expr
 
+    def __init__(self, name: str, value: Expr, *, line: int = 0, column: int = 0) -> None:
+        self.name = name
+        self.value = value
+        self.line = line
+        self.column = column
 
-@dataclass(slots=True, eq=True)
+
+@_node
 class Call(Node):
     """``func(args, name=value)``; ``func`` is a Name, or an Attribute for method sugar."""
 
@@ -100,24 +269,72 @@ class Call(Node):
     args: list[Expr]
     keywords: list[Keyword]
 
+    def __init__(
+        self,
+        func: Expr,
+        args: list[Expr],
+        keywords: list[Keyword],
+        *,
+        line: int = 0,
+        column: int = 0,
+    ) -> None:
+        self.func = func
+        self.args = args
+        self.keywords = keywords
+        self.line = line
+        self.column = column
 
-@dataclass(slots=True, eq=True)
+
+@_node
 class Attribute(Node):
+    """``value.attr``."""
+
     value: Expr
     attr: str
 
+    def __init__(self, value: Expr, attr: str, *, line: int = 0, column: int = 0) -> None:
+        self.value = value
+        self.attr = attr
+        self.line = line
+        self.column = column
 
-@dataclass(slots=True, eq=True)
+
+@_node
 class Slice(Node):
+    """``lower:upper:step`` in a subscript; missing parts are None."""
+
     lower: Expr | None
     upper: Expr | None
     step: Expr | None
 
+    def __init__(
+        self,
+        lower: Expr | None,
+        upper: Expr | None,
+        step: Expr | None,
+        *,
+        line: int = 0,
+        column: int = 0,
+    ) -> None:
+        self.lower = lower
+        self.upper = upper
+        self.step = step
+        self.line = line
+        self.column = column
 
-@dataclass(slots=True, eq=True)
+
+@_node
 class Subscript(Node):
+    """``value[index]``."""
+
     value: Expr
     index: Expr  # an Expr, a Slice, or a TupleExpr of those
+
+    def __init__(self, value: Expr, index: Expr, *, line: int = 0, column: int = 0) -> None:
+        self.value = value
+        self.index = index
+        self.line = line
+        self.column = column
 
 
 Expr = (
@@ -140,25 +357,51 @@ Expr = (
 # ----------------------------------------------------------------- statements
 
 
-@dataclass(slots=True, eq=True)
+@_node
 class ExprStmt(Node):
+    """An expression on its own line (its value is the program's result if last)."""
+
     value: Expr
 
+    def __init__(self, value: Expr, *, line: int = 0, column: int = 0) -> None:
+        self.value = value
+        self.line = line
+        self.column = column
 
-@dataclass(slots=True, eq=True)
+
+@_node
 class Assign(Node):
+    """``target = value``."""
+
     target: Expr  # Name or Subscript
     value: Expr
 
+    def __init__(self, target: Expr, value: Expr, *, line: int = 0, column: int = 0) -> None:
+        self.target = target
+        self.value = value
+        self.line = line
+        self.column = column
 
-@dataclass(slots=True, eq=True)
+
+@_node
 class AugAssign(Node):
+    """``target op= value``."""
+
     target: Expr  # Name or Subscript
     op: str  # the binary operator: "+", "-", "*", "/", "%", "**", "@"
     value: Expr
 
+    def __init__(
+        self, target: Expr, op: str, value: Expr, *, line: int = 0, column: int = 0
+    ) -> None:
+        self.target = target
+        self.op = op
+        self.value = value
+        self.line = line
+        self.column = column
 
-@dataclass(slots=True, eq=True)
+
+@_node
 class If(Node):
     """``elif`` chains are nested Ifs in ``orelse``."""
 
@@ -166,51 +409,131 @@ class If(Node):
     body: list[Stmt]
     orelse: list[Stmt]
 
+    def __init__(
+        self,
+        test: Expr,
+        body: list[Stmt],
+        orelse: list[Stmt],
+        *,
+        line: int = 0,
+        column: int = 0,
+    ) -> None:
+        self.test = test
+        self.body = body
+        self.orelse = orelse
+        self.line = line
+        self.column = column
 
-@dataclass(slots=True, eq=True)
+
+@_node
 class While(Node):
+    """``while test:`` and its block."""
+
     test: Expr
     body: list[Stmt]
 
+    def __init__(self, test: Expr, body: list[Stmt], *, line: int = 0, column: int = 0) -> None:
+        self.test = test
+        self.body = body
+        self.line = line
+        self.column = column
 
-@dataclass(slots=True, eq=True)
+
+@_node
 class For(Node):
+    """``for target in iter:`` and its block."""
+
     target: str
     iter: Expr
     body: list[Stmt]
 
+    def __init__(
+        self, target: str, iter: Expr, body: list[Stmt], *, line: int = 0, column: int = 0
+    ) -> None:
+        self.target = target
+        self.iter = iter
+        self.body = body
+        self.line = line
+        self.column = column
 
-@dataclass(slots=True, eq=True)
+
+@_node
 class Param(Node):
+    """A function parameter, with its default expression if it has one."""
+
     name: str
     default: Expr | None = None
 
+    def __init__(
+        self, name: str, default: Expr | None = None, *, line: int = 0, column: int = 0
+    ) -> None:
+        self.name = name
+        self.default = default
+        self.line = line
+        self.column = column
 
-@dataclass(slots=True, eq=True)
+
+@_node
 class FunctionDef(Node):
+    """``def name(params):`` and its block."""
+
     name: str
     params: list[Param]
     body: list[Stmt]
 
+    def __init__(
+        self,
+        name: str,
+        params: list[Param],
+        body: list[Stmt],
+        *,
+        line: int = 0,
+        column: int = 0,
+    ) -> None:
+        self.name = name
+        self.params = params
+        self.body = body
+        self.line = line
+        self.column = column
 
-@dataclass(slots=True, eq=True)
+
+@_node
 class Return(Node):
+    """``return`` with a value or None."""
+
     value: Expr | None
 
+    def __init__(self, value: Expr | None, *, line: int = 0, column: int = 0) -> None:
+        self.value = value
+        self.line = line
+        self.column = column
 
-@dataclass(slots=True, eq=True)
+
+@_node
 class Pass(Node):
-    pass
+    """``pass``."""
+
+    def __init__(self, *, line: int = 0, column: int = 0) -> None:
+        self.line = line
+        self.column = column
 
 
-@dataclass(slots=True, eq=True)
+@_node
 class Break(Node):
-    pass
+    """``break``."""
+
+    def __init__(self, *, line: int = 0, column: int = 0) -> None:
+        self.line = line
+        self.column = column
 
 
-@dataclass(slots=True, eq=True)
+@_node
 class Continue(Node):
-    pass
+    """``continue``."""
+
+    def __init__(self, *, line: int = 0, column: int = 0) -> None:
+        self.line = line
+        self.column = column
 
 
 Stmt = (
@@ -228,6 +551,13 @@ Stmt = (
 )
 
 
-@dataclass(slots=True, eq=True)
+@_node
 class Program(Node):
+    """A whole formula or program: its statements in order."""
+
     body: list[Stmt]
+
+    def __init__(self, body: list[Stmt], *, line: int = 0, column: int = 0) -> None:
+        self.body = body
+        self.line = line
+        self.column = column

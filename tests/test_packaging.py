@@ -39,6 +39,8 @@ def test_wheel_maps_cli_and_grammar_into_the_package(tmp_path: Path) -> None:
     for required in (
         "gradcalc/cli/main.py",
         "gradcalc/grammar/gradcalc.lark",
+        "gradcalc/grammar/_tables.py",
+        "gradcalc/grammar/_standalone.py",
         "gradcalc/autograd/__init__.py",
         "gradcalc/autograd/functional.py",
     ):

@@ -7,13 +7,24 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 from gradcalc import syntax as ast
 from gradcalc.errors import LimitError, ParseError
 from gradcalc.limits import Limits
-from gradcalc.parser import _build_parser, _parser, _run, grammar_text, parse, pretty
+from gradcalc.parser import (
+    LARK_OPTIONS,
+    _build_parser,
+    _parser,
+    _run,
+    grammar_text,
+    parse,
+    pretty,
+    table_data,
+    tables_source,
+)
 
 
 def sexp(node: ast.Node | None) -> str:
@@ -507,19 +518,124 @@ def test_pretty_of_deep_nesting_stays_iterative() -> None:
 # ------------------------------------------------------- loading the parser
 
 
-def test_parser_is_built_once_and_standalone_matches_the_grammar() -> None:
+def test_parser_is_built_once_from_the_generated_tables() -> None:
     assert _parser() is _parser()
-    from gradcalc.grammar import _standalone
+    from gradcalc.grammar import _standalone, _tables
 
+    assert grammar_text() == _tables.GRAMMAR_TEXT, "run: python -m gradcalc.parser"
     assert grammar_text() == _standalone.GRAMMAR_TEXT, "run: python -m gradcalc.parser"
-    assert _parser().source == "standalone"
+    assert _parser().source == "tables"
+
+
+def test_generated_tables_are_what_lark_makes_of_the_grammar() -> None:
+    """The stored tables cannot go stale: the installed Lark regenerates them exactly."""
+    import lark
+
+    from gradcalc.grammar import _tables
+
+    fresh = table_data(lark.Lark(grammar_text(), **LARK_OPTIONS))
+    assert fresh == _tables.TABLES, "run: python -m gradcalc.parser"
+    stored = Path(_tables.__file__).read_text(encoding="utf-8")
+    assert tables_source() == stored, "run: python -m gradcalc.parser"
+
+
+def test_table_data_does_not_depend_on_string_hashing() -> None:
+    """Lark numbers the LALR states differently per hash seed; the stored tables do not."""
+    script = (
+        "import hashlib\n"
+        "from gradcalc.parser import tables_source\n"
+        "print(hashlib.sha256(tables_source().encode()).hexdigest())\n"
+    )
+    digests = set()
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        run = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env
+        )
+        assert run.returncode == 0, run.stderr
+        digests.add(run.stdout)
+    assert len(digests) == 1
+
+
+def test_stale_tables_are_replaced_by_lark_at_start_up(tmp_path, monkeypatch) -> None:
+    import gradcalc.parser as parser_module
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(parser_module, "_fresh_generated", lambda name: None)
+    built = _build_parser()
+    assert built.source == "lark-cache"
+    source = "def f(a):\n    return -a**2 if a > 0 else [a, a][0]\ny = f(x)[1:2, ::3]\n"
+    assert _run(built, source, 500) == parse(source)
+    with pytest.raises(ParseError, match="two values in a row"):
+        _run(built, "a b", 500)
+
+
+# One program per grammar rule alternative (optional parts present and absent).
+EVERY_RULE = [
+    "",
+    "\n\n# only a comment\n",
+    "a; b = 1; c += 2;\nd **= 3\ne ^= 4",
+    "if a: b\nelif c: d\nelif e: f\nelse: g",
+    "if a:\n    b\nelif c:\n    d",
+    "if a:\n  b\nelse:\n  c; d",
+    "while a < b <= c != d: a = a - 1",
+    "for i in range(3):\n    if i: continue\n    break",
+    "def f(): pass\ndef g(a, b=1,): return\ndef h(a,): return a",
+    "x = -a**-b + +c - d * e / f % g @ h",
+    "y = not a and b and c or d or e if f else g if h else i",
+    "z = f()(a)(a, b,)(a, k=1)(k=1, j=2,).T[0][1:][:2][::3][1:2:3][:, 0,][a,][::][:][1::]",
+    "w = (a) + (a,) + (a, b) + (a, b,) + [] + [a] + [a,] + [a, b] + [a, b,] + [True, False]",
+    "v = 1.5e-3 + .5 + 2. + 10 \\\n    + 3",
+    "a;\n\f\nb",  # a form feed between newlines leaves a newline token on its own
+    "def f(a): pass\ndef g(a, b): pass\ndef h(a, b, c=1): pass",
+    "f(a,) + f(a, b, c) + x[a, b] + x[a, b, c] + (a, b, c) + [a, b, c]",
+    "x[1:2:] + x[1:2] + x[1::2] + x[:1:2] + x[:1:]",
+]
+
+
+@pytest.mark.parametrize("source", EVERY_RULE)
+def test_fast_driver_builds_what_lark_builds_for_every_rule(source: str) -> None:
+    parser = _parser()
+    fast = _run(parser, source, 500)
+    assert fast == _run(parser, source, 500, fast=False)
+    assert repr(fast) == repr(_run(parser, source, 500, fast=False))
+
+
+def test_every_rule_corpus_reduces_every_rule() -> None:
+    """EVERY_RULE reaches each rule's callback (so the test above checks each rule's shape)."""
+    from gradcalc.grammar import _tables
+    from gradcalc.parser import _Parser
+
+    parser = _Parser(_tables.TABLES, "tables")
+    reductions = parser.fast.actions.reductions
+    reduced: set[int] = set()
+
+    def counting(number: int, callback: object) -> object:
+        def reduce(children: list) -> object:
+            reduced.add(number)
+            return callback(children)
+
+        return reduce
+
+    for number, (size, origin, callback) in enumerate(reductions):
+        if callback is not None:
+            reductions[number] = (size, origin, counting(number, callback))
+    for source in EVERY_RULE:
+        _run(parser, source, 500)
+    never = [
+        _tables.TABLES["rules"][number]
+        for number, (_, _, callback) in enumerate(reductions)
+        if callback is not None and number not in reduced
+    ]
+    # A program cannot start with a newline token: the postlexer drops leading blank lines.
+    assert never == [(1, "__start_star_0", "__start_star_0", False, (), 0)]
 
 
 def test_lark_cache_fallback_builds_the_same_parser(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     source = "def f(a):\n    return -a**2 if a > 0 else [a, a][0]\ny = f(x)[1:2, ::3]\n"
     for _ in range(2):  # builds and writes the cache, then loads it
-        built = _build_parser(prefer_standalone=False)
+        built = _build_parser(prefer_generated=False)
         assert built.source == "lark-cache"
         assert _run(built, source, 500, fast=False) == parse(source)
         assert _run(built, source, 500) == parse(source)
@@ -530,7 +646,7 @@ def test_unwritable_cache_dir_falls_back_to_no_cache(tmp_path, monkeypatch) -> N
     blocker = tmp_path / "file"
     blocker.write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
-    assert _build_parser(prefer_standalone=False).source == "lark"
+    assert _build_parser(prefer_generated=False).source == "lark"
 
 
 def test_import_is_light_and_parsing_does_not_import_lark() -> None:
@@ -538,7 +654,13 @@ def test_import_is_light_and_parsing_does_not_import_lark() -> None:
         "import sys, gradcalc.parser as p\n"
         "assert 'lark' not in sys.modules\n"
         "p.parse('3*a**3 - b**2')\n"
-        "assert 'lark' not in sys.modules, 'the standalone parser needs no lark import'\n"
+        "loaded = [m for m in sys.modules if 'lark' in m or m.endswith('_standalone')]\n"
+        "assert not loaded, f'valid input needs neither Lark nor its standalone parser: {loaded}'\n"
+        "try:\n"
+        "    p.parse('a b')\n"
+        "except p.ParseError as error:\n"
+        "    assert 'two values in a row' in error.message\n"
+        "assert 'lark' not in sys.modules, 'errors are explained by the standalone parser'\n"
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
