@@ -29,6 +29,7 @@ from gradcalc._tensor import (
     as_np_dtype,
     binary_method,
     dtype_of,
+    unary_function,
 )
 
 _wrap = _tensor.wrap
@@ -249,13 +250,13 @@ def floor_divide(input: Any, other: Any) -> Tensor:
 
 
 def _unary(op: O.Op) -> Any:
-    def function(input: Any) -> Tensor:
+    def slow(input: Any) -> Tensor:
         x = _as_tensor(input)
         if x._data.dtype.kind in "biu":
             x = _float_of(x)
         return apply1(op, x)
 
-    function.__name__ = function.__qualname__ = op.name
+    function = unary_function(op, slow)
     function.__doc__ = f"Elementwise {op.name} (grad_fn {op.grad_fn})."
     return function
 

@@ -4,15 +4,23 @@ A :class:`Tensor` wraps a NumPy value (``_data``: an ndarray, or a NumPy
 scalar for 0-d results, which NumPy computes with much faster than with 0-d
 arrays). An operation on tensors that require grad records a :class:`Node`:
 the op's grad_fn class (``MulBackward0``), the nodes of its inputs
-(``parents``, PyTorch's ``next_functions``), and what its VJP needs. Nodes
-never reference their output tensor, so graphs hold no reference cycles and
-die with their outputs. The ops themselves are declared in
-:mod:`gradcalc.ops`; this module only runs them (:func:`apply`).
+(``p0``/``p1``, PyTorch's ``next_functions``), and the *data* its VJPs read
+(only what they read: other operands keep a zero-memory stand-in). Nodes
+never reference tensors, so graphs hold no reference cycles, die with their
+outputs, intermediate tensors die as soon as the user drops them, and each
+recorded op adds a single object for the cyclic garbage collector to track.
+The ops themselves are declared in :mod:`gradcalc.ops`; this module only
+runs them (:func:`apply1`, :func:`apply2`, :func:`applyn`).
 
 :func:`run_backward` walks the graph iteratively: count each node's
-consumers, then process nodes whose consumers are all done, dropping each
-incoming gradient and (unless ``retain_graph``) each node's saved tensors as
-soon as they are used. No recursion, so a chain of a million nodes is fine.
+consumers, then process nodes whose consumers are all done. Without
+``create_graph`` it runs the VJPs on raw NumPy data (no Tensor, no graph per
+step), sums gradients meeting at a node in place into buffers it owns, and
+drops each incoming gradient and (unless ``retain_graph``) each node's saved
+data as soon as they are used, so peak memory stays close to a hand-written
+NumPy backward. With ``create_graph`` the same VJPs run on Tensors rebuilt
+from the saved data and the backward is recorded. No recursion, so a chain
+of a million nodes is fine.
 """
 
 from __future__ import annotations
@@ -208,36 +216,119 @@ def record_values() -> Iterator[None]:
 # ---------------------------------------------------------------- nodes
 
 
+class _Meta:
+    """A node's rarely used extras, kept apart so recording a node stays cheap."""
+
+    __slots__ = ("grad_value", "retain", "value")
+
+    def __init__(self, value: Any = None) -> None:
+        self.value = value
+        self.grad_value = None
+        self.retain = None
+
+
 class Node:
     """A grad_fn: one recorded operation. Subclasses per op carry PyTorch's names.
 
-    ``parents`` holds, per tensor operand, the operand's grad_fn (an
-    :class:`AccumulateGrad` for a leaf that requires grad) or None.
-    ``inputs`` are the operands themselves (what the VJP reads), ``consts``
-    the op's non-tensor arguments, ``ans`` the output's data when the VJP
-    needs it. The output tensor itself is never referenced.
+    ``p0``/``p1`` are the operands' grad_fns (an :class:`AccumulateGrad` for
+    a leaf that requires grad) or None, PyTorch's ``next_functions``;
+    ``s0``/``s1`` the operands' *data* as the VJPs need it (a zero-memory
+    stand-in with the right shape and dtype when no VJP reads the values) or
+    the Python numbers they were. An op over a sequence (``kind == 0``)
+    keeps tuples in ``p0``/``s0``. ``consts`` are the op's non-tensor
+    arguments, ``ans`` the output's data when the VJP needs it, ``holds``
+    whether backward frees saved tensor data (then a second backward is an
+    error). Nodes reference data and other nodes, never tensors: graphs hold
+    no reference cycles, die with their outputs, and each node is a single
+    object for the cyclic garbage collector to track (no tuples per node).
     """
 
     __slots__ = (
         "__weakref__",
-        "_retain",
         "ans",
         "consts",
-        "grad_value",
-        "inputs",
-        "parents",
-        "value",
+        "deps",
+        "holds",
+        "meta",
+        "p0",
+        "p1",
+        "s0",
+        "s1",
     )
     op: Any = None
+    vjps: Any = ()
+    kind = 1
+    """1 or 2 operands; 0 for an op over a sequence; -1 for AccumulateGrad."""
 
-    def __init__(self, parents: tuple, inputs: tuple, consts: tuple, ans: Any) -> None:
-        self.parents = parents
-        self.inputs = inputs
+    def __init__(
+        self, p0: Any, p1: Any, s0: Any, s1: Any, consts: tuple, ans: Any, holds: Any
+    ) -> None:
+        self.p0 = p0
+        self.p1 = p1
+        self.s0 = s0
+        self.s1 = s1
         self.consts = consts
         self.ans = ans
-        self.value = None
-        self.grad_value = None
-        self._retain = None
+        self.holds = holds
+        self.meta = None
+        self.deps = 0
+
+    @property
+    def parents(self) -> tuple:
+        """The operands' grad_fns (or None), one per operand."""
+        kind = self.kind
+        if kind == 0:
+            return self.p0
+        if kind == 1:
+            return (self.p0,)
+        if kind == 2:
+            return (self.p0, self.p1)
+        return ()
+
+    @property
+    def saved(self) -> tuple | None:
+        """What the VJPs read, one entry per operand (None once backward freed it)."""
+        if self.holds is _FREED:
+            return None
+        kind = self.kind
+        if kind == 0:
+            return self.s0
+        if kind == 1:
+            return (self.s0,)
+        if kind == 2:
+            return (self.s0, self.s1)
+        return ()
+
+    @property
+    def value(self) -> Any:
+        """The output's data, recorded inside :func:`record_values` (else None)."""
+        meta = self.meta
+        return None if meta is None else meta.value
+
+    @value.setter
+    def value(self, data: Any) -> None:
+        self._meta().value = data
+
+    @property
+    def grad_value(self) -> Any:
+        """The total gradient that reached this node in the last recorded backward."""
+        meta = self.meta
+        return None if meta is None else meta.grad_value
+
+    @grad_value.setter
+    def grad_value(self, data: Any) -> None:
+        self._meta().grad_value = data
+
+    @property
+    def _retain(self) -> Any:
+        meta = self.meta
+        return None if meta is None else meta.retain
+
+    def _meta(self) -> _Meta:
+        meta = self.meta
+        if meta is None:
+            meta = self.meta = _Meta()
+        return meta
 
     def name(self) -> str:
         return type(self).__name__
@@ -266,21 +357,23 @@ class AccumulateGrad(Node):
     """The grad_fn slot of a leaf that requires grad: backward adds into ``variable.grad``."""
 
     __slots__ = ("variable",)
+    kind = -1
 
     def __init__(self, variable: Tensor) -> None:
-        self.parents = ()
-        self.inputs = ()
+        self.p0 = self.p1 = self.s0 = self.s1 = None
         self.consts = ()
         self.ans = None
-        self.value = None
-        self.grad_value = None
-        self._retain = None
+        self.holds = False
+        self.meta = None
+        self.deps = 0
         self.variable = variable
 
 
 def node_class(grad_fn_name: str, op: Any) -> type[Node]:
     """A Node subclass named like PyTorch's grad_fn (``MulBackward0``) for one op."""
-    return type(grad_fn_name, (Node,), {"__slots__": (), "op": op, "__module__": __name__})
+    kind = {"1": 1, "2": 2}.get(op.arity, 0)
+    namespace = {"__slots__": (), "op": op, "vjps": op.vjps, "kind": kind, "__module__": __name__}
+    return type(grad_fn_name, (Node,), namespace)
 
 
 # ---------------------------------------------------------------- tensor
@@ -298,7 +391,7 @@ def _wrap(data: Any) -> Tensor:
 
 def _result(data: Any, node: Node) -> Tensor:
     if _recording:
-        node.value = data
+        node.meta = _Meta(data)
     t = _object_new(Tensor)
     t._data = data
     t._grad_fn = node
@@ -321,11 +414,39 @@ def _edge(t: Tensor) -> Node:
     return acc
 
 
+_stand_ins: dict[tuple, np.ndarray] = {}
+
+
+def _stand_in(data: Any) -> Any:
+    """What a node keeps of an operand whose values no VJP reads: for an array, a
+    read-only zero-strided view with its shape and dtype (no memory); numbers as is."""
+    if type(data) is not _ndarray or data.ndim == 0:
+        return data
+    key = (data.dtype, data.shape)
+    found = _stand_ins.get(key)
+    if found is None:
+        if len(_stand_ins) > 512:
+            _stand_ins.clear()
+        found = _stand_ins[key] = np.broadcast_to(np.zeros((), data.dtype), data.shape)
+    return found
+
+
 def apply1(op: Any, x: Tensor, *consts: Any) -> Tensor:
     """Run a one-operand op (``x`` a Tensor) and record it when ``x`` requires grad."""
-    data = op.forward(x._data, *consts)
+    xd = x._data
+    data = op.forward(xd, *consts)
     if x._requires_grad and _grad_enabled and op.node is not None:
-        return _result(data, op.node((_edge(x),), (x,), consts, data if op.uses_ans else None))
+        saves = op.saves
+        node = op.node(
+            x._grad_fn or _edge(x),
+            None,
+            xd if saves else _stand_in(xd),
+            None,
+            consts,
+            data if op.uses_ans else None,
+            saves,
+        )
+        return _result(data, node)
     return _wrap(data)
 
 
@@ -333,14 +454,67 @@ def apply2(op: Any, x: Any, y: Any, *consts: Any) -> Tensor:
     """Run a two-operand op; either operand may be a Python number (its edge is None)."""
     tx = type(x) is Tensor
     ty = type(y) is Tensor
-    data = op.forward(x._data if tx else x, y._data if ty else y, *consts)
+    xd = x._data if tx else x
+    yd = y._data if ty else y
+    data = op.forward(xd, yd, *consts)
     if _grad_enabled and op.node is not None:
         rx = tx and x._requires_grad
         ry = ty and y._requires_grad
         if rx or ry:
-            parents = (_edge(x) if rx else None, _edge(y) if ry else None)
-            return _result(data, op.node(parents, (x, y), consts, data if op.uses_ans else None))
+            k0, k1 = op.keep2[rx + 2 * ry]
+            node = op.node(
+                _edge(x) if rx else None,
+                _edge(y) if ry else None,
+                xd if k0 else _stand_in(xd),
+                yd if k1 else _stand_in(yd),
+                consts,
+                data if op.uses_ans else None,
+                (k0 and tx) or (k1 and ty),
+            )
+            return _result(data, node)
     return _wrap(data)
+
+
+def unary_function(op: Any, slow: Any) -> Any:
+    """A float elementwise op (``sin``, ``exp``) with the common case inlined: a float
+    Tensor in, one node out. Anything else (ints, lists, numbers) goes through ``slow``."""
+    forward = op.forward
+    node_class = op.node
+    saves = op.saves
+    uses_ans = op.uses_ans
+
+    def function(input: Any) -> Tensor:
+        if type(input) is not Tensor:
+            return slow(input)
+        xd = input._data
+        if xd.dtype.kind not in "fc":
+            return slow(input)
+        data = forward(xd)
+        t = _object_new(Tensor)
+        t._data = data
+        t._grad = None
+        t._accum = None
+        if input._requires_grad and _grad_enabled:
+            node = node_class(
+                input._grad_fn or _edge(input),
+                None,
+                xd if saves else _stand_in(xd),
+                None,
+                (),
+                data if uses_ans else None,
+                saves,
+            )
+            if _recording:
+                node.meta = _Meta(data)
+            t._grad_fn = node
+            t._requires_grad = True
+        else:
+            t._grad_fn = None
+            t._requires_grad = False
+        return t
+
+    function.__name__ = function.__qualname__ = op.name
+    return function
 
 
 def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
@@ -354,32 +528,71 @@ def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
     compute = op.forward
     node_class = op.node
     uses_ans = op.uses_ans
+    keep = op.keep2
+    keep_with_number = keep[1][0]
 
     def method(self: Tensor, other: Any) -> Tensor:
         kind = type(other)
         xd = self._data
+        if type(xd) is _ndarray and not xd.ndim:
+            # A 0-d array (a leaf or a constant) as a NumPy scalar: arithmetic
+            # with NumPy scalars is several times cheaper and, for + - * /,
+            # gives the same bits (IEEE 754 rounds each of them correctly).
+            xd = xd[()]
         if kind is Tensor:
             yd = other._data
-            if xd.dtype is not yd.dtype or (float_only and xd.dtype.kind not in "fc"):
+            if type(yd) is _ndarray and not yd.ndim:
+                yd = yd[()]
+            if type(xd) is not type(yd) or (
+                type(xd) is _ndarray and xd.dtype is not yd.dtype
+            ):  # NumPy scalars of one type share a dtype
+                return slow(self, other)
+            if float_only and xd.dtype.kind not in "fc":
                 return slow(self, other)
             data = compute(xd, yd)
             rx = self._requires_grad
             ry = other._requires_grad
             if (rx or ry) and _grad_enabled:
-                parents = (
+                k0, k1 = keep[rx + 2 * ry]
+                node = node_class(
                     (self._grad_fn or _edge(self)) if rx else None,
                     (other._grad_fn or _edge(other)) if ry else None,
+                    xd if k0 or type(xd) is not _ndarray else _stand_in(xd),
+                    yd if k1 or type(yd) is not _ndarray else _stand_in(yd),
+                    (),
+                    data if uses_ans else None,
+                    k0 or k1,
                 )
-                node = node_class(parents, (self, other), (), data if uses_ans else None)
-                return _result(data, node)
-            return _wrap(data)
+                if _recording:
+                    node.meta = _Meta(data)
+                t = _object_new(Tensor)
+                t._data = data
+                t._grad_fn = node
+                t._requires_grad = True
+                t._grad = None
+                t._accum = None
+                return t
+            t = _object_new(Tensor)
+            t._data = data
+            t._grad_fn = None
+            t._requires_grad = False
+            t._grad = None
+            t._accum = None
+            return t
         if kind is float or kind is int:
             if (kind is float or float_only) and xd.dtype.kind not in "fc":
                 return slow(self, other)
             data = compute(xd, other)
             if self._requires_grad and _grad_enabled:
-                parents = (self._grad_fn or _edge(self), None)
-                node = node_class(parents, (self, other), (), data if uses_ans else None)
+                node = node_class(
+                    self._grad_fn or _edge(self),
+                    None,
+                    xd if keep_with_number or type(xd) is not _ndarray else _stand_in(xd),
+                    other,
+                    (),
+                    data if uses_ans else None,
+                    keep_with_number,
+                )
                 return _result(data, node)
             return _wrap(data)
         return slow(self, other)
@@ -397,7 +610,9 @@ def applyn(op: Any, operands: Sequence[Any], *consts: Any) -> Tensor:
             _edge(o) if type(o) is Tensor and o._requires_grad else None for o in operands
         )
         if any(p is not None for p in parents):
-            node = op.node(parents, tuple(operands), consts, data if op.uses_ans else None)
+            saves = op.saves
+            saved = tuple(datas) if saves else tuple(_stand_in(d) for d in datas)
+            node = op.node(parents, None, saved, None, consts, data if op.uses_ans else None, saves)
             return _result(data, node)
     return _wrap(data)
 
@@ -540,7 +755,7 @@ class Tensor:
             raise GradError("can't retain_grad on Tensor that has requires_grad=False")
         fn = self._grad_fn
         if fn is not None and fn._retain is None:
-            fn._retain = weakref.ref(self)
+            fn._meta().retain = weakref.ref(self)
 
     @property
     def retains_grad(self) -> bool:
@@ -928,35 +1143,99 @@ def grad(
 
 _FREED = object()
 """Stands for a saved output after backward freed it."""
+_passes = 0
+"""Backward passes run so far (see ``Node.deps``)."""
+_NUMBERS = (int, float, bool)
+_getrefcount = sys.getrefcount
 
 
-def _free(node: Node) -> None:
-    op = node.op
-    if op.saves:
-        node.inputs = None
-    if op.uses_ans:
-        node.ans = _FREED
+def _refs_when_alone() -> tuple[int, int]:
+    """What ``sys.getrefcount`` reports for an array held only by (a dict and) one
+    local variable: backward writes into a gradient buffer only when nothing else
+    can see it. Measured rather than assumed, as interpreters count differently."""
+    box = {0: np.empty(0)}
+    in_dict = box.get(0)
+    seen_in_dict = _getrefcount(in_dict)
+    alone = box.pop(0)
+    del in_dict
+    return seen_in_dict, _getrefcount(alone)
+
+
+_ALONE_IN_DICT, _ALONE = _refs_when_alone()
+
+_spares: tuple = ()
+"""Arrays the running VJP may overwrite (see :func:`_spare_buffers`)."""
+
+
+def _spare_buffers(node: Node, args: tuple, kind: int, index: int) -> tuple:
+    """The VJP arguments VJP ``index`` of ``node`` may write its result into.
+
+    Raw backward only, after the node was freed: an argument (the incoming
+    gradient, the output, a saved operand) qualifies when only ``args`` holds
+    it (nothing else, no user tensor, can see the buffer) and no VJP still to
+    run for this node reads it (the gradient and output are read by all;
+    operands as the op's ``reads`` declares). VJPs use it through
+    ``ops._mul``/``ops._neg``, saving an allocation (and its page faults).
+    """
+    later = None
+    if kind == 2 and index == 0 and node.p1 is not None:
+        later = node.op.reads[1]
+    spares = []
+    position = -1
+    for value in args[: 2 + kind]:
+        position += 1
+        if (
+            type(value) is _ndarray
+            and _getrefcount(value) == _ALONE_IN_DICT
+            and value.base is None
+            and value.flags.writeable
+            and (later is None or (position >= 2 and position - 2 not in later))
+        ):
+            spares.append(value)
+    return tuple(spares)
+
+
+def _saved_tensors(parents: tuple, saved: tuple) -> list:
+    """The operands as Tensors again (for a recorded backward): constants wrap their
+    data, leaves are the leaf tensors, intermediates hang from their grad_fn, so
+    operations on them extend the graph as the forward's tensors would have."""
+    out: list = []
+    for parent, data in zip(parents, saved, strict=True):
+        if parent is None:
+            out.append(data if type(data) in _NUMBERS else _wrap(data))
+        elif type(parent) is AccumulateGrad:
+            out.append(parent.variable)
+        else:
+            t = _wrap(data)
+            t._grad_fn = parent
+            t._requires_grad = True
+            out.append(t)
+    return out
 
 
 def _store_leaf_grad(leaf_tensor: Tensor, g: Tensor, create_graph: bool) -> None:
-    """Add ``g`` into ``leaf.grad`` as PyTorch's AccumulateGrad does."""
+    """Add a recorded gradient ``g`` (``create_graph=True``) into ``leaf.grad``."""
     data = g._data
     target = leaf_tensor._data.dtype
     if data.dtype != target:
         g = _wrap(data.astype(target))
-        data = g._data
     old = leaf_tensor._grad
-    if create_graph:
-        leaf_tensor._grad = g if old is None else old + g
-        return
+    leaf_tensor._grad = g if old is None else old + g
+
+
+def _store_leaf_data(leaf_tensor: Tensor, data: Any, owned: bool) -> None:
+    """Add raw gradient ``data`` into ``leaf.grad`` as PyTorch's AccumulateGrad does.
+
+    ``owned``: nothing else references ``data``, so ``.grad`` may take its buffer.
+    Later gradients are added in place into a ``.grad`` buffer of the same shape.
+    """
+    target = leaf_tensor._data.dtype
+    if data.dtype != target:
+        data = data.astype(target)
+        owned = True
+    old = leaf_tensor._grad
     if old is None:
-        # Steal the gradient's buffer only when nothing else can see it; else copy.
-        if type(data) is _ndarray and not (
-            data.base is None
-            and data.flags.writeable
-            and sys.getrefcount(data) <= (4 if _recording else 3)
-            and sys.getrefcount(g) <= 4
-        ):
+        if type(data) is _ndarray and not owned:
             data = data.copy()
         leaf_tensor._grad = _wrap(data)
         return
@@ -983,126 +1262,214 @@ def run_backward(
     With ``accumulate``, leaves' ``.grad`` (and retained non-leaves') receive their
     gradients. With ``targets``, only the part of the graph leading to them runs
     and the total gradient arriving at each target node is returned.
+
+    Without ``create_graph`` the VJPs run on raw NumPy data (the same registry
+    code: its operators and ``call1``/``call2`` work on arrays and Tensors
+    alike) and gradients arriving at a node are summed in place into a buffer
+    the engine owns; with it they run on Tensors so the backward is recorded.
     """
     # Count, for every reachable node, how many consumers will send it a gradient.
-    deps: dict[Node, int] = {}
+    # The count lives on the node (``deps``, cheaper than a dict of 10^5 nodes),
+    # offset by a number unique to this pass so stale counts read as "unseen".
+    global _passes, _spares
+    _passes += 1
+    base = _passes << 40
     stack: list[Node] = []
+    reached: list[Node] | None = None if targets is None else []
     for root in roots:
-        if root not in deps:
-            deps[root] = 0
+        if root.deps < base:
+            root.deps = base
             stack.append(root)
+    pop_stack = stack.pop
+    push_stack = stack.append
     while stack:
-        for parent in stack.pop().parents:
+        node = pop_stack()
+        if reached is not None:
+            reached.append(node)
+        for parent in node.p0 if node.kind == 0 else (node.p0, node.p1):
             if parent is not None:
-                count = deps.get(parent)
-                if count is None:
-                    deps[parent] = 1
-                    stack.append(parent)
+                count = parent.deps
+                if count < base:
+                    parent.deps = base + 1
+                    push_stack(parent)
                 else:
-                    deps[parent] = count + 1
+                    parent.deps = count + 1
 
-    needed = None if targets is None else _needed(deps, targets)
+    needed = None if targets is None else _needed(reached, targets)
     target_set = None if targets is None else set(targets)
-    captured: dict[Node, Tensor] = {}
+    captured: dict[Node, Any] = {}
+    raw = not create_graph
 
-    pending: dict[Node, Tensor] = {}
+    pending: dict[Node, Any] = {}
     for root, g in zip(roots, grads, strict=True):
+        if raw:
+            g = g._data
         old = pending.get(root)
         pending[root] = g if old is None else old + g
-    ready = [root for root in dict.fromkeys(roots) if deps[root] == 0]
+    ready = [root for root in dict.fromkeys(roots) if root.deps == base]
 
     global _grad_enabled
     previous_mode = _grad_enabled
     _grad_enabled = create_graph
     pop_pending = pending.pop
+    get_pending = pending.get
+    pop_ready = ready.pop
+    push_ready = ready.append
+    gi = old = None
     try:
         with np.errstate(all="ignore"):
             while ready:
-                node = ready.pop()
+                node = pop_ready()
                 g = pop_pending(node, None)
-                parents = node.parents
+                kind = node.kind
                 if g is not None:
-                    if node.value is not None or (_recording and type(node) is AccumulateGrad):
-                        node.grad_value = g._data
                     if target_set is not None and node in target_set:
                         captured[node] = g
-                    if accumulate:
-                        if type(node) is AccumulateGrad:
-                            _store_leaf_grad(node.variable, g, create_graph)
-                        elif node._retain is not None:
-                            kept = node._retain()
+                    if kind < 0:
+                        if accumulate:
+                            if raw:
+                                owned = (
+                                    type(g) is _ndarray
+                                    and _getrefcount(g) == _ALONE
+                                    and g.base is None
+                                    and g.flags.writeable
+                                )
+                                _store_leaf_data(node.variable, g, owned)
+                            else:
+                                _store_leaf_grad(node.variable, g, create_graph)
+                        if _recording:
+                            node.grad_value = g if raw else g._data
+                        continue
+                    meta = node.meta
+                    if meta is not None:
+                        if meta.value is not None:
+                            meta.grad_value = g if raw else g._data
+                        if accumulate and meta.retain is not None:
+                            kept = meta.retain()
                             if kept is not None:
                                 _store_retained(kept, g, create_graph)
                     if needed is not None and node not in needed:
                         g = None
-                if g is not None and parents:
-                    op = node.op
-                    inputs = node.inputs
-                    if inputs is None:
-                        raise FreedGraphError(FREED_MESSAGE)
-                    consts = node.consts
-                    ans = node.ans
-                    if ans is not None:
-                        if ans is _FREED:
-                            raise FreedGraphError(FREED_MESSAGE)
-                        ans = _result(ans, node)
-                    vjps = op.vjps
-                    for index, parent in enumerate(parents):
-                        if parent is None:
-                            continue
-                        gi = vjps[index](g, ans, *inputs, *consts)
-                        if gi is not None:
-                            old = pending.get(parent)
-                            pending[parent] = gi if old is None else old + gi
-                        count = deps[parent] - 1
-                        deps[parent] = count
-                        if count == 0:
-                            ready.append(parent)
-                    if not retain_graph:
-                        _free(node)
-                else:
-                    for parent in parents:
+                if g is None:
+                    for parent in node.p0 if kind == 0 else (node.p0, node.p1):
                         if parent is not None:
-                            count = deps[parent] - 1
-                            deps[parent] = count
-                            if count == 0:
-                                ready.append(parent)
+                            count = parent.deps - 1
+                            parent.deps = count
+                            if count == base:
+                                push_ready(parent)
+                    continue
+                if node.holds is _FREED:
+                    raise FreedGraphError(FREED_MESSAGE)
+                ans = node.ans
+                if ans is not None:
+                    if ans is _FREED:
+                        raise FreedGraphError(FREED_MESSAGE)
+                    if not raw:  # the output again, hanging from this node
+                        ans = _wrap(ans)
+                        ans._grad_fn = node
+                        ans._requires_grad = True
+                consts = node.consts
+                if not raw:
+                    parents = node.p0 if kind == 0 else (node.p0, node.p1)[:kind]
+                    saved = node.s0 if kind == 0 else (node.s0, node.s1)[:kind]
+                    args = (g, ans, *_saved_tensors(parents, saved), *consts)
+                elif kind == 2:
+                    parents = (node.p0, node.p1)
+                    if consts:
+                        args = (g, ans, node.s0, node.s1, *consts)
+                    else:
+                        args = (g, ans, node.s0, node.s1)
+                elif kind == 1:
+                    parents = (node.p0,)
+                    args = (g, ans, node.s0, *consts) if consts else (g, ans, node.s0)
+                else:
+                    parents = node.p0
+                    args = (g, ans, *node.s0, *consts)
+                if not retain_graph:
+                    if node.holds:
+                        node.holds = _FREED
+                        node.s0 = node.s1 = None
+                    if ans is not None:
+                        node.ans = _FREED
+                g = ans = None
+                vjps = node.vjps
+                donate = type(args[0]) is _ndarray and raw and not retain_graph and kind > 0
+                index = -1
+                for parent in parents:
+                    index += 1
+                    if parent is None:
+                        continue
+                    if donate:
+                        _spares = _spare_buffers(node, args, kind, index)
+                        try:
+                            gi = vjps[index](*args)
+                        finally:
+                            _spares = ()
+                    else:
+                        gi = vjps[index](*args)
+                    if gi is not None:
+                        old = get_pending(parent)
+                        if old is None:
+                            pending[parent] = gi
+                        elif (
+                            raw
+                            and type(old) is _ndarray
+                            and type(gi) is _ndarray
+                            and _getrefcount(old) == _ALONE_IN_DICT
+                            and old.base is None
+                            and old.flags.writeable
+                            and old.shape == gi.shape
+                            and old.dtype == gi.dtype
+                        ):
+                            old += gi  # a buffer only this pass holds: add in place
+                        else:
+                            pending[parent] = old + gi
+                        gi = old = None
+                    count = parent.deps - 1
+                    parent.deps = count
+                    if count == base:
+                        push_ready(parent)
+                args = None
     finally:
         _grad_enabled = previous_mode
+    if raw:
+        return {node: _wrap(g) for node, g in captured.items()}
     return captured
 
 
-def _store_retained(t: Tensor, g: Tensor, create_graph: bool) -> None:
-    if not create_graph:
-        g = _wrap(g._data)
+def _store_retained(t: Tensor, g: Any, create_graph: bool) -> None:
     old = t._grad
-    t._grad = g if old is None else _wrap(old._data + g._data) if not create_graph else old + g
+    if create_graph:
+        t._grad = g if old is None else old + g
+        return
+    t._grad = _wrap(g) if old is None else _wrap(old._data + g)
 
 
-def _needed(deps: dict[Node, int], targets: Sequence[Node]) -> set[Node]:
+def _needed(reached: Sequence[Node], targets: Sequence[Node]) -> set[Node]:
     """Nodes with a path to a target (the only ones whose VJPs must run)."""
     target_set = set(targets)
     needed: set[Node] = set()
+    done: set[Node] = set()
     # Iterative post-order: a node is decided after all of its parents.
-    state: dict[Node, bool] = {}
-    for start in deps:
-        if start in state:
+    for start in reached:
+        if start in done:
             continue
-        stack: list[tuple[Node, int]] = [(start, 0)]
-        state[start] = False
+        stack = [start]
         while stack:
-            node, index = stack[-1]
-            parents = node.parents
-            while index < len(parents) and (parents[index] is None or parents[index] in state):
-                index += 1
-            if index < len(parents):
-                stack[-1] = (node, index + 1)
-                parent = parents[index]
-                state[parent] = False
-                stack.append((parent, 0))
-                continue
-            stack.pop()
-            state[node] = True
-            if node in target_set or any(p in needed for p in parents if p is not None):
-                needed.add(node)
+            node = stack[-1]
+            parents = node.p0 if node.kind == 0 else (node.p0, node.p1)
+            for parent in parents:
+                if parent is not None and parent not in done:
+                    stack.append(parent)
+                    break
+            else:
+                stack.pop()
+                done.add(node)
+                if node in target_set:
+                    needed.add(node)
+                else:
+                    for parent in parents:
+                        if parent in needed:
+                            needed.add(node)
+                            break
     return needed

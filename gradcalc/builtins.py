@@ -19,13 +19,15 @@ import inspect
 import math
 import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 import gradcalc as engine
-from gradcalc import _tensor
+from gradcalc import (
+    _functions,  # noqa: F401  (installs Tensor's methods, used below)
+    _tensor,
+)
 from gradcalc.errors import (
     FormulaError,
     FormulaTypeError,
@@ -37,35 +39,63 @@ from gradcalc.errors import (
 from gradcalc.limits import Limits
 
 Tensor = _tensor.Tensor
+Size = _tensor.Size
+"""``x.shape``: PyTorch's ``torch.Size``, a tuple of ints that prints as ``torch.Size([2, 3])``.
+Wherever a tensor is needed it stands for the vector of its sizes (`unshape`)."""
 
 
 # ------------------------------------------------------------------- the entries
 
 
-@dataclass(frozen=True, slots=True)
 class Builtin:
-    """One function of the language."""
+    """One function of the language.
 
-    name: str
-    doc: str
-    impl: Callable[..., Any]
-    method: bool = True
-    """Callable as a method of its first (tensor) argument: ``x.sum()``."""
-    diagnose: Callable[..., str | None] | None = None
-    """Explains a failure as a shape mismatch, given the call's arguments."""
-    context: bool = field(init=False)
-    signature: str = field(init=False)
-    _parameters: inspect.Signature = field(init=False, repr=False)
+    A plain slotted class, and the signature (derived from the adapter with
+    ``inspect``) is computed on first use: building a hundred signatures and
+    dataclasses at import cost several milliseconds of every start-up.
+    """
 
-    def __post_init__(self) -> None:
-        parameters = list(inspect.signature(self.impl).parameters.values())
-        takes_context = bool(parameters) and parameters[0].name == "ctx"
-        if takes_context:
-            parameters = parameters[1:]
-        visible = inspect.Signature(parameters)
-        object.__setattr__(self, "context", takes_context)
-        object.__setattr__(self, "_parameters", visible)
-        object.__setattr__(self, "signature", f"{self.name}{_signature_text(visible)}")
+    __slots__ = ("_visible", "context", "diagnose", "doc", "fast", "impl", "method", "name")
+
+    def __init__(
+        self,
+        name: str,
+        doc: str,
+        impl: Callable[..., Any],
+        method: bool = True,
+        diagnose: Callable[..., str | None] | None = None,
+        fast: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.doc = doc
+        self.impl = impl
+        self.method = method
+        """Callable as a method of its first (tensor) argument: ``x.sum()``."""
+        self.diagnose = diagnose
+        """Explains a failure as a shape mismatch, given the call's arguments."""
+        self.fast = fast
+        """The engine's method the interpreter may call directly when the only argument
+        is a Tensor (``Tensor.sin`` for ``sin``): the adapter's result, one call less."""
+        code = getattr(impl, "__code__", None)
+        if code is not None and not getattr(impl, "__wrapped__", None):
+            self.context = code.co_argcount > 0 and code.co_varnames[0] == "ctx"
+        else:
+            self.context = next(iter(inspect.signature(impl).parameters), None) == "ctx"
+        """The adapter's first parameter is ``ctx``: it receives the `Context`."""
+        self._visible: inspect.Signature | None = None
+
+    @property
+    def _parameters(self) -> inspect.Signature:
+        """The adapter's signature as a user sees it (without ``ctx``)."""
+        visible = self._visible
+        if visible is None:
+            parameters = list(inspect.signature(self.impl).parameters.values())
+            visible = self._visible = inspect.Signature(parameters[self.context :])
+        return visible
+
+    @property
+    def signature(self) -> str:
+        return f"{self.name}{_signature_text(self._parameters)}"
 
     def __repr__(self) -> str:
         return f"<built-in function {self.signature}>"
@@ -140,18 +170,26 @@ class Builtin:
         return None
 
 
-@dataclass(frozen=True, slots=True)
 class Attribute:
-    name: str
-    doc: str
-    get: Callable[[Context, Any], Any]
+    """One attribute of tensors in the language (``x.T``, ``x.grad``)."""
+
+    __slots__ = ("doc", "get", "name")
+
+    def __init__(self, name: str, doc: str, get: Callable[[Context, Any], Any]) -> None:
+        self.name = name
+        self.doc = doc
+        self.get = get
 
 
-@dataclass(frozen=True, slots=True)
 class Constant:
-    name: str
-    doc: str
-    value: float
+    """A named constant of the language (``pi``, ``e``)."""
+
+    __slots__ = ("doc", "name", "value")
+
+    def __init__(self, name: str, doc: str, value: float) -> None:
+        self.name = name
+        self.doc = doc
+        self.value = value
 
 
 KEYWORD_ALIASES = {"dim": "axis", "input": "x", "other": "y", "exponent": "y"}
@@ -209,6 +247,37 @@ class RangeValue:
         return f"range({self.start}, {self.stop}, {self.step})"
 
 
+_LITERALS: dict[int, weakref.ref] = {}
+"""Every live literal tensor, by id: shared by all contexts, as compiled programs are."""
+
+
+def literal(array: Any) -> Any:
+    """A constant tensor over ``array`` (no copy). Compiled programs share their literal
+    tensors between runs and interpreters, so in-place methods must never change them:
+    they are remembered here and their arrays made read-only."""
+    array = np.asarray(array)
+    if array.ndim == 0:
+        data = array[()]  # a NumPy scalar, as the engine's 0-d results are
+    else:
+        array.flags.writeable = False
+        data = array
+    tensor = _tensor.wrap(data)
+    key = id(tensor)
+    _LITERALS[key] = weakref.ref(tensor, lambda _, key=key: _LITERALS.pop(key, None))
+    return tensor
+
+
+def is_literal(value: Any) -> bool:
+    """Whether ``value`` is a literal tensor (which in-place methods must leave alone)."""
+    ref = _LITERALS.get(id(value))
+    return ref is not None and ref() is value
+
+
+TRUE = literal(np.array(True))
+FALSE = literal(np.array(False))
+"""The language's True and False: shared literals, as a comparison's result is a tensor."""
+
+
 class Context:
     """What adapters need from the interpreter: dtype, limits, random generator, scopes."""
 
@@ -222,29 +291,16 @@ class Context:
             self.generator = engine.Generator()
             self.generator.manual_seed(int(seed))
         self.scopes: list[dict] = []
-        self.literals: dict[int, weakref.ref] = {}
+        self.literals = _LITERALS
 
     # -- making tensors
 
     def literal(self, array: Any) -> Any:
-        """A constant tensor over ``array`` (no copy). The compiler shares literal tensors
-        between evaluations, so in-place methods must never change them: they are
-        remembered here and their arrays made read-only."""
-        array = np.asarray(array)
-        if array.ndim == 0:
-            data = array[()]  # a NumPy scalar, as the engine's 0-d results are
-        else:
-            array.flags.writeable = False
-            data = array
-        tensor = _tensor.wrap(data)
-        key = id(tensor)
-        literals = self.literals
-        literals[key] = weakref.ref(tensor, lambda _, key=key: literals.pop(key, None))
-        return tensor
+        """A constant tensor over ``array`` (no copy); see `literal`."""
+        return literal(array)
 
     def is_literal(self, value: Any) -> bool:
-        ref = self.literals.get(id(value))
-        return ref is not None and ref() is value
+        return is_literal(value)
 
     def constant(self, array: Any) -> Any:
         """A fresh constant tensor of the language's dtype."""
@@ -261,7 +317,10 @@ class Context:
         else:
             array = nested_list_array(value, self, label)
         self.check_elements(array.size, f"the value of {label}")
-        return _tensor.leaf(array, requires_grad=bool(requires_grad))
+        # 0-d: a NumPy scalar, as the engine's own 0-d tensors hold (arithmetic between
+        # scalars skips NumPy's array machinery, several times faster in a scalar chain)
+        data = array[()] if array.ndim == 0 else array
+        return _tensor.leaf(data, requires_grad=bool(requires_grad))
 
     def promote(self, value: Any) -> Any:
         """The differentiable leaf an assignment of a fresh constant binds (data shared)."""
@@ -311,6 +370,21 @@ class Context:
             hint="for i in range(10): ...",
         )
 
+    def loop_span(self, value: Any) -> range:
+        """What ``iterate(value)`` would count through, as a Python range of numbers
+        (a range's items, a tensor's first-axis indices), for loops whose variable the
+        program never reads: `loop_item` then makes only the value the variable keeps."""
+        if isinstance(value, RangeValue):
+            return range(value.start, value.stop, value.step)
+        self.iterate(value)  # the same errors
+        return range(np.shape(value._data)[0])
+
+    def loop_item(self, value: Any, number: int) -> Any:
+        """The item ``iterate(value)`` yields at ``number`` of `loop_span`."""
+        if isinstance(value, RangeValue):
+            return _tensor.wrap(self.np_dtype.type(number))
+        return value[number]
+
     def _range_items(self, span: RangeValue) -> Iterator:
         wrap, number_type = _tensor.wrap, self.np_dtype.type
         for number in range(span.start, span.stop, span.step):
@@ -320,9 +394,18 @@ class Context:
 # --------------------------------------------------------- values and conversions
 
 
+def unshape(ctx: Context, value: Any) -> Any:
+    """A shape as the vector of its sizes (a fresh constant); any other value unchanged."""
+    if type(value) is Size:
+        return ctx.constant(np.array(value, dtype=ctx.np_dtype).reshape(len(value)))
+    return value
+
+
 def kind_of(value: Any) -> str:
     if value is None:
         return "None"
+    if type(value) is Size:
+        return "a shape"
     if isinstance(value, Tensor):
         return "a tensor"
     if isinstance(value, Builtin):
@@ -346,6 +429,8 @@ def truth(value: Any) -> bool:
             hint="reduce it to one number first, e.g. sum(x > 0) > 0, or compare "
             "a single element x[0] > 0",
         )
+    if type(value) is Size:
+        return len(value) > 0  # as Python's: torch.Size([]) is false
     return value is not None
 
 
@@ -641,6 +726,11 @@ _function("tan", "tangent, elementwise (radians)")(lambda x: x.tan())
 _function("tanh", "hyperbolic tangent, elementwise")(lambda x: x.tanh())
 _function("sigmoid", "logistic function 1 / (1 + exp(-x))")(lambda x: x.sigmoid())
 _function("relu", "max(x, 0) elementwise (its derivative at 0 is 0)")(lambda x: x.relu())
+
+# Each adapter above is x.NAME(): on a Tensor the interpreter may call the method itself.
+for _name in ("exp", "log", "log1p", "sqrt", "abs", "sin", "cos", "tan", "tanh", "sigmoid", "relu"):
+    FUNCTIONS[_name].fast = getattr(Tensor, _name)
+del _name
 
 
 @_function("softplus", "log(1 + exp(beta*x)) / beta, a smooth relu")
@@ -1113,9 +1203,9 @@ def _len(ctx: Context, x: Any) -> Any:
     return ctx.scalar(np.shape(x._data)[0])
 
 
-@_function("shape", "the shape as a vector of sizes (same as x.shape)", method=False)
+@_function("shape", "the shape (same as x.shape)", method=False)
 def _shape_of(ctx: Context, x: Any) -> Any:
-    return ctx.literal(np.array(np.shape(x._data), dtype=ctx.np_dtype))
+    return Size(np.shape(x._data))
 
 
 METHODS.update({name: spec for name, spec in FUNCTIONS.items() if spec.method} | METHODS)
@@ -1129,7 +1219,9 @@ def _t(ctx: Context, x: Any) -> Any:
     return _transpose(x)
 
 
-_attribute("shape", "the shape as a vector of sizes")(lambda ctx, x: _shape_of(ctx, x))
+_attribute("shape", "the shape, torch.Size([2, 3]); a vector of sizes in arithmetic")(
+    lambda ctx, x: Size(np.shape(x._data))
+)
 _attribute("grad", "the gradient accumulated by backward(), or None")(lambda ctx, x: x.grad)
 _attribute("requires_grad", "whether gradients flow to this tensor")(
     lambda ctx, x: ctx.literal(np.array(bool(x.requires_grad)))

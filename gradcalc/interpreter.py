@@ -11,16 +11,24 @@ Python's default recursion limit.
 
 Names resolve only through the program's scopes and `gradcalc.builtins`;
 no formula ever reaches Python's namespace or attributes.
+
+Speed: the machine's own work per operation is kept small beside the engine's.
+Code is compiled once per Program object, dtype and limits (`Interpreter.compile`
+makes that explicit: a `Compiled` runs in any interpreter with that dtype and
+limits). The compiler specialises what the whole program shows to be safe, with
+a generic twin for runs where it is not (a built-in called directly unless the
+run's ``env`` shadows it; a loop variable nothing reads is bound once, when its
+loop ends), fuses a name load with the operator after it, and the operators call
+the engine's Tensor methods directly. Operations are counted one by one; the
+graph-size limit is compared at loop back-edges, calls and the end.
 """
 
 from __future__ import annotations
 
-import difflib
 import gc
 import keyword
 import operator
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,20 +47,35 @@ from gradcalc.errors import (
 )
 from gradcalc.limits import DEFAULT_LIMITS, Limits
 
-__all__ = ["Interpreter", "Outcome"]
+__all__ = ["Compiled", "Interpreter", "Outcome"]
 
 
-@dataclass(slots=True)
 class Outcome:
     """What a program produced: the last value a statement computed, and its name if assigned."""
 
-    value: Any
-    name: str | None = None
+    __slots__ = ("name", "value")
+
+    def __init__(self, value: Any, name: str | None = None) -> None:
+        self.value = value
+        self.name = name
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Outcome:
+            return NotImplemented
+        return self.name == other.name and self.value is other.value
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Outcome(value={self.value!r}, name={self.name!r})"
 
 
 # ------------------------------------------------------------------ instructions
 # Each instruction is an opcode in `_Code.ops` and its argument at the same
 # index of `_Code.args`; `_Code.nodes` holds the AST node for error positions.
+# `_Code.generic_ops` is the same program without the specialisations that
+# assume a built-in name is not shadowed and a loop variable is never read
+# (CALL_BUILTIN, LOAD_BUILTIN, *_SPAN): it runs when a run cannot assume them.
 
 LOAD_CONST = 0  # push arg
 LOAD_NAME = 1  # push the value of name arg
@@ -63,7 +86,7 @@ CALL_METHOD = 5  # call a whitelisted method on the first argument; arg = _CallS
 EXPR_STMT = 6  # pop; a non-None value becomes the program's output
 JUMP_IF_FALSE = 7  # pop; jump to arg if false
 JUMP = 8
-FOR_ITER = 9  # next item of the iterator on top, or pop it and jump to arg
+FOR_ITER = 9  # next item of the iterator on top into name arg[1], or pop it and jump to arg[0]
 LOOP_BACK = 10  # count a while-loop iteration, jump to arg
 UNARY = 11  # arg = (fn, symbol)
 COMPARE = 12  # arg = (fn, symbol)
@@ -87,37 +110,98 @@ RAISE = 29  # arg = a FormulaError, raised when reached
 CALL_VALUE = 30  # call the value below the arguments; arg = _CallSite
 HALT = 31
 BINARY_NUMBER_RIGHT = 32  # x op 2: the literal goes to the engine as a Python number
-BINARY_NUMBER_LEFT = 33  # 2 op x; arg = (fn, symbol, number, literal tensor)
+BINARY_NUMBER_LEFT = 33  # 2 op x; arg = (fn, symbol, number, literal tensor, Tensor method)
+# Specialised forms (see `_Compiler._specialise`); each has a generic twin in generic_ops.
+CALL_BUILTIN = 34  # CALL_NAME of a built-in function no name of the run can shadow
+CALL_BUILTIN1 = 35  # CALL_BUILTIN with one positional argument and no context
+LOAD_BUILTIN = 36  # LOAD_NAME of a built-in no name of the run can shadow
+GET_SPAN = 37  # GET_ITER of a loop whose variable nothing reads: push (iterable, span), iterator
+FOR_SPAN = 38  # FOR_ITER that counts without making the items; arg = [end, name]
+END_SPAN = 39  # POP_TOP after a break out of such a loop; arg = name
+# A for loop's back-edge: FOR_ITER / FOR_SPAN that goes on to the body (arg[2]) itself,
+# one dispatch less per iteration than JUMP to the loop head; arg is the head's list.
+FOR_ITER_BACK = 40
+FOR_SPAN_BACK = 41
+# Superinstructions made by `_fuse` from LOAD_NAME and the instruction after it, which
+# no jump enters: they do both and step over the second (which stays in place, so an
+# error in its part is reported exactly as the second instruction's own).
+NAME_NUMBER_RIGHT = 42  # LOAD_NAME n; BINARY_NUMBER_RIGHT   (y * 0.5)
+NAME_BINARY = 43  # LOAD_NAME n; BINARY   (... + x)
 
 _MISSING = object()
 _OPERATOR_OPS = frozenset({BINARY, BINARY_NUMBER_RIGHT, BINARY_NUMBER_LEFT, COMPARE, COMPARE_CHAIN})
+_CALL_OPS = frozenset({CALL_NAME, CALL_METHOD, CALL_BUILTIN, CALL_VALUE})
+_EXPLAINED_CALLS = frozenset({CALL_NAME, CALL_METHOD, CALL_BUILTIN, CALL_BUILTIN1})
 
 
 class _Code:
     """Flat code for the program or one function body."""
 
-    __slots__ = ("args", "name", "nodes", "ops")
+    __slots__ = ("args", "generic_ops", "name", "nodes", "ops", "reads", "unit")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.ops: list[int] = []
         self.args: list[Any] = []
         self.nodes: list[ast.Node | None] = []
+        self.generic_ops: list[int] = self.ops
+        self.reads: frozenset[str] = frozenset()
+        """The names this code and the functions it defines read (for `FOR_SPAN`)."""
+        self.unit: _Code | None = None
+        """The program's top-level code: the run its specialisations were made for."""
 
 
-@dataclass(slots=True, frozen=True)
 class _CallSite:
-    name: str
-    nargs: int
-    kwnames: tuple[str, ...]
+    __slots__ = ("builtin", "fast", "kwnames", "name", "nargs")
+
+    def __init__(self, name: str, nargs: int, kwnames: tuple[str, ...]) -> None:
+        self.name = name
+        self.nargs = nargs
+        self.kwnames = kwnames
+        self.builtin: Any = None  # the Builtin of a CALL_BUILTIN site
+        self.fast: Any = None  # its Tensor method, for CALL_BUILTIN1
 
 
-@dataclass(slots=True, frozen=True)
 class _FunctionTemplate:
-    name: str
-    params: tuple[str, ...]
-    ndefaults: int
-    code: _Code
+    __slots__ = ("code", "name", "ndefaults", "params")
+
+    def __init__(self, name: str, params: tuple[str, ...], ndefaults: int, code: _Code) -> None:
+        self.name = name
+        self.params = params
+        self.ndefaults = ndefaults
+        self.code = code
+
+
+class Compiled:
+    """A program compiled for one dtype and one set of limits, ready to run any number
+    of times, by any `Interpreter` with that dtype and those limits.
+
+    Made by `Interpreter.compile`; `Interpreter.execute` accepts it in place of the
+    program. It holds no values of a run: each run binds names in its interpreter's
+    ``env``. Its literal tensors are shared, read-only constants.
+    """
+
+    __slots__ = ("builtin_names", "code", "dtype", "lazy_names", "limits", "program", "source")
+
+    def __init__(
+        self,
+        code: _Code,
+        program: ast.Program,
+        dtype: str,
+        limits: Limits,
+        builtin_names: frozenset[str],
+        lazy_names: frozenset[str],
+    ) -> None:
+        self.code = code
+        self.program = program
+        self.dtype = dtype
+        self.limits = limits
+        self.builtin_names = builtin_names
+        """Built-in names the specialised code assumes nothing in ``env`` shadows."""
+        self.lazy_names = lazy_names
+        """Loop variables the specialised code leaves unset until their loop ends."""
+        self.source: str | None = None
+        """The text it was compiled from, if any, for the caret of a run's errors."""
 
 
 class Function:
@@ -208,6 +292,28 @@ _COMPARE = {
     "!=": operator.ne,
 }
 _UNARY = {"-": operator.neg, "+": operator.pos}
+_DUNDER = {
+    "+": "add",
+    "-": "sub",
+    "*": "mul",
+    "/": "truediv",
+    "%": "mod",
+    "**": "pow",
+    "@": "matmul",
+}
+_TENSOR_METHODS: dict[str, Any] = {}
+
+
+def _tensor_method(symbol: str, reflected: bool = False) -> Any:
+    """The engine's Tensor method behind an operator (``Tensor.__rsub__`` for ``2 - x``),
+    called directly when the operands are known to be tensors (or a number beside one);
+    None if the engine has no such method (the operator function is used instead)."""
+    key = f"__{'r' * reflected}{_DUNDER[symbol]}__"
+    method = _TENSOR_METHODS.get(key, _MISSING)
+    if method is _MISSING:
+        method = _TENSOR_METHODS[key] = getattr(lang.Tensor, key, None)
+    return method
+
 
 # Assigning the value of one of these is never a fresh constant.
 _NOT_FRESH_CALLS = frozenset(
@@ -322,44 +428,94 @@ class _Compiler:
         self.loops: list[_Loop] = []
         self.in_function = False
         self.constants: dict[str, Any] = {}
-        self.visitors = {
-            ast.Num: self._num,
-            ast.Bool: self._bool,
-            ast.Name: self._name,
-            ast.ListExpr: self._list,
-            ast.TupleExpr: self._tuple,
-            ast.UnaryOp: self._unary,
-            ast.BinOp: self._binop,
-            ast.BoolOp: self._boolop,
-            ast.Compare: self._compare,
-            ast.IfExp: self._ifexp,
-            ast.Call: self._call,
-            ast.Attribute: self._attribute,
-            ast.Slice: self._slice_outside,
-            ast.Subscript: self._subscript,
-            ast.ExprStmt: self._expr_stmt,
-            ast.Assign: self._assign,
-            ast.AugAssign: self._augassign,
-            ast.If: self._if,
-            ast.While: self._while,
-            ast.For: self._for,
-            ast.FunctionDef: self._def,
-            ast.Return: self._return,
-            ast.Pass: self._pass,
-            ast.Break: self._break,
-            ast.Continue: self._continue,
-        }
+        self.codes: list[_Code] = [self.code]
+        self.fors: list[tuple[_Code, int, int, int, int | None, str]] = []
 
     # -- plumbing
 
-    def compile(self, program: ast.Program) -> _Code:
+    def compile(self, program: ast.Program) -> Compiled:
         self._drive(iter(program.body))
         self.emit(HALT, None, None)
-        return self.code
+        builtin_names, lazy_names = self._specialise()
+        interp = self.interp
+        compiled = Compiled(
+            self.code, program, interp.dtype, interp.limits, builtin_names, lazy_names
+        )
+        compiled.source = self.source
+        return compiled
+
+    def _specialise(self) -> tuple[frozenset[str], frozenset[str]]:
+        """Rewrite what the whole program shows to be safe, keeping the generic twin:
+        a call or load of a built-in name the program never assigns goes straight to the
+        built-in (unless, at run time, ``env`` holds that name), and a ``for`` loop whose
+        variable the program never reads counts without making its items (unless a
+        function defined by an earlier run could read it).
+        """
+        assigned: set[str] = set()
+        for code in self.codes:
+            for op, arg in zip(code.ops, code.args, strict=True):
+                if op == STORE or op == STORE_QUIET:  # noqa: SIM109
+                    assigned.add(arg)
+                elif op == STORE_FRESH or op == STORE_ITEM:  # noqa: SIM109
+                    assigned.add(arg[0])
+                elif op == FOR_ITER:
+                    assigned.add(arg[1])
+                elif op == MAKE_FUNCTION:
+                    assigned.update(arg.params)
+        builtin_names: set[str] = set()
+        read_by: dict[int, set[str]] = {}
+        for code in reversed(self.codes):  # a function's code follows its definer's
+            reads: set[str] = set()
+            ops = code.ops
+            generic = list(ops)
+            for index, (op, arg) in enumerate(zip(generic, code.args, strict=True)):
+                if op == LOAD_NAME:
+                    reads.add(arg)
+                    if arg not in assigned and (arg in lang.FUNCTIONS or arg in lang.CONSTANTS):
+                        ops[index] = LOAD_BUILTIN
+                        builtin_names.add(arg)
+                elif op == CALL_NAME:
+                    reads.add(arg.name)
+                    builtin = lang.FUNCTIONS.get(arg.name)
+                    if builtin is not None and arg.name not in assigned:
+                        arg.builtin = builtin
+                        builtin_names.add(arg.name)
+                        if arg.nargs == 1 and not arg.kwnames and not builtin.context:
+                            arg.fast = builtin.fast
+                            ops[index] = CALL_BUILTIN1
+                        else:
+                            ops[index] = CALL_BUILTIN
+                elif op == STORE_ITEM:
+                    reads.add(arg[0])
+                elif op == MAKE_FUNCTION:
+                    reads |= read_by[id(arg.code)]
+            code.reads = frozenset(reads)
+            code.unit = self.code
+            read_by[id(code)] = reads
+            if ops != generic:
+                code.generic_ops = generic
+        lazy_names: set[str] = set()
+        everything_read = set().union(*read_by.values())
+        for code, get_iter, start, back, pad, target in self.fors:
+            if target in everything_read:
+                continue
+            if code.generic_ops is code.ops:
+                code.generic_ops = list(code.ops)
+            code.ops[get_iter] = GET_SPAN
+            code.ops[start] = FOR_SPAN
+            code.ops[back] = FOR_SPAN_BACK
+            if pad is not None:
+                code.ops[pad] = END_SPAN
+            lazy_names.add(target)
+        for code in self.codes:
+            _fuse(code.ops, code.args)
+            if code.generic_ops is not code.ops:
+                _fuse(code.generic_ops, code.args)
+        return frozenset(builtin_names), frozenset(lazy_names)
 
     def _drive(self, root: Iterator) -> None:
         stack = [root]
-        visitors = self.visitors
+        visitors = _VISITORS
         while stack:
             child = next(stack[-1], _MISSING)
             if child is _MISSING:
@@ -377,7 +533,7 @@ class _Compiler:
                     raise self.error(
                         FormulaTypeError, f"unsupported syntax: {kind.__name__}", child
                     )
-                stack.append(visitor(child))
+                stack.append(visitor(self, child))
 
     def emit(self, op: int, arg: Any, node: ast.Node | None) -> int:
         code = self.code
@@ -473,12 +629,22 @@ class _Compiler:
         number = _literal_number(node.right)
         if number is None:
             yield node.right
-            self.emit(BINARY, (_BINARY[node.op], node.op), node)
+            self._emit_binary(node.op, node)
         else:
             self._emit_number_op(BINARY_NUMBER_RIGHT, node.op, number, node)
 
+    def _emit_binary(self, symbol: str, node: ast.Node) -> None:
+        fn = _BINARY[symbol]
+        self.emit(BINARY, (fn, symbol, _tensor_method(symbol) or fn), node)
+
     def _emit_number_op(self, op: int, symbol: str, number: float, node: ast.Node) -> None:
-        self.emit(op, (_BINARY[symbol], symbol, number, self._number(number)), node)
+        fn = _BINARY[symbol]
+        if op == BINARY_NUMBER_RIGHT:
+            method = _tensor_method(symbol) or fn
+        else:
+            reflected = _tensor_method(symbol, reflected=True)
+            method = (lambda x, n: fn(n, x)) if reflected is None else reflected
+        self.emit(op, (fn, symbol, number, self._number(number), method), node)
 
     def _boolop(self, node: ast.BoolOp) -> Iterator:
         jump = JUMP_IF_FALSE_OR_POP if node.op == "and" else JUMP_IF_TRUE_OR_POP
@@ -660,7 +826,7 @@ class _Compiler:
             number = _literal_number(node.value)
             if number is None:
                 yield node.value
-                self.emit(BINARY, (_BINARY[node.op], node.op), node)
+                self._emit_binary(node.op, node)
             else:
                 self._emit_number_op(BINARY_NUMBER_RIGHT, node.op, number, node)
             self.emit(STORE, target.id, node)
@@ -699,21 +865,24 @@ class _Compiler:
     def _for(self, node: ast.For) -> Iterator:
         self._check_target_name(node.target, node)
         yield node.iter
-        self.emit(GET_ITER, None, node.iter)
-        start = self.emit(FOR_ITER, None, node)
-        self.emit(STORE_QUIET, node.target, node)
+        get_iter = self.emit(GET_ITER, None, node.iter)
+        head = [None, node.target, None]  # [end, variable, body]
+        start = self.emit(FOR_ITER, head, node)
+        head[2] = self.here()
         loop = _Loop(is_for=True)
         self.loops.append(loop)
         yield from node.body
         self.loops.pop()
-        self.emit(JUMP, start, node)
+        back = self.emit(FOR_ITER_BACK, head, node)
         for index in loop.continues:
             self.patch(index, start)
+        pad = None
         if loop.breaks:
-            pad = self.emit(POP_TOP, None, node)
+            pad = self.emit(POP_TOP, node.target, node)
             for index in loop.breaks:
                 self.patch(index, pad)
-        self.patch(start)
+        head[0] = self.here()
+        self.fors.append((self.code, get_iter, start, back, pad, node.target))
 
     def _def(self, node: ast.FunctionDef) -> Iterator:
         self._check_target_name(node.name, node)
@@ -734,6 +903,7 @@ class _Compiler:
                 )
         outer = (self.code, self.loops, self.in_function)
         body = _Code(node.name)
+        self.codes.append(body)
         self.code, self.loops, self.in_function = body, [], True
         yield from node.body
         self.emit(LOAD_CONST, None, node)
@@ -769,7 +939,69 @@ class _Compiler:
         yield from ()
 
 
+# Unbound, so a compiler holds no reference cycle (bound methods in an instance dict
+# would keep it, its interpreter and everything that interpreter ran alive until the
+# cyclic GC finds them).
+_VISITORS = {
+    ast.Num: _Compiler._num,
+    ast.Bool: _Compiler._bool,
+    ast.Name: _Compiler._name,
+    ast.ListExpr: _Compiler._list,
+    ast.TupleExpr: _Compiler._tuple,
+    ast.UnaryOp: _Compiler._unary,
+    ast.BinOp: _Compiler._binop,
+    ast.BoolOp: _Compiler._boolop,
+    ast.Compare: _Compiler._compare,
+    ast.IfExp: _Compiler._ifexp,
+    ast.Call: _Compiler._call,
+    ast.Attribute: _Compiler._attribute,
+    ast.Slice: _Compiler._slice_outside,
+    ast.Subscript: _Compiler._subscript,
+    ast.ExprStmt: _Compiler._expr_stmt,
+    ast.Assign: _Compiler._assign,
+    ast.AugAssign: _Compiler._augassign,
+    ast.If: _Compiler._if,
+    ast.While: _Compiler._while,
+    ast.For: _Compiler._for,
+    ast.FunctionDef: _Compiler._def,
+    ast.Return: _Compiler._return,
+    ast.Pass: _Compiler._pass,
+    ast.Break: _Compiler._break,
+    ast.Continue: _Compiler._continue,
+}
+
+
 # ---------------------------------------------------------------------- helpers
+
+
+def _jump_targets(ops: list[int], args: list) -> set[int]:
+    targets: set[int] = set()
+    for op, arg in zip(ops, args, strict=True):
+        if op in (JUMP, JUMP_IF_FALSE, JUMP_IF_FALSE_OR_POP, JUMP_IF_TRUE_OR_POP, LOOP_BACK):
+            targets.add(arg)
+        elif op in (FOR_ITER, FOR_SPAN, FOR_ITER_BACK, FOR_SPAN_BACK):
+            targets.update((arg[0], arg[2]))
+        elif op == COMPARE_CHAIN:
+            targets.add(arg[2])
+    return targets
+
+
+_FUSED = {BINARY_NUMBER_RIGHT: NAME_NUMBER_RIGHT, BINARY: NAME_BINARY}
+
+
+def _fuse(ops: list[int], args: list) -> None:
+    """Turn LOAD_NAME + an operator into one superinstruction where no jump lands
+    between the two (the operator's own slot is kept, and stepped over)."""
+    targets = _jump_targets(ops, args)
+    index = 0
+    last = len(ops) - 1
+    while index < last:
+        fused = _FUSED.get(ops[index + 1]) if ops[index] == LOAD_NAME else None
+        if fused is not None and index + 1 not in targets:
+            ops[index] = fused
+            index += 2
+        else:
+            index += 1
 
 
 def _short(value: Any) -> str:
@@ -781,13 +1013,15 @@ def _short(value: Any) -> str:
 
 
 def _did_you_mean(name: str, candidates: Any) -> str | None:
+    import difflib  # only for errors: 1.5 ms of import
+
     close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
     if not close:
         return None
     return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
 
 
-def _compile(interp: Interpreter, program: ast.Program, source: str | None) -> _Code:
+def _compile(interp: Interpreter, program: ast.Program, source: str | None) -> Compiled:
     """Compile with the cyclic GC paused: compiling allocates no cycles, and with a large
     AST alive, collections triggered by its allocations would double its time."""
     paused = gc.isenabled()
@@ -798,6 +1032,28 @@ def _compile(interp: Interpreter, program: ast.Program, source: str | None) -> _
     finally:
         if paused:
             gc.enable()
+
+
+_CACHE: dict[tuple[int, str, Limits], Compiled] = {}
+_CACHE_SIZE = 256
+_CACHE_INSTRUCTIONS = 20_000
+"""Only programs up to this many instructions are kept (a 1 MB formula is not)."""
+
+
+def _cached_compile(interp: Interpreter, program: ast.Program) -> Compiled:
+    """The compiled form of a Program object, kept while the cache holds it (the entry
+    holds the program, so its id cannot be reused by another): a batch or a finite-
+    difference check runs one parsed program many times."""
+    key = (id(program), interp.dtype, interp.limits)
+    compiled = _CACHE.get(key)
+    if compiled is not None and compiled.program is program:
+        return compiled
+    compiled = _compile(interp, program, None)
+    if len(compiled.code.ops) <= _CACHE_INSTRUCTIONS:
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = compiled
+    return compiled
 
 
 # -------------------------------------------------------------------- interpreter
@@ -824,8 +1080,8 @@ class Interpreter:
         self.limits = limits if limits is not None else DEFAULT_LIMITS
         self.env: dict[str, Any] = {}
         self.context = lang.Context(dtype, self.limits, seed)
-        self._true = self.context.literal(np.array(True))
-        self._false = self.context.literal(np.array(False))
+        self._true = lang.TRUE
+        self._false = lang.FALSE
         self._builtin_values: dict[str, Any] = {}
 
     # -- public API
@@ -842,20 +1098,47 @@ class Interpreter:
             value = self._constant_formula(value, name)
         self.env[name] = self.context.leaf(value, requires_grad, label=name)
 
-    def execute(self, source_or_program: str | ast.Program) -> Outcome:
-        """Parse (if given text) and run a program; return its last value."""
+    def compile(self, source_or_program: str | ast.Program) -> Compiled:
+        """Parse (if given text) and compile a program once, to run it many times with
+        `execute`, by this interpreter or any other with the same dtype and limits.
+
+        ``execute`` of a Program object already reuses its compiled form (a small cache
+        keyed by the object); this makes the reuse explicit. Raises what ``execute``
+        raises for a program that cannot compile (parse errors, misplaced ``return``...).
+        """
+        source = source_or_program if isinstance(source_or_program, str) else None
+        try:
+            if source is not None:
+                from gradcalc.parser import parse
+
+                return _compile(self, parse(source, limits=self.limits), source)
+            return _cached_compile(self, source_or_program)
+        except FormulaError as exc:
+            if exc.source is None and source is not None:
+                exc.source = source
+            raise
+        except Exception as exc:
+            raise _convert(exc).at(None, None, source) from _unexpected(exc)
+
+    def execute(self, source_or_program: str | ast.Program | Compiled) -> Outcome:
+        """Parse (if given text), compile (unless given `Compiled` code, or a Program
+        object compiled before) and run a program; return its last value."""
         source = source_or_program if isinstance(source_or_program, str) else None
         saved = dict(self.env)
         try:
             if source is not None:
                 from gradcalc.parser import parse
 
-                program = parse(source, limits=self.limits)
+                compiled = _compile(self, parse(source, limits=self.limits), source)
+            elif type(source_or_program) is Compiled:
+                compiled = source_or_program
+                source = compiled.source
+                if compiled.dtype != self.dtype or compiled.limits != self.limits:
+                    compiled = _compile(self, compiled.program, source)
             else:
-                program = source_or_program
-            code = _compile(self, program, source)
+                compiled = _cached_compile(self, source_or_program)
             with np.errstate(all="ignore"):
-                return self._run(code, source)
+                return self._run(compiled, source)
         except BaseException as exc:
             self.env.clear()
             self.env.update(saved)
@@ -913,6 +1196,11 @@ class Interpreter:
         self._builtin_values[name] = value
         return value
 
+    def _any_users(self, names: tuple[str, ...], scope: dict, function: Function | None) -> bool:
+        """Whether the user has bound any of these built-in names (here, not in a generator
+        in `_run`, which would make ``self`` a cell variable there, slower to read)."""
+        return any(self._is_users(name, scope, function) for name in names)
+
     def _is_users(self, name: str, scope: dict, function: Function | None) -> bool:
         if name in scope or name in self.env:
             return True
@@ -950,8 +1238,14 @@ class Interpreter:
 
     # -- the machine
 
-    def _run(self, code: _Code, source: str | None) -> Outcome:
-        """Execute flat code; user-function calls push frames, never Python recursion."""
+    def _run(self, compiled: Compiled, source: str | None) -> Outcome:
+        """Execute flat code; user-function calls push frames, never Python recursion.
+
+        The hot instructions come first in the dispatch chain and call the engine's
+        Tensor methods directly. Operations are counted one by one, but the graph-size
+        limit is compared where a run may go on indefinitely (loop back-edges, calls)
+        and at the end; between two comparisons only a stretch of straight code runs.
+        """
         context = self.context
         limits = self.limits
         max_elements = limits.max_elements
@@ -959,15 +1253,20 @@ class Interpreter:
         max_iterations = limits.max_iterations
         max_depth = limits.max_call_depth
         Tensor = lang.Tensor
+        Size = lang.Size
         Builtin = lang.Builtin
         truth = lang.truth
         float_dtype = context.np_dtype
+        float_scalar = float_dtype.type
         builtin_values = self._builtin_values
         env = self.env
         context.scopes = [env]
         scopes = context.scopes
         frames: list[tuple] = []
-        ops, args, nodes = code.ops, code.args, code.nodes
+        code = compiled.code
+        unit = None if self._needs_generic(compiled) else code
+        ops = code.ops if unit is not None else code.generic_ops
+        args, nodes = code.args, code.nodes
         scope = env
         function: Function | None = None
         stack: list[Any] = []
@@ -978,58 +1277,165 @@ class Interpreter:
         last_name: str | None = None
         argv: list[Any] = []
         left = right = callee = None
+        # the hottest opcodes as locals: a local is read faster than a module global
+        name_number_right = NAME_NUMBER_RIGHT
+        name_binary = NAME_BINARY
+        load_name = LOAD_NAME
+        binary_number_right = BINARY_NUMBER_RIGHT
+        binary_number_left = BINARY_NUMBER_LEFT
+        binary = BINARY
+        call_builtin1 = CALL_BUILTIN1
+        store = STORE
+        for_span_back = FOR_SPAN_BACK
+        for_iter_back = FOR_ITER_BACK
+        load_const = LOAD_CONST
         try:
             while True:
                 op = ops[pc]
                 arg = args[pc]
                 pc += 1
-                if op == LOAD_NAME:
-                    value = scope.get(arg, _MISSING)
-                    if value is _MISSING:
+                if op == name_number_right:  # LOAD_NAME + BINARY_NUMBER_RIGHT
+                    try:
+                        value = scope[arg]
+                    except KeyError:
                         value = self._lookup(arg, function)
                     stack.append(value)
-                elif op == LOAD_CONST:
-                    stack.append(arg)
-                elif op == BINARY:
-                    right = stack.pop()
+                    arg = args[pc]
+                    pc += 1
+                    operations += 1
+                    if type(value) is Tensor and (
+                        type(data := value._data) is float_scalar or data.dtype is float_dtype
+                    ):
+                        result = arg[4](value, arg[2])
+                        if result is NotImplemented:
+                            result = self._number_operator(BINARY_NUMBER_RIGHT, arg, value)
+                        stack[-1] = result
+                    else:
+                        stack[-1] = self._number_operator(BINARY_NUMBER_RIGHT, arg, value)
+                elif op == name_binary:  # LOAD_NAME + BINARY
+                    try:
+                        right = scope[arg]
+                    except KeyError:
+                        right = self._lookup(arg, function)
+                    arg = args[pc]
+                    pc += 1
                     left = stack[-1]
                     if type(left) is not Tensor or type(right) is not Tensor:
-                        _check_operands(arg[1], left, right)
+                        left, right = self._operands(arg[1], left, right)
                     if left._data.size * right._data.size > max_elements:
                         context.check_broadcast(arg[1], left, right)
                     operations += 1
-                    if operations > max_operations:
-                        raise _graph_limit(limits)
-                    stack[-1] = arg[0](left, right)
-                elif op == BINARY_NUMBER_RIGHT or op == BINARY_NUMBER_LEFT:  # noqa: SIM109 - speed
+                    result = arg[2](left, right)
+                    if result is NotImplemented:
+                        result = arg[0](left, right)
+                    stack[-1] = result
+                elif op == load_name:
+                    try:
+                        stack.append(scope[arg])
+                    except KeyError:
+                        stack.append(self._lookup(arg, function))
+                elif op == binary_number_right or op == binary_number_left:  # noqa: SIM109 - speed
                     value = stack[-1]
                     operations += 1
-                    if operations > max_operations:
-                        raise _graph_limit(limits)
-                    if op == BINARY_NUMBER_RIGHT:
-                        left, right = value, arg[3]
-                    else:
-                        left, right = arg[3], value
-                    if type(value) is Tensor and value._data.dtype is float_dtype:
-                        if op == BINARY_NUMBER_RIGHT:
-                            stack[-1] = arg[0](value, arg[2])
-                        else:
-                            stack[-1] = arg[0](arg[2], value)
+                    if type(value) is Tensor and (
+                        type(data := value._data) is float_scalar or data.dtype is float_dtype
+                    ):
+                        # the literal goes to the engine as a Python number, as in PyTorch
+                        result = arg[4](value, arg[2])
+                        if result is NotImplemented:
+                            result = self._number_operator(op, arg, value)
+                        stack[-1] = result
                     else:  # not a float tensor: let the engine promote as NumPy does
-                        if type(value) is not Tensor:
-                            _check_operands(arg[1], left, right)
-                        stack[-1] = arg[0](left, right)
-                elif op == STORE:
+                        stack[-1] = self._number_operator(op, arg, value)
+                elif op == binary:
+                    right = stack.pop()
+                    left = stack[-1]
+                    if type(left) is not Tensor or type(right) is not Tensor:
+                        left, right = self._operands(arg[1], left, right)
+                    if left._data.size * right._data.size > max_elements:
+                        context.check_broadcast(arg[1], left, right)
+                    operations += 1
+                    result = arg[2](left, right)
+                    if result is NotImplemented:
+                        result = arg[0](left, right)
+                    stack[-1] = result
+                elif op == call_builtin1:
+                    value = stack[-1]
+                    operations += 1
+                    fast = arg.fast
+                    if fast is not None and type(value) is Tensor:
+                        stack[-1] = fast(value)
+                    else:  # (an error is explained with the argument the built-in saw)
+                        value = stack[-1] = lang.unshape(context, value)
+                        stack[-1] = arg.builtin.impl(value)
+                elif op == store:
                     last_value = scope[arg] = stack.pop()
                     last_name = arg
-                elif op == CALL_NAME or op == CALL_METHOD or op == CALL_VALUE:  # noqa: SIM109
+                elif op == for_span_back:
+                    if next(stack[-1], _MISSING) is _MISSING:
+                        self._end_span(stack, scope, arg[1])
+                        pc = arg[0]
+                    else:
+                        iterations += 1
+                        if iterations > max_iterations:
+                            raise _iteration_limit(limits)
+                        if operations > max_operations:
+                            raise _graph_limit(limits)
+                        pc = arg[2]
+                elif op == for_iter_back:
+                    item = next(stack[-1], _MISSING)
+                    if item is _MISSING:
+                        stack.pop()
+                        pc = arg[0]
+                    else:
+                        iterations += 1
+                        if iterations > max_iterations:
+                            raise _iteration_limit(limits)
+                        if operations > max_operations:
+                            raise _graph_limit(limits)
+                        scope[arg[1]] = item
+                        pc = arg[2]
+                elif op == load_const:
+                    stack.append(arg)
+                elif op == FOR_SPAN:
+                    if next(stack[-1], _MISSING) is _MISSING:
+                        self._end_span(stack, scope, arg[1])
+                        pc = arg[0]
+                    else:
+                        iterations += 1
+                        if iterations > max_iterations:
+                            raise _iteration_limit(limits)
+                        if operations > max_operations:
+                            raise _graph_limit(limits)
+                elif op == FOR_ITER:
+                    item = next(stack[-1], _MISSING)
+                    if item is _MISSING:
+                        stack.pop()
+                        pc = arg[0]
+                    else:
+                        iterations += 1
+                        if iterations > max_iterations:
+                            raise _iteration_limit(limits)
+                        if operations > max_operations:
+                            raise _graph_limit(limits)
+                        scope[arg[1]] = item
+                elif op == JUMP:
+                    pc = arg
+                elif op == LOAD_BUILTIN:
+                    try:
+                        stack.append(builtin_values[arg])
+                    except KeyError:
+                        stack.append(self._lookup(arg, None))
+                elif op in _CALL_OPS:
                     total = arg.nargs + len(arg.kwnames)
                     if total:
                         argv = stack[-total:]
                         del stack[-total:]
                     else:
                         argv = []
-                    if op == CALL_NAME:
+                    if op == CALL_BUILTIN:
+                        callee = arg.builtin
+                    elif op == CALL_NAME:
                         callee = scope.get(arg.name, _MISSING)
                         if callee is _MISSING:
                             # at the top level a miss in env means a built-in
@@ -1038,6 +1444,7 @@ class Interpreter:
                                 callee = self._lookup(arg.name, function, called=True)
                     elif op == CALL_METHOD:
                         callee = lang.METHODS[arg.name]
+                        argv[0] = lang.unshape(context, argv[0])
                         if not isinstance(argv[0], Tensor):
                             what = lang.kind_of(argv[0])
                             raise FormulaTypeError(
@@ -1050,6 +1457,10 @@ class Interpreter:
                         raise _graph_limit(limits)
                     if type(callee) is Builtin:
                         impl = callee.impl
+                        for value in argv:
+                            if type(value) is Size:  # a shape is a vector of sizes
+                                argv = _unshape_all(context, argv)
+                                break
                         if arg.kwnames:
                             nargs = arg.nargs
                             kwargs = callee.keywords(arg.kwnames, argv[nargs:])
@@ -1074,7 +1485,9 @@ class Interpreter:
                         frames.append((ops, args, nodes, pc, stack, scope, function))
                         scopes.append(local)
                         code = callee.code
-                        ops, args, nodes = code.ops, code.args, code.nodes
+                        # a function of an earlier run was specialised for that run only
+                        ops = code.ops if code.unit is unit else code.generic_ops
+                        args, nodes = code.args, code.nodes
                         pc = 0
                         stack = []
                         scope = local
@@ -1089,24 +1502,14 @@ class Interpreter:
                 elif op == JUMP_IF_FALSE:
                     if not truth(stack.pop()):
                         pc = arg
-                elif op == JUMP:
-                    pc = arg
-                elif op == FOR_ITER:
-                    item = next(stack[-1], _MISSING)
-                    if item is _MISSING:
-                        stack.pop()
-                        pc = arg
-                    else:
-                        iterations += 1
-                        if iterations > max_iterations:
-                            raise _iteration_limit(limits)
-                        stack.append(item)
                 elif op == STORE_QUIET:
                     scope[arg] = stack.pop()
                 elif op == LOOP_BACK:
                     iterations += 1
                     if iterations > max_iterations:
                         raise _iteration_limit(limits)
+                    if operations > max_operations:
+                        raise _graph_limit(limits)
                     pc = arg
                 elif op == RETURN:
                     value = stack.pop()
@@ -1116,11 +1519,14 @@ class Interpreter:
                 elif op == COMPARE or op == COMPARE_CHAIN:  # noqa: SIM109
                     right = stack.pop()
                     left = stack.pop()
-                    if type(left) is not Tensor or type(right) is not Tensor:
-                        _check_operands(arg[1], left, right)
-                    if left._data.size * right._data.size > max_elements:
-                        context.check_broadcast(arg[1], left, right)
-                    result = arg[0](left, right)
+                    if type(left) is Size and type(right) is Size and arg[1] in ("==", "!="):
+                        result = self._true if arg[0](left, right) else self._false  # as tuples
+                    else:
+                        if type(left) is not Tensor or type(right) is not Tensor:
+                            left, right = self._operands(arg[1], left, right)
+                        if left._data.size * right._data.size > max_elements:
+                            context.check_broadcast(arg[1], left, right)
+                        result = arg[0](left, right)
                     if op == COMPARE or not truth(result):
                         stack.append(result)
                         if op == COMPARE_CHAIN:
@@ -1128,7 +1534,7 @@ class Interpreter:
                     else:
                         stack.append(right)
                 elif op == UNARY:
-                    value = stack[-1]
+                    value = lang.unshape(context, stack[-1])
                     if not isinstance(value, Tensor):
                         raise FormulaTypeError(
                             f"unary '{arg[1]}' needs a tensor, but this is {lang.kind_of(value)}"
@@ -1136,7 +1542,7 @@ class Interpreter:
                     operations += 1
                     stack[-1] = arg[0](value)
                 elif op == NOT:
-                    stack[-1] = self._false if truth(stack[-1]) else self._true
+                    stack[-1] = lang.FALSE if truth(stack[-1]) else lang.TRUE
                 elif op == JUMP_IF_FALSE_OR_POP:
                     if truth(stack[-1]):
                         stack.pop()
@@ -1150,6 +1556,10 @@ class Interpreter:
                 elif op == SUBSCRIPT:
                     key = stack.pop()
                     value = stack[-1]
+                    if type(value) is Size:  # x.shape[0] is a number, x.shape[1:] a shape
+                        item = lang.get_item(lang.unshape(context, value), key)
+                        stack[-1] = _shape_part(item)
+                        continue
                     if not isinstance(value, Tensor):
                         raise FormulaTypeError(
                             f"only tensors can be indexed, not {lang.kind_of(value)}"
@@ -1157,9 +1567,7 @@ class Interpreter:
                     operations += 1
                     stack[-1] = lang.get_item(value, key)
                 elif op == BUILD_SLICE:
-                    parts = [stack.pop() if present else None for present in reversed(arg)]
-                    parts.reverse()
-                    stack.append(lang.make_slice(*parts))
+                    stack.append(_build_slice(stack, arg))
                 elif op == BUILD_INDEX:
                     items = tuple(stack[-arg:])
                     del stack[-arg:]
@@ -1169,9 +1577,10 @@ class Interpreter:
                     if arg:
                         del stack[-arg:]
                     operations += 1
+                    items = _unshape_all(context, items)
                     stack.append(lang.build_list(context, items))
                 elif op == ATTRIBUTE:
-                    value = stack[-1]
+                    value = lang.unshape(context, stack[-1])
                     if not isinstance(value, Tensor):
                         raise FormulaTypeError(
                             f"'.{arg}' needs a tensor, but this is {lang.kind_of(value)}"
@@ -1184,7 +1593,7 @@ class Interpreter:
                         type(value) is Tensor
                         and not value.requires_grad
                         and value._data.dtype.kind == "f"
-                        and not any(self._is_users(n, scope, function) for n in names)
+                        and not self._any_users(names, scope, function)
                     ):
                         value = context.promote(value)
                     last_value = scope[name] = value
@@ -1198,8 +1607,15 @@ class Interpreter:
                     operations += 1
                     last_value = scope[name] = lang.set_items(context, name, base, keys, value)
                     last_name = name
+                elif op == GET_SPAN:
+                    iterable = lang.unshape(context, stack.pop())
+                    span = context.loop_span(iterable)
+                    stack.append((iterable, span))
+                    stack.append(iter(span))
                 elif op == GET_ITER:
-                    stack.append(context.iterate(stack.pop()))
+                    stack.append(context.iterate(lang.unshape(context, stack.pop())))
+                elif op == END_SPAN:
+                    self._end_span(stack, scope, arg)
                 elif op == POP_TOP:
                     stack.pop()
                 elif op == MAKE_FUNCTION:
@@ -1210,8 +1626,10 @@ class Interpreter:
                     enclosing = (scope, *function.scopes) if function is not None else ()
                     stack.append(Function(arg, defaults, enclosing))
                 elif op == RAISE:
-                    raise arg
+                    raise _copy_error(arg)  # the compiled program keeps the original
                 elif op == HALT:
+                    if operations > max_operations:
+                        raise _graph_limit(limits)
                     break
                 else:  # pragma: no cover - the compiler emits nothing else
                     raise AssertionError(f"unknown opcode {op}")
@@ -1220,11 +1638,17 @@ class Interpreter:
             site = args[pc - 1] if pc else None
             node = nodes[pc - 1] if pc else None
             error: FormulaError | None = None
+            if failed_op == BINARY_NUMBER_RIGHT:
+                left, right = stack[-1], site[3]
+            elif failed_op == BINARY_NUMBER_LEFT:
+                left, right = site[3], stack[-1]
+            elif failed_op == CALL_BUILTIN1:
+                callee, argv = site.builtin, [stack[-1]]
             if isinstance(exc, FormulaError):
                 error = exc
             elif failed_op in _OPERATOR_OPS:
                 error = _operator_error(exc, site[1], left, right)
-            elif failed_op in (CALL_NAME, CALL_METHOD) and type(callee) is Builtin:
+            elif failed_op in _EXPLAINED_CALLS and type(callee) is Builtin:
                 error = callee.explain(exc, argv, site.nargs, site.kwnames)
             cause = None
             if error is None:  # not explained: the generic words, and a bug's traceback
@@ -1245,6 +1669,55 @@ class Interpreter:
             context.scopes = [env]
         return Outcome(last_value, last_name)
 
+    def _number_operator(self, op: int, arg: tuple, value: Any) -> Any:
+        """``x op 2`` / ``2 op x`` when x is not a float tensor: the literal as a tensor,
+        so the engine promotes as NumPy does (or the operands are refused)."""
+        left, right = (value, arg[3]) if op == BINARY_NUMBER_RIGHT else (arg[3], value)
+        if type(value) is not lang.Tensor:
+            left, right = self._operands(arg[1], left, right)
+        return arg[0](left, right)
+
+    def _operands(self, symbol: str, left: Any, right: Any) -> tuple[Any, Any]:
+        """An operator's operands when one is not a tensor: a shape becomes the vector
+        of its sizes; anything else that is not a tensor is refused."""
+        left = lang.unshape(self.context, left)
+        right = lang.unshape(self.context, right)
+        _check_operands(symbol, left, right)
+        return left, right
+
+    def _end_span(self, stack: list, scope: dict, name: str) -> None:
+        """Leave a FOR_SPAN loop: pop it, and bind its variable to the last item counted
+        (Python's for leaves the variable there; a loop that never ran leaves it alone)."""
+        iterator = stack.pop()
+        iterable, span = stack.pop()
+        try:  # by index from the end: len() of a huge range overflows
+            number = span[-iterator.__length_hint__() - 1]
+        except IndexError:
+            return
+        scope[name] = self.context.loop_item(iterable, number)
+
+    def _needs_generic(self, compiled: Compiled) -> bool:
+        """Whether this run must use the generic code: ``env`` shadows a built-in the
+        specialised code calls directly, or holds a function (from an earlier run) that
+        may read a loop variable the specialised code leaves unset while it loops."""
+        env = self.env
+        if compiled.builtin_names and not env.keys().isdisjoint(compiled.builtin_names):
+            return True
+        lazy = compiled.lazy_names
+        if lazy:
+            todo = [v for v in env.values() if type(v) is Function]
+            seen: set[int] = set()
+            while todo:
+                function = todo.pop()
+                if id(function) in seen:
+                    continue
+                seen.add(id(function))
+                if not function.code.reads.isdisjoint(lazy):
+                    return True
+                for scope in function.scopes:
+                    todo.extend(v for v in scope.values() if type(v) is Function)
+        return False
+
 
 # ---------------------------------------------------------------- error helpers
 
@@ -1262,6 +1735,36 @@ def _graph_limit(limits: Limits) -> LimitError:
         f"more than {limits.max_graph_nodes:,} operations in one run",
         hint="the limit is max_graph_nodes (CLI: --max-graph-nodes)",
     )
+
+
+# Helpers of `_run` for what a comprehension would do there: a comprehension in `_run`
+# would make the variables it reads (the stack, the context) cells, slower in every
+# instruction.
+
+
+def _unshape_all(context: Any, values: list) -> list:
+    return [lang.unshape(context, value) for value in values]
+
+
+def _build_slice(stack: list, present: tuple[bool, bool, bool]) -> slice:
+    parts = [stack.pop() if given else None for given in reversed(present)]
+    parts.reverse()
+    return lang.make_slice(*parts)
+
+
+def _shape_part(item: Any) -> Any:
+    """An item of a shape (a number) or a slice of it (a shape again)."""
+    data = item._data
+    if np.ndim(data) == 1:
+        return lang.Size(int(v) for v in data)
+    return item
+
+
+def _copy_error(error: FormulaError) -> FormulaError:
+    """A fresh copy of an error a compiled program raises each time it runs."""
+    fresh = error.__class__(error.message)
+    fresh.__dict__.update(error.__dict__)
+    return fresh
 
 
 def _not_callable(name: str, value: Any) -> FormulaError:

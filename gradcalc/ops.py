@@ -9,16 +9,26 @@ The VJP contract, once for all entries
   op's non-tensor arguments (``consts``: a dim, an exponent, an index).
 * ``vjps`` has one entry per operand, in order. Entry ``i`` is called as
   ``vjp(g, ans, *operands, *consts)`` and returns the gradient for operand
-  ``i`` with that operand's shape: ``g`` is the gradient of the output (a
-  Tensor), ``ans`` the output as a Tensor (only when ``uses_ans=True``,
-  else None), operands are the Tensors (or Python numbers) the op was
-  called with. An entry is called only when its operand requires grad.
-* VJPs are written with the engine's own ops, never with raw NumPy on
-  gradients, so with ``create_graph=True`` the backward pass is itself
-  recorded and higher derivatives come for free. Binary ops wrap each
-  gradient in :func:`unbroadcast`, which sums it back to the operand's shape.
-* ``saves=False`` marks ops whose VJP reads no operand values (only shapes):
-  backward can run through them twice without ``retain_graph``, as PyTorch.
+  ``i`` with that operand's shape: ``g`` is the gradient of the output,
+  ``ans`` the output (only when ``uses_ans=True``, else None), operands are
+  what the op was called with (Python numbers stay numbers). An entry is
+  called only when its operand requires grad.
+* One VJP serves two backward passes. Without ``create_graph`` it runs on
+  raw NumPy values (``g``, ``ans`` and operands are ndarrays or NumPy
+  scalars: no Tensor, no graph, no wrapper per step); with
+  ``create_graph=True`` on Tensors, so the backward pass is itself recorded
+  and higher derivatives come for free. VJPs are therefore written only
+  with what works on both: Python operators, :func:`call1`/:func:`call2`
+  for registry ops, :func:`_d`/:func:`_shape` to read values and shapes,
+  ``_const(array, g)`` for a constant array beside ``g``. Binary ops wrap
+  each gradient in :func:`unbroadcast`, which sums it back to the
+  operand's shape. Order of operations matters: ``gradcalc/scalar.py``
+  replays these formulas on floats bit for bit.
+* ``reads[i]``: which operands' *values* VJP ``i`` reads (default: all,
+  or none with ``saves=False``). A node keeps only those values (others
+  keep a zero-memory stand-in with shape and dtype), and backward frees
+  them; a node that kept no tensor values can be backpropagated twice
+  without ``retain_graph``, as in PyTorch (``y = 2 * x``).
 * ``grad_fn`` is PyTorch's node name (``MulBackward0``). ``nondiff(...)``
   declares an op without derivative (comparisons, argmax): its results never
   require grad. A derivative that is zero everywhere (``sign``, ``floor``)
@@ -94,8 +104,10 @@ class Op:
         "arity",
         "forward",
         "grad_fn",
+        "keep2",
         "name",
         "node",
+        "reads",
         "sample",
         "saves",
         "uses_ans",
@@ -113,6 +125,7 @@ class Op:
         arity: str,
         saves: bool,
         uses_ans: bool,
+        reads: tuple[tuple[int, ...], ...] | None = None,
     ) -> None:
         if not isinstance(sample, Sample):
             raise TypeError(f"op {name!r} needs a Sample for the gradient check")
@@ -124,6 +137,15 @@ class Op:
         self.arity = arity
         self.saves = saves
         self.uses_ans = uses_ans
+        if reads is None:
+            reads = ((0, 1), (0, 1)) if saves else ((), ())
+        self.reads = reads
+        # keep2[rx + 2*ry]: which operands' values a binary node keeps when
+        # operand 0 / 1 requires grad (the others keep only shape and dtype).
+        self.keep2 = [
+            tuple(any(j in reads[i] for i in (0, 1) if mask >> i & 1) for j in (0, 1))
+            for mask in range(4)
+        ]
         self.node = None if vjps is None else node_class(grad_fn or name, self)
 
     def __repr__(self) -> str:
@@ -154,13 +176,15 @@ def defop(
     arity: str = "1",
     saves: bool = True,
     uses_ans: bool = False,
+    reads: tuple[tuple[int, ...], ...] | None = None,
 ) -> Op:
     """Declare a differentiable op (see the module docstring for the contract)."""
     if name in REGISTRY:
         raise ValueError(f"op {name!r} is declared twice")
     op = Op(
-        name, grad_fn, forward, vjps, sample=sample, arity=arity, saves=saves, uses_ans=uses_ans
-    )
+        name, grad_fn, forward, vjps, sample=sample, arity=arity, saves=saves,
+        uses_ans=uses_ans, reads=reads,
+    )  # fmt: skip
     REGISTRY[name] = op
     return op
 
@@ -215,20 +239,56 @@ TENSOR_PAIRS = tuple(case for case in BINARY if None not in case)
 # ---------------------------------------------------------------- helpers for VJPs
 
 
-def unbroadcast(g: Tensor, x: Any) -> Tensor:
-    """Sum ``g`` down to ``x``'s shape: undo NumPy broadcasting (incl. size-1 dims)."""
-    shape = x._data.shape
-    gshape = g._data.shape
-    if gshape == shape:
+_NUMPY_SCALARS = frozenset((np.float64, np.float32, np.float16))
+
+
+def _d(v: Any) -> Any:
+    """The data of an operand: a Tensor's NumPy value, or the raw value itself."""
+    return v._data if type(v) is Tensor else v
+
+
+def _shape(v: Any) -> tuple:
+    return np.shape(v._data if type(v) is Tensor else v)
+
+
+def call1(op: Op, x: Any, *consts: Any) -> Any:
+    """Run ``op`` inside a VJP: recorded on a Tensor, plain NumPy on raw data."""
+    if type(x) is Tensor:
+        return apply1(op, x, *consts)
+    return op.forward(x, *consts)
+
+
+def call2(op: Op, x: Any, y: Any, *consts: Any) -> Any:
+    """Two-operand :func:`call1`."""
+    if type(x) is Tensor or type(y) is Tensor:
+        return apply2(op, x, y, *consts)
+    return op.forward(x, y, *consts)
+
+
+def _through(g: Any, x: Any) -> Any:
+    """``g`` passed on unchanged to operand ``x`` (sums and differences)."""
+    if type(g) in _NUMPY_SCALARS:
         return g
+    return unbroadcast(g, x)
+
+
+def unbroadcast(g: Any, x: Any) -> Any:
+    """Sum ``g`` down to ``x``'s shape: undo NumPy broadcasting (incl. size-1 dims)."""
+    if type(g) in _NUMPY_SCALARS:
+        return g  # a 0-d output: every operand was 0-d too
+    shape = x.shape
+    if g.shape == shape:
+        return g
+    shape = tuple(shape)
+    gshape = _shape(g)
     lead = len(gshape) - len(shape)
     axes = tuple(range(lead)) + tuple(
         lead + i for i, size in enumerate(shape) if size == 1 and gshape[lead + i] != 1
     )
     if axes:
-        g = apply1(SUM_DIM, g, axes, False)
-    if g._data.shape != shape:
-        g = apply1(VIEW, g, shape)
+        g = call1(SUM_DIM, g, axes, False)
+    if _shape(g) != shape:
+        g = call1(VIEW, g, shape)
     return g
 
 
@@ -238,9 +298,9 @@ def _expand_back(g: Tensor, shape: tuple, dims: tuple, keepdim: bool) -> Tensor:
         kept = list(shape)
         for d in dims:
             kept[d] = 1
-        g = apply1(VIEW, g, tuple(kept))
-    if g._data.shape != shape:
-        g = apply1(EXPAND, g, shape)
+        g = call1(VIEW, g, tuple(kept))
+    if _shape(g) != shape:
+        g = call1(EXPAND, g, shape)
     return g
 
 
@@ -277,13 +337,42 @@ def _reduced_count(shape: tuple, dims: tuple) -> int:
     return n
 
 
-def _const(array: Any) -> Tensor:
-    return _wrap(array)
+def _spare_for(out: Any, a: Any, b: Any) -> bool:
+    """Whether ``out`` is a buffer backward no longer needs that fits ``a op b``."""
+    for spare in _tensor._spares:
+        if out is spare:
+            return (
+                np.broadcast_shapes(np.shape(a), np.shape(b)) == out.shape
+                and np.result_type(a, b) == out.dtype
+            )
+    return False
 
 
-def _scalar(x: Any) -> Any:
-    """The value of a Python-number-or-Tensor operand for NumPy comparisons."""
-    return x._data if type(x) is Tensor else x
+def _mul(a: Any, b: Any) -> Any:
+    """``a * b``; in a raw backward, written into ``a`` or ``b`` when backward
+    no longer needs that buffer (no new array, no fresh pages to fault in)."""
+    if _tensor._spares:
+        if _spare_for(a, a, b):
+            return np.multiply(a, b, out=a)
+        if _spare_for(b, a, b):
+            return np.multiply(a, b, out=b)
+    return a * b
+
+
+def _neg(g: Any) -> Any:
+    """``-g``, in place when backward no longer needs ``g`` (see :func:`_mul`)."""
+    if _tensor._spares and _spare_for(g, g, g):
+        return np.negative(g, out=g)
+    return -g
+
+
+def _const(array: Any, like: Any) -> Any:
+    """A constant beside ``like`` (a gradient): a Tensor when recording, else the array."""
+    return _wrap(array) if type(like) is Tensor else array
+
+
+def _is_number(x: Any) -> bool:
+    return type(x) in (int, float, bool)
 
 
 # ---------------------------------------------------------------- arithmetic
@@ -293,7 +382,7 @@ def _scalar(x: Any) -> Any:
 
 ADD = defop(
     "add", "AddBackward0", operator.add,
-    (lambda g, a, x, y: unbroadcast(g, x), lambda g, a, x, y: unbroadcast(g, y)),
+    (lambda g, a, x, y: _through(g, x), lambda g, a, x, y: _through(g, y)),
     arity="2", saves=False, sample=Sample(BINARY),
 )  # fmt: skip
 SUB = defop(
@@ -306,10 +395,23 @@ RSUB = defop(
     (lambda g, a, x, other: -g,),
     saves=False, sample=Sample(UNARY, consts=((2.5,),)),
 )  # fmt: skip
+
+
+def _mul_vjp_x(g: Any, a: Any, x: Any, y: Any) -> Any:
+    if type(g) in _NUMPY_SCALARS:
+        return g * y  # 0-d: nothing to unbroadcast, no buffer to spare
+    return unbroadcast(_mul(g, y), x)
+
+
+def _mul_vjp_y(g: Any, a: Any, x: Any, y: Any) -> Any:
+    if type(g) in _NUMPY_SCALARS:
+        return g * x
+    return unbroadcast(_mul(g, x), y)
+
+
 MUL = defop(
-    "mul", "MulBackward0", operator.mul,
-    (lambda g, a, x, y: unbroadcast(g * y, x), lambda g, a, x, y: unbroadcast(g * x, y)),
-    arity="2", sample=Sample(BINARY),
+    "mul", "MulBackward0", operator.mul, (_mul_vjp_x, _mul_vjp_y),
+    arity="2", reads=((1,), (0,)), sample=Sample(BINARY),
 )  # fmt: skip
 DIV = defop(
     "div", "DivBackward0", operator.truediv,
@@ -317,7 +419,7 @@ DIV = defop(
         lambda g, a, x, y: unbroadcast(g / y, x),
         lambda g, a, x, y: unbroadcast(-g * x / (y * y), y),
     ),
-    arity="2", sample=Sample(BINARY, domain=("real", "nonzero")),
+    arity="2", reads=((1,), (0, 1)), sample=Sample(BINARY, domain=("real", "nonzero")),
 )  # fmt: skip
 RECIPROCAL = defop(
     "reciprocal", "ReciprocalBackward0", lambda x: 1 / x,
@@ -325,7 +427,7 @@ RECIPROCAL = defop(
     uses_ans=True, saves=False, sample=Sample(UNARY, domain="nonzero"),
 )  # fmt: skip
 NEG = defop(
-    "neg", "NegBackward0", lambda x: -x, (lambda g, a, x: -g,),
+    "neg", "NegBackward0", lambda x: -x, (lambda g, a, x: _neg(g),),
     saves=False, sample=Sample(UNARY),
 )  # fmt: skip
 
@@ -349,11 +451,11 @@ POW = defop(
 
 
 def _pow_exponent_vjp(g: Tensor, a: Tensor, x: Any, y: Any) -> Tensor:
-    base = _scalar(x)
-    mask = (np.asarray(base) == 0) & (np.asarray(_scalar(y)) >= 0)
-    factor = a * apply1(LOG, x) if type(x) is Tensor else a * math.log(x) if x > 0 else a * math.nan
+    base = _d(x)
+    mask = (np.asarray(base) == 0) & (np.asarray(_d(y)) >= 0)
+    factor = a * call1(LOG, x) if not _is_number(x) else a * math.log(x) if x > 0 else a * math.nan
     if mask.any():
-        factor = apply2(WHERE, 0.0, factor, mask)
+        factor = call2(WHERE, 0.0, factor, mask)
     return unbroadcast(g * factor, y)
 
 
@@ -370,19 +472,20 @@ RPOW = defop(
 
 
 def _remainder_divisor_vjp(g: Tensor, a: Any, x: Any, y: Any) -> Tensor:
-    return unbroadcast(-g * _const(np.floor_divide(_scalar(x), _scalar(y))), y)
+    return unbroadcast(-g * _const(np.floor_divide(_d(x), _d(y)), g), y)
 
 
 REMAINDER = defop(
     "remainder", "RemainderBackward0", np.remainder,
     (lambda g, a, x, y: unbroadcast(g, x), _remainder_divisor_vjp),
-    arity="2", sample=Sample(TENSOR_PAIRS, domain=("positive", "positive"), second_order=True),
+    arity="2", reads=((), (0, 1)),
+    sample=Sample(TENSOR_PAIRS, domain=("positive", "positive"), second_order=True),
 )  # fmt: skip
 
 # ---------------------------------------------------------------- elementwise functions
 
 EXP = defop(
-    "exp", "ExpBackward0", np.exp, (lambda g, a, x: g * a,),
+    "exp", "ExpBackward0", np.exp, (lambda g, a, x: _mul(g, a),),
     uses_ans=True, saves=False, sample=Sample(UNARY),
 )  # fmt: skip
 LOG = defop(
@@ -398,14 +501,14 @@ SQRT = defop(
     uses_ans=True, saves=False, sample=Sample(UNARY, domain="positive"),
 )  # fmt: skip
 ABS = defop(
-    "abs", "AbsBackward0", np.abs, (lambda g, a, x: g * apply1(SIGN, x),),
+    "abs", "AbsBackward0", np.abs, (lambda g, a, x: g * call1(SIGN, x),),
     sample=Sample(UNARY, domain="nonzero"),
 )  # fmt: skip
 SIN = defop(
-    "sin", "SinBackward0", np.sin, (lambda g, a, x: g * apply1(COS, x),), sample=Sample(UNARY)
+    "sin", "SinBackward0", np.sin, (lambda g, a, x: g * call1(COS, x),), sample=Sample(UNARY)
 )  # fmt: skip
 COS = defop(
-    "cos", "CosBackward0", np.cos, (lambda g, a, x: g * -apply1(SIN, x),), sample=Sample(UNARY)
+    "cos", "CosBackward0", np.cos, (lambda g, a, x: g * -call1(SIN, x),), sample=Sample(UNARY)
 )  # fmt: skip
 TAN = defop(
     "tan", "TanBackward0", np.tan, (lambda g, a, x: g * (1 + a * a),),
@@ -429,7 +532,7 @@ SIGMOID = defop(
 )  # fmt: skip
 RELU = defop(
     "relu", "ReluBackward0", lambda x: np.maximum(x, 0).astype(np.result_type(x), copy=False)[()],
-    (lambda g, a, x: g * _const(_scalar(a) > 0),),
+    (lambda g, a, x: g * _const(_d(a) > 0, g),),
     uses_ans=True, saves=False, sample=Sample(UNARY, domain="nonzero"),
 )  # fmt: skip
 
@@ -443,8 +546,8 @@ def _softplus(x: Any, beta: float, threshold: float) -> Any:
 SOFTPLUS = defop(
     "softplus", "SoftplusBackward0", _softplus,
     (
-        lambda g, a, x, beta, threshold: apply2(
-            WHERE, g, g * apply1(SIGMOID, x * beta), _scalar(x) * beta > threshold
+        lambda g, a, x, beta, threshold: call2(
+            WHERE, g, g * call1(SIGMOID, x * beta), _d(x) * beta > threshold
         ),
     ),
     sample=Sample(UNARY, consts=((1.0, 20.0), (2.0, 1.0))),
@@ -461,13 +564,13 @@ def _clamp(x: Any, lo: Any, hi: Any) -> Any:
 
 
 def _clamp_vjp(g: Tensor, a: Any, x: Tensor, lo: Any, hi: Any) -> Tensor:
-    data = x._data
+    data = _d(x)
     inside = np.ones(np.shape(data), dtype=bool)
     if lo is not None:
         inside &= data >= lo
     if hi is not None:
         inside &= data <= hi
-    return g * _const(inside)
+    return g * _const(inside, g)
 
 
 CLAMP = defop(
@@ -480,10 +583,10 @@ def _tie_vjp(pick: Callable, mine: int) -> Callable:
     """maximum/minimum: the gradient goes to the winning side; ties split it evenly."""
 
     def vjp(g: Tensor, a: Any, x: Any, y: Any) -> Tensor:
-        xd, yd = _scalar(x), _scalar(y)
+        xd, yd = _d(x), _d(y)
         win = pick(xd, yd) if mine == 0 else pick(yd, xd)
-        share = np.where(win, 1.0, np.where(xd == yd, 0.5, 0.0)).astype(np.result_type(g._data))
-        return unbroadcast(g * _const(share), x if mine == 0 else y)
+        share = np.where(win, 1.0, np.where(xd == yd, 0.5, 0.0)).astype(np.result_type(_d(g)))
+        return unbroadcast(g * _const(share, g), x if mine == 0 else y)
 
     return vjp
 
@@ -508,8 +611,8 @@ def _where_forward(x: Any, y: Any, condition: Any) -> Any:
 WHERE = defop(
     "where", "WhereBackward0", _where_forward,
     (
-        lambda g, a, x, y, c: unbroadcast(g * _const(np.asarray(c, dtype=bool)), x),
-        lambda g, a, x, y, c: unbroadcast(g * _const(~np.asarray(c, dtype=bool)), y),
+        lambda g, a, x, y, c: unbroadcast(g * _const(np.asarray(c, dtype=bool), g), x),
+        lambda g, a, x, y, c: unbroadcast(g * _const(~np.asarray(c, dtype=bool), g), y),
     ),
     arity="2", saves=False,
     sample=Sample(
@@ -534,25 +637,25 @@ def _sum_all(x: Any) -> Any:
 
 SUM = defop(
     "sum", "SumBackward0", _sum_all,
-    (lambda g, a, x: _expand_back(g, x._data.shape, (), True),),
+    (lambda g, a, x: _expand_back(g, _shape(x), (), True),),
     saves=False, sample=Sample(UNARY),
 )  # fmt: skip
 SUM_DIM = defop(
     "sum_dim", "SumBackward1", lambda x, dims, keepdim: np.sum(x, axis=dims, keepdims=keepdim),
-    (lambda g, a, x, dims, keepdim: _expand_back(g, x._data.shape, dims, keepdim),),
+    (lambda g, a, x, dims, keepdim: _expand_back(g, _shape(x), dims, keepdim),),
     saves=False,
     sample=Sample((((2, 3),),), consts=(((0,), False), ((1,), True), ((0, 1), False))),
 )  # fmt: skip
 MEAN = defop(
     "mean", "MeanBackward0", lambda x: np.mean(x),
-    (lambda g, a, x: _expand_back(g, x._data.shape, (), True) / max(x._data.size, 1),),
+    (lambda g, a, x: _expand_back(g, _shape(x), (), True) / max(np.size(_d(x)), 1),),
     saves=False, sample=Sample(UNARY),
 )  # fmt: skip
 MEAN_DIM = defop(
     "mean_dim", "MeanBackward1", lambda x, dims, keepdim: np.mean(x, axis=dims, keepdims=keepdim),
     (
-        lambda g, a, x, dims, keepdim: _expand_back(g, x._data.shape, dims, keepdim)
-        / _reduced_count(x._data.shape, dims),
+        lambda g, a, x, dims, keepdim: _expand_back(g, _shape(x), dims, keepdim)
+        / _reduced_count(_shape(x), dims),
     ),
     saves=False,
     sample=Sample((((2, 3),),), consts=(((0,), False), ((1,), True), ((0, 1), False))),
@@ -560,10 +663,10 @@ MEAN_DIM = defop(
 
 
 def _prod_vjp(g: Tensor, a: Tensor, x: Tensor, dims: tuple | None, keepdim: bool) -> Tensor:
-    shape = x._data.shape
+    shape = _shape(x)
     all_dims = tuple(range(len(shape))) if dims is None else dims
     g = _expand_back(g, shape, all_dims, keepdim or dims is None)
-    data = x._data
+    data = _d(x)
     if np.all(data != 0):
         return g * _expand_back(a, shape, all_dims, keepdim or dims is None) / x
     # With zeros, the product of the *other* elements, from exclusive cumulative products.
@@ -573,7 +676,7 @@ def _prod_vjp(g: Tensor, a: Tensor, x: Tensor, dims: tuple | None, keepdim: bool
     left = np.cumprod(np.concatenate([ones, flat[:-1]]), axis=0)
     right = np.flip(np.cumprod(np.concatenate([ones, np.flip(flat, 0)[:-1]]), axis=0), 0)
     others = np.moveaxis((left * right).reshape(moved.shape), range(len(all_dims)), all_dims)
-    return g * _const(others)
+    return g * _const(others, g)
 
 
 PROD = defop(
@@ -590,9 +693,9 @@ PROD_DIM = defop(
 
 
 def _extreme_all_vjp(g: Tensor, a: Tensor, x: Tensor) -> Tensor:
-    hit = np.asarray(x._data == a._data)
+    hit = np.asarray(_d(x) == _d(a))
     share = hit / max(int(hit.sum()), 1)
-    return g * _const(share.astype(np.result_type(x._data)))
+    return g * _const(share.astype(np.result_type(_d(x))), g)
 
 
 MAX = defop(
@@ -613,11 +716,11 @@ def _select_along(x: Any, dim: int, keepdim: bool, arg: Callable) -> Any:
 
 def _extreme_dim_vjp(arg: Callable) -> Callable:
     def vjp(g: Tensor, a: Any, x: Tensor, dim: int, keepdim: bool) -> Tensor:
-        data = np.asarray(x._data)
+        data = np.asarray(_d(x))
         index = np.expand_dims(arg(data, axis=dim), dim)
         onehot = np.zeros(data.shape, dtype=bool)
         np.put_along_axis(onehot, index, True, axis=dim)
-        return _expand_back(g, data.shape, (dim,), keepdim) * _const(onehot)
+        return _expand_back(g, data.shape, (dim,), keepdim) * _const(onehot, g)
 
     return vjp
 
@@ -654,7 +757,7 @@ def _norm_forward(x: Any, p: float, dims: tuple | None, keepdim: bool) -> Any:
 def _norm_vjp(
     g: Tensor, a: Tensor, x: Tensor, p: float, dims: tuple | None, keepdim: bool
 ) -> Tensor:
-    shape = x._data.shape
+    shape = _shape(x)
     all_dims = tuple(range(len(shape))) if dims is None else dims
     keep = keepdim or dims is None
     g = _expand_back(g, shape, all_dims, keep)
@@ -662,22 +765,22 @@ def _norm_vjp(
     if p == 0:
         return g * 0
     if p == 1:
-        return g * apply1(SIGN, x)
+        return g * call1(SIGN, x)
     if p in (math.inf, -math.inf):
-        hit = np.asarray(np.abs(x._data) == norm_b._data)
+        hit = np.asarray(np.abs(_d(x)) == _d(norm_b))
         count = np.sum(hit, axis=all_dims, keepdims=True)
         return (
             g
-            * apply1(SIGN, x)
-            * _const((hit / np.maximum(count, 1)).astype(np.result_type(x._data)))
+            * call1(SIGN, x)
+            * _const((hit / np.maximum(count, 1)).astype(np.result_type(_d(x))), g)
         )
-    zero = np.asarray(norm_b._data == 0)
-    if p == 2:
+    zero = np.asarray(_d(norm_b) == 0)
+    if p == 2:  # noqa: SIM108 (two formulas, kept apart for reading)
         scaled = x / norm_b
     else:
-        scaled = apply1(SIGN, x) * apply1(ABS, x) ** (p - 1) / norm_b ** (p - 1)
+        scaled = call1(SIGN, x) * call1(ABS, x) ** (p - 1) / norm_b ** (p - 1)
     if zero.any():
-        scaled = apply2(WHERE, 0.0, scaled, zero)
+        scaled = call2(WHERE, 0.0, scaled, zero)
     return g * scaled
 
 
@@ -709,8 +812,8 @@ def _logsumexp(x: Any, dims: tuple, keepdim: bool) -> Any:
 LOGSUMEXP = defop(
     "logsumexp", "LogsumexpBackward0", _logsumexp,
     (
-        lambda g, a, x, dims, keepdim: _expand_back(g, x._data.shape, dims, keepdim)
-        * apply1(EXP, x - _expand_back(a, x._data.shape, dims, keepdim)),
+        lambda g, a, x, dims, keepdim: _expand_back(g, _shape(x), dims, keepdim)
+        * call1(EXP, x - _expand_back(a, _shape(x), dims, keepdim)),
     ),
     uses_ans=True,
     sample=Sample(
@@ -726,7 +829,7 @@ def _softmax(x: Any, dim: int) -> Any:
 
 SOFTMAX = defop(
     "softmax", "SoftmaxBackward0", _softmax,
-    (lambda g, a, x, dim: a * (g - apply1(SUM_DIM, g * a, (dim,), True)),),
+    (lambda g, a, x, dim: a * (g - call1(SUM_DIM, g * a, (dim,), True)),),
     uses_ans=True, saves=False, sample=Sample((((3,),), ((2, 3),)), consts=((0,), (-1,))),
 )  # fmt: skip
 
@@ -739,7 +842,7 @@ def _log_softmax(x: Any, dim: int) -> Any:
 
 LOG_SOFTMAX = defop(
     "log_softmax", "LogSoftmaxBackward0", _log_softmax,
-    (lambda g, a, x, dim: g - apply1(EXP, a) * apply1(SUM_DIM, g, (dim,), True),),
+    (lambda g, a, x, dim: g - call1(EXP, a) * call1(SUM_DIM, g, (dim,), True),),
     uses_ans=True, saves=False, sample=Sample((((3,),), ((2, 3),)), consts=((0,), (-1,))),
 )  # fmt: skip
 
@@ -747,37 +850,37 @@ LOG_SOFTMAX = defop(
 
 
 def _matmul_vjp_x(g: Tensor, a: Any, x: Tensor, y: Tensor) -> Tensor:
-    return unbroadcast(apply2(BMM, g, apply1(TRANSPOSE, y, -1, -2)), x)
+    return unbroadcast(call2(BMM, g, call1(TRANSPOSE, y, -1, -2)), x)
 
 
 def _matmul_vjp_y(g: Tensor, a: Any, x: Tensor, y: Tensor) -> Tensor:
-    return unbroadcast(apply2(BMM, apply1(TRANSPOSE, x, -1, -2), g), y)
+    return unbroadcast(call2(BMM, call1(TRANSPOSE, x, -1, -2), g), y)
 
 
 MM = defop(
     "mm", "MmBackward0", np.matmul,
     (
-        lambda g, a, x, y: apply2(MM, g, apply1(T, y)),
-        lambda g, a, x, y: apply2(MM, apply1(T, x), g),
+        lambda g, a, x, y: call2(MM, g, call1(T, y)),
+        lambda g, a, x, y: call2(MM, call1(T, x), g),
     ),
-    arity="2", sample=Sample((((2, 3), (3, 4)), ((1, 3), (3, 1)))),
+    arity="2", reads=((1,), (0,)), sample=Sample((((2, 3), (3, 4)), ((1, 3), (3, 1)))),
 )  # fmt: skip
 MV = defop(
     "mv", "MvBackward0", np.matmul,
     (
-        lambda g, a, x, y: apply2(MUL, apply1(VIEW, g, (-1, 1)), apply1(VIEW, y, (1, -1))),
-        lambda g, a, x, y: apply2(MV, apply1(T, x), g),
+        lambda g, a, x, y: call2(MUL, call1(VIEW, g, (-1, 1)), call1(VIEW, y, (1, -1))),
+        lambda g, a, x, y: call2(MV, call1(T, x), g),
     ),
-    arity="2", sample=Sample((((2, 3), (3,)),)),
+    arity="2", reads=((1,), (0,)), sample=Sample((((2, 3), (3,)),)),
 )  # fmt: skip
 DOT = defop(
     "dot", "DotBackward0", np.dot,
     (lambda g, a, x, y: g * y, lambda g, a, x, y: g * x),
-    arity="2", sample=Sample((((3,), (3,)),)),
+    arity="2", reads=((1,), (0,)), sample=Sample((((3,), (3,)),)),
 )  # fmt: skip
 BMM = defop(
     "bmm", "BmmBackward0", np.matmul, (_matmul_vjp_x, _matmul_vjp_y),
-    arity="2",
+    arity="2", reads=((1,), (0,)),
     sample=Sample((((2, 2, 3), (2, 3, 4)), ((2, 2, 3), (3, 4)), ((2, 3), (2, 3, 2)))),
 )  # fmt: skip
 
@@ -791,7 +894,7 @@ def _reshape_forward(x: Any, shape: tuple) -> Any:
 
 VIEW = defop(
     "view", "ViewBackward0", _reshape_forward,
-    (lambda g, a, x, shape: apply1(VIEW, g, x._data.shape),),
+    (lambda g, a, x, shape: call1(VIEW, g, _shape(x)),),
     saves=False, sample=Sample((((2, 3),), ((6,),)), consts=(((3, 2),), ((-1,),))),
 )  # fmt: skip
 EXPAND = defop(
@@ -801,16 +904,16 @@ EXPAND = defop(
 )  # fmt: skip
 TRANSPOSE = defop(
     "transpose", "TransposeBackward0", lambda x, d0, d1: np.swapaxes(x, d0, d1),
-    (lambda g, a, x, d0, d1: apply1(TRANSPOSE, g, d0, d1),),
+    (lambda g, a, x, d0, d1: call1(TRANSPOSE, g, d0, d1),),
     saves=False, sample=Sample((((2, 3),), ((2, 3, 4),)), consts=((0, 1), (-1, -2))),
 )  # fmt: skip
 T = defop(
-    "t", "TBackward0", lambda x: np.transpose(x), (lambda g, a, x: apply1(T, g),),
+    "t", "TBackward0", lambda x: np.transpose(x), (lambda g, a, x: call1(T, g),),
     saves=False, sample=Sample(UNARY),
 )  # fmt: skip
 PERMUTE = defop(
     "permute", "PermuteBackward0", np.transpose,
-    (lambda g, a, x, dims: apply1(PERMUTE, g, None if dims is None else _inverse(dims)),),
+    (lambda g, a, x, dims: call1(PERMUTE, g, None if dims is None else _inverse(dims)),),
     saves=False,
     sample=Sample(
         (((2, 3),), ((2, 3, 4),), ((2, 3, 4),)),
@@ -820,17 +923,17 @@ PERMUTE = defop(
 )  # fmt: skip
 SQUEEZE = defop(
     "squeeze", "SqueezeBackward0", lambda x, dims: np.squeeze(x, axis=dims),
-    (lambda g, a, x, dims: apply1(VIEW, g, x._data.shape),),
+    (lambda g, a, x, dims: call1(VIEW, g, _shape(x)),),
     saves=False, sample=Sample((((1, 3),), ((2, 1),)), consts=((None,),)),
 )  # fmt: skip
 UNSQUEEZE = defop(
     "unsqueeze", "UnsqueezeBackward0", lambda x, dim: np.expand_dims(x, dim),
-    (lambda g, a, x, dim: apply1(VIEW, g, x._data.shape),),
+    (lambda g, a, x, dim: call1(VIEW, g, _shape(x)),),
     saves=False, sample=Sample((((),), ((3,),), ((2, 3),)), consts=((0,), (-1,))),
 )  # fmt: skip
 TO = defop(
     "to", "ToCopyBackward0", lambda x, dtype: np.asarray(x).astype(dtype)[()],
-    (lambda g, a, x, dtype: apply1(TO, g, x._data.dtype),),
+    (lambda g, a, x, dtype: call1(TO, g, _d(x).dtype),),
     saves=False, sample=Sample(UNARY, consts=((np.dtype(np.float64),),)),
 )  # fmt: skip
 CLONE = defop(
@@ -854,7 +957,7 @@ def _index_forward(x: Any, index: Any) -> Any:
 
 
 def _index_vjp(g: Tensor, a: Any, x: Tensor, index: Any) -> Tensor:
-    return apply1(INDEX_ADD, g, np.shape(x._data), index)
+    return call1(INDEX_ADD, g, np.shape(_d(x)), index)
 
 
 def _scatter_forward(g: Any, shape: tuple, index: Any) -> Any:
@@ -869,7 +972,7 @@ def _scatter_forward(g: Any, shape: tuple, index: Any) -> Any:
 
 INDEX_ADD = defop(
     "index_add", "IndexPutBackward0", _scatter_forward,
-    (lambda g, a, src, shape, index: apply1(INDEX, g, index),),
+    (lambda g, a, src, shape, index: call1(INDEX, g, index),),
     saves=False,
     sample=Sample(
         (((2,),), ((2, 3),)),
@@ -914,10 +1017,10 @@ def _cat_forward(datas: list, dim: int) -> Any:
 
 def _cat_rule(i: int, g: Tensor, a: Any, *rest: Any) -> Tensor:
     operands, dim = rest[:-1], rest[-1]
-    start = _py_sum(o._data.shape[dim] if type(o) is Tensor else 1 for o in operands[:i])
-    size = operands[i]._data.shape[dim]
+    start = _py_sum(_shape(o)[dim] if not _is_number(o) else 1 for o in operands[:i])
+    size = _shape(operands[i])[dim]
     index = (slice(None),) * (dim % g.ndim) + (slice(start, start + size),)
-    return apply1(SLICE, g, index)
+    return call1(SLICE, g, index)
 
 
 def _stack_forward(datas: list, dim: int) -> Any:
@@ -927,7 +1030,7 @@ def _stack_forward(datas: list, dim: int) -> Any:
 def _stack_rule(i: int, g: Tensor, a: Any, *rest: Any) -> Tensor:
     dim = rest[-1]
     index = (slice(None),) * (dim % g.ndim) + (i,)
-    return apply1(SELECT, g, index)
+    return call1(SELECT, g, index)
 
 
 CAT = defop(

@@ -141,6 +141,90 @@ def test_graphs_without_saved_tensors_can_be_walked_twice() -> None:
     assert float(x.grad) == 2.0
 
 
+def test_a_second_backward_fails_only_when_tensors_were_saved() -> None:
+    # As PyTorch: multiplying by a Python number saves no tensor, by a tensor does.
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    y = 2 * x
+    y.sum().backward()
+    twice = (x / 4).sum()
+    twice.backward()
+    twice.backward()
+    assert x.grad.tolist() == [2.5, 2.5]
+    z = (x * torch.tensor(3.0)).sum()
+    z.backward()
+    with pytest.raises(FreedGraphError):
+        z.backward()
+    w = x.exp().sum()
+    w.backward()
+    with pytest.raises(FreedGraphError):
+        w.backward()
+
+
+def test_nodes_keep_only_the_values_their_vjps_read() -> None:
+    x = torch.tensor(np.arange(1000.0), requires_grad=True)
+    big = x * 1.0  # an intermediate
+    node = (big + 1).grad_fn  # add reads no values: a zero-memory stand-in
+    assert node.saved[0].shape == (1000,) and node.saved[0].strides == (0,)
+    node = (big * torch.tensor(2.0)).grad_fn  # d/d big reads only the other operand
+    assert node.saved[0].strides == (0,) and float(node.saved[1]) == 2.0
+    node = (big * big).grad_fn
+    assert node.saved[0] is big._data and node.saved[1] is big._data
+
+
+def test_backward_never_writes_into_arrays_it_does_not_own() -> None:
+    # Gradients meeting at a node are summed in place, but only into buffers the
+    # backward pass allocated: never a seed, a leaf's data or an array shared
+    # between two branches.
+    seed_data = np.ones(3)
+    seed = torch.from_numpy(seed_data)
+    a = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    b = torch.tensor([1.0, 1.0, 1.0], requires_grad=True)
+    y = a + b  # both operands receive the seed itself
+    z = y + y + a
+    z.backward(seed)
+    assert seed_data.tolist() == [1.0, 1.0, 1.0]
+    assert a.grad.tolist() == [3.0, 3.0, 3.0] and b.grad.tolist() == [2.0, 2.0, 2.0]
+    a.grad.zero_()
+    assert b.grad.tolist() == [2.0, 2.0, 2.0]
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    (x * 3).sum().backward()
+    kept = x.grad
+    (x * x).sum().backward()  # accumulates into .grad in place, as PyTorch does
+    assert kept is x.grad and x.grad.tolist() == [5.0, 7.0]
+
+
+def test_backward_reuses_only_buffers_nobody_else_holds() -> None:
+    # Backward writes results into saved arrays it no longer needs (exp's output,
+    # a product's operands), but never into one a tensor of the user still shows.
+    x = torch.tensor(np.linspace(-1.0, 1.0, 5), requires_grad=True)
+    e = x.exp()
+    s = x.sin()
+    kept_e, kept_s = e.detach().numpy().copy(), s.detach().numpy().copy()
+    (e * s).sum().backward()
+    assert np.array_equal(e.detach().numpy(), kept_e)
+    assert np.array_equal(s.detach().numpy(), kept_s)
+    xd = x.detach().numpy()
+    want = np.exp(xd) * np.sin(xd) + np.exp(xd) * np.cos(xd)
+    np.testing.assert_allclose(x.grad.numpy(), want, rtol=1e-12)
+    x.grad = None
+    (x.exp() * x.sin()).sum().backward()  # the same with nothing held: same numbers
+    np.testing.assert_allclose(x.grad.numpy(), want, rtol=1e-12)
+    assert np.array_equal(x.detach().numpy(), xd)
+
+
+def test_recorded_backward_keeps_retained_gradients_and_values() -> None:
+    with _tensor.record_values():
+        x = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+        y = x.exp()
+        y.retain_grad()
+        z = y * y
+        (g,) = grad(z, [x], create_graph=True)
+        z.backward()
+    assert float(g) == pytest.approx(2 * np.exp(4.0))
+    assert float(y.grad) == pytest.approx(2 * np.exp(2.0))
+    assert float(y.grad_fn.grad_value) == pytest.approx(2 * np.exp(2.0))
+
+
 def test_retain_grad_keeps_an_intermediate_gradient() -> None:
     x = torch.tensor(5.0, requires_grad=True)
     r1 = x * x
@@ -251,6 +335,17 @@ def test_grad_of_intermediates_leaves_dot_grad_alone() -> None:
     assert x.grad is None and z.grad is None
     (g_r2,) = grad(y, r2)
     assert np.isclose(g_r2.item(), 1 + 1 / r2.item(), rtol=1e-6)
+
+
+def test_grad_flows_through_one_requested_tensor_to_another() -> None:
+    # Asking for h and x: the part of the graph between them must still run.
+    x = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    h = x * 3
+    y = h.sin() * h.sin()
+    dh, dx = grad(y, [h, x])
+    assert float(dh) == pytest.approx(2 * np.sin(6.0) * np.cos(6.0))
+    assert float(dx) == pytest.approx(6 * np.sin(6.0) * np.cos(6.0))
+    assert x.grad is None
 
 
 def test_grad_errors_and_allow_unused() -> None:
@@ -394,6 +489,18 @@ def test_graphs_hold_no_reference_cycles() -> None:
         assert out() is None and node() is None
     finally:
         gc.enable()
+
+
+def test_graphs_do_not_keep_intermediate_tensors_alive() -> None:
+    # Nodes keep data (and only what their VJPs read), never tensor objects.
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    middle = x * 2
+    out = (middle + 1).sum()
+    gone = weakref.ref(middle)
+    del middle
+    assert gone() is None
+    out.backward()
+    assert x.grad.tolist() == [2.0, 2.0]
 
 
 def test_record_values_keeps_values_and_gradients_for_renderers() -> None:

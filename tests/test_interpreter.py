@@ -35,6 +35,13 @@ def grad_of(interp: Interpreter, name: str) -> np.ndarray:
     return np.asarray(interp.env[name].grad._data)
 
 
+def shape_of(source: str, **bindings) -> tuple[int, ...]:
+    """The value of a program ending in ``.shape``: a torch.Size, checked as such."""
+    out = run(source, **bindings).outcome.value
+    assert repr(out) == f"torch.Size({list(out)})"
+    return tuple(out)
+
+
 # ------------------------------------------------------------------ operators
 
 
@@ -455,8 +462,8 @@ def test_method_sugar() -> None:
     assert value(program + "x.sum()") == 15
     assert value(program + "x.reshape(2, 3).sum(axis=0)").tolist() == [3, 5, 7]
     assert value(program + "x.reshape(2, 3).sum(dim=1)").tolist() == [3, 12]
-    assert value(program + "x.reshape(2, 3).T.shape").tolist() == [3, 2]
-    assert value(program + "x.shape").tolist() == [6]
+    assert shape_of(program + "x.reshape(2, 3).T.shape") == (3, 2)
+    assert shape_of(program + "x.shape") == (6,)
     np.testing.assert_allclose(value("[3, 4].norm()"), 5)
     assert value("(arange(4) - 2).relu()").tolist() == [0, 0, 0, 1]
     assert value("ones(2, 3).matmul(ones(3, 1))").tolist() == [[3], [3]]
@@ -468,6 +475,31 @@ def test_attributes() -> None:
     assert bool(interp.env["l"]._data) is False
     assert interp.env["f"].name() == "MulBackward0"
     assert value("c = const(3)\nc.requires_grad") == False  # noqa: E712
+
+
+def test_shape_is_a_size_as_in_pytorch_and_a_vector_in_arithmetic() -> None:
+    program = "x = ones(2, 3)\n"
+    assert repr(run(program + "x.shape").outcome.value) == "torch.Size([2, 3])"
+    assert repr(run("tensor(2.).shape").outcome.value) == "torch.Size([])"
+    assert shape_of(program + "shape(x)") == (2, 3)
+    assert shape_of(program + "x.shape[1:]") == (3,)
+    assert value(program + "x.shape[0]") == 2
+    assert value(program + "x.shape[-1] * x.shape[0]") == 6
+    assert value(program + "len(x.shape)") == 2
+    assert value(program + "prod(x.shape)") == 6
+    assert value(program + "x.shape * 2").tolist() == [4, 6]
+    assert value(program + "tensor(x.shape)").tolist() == [2, 3]
+    assert bool(value(program + "x.shape == ones(2, 3).shape"))
+    assert bool(value(program + "x.shape != ones(3, 2).shape"))
+    assert value(program + "x.shape < [3, 3]").tolist() == [True, False]
+    assert shape_of(program + "zeros(x.shape).shape") == (2, 3)
+    assert shape_of(program + "randn(x.shape).shape") == (2, 3)
+    assert shape_of(program + "ones(6).reshape(x.shape[::-1]).shape") == (3, 2)
+    assert shape_of(program + "reshape(ones(6), x.shape).shape") == (2, 3)
+    assert value(program + "s = 0\nfor n in x.shape: s = s + n\ns") == 5
+    assert value(program + "1 if tensor(2.).shape else 0") == 0
+    with pytest.raises(FormulaTypeError, match="a shape"):
+        run(program + "s = x.shape\ns[0] = 1")
 
 
 def test_grad_attribute_is_none_before_backward() -> None:
@@ -489,9 +521,9 @@ def test_a_method_used_as_an_attribute_says_to_call_it() -> None:
 
 def test_transpose_forms() -> None:
     program = "x = arange(24).reshape(2, 3, 4)\n"
-    assert value(program + "transpose(x).shape").tolist() == [4, 3, 2]
-    assert value(program + "transpose(x, 0, 1).shape").tolist() == [3, 2, 4]
-    assert value(program + "x.T.shape").tolist() == [4, 3, 2]
+    assert shape_of(program + "transpose(x).shape") == (4, 3, 2)
+    assert shape_of(program + "transpose(x, 0, 1).shape") == (3, 2, 4)
+    assert shape_of(program + "x.T.shape") == (4, 3, 2)
     assert value("transpose([[1, 2]])").tolist() == [[1], [2]]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -123,3 +124,46 @@ def test_random_programs_give_values_or_formula_errors(template: str, parts: lis
 @given(st.text(alphabet=st.sampled_from(list("ab1.+-*/%()[]:,=<>!\n ^@;_ef")), max_size=40))
 def test_random_text_gives_values_or_formula_errors(source: str) -> None:
     _check(source)
+
+
+def _outcome(source: str, generic: bool) -> tuple:
+    """What a run gives (value, output name, error, names bound), specialised or generic."""
+    interp = Interpreter(seed=7, limits=Limits(max_elements=100_000, max_iterations=1_000))
+    if generic:
+        interp._needs_generic = lambda compiled: True  # the generic twin of every instruction
+    interp.bind("a", 1.5)
+    interp.bind("v", [1.0, -2.0, 3.0])
+    try:
+        out = interp.execute(source)
+    except FormulaError as error:
+        return ("error", error.kind, error.message, error.line)
+    return ("value", _shown(out.value), out.name, {k: _shown(v) for k, v in interp.env.items()})
+
+
+def _shown(value) -> object:
+    data = getattr(value, "_data", None)
+    if data is None:
+        return repr(value) if isinstance(value, lang.Size | lang.Builtin) else type(value)
+    return (repr(np.asarray(data).tolist()), str(np.asarray(data).dtype))
+
+
+LOOPS = st.sampled_from(
+    [
+        "y = a\nfor i in range(4):\n    y = {0}\n    if {1}: break",
+        "y = a\nfor i in range(3):\n    if {0}: continue\n    y = y * {1}",
+        "s = 0\nfor i in v:\n    s = s + {0}",
+        "def f(p):\n    for j in range(2): p = p + {0}\n    return p\ny = f({1})",
+        "sin = {0}\ny = sin",
+        "y = {0}\nfor k in range(2): y = sin(y) + {1}",
+        "def g(p, q=pi): return exp(p) * q + {0}\ny = 0\nfor i in range(2): y = y + g({1})",
+        "n = 0\ny = a\nwhile n < 3:\n    n = n + 1\n    y = y * {0} + cos({1})",
+        "for i in range(3):\n    def h(): return i * {0}\ny = h() + {1}",
+    ]
+)
+
+
+@SETTINGS
+@given(LOOPS, st.lists(EXPRESSIONS, min_size=2, max_size=2))
+def test_specialised_code_runs_as_the_generic_code(template: str, parts: list[str]) -> None:
+    source = template.format(*parts)
+    assert _outcome(source, generic=False) == _outcome(source, generic=True), source
