@@ -439,7 +439,7 @@ def _value_text(value: Any) -> str:
 
 
 def _value_json(value: Any) -> dict:
-    from gradcalc import Tensor
+    from gradcalc import Size, Tensor
     from gradcalc.api import SCHEMA_VERSION, Result, result_to_json
 
     if isinstance(value, Tensor):
@@ -450,8 +450,8 @@ def _value_json(value: Any) -> dict:
         elif value.requires_grad:
             payload["requires_grad"] = True
         return payload
-    if isinstance(value, bool | int | float | np.generic):
-        array = np.asarray(value)
+    if isinstance(value, bool | int | float | np.generic | Size):
+        array = np.asarray(value, dtype=np.int64 if isinstance(value, Size) else None)
         return result_to_json(Result(value=array, dtype=str(array.dtype)))
     return {"schema_version": SCHEMA_VERSION, "value": None, "note": _value_text(value)}
 

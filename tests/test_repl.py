@@ -358,3 +358,11 @@ def test_command_line_limit_options_reach_the_session():
     assert done.returncode == 1
     assert "LimitError" in done.stderr
     assert first_number(done.stdout) == 0
+
+
+def test_shapes_print_like_pytorch_and_are_int_lists_in_json():
+    code, out, err, _ = replay("x = ones(2, 3)\nx.shape\n:json\nx.shape\n")
+    assert (code, err) == (0, "")
+    assert "torch.Size([2, 3])" in out
+    payload = json_lines(out)[-1]
+    assert (payload["value"], payload["shape"], payload["dtype"]) == ([2, 3], [2], "int64")
