@@ -1,8 +1,10 @@
 """W1 one-shot: the whole `gradcalc` process against the cheapest ways to start Python and peers.
 
-Every command is the venv's own interpreter or the venv's console script
-(a pyenv shim on PATH would add ~130 ms to each start). `-X importtime` of
-the same CLI run says where the start-up time goes.
+Every command is a venv's own interpreter or console script (a pyenv shim on
+PATH would add ~130 ms to each start): by default a `pip install .` copy of
+the working tree built once per run (`harness.install_gradcalc`), because the
+development venv's editable install adds an import finder to every start.
+`-X importtime` of the same CLI run says where the start-up time goes.
 """
 
 from __future__ import annotations
@@ -79,8 +81,14 @@ def check_seed_output(stdout: str) -> None:
 
 def run(config: Config, report: Report) -> None:
     runs = config.runs(full=20, quick=5)
-    python = config.python
+    # The installed copy's venv (`pip install .`, as users run it) for gradcalc and the
+    # Python references alike, so both sides pay the same interpreter start-up.
+    python = config.gradcalc_python
     script = str(config.gradcalc_script)
+    if config.install_note:
+        report.note("W1", config.install_note)
+    else:
+        report.note("W1", f"timing a `pip install .` copy: {script}")
     commands = {
         "python -c pass": [python, "-c", "pass"],
         "python -c 'import numpy'": [python, "-c", "import numpy"],

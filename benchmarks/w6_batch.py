@@ -51,6 +51,8 @@ def run(config: Config, report: Report) -> None:
     long_file = write_requests(config.workdir / "batch-long.jsonl", long_count)
     short_file = write_requests(config.workdir / "batch-short.jsonl", short_count)
     script = str(config.gradcalc_script)
+    if config.install_note:
+        report.note("W6", config.install_note)
     rates = {}
     memory: dict[int, tuple[float, float]] = {}
     for jobs in (1, 2):

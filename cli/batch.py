@@ -1,33 +1,33 @@
 """``gradcalc batch``: JSON Lines in, JSON Lines out, in input order, streaming.
 
-Lines are read lazily and results written (and flushed) as they are
-computed, so memory stays flat for any number of lines. With ``--jobs N > 1``
-chunks of lines go to a ``ProcessPoolExecutor`` running
-``gradcalc.api.run_lines``; at most a few chunks per worker are in flight,
-and results are written in submission order. A progress bar (lines, rate)
-goes to standard error only when it is a terminal.
+Input is read in blocks of whole lines (``read1``: whatever has arrived, up
+to :data:`BLOCK_BYTES`), so a slow producer gets each answer as soon as its
+line is in, and a file is read in large pieces. Each block goes to
+``gradcalc.api.run_block`` (in this process with ``--jobs 1``, else in a
+``ProcessPoolExecutor``), which returns the block's finished output lines as
+one string: the parent only reads, dispatches and writes, and never imports
+NumPy. At most a few blocks per worker are in flight, and results are
+written in submission order, so memory stays flat for any input. A progress
+bar (lines, rate) goes to standard error only when it is a terminal.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future
-from itertools import islice
 from typing import IO, Any
 
 from gradcalc.cli.run import EXIT_FORMULA, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, silence_stdout
 from gradcalc.limits import Limits
 
-CHUNK_LINES = 64
-"""Lines per task sent to a worker: large enough to hide the IPC cost, small enough to stream."""
-CHUNKS_IN_FLIGHT_PER_JOB = 4
+BLOCK_BYTES = 1 << 16
+"""Most input read (and sent to a worker) at once: ~1,000 small requests, tens of ms of work."""
+BLOCKS_IN_FLIGHT_PER_JOB = 4
 PROGRESS_INTERVAL = 0.1
 
 
@@ -36,7 +36,7 @@ def run_batch(
 ) -> int:
     """Process every request of ``source`` (a path or ``-``); exit code 1 if any line failed."""
     try:
-        stream = _open(source)
+        stream, close = _open(source)
     except OSError as exc:
         sys.stderr.write(f"gradcalc batch: cannot read {source!r}: {exc.strerror or exc}\n")
         return EXIT_USAGE
@@ -44,89 +44,148 @@ def run_batch(
     show_progress = progress if progress is not None else _is_terminal(sys.stderr)
     meter = _Progress() if show_progress else None
     failed = False
+    blocks = _blocks(stream)
+    results = _sequential(blocks, limits) if jobs == 1 else _parallel(blocks, jobs, limits)
     try:
-        numbered = _requests(stream)
-        results = _sequential(numbered, limits) if jobs == 1 else _parallel(numbered, jobs, limits)
         write = sys.stdout.write
         flush = sys.stdout.flush
-        for replies in results:
-            write("".join(text + "\n" for text, _ in replies))
+        for text, count, bad in results:
+            write(text)
             flush()
-            bad = sum(not ok for _, ok in replies)
             failed = failed or bad > 0
             if meter is not None:
-                meter.advance(len(replies), bad)
+                meter.advance(count, bad)
     except BrokenPipeError:
         silence_stdout()
         return EXIT_FORMULA
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     finally:
+        results.close()  # stops the workers now, not when the generator is collected
         if meter is not None:
             meter.close()
-        _release(stream, source)
+        if close:
+            stream.close()
     return EXIT_FORMULA if failed else EXIT_OK
 
 
-def _open(source: str) -> IO[str]:
+def _open(source: str) -> tuple[IO[Any], bool]:
+    """The input as a binary stream (or standard input's text stream without a buffer),
+    and whether it is ours to close."""
     if source == "-":
-        buffer = getattr(sys.stdin, "buffer", None)
-        if buffer is None:
-            return sys.stdin
-        return io.TextIOWrapper(buffer, encoding="utf-8", errors="replace")
-    return open(source, encoding="utf-8", errors="replace")
+        return getattr(sys.stdin, "buffer", None) or sys.stdin, False
+    return open(source, "rb"), True
 
 
-def _release(stream: IO[str], source: str) -> None:
-    """Close a file we opened; leave standard input open (detach our wrapper from it)."""
-    if source != "-":
-        stream.close()
-    elif isinstance(stream, io.TextIOWrapper) and stream is not sys.stdin:
-        with contextlib.suppress(ValueError):
-            stream.detach()
+def _blocks(stream: IO[Any]) -> Iterator[tuple[bytes, int]]:
+    """(whole lines as UTF-8 bytes, number of their first line), lazily, in input order."""
+    read = getattr(stream, "read1", None) or stream.read
+    carry = b""
+    first = 1
+    while True:
+        data = read(BLOCK_BYTES)
+        if not data:
+            break
+        if isinstance(data, str):  # a text stream standing in for standard input
+            data = data.encode("utf-8", errors="replace")
+        cut = data.rfind(b"\n") + 1
+        if not cut:
+            carry += data
+            continue
+        block = carry + data[:cut] if carry else data[:cut]
+        carry = data[cut:]
+        yield block, first
+        first += block.count(b"\n")
+    if carry:
+        yield carry, first
 
 
-def _requests(stream: IO[str]) -> Iterator[tuple[int, str]]:
-    """(line number, text) for every non-blank line, lazily."""
-    for number, line in enumerate(stream, start=1):
-        if line.strip():
-            yield number, line
+def _work(block: bytes, first: int, limits: Limits | None) -> tuple[str, int, int]:
+    """One block's output lines (as text), lines answered and lines failed."""
+    from gradcalc.api import run_block
+
+    return run_block(block, first, limits)
 
 
 def _sequential(
-    numbered: Iterable[tuple[int, str]], limits: Limits | None
-) -> Iterator[list[tuple[str, bool]]]:
-    """One line at a time, so each result is written as soon as it is computed."""
-    from gradcalc.api import run_line
-
-    for number, line in numbered:
-        yield [run_line(line, number, limits)]
+    blocks: Iterator[tuple[bytes, int]], limits: Limits | None
+) -> Iterator[tuple[str, int, int]]:
+    for block, first in blocks:
+        yield _work(block, first, limits)
 
 
 def _parallel(
-    numbered: Iterator[tuple[int, str]], jobs: int, limits: Limits | None
-) -> Iterator[list[tuple[str, bool]]]:
-    """Chunks to a process pool with bounded look-ahead; each chunk's results, in input order."""
+    blocks: Iterator[tuple[bytes, int]], jobs: int, limits: Limits | None
+) -> Iterator[tuple[str, int, int]]:
+    """Blocks to a process pool; each block's output as soon as it and those before it are done.
+
+    A reader thread reads ahead (at most :data:`BLOCKS_IN_FLIGHT_PER_JOB` blocks
+    per worker not yet written, so memory stays flat); this thread wakes on each
+    block read and each block finished, so a result is written even while the
+    input is waiting for more lines.
+    """
+    import queue
+    import threading
     from concurrent.futures import ProcessPoolExecutor
 
-    from gradcalc.api import run_lines
-
+    first = next(blocks, None)
+    if first is None:
+        return
+    limit = jobs * BLOCKS_IN_FLIGHT_PER_JOB
+    events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    slots = threading.Semaphore(limit)
+    stop = threading.Event()
     pending: deque[Future] = deque()
-    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_ignore_interrupts)
+    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_start_worker)
+
+    def submit(block: bytes, first_line: int) -> None:
+        future = pool.submit(_work, block, first_line, limits)
+        future.add_done_callback(lambda _: events.put(None))
+        pending.append(future)
+
     try:
-        while True:
-            chunk = list(islice(numbered, CHUNK_LINES))
-            if chunk:
-                pending.append(pool.submit(run_lines, chunk, limits))
-            while pending and (not chunk or len(pending) >= jobs * CHUNKS_IN_FLIGHT_PER_JOB):
+        slots.acquire()
+        submit(*first)  # forks the workers before the reader thread exists
+        reader = threading.Thread(
+            target=_read_ahead, args=(blocks, events, slots, stop), daemon=True
+        )
+        reader.start()
+        reading = True
+        while reading or pending:
+            item = events.get()
+            if item is _END:
+                reading = False
+            elif isinstance(item, BaseException):
+                raise item
+            elif item is not None:
+                submit(*item)
+            while pending and pending[0].done():
                 yield pending.popleft().result()
-            if not chunk:
-                break
+                slots.release()
     finally:
+        stop.set()
+        slots.release(limit)  # a reader waiting for room sees the stop
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _ignore_interrupts() -> None:
+_END = object()
+
+
+def _read_ahead(blocks: Iterator[tuple[bytes, int]], events: Any, slots: Any, stop: Any) -> None:
+    """The reader thread: put each block on ``events`` once there is room for it."""
+    try:
+        for item in blocks:
+            slots.acquire()
+            if stop.is_set():
+                return
+            events.put(item)
+    except Exception as exc:  # an input error ends the batch in the main thread
+        events.put(exc)
+    finally:
+        events.put(_END)
+
+
+def _start_worker() -> None:
     """Workers leave Ctrl-C to the parent, which stops the batch without their tracebacks."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 

@@ -1,4 +1,4 @@
-"""Parse the common one-shot ``grad`` and ``eval`` invocations without importing Typer.
+"""Parse the common one-shot ``grad`` and ``eval`` invocations (and ``batch``) without Typer.
 
 Typer (with the pydantic it loads to coerce parameters) costs more start-up
 time than the whole computation of a small formula. :func:`parse` handles
@@ -14,7 +14,14 @@ from __future__ import annotations
 
 import re
 
-from gradcalc.cli.inputs import LIMIT_OPTIONS, Invocation, UsageProblem, parse_bindings, parse_names
+from gradcalc.cli.inputs import (
+    LIMIT_OPTIONS,
+    Invocation,
+    UsageProblem,
+    make_limits,
+    parse_bindings,
+    parse_names,
+)
 
 COMMANDS = frozenset({"grad", "eval", "graph", "jacobian", "hessian", "batch", "repl", "functions"})
 FLAGS = {"--json": "json", "--graph": "graph", "--check": "check"}
@@ -94,3 +101,52 @@ def parse(args: list[str]) -> Invocation | None:
         dtype=dtype,
         limits=limits,
     )
+
+
+BATCH_FLAGS = {"--progress": True, "--no-progress": False}
+BATCH_VALUED = {"--jobs", "-j", *LIMIT_OPTIONS}
+
+
+def parse_batch(args: list[str]) -> dict | None:
+    """``run_batch`` keyword arguments for ``gradcalc batch [FILE|-] [options]``, or ``None``.
+
+    The arguments after ``batch``; ``None`` (anything unusual, ``--help``,
+    a bad number) leaves them to the Typer app, as :func:`parse` does.
+    """
+    positional: list[str] = []
+    options: dict[str, str] = {}
+    progress = None
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if token.startswith("-") and token != "-":
+            name, eq, inline = token.partition("=")
+            if name in BATCH_FLAGS and not eq:
+                progress = BATCH_FLAGS[name]
+            elif name in BATCH_VALUED and (eq or i + 1 < len(args)):
+                if eq and name == "-j":
+                    return None
+                if not eq:
+                    i += 1
+                options["--jobs" if name == "-j" else name] = inline if eq else args[i]
+            else:
+                return None
+        else:
+            positional.append(token)
+        i += 1
+    if len(positional) > 1:
+        return None
+    jobs = options.pop("--jobs", "1")
+    if not _INTEGER.fullmatch(jobs) or int(jobs) < 0:
+        return None
+    limits = {}
+    for option, text in options.items():
+        if not _INTEGER.fullmatch(text) or int(text) < 1:
+            return None
+        limits[LIMIT_OPTIONS[option]] = int(text)
+    return {
+        "source": positional[0] if positional else "-",
+        "jobs": int(jobs),
+        "progress": progress,
+        "limits": make_limits(limits),
+    }

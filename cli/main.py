@@ -1,9 +1,10 @@
 """The ``gradcalc`` console script (and ``python -m gradcalc``).
 
 Start-up is most of the cost of a one-shot command, so this module imports
-almost nothing: a plain ``grad`` command line goes straight to the runner
-(``gradcalc.cli.fast``); everything else, including ``--help`` and every
-usage error, goes through the Typer app in ``gradcalc.cli.app``.
+almost nothing: a plain ``grad``, ``eval`` or ``batch`` command line goes
+straight to its runner (``gradcalc.cli.fast``); everything else, including
+``--help`` and every usage error, goes through the Typer app in
+``gradcalc.cli.app``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ def run(args: list[str]) -> int:
             return run_repl()
         from gradcalc.cli import fast
 
+        if args and args[0] == "batch":
+            options = fast.parse_batch(args[1:])
+            if options is not None:
+                from gradcalc.cli.batch import run_batch
+
+                return run_batch(**options)
         invocation = fast.parse(args)
         if invocation is not None:
             from gradcalc.cli.run import run_invocation

@@ -22,6 +22,8 @@ from gradcalc.errors import FormulaError
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from gradcalc.limits import Limits
+
 EXIT_OK, EXIT_FORMULA, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 RENDERED_SUFFIXES = {".svg", ".png", ".pdf"}
 
@@ -94,12 +96,14 @@ def _as_formula_error(body: dict) -> FormulaError:
 
 
 def _run(inv: Invocation) -> int:
+    formula = read_formula(inv.formula)
+    limits = inv.make_limits()
+    if _scalar_eligible(inv) and _run_scalar(inv, formula, limits):
+        return EXIT_OK
     import numpy as np
 
     from gradcalc import api
 
-    formula = read_formula(inv.formula)
-    limits = inv.make_limits()
     common: dict[str, Any] = {
         "bindings": inv.bindings,
         "of": inv.of,
@@ -140,6 +144,50 @@ def _run(inv: Invocation) -> int:
         console.print(graph_tree(result.graph))
     sys.stdout.flush()
     return EXIT_OK
+
+
+def _scalar_eligible(inv: Invocation) -> bool:
+    """Whether the float path (``gradcalc.scalar``) may answer: grad/eval of float64 only."""
+    return (
+        inv.command in ("grad", "eval")
+        and not (inv.graph or inv.check)
+        and inv.dtype == "float64"
+        and inv.of is None
+        and inv.grad_output is None
+    )
+
+
+def _run_scalar(inv: Invocation, formula: str, limits: Limits) -> bool:
+    """Answer an all-scalar formula without NumPy; False leaves it to the engine path."""
+    from gradcalc import scalar
+
+    found = scalar.run(formula, inv.bindings, [] if inv.command == "eval" else inv.wrt, limits)
+    if found is None:
+        return False
+    if inv.json:
+        import json
+
+        payload = scalar.to_json(found)
+        if inv.command == "eval":
+            payload["gradients"] = {}
+        _write(json.dumps(payload, allow_nan=False) + "\n")
+        return True
+    import numpy as np
+
+    from gradcalc.api import Result
+    from gradcalc.cli.render import make_console, print_result
+
+    result = Result(
+        value=np.asarray(found.value),
+        dtype="float64",
+        gradients={name: np.asarray(g) for name, g in found.gradients.items()},
+        unused=list(found.unused),
+        notes=list(found.notes),
+    )
+    console = make_console(sys.stdout)
+    print_result(result, console, command=inv.command, with_check=False)
+    sys.stdout.flush()
+    return True
 
 
 def _write_graph(result: Any, inv: Invocation) -> int:

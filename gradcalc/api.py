@@ -18,12 +18,9 @@ import contextlib
 import json
 import math
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from gradcalc.errors import (
     FormulaError,
@@ -35,19 +32,33 @@ from gradcalc.errors import (
     UnknownNameError,
 )
 from gradcalc.limits import DEFAULT_LIMITS, Limits
+from gradcalc.scalar import NUMBER as _NUMBER
+from gradcalc.scalar import SCHEMA_VERSION
 
 if TYPE_CHECKING:
-    from gradcalc.graph import Graph
+    import numpy as np
 
-SCHEMA_VERSION = 1
+    from gradcalc.graph import Graph
+else:
+
+    class _NumPy:
+        """NumPy, imported at first use: batch workers answering only all-scalar requests
+        (``gradcalc.scalar``) never need it. The first attribute read rebinds ``np``."""
+
+        def __getattr__(self, name: str) -> Any:
+            import numpy
+
+            globals()["np"] = numpy
+            return getattr(numpy, name)
+
+    np = _NumPy()
+
 DTYPES = ("float64", "float32")
 CHECK_TOLERANCE = 1e-4
 """Largest relative error (magnitudes below 1 compared absolutely) ``check`` accepts."""
 CHECK_MAX_ENTRIES = 1000
 """Gradient entries compared by finite differences per result; larger gradients are sampled."""
 
-# A VALUE that is a plain number skips the interpreter; anything else is a constant formula.
-_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _REQUEST_KEYS = frozenset(
     {"id", "formula", "vars", "wrt", "of", "grad_output", "dtype", "seed", "check", "graph"}
 )
@@ -798,11 +809,29 @@ def run_request(request: Any, limits: Limits | None = None) -> dict:
     """
     request_id = request.get("id") if isinstance(request, dict) else None
     try:
-        with np.errstate(all="ignore"):
-            out = result_to_json(evaluate(**_request_arguments(request), limits=limits))
+        arguments = _request_arguments(request)
+        out = _scalar_reply(arguments, limits)
+        if out is None:
+            with np.errstate(all="ignore"):
+                out = result_to_json(evaluate(**arguments, limits=limits))
     except Exception as exc:
         out = error_to_json(exc)
     return {"id": request_id, **out}
+
+
+def _scalar_reply(arguments: dict[str, Any], limits: Limits | None) -> dict | None:
+    """The float path's answer (``gradcalc.scalar``) when the request allows it, else None."""
+    if (
+        arguments["dtype"] != "float64"
+        or arguments["of"] is not None
+        or arguments["grad_output"] is not None
+        or arguments["check"]
+        or arguments["graph"]
+    ):
+        return None
+    from gradcalc import scalar
+
+    return scalar.run_json(arguments["formula"], arguments["bindings"], arguments["wrt"], limits)
 
 
 def run_line(
@@ -839,6 +868,30 @@ def run_lines(
 ) -> list[tuple[str, bool]]:
     """:func:`run_line` over (line number, text) pairs: one task for a process pool."""
     return [run_line(text, number, limits) for number, text in lines]
+
+
+def run_block(
+    block: bytes, first_line: int = 1, limits: Limits | None = None
+) -> tuple[str, int, int]:
+    """A block of JSON Lines (UTF-8, whole lines) in; (output lines, answered, failed) out.
+
+    Blank lines are skipped but counted, so error messages name the input
+    line ``first_line + i``. The unit of work ``gradcalc batch`` hands a
+    worker: one pickled object each way, never a line at a time.
+    """
+    out: list[str] = []
+    failed = 0
+    text = block.decode("utf-8", errors="replace")
+    for number, line in enumerate(text.split("\n"), start=first_line):
+        if not line.strip():
+            continue
+        reply, ok = run_line(line, number, limits)
+        out.append(reply)
+        failed += not ok
+    if not out:
+        return "", 0, 0
+    out.append("")
+    return "\n".join(out), len(out) - 1, failed
 
 
 def _bad_request(message: str) -> dict:

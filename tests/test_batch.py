@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from gradcalc import api
 from gradcalc.cli.app import app
 
 runner = CliRunner()
@@ -152,3 +154,77 @@ def test_progress_bar_goes_to_stderr_only() -> None:
     assert "2 lines" in result.stderr
     quiet = runner.invoke(app, ["batch", "-", "--no-progress"], input=lines)
     assert quiet.stdout == result.stdout and quiet.stderr == ""
+
+
+# ---------------------------------------------------------------- blocks and workers
+
+
+def test_line_numbers_survive_small_blocks(monkeypatch, capsysbinary) -> None:
+    """Blocks cut anywhere: every line is answered once, in order, with its own line number."""
+    from gradcalc.cli import batch
+
+    text = MIXED.replace("this is not json", "not json either") * 3
+    source = io.BytesIO(text.encode("utf-8"))
+    for size in (7, 64, 1 << 15):
+        monkeypatch.setattr(batch, "BLOCK_BYTES", size)
+        source.seek(0)
+        blocks = list(batch._blocks(source))
+        assert b"".join(block for block, _ in blocks) == text.encode("utf-8")
+        firsts = [first for _, first in blocks]
+        counts = [block.count(b"\n") for block, _ in blocks]
+        assert firsts == [1 + sum(counts[:i]) for i in range(len(blocks))]
+    replies = [api.run_block(block, first)[0] for block, first in blocks]
+    out = [strict(line) for line in "".join(replies).splitlines()]
+    bad_json = [o["error"]["message"] for o in out if "not valid JSON" in str(o)]
+    assert [m.split(":")[0] for m in bad_json] == ["input line 3", "input line 13", "input line 23"]
+
+
+def test_run_block_counts_and_skips_blank_lines() -> None:
+    block = (request(1) + "\r\n\n   \n" + '{"id": 2, "formula": "1/0"}\n').encode("utf-8")
+    text, answered, failed = api.run_block(block, 10)
+    lines = text.splitlines()
+    assert answered == 2 and failed == 0 and len(lines) == 2
+    assert [strict(line)["id"] for line in lines] == [1, 2]
+    assert api.run_block(b"\n \n", 1) == ("", 0, 0)
+
+
+def test_a_line_separator_inside_a_json_string_is_not_a_line_break() -> None:
+    line = json.dumps({"id": "a\u2028b", "formula": "2*x", "vars": {"x": 1}}, ensure_ascii=False)
+    text, answered, failed = api.run_block((line + "\n").encode("utf-8"))
+    assert answered == 1 and failed == 0
+    assert strict(text)["id"] == "a\u2028b"
+
+
+def test_jobs_2_streams_and_the_parent_never_imports_numpy() -> None:
+    code = (
+        "import sys\n"
+        "from gradcalc.cli.batch import run_batch\n"
+        "code = run_batch('-', jobs=2, progress=False)\n"
+        "sys.stderr.write(f'numpy in parent: {\"numpy\" in sys.modules}\\n')\n"
+        "sys.exit(code)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc.stdin.write(request(1) + "\n")
+    proc.stdin.flush()
+    assert strict(proc.stdout.readline())["id"] == 1  # answered before the input ends
+    proc.stdin.write(request(2) + "\n")
+    proc.stdin.close()
+    assert strict(proc.stdout.readline())["id"] == 2
+    assert proc.wait(timeout=60) == 0
+    assert proc.stderr.read() == "numpy in parent: False\n"
+
+
+def test_run_line_is_picklable_for_other_map_engines() -> None:
+    import pickle
+
+    assert pickle.loads(pickle.dumps(api.run_line)) is api.run_line
+    assert pickle.loads(pickle.dumps(api.run_block)) is api.run_block
+    reply, ok = api.run_line(request(3))
+    assert ok and strict(reply)["id"] == 3

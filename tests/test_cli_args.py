@@ -178,3 +178,48 @@ def test_limits_options_build_limits() -> None:
     limits = inv.make_limits()
     assert (limits.max_iterations, limits.max_call_depth) == (7, 9)
     assert Invocation("grad", "x").make_limits() == inputs.make_limits({})
+
+
+BATCH_AGREEING = [
+    [],
+    ["-"],
+    ["requests.jsonl"],
+    ["requests.jsonl", "--jobs", "2"],
+    ["--jobs=0", "-", "--no-progress"],
+    ["-j", "3", "--progress", "requests.jsonl"],
+    ["--max-graph-nodes", "100", "--max-nesting=50", "x.jsonl"],
+]
+
+
+@pytest.mark.parametrize("args", BATCH_AGREEING, ids=lambda a: " ".join(a) or "(none)")
+def test_batch_fast_path_agrees_with_typer(
+    monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    from gradcalc.cli import batch
+
+    seen: list[dict] = []
+    monkeypatch.setattr(
+        batch, "run_batch", lambda source, **kw: seen.append({"source": source, **kw}) or 0
+    )
+    result = runner.invoke(app, ["batch", *args])
+    assert result.exit_code == 0, result.output
+    assert fast.parse_batch(list(args)) == seen[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["-h"],
+        ["a.jsonl", "b.jsonl"],
+        ["--jobs", "-1"],
+        ["--jobs"],
+        ["--jobs", "two"],
+        ["-j2"],
+        ["--max-nesting", "0"],
+        ["--bogus"],
+        ["--progress=yes"],
+    ],
+)
+def test_batch_fast_path_leaves_the_rest_to_typer(args: list[str]) -> None:
+    assert fast.parse_batch(list(args)) is None

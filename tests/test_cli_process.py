@@ -192,10 +192,25 @@ def test_an_internal_error_is_one_line(
         raise RuntimeError("simulated bug")
 
     monkeypatch.setattr(api, "evaluate", broken)
-    assert main_module.run(["3*a", "a=1"]) == 1
+    # exp() is outside the float path (gradcalc.scalar), so the engine path runs.
+    assert main_module.run(["exp(a)", "a=1"]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == "gradcalc: internal error: RuntimeError: simulated bug\n"
+    assert main_module.run(["exp(a)", "a=1", "--json"]) == 1
+    error = strict(capsys.readouterr().out)["error"]
+    assert error["internal"] is True and "simulated bug" in error["message"]
+
+
+def test_an_internal_error_in_the_float_path_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gradcalc import scalar
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(scalar, "_evaluate", broken)
     assert main_module.run(["3*a", "a=1", "--json"]) == 1
     error = strict(capsys.readouterr().out)["error"]
     assert error["internal"] is True and "simulated bug" in error["message"]
