@@ -462,6 +462,42 @@ def external(config: Config, library: str, workload: str, **arguments: Any) -> d
     return load_json_line(run.stdout)
 
 
+def measure_references(
+    config: Config,
+    report: Report,
+    workload: str,
+    label: str,
+    tolerance: float,
+    **arguments: Any,
+) -> None:
+    """Time the PyTorch and JAX sides of one case, for each library whose interpreter is set.
+
+    Each side runs `external` (workload ``workload.lower()``, with ``arguments``),
+    must agree with NumPy within ``tolerance`` and is recorded in ms as
+    ``"{library} {label}"``; a side that fails becomes a note, as with `attempt`.
+    """
+    for library, python in (("torch", config.torch_python), ("jax", config.jax_python)):
+        if python is None:
+            continue
+
+        def reference(library: str = library) -> None:
+            answer = external(config, library, workload.lower(), **arguments)
+            if answer["error"] > tolerance:
+                raise AssertionError(f"{library} differs from NumPy by {answer['error']:.2g}")
+            note = f"{answer['threads']} threads" if "threads" in answer else "jit"
+            samples = [s * 1000 for s in answer["samples"]]
+            report.measure(workload, f"{library} {label}", samples, "ms", note)
+
+        attempt(report, workload, f"{library} {label}", reference)
+
+
+def relative_error(got: Any, want: Any) -> float:
+    """Largest absolute difference over the largest magnitude of ``want`` (NumPy arrays)."""
+    import numpy as np
+
+    return float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
+
+
 def attempt(report: Report, workload: str, what: str, run: Callable[[], Any]) -> Any:
     """run(), or None with a note saying why: one broken side must not stop the others."""
     try:

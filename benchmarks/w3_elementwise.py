@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 
 from benchmarks import baselines
-from benchmarks.harness import Config, Report, attempt, external, interleaved
+from benchmarks.harness import (
+    Config,
+    Report,
+    attempt,
+    interleaved,
+    measure_references,
+    relative_error,
+)
 
 TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
 
@@ -39,7 +46,7 @@ def elementwise_gradcalc(leaf: Any) -> np.ndarray:
 
 def _checked_leaf(x: np.ndarray, want: np.ndarray, dtype: str) -> Any:
     leaf = gradcalc_leaf(x)
-    error = _relative_error(elementwise_gradcalc(leaf), want)
+    error = relative_error(elementwise_gradcalc(leaf), want)
     if error > TOLERANCE[dtype]:
         raise AssertionError(f"gradcalc's gradient differs from NumPy's by {error:.2g}")
     return leaf
@@ -58,10 +65,6 @@ def peak_extra_bytes(run: Callable[[], object]) -> int:
     finally:
         tracemalloc.stop()
     return peak - before
-
-
-def _relative_error(got: np.ndarray, want: np.ndarray) -> float:
-    return float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
 
 
 def run(config: Config, report: Report) -> None:
@@ -104,17 +107,5 @@ def _case(config: Config, report: Report, n: int, dtype: str, repeats: int) -> N
         "W3", f"memory {label} / NumPy", memory.get(gradcalc_name), memory[numpy_name], 2.0
     )
 
-    for library, python in (("torch", config.torch_python), ("jax", config.jax_python)):
-        if python is None:
-            continue
-
-        def reference(library: str = library) -> None:
-            answer = external(config, library, "w3", n=n, dtype=dtype, repeats=repeats)
-            if answer["error"] > TOLERANCE[dtype] * 10:
-                raise AssertionError(f"{library} differs from NumPy by {answer['error']:.2g}")
-            note = f"{answer['threads']} threads" if "threads" in answer else "jit"
-            report.measure(
-                "W3", f"{library} {label}", [s * 1000 for s in answer["samples"]], "ms", note
-            )
-
-        attempt(report, "W3", f"{library} {label}", reference)
+    tolerance = TOLERANCE[dtype] * 10
+    measure_references(config, report, "W3", label, tolerance, n=n, dtype=dtype, repeats=repeats)

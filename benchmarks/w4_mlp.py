@@ -12,7 +12,14 @@ from typing import Any
 import numpy as np
 
 from benchmarks import baselines
-from benchmarks.harness import Config, Report, attempt, external, interleaved
+from benchmarks.harness import (
+    Config,
+    Report,
+    attempt,
+    interleaved,
+    measure_references,
+    relative_error,
+)
 
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
 
@@ -35,10 +42,6 @@ def mlp_gradcalc(X: Any, W1: Any, W2: Any, T: Any) -> tuple[np.ndarray, np.ndarr
     return W1.grad.numpy(), W2.grad.numpy()
 
 
-def _relative_error(got: np.ndarray, want: np.ndarray) -> float:
-    return float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
-
-
 def run(config: Config, report: Report) -> None:
     rows = config.size(full=4096, quick=2048)
     repeats = config.runs(full=10, quick=3)
@@ -54,7 +57,7 @@ def _case(config: Config, report: Report, dtype: str, rows: int, repeats: int) -
     def checked_tensors() -> dict[str, Any]:
         tensors = gradcalc_tensors(data)
         got_w1, got_w2 = mlp_gradcalc(**tensors)
-        error = max(_relative_error(got_w1, want_w1), _relative_error(got_w2, want_w2))
+        error = max(relative_error(got_w1, want_w1), relative_error(got_w2, want_w2))
         if error > TOLERANCE[dtype]:
             raise AssertionError(f"gradcalc's gradients differ from NumPy's by {error:.2g}")
         return tensors
@@ -75,17 +78,7 @@ def _case(config: Config, report: Report, dtype: str, rows: int, repeats: int) -
         1.1,
     )
 
-    for library, python in (("torch", config.torch_python), ("jax", config.jax_python)):
-        if python is None:
-            continue
-
-        def reference(library: str = library) -> None:
-            answer = external(config, library, "w4", dtype=dtype, repeats=repeats, rows=rows)
-            if answer["error"] > TOLERANCE[dtype] * 10:
-                raise AssertionError(f"{library} differs from NumPy by {answer['error']:.2g}")
-            note = f"{answer['threads']} threads" if "threads" in answer else "jit"
-            report.measure(
-                "W4", f"{library} {dtype}", [s * 1000 for s in answer["samples"]], "ms", note
-            )
-
-        attempt(report, "W4", f"{library} {dtype}", reference)
+    tolerance = TOLERANCE[dtype] * 10
+    measure_references(
+        config, report, "W4", dtype, tolerance, dtype=dtype, repeats=repeats, rows=rows
+    )

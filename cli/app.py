@@ -12,7 +12,10 @@ evaluating them from strings costs a few milliseconds of each start.
 """
 
 import enum
+import functools
+import inspect
 import sys
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -187,21 +190,71 @@ def _limit_option(name: str, help_text: str) -> Any:
     ]
 
 
-MaxIterations = _limit_option("--max-iterations", "Raise the limit on loop iterations.")
-MaxCallDepth = _limit_option("--max-call-depth", "Raise the limit on nested function calls.")
-MaxNesting = _limit_option("--max-nesting", "Raise the limit on bracket nesting.")
-MaxElements = _limit_option("--max-elements", "Raise the limit on elements of one tensor.")
-MaxGraphNodes = _limit_option("--max-graph-nodes", "Raise the limit on recorded operations.")
+LIMIT_OPTIONS = {
+    option.removeprefix("--").replace("-", "_"): _limit_option(option, help_text)
+    for option, help_text in (
+        ("--max-iterations", "Raise the limit on loop iterations."),
+        ("--max-call-depth", "Raise the limit on nested function calls."),
+        ("--max-nesting", "Raise the limit on bracket nesting."),
+        ("--max-elements", "Raise the limit on elements of one tensor."),
+        ("--max-graph-nodes", "Raise the limit on recorded operations."),
+    )
+}
+"""The --max-* options by parameter name, in the order help lists them."""
 
 
-def _limits(**values: int | None) -> dict[str, int]:
-    return {name: value for name, value in values.items() if value is not None}
+def _with_limits(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` the --max-* options, declared once here, after its own parameters.
+
+    Typer has no way to share a group of options between commands, and every
+    command but ``functions`` takes all five. The wrapper's signature (what
+    Typer reads) is the command's without its keyword-only ``limits``, plus one
+    parameter per option; the command receives the options given as
+    ``limits={name: value}``.
+    """
+    signature = inspect.signature(command)
+    own = [param for name, param in signature.parameters.items() if name != "limits"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=option)
+        for name, option in LIMIT_OPTIONS.items()
+    ]
+
+    @functools.wraps(command)
+    def with_limits(**values: Any) -> None:
+        given = {name: values.pop(name) for name in LIMIT_OPTIONS}
+        command(**values, limits={name: v for name, v in given.items() if v is not None})
+
+    wrapped_signature = signature.replace(parameters=[*own, *added])
+    with_limits.__signature__ = wrapped_signature  # type: ignore[attr-defined]
+    return with_limits
 
 
-def _run(inv: Invocation) -> None:
-    code = run_invocation(inv)
+def _exit_with(code: int) -> None:
+    """End the command with a runner's exit code (0 lets Typer exit normally)."""
     if code:
         raise typer.Exit(code=code)
+
+
+def _run_formula(
+    command: str,
+    formula: str,
+    bindings: list[str] | None,
+    dtype: DType,
+    limits: dict[str, int],
+    wrt: str | None = None,
+    **options: Any,
+) -> None:
+    """Run a one-shot formula command: its parsed options become an `Invocation`."""
+    invocation = Invocation(
+        command=command,
+        formula=formula,
+        bindings=inputs.parse_bindings(bindings),
+        wrt=inputs.parse_names(wrt),
+        dtype=dtype.value,
+        limits=limits,
+        **options,
+    )
+    _exit_with(run_invocation(invocation))
 
 
 # ---------------------------------------------------------------- the app
@@ -248,6 +301,7 @@ def gradcalc_main(
 
 
 @app.command(cls=FormulaCommand)
+@_with_limits
 def grad(
     formula: Formula,
     bindings: Bindings = None,
@@ -259,11 +313,8 @@ def grad(
     seed: Seed = None,
     dtype: DTypeOpt = DType.float64,
     check: Check = False,
-    max_iterations: MaxIterations = None,
-    max_call_depth: MaxCallDepth = None,
-    max_nesting: MaxNesting = None,
-    max_elements: MaxElements = None,
-    max_graph_nodes: MaxGraphNodes = None,
+    *,
+    limits: dict[str, int],
 ) -> None:
     """Value and gradients of a formula (the default command).
 
@@ -279,31 +330,24 @@ def grad(
 
       gradcalc grad 'r1 = x*x + z + log(z); y = r1 + sqrt(x)' x=5 z=3 --wrt x,r1 --check
     """
-    _run(
-        Invocation(
-            command="grad",
-            formula=formula,
-            bindings=inputs.parse_bindings(bindings),
-            wrt=inputs.parse_names(wrt),
-            of=of,
-            grad_output=grad_output,
-            json=json,
-            graph=graph,
-            check=check,
-            seed=seed,
-            dtype=dtype.value,
-            limits=_limits(
-                max_iterations=max_iterations,
-                max_call_depth=max_call_depth,
-                max_nesting=max_nesting,
-                max_elements=max_elements,
-                max_graph_nodes=max_graph_nodes,
-            ),
-        )
+    _run_formula(
+        "grad",
+        formula,
+        bindings,
+        dtype,
+        limits,
+        wrt,
+        of=of,
+        grad_output=grad_output,
+        json=json,
+        graph=graph,
+        check=check,
+        seed=seed,
     )
 
 
 @app.command("eval", cls=FormulaCommand)
+@_with_limits
 def eval_(
     formula: Formula,
     bindings: Bindings = None,
@@ -311,11 +355,8 @@ def eval_(
     json: Json = False,
     seed: Seed = None,
     dtype: DTypeOpt = DType.float64,
-    max_iterations: MaxIterations = None,
-    max_call_depth: MaxCallDepth = None,
-    max_nesting: MaxNesting = None,
-    max_elements: MaxElements = None,
-    max_graph_nodes: MaxGraphNodes = None,
+    *,
+    limits: dict[str, int],
 ) -> None:
     """The value of a formula, without gradients.
 
@@ -327,27 +368,11 @@ def eval_(
 
       gradcalc eval 'randn(3)' --seed 0 --json
     """
-    _run(
-        Invocation(
-            command="eval",
-            formula=formula,
-            bindings=inputs.parse_bindings(bindings),
-            of=of,
-            json=json,
-            seed=seed,
-            dtype=dtype.value,
-            limits=_limits(
-                max_iterations=max_iterations,
-                max_call_depth=max_call_depth,
-                max_nesting=max_nesting,
-                max_elements=max_elements,
-                max_graph_nodes=max_graph_nodes,
-            ),
-        )
-    )
+    _run_formula("eval", formula, bindings, dtype, limits, of=of, json=json, seed=seed)
 
 
 @app.command("graph", cls=FormulaCommand)
+@_with_limits
 def graph_(
     formula: Formula,
     bindings: Bindings = None,
@@ -368,11 +393,8 @@ def graph_(
     ] = None,
     seed: Seed = None,
     dtype: DTypeOpt = DType.float64,
-    max_iterations: MaxIterations = None,
-    max_call_depth: MaxCallDepth = None,
-    max_nesting: MaxNesting = None,
-    max_elements: MaxElements = None,
-    max_graph_nodes: MaxGraphNodes = None,
+    *,
+    limits: dict[str, int],
 ) -> None:
     """The computation graph, from the output down to the variables.
 
@@ -387,29 +409,22 @@ def graph_(
 
       gradcalc graph 'sum(tanh(x @ w))' x='ones(2, 3)' w='ones(3, 1)' -o graph.svg
     """
-    _run(
-        Invocation(
-            command="graph",
-            formula=formula,
-            bindings=inputs.parse_bindings(bindings),
-            of=of,
-            grad_output=grad_output,
-            seed=seed,
-            dtype=dtype.value,
-            format=format.value,
-            output=output,
-            limits=_limits(
-                max_iterations=max_iterations,
-                max_call_depth=max_call_depth,
-                max_nesting=max_nesting,
-                max_elements=max_elements,
-                max_graph_nodes=max_graph_nodes,
-            ),
-        )
+    _run_formula(
+        "graph",
+        formula,
+        bindings,
+        dtype,
+        limits,
+        of=of,
+        grad_output=grad_output,
+        seed=seed,
+        format=format.value,
+        output=output,
     )
 
 
 @app.command(cls=FormulaCommand)
+@_with_limits
 def jacobian(
     formula: Formula,
     bindings: Bindings = None,
@@ -418,11 +433,8 @@ def jacobian(
     json: Json = False,
     seed: Seed = None,
     dtype: DTypeOpt = DType.float64,
-    max_iterations: MaxIterations = None,
-    max_call_depth: MaxCallDepth = None,
-    max_nesting: MaxNesting = None,
-    max_elements: MaxElements = None,
-    max_graph_nodes: MaxGraphNodes = None,
+    *,
+    limits: dict[str, int],
 ) -> None:
     """The Jacobian of the output with respect to each variable.
 
@@ -436,28 +448,11 @@ def jacobian(
 
       gradcalc jacobian 'softmax(x)' x='[1, 2, 3]' --json
     """
-    _run(
-        Invocation(
-            command="jacobian",
-            formula=formula,
-            bindings=inputs.parse_bindings(bindings),
-            wrt=inputs.parse_names(wrt),
-            of=of,
-            json=json,
-            seed=seed,
-            dtype=dtype.value,
-            limits=_limits(
-                max_iterations=max_iterations,
-                max_call_depth=max_call_depth,
-                max_nesting=max_nesting,
-                max_elements=max_elements,
-                max_graph_nodes=max_graph_nodes,
-            ),
-        )
-    )
+    _run_formula("jacobian", formula, bindings, dtype, limits, wrt, of=of, json=json, seed=seed)
 
 
 @app.command(cls=FormulaCommand)
+@_with_limits
 def hessian(
     formula: Formula,
     bindings: Bindings = None,
@@ -466,11 +461,8 @@ def hessian(
     json: Json = False,
     seed: Seed = None,
     dtype: DTypeOpt = DType.float64,
-    max_iterations: MaxIterations = None,
-    max_call_depth: MaxCallDepth = None,
-    max_nesting: MaxNesting = None,
-    max_elements: MaxElements = None,
-    max_graph_nodes: MaxGraphNodes = None,
+    *,
+    limits: dict[str, int],
 ) -> None:
     """The Hessian (second derivatives) of a scalar output.
 
@@ -484,28 +476,11 @@ def hessian(
 
       gradcalc hessian 'logsumexp(x)' x='[0, 1, 2]' --json
     """
-    _run(
-        Invocation(
-            command="hessian",
-            formula=formula,
-            bindings=inputs.parse_bindings(bindings),
-            wrt=inputs.parse_names(wrt),
-            of=of,
-            json=json,
-            seed=seed,
-            dtype=dtype.value,
-            limits=_limits(
-                max_iterations=max_iterations,
-                max_call_depth=max_call_depth,
-                max_nesting=max_nesting,
-                max_elements=max_elements,
-                max_graph_nodes=max_graph_nodes,
-            ),
-        )
-    )
+    _run_formula("hessian", formula, bindings, dtype, limits, wrt, of=of, json=json, seed=seed)
 
 
 @app.command()
+@_with_limits
 def batch(
     source: Annotated[
         str,
@@ -523,11 +498,8 @@ def batch(
             show_default=False,
         ),
     ] = None,
-    max_iterations: MaxIterations = None,
-    max_call_depth: MaxCallDepth = None,
-    max_nesting: MaxNesting = None,
-    max_elements: MaxElements = None,
-    max_graph_nodes: MaxGraphNodes = None,
+    *,
+    limits: dict[str, int],
 ) -> None:
     """Many requests, one JSON object per line in and out, in input order.
 
@@ -546,33 +518,16 @@ def batch(
     """
     from gradcalc.cli.batch import run_batch
 
-    code = run_batch(
-        source,
-        jobs=jobs,
-        progress=progress,
-        limits=inputs.make_limits(
-            _limits(
-                max_iterations=max_iterations,
-                max_call_depth=max_call_depth,
-                max_nesting=max_nesting,
-                max_elements=max_elements,
-                max_graph_nodes=max_graph_nodes,
-            )
-        ),
-    )
-    if code:
-        raise typer.Exit(code=code)
+    _exit_with(run_batch(source, jobs=jobs, progress=progress, limits=inputs.make_limits(limits)))
 
 
 @app.command()
+@_with_limits
 def repl(
     seed: Seed = None,
     dtype: DTypeOpt = DType.float64,
-    max_iterations: MaxIterations = None,
-    max_call_depth: MaxCallDepth = None,
-    max_nesting: MaxNesting = None,
-    max_elements: MaxElements = None,
-    max_graph_nodes: MaxGraphNodes = None,
+    *,
+    limits: dict[str, int],
 ) -> None:
     """An interactive session: assignments persist, the last value is shown.
 
@@ -586,16 +541,7 @@ def repl(
 
       printf 'a = 2\\nb = 6\\nP = 3*a**3 - b**2\\nP.backward()\\na.grad\\n' | gradcalc repl
     """
-    limits = _limits(
-        max_iterations=max_iterations,
-        max_call_depth=max_call_depth,
-        max_nesting=max_nesting,
-        max_elements=max_elements,
-        max_graph_nodes=max_graph_nodes,
-    )
-    code = run_repl(seed=seed, dtype=dtype.value, limits=inputs.make_limits(limits))
-    if code:
-        raise typer.Exit(code=code)
+    _exit_with(run_repl(seed=seed, dtype=dtype.value, limits=inputs.make_limits(limits)))
 
 
 @app.command()
@@ -608,6 +554,4 @@ def functions(json: Json = False) -> None:
 
       gradcalc functions --json | jq -r '.[].name'
     """
-    code = run_functions(json)
-    if code:
-        raise typer.Exit(code=code)
+    _exit_with(run_functions(json))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import operator
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -780,24 +781,27 @@ def _where(ctx: Context, condition: Any, x: Any, y: Any) -> Any:
     return engine.where(condition, x, y)
 
 
-@_function(
+def _broadcasting(name: str, doc: str, op: Callable[[Any, Any], Any]) -> None:
+    """Register ``name(x, y)`` as ``op(x, y)`` on shapes that broadcast: the result's size
+    is checked against the limit first, and a mismatch is explained under ``name``."""
+
+    def adapter(ctx: Context, x: Any, y: Any) -> Any:
+        ctx.check_broadcast(name, x, y)
+        return op(x, y)
+
+    _function(name, doc, diagnose=lambda x, y: broadcast_problem(name, x, y))(adapter)
+
+
+_broadcasting(
     "maximum",
     "elementwise larger of x and y (ties share the gradient)",
-    diagnose=lambda x, y: broadcast_problem("maximum", x, y),
+    lambda x, y: engine.maximum(x, y),  # looked up at the call: gradcalc loads its names lazily
 )
-def _maximum(ctx: Context, x: Any, y: Any) -> Any:
-    ctx.check_broadcast("maximum", x, y)
-    return engine.maximum(x, y)
-
-
-@_function(
+_broadcasting(
     "minimum",
     "elementwise smaller of x and y (ties share the gradient)",
-    diagnose=lambda x, y: broadcast_problem("minimum", x, y),
+    lambda x, y: engine.minimum(x, y),
 )
-def _minimum(ctx: Context, x: Any, y: Any) -> Any:
-    ctx.check_broadcast("minimum", x, y)
-    return engine.minimum(x, y)
 
 
 # ------------------------------------------------------------------ reductions
@@ -958,18 +962,10 @@ def _reshape(x: Any, *shape: Any) -> Any:
 # ------------------------------------------------------ PyTorch-habit aliases
 
 
-_function(
-    "add", "x + y (PyTorch's x.add(y))", diagnose=lambda x, y: broadcast_problem("add", x, y)
-)(lambda ctx, x, y: _checked(ctx, "add", x, y) + y)
-_function(
-    "sub", "x - y (PyTorch's x.sub(y))", diagnose=lambda x, y: broadcast_problem("sub", x, y)
-)(lambda ctx, x, y: _checked(ctx, "sub", x, y) - y)
-_function(
-    "mul", "x * y (PyTorch's x.mul(y))", diagnose=lambda x, y: broadcast_problem("mul", x, y)
-)(lambda ctx, x, y: _checked(ctx, "mul", x, y) * y)
-_function(
-    "div", "x / y (PyTorch's x.div(y))", diagnose=lambda x, y: broadcast_problem("div", x, y)
-)(lambda ctx, x, y: _checked(ctx, "div", x, y) / y)
+_broadcasting("add", "x + y (PyTorch's x.add(y))", operator.add)
+_broadcasting("sub", "x - y (PyTorch's x.sub(y))", operator.sub)
+_broadcasting("mul", "x * y (PyTorch's x.mul(y))", operator.mul)
+_broadcasting("div", "x / y (PyTorch's x.div(y))", operator.truediv)
 _function("neg", "-x")(lambda x: -x)
 _function("square", "x ** 2, elementwise")(lambda x: x**2)
 _function("t", "a matrix's transpose (PyTorch's x.t(); at most 2 axes)")(lambda x: x.t())
@@ -983,11 +979,6 @@ _function(
 )(lambda x, *shape: _reshape(x, *shape))
 _function("clone", "a copy that stays in the graph")(lambda x: x.clone())
 _function("numel", "the number of elements")(lambda ctx, x: ctx.scalar(np.size(x._data)))
-
-
-def _checked(ctx: Context, name: str, x: Any, y: Any) -> Any:
-    ctx.check_broadcast(name, x, y)
-    return x
 
 
 # ---------------------------------------------------------------- constructors

@@ -35,6 +35,16 @@ def _prepare(inputs: tuple[Tensor, ...], create_graph: bool) -> tuple[Tensor, ..
     return tuple(prepared)
 
 
+def _zeros(shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """Zeros of ``like``'s dtype: the derivative where no gradient flows, as PyTorch fills it."""
+    return wrap(np.zeros(shape, dtype=np.asarray(like._data).dtype))
+
+
+def _zeros_for_unused(grads: tuple[Any, ...], inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """``grad(..., allow_unused=True)``'s results with each None replaced by zeros of its input."""
+    return tuple(_zeros(x.shape, x) if g is None else g for g, x in zip(grads, inputs, strict=True))
+
+
 def jacobian(
     func: Callable[..., Any],
     inputs: Any,
@@ -76,7 +86,7 @@ def jacobian(
                                 f"Output {index} of the user-provided function is independent "
                                 f"of input {i}. This is not allowed in strict mode."
                             )
-                        g = wrap(np.zeros(x.shape, dtype=np.asarray(x._data).dtype))
+                        g = _zeros(x.shape, x)
                     rows[i].append(g)
         elif strict and size:
             raise RuntimeError(
@@ -90,7 +100,7 @@ def jacobian(
             if rows[i]:
                 block.append(stack(rows[i]).reshape(shape))
             else:
-                block.append(wrap(np.zeros(shape, dtype=np.asarray(x._data).dtype)))
+                block.append(_zeros(shape, x))
         blocks.append(block)
 
     if not outputs_tuple and not inputs_tuple:
@@ -149,10 +159,7 @@ def vjp(
     inputs_t = _prepare(inputs_t, create_graph)
     out = func(*inputs_t)
     grads = grad(out, inputs_t, v, retain_graph=True, create_graph=create_graph, allow_unused=True)
-    grads = tuple(
-        wrap(np.zeros(x.shape, dtype=np.asarray(x._data).dtype)) if g is None else g
-        for g, x in zip(grads, inputs_t, strict=True)
-    )
+    grads = _zeros_for_unused(grads, inputs_t)
     return out.detach() if not create_graph else out, grads if inputs_tuple else grads[0]
 
 
@@ -177,8 +184,5 @@ def hvp(
             term = total(g * vec)
             dot = term if dot is None else dot + term
     result = grad(dot, inputs_t, create_graph=create_graph, allow_unused=True)
-    result = tuple(
-        wrap(np.zeros(x.shape, dtype=np.asarray(x._data).dtype)) if r is None else r
-        for r, x in zip(result, inputs_t, strict=True)
-    )
+    result = _zeros_for_unused(result, inputs_t)
     return out.detach(), result if inputs_tuple else result[0]
