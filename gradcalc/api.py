@@ -248,7 +248,9 @@ def _differentiate(
     limits: Limits,
     retain_graph: bool = False,
 ) -> tuple[Result, _Run, np.ndarray | None]:
+    passes = _backward_passes()
     run = _execute(formula, values, of, dtype, seed, limits)
+    fresh = _backward_passes() == passes  # the program itself ran no backward or grad()
     result = _result_from_run(run, dtype)
     targets = _targets(run, wrt)
     seed_array = None
@@ -273,7 +275,11 @@ def _differentiate(
         if run.value.ndim > 0 or seed_array is not None:
             ones = np.ones(run.value.shape, dtype=dtype)
             seed_tensor = _tensor(ones if seed_array is None else seed_array, dtype)
-        grads = _grad([run.output], [t for _, t in live], seed_tensor, retain_graph=retain_graph)
+        inputs = [t for _, t in live]
+        if fresh and _owns_every_leaf(run, inputs):
+            grads = _backward_into(run.output, inputs, seed_tensor, retain_graph)
+        else:
+            grads = _grad([run.output], inputs, seed_tensor, retain_graph=retain_graph)
     gradient_of = {name: g for (name, _), g in zip(live, grads, strict=True)}
     for name, tensor in targets:
         g = gradient_of.get(name)
@@ -402,6 +408,56 @@ def _grad(
         )
 
     return _guarded(run)
+
+
+def _backward_passes() -> int:
+    """How many backward passes the engine has run (``backward`` and ``grad`` alike)."""
+    from gradcalc import _tensor
+
+    return _tensor._passes
+
+
+def _owns_every_leaf(run: _Run, inputs: list[Any]) -> bool:
+    """True when a plain backward into ``.grad`` gives exactly ``autograd.grad``'s answer.
+
+    ``grad`` first finds the nodes leading to ``inputs`` (a second walk over the
+    graph, a quarter of ``evaluate`` on a long scalar chain) so nothing else is
+    computed. Skipping that is safe when every input is a leaf this run created
+    whose ``.grad`` is still unset (the caller checked that no backward ran during
+    the program, so no leaf holds a gradient and no part of the graph was freed)
+    and no recorder keeps per-node gradients for ``--graph`` (pruned nodes show
+    none). Other named leaves send us to ``grad`` too: their gradients would be
+    wasted work (an unnamed leaf the program made still gets one, unseen).
+    """
+    from gradcalc import Tensor, _tensor
+
+    if _tensor._recording:
+        return False
+    chosen = set(map(id, inputs))
+    for tensor in inputs:
+        if not tensor.is_leaf or tensor.grad is not None:
+            return False
+    for value in (*run.leaves.values(), *run.interp.env.values()):
+        if (
+            isinstance(value, Tensor)
+            and value.requires_grad
+            and value.is_leaf
+            and id(value) not in chosen
+        ):
+            return False
+    return True
+
+
+def _backward_into(output: Any, inputs: list[Any], seed: Any, retain_graph: bool) -> list[Any]:
+    """``autograd.grad(output, inputs)`` by way of ``backward``: each input's new ``.grad``."""
+    from gradcalc import autograd
+
+    _guarded(
+        lambda: autograd.backward(
+            [output], None if seed is None else [seed], retain_graph=retain_graph
+        )
+    )
+    return [tensor.grad for tensor in inputs]
 
 
 def _vjp_rows(output: Any, inputs: list[Any], dtype: str, create_graph: bool) -> list[list]:

@@ -151,3 +151,104 @@ def test_run_line_output_is_strict_json() -> None:
     assert ok
     payload = json.loads(text, parse_constant=lambda c: pytest.fail(c))
     assert payload["value"] == "-Infinity"
+
+
+# The shortcut: a plain backward into fresh leaves' .grad instead of autograd.grad's pruning.
+
+_SHORTCUT_CASES = [
+    ("y = x\nfor i in range(50):\n    y = sin(y * 0.9 + x) * 0.99\ny", {"x": "0.5"}, ["x"], None),
+    ("3*a**3 - b**2", {"a": 2, "b": 6}, None, None),
+    (
+        "sum(x @ w) + s",
+        {"x": "arange(6).reshape(2, 3)", "w": [[1], [1], [1]], "s": 2.5},
+        None,
+        None,
+    ),
+    ("x**2 * y", {"x": [1.0, 2.0], "y": 3.0}, None, None),
+    ("x**2 * y", {"x": [1.0, 2.0], "y": 3.0}, None, [0.5, -2.0]),
+    ("x * 2", {"x": [1.0, 2.0], "z": [[1.0, 2.0]]}, None, None),
+    ("x * x + x", {"x": 3.0}, ["x", "x"], None),
+    ("y = x\ny * 4", {"x": 1.5}, None, None),
+]
+
+
+def _without_shortcut(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(api, "_owns_every_leaf", lambda run, inputs: False)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize(("formula", "bindings", "wrt", "seed"), _SHORTCUT_CASES)
+def test_backward_shortcut_matches_autograd_grad(
+    monkeypatch: pytest.MonkeyPatch, formula: str, bindings: dict, wrt, seed, dtype: str
+) -> None:
+    fast = api.result_to_json(
+        api.evaluate(formula, bindings, wrt=wrt, grad_output=seed, dtype=dtype)
+    )
+    _without_shortcut(monkeypatch)
+    slow = api.result_to_json(
+        api.evaluate(formula, bindings, wrt=wrt, grad_output=seed, dtype=dtype)
+    )
+    assert fast == slow
+
+
+def _spy_shortcut(monkeypatch: pytest.MonkeyPatch) -> list:
+    calls: list = []
+    real = api._backward_into
+
+    def spy(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(api, "_backward_into", spy)
+    return calls
+
+
+def test_backward_shortcut_runs_for_bound_leaves(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _spy_shortcut(monkeypatch)
+    result = api.evaluate("y = x\nfor i in range(3):\n    y = y * x\ny", {"x": 2.0}, wrt=["x"])
+    assert calls and float(result.gradients["x"]) == 32.0
+    # jacobian keeps the graph for its rows after the shortcut's backward
+    jac = api.jacobian("x**2", {"x": [1.0, 3.0]})
+    np.testing.assert_array_equal(jac.jacobian["x"], [[2.0, 0.0], [0.0, 6.0]])
+
+
+@pytest.mark.parametrize(
+    ("formula", "bindings", "wrt", "graph", "want"),
+    [
+        # an intermediate name: only autograd.grad reaches it
+        (
+            "r1 = x*y\nr2 = r1 + x\nr2 * r1",
+            {"x": 2.0, "y": 3.0},
+            ["x", "y", "r1", "r2"],
+            False,
+            {"x": 48.0, "r1": 14.0, "r2": 6.0},
+        ),
+        # the program's own backward filled x.grad: it must not leak into the answer
+        ("y = x*x\ny.backward()\nx*3", {"x": 2.0}, ["x"], False, {"x": 3.0}),
+        # ... and freed a's graph, which the gradient of y must not walk through
+        ("a = x*x\na.backward()\na + y", {"x": 2.0, "y": 1.0}, ["y"], False, {"y": 1.0}),
+        # another named leaf would get a gradient nobody asked for
+        ("c = 2.0\nx * c", {"x": 2.0}, ["x"], False, {"x": 2.0}),
+        ("x * y", {"x": 2.0, "y": 5.0}, ["x"], False, {"x": 5.0}),
+        # --graph shows each node's gradient as autograd.grad's pruned pass leaves it
+        ("x * y", {"x": 2.0, "y": 5.0}, ["x"], True, {"x": 5.0}),
+    ],
+)
+def test_backward_shortcut_stands_aside(
+    monkeypatch: pytest.MonkeyPatch, formula: str, bindings: dict, wrt, graph: bool, want: dict
+) -> None:
+    calls = _spy_shortcut(monkeypatch)
+    result = api.evaluate(formula, bindings, wrt=wrt, graph=graph)
+    assert not calls
+    assert {name: float(result.gradients[name]) for name in want} == want
+
+
+def test_backward_shortcut_keeps_errors_and_unused(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _spy_shortcut(monkeypatch)
+    result = api.evaluate("x * 2 + 0 * sum(z) ", {"x": 1.0, "z": [1.0, 2.0]})
+    assert calls and result.unused == []
+    unused = api.evaluate("x * 2", {"x": 1.0, "z": [1.0, 2.0]})
+    assert unused.unused == ["z"]
+    np.testing.assert_array_equal(unused.gradients["z"], [0.0, 0.0])
+    with pytest.raises(ShapeError):
+        api.evaluate("x * 2", {"x": [1.0, 2.0]}, grad_output=[1.0, 2.0, 3.0])
