@@ -298,11 +298,16 @@ def interleaved(
     report: Report,
     workload: str,
     warmup: int = 1,
+    settle: int = 0,
 ) -> dict[str, list[float]]:
     """Seconds per call of each case, taken round-robin so load drifts hit every side alike.
 
     A case returning a `ProcessRun` is timed by that run (fork to reap); a case
     that raises is dropped with a note and the others go on. The gc stays on.
+    ``settle`` untimed calls precede each timed one: with large arrays the first
+    call after another side ran pays for that side's heap layout (the C
+    allocator hands memory back and takes it again, page by page), which is not
+    the steady state of a repeated step that the figure stands for.
     """
     wanted = {name: repeats if isinstance(repeats, int) else repeats[name] for name in cases}
     samples: dict[str, list[float]] = {name: [] for name in cases}
@@ -312,8 +317,10 @@ def interleaved(
             if index >= warmup + wanted[name]:
                 continue
             gc.collect()
-            start = time.perf_counter()
             try:
+                for _ in range(settle):
+                    run()
+                start = time.perf_counter()
                 outcome = run()
             except Exception as exc:  # one broken side must not stop the others
                 report.note(

@@ -94,7 +94,7 @@ def _case(config: Config, report: Report, n: int, dtype: str, repeats: int) -> N
         cases[f"gradcalc {label}"] = lambda: elementwise_gradcalc(leaf)
     timed = {
         name: report.measure("W3", name, [s * 1000 for s in found], "ms")
-        for name, found in interleaved(cases, repeats, report, "W3").items()
+        for name, found in interleaved(cases, repeats, report, "W3", settle=1).items()
     }
     memory = {}
     for name, run in cases.items():

@@ -68,7 +68,7 @@ def _case(config: Config, report: Report, dtype: str, rows: int, repeats: int) -
         cases[f"gradcalc {dtype}"] = lambda: mlp_gradcalc(**tensors)
     timed = {
         name: report.measure("W4", name, [s * 1000 for s in found], "ms")
-        for name, found in interleaved(cases, repeats, report, "W4").items()
+        for name, found in interleaved(cases, repeats, report, "W4", settle=1).items()
     }
     report.target(
         "W4",

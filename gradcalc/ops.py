@@ -438,7 +438,7 @@ def _pow_scalar_vjp(g: Tensor, a: Any, x: Tensor, p: Any) -> Tensor:
     if p == 1:
         return g * 1
     if p == 2:
-        return g * (x * 2)
+        return _mul(g, x * 2)
     return g * p * x ** (p - 1)
 
 
@@ -501,21 +501,21 @@ SQRT = defop(
     uses_ans=True, saves=False, sample=Sample(UNARY, domain="positive"),
 )  # fmt: skip
 ABS = defop(
-    "abs", "AbsBackward0", np.abs, (lambda g, a, x: g * call1(SIGN, x),),
+    "abs", "AbsBackward0", np.abs, (lambda g, a, x: _mul(g, call1(SIGN, x)),),
     sample=Sample(UNARY, domain="nonzero"),
 )  # fmt: skip
 SIN = defop(
-    "sin", "SinBackward0", np.sin, (lambda g, a, x: g * call1(COS, x),), sample=Sample(UNARY)
+    "sin", "SinBackward0", np.sin, (lambda g, a, x: _mul(g, call1(COS, x)),), sample=Sample(UNARY)
 )  # fmt: skip
 COS = defop(
     "cos", "CosBackward0", np.cos, (lambda g, a, x: g * -call1(SIN, x),), sample=Sample(UNARY)
 )  # fmt: skip
 TAN = defop(
-    "tan", "TanBackward0", np.tan, (lambda g, a, x: g * (1 + a * a),),
+    "tan", "TanBackward0", np.tan, (lambda g, a, x: _mul(g, 1 + a * a),),
     uses_ans=True, saves=False, sample=Sample(UNARY, domain="unit"),
 )  # fmt: skip
 TANH = defop(
-    "tanh", "TanhBackward0", np.tanh, (lambda g, a, x: g * (1 - a * a),),
+    "tanh", "TanhBackward0", np.tanh, (lambda g, a, x: _mul(g, 1 - a * a),),
     uses_ans=True, saves=False, sample=Sample(UNARY),
 )  # fmt: skip
 
