@@ -75,7 +75,7 @@ def run(config: Config, report: Report) -> None:
         report.note("W3", "--quick: 10^7 elements skipped")
     for n in sizes:
         for dtype in ("float64", "float32"):
-            repeats = config.runs(full=10 if n <= 1_000_000 else 5, quick=5)
+            repeats = config.runs(full=30 if n <= 1_000_000 else 8, quick=5)
             attempt(
                 report,
                 "W3",

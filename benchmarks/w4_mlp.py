@@ -44,7 +44,7 @@ def mlp_gradcalc(X: Any, W1: Any, W2: Any, T: Any) -> tuple[np.ndarray, np.ndarr
 
 def run(config: Config, report: Report) -> None:
     rows = config.size(full=4096, quick=2048)
-    repeats = config.runs(full=10, quick=3)
+    repeats = config.runs(full=20, quick=3)
     for dtype in ("float32", "float64"):
         _case(config, report, dtype, rows, repeats)
     report.note("W4", f"X {rows}x512, W1 512x512, W2 512x1; {repeats} steps per case")
