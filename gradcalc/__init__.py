@@ -357,7 +357,7 @@ def _load() -> None:
             module = importlib.import_module(module_name)
             names.update({name: getattr(module, name) for name in exported})
         names["autograd"] = importlib.import_module("gradcalc.autograd")
-        names["nn"] = importlib.import_module("gradcalc._nn")
+        names["nn"] = importlib.import_module("gradcalc.nn")
         names["bool"] = importlib.import_module("gradcalc._tensor").bool_
         names.update({alias: names[target] for alias, target in _ALIASES.items()})
         globals().update(names)

@@ -514,3 +514,14 @@ def test_record_values_keeps_values_and_gradients_for_renderers() -> None:
     assert float(b.grad_fn.next_functions[0][0].grad_value) == 24.0
     plain = a * 2
     assert plain.grad_fn.value is None
+
+
+def test_nn_functional_is_an_importable_module_like_torchs():
+    import gradcalc
+    import gradcalc.nn.functional as F
+
+    assert gradcalc.nn.functional is F
+    x = gradcalc.tensor([-1.0, 2.0], requires_grad=True)
+    loss = F.mse_loss(F.relu(x), gradcalc.tensor([0.0, 0.0]))
+    loss.backward()
+    assert x.grad.tolist() == [0.0, 2.0]

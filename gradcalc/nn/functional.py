@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 from gradcalc import _functions as F
@@ -33,14 +32,9 @@ def _reduce(values: Tensor, reduction: str) -> Tensor:
     raise ValueError(f"{reduction} is not a valid value for reduction")
 
 
-functional = SimpleNamespace(
-    relu=F.relu,
-    sigmoid=F.sigmoid,
-    tanh=F.tanh,
-    softplus=F.softplus,
-    softmax=F.softmax,
-    log_softmax=F.log_softmax,
-    mse_loss=mse_loss,
-    l1_loss=l1_loss,
-    linear=linear,
-)
+relu = F.relu
+sigmoid = F.sigmoid
+tanh = F.tanh
+softplus = F.softplus
+softmax = F.softmax
+log_softmax = F.log_softmax
