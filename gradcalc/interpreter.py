@@ -28,6 +28,7 @@ from __future__ import annotations
 import gc
 import keyword
 import operator
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -1137,7 +1138,10 @@ class Interpreter:
                     compiled = _compile(self, compiled.program, source)
             else:
                 compiled = _cached_compile(self, source_or_program)
-            with np.errstate(all="ignore"):
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                # NumPy's own warnings (mean of an empty slice) say what the
+                # non-finite value already shows; they must not reach a terminal
+                warnings.simplefilter("ignore", RuntimeWarning)
                 return self._run(compiled, source)
         except BaseException as exc:
             self.env.clear()

@@ -249,3 +249,11 @@ def test_two_hundred_levels_of_brackets_work() -> None:
     interp.bind("a", 2.0)
     out = interp.execute("(" * 200 + "a" + " + 1)" * 200)
     assert float(out.value._data) == 202.0
+
+
+def test_numpy_runtime_warnings_stay_quiet(recwarn):
+    from gradcalc.interpreter import Interpreter
+
+    value = Interpreter().execute("x = [1.0, 2.0]\nmean(x[0:0]) + log(0*x[0]) + 1/(0*x[0])").value
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    assert value is not None
