@@ -1433,8 +1433,15 @@ def run_backward(
     finally:
         _grad_enabled = previous_mode
     if raw:
-        return {node: _wrap(g) for node, g in captured.items()}
+        return {node: _wrap(_own(g)) for node, g in captured.items()}
     return captured
+
+
+def _own(g: Any) -> Any:
+    """A copy of an array ``g`` handed to the user: VJPs may pass on saved
+    operands or views (``sum()``'s gradient times ``y`` is ``y``), and a
+    returned gradient must alias nothing (PyTorch's retain_grad clones too)."""
+    return g.copy() if type(g) is _ndarray else g
 
 
 def _store_retained(t: Tensor, g: Any, create_graph: bool) -> None:
@@ -1442,7 +1449,7 @@ def _store_retained(t: Tensor, g: Any, create_graph: bool) -> None:
     if create_graph:
         t._grad = g if old is None else old + g
         return
-    t._grad = _wrap(g) if old is None else _wrap(old._data + g)
+    t._grad = _wrap(_own(g)) if old is None else _wrap(old._data + g)
 
 
 def _needed(reached: Sequence[Node], targets: Sequence[Node]) -> set[Node]:

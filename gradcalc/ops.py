@@ -348,9 +348,31 @@ def _spare_for(out: Any, a: Any, b: Any) -> bool:
     return False
 
 
+def _is_broadcast_one(a: Any, like: Any) -> bool:
+    """Whether ``a`` is a reduction's gradient of 1 spread over ``like``'s shape and
+    dtype: a read-only stride-0 view, the identity of ``*`` (``sum()``'s gradient)."""
+    return (
+        type(a) is np.ndarray
+        and a.base is not None
+        and type(like) is np.ndarray
+        and not any(a.strides)
+        and a.shape == like.shape
+        and a.dtype == like.dtype
+        and a.size > 0
+        and a[(0,) * a.ndim] == 1
+    )
+
+
 def _mul(a: Any, b: Any) -> Any:
     """``a * b``; in a raw backward, written into ``a`` or ``b`` when backward
-    no longer needs that buffer (no new array, no fresh pages to fault in)."""
+    no longer needs that buffer (no new array, no fresh pages to fault in).
+
+    A gradient of ones spread by a reduction (see :func:`_is_broadcast_one`)
+    returns the other factor itself: backward never writes into a buffer
+    something else still holds, and ``.grad`` copies what it does not own.
+    """
+    if _is_broadcast_one(a, b):
+        return b
     if _tensor._spares:
         if _spare_for(a, a, b):
             return np.multiply(a, b, out=a)
@@ -648,14 +670,15 @@ SUM_DIM = defop(
 )  # fmt: skip
 MEAN = defop(
     "mean", "MeanBackward0", lambda x: np.mean(x),
-    (lambda g, a, x: _expand_back(g, _shape(x), (), True) / max(np.size(_d(x)), 1),),
+    (lambda g, a, x: _expand_back(g / max(np.size(_d(x)), 1), _shape(x), (), True),),
     saves=False, sample=Sample(UNARY),
 )  # fmt: skip
 MEAN_DIM = defop(
     "mean_dim", "MeanBackward1", lambda x, dims, keepdim: np.mean(x, axis=dims, keepdims=keepdim),
     (
-        lambda g, a, x, dims, keepdim: _expand_back(g, _shape(x), dims, keepdim)
-        / _reduced_count(_shape(x), dims),
+        lambda g, a, x, dims, keepdim: _expand_back(
+            g / _reduced_count(_shape(x), dims), _shape(x), dims, keepdim
+        ),
     ),
     saves=False,
     sample=Sample((((2, 3),),), consts=(((0,), False), ((1,), True), ((0, 1), False))),

@@ -449,6 +449,32 @@ def test_leaf_grad_does_not_alias_the_given_gradient() -> None:
     assert b.grad.tolist() == [1.0]
 
 
+def test_gradients_of_a_sum_never_alias_the_operands() -> None:
+    # sum()'s gradient of ones times w is w itself inside backward; every
+    # gradient the user receives (.grad, retained, autograd.grad) is its own.
+    x = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    w = torch.tensor([4.0, 5.0, 6.0], requires_grad=True)
+    z = x * w
+    z.retain_grad()
+    (z * w).sum().backward()
+    for received in (x.grad, z.grad, w.grad):
+        received.zero_()
+    assert w.tolist() == [4.0, 5.0, 6.0] and x.tolist() == [1.0, 2.0, 3.0]
+    (g,) = torch.autograd.grad((x * w).sum(), x)
+    g.zero_()
+    assert w.tolist() == [4.0, 5.0, 6.0]
+    (g,) = torch.autograd.grad(x.sum(), x)
+    g.add_(1.0)  # not a read-only broadcast view
+    assert g.tolist() == [2.0, 2.0, 2.0]
+    y = x.exp()
+    (grad_of_y,) = torch.autograd.grad(y.sum(), x)
+    grad_of_y.zero_()
+    assert y.tolist() == pytest.approx(np.exp([1.0, 2.0, 3.0]).tolist())
+    wide = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    (x * wide).mean().backward()  # mean's 1/n is applied before broadcasting back
+    assert x.grad.tolist() == pytest.approx([5 / 6, 7 / 6, 9 / 6])
+
+
 def test_legacy_variable_api() -> None:
     v = Variable(torch.randn(3, 3), requires_grad=True)
     y = v**2
