@@ -460,7 +460,7 @@ def _pow_scalar_vjp(g: Tensor, a: Any, x: Tensor, p: Any) -> Tensor:
     if p == 1:
         return g * 1
     if p == 2:
-        return _mul(g, x * 2)
+        return _mul(_mul(g, x), 2)  # no temporary for 2*x; doubling is exact
     return g * p * x ** (p - 1)
 
 
