@@ -292,6 +292,20 @@ def checked_process(argv: Sequence[str], env: dict[str, str] | None = None) -> P
     return done
 
 
+def release_engine_cache() -> None:
+    """Give gradcalc's kept step buffers back to malloc (``gradcalc.empty_cache``).
+
+    Before a NumPy side runs, so it works on the heap it would have without
+    gradcalc in the process; before a memory pass, so gradcalc's pass
+    allocates (and is charged for) everything it uses.
+    """
+    import gradcalc
+
+    empty_cache = getattr(gradcalc, "empty_cache", None)
+    if empty_cache is not None:
+        empty_cache()
+
+
 def interleaved(
     cases: dict[str, Callable[[], object]],
     repeats: int | dict[str, int],
@@ -299,6 +313,7 @@ def interleaved(
     workload: str,
     warmup: int = 1,
     settle: int = 0,
+    prepare: dict[str, Callable[[], object]] | None = None,
 ) -> dict[str, list[float]]:
     """Seconds per call of each case, taken round-robin so load drifts hit every side alike.
 
@@ -308,6 +323,7 @@ def interleaved(
     call after another side ran pays for that side's heap layout (the C
     allocator hands memory back and takes it again, page by page), which is not
     the steady state of a repeated step that the figure stands for.
+    ``prepare[name]``, when given, runs untimed before that case's settling calls.
     """
     wanted = {name: repeats if isinstance(repeats, int) else repeats[name] for name in cases}
     samples: dict[str, list[float]] = {name: [] for name in cases}
@@ -318,6 +334,8 @@ def interleaved(
                 continue
             gc.collect()
             try:
+                if prepare and name in prepare:
+                    prepare[name]()
                 for _ in range(settle):
                     run()
                 start = time.perf_counter()

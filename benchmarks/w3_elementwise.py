@@ -23,6 +23,7 @@ from benchmarks.harness import (
     interleaved,
     measure_references,
     relative_error,
+    release_engine_cache,
 )
 
 TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
@@ -54,6 +55,7 @@ def _checked_leaf(x: np.ndarray, want: np.ndarray, dtype: str) -> Any:
 
 def peak_extra_bytes(run: Callable[[], object]) -> int:
     """Peak traced bytes allocated by run(), above those alive before it started."""
+    release_engine_cache()
     gc.collect()
     tracemalloc.start()
     try:
@@ -88,13 +90,16 @@ def _case(config: Config, report: Report, n: int, dtype: str, repeats: int) -> N
     x = baselines.elementwise_input(n, dtype)
     label = f"n={n:.0e} {dtype}"
     _, want = baselines.elementwise_numpy(x)
-    cases = {f"NumPy by hand {label}": lambda: baselines.elementwise_numpy(x)}
+    numpy = f"NumPy by hand {label}"
+    cases = {numpy: lambda: baselines.elementwise_numpy(x)}
     leaf = attempt(report, "W3", f"gradcalc {label}", lambda: _checked_leaf(x, want, dtype))
     if leaf is not None:
         cases[f"gradcalc {label}"] = lambda: elementwise_gradcalc(leaf)
     timed = {
         name: report.measure("W3", name, [s * 1000 for s in found], "ms")
-        for name, found in interleaved(cases, repeats, report, "W3", settle=1).items()
+        for name, found in interleaved(
+            cases, repeats, report, "W3", settle=1, prepare={numpy: release_engine_cache}
+        ).items()
     }
     memory = {}
     for name, run in cases.items():

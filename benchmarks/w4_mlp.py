@@ -19,6 +19,7 @@ from benchmarks.harness import (
     interleaved,
     measure_references,
     relative_error,
+    release_engine_cache,
 )
 
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
@@ -62,13 +63,16 @@ def _case(config: Config, report: Report, dtype: str, rows: int, repeats: int) -
             raise AssertionError(f"gradcalc's gradients differ from NumPy's by {error:.2g}")
         return tensors
 
-    cases = {f"NumPy by hand {dtype}": lambda: baselines.mlp_numpy(**data)}
+    numpy = f"NumPy by hand {dtype}"
+    cases = {numpy: lambda: baselines.mlp_numpy(**data)}
     tensors = attempt(report, "W4", f"gradcalc {dtype}", checked_tensors)
     if tensors is not None:
         cases[f"gradcalc {dtype}"] = lambda: mlp_gradcalc(**tensors)
     timed = {
         name: report.measure("W4", name, [s * 1000 for s in found], "ms")
-        for name, found in interleaved(cases, repeats, report, "W4", settle=1).items()
+        for name, found in interleaved(
+            cases, repeats, report, "W4", settle=1, prepare={numpy: release_engine_cache}
+        ).items()
     }
     report.target(
         "W4",

@@ -176,6 +176,7 @@ _ENGINE_NAMES = {
         "uint8",
     ),
     "gradcalc._format": ("set_printoptions",),
+    "gradcalc._recycle": ("empty_cache",),
 }
 """Where each public name lives; ``_load`` binds them all on first use."""
 __all__ = sorted(

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from gradcalc import _recycle
 from gradcalc.errors import (
     DtypeGradError,
     FreedGraphError,
@@ -47,6 +48,7 @@ _recording = False
 _object_new = object.__new__
 _generic = np.generic
 _ndarray = np.ndarray
+_RECYCLE_BYTES = _recycle.MIN_BYTES
 
 FREED_MESSAGE = (
     "Trying to backward through the graph a second time (or directly access saved tensors "
@@ -434,7 +436,16 @@ def _stand_in(data: Any) -> Any:
 def apply1(op: Any, x: Tensor, *consts: Any) -> Tensor:
     """Run a one-operand op (``x`` a Tensor) and record it when ``x`` requires grad."""
     xd = x._data
-    data = op.forward(xd, *consts)
+    if (
+        op.ufunc is not None
+        and type(xd) is _ndarray
+        and xd.nbytes >= _RECYCLE_BYTES
+        and xd.dtype.kind == "f"
+        and not consts
+    ):
+        data = _recycle.unary(op.ufunc, xd)
+    else:
+        data = op.forward(xd, *consts)
     if x._requires_grad and _grad_enabled and op.node is not None:
         saves = op.saves
         node = op.node(
@@ -479,6 +490,7 @@ def unary_function(op: Any, slow: Any) -> Any:
     """A float elementwise op (``sin``, ``exp``) with the common case inlined: a float
     Tensor in, one node out. Anything else (ints, lists, numbers) goes through ``slow``."""
     forward = op.forward
+    ufunc = op.ufunc
     node_class = op.node
     saves = op.saves
     uses_ans = op.uses_ans
@@ -487,9 +499,13 @@ def unary_function(op: Any, slow: Any) -> Any:
         if type(input) is not Tensor:
             return slow(input)
         xd = input._data
-        if xd.dtype.kind not in "fc":
+        kind = xd.dtype.kind
+        if kind not in "fc":
             return slow(input)
-        data = forward(xd)
+        if ufunc is not None and kind == "f" and xd.nbytes >= _RECYCLE_BYTES:
+            data = _recycle.unary(ufunc, xd)
+        else:
+            data = forward(xd)
         t = _object_new(Tensor)
         t._data = data
         t._grad = None
@@ -526,6 +542,7 @@ def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
     operand when ``float_only``: true division of integers gives float32).
     """
     compute = op.forward
+    ufunc = op.ufunc
     node_class = op.node
     uses_ans = op.uses_ans
     keep = op.keep2
@@ -549,7 +566,16 @@ def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
                 return slow(self, other)
             if float_only and xd.dtype.kind not in "fc":
                 return slow(self, other)
-            data = compute(xd, yd)
+            if (
+                type(xd) is _ndarray
+                and xd.nbytes >= _RECYCLE_BYTES
+                and ufunc is not None
+                and xd.shape == yd.shape
+                and xd.dtype.kind == "f"
+            ):
+                data = _recycle.binary(ufunc, xd, yd)
+            else:
+                data = compute(xd, yd)
             rx = self._requires_grad
             ry = other._requires_grad
             if (rx or ry) and _grad_enabled:
@@ -582,7 +608,15 @@ def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
         if kind is float or kind is int:
             if (kind is float or float_only) and xd.dtype.kind not in "fc":
                 return slow(self, other)
-            data = compute(xd, other)
+            if (
+                type(xd) is _ndarray
+                and xd.nbytes >= _RECYCLE_BYTES
+                and ufunc is not None
+                and xd.dtype.kind == "f"
+            ):
+                data = _recycle.binary(ufunc, xd, other)
+            else:
+                data = compute(xd, other)
             if self._requires_grad and _grad_enabled:
                 node = node_class(
                     self._grad_fn or _edge(self),
@@ -1181,9 +1215,8 @@ def _spare_buffers(node: Node, args: tuple, kind: int, index: int) -> tuple:
     if kind == 2 and index == 0 and node.p1 is not None:
         later = node.op.reads[1]
     spares = []
-    position = -1
-    for value in args[: 2 + kind]:
-        position += 1
+    for position in range(2 + kind):  # not a slice: a new tuple would add a reference
+        value = args[position]
         if (
             type(value) is _ndarray
             and _getrefcount(value) == _ALONE_IN_DICT
@@ -1299,6 +1332,7 @@ def run_backward(
     target_set = None if targets is None else set(targets)
     captured: dict[Node, Any] = {}
     raw = not create_graph
+    recycle = raw and not retain_graph
 
     pending: dict[Node, Any] = {}
     for root, g in zip(roots, grads, strict=True):
@@ -1422,16 +1456,25 @@ def run_backward(
                             and old.dtype == gi.dtype
                         ):
                             old += gi  # a buffer only this pass holds: add in place
+                            if recycle:
+                                _recycle.keep(gi)
                         else:
                             pending[parent] = old + gi
+                            if recycle and type(gi) is _ndarray:
+                                _recycle.keep(gi)
+                                _recycle.keep(old)
                         gi = old = None
                     count = parent.deps - 1
                     parent.deps = count
                     if count == base:
                         push_ready(parent)
+                if donate:  # array gradients: large saved arrays may die here
+                    _recycle.keep_all(args)
                 args = None
     finally:
         _grad_enabled = previous_mode
+        if recycle:
+            _recycle.end_of_pass()
     if raw:
         return {node: _wrap(_own(g)) for node, g in captured.items()}
     return captured

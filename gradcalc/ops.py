@@ -97,6 +97,25 @@ class Sample:
         return [(shapes, consts) for shapes in self.shapes for consts in self.consts]
 
 
+_OPERATOR_UFUNCS = {
+    operator.add: np.add,
+    operator.sub: np.subtract,
+    operator.mul: np.multiply,
+    operator.truediv: np.true_divide,
+}
+
+
+def _elementwise_ufunc(forward: Callable, arity: str) -> np.ufunc | None:
+    """The NumPy ufunc ``forward`` is when its float results keep the operands'
+    shape and dtype (so a kept buffer can take them, see ``_recycle``), else None."""
+    ufunc = _OPERATOR_UFUNCS.get(forward, forward)
+    nin = {"1": 1, "2": 2}.get(arity)
+    if not isinstance(ufunc, np.ufunc) or ufunc.nin != nin or ufunc.signature is not None:
+        return None
+    keeps_dtype = all(code * nin + "->" + code in ufunc.types for code in "fd")
+    return ufunc if keeps_dtype else None
+
+
 class Op:
     """One registry entry."""
 
@@ -110,6 +129,7 @@ class Op:
         "reads",
         "sample",
         "saves",
+        "ufunc",
         "uses_ans",
         "vjps",
     )
@@ -147,6 +167,7 @@ class Op:
             for mask in range(4)
         ]
         self.node = None if vjps is None else node_class(grad_fn or name, self)
+        self.ufunc = _elementwise_ufunc(forward, arity)
 
     def __repr__(self) -> str:
         return f"<op {self.name} ({self.grad_fn or 'not differentiable'})>"
@@ -449,7 +470,7 @@ RECIPROCAL = defop(
     uses_ans=True, saves=False, sample=Sample(UNARY, domain="nonzero"),
 )  # fmt: skip
 NEG = defop(
-    "neg", "NegBackward0", lambda x: -x, (lambda g, a, x: _neg(g),),
+    "neg", "NegBackward0", np.negative, (lambda g, a, x: _neg(g),),
     saves=False, sample=Sample(UNARY),
 )  # fmt: skip
 

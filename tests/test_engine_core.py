@@ -5,12 +5,13 @@ from __future__ import annotations
 import gc
 import sys
 import weakref
+from typing import Any
 
 import numpy as np
 import pytest
 
 import gradcalc as torch
-from gradcalc import _tensor
+from gradcalc import _recycle, _tensor
 from gradcalc.autograd import Variable, grad
 from gradcalc.errors import (
     DtypeGradError,
@@ -210,6 +211,84 @@ def test_backward_reuses_only_buffers_nobody_else_holds() -> None:
     (x.exp() * x.sin()).sum().backward()  # the same with nothing held: same numbers
     np.testing.assert_allclose(x.grad.numpy(), want, rtol=1e-12)
     assert np.array_equal(x.detach().numpy(), xd)
+
+
+def test_ops_with_arguments_also_write_into_spare_buffers() -> None:
+    # pow's node holds its exponent beside the saved arrays; the gradient
+    # arriving there (cos's output, held by nothing else) is still spare.
+    x = torch.tensor(np.linspace(-1.0, 1.0, 7), requires_grad=True)
+    seen: list[tuple[str, int]] = []
+    original = _tensor._spare_buffers
+
+    def spy(node: Any, args: tuple, kind: int, index: int) -> tuple:
+        found = original(node, args, kind, index)
+        seen.append((type(node).__name__, len(found)))
+        return found
+
+    _tensor._spare_buffers = spy
+    try:
+        (x.sin() ** 2 * x.cos()).sum().backward()
+    finally:
+        _tensor._spare_buffers = original
+    assert any(name == "PowBackward0" and count > 0 for name, count in seen)
+    xd = x.detach().numpy()
+    want = 2 * np.sin(xd) * np.cos(xd) ** 2 - np.sin(xd) ** 3
+    np.testing.assert_allclose(x.grad.numpy(), want, rtol=1e-12)
+
+
+def _address(array: np.ndarray) -> int:
+    return array.__array_interface__["data"][0]
+
+
+def test_large_buffers_backward_frees_are_reused_by_the_next_step() -> None:
+    # A training loop's next forward writes into arrays the last backward let
+    # go (no fresh pages from the kernel), never into one a user still holds.
+    torch.empty_cache()
+    x = torch.from_numpy(np.linspace(-1.0, 1.0, 400_000)).requires_grad_()
+    held = x.exp()  # the user keeps this intermediate
+    held_values = held.detach().numpy().copy()
+    (held * x.sin() * x.cos()).sum().backward()
+    kept = {
+        _address(a)
+        for pool in (_recycle._kept, _recycle._older)
+        for arrays in pool.values()
+        for a in arrays
+    }
+    assert kept and _address(held.detach().numpy()) not in kept
+    assert _address(x.detach().numpy()) not in kept
+    assert _address(x.grad.numpy()) not in kept
+    reused = x.tanh()
+    assert _address(reused.detach().numpy()) in kept
+    np.testing.assert_array_equal(reused.detach().numpy(), np.tanh(x.detach().numpy()))
+    np.testing.assert_array_equal(held.detach().numpy(), held_values)
+    torch.empty_cache()
+    assert _recycle.held_bytes() == 0
+
+
+def test_kept_buffers_last_one_step_and_only_large_arrays_are_kept() -> None:
+    torch.empty_cache()
+    small = torch.tensor(np.ones(1000), requires_grad=True)
+    (small.exp() * small.sin()).sum().backward()
+    assert _recycle.held_bytes() == 0  # malloc recycles small arrays well
+    big = torch.from_numpy(np.ones(300_000)).requires_grad_()
+    (big.exp() * big.sin()).sum().backward()
+    held = _recycle.held_bytes()
+    assert held > 0
+    loss = (big.exp() * big.sin()).sum()
+    loss.backward(retain_graph=True)
+    assert _recycle.held_bytes() <= held  # a retained graph keeps its data: nothing new
+    big.grad = None
+    (big.exp() * big.cos()).sum().backward()  # takes whatever is kept
+    big.grad = None
+    loss.backward()  # the retained data is intact
+    want = np.exp(1.0) * (np.sin(1.0) + np.cos(1.0))
+    np.testing.assert_allclose(big.grad.numpy(), np.full(300_000, want), rtol=1e-12)
+    other = torch.from_numpy(np.ones(200_000)).requires_grad_()
+    (other.exp() * other.sin()).sum().backward()
+    (other.exp() * other.sin()).sum().backward()
+    shapes = {key[0] for pool in (_recycle._kept, _recycle._older) for key in pool}
+    assert shapes == {(200_000,)}  # what the last steps did not reuse is gone
+    torch.empty_cache()
 
 
 def test_recorded_backward_keeps_retained_gradients_and_values() -> None:
