@@ -12,6 +12,7 @@ import gc
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -306,6 +307,17 @@ def release_engine_cache() -> None:
         empty_cache()
 
 
+def minor_faults() -> int:
+    """Minor page faults of this process so far (pages the kernel handed it)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def fault_note(found: dict[str, list[int]], name: str) -> str:
+    """A measure's note: the median page faults of its timed calls."""
+    counts = found.get(name)
+    return f"{statistics.median(counts):,.0f} page faults per call" if counts else ""
+
+
 def interleaved(
     cases: dict[str, Callable[[], object]],
     repeats: int | dict[str, int],
@@ -314,6 +326,7 @@ def interleaved(
     warmup: int = 1,
     settle: int = 0,
     prepare: dict[str, Callable[[], object]] | None = None,
+    faults: dict[str, list[int]] | None = None,
 ) -> dict[str, list[float]]:
     """Seconds per call of each case, taken round-robin so load drifts hit every side alike.
 
@@ -324,6 +337,7 @@ def interleaved(
     allocator hands memory back and takes it again, page by page), which is not
     the steady state of a repeated step that the figure stands for.
     ``prepare[name]``, when given, runs untimed before that case's settling calls.
+    ``faults``, when given, receives each timed call's minor page faults by case.
     """
     wanted = {name: repeats if isinstance(repeats, int) else repeats[name] for name in cases}
     samples: dict[str, list[float]] = {name: [] for name in cases}
@@ -338,6 +352,7 @@ def interleaved(
                     prepare[name]()
                 for _ in range(settle):
                     run()
+                faulted = minor_faults()
                 start = time.perf_counter()
                 outcome = run()
             except Exception as exc:  # one broken side must not stop the others
@@ -347,6 +362,8 @@ def interleaved(
                 del alive[name], samples[name]
                 continue
             elapsed = time.perf_counter() - start
+            if faults is not None and index >= warmup:
+                faults.setdefault(name, []).append(minor_faults() - faulted)
             if isinstance(outcome, ProcessRun):
                 elapsed = outcome.seconds
             if index >= warmup:

@@ -20,6 +20,7 @@ from benchmarks.harness import (
     Config,
     Report,
     attempt,
+    fault_note,
     interleaved,
     measure_references,
     relative_error,
@@ -95,15 +96,27 @@ def _case(config: Config, report: Report, n: int, dtype: str, repeats: int) -> N
     leaf = attempt(report, "W3", f"gradcalc {label}", lambda: _checked_leaf(x, want, dtype))
     if leaf is not None:
         cases[f"gradcalc {label}"] = lambda: elementwise_gradcalc(leaf)
+    faults: dict[str, list[int]] = {}
+    samples = interleaved(
+        cases,
+        repeats,
+        report,
+        "W3",
+        settle=1,
+        prepare={numpy: release_engine_cache},
+        faults=faults,
+    )
     timed = {
-        name: report.measure("W3", name, [s * 1000 for s in found], "ms")
-        for name, found in interleaved(
-            cases, repeats, report, "W3", settle=1, prepare={numpy: release_engine_cache}
-        ).items()
+        name: report.measure(
+            "W3", name, [s * 1000 for s in found], "ms", note=fault_note(faults, name)
+        )
+        for name, found in samples.items()
     }
     memory = {}
     for name, run in cases.items():
         if name in timed:
+            if leaf is not None:
+                leaf.grad = None  # its buffer must not seed the pass it is measured in
             memory[name] = peak_extra_bytes(run)
             report.measure("W3", f"{name} extra memory", [memory[name] / 2**20], "MiB")
     numpy_name, gradcalc_name = f"NumPy by hand {label}", f"gradcalc {label}"

@@ -16,6 +16,7 @@ from benchmarks.harness import (
     Config,
     Report,
     attempt,
+    fault_note,
     interleaved,
     measure_references,
     relative_error,
@@ -68,11 +69,21 @@ def _case(config: Config, report: Report, dtype: str, rows: int, repeats: int) -
     tensors = attempt(report, "W4", f"gradcalc {dtype}", checked_tensors)
     if tensors is not None:
         cases[f"gradcalc {dtype}"] = lambda: mlp_gradcalc(**tensors)
+    faults: dict[str, list[int]] = {}
+    samples = interleaved(
+        cases,
+        repeats,
+        report,
+        "W4",
+        settle=1,
+        prepare={numpy: release_engine_cache},
+        faults=faults,
+    )
     timed = {
-        name: report.measure("W4", name, [s * 1000 for s in found], "ms")
-        for name, found in interleaved(
-            cases, repeats, report, "W4", settle=1, prepare={numpy: release_engine_cache}
-        ).items()
+        name: report.measure(
+            "W4", name, [s * 1000 for s in found], "ms", note=fault_note(faults, name)
+        )
+        for name, found in samples.items()
     }
     report.target(
         "W4",

@@ -1,15 +1,19 @@
-"""Large arrays backward has finished with, reused by the next step's ufuncs.
+"""A pool of the large arrays the engine's elementwise ops write into.
 
 A training step allocates and frees the same large arrays every iteration.
 glibc's malloc gives freed blocks at the top of its heap back to the kernel
-once they exceed its trim threshold (a few MB), and the next step then
-faults every page in again: about 1,000 page faults per 4 MB array, which on
-these machines costs more than ``sin`` itself. Backward knows when an array
-it saved dies; keeping those for one step and writing the next step's
-elementwise results into them removes the faults. This is the idea of
-PyTorch's caching allocator, limited to one step's working set: whatever the
-following step does not reuse is released at the end of its backward, and
-:func:`empty_cache` releases everything at once.
+once they exceed its trim threshold (a few MB), and the next step then faults
+every page in again: about 1,000 page faults per 4 MB array, which on these
+machines can cost more than ``sin`` itself. So large results of elementwise
+ops go into buffers this pool keeps a reference to; a buffer nobody else
+references any more (its tensor died, backward let it go) is handed to the
+next op of its shape and dtype instead of a fresh one. This is the idea of
+PyTorch's caching allocator, limited to one step's working set: at the end
+of every backward pass, free buffers that pass did not use are released, and
+:func:`empty_cache` releases every free buffer at once.
+
+The pool's reference is not an owner's: code that decides by reference count
+whether a buffer is free to overwrite subtracts :func:`pooled` from it.
 """
 
 from __future__ import annotations
@@ -21,103 +25,98 @@ import numpy as np
 
 MIN_BYTES = 1 << 20
 """Smaller arrays are left to malloc, which recycles them without faulting."""
+MAX_BYTES = 1 << 30
+"""Pooled bytes (free or in use) beyond which new buffers are not pooled."""
 
 _getrefcount = sys.getrefcount
-_ndarray = np.ndarray
 
-_kept: dict[tuple, list[np.ndarray]] = {}
-"""Arrays released during the running (or last) backward pass."""
-_older: dict[tuple, list[np.ndarray]] = {}
-"""Arrays released during the pass before it and not reused since."""
-
-
-def _reusable(array: np.ndarray) -> bool:
-    return (
-        array.nbytes >= MIN_BYTES
-        and array.base is None
-        and array.flags.writeable
-        and array.flags.c_contiguous
-    )
+_pool: dict[tuple, list[np.ndarray]] = {}
+"""Pooled buffers by (shape, dtype), in use or free."""
+_used_in: dict[int, int] = {}
+"""id of each pooled buffer -> the backward pass during which it was last handed out."""
+_state = {"pass": 0, "bytes": 0}
 
 
-def keep_all(values: tuple) -> None:
-    """Keep each large array of ``values`` that only the tuple references."""
-    for value in values:
-        if type(value) is _ndarray:
-            refs = _getrefcount(value)
-            if refs <= _ALONE_IN_TUPLE and _reusable(value):
-                _kept.setdefault((value.shape, value.dtype), []).append(value)
+def pooled(array: Any) -> int:
+    """1 if the pool holds a reference to ``array`` (to discount it), else 0."""
+    return 1 if id(array) in _used_in else 0
 
 
-def keep(array: Any) -> None:
-    """Keep ``array`` if it is large and only the caller's one variable holds it."""
-    if type(array) is _ndarray:
-        refs = _getrefcount(array)
-        if refs <= _ALONE_IN_CALLER and _reusable(array):
-            _kept.setdefault((array.shape, array.dtype), []).append(array)
-
-
-def _count_in_tuple(values: tuple) -> int:
-    for value in values:
-        return _getrefcount(value)
+def _free_refs() -> int:
+    """What getrefcount reports, in the loops below, for a buffer only the pool holds."""
+    arrays = [np.empty(0)]
+    for array in arrays:
+        return _getrefcount(array)
     return 0
 
 
-def _count_in_caller(array: Any) -> int:
-    return _getrefcount(array)
+_FREE = _free_refs()
 
 
-def _measured() -> tuple[int, int]:
-    """What ``getrefcount`` reports for an array nothing else holds, as
-    :func:`keep_all` and :func:`keep` see it (interpreters count differently)."""
-    in_tuple = _count_in_tuple((np.empty(0),))
-    local = np.empty(0)
-    return in_tuple, _count_in_caller(local)
-
-
-_ALONE_IN_TUPLE, _ALONE_IN_CALLER = _measured()
-
-
-def take(shape: tuple, dtype: Any) -> np.ndarray | None:
-    """A kept array of ``shape`` and ``dtype`` (nobody else holds it), or None."""
-    key = (shape, dtype)
-    for pool in (_older, _kept):
-        found = pool.get(key)
-        if found:
-            try:
-                return found.pop()
-            except IndexError:  # another thread took the last one
-                return None
-    return None
+def take(shape: tuple, dtype: Any) -> np.ndarray:
+    """A C-contiguous buffer of ``shape`` and ``dtype`` that nothing else references."""
+    arrays = _pool.get((shape, dtype))
+    if arrays:
+        for array in arrays:
+            if _getrefcount(array) <= _FREE:
+                _used_in[id(array)] = _state["pass"]
+                return array
+    array = np.empty(shape, dtype)
+    if _state["bytes"] + array.nbytes <= MAX_BYTES:
+        _pool.setdefault((shape, dtype), []).append(array)
+        _used_in[id(array)] = _state["pass"]
+        _state["bytes"] += array.nbytes
+    return array
 
 
 def unary(ufunc: np.ufunc, x: np.ndarray) -> np.ndarray:
-    """``ufunc(x)`` written into a kept array when one fits (same shape and dtype)."""
-    out = take(x.shape, x.dtype)
-    return ufunc(x) if out is None else ufunc(x, out=out)
+    """``ufunc(x)`` for a large C-contiguous ``x``, written into a pooled buffer."""
+    if not x.flags.c_contiguous:
+        return ufunc(x)
+    return ufunc(x, out=take(x.shape, x.dtype))
 
 
 def binary(ufunc: np.ufunc, x: np.ndarray, y: Any) -> np.ndarray:
-    """``ufunc(x, y)`` for a result of ``x``'s shape and dtype, into a kept array if any."""
-    out = take(x.shape, x.dtype)
-    return ufunc(x, y) if out is None else ufunc(x, y, out=out)
+    """``ufunc(x, y)`` whose result has ``x``'s shape and dtype, into a pooled buffer."""
+    if not x.flags.c_contiguous:
+        return ufunc(x, y)
+    return ufunc(x, y, out=take(x.shape, x.dtype))
+
+
+def _release(keep_used_since: int | None) -> None:
+    """Drop free buffers not handed out since pass ``keep_used_since`` (all if None)."""
+    for key in list(_pool):
+        arrays = _pool[key]
+        kept = []
+        for array in arrays:
+            in_use = _getrefcount(array) > _FREE
+            if in_use or (keep_used_since is not None and _used_in[id(array)] >= keep_used_since):
+                kept.append(array)
+            else:
+                del _used_in[id(array)]
+                _state["bytes"] -= array.nbytes
+        if kept:
+            _pool[key] = kept
+        else:
+            del _pool[key]
 
 
 def end_of_pass() -> None:
-    """Release what the previous pass kept and this one did not reuse."""
-    global _kept, _older
-    _older.clear()
-    _older, _kept = _kept, _older
-    for key in [key for key, arrays in _older.items() if not arrays]:
-        del _older[key]
+    """Called after each backward pass: release free buffers it did not use."""
+    _release(_state["pass"])
+    _state["pass"] += 1
 
 
 def empty_cache() -> None:
-    """Release every array kept for reuse (memory goes back to malloc)."""
-    _kept.clear()
-    _older.clear()
+    """Release every free buffer the engine keeps for reuse (memory goes back to malloc)."""
+    _release(None)
 
 
 def held_bytes() -> int:
-    """Bytes currently kept for reuse."""
-    return sum(a.nbytes for pool in (_kept, _older) for arrays in pool.values() for a in arrays)
+    """Bytes of free buffers the pool holds (what :func:`empty_cache` would release)."""
+    total = 0
+    for arrays in _pool.values():
+        for array in arrays:
+            if _getrefcount(array) <= _FREE:
+                total += array.nbytes
+    return total

@@ -1196,6 +1196,7 @@ def _refs_when_alone() -> tuple[int, int]:
 
 
 _ALONE_IN_DICT, _ALONE = _refs_when_alone()
+_pooled = _recycle.pooled
 
 _spares: tuple = ()
 """Arrays the running VJP may overwrite (see :func:`_spare_buffers`)."""
@@ -1219,7 +1220,7 @@ def _spare_buffers(node: Node, args: tuple, kind: int, index: int) -> tuple:
         value = args[position]
         if (
             type(value) is _ndarray
-            and _getrefcount(value) == _ALONE_IN_DICT
+            and _getrefcount(value) - _pooled(value) == _ALONE_IN_DICT
             and value.base is None
             and value.flags.writeable
             and (later is None or (position >= 2 and position - 2 not in later))
@@ -1332,7 +1333,6 @@ def run_backward(
     target_set = None if targets is None else set(targets)
     captured: dict[Node, Any] = {}
     raw = not create_graph
-    recycle = raw and not retain_graph
 
     pending: dict[Node, Any] = {}
     for root, g in zip(roots, grads, strict=True):
@@ -1364,7 +1364,7 @@ def run_backward(
                             if raw:
                                 owned = (
                                     type(g) is _ndarray
-                                    and _getrefcount(g) == _ALONE
+                                    and _getrefcount(g) - _pooled(g) == _ALONE
                                     and g.base is None
                                     and g.flags.writeable
                                 )
@@ -1449,31 +1449,24 @@ def run_backward(
                             raw
                             and type(old) is _ndarray
                             and type(gi) is _ndarray
-                            and _getrefcount(old) == _ALONE_IN_DICT
+                            and _getrefcount(old) - _pooled(old) == _ALONE_IN_DICT
                             and old.base is None
                             and old.flags.writeable
                             and old.shape == gi.shape
                             and old.dtype == gi.dtype
                         ):
                             old += gi  # a buffer only this pass holds: add in place
-                            if recycle:
-                                _recycle.keep(gi)
                         else:
                             pending[parent] = old + gi
-                            if recycle and type(gi) is _ndarray:
-                                _recycle.keep(gi)
-                                _recycle.keep(old)
                         gi = old = None
                     count = parent.deps - 1
                     parent.deps = count
                     if count == base:
                         push_ready(parent)
-                if donate:  # array gradients: large saved arrays may die here
-                    _recycle.keep_all(args)
                 args = None
     finally:
         _grad_enabled = previous_mode
-        if recycle:
+        if raw:
             _recycle.end_of_pass()
     if raw:
         return {node: _wrap(_own(g)) for node, g in captured.items()}

@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from gradcalc import _tensor
+from gradcalc import _recycle, _tensor
 from gradcalc._tensor import (
     Tensor,
     apply1,
@@ -276,6 +276,14 @@ def call1(op: Op, x: Any, *consts: Any) -> Any:
     """Run ``op`` inside a VJP: recorded on a Tensor, plain NumPy on raw data."""
     if type(x) is Tensor:
         return apply1(op, x, *consts)
+    if (
+        op.ufunc is not None
+        and type(x) is np.ndarray
+        and x.nbytes >= _recycle.MIN_BYTES
+        and x.dtype.kind == "f"
+        and not consts
+    ):
+        return _recycle.unary(op.ufunc, x)
     return op.forward(x, *consts)
 
 
@@ -485,8 +493,14 @@ def _pow_scalar_vjp(g: Tensor, a: Any, x: Tensor, p: Any) -> Tensor:
     return g * p * x ** (p - 1)
 
 
+def _pow_forward(x: Any, p: Any) -> Any:
+    if p == 2 and type(x) is np.ndarray and x.nbytes >= _recycle.MIN_BYTES and x.dtype.kind == "f":
+        return _recycle.unary(np.square, x)  # what x**2 computes, into a kept buffer
+    return x**p
+
+
 POW = defop(
-    "pow", "PowBackward0", lambda x, p: x**p, (_pow_scalar_vjp,),
+    "pow", "PowBackward0", _pow_forward, (_pow_scalar_vjp,),
     sample=Sample(
         UNARY, consts=((2,), (3,), (-1.5,), (0.5,), (0,), (1,), (2.0,)), domain="positive"
     ),

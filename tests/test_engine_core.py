@@ -240,55 +240,57 @@ def _address(array: np.ndarray) -> int:
     return array.__array_interface__["data"][0]
 
 
-def test_large_buffers_backward_frees_are_reused_by_the_next_step() -> None:
-    # A training loop's next forward writes into arrays the last backward let
-    # go (no fresh pages from the kernel), never into one a user still holds.
+def test_large_results_reuse_buffers_nobody_holds_any_more() -> None:
+    # A training loop's next step writes into the arrays the last one let go
+    # (no fresh pages from the kernel), never into one a user still holds.
     torch.empty_cache()
     x = torch.from_numpy(np.linspace(-1.0, 1.0, 400_000)).requires_grad_()
     held = x.exp()  # the user keeps this intermediate
     held_values = held.detach().numpy().copy()
     (held * x.sin() * x.cos()).sum().backward()
-    kept = {
+    free = {
         _address(a)
-        for pool in (_recycle._kept, _recycle._older)
-        for arrays in pool.values()
+        for arrays in _recycle._pool.values()
         for a in arrays
+        if sys.getrefcount(a) <= 3  # the pool's list, the loop, the call
     }
-    assert kept and _address(held.detach().numpy()) not in kept
-    assert _address(x.detach().numpy()) not in kept
-    assert _address(x.grad.numpy()) not in kept
+    assert free and _address(held.detach().numpy()) not in free
+    assert _address(x.detach().numpy()) not in free
+    assert _address(x.grad.numpy()) not in free
     reused = x.tanh()
-    assert _address(reused.detach().numpy()) in kept
+    assert _address(reused.detach().numpy()) in free
     np.testing.assert_array_equal(reused.detach().numpy(), np.tanh(x.detach().numpy()))
     np.testing.assert_array_equal(held.detach().numpy(), held_values)
+    view = x.sin()[::2]  # a view keeps its whole buffer in use
+    del reused
+    assert _address(x.cos().detach().numpy()) != _address(view.detach().numpy().base)
     torch.empty_cache()
     assert _recycle.held_bytes() == 0
 
 
-def test_kept_buffers_last_one_step_and_only_large_arrays_are_kept() -> None:
+def test_pooled_buffers_last_one_step_and_only_large_arrays_are_pooled() -> None:
     torch.empty_cache()
     small = torch.tensor(np.ones(1000), requires_grad=True)
     (small.exp() * small.sin()).sum().backward()
     assert _recycle.held_bytes() == 0  # malloc recycles small arrays well
     big = torch.from_numpy(np.ones(300_000)).requires_grad_()
     (big.exp() * big.sin()).sum().backward()
-    held = _recycle.held_bytes()
-    assert held > 0
+    assert _recycle.held_bytes() > 0
     loss = (big.exp() * big.sin()).sum()
     loss.backward(retain_graph=True)
-    assert _recycle.held_bytes() <= held  # a retained graph keeps its data: nothing new
     big.grad = None
-    (big.exp() * big.cos()).sum().backward()  # takes whatever is kept
+    (big.exp() * big.cos()).sum().backward()  # may take any free buffer
     big.grad = None
-    loss.backward()  # the retained data is intact
+    loss.backward()  # the retained graph's data is intact
     want = np.exp(1.0) * (np.sin(1.0) + np.cos(1.0))
     np.testing.assert_allclose(big.grad.numpy(), np.full(300_000, want), rtol=1e-12)
     other = torch.from_numpy(np.ones(200_000)).requires_grad_()
-    (other.exp() * other.sin()).sum().backward()
-    (other.exp() * other.sin()).sum().backward()
-    shapes = {key[0] for pool in (_recycle._kept, _recycle._older) for key in pool}
-    assert shapes == {(200_000,)}  # what the last steps did not reuse is gone
+    for _ in range(3):
+        (other.exp() * other.sin()).sum().backward()
+    shapes = {key[0] for key, arrays in _recycle._pool.items() if arrays}
+    assert (300_000,) not in shapes  # free and unused for a whole step: released
     torch.empty_cache()
+    assert _recycle.held_bytes() == 0
 
 
 def test_recorded_backward_keeps_retained_gradients_and_values() -> None:
