@@ -4,8 +4,9 @@ A training step allocates and frees the same large arrays every iteration.
 glibc's malloc gives freed blocks at the top of its heap back to the kernel
 once they exceed its trim threshold (a few MB), and the next step then faults
 every page in again: about 1,000 page faults per 4 MB array, which on these
-machines can cost more than ``sin`` itself. So large results of elementwise
-ops go into buffers this pool keeps a reference to; a buffer nobody else
+machines can cost more than ``sin`` itself. So in a training step (ops
+recorded for backward, and backward's own temporaries) large elementwise
+results go into buffers this pool keeps a reference to; a buffer nobody else
 references any more (its tensor died, backward let it go) is handed to the
 next op of its shape and dtype instead of a fresh one. This is the idea of
 PyTorch's caching allocator, limited to one step's working set: at the end
@@ -57,9 +58,13 @@ def take(shape: tuple, dtype: Any) -> np.ndarray:
     """A C-contiguous buffer of ``shape`` and ``dtype`` that nothing else references."""
     arrays = _pool.get((shape, dtype))
     if arrays:
-        for array in arrays:
+        # Latest used first (likelier still in the CPU's caches); a hit moves last.
+        for index in range(len(arrays) - 1, -1, -1):
+            array = arrays[index]
             if _getrefcount(array) <= _FREE:
                 _used_in[id(array)] = _state["pass"]
+                if index != len(arrays) - 1:
+                    arrays.append(arrays.pop(index))
                 return array
     array = np.empty(shape, dtype)
     if _state["bytes"] + array.nbytes <= MAX_BYTES:

@@ -436,17 +436,19 @@ def _stand_in(data: Any) -> Any:
 def apply1(op: Any, x: Tensor, *consts: Any) -> Tensor:
     """Run a one-operand op (``x`` a Tensor) and record it when ``x`` requires grad."""
     xd = x._data
+    record = x._requires_grad and _grad_enabled and op.node is not None
+    data = None
     if (
-        op.ufunc is not None
+        record
+        and op.pooled is not None
         and type(xd) is _ndarray
         and xd.nbytes >= _RECYCLE_BYTES
         and xd.dtype.kind == "f"
-        and not consts
     ):
-        data = _recycle.unary(op.ufunc, xd)
-    else:
+        data = op.pooled(xd, *consts)
+    if data is None:
         data = op.forward(xd, *consts)
-    if x._requires_grad and _grad_enabled and op.node is not None:
+    if record:
         saves = op.saves
         node = op.node(
             x._grad_fn or _edge(x),
@@ -502,15 +504,16 @@ def unary_function(op: Any, slow: Any) -> Any:
         kind = xd.dtype.kind
         if kind not in "fc":
             return slow(input)
-        if ufunc is not None and kind == "f" and xd.nbytes >= _RECYCLE_BYTES:
-            data = _recycle.unary(ufunc, xd)
+        record = input._requires_grad and _grad_enabled
+        if record and ufunc is not None and kind == "f" and xd.nbytes >= _RECYCLE_BYTES:
+            data = _recycle.unary(ufunc, xd)  # a training step's array: pooled
         else:
             data = forward(xd)
         t = _object_new(Tensor)
         t._data = data
         t._grad = None
         t._accum = None
-        if input._requires_grad and _grad_enabled:
+        if record:
             node = node_class(
                 input._grad_fn or _edge(input),
                 None,
@@ -566,18 +569,20 @@ def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
                 return slow(self, other)
             if float_only and xd.dtype.kind not in "fc":
                 return slow(self, other)
+            rx = self._requires_grad
+            ry = other._requires_grad
             if (
-                type(xd) is _ndarray
+                (rx or ry)
+                and type(xd) is _ndarray
                 and xd.nbytes >= _RECYCLE_BYTES
                 and ufunc is not None
                 and xd.shape == yd.shape
                 and xd.dtype.kind == "f"
+                and _grad_enabled
             ):
-                data = _recycle.binary(ufunc, xd, yd)
+                data = _recycle.binary(ufunc, xd, yd)  # a training step's array: pooled
             else:
                 data = compute(xd, yd)
-            rx = self._requires_grad
-            ry = other._requires_grad
             if (rx or ry) and _grad_enabled:
                 k0, k1 = keep[rx + 2 * ry]
                 node = node_class(
@@ -608,8 +613,10 @@ def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
         if kind is float or kind is int:
             if (kind is float or float_only) and xd.dtype.kind not in "fc":
                 return slow(self, other)
+            record = self._requires_grad and _grad_enabled
             if (
-                type(xd) is _ndarray
+                record
+                and type(xd) is _ndarray
                 and xd.nbytes >= _RECYCLE_BYTES
                 and ufunc is not None
                 and xd.dtype.kind == "f"
@@ -617,7 +624,7 @@ def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
                 data = _recycle.binary(ufunc, xd, other)
             else:
                 data = compute(xd, other)
-            if self._requires_grad and _grad_enabled:
+            if record:
                 node = node_class(
                     self._grad_fn or _edge(self),
                     None,

@@ -45,6 +45,7 @@ and of a full ``max``/``min`` share it evenly.
 from __future__ import annotations
 
 import builtins
+import functools
 import math
 import operator
 from collections.abc import Callable, Sequence
@@ -126,6 +127,7 @@ class Op:
         "keep2",
         "name",
         "node",
+        "pooled",
         "reads",
         "sample",
         "saves",
@@ -146,6 +148,7 @@ class Op:
         saves: bool,
         uses_ans: bool,
         reads: tuple[tuple[int, ...], ...] | None = None,
+        pooled: Callable | None = None,
     ) -> None:
         if not isinstance(sample, Sample):
             raise TypeError(f"op {name!r} needs a Sample for the gradient check")
@@ -168,6 +171,10 @@ class Op:
         ]
         self.node = None if vjps is None else node_class(grad_fn or name, self)
         self.ufunc = _elementwise_ufunc(forward, arity)
+        # forward into a pooled buffer (see _recycle) for a large float array; None: not poolable
+        if pooled is None and self.ufunc is not None and arity == "1":
+            pooled = functools.partial(_recycle.unary, self.ufunc)
+        self.pooled = pooled
 
     def __repr__(self) -> str:
         return f"<op {self.name} ({self.grad_fn or 'not differentiable'})>"
@@ -198,13 +205,14 @@ def defop(
     saves: bool = True,
     uses_ans: bool = False,
     reads: tuple[tuple[int, ...], ...] | None = None,
+    pooled: Callable | None = None,
 ) -> Op:
     """Declare a differentiable op (see the module docstring for the contract)."""
     if name in REGISTRY:
         raise ValueError(f"op {name!r} is declared twice")
     op = Op(
         name, grad_fn, forward, vjps, sample=sample, arity=arity, saves=saves,
-        uses_ans=uses_ans, reads=reads,
+        uses_ans=uses_ans, reads=reads, pooled=pooled,
     )  # fmt: skip
     REGISTRY[name] = op
     return op
@@ -493,14 +501,12 @@ def _pow_scalar_vjp(g: Tensor, a: Any, x: Tensor, p: Any) -> Tensor:
     return g * p * x ** (p - 1)
 
 
-def _pow_forward(x: Any, p: Any) -> Any:
-    if p == 2 and type(x) is np.ndarray and x.nbytes >= _recycle.MIN_BYTES and x.dtype.kind == "f":
-        return _recycle.unary(np.square, x)  # what x**2 computes, into a kept buffer
-    return x**p
+def _pow_pooled(x: np.ndarray, p: Any) -> np.ndarray | None:
+    return _recycle.unary(np.square, x) if p == 2 else None  # what x**2 computes
 
 
 POW = defop(
-    "pow", "PowBackward0", _pow_forward, (_pow_scalar_vjp,),
+    "pow", "PowBackward0", lambda x, p: x**p, (_pow_scalar_vjp,), pooled=_pow_pooled,
     sample=Sample(
         UNARY, consts=((2,), (3,), (-1.5,), (0.5,), (0,), (1,), (2.0,)), domain="positive"
     ),

@@ -273,6 +273,12 @@ def test_pooled_buffers_last_one_step_and_only_large_arrays_are_pooled() -> None
     small = torch.tensor(np.ones(1000), requires_grad=True)
     (small.exp() * small.sin()).sum().backward()
     assert _recycle.held_bytes() == 0  # malloc recycles small arrays well
+    plain = torch.from_numpy(np.ones(300_000))
+    unrecorded = torch.from_numpy(np.ones(300_000)).requires_grad_()
+    with torch.no_grad():
+        unrecorded.exp() * unrecorded.sin()
+    plain.exp() * plain.sin() ** 2 + 1.0
+    assert not _recycle._pool  # only a training step's arrays are pooled
     big = torch.from_numpy(np.ones(300_000)).requires_grad_()
     (big.exp() * big.sin()).sum().backward()
     assert _recycle.held_bytes() > 0
