@@ -215,6 +215,17 @@ def record_values() -> Iterator[None]:
         _recording = previous
 
 
+def is_recording_values() -> bool:
+    """Whether :func:`record_values` is active (nodes keep values and gradients)."""
+    return _recording
+
+
+def backward_passes() -> int:
+    """How many backward passes (``backward`` and ``grad`` alike) this process has run:
+    unchanged across a piece of work means no leaf got a gradient and no graph was freed."""
+    return _passes
+
+
 # ---------------------------------------------------------------- nodes
 
 

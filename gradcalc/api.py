@@ -414,7 +414,7 @@ def _backward_passes() -> int:
     """How many backward passes the engine has run (``backward`` and ``grad`` alike)."""
     from gradcalc import _tensor
 
-    return _tensor._passes
+    return _tensor.backward_passes()
 
 
 def _owns_every_leaf(run: _Run, inputs: list[Any]) -> bool:
@@ -431,7 +431,7 @@ def _owns_every_leaf(run: _Run, inputs: list[Any]) -> bool:
     """
     from gradcalc import Tensor, _tensor
 
-    if _tensor._recording:
+    if _tensor.is_recording_values():
         return False
     chosen = set(map(id, inputs))
     for tensor in inputs:
