@@ -480,22 +480,31 @@ def apply2(op: Any, x: Any, y: Any, *consts: Any) -> Tensor:
     ty = type(y) is Tensor
     xd = x._data if tx else x
     yd = y._data if ty else y
-    data = op.forward(xd, yd, *consts)
-    if _grad_enabled and op.node is not None:
-        rx = tx and x._requires_grad
-        ry = ty and y._requires_grad
-        if rx or ry:
-            k0, k1 = op.keep2[rx + 2 * ry]
-            node = op.node(
-                _edge(x) if rx else None,
-                _edge(y) if ry else None,
-                xd if k0 else _stand_in(xd),
-                yd if k1 else _stand_in(yd),
-                consts,
-                data if op.uses_ans else None,
-                (k0 and tx) or (k1 and ty),
-            )
-            return _result(data, node)
+    rx = tx and x._requires_grad
+    ry = ty and y._requires_grad
+    data = None
+    if (
+        (rx or ry)
+        and _grad_enabled
+        and op.pooled is not None
+        and type(xd) is _ndarray
+        and xd.dtype.kind == "f"
+    ):
+        data = op.pooled(xd, yd, *consts)  # None: not a large float result
+    if data is None:
+        data = op.forward(xd, yd, *consts)
+    if (rx or ry) and _grad_enabled and op.node is not None:
+        k0, k1 = op.keep2[rx + 2 * ry]
+        node = op.node(
+            _edge(x) if rx else None,
+            _edge(y) if ry else None,
+            xd if k0 else _stand_in(xd),
+            yd if k1 else _stand_in(yd),
+            consts,
+            data if op.uses_ans else None,
+            (k0 and tx) or (k1 and ty),
+        )
+        return _result(data, node)
     return _wrap(data)
 
 

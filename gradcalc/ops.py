@@ -299,6 +299,10 @@ def call2(op: Op, x: Any, y: Any, *consts: Any) -> Any:
     """Two-operand :func:`call1`."""
     if type(x) is Tensor or type(y) is Tensor:
         return apply2(op, x, y, *consts)
+    if op.pooled is not None and type(x) is np.ndarray and x.dtype.kind == "f":
+        data = op.pooled(x, y, *consts)
+        if data is not None:
+            return data
     return op.forward(x, y, *consts)
 
 
@@ -423,6 +427,14 @@ def _neg(g: Any) -> Any:
     if _tensor._spares and _spare_for(g, g, g):
         return np.negative(g, out=g)
     return -g
+
+
+def _one_plus_square(a: Any, sign: int) -> Any:
+    """``1 + sign * a*a``; on a large raw array in one pooled buffer (no second temporary)."""
+    if type(a) is np.ndarray and a.nbytes >= _recycle.MIN_BYTES and a.dtype.kind == "f":
+        square = _recycle.unary(np.square, a)
+        return np.add(1, square, out=square) if sign > 0 else np.subtract(1, square, out=square)
+    return 1 + a * a if sign > 0 else 1 - a * a
 
 
 def _const(array: Any, like: Any) -> Any:
@@ -574,11 +586,11 @@ COS = defop(
     "cos", "CosBackward0", np.cos, (lambda g, a, x: g * -call1(SIN, x),), sample=Sample(UNARY)
 )  # fmt: skip
 TAN = defop(
-    "tan", "TanBackward0", np.tan, (lambda g, a, x: _mul(g, 1 + a * a),),
+    "tan", "TanBackward0", np.tan, (lambda g, a, x: _mul(g, _one_plus_square(a, 1)),),
     uses_ans=True, saves=False, sample=Sample(UNARY, domain="unit"),
 )  # fmt: skip
 TANH = defop(
-    "tanh", "TanhBackward0", np.tanh, (lambda g, a, x: _mul(g, 1 - a * a),),
+    "tanh", "TanhBackward0", np.tanh, (lambda g, a, x: _mul(g, _one_plus_square(a, -1)),),
     uses_ans=True, saves=False, sample=Sample(UNARY),
 )  # fmt: skip
 
@@ -921,6 +933,16 @@ def _matmul_vjp_y(g: Tensor, a: Any, x: Tensor, y: Tensor) -> Tensor:
     return unbroadcast(call2(BMM, call1(TRANSPOSE, x, -1, -2), g), y)
 
 
+def _mm_pooled(x: np.ndarray, y: Any) -> np.ndarray | None:
+    """``x @ y`` of two float matrices into a pooled buffer when the result is large."""
+    if type(y) is not np.ndarray or y.dtype != x.dtype or x.ndim != 2 or y.ndim != 2:
+        return None
+    shape = (x.shape[0], y.shape[1])
+    if shape[0] * shape[1] * x.itemsize < _recycle.MIN_BYTES:
+        return None
+    return np.matmul(x, y, out=_recycle.take(shape, x.dtype))
+
+
 MM = defop(
     "mm", "MmBackward0", np.matmul,
     (
@@ -928,6 +950,7 @@ MM = defop(
         lambda g, a, x, y: call2(MM, call1(T, x), g),
     ),
     arity="2", reads=((1,), (0,)), sample=Sample((((2, 3), (3, 4)), ((1, 3), (3, 1)))),
+    pooled=_mm_pooled,
 )  # fmt: skip
 MV = defop(
     "mv", "MvBackward0", np.matmul,

@@ -268,6 +268,36 @@ def test_large_results_reuse_buffers_nobody_holds_any_more() -> None:
     assert _recycle.held_bytes() == 0
 
 
+@pytest.mark.parametrize(
+    "step",
+    [
+        lambda x, w: (x.tanh() * x.tan() + x**2 * 0.5 - x.exp()).sum(),
+        lambda x, w: ((x.sin() + 1.0) / (x.cos() + 3.0) - x.sqrt().log1p()).sum(),
+        lambda x, w: ((x.reshape(400, 1000) @ w).tanh() ** 2).mean(),
+    ],
+    ids=["elementwise", "quotients", "matmul"],
+)
+def test_pooled_large_arrays_give_the_recorded_backwards_bits(step: Any) -> None:
+    # Large arrays go through pooled buffers and in-place VJPs; the recorded
+    # (create_graph) backward runs the same formulas on Tensors.
+    torch.empty_cache()
+    x = torch.from_numpy(np.linspace(0.1, 1.2, 400_000)).requires_grad_()
+    w = torch.from_numpy(np.linspace(-1.0, 1.0, 1000 * 400).reshape(1000, 400)).requires_grad_()
+    for _ in range(2):  # the second pass runs on buffers the first one freed
+        raw = [
+            g.numpy().copy() for g in grad(step(x, w), [x, w], allow_unused=True) if g is not None
+        ]
+    recorded = [
+        g.detach().numpy()
+        for g in grad(step(x, w), [x, w], create_graph=True, allow_unused=True)
+        if g is not None
+    ]
+    assert len(raw) == len(recorded) > 0
+    for got, want in zip(raw, recorded, strict=True):
+        np.testing.assert_array_equal(got, want)
+    torch.empty_cache()
+
+
 def test_pooled_buffers_last_one_step_and_only_large_arrays_are_pooled() -> None:
     torch.empty_cache()
     small = torch.tensor(np.ones(1000), requires_grad=True)
