@@ -26,6 +26,7 @@ of a million nodes is fine.
 from __future__ import annotations
 
 import sys
+import warnings
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -42,6 +43,11 @@ from gradcalc.errors import (
     InplaceLeafError,
     NoGradFnError,
 )
+
+# log(0), 1/0, exp(1000): the engine answers -inf/inf/nan silently, as PyTorch
+# does. NumPy warns about them from the frame that called the ufunc, which is
+# always one of ours; np.errstate around every op would cost a microsecond each.
+warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"gradcalc\.")
 
 _grad_enabled = True
 _recording = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import subprocess
 import sys
 import weakref
 from typing import Any
@@ -668,3 +669,23 @@ def test_nn_functional_is_an_importable_module_like_torchs():
     loss = F.mse_loss(F.relu(x), gradcalc.tensor([0.0, 0.0]))
     loss.backward()
     assert x.grad.tolist() == [0.0, 2.0]
+
+
+def test_floating_point_edge_cases_are_silent_as_in_pytorch() -> None:
+    # -inf, inf and nan are the answers; NumPy's RuntimeWarnings from inside the
+    # engine do not reach the user (their own NumPy calls still warn).
+    code = (
+        "import numpy as np, gradcalc as torch\n"
+        "x = torch.tensor([0.0, 1.0, -1.0], requires_grad=True)\n"
+        "y = torch.log(x) + 1 / x + torch.sqrt(x) + torch.exp(x * 1000.0)\n"
+        "y.sum().backward()\n"
+        "print(y.tolist(), x.grad.tolist())\n"
+        "np.log(np.zeros(1))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "nan" in done.stdout and "inf" in done.stdout
+    warned = [line for line in done.stderr.splitlines() if "RuntimeWarning" in line]
+    assert len(warned) == 1 and "<string>:6" in warned[0], done.stderr
