@@ -745,6 +745,8 @@ def _prod_vjp(g: Tensor, a: Tensor, x: Tensor, dims: tuple | None, keepdim: bool
     data = _d(x)
     if np.all(data != 0):
         return g * _expand_back(a, shape, all_dims, keepdim or dims is None) / x
+    if type(x) is Tensor:
+        return g * _others_product_recorded(x, all_dims, shape)
     # With zeros, the product of the *other* elements, from exclusive cumulative products.
     moved = np.moveaxis(np.asarray(data), all_dims, range(len(all_dims)))
     flat = moved.reshape((-1, *moved.shape[len(all_dims) :]))
@@ -753,6 +755,24 @@ def _prod_vjp(g: Tensor, a: Tensor, x: Tensor, dims: tuple | None, keepdim: bool
     right = np.flip(np.cumprod(np.concatenate([ones, np.flip(flat, 0)[:-1]]), axis=0), 0)
     others = np.moveaxis((left * right).reshape(moved.shape), range(len(all_dims)), all_dims)
     return g * _const(others, g)
+
+
+def _others_product_recorded(x: Tensor, dims: tuple, shape: tuple) -> Tensor:
+    """For each element, the product of the others in its slice, as recorded ops, so
+    a second derivative through zeros is right. With Q the product of a slice's
+    non-zero elements and S the sum of its zeros (0, but not in its derivative):
+    no zero gives Q/x; one zero gives Q at the zero and Q*S/x elsewhere; two
+    zeros give Q*(S - x) at each zero (the other zero times Q) and 0 elsewhere;
+    with more, every such product keeps a zero factor in all first derivatives."""
+    zero = np.asarray(_d(x)) == 0
+    count = np.broadcast_to(np.sum(zero, axis=dims, keepdims=True), shape)
+    safe = call2(WHERE, 1.0, x, zero)
+    nonzero_product = call1(PROD_DIM, safe, dims, True)
+    zeros_sum = call1(SUM_DIM, call2(WHERE, x, 0.0, zero), dims, True)
+    one_zero = call2(WHERE, nonzero_product, nonzero_product * zeros_sum / safe, zero)
+    two_zeros = call2(WHERE, nonzero_product * (zeros_sum - x), 0.0, zero)
+    rest = call2(WHERE, one_zero, call2(WHERE, two_zeros, 0.0, count == 2), count == 1)
+    return call2(WHERE, nonzero_product / safe, rest, count == 0)
 
 
 PROD = defop(

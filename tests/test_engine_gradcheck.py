@@ -228,3 +228,40 @@ SPECIAL = [
 )
 def test_special_values_follow_pytorch(label, function, values, expected) -> None:
     assert _grad_of(function, *values) == expected
+
+
+@pytest.mark.parametrize(
+    ("values", "dim"),
+    [
+        ([0.0, 2.0, 3.0], None),
+        ([0.0, 0.0, 3.0], None),
+        ([0.0, 0.0, 0.0], None),
+        ([2.0, 0.0, 5.0, 0.5], None),
+        ([[0.0, 2.0, 3.0], [1.0, 0.0, 0.0], [4.0, 0.0, 0.0]], 1),
+        ([[0.0, 2.0, 3.0], [1.0, 0.0, 0.5], [4.0, 0.0, 0.0]], 0),
+    ],
+)
+def test_second_derivatives_of_prod_through_zeros(values: list, dim: int | None) -> None:
+    # The Hessian is the Jacobian of the (first-order) gradient: compared with
+    # central differences of it, entries like d2/dx0 dx1 prod([0, 0, 3]) = 3 included.
+    from gradcalc.autograd.functional import hessian
+
+    def total(t: torch.Tensor) -> torch.Tensor:
+        return t.prod() if dim is None else t.prod(dim).sum()
+
+    point = np.array(values, dtype=np.float64)
+
+    def gradient_at(array: np.ndarray) -> np.ndarray:
+        t = torch.tensor(array, dtype=torch.float64, requires_grad=True)
+        total(t).backward()
+        return t.grad.numpy().reshape(-1)
+
+    n = point.size
+    want = np.zeros((n, n))
+    for j in range(n):
+        step = np.zeros(n)
+        step[j] = 1e-6
+        step = step.reshape(point.shape)
+        want[:, j] = (gradient_at(point + step) - gradient_at(point - step)) / 2e-6
+    got = hessian(total, torch.tensor(point, dtype=torch.float64)).numpy().reshape(n, n)
+    np.testing.assert_allclose(got, want, atol=1e-8)
