@@ -136,6 +136,7 @@ def evaluate(
         from gradcalc.graph import build_graph
 
         result.graph = build_graph(run.output, _named_tensors(run), result.gradients)
+    _release_buffers()
     return result
 
 
@@ -169,6 +170,7 @@ def jacobian(
     for index, (name, tensor) in enumerate(targets):
         block = np.stack([row[index] for row in rows]) if rows else np.zeros((0,))
         result.jacobian[name] = block.reshape(run.value.shape + _shape_of(tensor))
+    _release_buffers()
     return result
 
 
@@ -234,6 +236,7 @@ def hessian(
                 block = np.zeros(shape, dtype=dtype)
             result.hessian[row_name][col_name] = block
     _note_values(result)
+    _release_buffers()
     return result
 
 
@@ -408,6 +411,13 @@ def _grad(
         )
 
     return _guarded(run)
+
+
+def _release_buffers() -> None:
+    """A request is a unit of work: the engine's free step buffers go back to malloc."""
+    from gradcalc import _recycle
+
+    _recycle.empty_cache()
 
 
 def _backward_passes() -> int:

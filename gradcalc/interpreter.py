@@ -36,6 +36,7 @@ import numpy as np
 
 from gradcalc import builtins as lang
 from gradcalc import syntax as ast
+from gradcalc._recycle import empty_cache
 from gradcalc.errors import (
     FormulaError,
     FormulaTypeError,
@@ -1142,7 +1143,10 @@ class Interpreter:
                 # NumPy's own warnings (mean of an empty slice) say what the
                 # non-finite value already shows; they must not reach a terminal
                 warnings.simplefilter("ignore", RuntimeWarning)
-                return self._run(compiled, source)
+                try:
+                    return self._run(compiled, source)
+                finally:
+                    empty_cache()  # a program is a unit of work: free buffers go back
         except BaseException as exc:
             self.env.clear()
             self.env.update(saved)

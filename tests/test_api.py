@@ -252,3 +252,17 @@ def test_backward_shortcut_keeps_errors_and_unused(monkeypatch: pytest.MonkeyPat
     np.testing.assert_array_equal(unused.gradients["z"], [0.0, 0.0])
     with pytest.raises(ShapeError):
         api.evaluate("x * 2", {"x": [1.0, 2.0]}, grad_output=[1.0, 2.0, 3.0])
+
+
+def test_a_request_leaves_no_free_engine_buffers_behind() -> None:
+    # Large arrays of a request go through the engine's buffer pool; once the
+    # result is built the free ones go back to malloc (a REPL holds no memory).
+    from gradcalc import _recycle
+    from gradcalc.api import evaluate, jacobian
+
+    big = "sum(tanh(x) * x**2 + exp(-x))"
+    result = evaluate(big, {"x": "linspace(0, 1, 300000)"})
+    assert result.gradients["x"].shape == (300000,)
+    assert _recycle.held_bytes() == 0
+    jacobian("tanh(x[0:3]) * sum(x)", {"x": "linspace(0, 1, 300000)"})
+    assert _recycle.held_bytes() == 0
