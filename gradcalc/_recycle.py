@@ -43,6 +43,11 @@ def pooled(array: Any) -> int:
     return 1 if id(array) in _used_in else 0
 
 
+def poolable(x: Any) -> bool:
+    """Whether ``x`` is a float array large enough for its results to go to the pool."""
+    return type(x) is np.ndarray and x.dtype.kind == "f" and x.nbytes >= MIN_BYTES
+
+
 def _free_refs() -> int:
     """What getrefcount reports, in the loops below, for a buffer only the pool holds."""
     arrays = [np.empty(0)]

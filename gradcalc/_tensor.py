@@ -455,13 +455,7 @@ def apply1(op: Any, x: Tensor, *consts: Any) -> Tensor:
     xd = x._data
     record = x._requires_grad and _grad_enabled and op.node is not None
     data = None
-    if (
-        record
-        and op.pooled is not None
-        and type(xd) is _ndarray
-        and xd.nbytes >= _RECYCLE_BYTES
-        and xd.dtype.kind == "f"
-    ):
+    if record and op.pooled is not None and type(xd) is _ndarray and _recycle.poolable(xd):
         data = op.pooled(xd, *consts)
     if data is None:
         data = op.forward(xd, *consts)

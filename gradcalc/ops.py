@@ -284,13 +284,7 @@ def call1(op: Op, x: Any, *consts: Any) -> Any:
     """Run ``op`` inside a VJP: recorded on a Tensor, plain NumPy on raw data."""
     if type(x) is Tensor:
         return apply1(op, x, *consts)
-    if (
-        op.ufunc is not None
-        and type(x) is np.ndarray
-        and x.nbytes >= _recycle.MIN_BYTES
-        and x.dtype.kind == "f"
-        and not consts
-    ):
+    if op.ufunc is not None and not consts and _recycle.poolable(x):
         return _recycle.unary(op.ufunc, x)
     return op.forward(x, *consts)
 
@@ -431,7 +425,7 @@ def _neg(g: Any) -> Any:
 
 def _one_plus_square(a: Any, sign: int) -> Any:
     """``1 + sign * a*a``; on a large raw array in one pooled buffer (no second temporary)."""
-    if type(a) is np.ndarray and a.nbytes >= _recycle.MIN_BYTES and a.dtype.kind == "f":
+    if _recycle.poolable(a):
         square = _recycle.unary(np.square, a)
         return np.add(1, square, out=square) if sign > 0 else np.subtract(1, square, out=square)
     return 1 + a * a if sign > 0 else 1 - a * a
