@@ -108,7 +108,7 @@ _OPERATOR_UFUNCS = {
 
 def _elementwise_ufunc(forward: Callable, arity: str) -> np.ufunc | None:
     """The NumPy ufunc ``forward`` is when its float results keep the operands'
-    shape and dtype (so a kept buffer can take them, see ``_recycle``), else None."""
+    shape and dtype (so a pooled buffer can take them, see ``_recycle``), else None."""
     ufunc = _OPERATOR_UFUNCS.get(forward, forward)
     nin = {"1": 1, "2": 2}.get(arity)
     if not isinstance(ufunc, np.ufunc) or ufunc.nin != nin or ufunc.signature is not None:
