@@ -20,6 +20,7 @@ whether a buffer is free to overwrite subtracts :func:`pooled` from it.
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,8 @@ _pool: dict[tuple, list[np.ndarray]] = {}
 _used_in: dict[int, int] = {}
 """id of each pooled buffer -> the backward pass during which it was last handed out."""
 _state = {"pass": 0, "bytes": 0}
+_lock = threading.Lock()
+"""Held while the pool's lists and ids change: threads may train side by side."""
 
 
 def pooled(array: Any) -> int:
@@ -61,22 +64,23 @@ _FREE = _free_refs()
 
 def take(shape: tuple, dtype: Any) -> np.ndarray:
     """A C-contiguous buffer of ``shape`` and ``dtype`` that nothing else references."""
-    arrays = _pool.get((shape, dtype))
-    if arrays:
-        # Latest used first (likelier still in the CPU's caches); a hit moves last.
-        for index in range(len(arrays) - 1, -1, -1):
-            array = arrays[index]
-            if _getrefcount(array) <= _FREE:
-                _used_in[id(array)] = _state["pass"]
-                if index != len(arrays) - 1:
-                    arrays.append(arrays.pop(index))
-                return array
-    array = np.empty(shape, dtype)
-    if _state["bytes"] + array.nbytes <= MAX_BYTES:
-        _pool.setdefault((shape, dtype), []).append(array)
-        _used_in[id(array)] = _state["pass"]
-        _state["bytes"] += array.nbytes
-    return array
+    with _lock:
+        arrays = _pool.get((shape, dtype))
+        if arrays:
+            # Latest used first (likelier still in the CPU's caches); a hit moves last.
+            for index in range(len(arrays) - 1, -1, -1):
+                array = arrays[index]
+                if _getrefcount(array) <= _FREE:
+                    _used_in[id(array)] = _state["pass"]
+                    if index != len(arrays) - 1:
+                        arrays.append(arrays.pop(index))
+                    return array
+        array = np.empty(shape, dtype)
+        if _state["bytes"] + array.nbytes <= MAX_BYTES:
+            _pool.setdefault((shape, dtype), []).append(array)
+            _used_in[id(array)] = _state["pass"]
+            _state["bytes"] += array.nbytes
+        return array
 
 
 def unary(ufunc: np.ufunc, x: np.ndarray) -> np.ndarray:
@@ -95,20 +99,24 @@ def binary(ufunc: np.ufunc, x: np.ndarray, y: Any) -> np.ndarray:
 
 def _release(keep_used_since: int | None) -> None:
     """Drop free buffers not handed out since pass ``keep_used_since`` (all if None)."""
-    for key in list(_pool):
-        arrays = _pool[key]
-        kept = []
-        for array in arrays:
-            in_use = _getrefcount(array) > _FREE
-            if in_use or (keep_used_since is not None and _used_in[id(array)] >= keep_used_since):
-                kept.append(array)
+    if not _pool:
+        return
+    with _lock:
+        for key in list(_pool):
+            arrays = _pool[key]
+            kept = []
+            for array in arrays:
+                if _getrefcount(array) > _FREE or (
+                    keep_used_since is not None and _used_in[id(array)] >= keep_used_since
+                ):
+                    kept.append(array)
+                else:
+                    del _used_in[id(array)]
+                    _state["bytes"] -= array.nbytes
+            if kept:
+                _pool[key] = kept
             else:
-                del _used_in[id(array)]
-                _state["bytes"] -= array.nbytes
-        if kept:
-            _pool[key] = kept
-        else:
-            del _pool[key]
+                del _pool[key]
 
 
 def end_of_pass() -> None:

@@ -1370,8 +1370,12 @@ def run_backward(
     ready = [root for root in dict.fromkeys(roots) if root.deps == base]
 
     global _grad_enabled
+    # Raw VJPs compute on arrays and record nothing, so grad mode (global, not
+    # per thread) is left alone: another thread's forward keeps recording.
+    # A recorded backward needs it on.
     previous_mode = _grad_enabled
-    _grad_enabled = create_graph
+    if create_graph:
+        _grad_enabled = True
     pop_pending = pending.pop
     get_pending = pending.get
     pop_ready = ready.pop
@@ -1492,7 +1496,8 @@ def run_backward(
                         push_ready(parent)
                 args = None
     finally:
-        _grad_enabled = previous_mode
+        if create_graph:
+            _grad_enabled = previous_mode
         if raw:
             _recycle.end_of_pass()
     if raw:

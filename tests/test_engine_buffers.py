@@ -9,6 +9,7 @@ holds. The reference runs the same steps with the pool off and a recorded
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -95,3 +96,41 @@ def test_pooled_in_place_backward_matches_the_recorded_reference(seed: int) -> N
         np.testing.assert_array_equal(g, w)
     for h, w in zip(held, want_held, strict=True):
         np.testing.assert_array_equal(h, w)
+
+
+def test_threads_training_side_by_side_share_the_pool_safely() -> None:
+    # Two threads run steps over their own large leaves while a third keeps
+    # emptying the pool; each gets the gradients it gets alone.
+    def steps(seed: int, out: dict[int, list[np.ndarray]]) -> None:
+        rng = np.random.default_rng(seed)
+        x = torch.from_numpy(rng.uniform(0.1, 1.0, SIZE)).requires_grad_()
+        w = torch.from_numpy(rng.uniform(0.1, 1.0, SIZE)).requires_grad_()
+        found = []
+        for _ in range(15):
+            x.grad = w.grad = None
+            ((x.sin() * w + (x * w).tanh() ** 2 - (-x).exp()).sum()).backward()
+            found.append(x.grad.numpy().copy() + w.grad.numpy())
+        out[seed] = found
+
+    alone: dict[int, list[np.ndarray]] = {}
+    for seed in (1, 2):
+        steps(seed, alone)
+    together: dict[int, list[np.ndarray]] = {}
+    stop = threading.Event()
+
+    def empty() -> None:
+        while not stop.is_set():
+            torch.empty_cache()
+
+    workers = [threading.Thread(target=steps, args=(seed, together)) for seed in (1, 2)]
+    cleaner = threading.Thread(target=empty)
+    for thread in (*workers, cleaner):
+        thread.start()
+    for thread in workers:
+        thread.join()
+    stop.set()
+    cleaner.join()
+    for seed in (1, 2):
+        for got, want in zip(together[seed], alone[seed], strict=True):
+            np.testing.assert_array_equal(got, want)
+    torch.empty_cache()
