@@ -26,6 +26,7 @@ of a million nodes is fine.
 from __future__ import annotations
 
 import sys
+import threading
 import warnings
 import weakref
 from collections.abc import Iterator, Sequence
@@ -149,13 +150,35 @@ class Size(tuple):
 # ---------------------------------------------------------------- grad mode
 
 
+# Grad mode is per thread, as in PyTorch. Every op reads the module-wide
+# ``_grad_enabled`` first: True while no thread has turned grad off, so the
+# common case costs one global read; otherwise the thread's own mode decides.
+_thread_mode = threading.local()
+_threads_off: set[int] = set()
+_mode_lock = threading.Lock()
+
+
+def _grad_here() -> bool:
+    """This thread's grad mode (consulted while some thread has grad off)."""
+    return getattr(_thread_mode, "on", True)
+
+
 def is_grad_enabled() -> bool:
-    return _grad_enabled
+    return _grad_enabled or _grad_here()
 
 
 def _set_grad_enabled(mode: bool) -> bool:
+    """Set this thread's grad mode; return its previous one."""
     global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, bool(mode)
+    mode = bool(mode)
+    previous = _grad_here()
+    _thread_mode.on = mode
+    with _mode_lock:
+        if mode:
+            _threads_off.discard(threading.get_ident())
+        else:
+            _threads_off.add(threading.get_ident())
+        _grad_enabled = not _threads_off
     return previous
 
 
@@ -453,7 +476,7 @@ def _stand_in(data: Any) -> Any:
 def apply1(op: Any, x: Tensor, *consts: Any) -> Tensor:
     """Run a one-operand op (``x`` a Tensor) and record it when ``x`` requires grad."""
     xd = x._data
-    record = x._requires_grad and _grad_enabled and op.node is not None
+    record = x._requires_grad and (_grad_enabled or _grad_here()) and op.node is not None
     data = None
     if record and op.pooled is not None and type(xd) is _ndarray and _recycle.poolable(xd):
         data = op.pooled(xd, *consts)
@@ -485,7 +508,7 @@ def apply2(op: Any, x: Any, y: Any, *consts: Any) -> Tensor:
     data = None
     if (
         (rx or ry)
-        and _grad_enabled
+        and (_grad_enabled or _grad_here())
         and op.pooled is not None
         and type(xd) is _ndarray
         and xd.dtype.kind == "f"
@@ -493,7 +516,7 @@ def apply2(op: Any, x: Any, y: Any, *consts: Any) -> Tensor:
         data = op.pooled(xd, yd, *consts)  # None: not a large float result
     if data is None:
         data = op.forward(xd, yd, *consts)
-    if (rx or ry) and _grad_enabled and op.node is not None:
+    if (rx or ry) and (_grad_enabled or _grad_here()) and op.node is not None:
         k0, k1 = op.keep2[rx + 2 * ry]
         node = op.node(
             _edge(x) if rx else None,
@@ -524,7 +547,7 @@ def unary_function(op: Any, slow: Any) -> Any:
         kind = xd.dtype.kind
         if kind not in "fc":
             return slow(input)
-        record = input._requires_grad and _grad_enabled
+        record = input._requires_grad and (_grad_enabled or _grad_here())
         if record and ufunc is not None and kind == "f" and xd.nbytes >= _RECYCLE_BYTES:
             data = _recycle.unary(ufunc, xd)  # a training step's array: pooled
         else:
@@ -598,12 +621,12 @@ def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
                 and ufunc is not None
                 and xd.shape == yd.shape
                 and xd.dtype.kind == "f"
-                and _grad_enabled
+                and (_grad_enabled or _grad_here())
             ):
                 data = _recycle.binary(ufunc, xd, yd)  # a training step's array: pooled
             else:
                 data = compute(xd, yd)
-            if (rx or ry) and _grad_enabled:
+            if (rx or ry) and (_grad_enabled or _grad_here()):
                 k0, k1 = keep[rx + 2 * ry]
                 node = node_class(
                     (self._grad_fn or _edge(self)) if rx else None,
@@ -633,7 +656,7 @@ def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
         if kind is float or kind is int:
             if (kind is float or float_only) and xd.dtype.kind not in "fc":
                 return slow(self, other)
-            record = self._requires_grad and _grad_enabled
+            record = self._requires_grad and (_grad_enabled or _grad_here())
             if (
                 record
                 and type(xd) is _ndarray
@@ -666,7 +689,7 @@ def applyn(op: Any, operands: Sequence[Any], *consts: Any) -> Tensor:
     """Run an op over a sequence of operands (cat, stack, where)."""
     datas = [o._data if type(o) is Tensor else o for o in operands]
     data = op.forward(datas, *consts)
-    if _grad_enabled and op.node is not None:
+    if (_grad_enabled or _grad_here()) and op.node is not None:
         parents = tuple(
             _edge(o) if type(o) is Tensor and o._requires_grad else None for o in operands
         )
@@ -958,7 +981,7 @@ class Tensor:
     # -- in-place updates ---------------------------------------------------
 
     def _check_inplace(self) -> None:
-        if _grad_enabled and self._requires_grad and self._grad_fn is None:
+        if (_grad_enabled or _grad_here()) and self._requires_grad and self._grad_fn is None:
             raise InplaceLeafError(
                 "a leaf Variable that requires grad is being used in an in-place operation."
             )
@@ -1025,7 +1048,7 @@ class Tensor:
 
     def __setitem__(self, index: Any, value: Any) -> None:
         self._check_inplace()
-        if self._grad_fn is not None or (self._requires_grad and _grad_enabled):
+        if self._grad_fn is not None or (self._requires_grad and (_grad_enabled or _grad_here())):
             raise GradError(
                 "item assignment into a tensor that is part of a graph is not supported"
             )
@@ -1369,13 +1392,9 @@ def run_backward(
         pending[root] = g if old is None else old + g
     ready = [root for root in dict.fromkeys(roots) if root.deps == base]
 
-    global _grad_enabled
-    # Raw VJPs compute on arrays and record nothing, so grad mode (global, not
-    # per thread) is left alone: another thread's forward keeps recording.
-    # A recorded backward needs it on.
-    previous_mode = _grad_enabled
-    if create_graph:
-        _grad_enabled = True
+    # Raw VJPs compute on arrays and record nothing; a recorded backward needs
+    # grad mode on (in this thread).
+    previous_mode = _set_grad_enabled(True) if create_graph else True
     pop_pending = pending.pop
     get_pending = pending.get
     pop_ready = ready.pop
@@ -1497,7 +1516,7 @@ def run_backward(
                 args = None
     finally:
         if create_graph:
-            _grad_enabled = previous_mode
+            _set_grad_enabled(previous_mode)
         if raw:
             _recycle.end_of_pass()
     if raw:

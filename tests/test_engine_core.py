@@ -689,3 +689,36 @@ def test_floating_point_edge_cases_are_silent_as_in_pytorch() -> None:
     assert "nan" in done.stdout and "inf" in done.stdout
     warned = [line for line in done.stderr.splitlines() if "RuntimeWarning" in line]
     assert len(warned) == 1 and "<string>:6" in warned[0], done.stderr
+
+
+def test_grad_mode_is_per_thread_as_in_pytorch() -> None:
+    import threading
+
+    inside = threading.Event()
+    leave = threading.Event()
+    seen: dict[str, bool] = {}
+
+    def inference() -> None:
+        with torch.no_grad():
+            seen["off there"] = not torch.is_grad_enabled()
+            y = torch.tensor([1.0], requires_grad=True) * 2
+            seen["unrecorded there"] = y.grad_fn is None
+            inside.set()
+            leave.wait(10)
+
+    thread = threading.Thread(target=inference)
+    thread.start()
+    try:
+        assert inside.wait(10)
+        assert torch.is_grad_enabled()  # this thread's mode is its own
+        x = torch.tensor([3.0], requires_grad=True)
+        (x * x).sum().backward()
+        assert x.grad.tolist() == [6.0]
+        with torch.no_grad():
+            assert (x * 2).grad_fn is None
+        assert (x * 2).grad_fn is not None
+    finally:
+        leave.set()
+        thread.join()
+    assert seen == {"off there": True, "unrecorded there": True}
+    assert torch.is_grad_enabled() and _tensor._grad_enabled
