@@ -557,15 +557,15 @@ def unary_function(op: Any, slow: Any) -> Any:
         t._grad = None
         t._accum = None
         if record:
-            node = node_class(
-                input._grad_fn or _edge(input),
-                None,
-                xd if saves else _stand_in(xd),
-                None,
-                (),
-                data if uses_ans else None,
-                saves,
-            )
+            # Node(...) spelled out: no __init__ frame on the hottest path
+            node = _object_new(node_class)
+            node.p0 = input._grad_fn or _edge(input)
+            node.p1 = node.s1 = node.meta = None
+            node.s0 = xd if saves else _stand_in(xd)
+            node.consts = ()
+            node.ans = data if uses_ans else None
+            node.holds = saves
+            node.deps = 0
             if _recording:
                 node.meta = _Meta(data)
             t._grad_fn = node
@@ -628,15 +628,16 @@ def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
                 data = compute(xd, yd)
             if (rx or ry) and (_grad_enabled or _grad_here()):
                 k0, k1 = keep[rx + 2 * ry]
-                node = node_class(
-                    (self._grad_fn or _edge(self)) if rx else None,
-                    (other._grad_fn or _edge(other)) if ry else None,
-                    xd if k0 or type(xd) is not _ndarray else _stand_in(xd),
-                    yd if k1 or type(yd) is not _ndarray else _stand_in(yd),
-                    (),
-                    data if uses_ans else None,
-                    k0 or k1,
-                )
+                node = _object_new(node_class)  # Node(...) without an __init__ frame
+                node.p0 = (self._grad_fn or _edge(self)) if rx else None
+                node.p1 = (other._grad_fn or _edge(other)) if ry else None
+                node.s0 = xd if k0 or type(xd) is not _ndarray else _stand_in(xd)
+                node.s1 = yd if k1 or type(yd) is not _ndarray else _stand_in(yd)
+                node.consts = ()
+                node.ans = data if uses_ans else None
+                node.holds = k0 or k1
+                node.meta = None
+                node.deps = 0
                 if _recording:
                     node.meta = _Meta(data)
                 t = _object_new(Tensor)
