@@ -284,7 +284,7 @@ def call1(op: Op, x: Any, *consts: Any) -> Any:
     """Run ``op`` inside a VJP: recorded on a Tensor, plain NumPy on raw data."""
     if type(x) is Tensor:
         return apply1(op, x, *consts)
-    if op.ufunc is not None and not consts and _recycle.poolable(x):
+    if type(x) is np.ndarray and op.ufunc is not None and not consts and _recycle.poolable(x):
         return _recycle.unary(op.ufunc, x)
     return op.forward(x, *consts)
 
@@ -298,13 +298,6 @@ def call2(op: Op, x: Any, y: Any, *consts: Any) -> Any:
         if data is not None:
             return data
     return op.forward(x, y, *consts)
-
-
-def _through(g: Any, x: Any) -> Any:
-    """``g`` passed on unchanged to operand ``x`` (sums and differences)."""
-    if type(g) in _NUMPY_SCALARS:
-        return g
-    return unbroadcast(g, x)
 
 
 def unbroadcast(g: Any, x: Any) -> Any:
@@ -413,7 +406,7 @@ def _mul(a: Any, b: Any) -> Any:
     returns the other factor itself: backward never writes into a buffer
     something else still holds, and ``.grad`` copies what it does not own.
     """
-    if _is_broadcast_one(a, b):
+    if type(a) is np.ndarray and _is_broadcast_one(a, b):
         return b
     if _tensor._spares:
         if _spare_for(a, a, b):
@@ -452,9 +445,18 @@ def _is_number(x: Any) -> bool:
 # Binary ops take Tensors or Python numbers on either side; unbroadcast keeps each
 # gradient in its operand's shape.
 
+
+def _add_vjp_x(g: Any, a: Any, x: Any, y: Any) -> Any:
+    """``g`` passed on to operand ``x``, summed down to its shape."""
+    return g if type(g) in _NUMPY_SCALARS else unbroadcast(g, x)
+
+
+def _add_vjp_y(g: Any, a: Any, x: Any, y: Any) -> Any:
+    return g if type(g) in _NUMPY_SCALARS else unbroadcast(g, y)
+
+
 ADD = defop(
-    "add", "AddBackward0", operator.add,
-    (lambda g, a, x, y: _through(g, x), lambda g, a, x, y: _through(g, y)),
+    "add", "AddBackward0", operator.add, (_add_vjp_x, _add_vjp_y),
     arity="2", saves=False, sample=Sample(BINARY),
 )  # fmt: skip
 SUB = defop(
