@@ -15,6 +15,7 @@ apply them to JSON Lines as they are.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -99,6 +100,23 @@ class _Run:
     output_name: str | None
 
 
+def _releases_buffers(entry: Callable[..., Result]) -> Callable[..., Result]:
+    """A request is a unit of work: once it returned (its graph and scratch
+    tensors gone), the engine's free step buffers go back to malloc."""
+
+    @functools.wraps(entry)
+    def run(*args: Any, **kwargs: Any) -> Result:
+        try:
+            return entry(*args, **kwargs)
+        finally:
+            from gradcalc import _recycle
+
+            _recycle.empty_cache()
+
+    return run
+
+
+@_releases_buffers
 def evaluate(
     formula: str,
     bindings: Mapping[str, Any] | None = None,
@@ -136,10 +154,10 @@ def evaluate(
         from gradcalc.graph import build_graph
 
         result.graph = build_graph(run.output, _named_tensors(run), result.gradients)
-    _release_buffers()
     return result
 
 
+@_releases_buffers
 def jacobian(
     formula: str,
     bindings: Mapping[str, Any] | None = None,
@@ -170,10 +188,10 @@ def jacobian(
     for index, (name, tensor) in enumerate(targets):
         block = np.stack([row[index] for row in rows]) if rows else np.zeros((0,))
         result.jacobian[name] = block.reshape(run.value.shape + _shape_of(tensor))
-    _release_buffers()
     return result
 
 
+@_releases_buffers
 def hessian(
     formula: str,
     bindings: Mapping[str, Any] | None = None,
@@ -236,7 +254,6 @@ def hessian(
                 block = np.zeros(shape, dtype=dtype)
             result.hessian[row_name][col_name] = block
     _note_values(result)
-    _release_buffers()
     return result
 
 
@@ -411,13 +428,6 @@ def _grad(
         )
 
     return _guarded(run)
-
-
-def _release_buffers() -> None:
-    """A request is a unit of work: the engine's free step buffers go back to malloc."""
-    from gradcalc import _recycle
-
-    _recycle.empty_cache()
 
 
 def _backward_passes() -> int:

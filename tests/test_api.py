@@ -266,3 +266,6 @@ def test_a_request_leaves_no_free_engine_buffers_behind() -> None:
     assert _recycle.held_bytes() == 0
     jacobian("tanh(x[0:3]) * sum(x)", {"x": "linspace(0, 1, 300000)"})
     assert _recycle.held_bytes() == 0
+    descent = "for i in range(3):\n    g = grad(sum(sin(x*w)**2), w)\n    w = w - 0.1*g\nsum(w)"
+    evaluate(descent, {"x": "linspace(0, 1, 300000)", "w": "ones(300000)"})
+    assert _recycle.held_bytes() == 0  # the program's graph died with the request
