@@ -69,7 +69,7 @@ def _pow_vjp(g: float, a: float, x: float, p: float) -> float:
     if p == 1:
         return g * 1
     if p == 2:
-        return g * (x * 2)
+        return (g * x) * 2
     return g * p * _power(x, p - 1)
 
 

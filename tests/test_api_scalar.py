@@ -293,3 +293,12 @@ def test_cli_output_is_the_same_on_both_paths(
     monkeypatch.setattr(run, "_scalar_eligible", lambda inv: False)
     assert main.run(argv) == 0
     assert capsys.readouterr() == fast
+
+
+def test_square_gradient_rounds_like_the_engine_near_subnormals() -> None:
+    # d(a**2)·g is computed as (g*a)*2 by both paths; g*(a*2) would round
+    # differently where g*a falls among the subnormals.
+    formula, bindings = "a**2 * b", {"a": 3e-159, "b": 7e-151}
+    assert (7e-151 * 3e-159) * 2 != 7e-151 * (3e-159 * 2)  # tells the two orders apart
+    mine = scalar_json(formula, bindings, ["a"])
+    assert mine is not None and mine == engine_json(formula, bindings, ["a"])
