@@ -1231,6 +1231,8 @@ _FREED = object()
 _passes = 0
 """Backward passes run so far (see ``Node.deps``)."""
 _NUMBERS = (int, float, bool)
+_SCALAR_GRADS = frozenset((np.float64, np.float32, np.float16))
+"""Gradients with no buffer behind them: backward's 0-d fast path takes these."""
 _getrefcount = sys.getrefcount
 
 
@@ -1400,6 +1402,8 @@ def run_backward(
     get_pending = pending.get
     pop_ready = ready.pop
     push_ready = ready.append
+    free = not retain_graph
+    scalars = _SCALAR_GRADS if raw and target_set is None and accumulate else ()
     gi = old = None
     try:
         with np.errstate(all="ignore"):
@@ -1407,6 +1411,48 @@ def run_backward(
                 node = pop_ready()
                 g = pop_pending(node, None)
                 kind = node.kind
+                if type(g) in scalars and kind > 0 and node.meta is None:
+                    # A 0-d gradient through a plain node (long scalar chains): the
+                    # general path below minus what cannot apply to NumPy scalars
+                    # (buffer donation, in-place sums) or to this node (hooks, targets).
+                    holds = node.holds
+                    ans = node.ans
+                    if holds is _FREED or ans is _FREED:
+                        raise FreedGraphError(FREED_MESSAGE)
+                    args = (g, ans, node.s0, node.s1) if kind == 2 else (g, ans, node.s0)
+                    consts = node.consts
+                    if consts:
+                        args += consts
+                    if free:
+                        if holds:
+                            node.holds = _FREED
+                            node.s0 = node.s1 = None
+                        if ans is not None:
+                            node.ans = _FREED
+                    g = ans = None
+                    vjps = node.vjps
+                    parent = node.p0
+                    if parent is not None:
+                        gi = vjps[0](*args)
+                        if gi is not None:
+                            old = get_pending(parent)
+                            pending[parent] = gi if old is None else old + gi
+                        count = parent.deps - 1
+                        parent.deps = count
+                        if count == base:
+                            push_ready(parent)
+                    parent = node.p1
+                    if parent is not None:
+                        gi = vjps[1](*args)
+                        if gi is not None:
+                            old = get_pending(parent)
+                            pending[parent] = gi if old is None else old + gi
+                        count = parent.deps - 1
+                        parent.deps = count
+                        if count == base:
+                            push_ready(parent)
+                    gi = old = args = None
+                    continue
                 if g is not None:
                     if target_set is not None and node in target_set:
                         captured[node] = g
@@ -1470,7 +1516,7 @@ def run_backward(
                 else:
                     parents = node.p0
                     args = (g, ans, *node.s0, *consts)
-                if not retain_graph:
+                if free:
                     if node.holds:
                         node.holds = _FREED
                         node.s0 = node.s1 = None

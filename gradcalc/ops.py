@@ -582,12 +582,22 @@ ABS = defop(
     "abs", "AbsBackward0", np.abs, (lambda g, a, x: _mul(g, call1(SIGN, x)),),
     sample=Sample(UNARY, domain="nonzero"),
 )  # fmt: skip
-SIN = defop(
-    "sin", "SinBackward0", np.sin, (lambda g, a, x: _mul(g, call1(COS, x)),), sample=Sample(UNARY)
-)  # fmt: skip
-COS = defop(
-    "cos", "CosBackward0", np.cos, (lambda g, a, x: g * -call1(SIN, x),), sample=Sample(UNARY)
-)  # fmt: skip
+
+
+def _sin_vjp(g: Any, a: Any, x: Any) -> Any:
+    if type(g) in _NUMPY_SCALARS:
+        return g * np.cos(x)  # 0-d (scalar chains): no buffers to reuse, no recording
+    return _mul(g, call1(COS, x))
+
+
+def _cos_vjp(g: Any, a: Any, x: Any) -> Any:
+    if type(g) in _NUMPY_SCALARS:
+        return g * -np.sin(x)
+    return g * -call1(SIN, x)
+
+
+SIN = defop("sin", "SinBackward0", np.sin, (_sin_vjp,), sample=Sample(UNARY))
+COS = defop("cos", "CosBackward0", np.cos, (_cos_vjp,), sample=Sample(UNARY))
 TAN = defop(
     "tan", "TanBackward0", np.tan, (lambda g, a, x: _mul(g, _one_plus_square(a, 1)),),
     uses_ans=True, saves=False, sample=Sample(UNARY, domain="unit"),
