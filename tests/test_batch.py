@@ -129,21 +129,21 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
 
 def test_results_appear_before_the_input_ends() -> None:
     """A line's result is written and flushed before the next line is read."""
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [*GRADCALC, "batch", "-"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(request(1) + "\n")
-    proc.stdin.flush()
-    first = strict(proc.stdout.readline())
-    assert first["id"] == 1
-    proc.stdin.write(request(2) + "\n")
-    proc.stdin.close()
-    assert strict(proc.stdout.readline())["id"] == 2
-    assert proc.wait(timeout=30) == 0
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(request(1) + "\n")
+        proc.stdin.flush()
+        first = strict(proc.stdout.readline())
+        assert first["id"] == 1
+        proc.stdin.write(request(2) + "\n")
+        proc.stdin.close()
+        assert strict(proc.stdout.readline())["id"] == 2
+        assert proc.wait(timeout=30) == 0
 
 
 def test_progress_bar_goes_to_stderr_only() -> None:
@@ -203,22 +203,22 @@ def test_jobs_2_streams_and_the_parent_never_imports_numpy() -> None:
         "sys.stderr.write(f'numpy in parent: {\"numpy\" in sys.modules}\\n')\n"
         "sys.exit(code)\n"
     )
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", code],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    proc.stdin.write(request(1) + "\n")
-    proc.stdin.flush()
-    assert strict(proc.stdout.readline())["id"] == 1  # answered before the input ends
-    proc.stdin.write(request(2) + "\n")
-    proc.stdin.close()
-    assert strict(proc.stdout.readline())["id"] == 2
-    assert proc.wait(timeout=60) == 0
-    assert proc.stderr.read() == "numpy in parent: False\n"
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        proc.stdin.write(request(1) + "\n")
+        proc.stdin.flush()
+        assert strict(proc.stdout.readline())["id"] == 1  # answered before the input ends
+        proc.stdin.write(request(2) + "\n")
+        proc.stdin.close()
+        assert strict(proc.stdout.readline())["id"] == 2
+        assert proc.wait(timeout=60) == 0
+        assert proc.stderr.read() == "numpy in parent: False\n"
 
 
 def test_run_line_is_picklable_for_other_map_engines() -> None:
