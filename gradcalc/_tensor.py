@@ -20,11 +20,14 @@ drops each incoming gradient and (unless ``retain_graph``) each node's saved
 data as soon as they are used, so peak memory stays close to a hand-written
 NumPy backward. With ``create_graph`` the same VJPs run on Tensors rebuilt
 from the saved data and the backward is recorded. No recursion, so a chain
-of a million nodes is fine.
+of a million nodes is fine. The two loops that visit every node (counting
+consumers; the 0-d fast path) also exist in C (``gradcalc/_native.c``,
+built at install when a compiler is there); results are the same bits.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import warnings
@@ -1249,6 +1252,23 @@ def _refs_when_alone() -> tuple[int, int]:
 
 
 _ALONE_IN_DICT, _ALONE = _refs_when_alone()
+
+
+def _load_native() -> Any:
+    """The C loops (see ``_native.c``), or None: not built, or GRADCALC_PURE_PYTHON=1."""
+    if os.environ.get("GRADCALC_PURE_PYTHON"):
+        return None
+    try:
+        from gradcalc import _native
+    except ImportError:  # installed without a C compiler
+        return None
+    _native.setup(Node, _FREED, tuple(_SCALAR_GRADS))
+    return _native
+
+
+_native = _load_native()
+_NATIVE_BASE_LIMIT = 1 << 62
+"""The C loops keep counts in 64-bit integers: passes beyond ~4 million use Python's."""
 _pooled = _recycle.pooled
 
 _spares: tuple = ()
@@ -1369,6 +1389,9 @@ def run_backward(
             stack.append(root)
     pop_stack = stack.pop
     push_stack = stack.append
+    native = _native if base < _NATIVE_BASE_LIMIT else None
+    if native is not None and reached is None:
+        native.count_dependencies(stack, base)
     while stack:
         node = pop_stack()
         if reached is not None:
@@ -1404,10 +1427,15 @@ def run_backward(
     push_ready = ready.append
     free = not retain_graph
     scalars = _SCALAR_GRADS if raw and target_set is None and accumulate else ()
+    run_scalar_nodes = native.run_scalar_nodes if native is not None and scalars else None
     gi = old = None
     try:
         with np.errstate(all="ignore"):
             while ready:
+                if run_scalar_nodes is not None:
+                    run_scalar_nodes(ready, pending, base, free)  # as the branch below
+                    if not ready:
+                        break
                 node = pop_ready()
                 g = pop_pending(node, None)
                 kind = node.kind

@@ -20,6 +20,8 @@ import gradcalc as torch
 from gradcalc import _recycle, _tensor
 from gradcalc.autograd import grad
 
+pytestmark = pytest.mark.usefixtures("backward_loops")  # C and Python loops alike
+
 SIZE = 160_000  # float64: 1.28 MB, above the pool's threshold
 assert SIZE * 8 >= _recycle.MIN_BYTES
 

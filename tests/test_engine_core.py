@@ -23,6 +23,8 @@ from gradcalc.errors import (
     NoGradFnError,
 )
 
+pytestmark = pytest.mark.usefixtures("backward_loops")  # C and Python loops alike
+
 
 def names(fn) -> list:
     return [None if f is None else f.name() for f, _ in fn.next_functions]

@@ -18,6 +18,8 @@ import gradcalc as torch
 from gradcalc import ops
 from gradcalc.autograd import grad
 
+pytestmark = pytest.mark.usefixtures("backward_loops")  # C and Python loops alike
+
 EPS = 1e-6
 RTOL = 1e-4
 ATOL = 1e-6

@@ -1,0 +1,218 @@
+"""Backward's per-node loops in C (gradcalc/_native.c) against the same loops in Python.
+
+The engine suites run every test both ways (the ``backward_loops`` fixture);
+these tests compare the two directly, bit for bit, on random scalar graphs,
+and check what only the C side can get wrong: references (leaks, early
+frees), errors raised by a VJP midway, and the hand-over to Python.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import sys
+import tracemalloc
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+import gradcalc as torch
+from gradcalc import _tensor, ops
+from gradcalc.autograd import grad
+
+needs_native = pytest.mark.skipif(
+    _tensor._native is None, reason="gradcalc._native was not built (no C compiler at install)"
+)
+
+
+def test_the_c_loops_are_built_wherever_a_compiler_is() -> None:
+    if os.environ.get("GRADCALC_PURE_PYTHON") or not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("pure Python asked for, or no C compiler here")
+    assert _tensor._native is not None
+
+
+def test_pure_python_can_be_chosen_by_environment() -> None:
+    import subprocess
+
+    code = "from gradcalc import _tensor; print(_tensor._native is None)"
+    env = {**os.environ, "GRADCALC_PURE_PYTHON": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "True", out.stderr
+
+
+# ---------------------------------------------------------------- same bits both ways
+
+UNARY: list[Callable[[Any], Any]] = [
+    lambda a: a.sin(),
+    lambda a: a.cos(),
+    lambda a: (a * 0.3).exp(),
+    lambda a: a.tanh(),
+    lambda a: a**2,
+    lambda a: a**3,
+    lambda a: -a,
+    lambda a: (a * a + 1.0).sqrt(),
+    lambda a: (a * a + 0.5).log(),
+    lambda a: a.sigmoid(),
+    lambda a: a.abs() + 0.1,
+]
+BINARY: list[Callable[[Any, Any], Any]] = [
+    lambda a, b: a * b,
+    lambda a, b: a + b,
+    lambda a, b: a - b,
+    lambda a, b: a / (b * b + 1.0),
+    lambda a, b: torch.maximum(a, b),
+    lambda a, b: 2.0 * a - b * 0.5,
+]
+
+
+def random_scalar_graph(seed: int, dtype: Any) -> tuple[list, list]:
+    """Leaves and values of a random graph of 0-d ops that reuses values (several
+    consumers per node), mixes in constants, and has a vector part reduced to 0-d."""
+    rng = np.random.default_rng(seed)
+    leaves = [torch.tensor(float(v), dtype=dtype, requires_grad=True) for v in rng.normal(size=3)]
+    vector = torch.tensor(rng.normal(size=5), dtype=dtype, requires_grad=True)
+    constant = torch.tensor(0.7, dtype=dtype)
+    values = [*leaves, (vector * vector).sum(), constant]
+    for _ in range(60):
+        if rng.random() < 0.5:
+            a = values[rng.integers(len(values))]
+            values.append(UNARY[rng.integers(len(UNARY))](a))
+        else:
+            a, b = (values[i] for i in rng.integers(len(values), size=2))
+            values.append(BINARY[rng.integers(len(BINARY))](a, b))
+    return [*leaves, vector], values
+
+
+def gradients_of(seed: int, dtype: Any, use_native: bool, monkeypatch: Any) -> list[np.ndarray]:
+    with monkeypatch.context() as patch:
+        if not use_native:
+            patch.setattr(_tensor, "_native", None)
+        leaves, values = random_scalar_graph(seed, dtype)
+        out = values[-1] + values[-2] * values[-7]
+        for leaf in leaves:  # every leaf reached, whatever the draw
+            out = out + leaf.sum() * 0.01
+        out.backward(retain_graph=True)
+        first = [leaf.grad.numpy().copy() for leaf in leaves]
+        out.backward()  # accumulates into .grad
+        return first + [leaf.grad.numpy() for leaf in leaves]
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("seed", range(12))
+def test_random_scalar_graphs_give_the_same_bits(seed: int, dtype: Any, monkeypatch) -> None:
+    native = gradients_of(seed, dtype, True, monkeypatch)
+    python = gradients_of(seed, dtype, False, monkeypatch)
+    for got, want in zip(native, python, strict=True):
+        assert got.dtype == want.dtype
+        assert got.tobytes() == want.tobytes()
+
+
+@pytest.mark.usefixtures("backward_loops")
+def test_a_second_backward_through_freed_nodes_is_an_error() -> None:
+    x = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    y = (x * 3.0).sin() * x
+    y.backward()
+    with pytest.raises(torch.errors.FreedGraphError):
+        y.backward()
+
+
+# ---------------------------------------------------------------- what only C can get wrong
+
+
+def chain(n: int) -> tuple[Any, Any]:
+    x = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    c = torch.tensor(0.9, dtype=torch.float64)
+    y = x
+    for _ in range(n):
+        y = (y * c + x).sin() * 0.95
+    return x, y
+
+
+@pytest.mark.usefixtures("backward_loops")
+def test_graphs_die_with_their_outputs_and_repeated_passes_do_not_grow_memory() -> None:
+    _, y = chain(50)
+    node = weakref.ref(y.grad_fn)
+    y.backward()
+    del y
+    gc.collect()
+    assert node() is None
+    tracemalloc.start()
+    try:
+        for _ in range(3):  # warm up allocator caches
+            chain(2_000)[1].backward()
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(10):
+            chain(2_000)[1].backward()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 64_000, f"{grown} bytes kept after 10 passes of 8,000 nodes"
+
+
+@pytest.mark.usefixtures("backward_loops")
+def test_the_sentinels_and_leaves_keep_their_reference_counts() -> None:
+    x = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+
+    def one_pass() -> None:
+        y = x
+        for _ in range(100):
+            y = (y * 0.9 + x).sin() * x
+        y.backward()
+
+    one_pass()
+    gc.collect()
+    freed, leaf = sys.getrefcount(_tensor._FREED), sys.getrefcount(x)
+    for _ in range(5):
+        one_pass()
+    gc.collect()
+    assert (sys.getrefcount(_tensor._FREED), sys.getrefcount(x)) == (freed, leaf)
+
+
+class VJPFailed(Exception):
+    pass
+
+
+@pytest.mark.usefixtures("backward_loops")
+def test_an_error_raised_by_a_vjp_midway_reaches_the_caller(monkeypatch) -> None:
+    calls = []
+
+    def failing(g: Any, a: Any, x: Any) -> Any:
+        calls.append(g)
+        if len(calls) == 5:
+            raise VJPFailed("from the fifth sin")
+        return g * np.cos(x)
+
+    monkeypatch.setattr(ops.SIN.node, "vjps", (failing,))
+    _, y = chain(10)
+    with pytest.raises(VJPFailed, match="fifth sin"):
+        y.backward()
+    monkeypatch.undo()
+    x2, y2 = chain(10)  # the engine is still usable
+    y2.backward()
+    assert np.isfinite(x2.grad.item())
+
+
+def test_counts_beyond_64_bits_hand_the_pass_to_python(monkeypatch) -> None:
+    expected_x, expected_y = chain(20)
+    expected_y.backward()
+    monkeypatch.setattr(_tensor, "_passes", (_tensor._NATIVE_BASE_LIMIT >> 40) - 1)
+    x, y = chain(20)
+    y.backward()  # the first pass with base >= 2**62: Python's loops
+    assert _tensor._passes << 40 >= _tensor._NATIVE_BASE_LIMIT
+    assert x.grad.item() == expected_x.grad.item()
+
+
+@pytest.mark.usefixtures("backward_loops")
+def test_grad_with_inputs_and_create_graph_take_the_general_path() -> None:
+    x, y = chain(30)
+    (first,) = grad(y, x, create_graph=True)
+    (second,) = grad(first, x)
+    xs, ys = chain(30)
+    ys.backward()
+    assert first.item() == xs.grad.item()
+    assert np.isfinite(second.item())
