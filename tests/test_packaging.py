@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NOT_SOURCE = shutil.ignore_patterns(
-    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
+    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "*.so"
 )
 
 
@@ -45,3 +45,7 @@ def test_wheel_maps_cli_and_grammar_into_the_package(tmp_path: Path) -> None:
         "gradcalc/autograd/functional.py",
     ):
         assert required in names
+    native = [name for name in names if name.startswith("gradcalc/_native.")]
+    if shutil.which("cc") or shutil.which("gcc"):  # built from source here, not copied
+        assert len(native) == 1 and native[0].endswith(".so"), native
+    assert "gradcalc/_native.c" not in names
