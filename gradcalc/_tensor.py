@@ -302,6 +302,8 @@ class Node:
     )
     op: Any = None
     vjps: Any = ()
+    negates = False
+    """The VJP is exactly ``-g``: a raw backward folds it into the sum at the operand."""
     kind = 1
     """1 or 2 operands; 0 for an op over a sequence; -1 for AccumulateGrad."""
 
@@ -417,7 +419,14 @@ class AccumulateGrad(Node):
 def node_class(grad_fn_name: str, op: Any) -> type[Node]:
     """A Node subclass named like PyTorch's grad_fn (``MulBackward0``) for one op."""
     kind = {"1": 1, "2": 2}.get(op.arity, 0)
-    namespace = {"__slots__": (), "op": op, "vjps": op.vjps, "kind": kind, "__module__": __name__}
+    namespace = {
+        "__slots__": (),
+        "op": op,
+        "vjps": op.vjps,
+        "kind": kind,
+        "negates": op.negates,
+        "__module__": __name__,
+    }
     return type(grad_fn_name, (Node,), namespace)
 
 
@@ -1426,6 +1435,8 @@ def run_backward(
     pop_ready = ready.pop
     push_ready = ready.append
     free = not retain_graph
+    negated: set[Node] = set()
+    """Nodes whose pending array holds minus their gradient (a folded ``-g``)."""
     scalars = _SCALAR_GRADS if raw and target_set is None and accumulate else ()
     run_scalar_nodes = native.run_scalar_nodes if native is not None and scalars else None
     gi = old = None
@@ -1438,6 +1449,16 @@ def run_backward(
                         break
                 node = pop_ready()
                 g = pop_pending(node, None)
+                if negated and node in negated:  # a folded -g that met no other gradient
+                    negated.discard(node)
+                    if (
+                        _getrefcount(g) - _pooled(g) == _ALONE
+                        and g.base is None
+                        and g.flags.writeable
+                    ):
+                        g = np.negative(g, out=g)
+                    else:
+                        g = -g
                 kind = node.kind
                 if type(g) in scalars and kind > 0 and node.meta is None:
                     # A 0-d gradient through a plain node (long scalar chains): the
@@ -1553,12 +1574,17 @@ def run_backward(
                 g = ans = None
                 vjps = node.vjps
                 donate = type(args[0]) is _ndarray and raw and not retain_graph and kind > 0
+                # -g (NegBackward) on an array: not computed but folded into the sum at
+                # the operand (a - g for a + -g: the same bits, one memory pass fewer)
+                fold = node.negates and raw and type(args[0]) is _ndarray and args[0].ndim > 0
                 index = -1
                 for parent in parents:
                     index += 1
                     if parent is None:
                         continue
-                    if donate:
+                    if fold:
+                        gi = args[0]
+                    elif donate:
                         _spares = _spare_buffers(node, args, kind, index)
                         try:
                             gi = vjps[index](*args)
@@ -1568,8 +1594,14 @@ def run_backward(
                         gi = vjps[index](*args)
                     if gi is not None:
                         old = get_pending(parent)
+                        # pending holds -(gradient) for parents in `negated`; sums of
+                        # equal sign add, opposite signs subtract (exact, as IEEE
+                        # negation is): -P + gi is gi - P, P + -gi is P - gi.
+                        flipped = bool(negated) and parent in negated
                         if old is None:
                             pending[parent] = gi
+                            if fold:
+                                negated.add(parent)
                         elif (
                             raw
                             and type(old) is _ndarray
@@ -1579,10 +1611,19 @@ def run_backward(
                             and old.flags.writeable
                             and old.shape == gi.shape
                             and old.dtype == gi.dtype
-                        ):
-                            old += gi  # a buffer only this pass holds: add in place
-                        else:
+                        ):  # a buffer only this pass holds: the sum goes into it
+                            if fold == flipped:
+                                old += gi
+                            elif flipped:
+                                np.subtract(gi, old, out=old)
+                            else:
+                                old -= gi
+                        elif fold == flipped:
                             pending[parent] = old + gi
+                        else:
+                            pending[parent] = gi - old if flipped else old - gi
+                        if fold != flipped and old is not None:
+                            negated.discard(parent)
                         gi = old = None
                     count = parent.deps - 1
                     parent.deps = count

@@ -29,6 +29,9 @@ The VJP contract, once for all entries
   keep a zero-memory stand-in with shape and dtype), and backward frees
   them; a node that kept no tensor values can be backpropagated twice
   without ``retain_graph``, as in PyTorch (``y = 2 * x``).
+* ``negates=True``: the VJP is exactly ``-g`` (``neg``, ``rsub``). A raw
+  backward then skips it for an array gradient and subtracts ``g`` where
+  the operand's gradients are summed (same bits, one memory pass fewer).
 * ``grad_fn`` is PyTorch's node name (``MulBackward0``). ``nondiff(...)``
   declares an op without derivative (comparisons, argmax): its results never
   require grad. A derivative that is zero everywhere (``sign``, ``floor``)
@@ -126,6 +129,7 @@ class Op:
         "grad_fn",
         "keep2",
         "name",
+        "negates",
         "node",
         "pooled",
         "reads",
@@ -149,6 +153,7 @@ class Op:
         uses_ans: bool,
         reads: tuple[tuple[int, ...], ...] | None = None,
         pooled: Callable | None = None,
+        negates: bool = False,
     ) -> None:
         if not isinstance(sample, Sample):
             raise TypeError(f"op {name!r} needs a Sample for the gradient check")
@@ -160,6 +165,7 @@ class Op:
         self.arity = arity
         self.saves = saves
         self.uses_ans = uses_ans
+        self.negates = negates
         if reads is None:
             reads = ((0, 1), (0, 1)) if saves else ((), ())
         self.reads = reads
@@ -206,13 +212,14 @@ def defop(
     uses_ans: bool = False,
     reads: tuple[tuple[int, ...], ...] | None = None,
     pooled: Callable | None = None,
+    negates: bool = False,
 ) -> Op:
     """Declare a differentiable op (see the module docstring for the contract)."""
     if name in REGISTRY:
         raise ValueError(f"op {name!r} is declared twice")
     op = Op(
         name, grad_fn, forward, vjps, sample=sample, arity=arity, saves=saves,
-        uses_ans=uses_ans, reads=reads, pooled=pooled,
+        uses_ans=uses_ans, reads=reads, pooled=pooled, negates=negates,
     )  # fmt: skip
     REGISTRY[name] = op
     return op
@@ -467,7 +474,7 @@ SUB = defop(
 RSUB = defop(
     "rsub", "RsubBackward1", lambda x, other: other - x,
     (lambda g, a, x, other: -g,),
-    saves=False, sample=Sample(UNARY, consts=((2.5,),)),
+    saves=False, negates=True, sample=Sample(UNARY, consts=((2.5,),)),
 )  # fmt: skip
 
 
@@ -502,7 +509,7 @@ RECIPROCAL = defop(
 )  # fmt: skip
 NEG = defop(
     "neg", "NegBackward0", np.negative, (lambda g, a, x: _neg(g),),
-    saves=False, sample=Sample(UNARY),
+    saves=False, negates=True, sample=Sample(UNARY),
 )  # fmt: skip
 
 

@@ -301,6 +301,66 @@ def test_pooled_large_arrays_give_the_recorded_backwards_bits(step: Any) -> None
     torch.empty_cache()
 
 
+NEGATIONS = {
+    "alone": lambda x: (-x).sum(),
+    "first of two": lambda x: (x * 3.0 + (-x)).sum(),
+    "first, own buffer": lambda x: (x * x + (-x) * x.cos()).sum(),
+    "first, then in place": lambda x: (x * 3.0 + (-x) * x.detach().cos()).sum(),
+    "between": lambda x: (x.sin() + (-x) * x.exp() + x * 2.0).sum(),
+    "then a sum": lambda x: (-x.exp() + x * 3.0).sum(),
+    "after a sum": lambda x: (x * 3.0 + -x.exp()).sum(),
+    "twice": lambda x: ((-x) * 0.5 + (-x).sin()).sum(),
+    "of a negation": lambda x: ((-x).neg() * x).sum(),
+    "rsub": lambda x: ((2.5 - x) * x + (1.0 - x.cos())).sum(),
+    "into a view": lambda x: (-x[::2]).sum() + (x * x).sum(),
+    "broadcast": lambda x: (-x.reshape(-1, 1) + x.reshape(1, -1)[:, :3]).sum(),
+}
+
+
+@pytest.mark.parametrize("size", [6, 300_000], ids=["small", "pooled"])
+@pytest.mark.parametrize("step", NEGATIONS.values(), ids=NEGATIONS.keys())
+def test_folded_negations_give_the_recorded_backwards_bits(step: Any, size: int) -> None:
+    # A raw backward folds NegBackward's -g into the sum at the operand
+    # (subtracting instead of negating then adding); the recorded backward
+    # computes -g as written. Bits must agree, signed zeros included.
+    x = torch.from_numpy(np.linspace(-1.2, 1.1, size)).requires_grad_()
+    step(x).backward()
+    (recorded,) = grad(step(x), x, create_graph=True)
+    (targeted,) = grad(step(x), x)
+    assert x.grad.numpy().tobytes() == recorded.detach().numpy().tobytes()
+    assert targeted.numpy().tobytes() == recorded.detach().numpy().tobytes()
+    retained = x.grad.numpy().copy()
+    loss = step(x)
+    loss.backward(retain_graph=True)  # saved buffers stay shared: nothing in place
+    loss.backward()
+    np.testing.assert_array_equal(x.grad.numpy(), retained * 3)
+    torch.empty_cache()
+
+
+def test_a_raw_backward_never_computes_minus_g_for_arrays(monkeypatch) -> None:
+    from gradcalc import ops
+
+    def computed(g: Any, a: Any, x: Any) -> Any:
+        raise AssertionError("NegBackward's VJP ran")
+
+    monkeypatch.setattr(ops.NEG.node, "vjps", (computed,))
+    x = torch.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    (x * 2.0 - (-x).exp()).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2.0 + np.exp(-x.detach().numpy()))
+
+
+def test_a_folded_negation_reaches_hooks_and_intermediates_negated() -> None:
+    x = torch.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    u = x * 2.0
+    u.retain_grad()
+    (-u).sum().backward()
+    assert u.grad.tolist() == [-1.0, -1.0, -1.0]
+    assert x.grad.tolist() == [-2.0, -2.0, -2.0]
+    u = x * 2.0
+    (gu,) = grad((-u * u).sum(), u)
+    assert gu.tolist() == [-4.0, 8.0, -12.0]
+
+
 def test_pooled_buffers_last_one_step_and_only_large_arrays_are_pooled() -> None:
     torch.empty_cache()
     small = torch.tensor(np.ones(1000), requires_grad=True)
