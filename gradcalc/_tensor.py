@@ -1265,7 +1265,7 @@ _ALONE_IN_DICT, _ALONE = _refs_when_alone()
 
 def _load_native() -> Any:
     """The C loops (see ``_native.c``), or None: not built, or GRADCALC_PURE_PYTHON=1."""
-    if os.environ.get("GRADCALC_PURE_PYTHON"):
+    if os.environ.get("GRADCALC_PURE_PYTHON", "").lower() not in ("", "0", "false", "no"):
         return None
     try:
         from gradcalc import _native
