@@ -1365,6 +1365,12 @@ def _store_leaf_data(leaf_tensor: Tensor, data: Any, owned: bool) -> None:
         leaf_tensor._grad = _wrap(old_data + data)
 
 
+_backward_lock = threading.RLock()
+"""Held by every backward pass: passes keep their counts on the nodes, and graphs
+built in different threads may share nodes (a model's parameters). PyTorch
+serialises the sums into a shared ``.grad`` with a lock in AccumulateGrad."""
+
+
 def run_backward(
     roots: Sequence[Node],
     grads: Sequence[Tensor],
@@ -1372,6 +1378,19 @@ def run_backward(
     create_graph: bool,
     targets: Sequence[Node] | None = None,
     accumulate: bool = True,
+) -> dict[Node, Tensor]:
+    """Run :func:`_run_backward` (below), one pass at a time across threads."""
+    with _backward_lock:
+        return _run_backward(roots, grads, retain_graph, create_graph, targets, accumulate)
+
+
+def _run_backward(
+    roots: Sequence[Node],
+    grads: Sequence[Tensor],
+    retain_graph: bool,
+    create_graph: bool,
+    targets: Sequence[Node] | None,
+    accumulate: bool,
 ) -> dict[Node, Tensor]:
     """Propagate ``grads`` from ``roots`` through the graph in topological order.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import subprocess
 import sys
+import threading
 import weakref
 from typing import Any
 
@@ -751,6 +752,36 @@ def test_floating_point_edge_cases_are_silent_as_in_pytorch() -> None:
     assert "nan" in done.stdout and "inf" in done.stdout
     warned = [line for line in done.stderr.splitlines() if "RuntimeWarning" in line]
     assert len(warned) == 1 and "<string>:6" in warned[0], done.stderr
+
+
+def test_threads_backpropagating_into_shared_leaves_lose_nothing() -> None:
+    # Hogwild-style: graphs built in two threads share the leaf w (one
+    # AccumulateGrad node); a thread switch every 10 µs interleaves their passes.
+    w = torch.tensor(np.linspace(0.0, 1.0, 50), requires_grad=True)
+
+    def loss() -> Any:
+        y = w
+        for _ in range(60):
+            y = (y * 0.9 + w).sin()
+        return y.sum()
+
+    loss().backward()
+    once = w.grad.numpy().copy()
+    w.grad = None
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        workers = [
+            threading.Thread(target=lambda: [loss().backward() for _ in range(10)])
+            for _ in range(2)
+        ]
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    np.testing.assert_allclose(w.grad.numpy(), 20 * once, rtol=1e-13)
 
 
 def test_grad_mode_is_per_thread_as_in_pytorch() -> None:
