@@ -21,8 +21,10 @@ data as soon as they are used, so peak memory stays close to a hand-written
 NumPy backward. With ``create_graph`` the same VJPs run on Tensors rebuilt
 from the saved data and the backward is recorded. No recursion, so a chain
 of a million nodes is fine. The two loops that visit every node (counting
-consumers; the 0-d fast path) also exist in C (``gradcalc/_native.c``,
-built at install when a compiler is there); results are the same bits.
+consumers; the 0-d fast path) and the 0-d case of the common elementwise ops
+(:func:`binary_method`, :func:`unary_function`) also exist in C
+(``gradcalc/_native.c``, built at install when a compiler is there); results
+are the same bits, and the Python code here is what runs without it.
 """
 
 from __future__ import annotations
@@ -588,7 +590,16 @@ def unary_function(op: Any, slow: Any) -> Any:
         return t
 
     function.__name__ = function.__qualname__ = op.name
-    return function
+    return _fast_op(function, op, 1, saves)
+
+
+def _fast_op(python: Any, op: Any, arity: int, keep: Any) -> Any:
+    """``python`` (an op's inlined Python path), or the C FastOp that runs its 0-d
+    case where the op is quiet (``op.quiet``) and calls ``python`` for everything
+    else (see ``_native.c``)."""
+    if _native is None or op.node is None or op.quiet is None:
+        return python
+    return _native.FastOp(python, op.forward, op.node, arity, op.uses_ans, keep, op.quiet)
 
 
 def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
@@ -695,7 +706,7 @@ def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
         return slow(self, other)
 
     method.__name__ = method.__qualname__ = f"__{op.name}__"
-    return method
+    return _fast_op(method, op, 2, keep)
 
 
 def applyn(op: Any, operands: Sequence[Any], *consts: Any) -> Tensor:
@@ -1086,7 +1097,7 @@ class Tensor:
 
 def _rebuild(data: np.ndarray, requires_grad: bool) -> Tensor:
     t = _wrap(data)
-    t._requires_grad = requires_grad
+    t._requires_grad = bool(requires_grad)
     return t
 
 
@@ -1272,6 +1283,7 @@ def _load_native() -> Any:
     except ImportError:  # installed without a C compiler
         return None
     _native.setup(Node, _FREED, tuple(_SCALAR_GRADS))
+    _native.setup_forward(Tensor, np.ndarray, globals(), _edge, (np.float64, np.float32))
     return _native
 
 

@@ -32,6 +32,12 @@ The VJP contract, once for all entries
 * ``negates=True``: the VJP is exactly ``-g`` (``neg``, ``rsub``). A raw
   backward then skips it for an array gradient and subtracts ``g`` where
   the operand's gradients are summed (same bits, one memory pass fewer).
+* ``quiet=(lo, hi)``: where the forward raises no floating-point warning in
+  float32 or float64 (no overflow, division by zero or invalid operation):
+  for a one-operand op, inputs ``lo <= x < hi``; for a binary one, operands
+  with ``|x|, |y| <= hi`` and ``|y| >= lo``. The C fast path for 0-d
+  tensors (``_native.c``) runs an op only there; elsewhere Python runs it,
+  where the engine silences NumPy's warnings (``_tensor.py``).
 * ``grad_fn`` is PyTorch's node name (``MulBackward0``). ``nondiff(...)``
   declares an op without derivative (comparisons, argmax): its results never
   require grad. A derivative that is zero everywhere (``sign``, ``floor``)
@@ -71,6 +77,12 @@ _py_sum = builtins.sum
 _py_max = builtins.max
 _py_min = builtins.min
 _py_abs = builtins.abs
+
+_BOUND = 2.0**60
+"""Operands this large cannot overflow float32 when added, multiplied or divided
+by one at least 1/_BOUND (float32 overflows above 2**128)."""
+_FINITE = (-1e30, 1e30)
+"""Finite in float32 and float64 alike, for ops that warn only on inf or nan."""
 
 
 # ---------------------------------------------------------------- the registry
@@ -132,6 +144,7 @@ class Op:
         "negates",
         "node",
         "pooled",
+        "quiet",
         "reads",
         "sample",
         "saves",
@@ -154,6 +167,7 @@ class Op:
         reads: tuple[tuple[int, ...], ...] | None = None,
         pooled: Callable | None = None,
         negates: bool = False,
+        quiet: tuple[float, float] | None = None,
     ) -> None:
         if not isinstance(sample, Sample):
             raise TypeError(f"op {name!r} needs a Sample for the gradient check")
@@ -166,6 +180,7 @@ class Op:
         self.saves = saves
         self.uses_ans = uses_ans
         self.negates = negates
+        self.quiet = quiet
         if reads is None:
             reads = ((0, 1), (0, 1)) if saves else ((), ())
         self.reads = reads
@@ -213,13 +228,14 @@ def defop(
     reads: tuple[tuple[int, ...], ...] | None = None,
     pooled: Callable | None = None,
     negates: bool = False,
+    quiet: tuple[float, float] | None = None,
 ) -> Op:
     """Declare a differentiable op (see the module docstring for the contract)."""
     if name in REGISTRY:
         raise ValueError(f"op {name!r} is declared twice")
     op = Op(
         name, grad_fn, forward, vjps, sample=sample, arity=arity, saves=saves,
-        uses_ans=uses_ans, reads=reads, pooled=pooled, negates=negates,
+        uses_ans=uses_ans, reads=reads, pooled=pooled, negates=negates, quiet=quiet,
     )  # fmt: skip
     REGISTRY[name] = op
     return op
@@ -464,12 +480,12 @@ def _add_vjp_y(g: Any, a: Any, x: Any, y: Any) -> Any:
 
 ADD = defop(
     "add", "AddBackward0", operator.add, (_add_vjp_x, _add_vjp_y),
-    arity="2", saves=False, sample=Sample(BINARY),
+    arity="2", saves=False, quiet=(0.0, _BOUND), sample=Sample(BINARY),
 )  # fmt: skip
 SUB = defop(
     "sub", "SubBackward0", operator.sub,
     (lambda g, a, x, y: unbroadcast(g, x), lambda g, a, x, y: unbroadcast(-g, y)),
-    arity="2", saves=False, sample=Sample(BINARY),
+    arity="2", saves=False, quiet=(0.0, _BOUND), sample=Sample(BINARY),
 )  # fmt: skip
 RSUB = defop(
     "rsub", "RsubBackward1", lambda x, other: other - x,
@@ -492,7 +508,7 @@ def _mul_vjp_y(g: Any, a: Any, x: Any, y: Any) -> Any:
 
 MUL = defop(
     "mul", "MulBackward0", operator.mul, (_mul_vjp_x, _mul_vjp_y),
-    arity="2", reads=((1,), (0,)), sample=Sample(BINARY),
+    arity="2", reads=((1,), (0,)), quiet=(0.0, _BOUND), sample=Sample(BINARY),
 )  # fmt: skip
 DIV = defop(
     "div", "DivBackward0", operator.truediv,
@@ -500,7 +516,8 @@ DIV = defop(
         lambda g, a, x, y: unbroadcast(g / y, x),
         lambda g, a, x, y: unbroadcast(-g * x / (y * y), y),
     ),
-    arity="2", reads=((1,), (0, 1)), sample=Sample(BINARY, domain=("real", "nonzero")),
+    arity="2", reads=((1,), (0, 1)), quiet=(1 / _BOUND, _BOUND),
+    sample=Sample(BINARY, domain=("real", "nonzero")),
 )  # fmt: skip
 RECIPROCAL = defop(
     "reciprocal", "ReciprocalBackward0", lambda x: 1 / x,
@@ -571,19 +588,19 @@ REMAINDER = defop(
 
 EXP = defop(
     "exp", "ExpBackward0", np.exp, (lambda g, a, x: _mul(g, a),),
-    uses_ans=True, saves=False, sample=Sample(UNARY),
+    uses_ans=True, saves=False, quiet=(-_BOUND, 88.0), sample=Sample(UNARY),
 )  # fmt: skip
 LOG = defop(
     "log", "LogBackward0", np.log, (lambda g, a, x: g / x,),
-    sample=Sample(UNARY, domain="positive"),
+    quiet=(5e-324, _BOUND), sample=Sample(UNARY, domain="positive"),
 )  # fmt: skip
 LOG1P = defop(
     "log1p", "Log1PBackward0", np.log1p, (lambda g, a, x: g / (x + 1),),
-    sample=Sample(UNARY, domain="positive"),
+    quiet=(-0.99, _BOUND), sample=Sample(UNARY, domain="positive"),
 )  # fmt: skip
 SQRT = defop(
     "sqrt", "SqrtBackward0", np.sqrt, (lambda g, a, x: g / (2 * a),),
-    uses_ans=True, saves=False, sample=Sample(UNARY, domain="positive"),
+    uses_ans=True, saves=False, quiet=(0.0, _BOUND), sample=Sample(UNARY, domain="positive"),
 )  # fmt: skip
 ABS = defop(
     "abs", "AbsBackward0", np.abs, (lambda g, a, x: _mul(g, call1(SIGN, x)),),
@@ -603,15 +620,15 @@ def _cos_vjp(g: Any, a: Any, x: Any) -> Any:
     return g * -call1(SIN, x)
 
 
-SIN = defop("sin", "SinBackward0", np.sin, (_sin_vjp,), sample=Sample(UNARY))
-COS = defop("cos", "CosBackward0", np.cos, (_cos_vjp,), sample=Sample(UNARY))
+SIN = defop("sin", "SinBackward0", np.sin, (_sin_vjp,), quiet=_FINITE, sample=Sample(UNARY))
+COS = defop("cos", "CosBackward0", np.cos, (_cos_vjp,), quiet=_FINITE, sample=Sample(UNARY))
 TAN = defop(
     "tan", "TanBackward0", np.tan, (lambda g, a, x: _mul(g, _one_plus_square(a, 1)),),
-    uses_ans=True, saves=False, sample=Sample(UNARY, domain="unit"),
+    uses_ans=True, saves=False, quiet=_FINITE, sample=Sample(UNARY, domain="unit"),
 )  # fmt: skip
 TANH = defop(
     "tanh", "TanhBackward0", np.tanh, (lambda g, a, x: _mul(g, _one_plus_square(a, -1)),),
-    uses_ans=True, saves=False, sample=Sample(UNARY),
+    uses_ans=True, saves=False, quiet=_FINITE, sample=Sample(UNARY),
 )  # fmt: skip
 
 
@@ -623,7 +640,7 @@ def _sigmoid(x: Any) -> Any:
 
 SIGMOID = defop(
     "sigmoid", "SigmoidBackward0", _sigmoid, (lambda g, a, x: g * a * (1 - a),),
-    uses_ans=True, saves=False, sample=Sample(UNARY),
+    uses_ans=True, saves=False, quiet=_FINITE, sample=Sample(UNARY),
 )  # fmt: skip
 RELU = defop(
     "relu", "ReluBackward0", lambda x: np.maximum(x, 0).astype(np.result_type(x), copy=False)[()],

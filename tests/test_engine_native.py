@@ -103,7 +103,8 @@ def gradients_of(seed: int, dtype: Any, use_native: bool, monkeypatch: Any) -> l
         out.backward(retain_graph=True)
         first = [leaf.grad.numpy().copy() for leaf in leaves]
         out.backward()  # accumulates into .grad
-        return first + [leaf.grad.numpy() for leaf in leaves]
+        values = [v.detach().numpy() for v in values]
+        return [out.detach().numpy(), *values, *first] + [leaf.grad.numpy() for leaf in leaves]
 
 
 @needs_native
@@ -115,6 +116,73 @@ def test_random_scalar_graphs_give_the_same_bits(seed: int, dtype: Any, monkeypa
     for got, want in zip(native, python, strict=True):
         assert got.dtype == want.dtype
         assert got.tobytes() == want.tobytes()
+
+
+def node_fields(node: Any) -> tuple:
+    return (
+        type(node).__name__,
+        [type(p).__name__ for p, _ in node.next_functions],
+        node.holds,
+        [(type(v).__name__, np.asarray(v).tobytes()) for v in (node.s0, node.s1)],
+        node.consts,
+        None if node.ans is None else np.asarray(node.ans).tobytes(),
+    )
+
+
+FORWARDS: dict[str, Callable[[Any, Any], Any]] = {
+    "tensor * tensor": lambda x, c: x * c,
+    "tensor * number": lambda x, c: x * 2.5,
+    "number * tensor": lambda x, c: 2.5 * x,
+    "intermediate + leaf": lambda x, c: (x * c) + x,
+    "constant - leaf": lambda x, c: c - x,
+    "leaf / number": lambda x, c: x / 3,
+    "exp (keeps its output)": lambda x, c: (x * c).exp(),
+    "sin (keeps its input)": lambda x, c: torch.sin(x * c),
+    "sigmoid": lambda x, c: (x * c).sigmoid(),
+}
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("forward", FORWARDS.values(), ids=FORWARDS.keys())
+def test_fast_0d_ops_record_what_python_records(forward: Any, dtype: Any, monkeypatch) -> None:
+    def run() -> tuple:
+        x = torch.tensor(0.75, dtype=dtype, requires_grad=True)
+        c = torch.tensor(1.5, dtype=dtype)
+        y = forward(x, c)
+        return y.dtype, y.detach().numpy().tobytes(), type(y._data), node_fields(y.grad_fn)
+
+    native = run()
+    monkeypatch.setattr(_tensor, "_native", None)
+    assert native == run()
+
+
+def test_the_fast_path_keeps_floating_point_edge_cases_silent() -> None:
+    import subprocess
+
+    code = (
+        "import gradcalc as torch\n"
+        "x = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)\n"
+        "z = x * 0.0\n"
+        "values = [z.log(), x / z, (x * 1e300) * 1e300, (x * 1000.0).exp(), (z / z).sin(),\n"
+        "          (x - 2.0).sqrt(), (x * 3e38).float() * 10.0]\n"
+        "print([v.item() for v in values])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[-inf, inf, inf, inf, nan, nan, inf]"
+
+
+def test_fast_ops_answer_for_the_python_functions_they_wrap() -> None:
+    import inspect
+
+    assert torch.Tensor.__mul__.__name__ == "__mul__"
+    assert torch.sin.__name__ == "sin" and "SinBackward0" in torch.sin.__doc__
+    assert list(inspect.signature(torch.sin).parameters) == ["input"]
+    x = torch.tensor(0.5, requires_grad=True)
+    assert x.sin().item() == torch.sin(x).item() == x.__mul__(1.0).sin().item()
 
 
 @pytest.mark.usefixtures("backward_loops")
