@@ -736,7 +736,8 @@ def test_nn_functional_is_an_importable_module_like_torchs():
 
 def test_floating_point_edge_cases_are_silent_as_in_pytorch() -> None:
     # -inf, inf and nan are the answers; NumPy's RuntimeWarnings from inside the
-    # engine do not reach the user (their own NumPy calls still warn).
+    # engine do not reach the user (their own NumPy calls still warn). The 0-d
+    # cases go through the C fast path where it is built (see _native.c).
     code = (
         "import numpy as np, gradcalc as torch\n"
         "x = torch.tensor([0.0, 1.0, -1.0], requires_grad=True)\n"
@@ -744,12 +745,18 @@ def test_floating_point_edge_cases_are_silent_as_in_pytorch() -> None:
         "y.sum().backward()\n"
         "print(y.tolist(), x.grad.tolist())\n"
         "np.log(np.zeros(1))\n"
+        "s = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)\n"
+        "z = s * 0.0\n"
+        "values = [z.log(), s / z, (s * 1e300) * 1e300, (s * 1000.0).exp(), (z / z).sin(),\n"
+        "          (s - 2.0).sqrt(), (s * 3e38).float() * 10.0]\n"
+        "print([v.item() for v in values])\n"
     )
     done = subprocess.run(
         [sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
     assert "nan" in done.stdout and "inf" in done.stdout
+    assert done.stdout.splitlines()[1] == "[-inf, inf, inf, inf, nan, nan, inf]"
     warned = [line for line in done.stderr.splitlines() if "RuntimeWarning" in line]
     assert len(warned) == 1 and "<string>:6" in warned[0], done.stderr
 

@@ -157,24 +157,6 @@ def test_fast_0d_ops_record_what_python_records(forward: Any, dtype: Any, monkey
     assert native == run()
 
 
-def test_the_fast_path_keeps_floating_point_edge_cases_silent() -> None:
-    import subprocess
-
-    code = (
-        "import gradcalc as torch\n"
-        "x = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)\n"
-        "z = x * 0.0\n"
-        "values = [z.log(), x / z, (x * 1e300) * 1e300, (x * 1000.0).exp(), (z / z).sin(),\n"
-        "          (x - 2.0).sqrt(), (x * 3e38).float() * 10.0]\n"
-        "print([v.item() for v in values])\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[-inf, inf, inf, inf, nan, nan, inf]"
-
-
 def test_fast_ops_answer_for_the_python_functions_they_wrap() -> None:
     import inspect
 
