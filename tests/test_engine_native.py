@@ -276,3 +276,38 @@ def test_grad_with_inputs_and_create_graph_take_the_general_path() -> None:
     ys.backward()
     assert first.item() == xs.grad.item()
     assert np.isfinite(second.item())
+
+
+# ---------------------------------------------------------------- the registry's quiet domains
+
+
+def _edge_values(lo: float, hi: float) -> list[float]:
+    """Values at and around a domain's ends, and ordinary ones, in float64."""
+    points = [lo, hi, 0.0, -0.0, 1.0, -1.0, 0.5, -0.99, 88.0, 1e-300, 5e-324, 1e30, -1e30]
+    points += [np.nextafter(lo, np.inf), np.nextafter(hi, -np.inf), 2.0**60, -(2.0**60)]
+    points += [2.0**-60, -(2.0**-60), 3.0e38, 1e-45]
+    return [float(p) for p in points if np.isfinite(p)]
+
+
+QUIET_OPS = [op for op in ops.REGISTRY.values() if op.quiet is not None]
+
+
+@pytest.mark.parametrize("op", QUIET_OPS, ids=[op.name for op in QUIET_OPS])
+def test_ops_raise_no_floating_point_warning_inside_their_quiet_domain(op: ops.Op) -> None:
+    # The C fast path trusts `quiet`: an op it runs there must not warn (the
+    # warning would reach the user's frame). Underflow is silent by default.
+    lo, hi = op.quiet
+    values = _edge_values(lo, hi)
+    for dtype in (np.float64, np.float32):
+        scalars = [dtype(v) for v in values]
+        with np.errstate(all="raise", under="ignore"):
+            if op.arity == "1":
+                for x in scalars:
+                    if lo <= float(x) < hi:
+                        op.forward(x)
+            else:
+                for x in scalars:
+                    for y in [*scalars, *values]:  # a Python number as the second operand
+                        a, b = abs(float(x)), abs(float(y))
+                        if a <= hi and b <= hi and b >= lo:
+                            op.forward(x, y)
