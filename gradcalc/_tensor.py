@@ -670,13 +670,7 @@ def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
                 t._grad = None
                 t._accum = None
                 return t
-            t = _object_new(Tensor)
-            t._data = data
-            t._grad_fn = None
-            t._requires_grad = False
-            t._grad = None
-            t._accum = None
-            return t
+            return _wrap(data)
         if kind is float or kind is int:
             if (kind is float or float_only) and xd.dtype.kind not in "fc":
                 return slow(self, other)
