@@ -388,10 +388,17 @@ def _reduced_count(shape: tuple, dims: tuple) -> int:
     return n
 
 
-def _spare_for(out: Any, a: Any, b: Any) -> bool:
-    """Whether ``out`` is a buffer backward no longer needs that fits ``a op b``."""
-    for spare in _tensor._spares:
-        if out is spare:
+# Buffer donation: a raw backward passes a VJP that declares a keyword-only
+# ``spare`` parameter the arguments it may overwrite (``_tensor._spare_buffers``:
+# held by nothing else, read by no VJP still to run); ``_mul``/``_neg`` then
+# write their result into one instead of a new array. Any other call (a
+# recorded backward, the 0-d path, floats) passes none: plain ``a * b``.
+
+
+def _spare_for(out: Any, a: Any, b: Any, spare: tuple) -> bool:
+    """Whether ``out`` is one of the ``spare`` buffers and fits ``a op b``."""
+    for buffer in spare:
+        if out is buffer:
             if (
                 type(a) is np.ndarray
                 and type(b) is np.ndarray
@@ -421,9 +428,9 @@ def _is_broadcast_one(a: Any, like: Any) -> bool:
     )
 
 
-def _mul(a: Any, b: Any) -> Any:
-    """``a * b``; in a raw backward, written into ``a`` or ``b`` when backward
-    no longer needs that buffer (no new array, no fresh pages to fault in).
+def _mul(a: Any, b: Any, spare: tuple = ()) -> Any:
+    """``a * b``, written into ``a`` or ``b`` when it is a ``spare`` buffer (no new
+    array, no fresh pages to fault in).
 
     A gradient of ones spread by a reduction (see :func:`_is_broadcast_one`)
     returns the other factor itself: backward never writes into a buffer
@@ -431,17 +438,17 @@ def _mul(a: Any, b: Any) -> Any:
     """
     if type(a) is np.ndarray and _is_broadcast_one(a, b):
         return b
-    if _tensor._spares:
-        if _spare_for(a, a, b):
+    if spare:
+        if _spare_for(a, a, b, spare):
             return np.multiply(a, b, out=a)
-        if _spare_for(b, a, b):
+        if _spare_for(b, a, b, spare):
             return np.multiply(a, b, out=b)
     return a * b
 
 
-def _neg(g: Any) -> Any:
-    """``-g``, in place when backward no longer needs ``g`` (see :func:`_mul`)."""
-    if _tensor._spares and _spare_for(g, g, g):
+def _neg(g: Any, spare: tuple = ()) -> Any:
+    """``-g``, in place when ``g`` is a ``spare`` buffer (see :func:`_mul`)."""
+    if spare and _spare_for(g, g, g, spare):
         return np.negative(g, out=g)
     return -g
 
@@ -494,16 +501,16 @@ RSUB = defop(
 )  # fmt: skip
 
 
-def _mul_vjp_x(g: Any, a: Any, x: Any, y: Any) -> Any:
+def _mul_vjp_x(g: Any, a: Any, x: Any, y: Any, *, spare: tuple = ()) -> Any:
     if type(g) in _NUMPY_SCALARS:
         return g * y  # 0-d: nothing to unbroadcast, no buffer to spare
-    return unbroadcast(_mul(g, y), x)
+    return unbroadcast(_mul(g, y, spare), x)
 
 
-def _mul_vjp_y(g: Any, a: Any, x: Any, y: Any) -> Any:
+def _mul_vjp_y(g: Any, a: Any, x: Any, y: Any, *, spare: tuple = ()) -> Any:
     if type(g) in _NUMPY_SCALARS:
         return g * x
-    return unbroadcast(_mul(g, x), y)
+    return unbroadcast(_mul(g, x, spare), y)
 
 
 MUL = defop(
@@ -525,18 +532,18 @@ RECIPROCAL = defop(
     uses_ans=True, saves=False, sample=Sample(UNARY, domain="nonzero"),
 )  # fmt: skip
 NEG = defop(
-    "neg", "NegBackward0", np.negative, (lambda g, a, x: _neg(g),),
+    "neg", "NegBackward0", np.negative, (lambda g, a, x, *, spare=(): _neg(g, spare),),
     saves=False, negates=True, sample=Sample(UNARY),
 )  # fmt: skip
 
 
-def _pow_scalar_vjp(g: Tensor, a: Any, x: Tensor, p: Any) -> Tensor:
+def _pow_scalar_vjp(g: Tensor, a: Any, x: Tensor, p: Any, *, spare: tuple = ()) -> Tensor:
     if p == 0:
         return g * 0
     if p == 1:
         return g * 1
     if p == 2:
-        return _mul(_mul(g, x), 2)  # no temporary for 2*x; doubling is exact
+        return _mul(_mul(g, x, spare), 2, spare)  # no temporary for 2*x; doubling is exact
     return g * p * x ** (p - 1)
 
 
@@ -587,7 +594,7 @@ REMAINDER = defop(
 # ---------------------------------------------------------------- elementwise functions
 
 EXP = defop(
-    "exp", "ExpBackward0", np.exp, (lambda g, a, x: _mul(g, a),),
+    "exp", "ExpBackward0", np.exp, (lambda g, a, x, *, spare=(): _mul(g, a, spare),),
     uses_ans=True, saves=False, quiet=(-_BOUND, 88.0), sample=Sample(UNARY),
 )  # fmt: skip
 LOG = defop(
@@ -603,15 +610,15 @@ SQRT = defop(
     uses_ans=True, saves=False, quiet=(0.0, _BOUND), sample=Sample(UNARY, domain="positive"),
 )  # fmt: skip
 ABS = defop(
-    "abs", "AbsBackward0", np.abs, (lambda g, a, x: _mul(g, call1(SIGN, x)),),
+    "abs", "AbsBackward0", np.abs, (lambda g, a, x, *, spare=(): _mul(g, call1(SIGN, x), spare),),
     sample=Sample(UNARY, domain="nonzero"),
 )  # fmt: skip
 
 
-def _sin_vjp(g: Any, a: Any, x: Any) -> Any:
+def _sin_vjp(g: Any, a: Any, x: Any, *, spare: tuple = ()) -> Any:
     if type(g) in _NUMPY_SCALARS:
         return g * np.cos(x)  # 0-d (scalar chains): no buffers to reuse, no recording
-    return _mul(g, call1(COS, x))
+    return _mul(g, call1(COS, x), spare)
 
 
 def _cos_vjp(g: Any, a: Any, x: Any) -> Any:
@@ -623,11 +630,13 @@ def _cos_vjp(g: Any, a: Any, x: Any) -> Any:
 SIN = defop("sin", "SinBackward0", np.sin, (_sin_vjp,), quiet=_FINITE, sample=Sample(UNARY))
 COS = defop("cos", "CosBackward0", np.cos, (_cos_vjp,), quiet=_FINITE, sample=Sample(UNARY))
 TAN = defop(
-    "tan", "TanBackward0", np.tan, (lambda g, a, x: _mul(g, _one_plus_square(a, 1)),),
+    "tan", "TanBackward0", np.tan,
+    (lambda g, a, x, *, spare=(): _mul(g, _one_plus_square(a, 1), spare),),
     uses_ans=True, saves=False, quiet=_FINITE, sample=Sample(UNARY, domain="unit"),
 )  # fmt: skip
 TANH = defop(
-    "tanh", "TanhBackward0", np.tanh, (lambda g, a, x: _mul(g, _one_plus_square(a, -1)),),
+    "tanh", "TanhBackward0", np.tanh,
+    (lambda g, a, x, *, spare=(): _mul(g, _one_plus_square(a, -1), spare),),
     uses_ans=True, saves=False, quiet=_FINITE, sample=Sample(UNARY),
 )  # fmt: skip
 
