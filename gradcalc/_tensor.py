@@ -1145,26 +1145,35 @@ def wrap(data: Any) -> Tensor:
 def _as_grad_tensor(value: Any, like: Tensor) -> Tensor:
     if isinstance(value, Tensor):
         return value
-    return _wrap(np.asarray(value, dtype=like._data.dtype))
+    data = like._data
+    if type(data) is float:
+        return _wrap(float(value))
+    return _wrap(np.asarray(value, dtype=data.dtype))
+
+
+def _ones_like(data: Any) -> Any:
+    """The implicit gradient of a one-element output: 1 in its type and shape."""
+    if type(data) is float:
+        return 1.0
+    return np.ones_like(data)[()] if data.ndim == 0 else np.ones_like(data)
 
 
 def _seed_gradients(outputs: Sequence[Tensor], gradients: Sequence[Any] | None) -> list[Tensor]:
     grads = []
     for index, out in enumerate(outputs):
         given = None if gradients is None else gradients[index]
+        shape = np.shape(out._data)
         if given is None:
-            if out._data.size != 1:
+            if np.size(out._data) != 1:
                 raise ImplicitGradError("grad can be implicitly created only for scalar outputs")
-            given = _wrap(
-                np.ones_like(out._data)[()] if out._data.ndim == 0 else np.ones_like(out._data)
-            )
+            given = _wrap(_ones_like(out._data))
         else:
             given = _as_grad_tensor(given, out)
-            if given._data.shape != out._data.shape:
+            if np.shape(given._data) != shape:
                 raise GradError(
                     f"Mismatch in shape: grad_output[{index}] has a shape of "
-                    f"{Size(given._data.shape)!r} and output[{index}] has a shape of "
-                    f"{Size(out._data.shape)!r}."
+                    f"{Size(np.shape(given._data))!r} and output[{index}] has a shape of "
+                    f"{Size(shape)!r}."
                 )
         grads.append(given)
     return grads
@@ -1246,8 +1255,8 @@ def grad(
                     f"The differentiated Tensor at index {index} appears to not have been used "
                     "in the graph. Set allow_unused=True if this is the desired behavior."
                 )
-        elif g._data.dtype != t._data.dtype:
-            g = g.to(t._data.dtype) if create_graph else _wrap(g._data.astype(t._data.dtype))
+        elif _cast_like(g._data, t._data) is not g._data:  # another dtype
+            g = g.to(t.dtype) if create_graph else _wrap(_cast_like(g._data, t._data))
         results.append(g)
     return tuple(results)
 
@@ -1265,29 +1274,26 @@ _getrefcount = sys.getrefcount
 _pooled = _recycle.pooled
 
 
-def _writable(array: Any, holders: int) -> bool:
-    """Whether backward may overwrite ``array``: an ndarray owning its writeable
-    memory that only ``holders`` references hold besides this call's (and the
-    buffer pool's): no user tensor, no saved node data can see it."""
-    return (
-        type(array) is _ndarray
-        and _getrefcount(array) - _pooled(array) == _CALL_REFS + holders
-        and array.base is None
-        and array.flags.writeable
-    )
+def _owns_memory(array: Any) -> bool:
+    """Whether ``array`` is an ndarray with writeable memory of its own (not a view)."""
+    return type(array) is _ndarray and array.base is None and array.flags.writeable
 
 
-def _refs_in_call(array: Any) -> int:
-    return _getrefcount(array)  # called as _writable is: the same count
+def _refs_when_alone() -> int:
+    """What ``sys.getrefcount`` reports for an array one local variable alone holds.
+
+    Backward overwrites a buffer only when nothing else can see it:
+    ``_getrefcount(a) - _pooled(a) == _ALONE + n`` for ``a`` held by a local
+    and ``n`` containers it knows of (``pending``, an args tuple). Only ever
+    test a value the testing frame took out of a container itself: a
+    parameter's count depends on how the call was made (an interpreter's
+    specialised call moves its arguments, a generic one adds a reference).
+    """
+    alone = np.empty(0)
+    return _getrefcount(alone)
 
 
-def _measure_call_refs() -> int:
-    """What ``getrefcount`` adds inside :func:`_writable` (interpreters count differently)."""
-    probe = np.empty(0)
-    return _refs_in_call(probe) - 1  # minus ``probe`` itself, the one holder here
-
-
-_CALL_REFS = _measure_call_refs()
+_ALONE = _refs_when_alone()
 
 
 def _cast_like(data: Any, like: Any) -> Any:
@@ -1321,54 +1327,166 @@ def run_backward(
     gradients. With ``targets``, only the part of the graph leading to them runs
     and the total gradient arriving at each target node is returned.
     """
+    run = _BackwardPass(retain_graph, create_graph, accumulate, targets)
     with _backward_lock:
-        return _run_backward(_Pass(retain_graph, create_graph, accumulate, targets), roots, grads)
+        # A recorded backward records (grad mode on in this thread); a raw one
+        # computes on arrays and releases the buffers its pass did not use.
+        previous_mode = _set_grad_enabled(True) if create_graph else True
+        try:
+            with np.errstate(all="ignore"):
+                _backpropagate(run, roots, grads)
+        finally:
+            if create_graph:
+                _set_grad_enabled(previous_mode)
+            else:
+                _recycle.end_of_pass()
+    return run.results()
 
 
-def _run_backward(run: _Pass, roots: Sequence[Node], grads: Sequence[Tensor]) -> dict:
-    """The backward pass, HIPS autograd's loop: count every node's consumers, then
-    take nodes whose consumers are all done, run their VJPs and add what they
-    return into the pending gradient of each operand's node. Each gradient and
-    (unless ``retain_graph``) each node's saved data are dropped once used.
-    What a node does besides (leaves, targets, hooks) is :class:`_Pass`'s."""
+def _backpropagate(run: _BackwardPass, roots: Sequence[Node], grads: Sequence[Tensor]) -> None:
+    """The reference loop (HIPS autograd's ``backward_pass``): count every node's
+    consumers, then take nodes whose consumers are all done, run their VJPs and
+    add what they return into the pending gradient of each operand's node. Each
+    gradient and (unless ``retain_graph``) each node's saved data are dropped
+    once used. What else happens at a node (leaves, targets, hooks, buffer
+    donation) is ``run``'s; the 0-d fast path is this loop for scalar chains."""
     global _passes
     _passes += 1
     base = _passes << 40
-    run.reached = _count_consumers(roots, base, run.targets is not None)
+    run.prune(_count_consumers(roots, base, ordered=run.targets is not None))
     pending: dict[Node, Any] = {}
     for root, g in zip(roots, grads, strict=True):
         run.add(pending, root, g if run.recorded else g._data)
     ready = [root for root in dict.fromkeys(roots) if root.deps == base]
     scalar_nodes = run.scalar_path(base)
-    previous_mode = _set_grad_enabled(True) if run.recorded else True  # a recorded backward records
-    try:
-        with np.errstate(all="ignore"):
-            while ready:
-                if scalar_nodes is not None:
-                    scalar_nodes(ready, pending, base, run.free)  # the loop below, on 0-d nodes
-                    if not ready:
-                        break
-                node = ready.pop()
-                args = run.arguments(node, _pop_gradient(pending, node))  # None: nothing flows on
-                for index, parent in enumerate(node.parents):
-                    if parent is None:
-                        continue
-                    if args is not None:
-                        gi = run.vjp(node, index, args)
-                        if gi is not None:
-                            run.add(pending, parent, gi)
-                        gi = None
-                    count = parent.deps - 1
-                    parent.deps = count
-                    if count == base:
-                        ready.append(parent)
-                args = None
-    finally:
-        if run.recorded:
-            _set_grad_enabled(previous_mode)
-        else:
-            _recycle.end_of_pass()
-    return run.results()
+    while ready:
+        if scalar_nodes is not None:
+            scalar_nodes(ready, pending, base, run.free)  # this loop, for 0-d nodes
+            if not ready:
+                break
+        node = ready.pop()
+        args = run.arguments(node, pending)  # None: nothing flows on
+        for index, parent in enumerate(node.parents):
+            if parent is None:
+                continue
+            if args is not None:
+                gi = run.vjp(node, index, args)
+                if gi is not None:
+                    run.add(pending, parent, gi)
+                gi = None  # held in ``pending`` alone: a later sum may go into it
+            parent.deps -= 1
+            if parent.deps == base:
+                ready.append(parent)
+        args = None  # the same for ``g`` and the saved data
+
+
+class _BackwardPass:
+    """What one backward pass does at a node besides :func:`_backpropagate`'s loop.
+
+    ``recorded`` (``create_graph``): the VJPs run on Tensors rebuilt from the
+    saved data, so the backward is itself recorded; otherwise on raw data
+    (ndarrays, NumPy or Python scalars: the same registry code). A raw pass
+    adds gradients in place into buffers only it holds, folds ``-g`` into
+    those sums (:class:`_Negated`) and hands VJPs the buffers they may
+    overwrite (:func:`_spare_buffers`).
+    """
+
+    def __init__(
+        self, retain_graph: bool, create_graph: bool, accumulate: bool, targets: Any
+    ) -> None:
+        self.recorded = create_graph
+        self.free = not retain_graph
+        self.accumulate = accumulate
+        self.targets = None if targets is None else dict.fromkeys(targets)
+        self.needed: set[Node] | None = None
+        self.captured: dict[Node, Any] = {}
+        self.add = _add_recorded if create_graph else _add_raw
+
+    def prune(self, reached: list[Node] | None) -> None:
+        """With targets: only nodes with a path to one need their VJPs run."""
+        if self.targets is not None and reached is not None:
+            self.needed = _needed(reached, self.targets)
+
+    def scalar_path(self, base: int) -> Any:
+        """The 0-d fast path (C or Python) when this pass may take it: raw, no targets."""
+        if self.recorded or self.targets is not None:
+            return None
+        if _native is not None and base < _NATIVE_BASE_LIMIT:
+            return _native.run_scalar_nodes
+        return _scalar_nodes
+
+    def arguments(self, node: Node, pending: dict) -> tuple | None:
+        """A node's gradient is complete: takes it out of ``pending``; targets capture
+        it, leaves accumulate it, recorded values and ``retain_grad`` keep it.
+        Returns its VJPs' arguments ``(g, ans, *operands, *consts)`` (freeing the
+        node's saved data unless ``retain_graph``), or None when nothing flows on."""
+        g = _pop_gradient(pending, node)
+        if g is None:
+            return None
+        if self.targets is not None and node in self.targets:
+            self.captured[node] = g
+        if node.kind < 0:  # AccumulateGrad: .grad may take g's buffer if nothing else holds it
+            owned = _getrefcount(g) - _pooled(g) == _ALONE and _owns_memory(g)
+            self._leaf(node, g, owned and not self.recorded)
+            return None
+        if node.meta is not None:
+            self._keep(node.meta, g)
+        if self.needed is not None and node not in self.needed:
+            return None
+        if node.holds is _FREED or node.ans is _FREED:
+            raise FreedGraphError(FREED_MESSAGE)
+        saved = node.saved
+        ans = node.ans
+        if self.recorded:
+            saved = _saved_tensors(node.parents, saved)
+            if ans is not None:  # the output again, hanging from this node
+                ans = _wrap(ans)
+                ans._grad_fn = node
+                ans._requires_grad = True
+        args = (g, ans, *saved, *node.consts)
+        if self.free:
+            if node.holds:
+                node.holds = _FREED
+                node.s0 = node.s1 = None
+            if node.ans is not None:
+                node.ans = _FREED
+        return args
+
+    def vjp(self, node: Node, index: int, args: tuple) -> Any:
+        """VJP ``index`` of ``node`` on ``args``. On a raw array gradient, ``-g`` is not
+        computed but folded into the operand's sum, and VJPs that take ``spare=``
+        get the buffers they may write their result into."""
+        vjp = node.vjps[index]
+        if not self.recorded and type(args[0]) is _ndarray:
+            if node.negates and args[0].ndim:
+                return _Negated(args[0])
+            if self.free and node.kind > 0 and _takes_spare(vjp):
+                return vjp(*args, spare=_spare_buffers(node, args, index))
+        return vjp(*args)
+
+    def results(self) -> dict[Node, Any]:
+        """The gradients captured at targets, as Tensors that alias nothing."""
+        if self.recorded:
+            return self.captured
+        return {node: _wrap(_own(g)) for node, g in self.captured.items()}
+
+    def _leaf(self, node: AccumulateGrad, g: Any, owned: bool) -> None:
+        if self.accumulate:
+            if self.recorded:
+                _store_leaf_grad(node.variable, g)
+            else:
+                _store_leaf_data(node.variable, g, owned)
+        if _recording:
+            node.grad_value = g._data if self.recorded else g
+
+    def _keep(self, meta: _Meta, g: Any) -> None:
+        """A non-leaf's extras: its gradient for the renderer, ``retain_grad``'s ``.grad``."""
+        if meta.value is not None:
+            meta.grad_value = g._data if self.recorded else g
+        if self.accumulate and meta.retain is not None:
+            kept = meta.retain()
+            if kept is not None:
+                _store_retained(kept, g, self.recorded)
 
 
 def _count_consumers(roots: Sequence[Node], base: int, ordered: bool) -> list[Node] | None:
@@ -1422,7 +1540,8 @@ def _pop_gradient(pending: dict, node: Node) -> Any:
         return g
     array = g.array
     g = None
-    return np.negative(array, out=array) if _writable(array, 1) else -array
+    alone = _getrefcount(array) - _pooled(array) == _ALONE
+    return np.negative(array, out=array) if alone and _owns_memory(array) else -array
 
 
 def _add_raw(pending: dict, node: Node, g: Any) -> None:
@@ -1436,23 +1555,23 @@ def _add_raw(pending: dict, node: Node, g: Any) -> None:
     negated = type(old) is _Negated
     if negated:
         old = old.array  # held by the wrapper in pending and here, as a plain one is
-    sign = -1 if type(g) is _Negated else 1
-    if sign < 0:
+    subtract = type(g) is _Negated
+    if subtract:
         g = g.array
-    in_place = (
-        _writable(old, 2)  # pending and ``old``
+    into_old = (
+        _getrefcount(old) - _pooled(old) == _ALONE + 1  # ``old`` and pending alone
+        and _owns_memory(old)
         and type(g) is _ndarray
         and old.shape == g.shape
         and old.dtype == g.dtype
     )
-    out = old if in_place else None
-    if negated == (sign < 0):  # -P + -g = -(P + g)
-        total = np.add(old, g, out=out)
+    if negated == subtract:  # P + g, or -P + -g = -(P + g)
+        total = np.add(old, g, out=old) if into_old else old + g
         pending[node] = _Negated(total) if negated else total
     elif negated:
-        pending[node] = np.subtract(g, old, out=out)
+        pending[node] = np.subtract(g, old, out=old) if into_old else g - old
     else:
-        pending[node] = np.subtract(old, g, out=out)
+        pending[node] = np.subtract(old, g, out=old) if into_old else old - g
 
 
 def _add_recorded(pending: dict, node: Node, g: Any) -> None:
@@ -1461,7 +1580,7 @@ def _add_recorded(pending: dict, node: Node, g: Any) -> None:
 
 
 def _scalar_nodes(ready: list, pending: dict, base: int, free: bool) -> None:
-    """Backward's 0-d fast path: :func:`_run_backward`'s loop for as long as the
+    """Backward's 0-d fast path: :func:`_backpropagate`'s loop for as long as the
     next ready node is a plain one- or two-operand node (no values recorded, not
     freed) whose gradient is a Python or NumPy float scalar (long scalar chains).
     Stops, changing nothing, at the first other node. ``_native.run_scalar_nodes``
@@ -1517,112 +1636,6 @@ def _scalar_nodes(ready: list, pending: dict, base: int, free: bool) -> None:
         return
 
 
-class _Pass:
-    """What one backward pass does at a node beyond the loop in :func:`_run_backward`.
-
-    ``recorded`` (``create_graph``): the VJPs run on Tensors rebuilt from the
-    saved data, so the backward is itself recorded; otherwise on raw data
-    (ndarrays, NumPy or Python scalars: the same registry code). Raw passes add
-    gradients in place into buffers only they hold, fold ``-g`` into those sums
-    (:class:`_Negated`) and offer VJPs the buffers they may overwrite
-    (:func:`_spare_buffers`).
-    """
-
-    def __init__(
-        self, retain_graph: bool, create_graph: bool, accumulate: bool, targets: Any
-    ) -> None:
-        self.recorded = create_graph
-        self.free = not retain_graph
-        self.accumulate = accumulate
-        self.targets = None if targets is None else set(targets)
-        self.target_list = targets
-        self.reached: list[Node] | None = None
-        self._needed: set[Node] | None = None
-        self.captured: dict[Node, Any] = {}
-        self.add = _add_recorded if create_graph else _add_raw
-
-    def scalar_path(self, base: int) -> Any:
-        """The 0-d fast path (C or Python) when this pass may take it."""
-        if self.recorded or self.targets is not None:
-            return None
-        if _native is not None and base < _NATIVE_BASE_LIMIT:
-            return _native.run_scalar_nodes
-        return _scalar_nodes
-
-    def arguments(self, node: Node, g: Any) -> tuple | None:
-        """A node's gradient ``g`` is complete: targets capture it, leaves accumulate it,
-        recorded values and ``retain_grad`` keep it. Returns its VJPs' arguments
-        ``(g, ans, *operands, *consts)`` (freeing the node's saved data unless
-        ``retain_graph``), or None when nothing flows on from here."""
-        if g is None:
-            return None
-        if self.targets is not None and node in self.targets:
-            self.captured[node] = g
-        if node.kind < 0:  # AccumulateGrad
-            if self.accumulate:
-                if self.recorded:
-                    _store_leaf_grad(node.variable, g)
-                else:
-                    _store_leaf_data(node.variable, g, _writable(g, 1))  # ``g`` here only
-            if _recording:
-                node.grad_value = g._data if self.recorded else g
-            return None
-        if node.meta is not None:
-            self.keep(node.meta, g)
-        if self.targets is not None and node not in self.needed():
-            return None
-        if node.holds is _FREED or node.ans is _FREED:
-            raise FreedGraphError(FREED_MESSAGE)
-        saved = node.saved
-        ans = node.ans
-        if self.recorded:
-            saved = _saved_tensors(node.parents, saved)
-            if ans is not None:  # the output again, hanging from this node
-                ans = _wrap(ans)
-                ans._grad_fn = node
-                ans._requires_grad = True
-        args = (g, ans, *saved, *node.consts)
-        if self.free:
-            if node.holds:
-                node.holds = _FREED
-                node.s0 = node.s1 = None
-            if node.ans is not None:
-                node.ans = _FREED
-        return args
-
-    def vjp(self, node: Node, index: int, args: tuple) -> Any:
-        """VJP ``index`` of ``node`` on ``args``. On a raw array gradient, ``-g`` is not
-        computed but folded into the operand's sum, and VJPs that take ``spare=``
-        get the buffers they may write their result into."""
-        vjp = node.vjps[index]
-        if not self.recorded and type(args[0]) is _ndarray:
-            if node.negates and args[0].ndim:
-                return _Negated(args[0])
-            if self.free and node.kind > 0 and _takes_spare(vjp):
-                return vjp(*args, spare=_spare_buffers(node, args, index))
-        return vjp(*args)
-
-    def keep(self, meta: _Meta, g: Any) -> None:
-        """A non-leaf's extras: its gradient for the renderer, or ``retain_grad``'s ``.grad``."""
-        if meta.value is not None:
-            meta.grad_value = g._data if self.recorded else g
-        if self.accumulate and meta.retain is not None:
-            kept = meta.retain()
-            if kept is not None:
-                _store_retained(kept, g, self.recorded)
-
-    def needed(self) -> set[Node]:
-        if self._needed is None:
-            self._needed = _needed(self.reached or [], self.target_list)
-        return self._needed
-
-    def results(self) -> dict[Node, Any]:
-        """The gradients captured at targets, as Tensors that alias nothing."""
-        if self.recorded:
-            return self.captured
-        return {node: _wrap(_own(g)) for node, g in self.captured.items()}
-
-
 def _takes_spare(vjp: Any) -> bool:
     """Whether a VJP declares a keyword-only ``spare`` parameter (see :func:`_spare_buffers`)."""
     code = getattr(vjp, "__code__", None)
@@ -1645,12 +1658,16 @@ def _spare_buffers(node: Node, args: tuple, index: int) -> tuple:
     later = None
     if node.kind == 2 and index == 0 and node.p1 is not None:
         later = node.op.reads[1]
-    return tuple(
-        args[position]
-        for position in range(2 + node.kind)
-        if (later is None or (position >= 2 and position - 2 not in later))
-        and _writable(args[position], 1)  # held by ``args`` alone
-    )
+    spare = []
+    for position in range(2 + node.kind):
+        if later is not None and (position < 2 or position - 2 in later):
+            continue
+        # held by ``args`` alone (the count of an item read as a temporary,
+        # as of a local): no new tuple or variable may hold it before the test
+        alone = _getrefcount(args[position]) - _pooled(args[position]) == _ALONE
+        if alone and _owns_memory(args[position]):
+            spare.append(args[position])
+    return tuple(spare)
 
 
 def _saved_tensors(parents: tuple, saved: tuple) -> list:
