@@ -12,19 +12,21 @@ recorded op adds a single object for the cyclic garbage collector to track.
 The ops themselves are declared in :mod:`gradcalc.ops`; this module only
 runs them (:func:`apply1`, :func:`apply2`, :func:`applyn`).
 
-:func:`run_backward` walks the graph iteratively: count each node's
-consumers, then process nodes whose consumers are all done. Without
-``create_graph`` it runs the VJPs on raw NumPy data (no Tensor, no graph per
-step), sums gradients meeting at a node in place into buffers it owns, and
-drops each incoming gradient and (unless ``retain_graph``) each node's saved
-data as soon as they are used, so peak memory stays close to a hand-written
-NumPy backward. With ``create_graph`` the same VJPs run on Tensors rebuilt
-from the saved data and the backward is recorded. No recursion, so a chain
-of a million nodes is fine. The two loops that visit every node (counting
-consumers; the 0-d fast path) and the 0-d case of the common elementwise ops
-(:func:`binary_method`, :func:`unary_function`) also exist in C
-(``gradcalc/_native.c``, built at install when a compiler is there); results
-are the same bits, and the Python code here is what runs without it.
+:func:`run_backward` walks the graph iteratively (:func:`_backpropagate`, the
+reference loop): count each node's consumers, then process nodes whose
+consumers are all done. Without ``create_graph`` it runs the VJPs on raw data
+(ndarrays, NumPy or Python scalars: no Tensor, no graph per step), sums
+gradients meeting at a node in place into buffers it owns, hands VJPs the
+buffers they may overwrite (``spare=``), and drops each incoming gradient and
+(unless ``retain_graph``) each node's saved data as soon as they are used, so
+peak memory stays close to a hand-written NumPy backward. With
+``create_graph`` the same VJPs run on Tensors rebuilt from the saved data and
+the backward is recorded. No recursion, so a chain of a million nodes is fine.
+Nodes and tensors are made in one place (:func:`_record`). The optional C
+extension (``gradcalc/_native.c``) defines their slots as C types and runs the
+per-node loops of long scalar graphs (counting consumers, the 0-d fast path,
+node recording, the 0-d case of :func:`binary_method`/:func:`unary_function`);
+results are the same bits, and the Python code here is what runs without it.
 """
 
 from __future__ import annotations
