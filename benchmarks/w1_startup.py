@@ -266,6 +266,10 @@ def trace_imports(
         )
 
 
+def find_qalc() -> str | None:
+    return shutil.which("qalc")
+
+
 def run(config: Config, report: Report) -> None:
     runs = config.runs(full=12, quick=5)
     # The installed copy's venv (`pip install .`, as users run it) for gradcalc and the
@@ -293,7 +297,7 @@ def run(config: Config, report: Report) -> None:
             lambda case=case, run_once=run_once: check_case(case, run_once) or True,
         ):
             timed[case.name] = run_once
-    qalc = shutil.which("qalc")
+    qalc = find_qalc()
     if qalc:
         qalc_argv = [qalc, "-t", QALC_EXPRESSION]
         if attempt(
@@ -318,7 +322,7 @@ def run(config: Config, report: Report) -> None:
     counts = {name: runs for name in timed}
     if "PyTorch seed (fresh process)" in timed:
         counts["PyTorch seed (fresh process)"] = config.runs(full=10, quick=2)
-    samples = interleaved(timed, counts, report, "W1", warmup=1)
+    samples = interleaved(timed, counts, report, "W1", warmup=config.warmup)
     by_case = {
         name: report.measure("W1", name, [s * 1000 for s in found], "ms")
         for name, found in samples.items()
