@@ -35,8 +35,6 @@ from gradcalc.limits import DEFAULT_LIMITS, Limits
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
-    from gradcalc.interpreter import Interpreter
-
 EXIT_OK, EXIT_FAILED = 0, 1
 INDENT = "    "
 BLOCK_KEYWORDS = ("if", "elif", "else", "while", "for", "def")
@@ -203,14 +201,15 @@ class Session:
     """Successful code entries that change state, in order: what ``:save`` writes."""
     failures: int = 0
     quit: bool = False
-    _interp: Interpreter | None = None
+    _interp: Any = None
+    """The session's interpreter (``gradcalc.api.interpreter``), made at first use."""
     _out: Console | None = None
     _err: Console | None = None
 
     # -- plumbing
 
     @property
-    def interp(self) -> Interpreter:
+    def interp(self) -> Any:
         if self._interp is None:
             from gradcalc import api
 
