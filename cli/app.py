@@ -33,9 +33,10 @@ class PlainValue:
     Typer (0.2x) converts every parameter value with a pydantic ``TypeAdapter``
     built on first use (``param.get_runtime_param().coerce(value, param=, ctx=)``).
     Importing pydantic and building the adapters cost more than a whole one-shot
-    run: ``gradcalc '3*a**3 - b**2' a=2 b=6 --json`` took 180 ms with them and
-    86 ms without (``import numpy``: 140 ms; medians of 15 interleaved runs of a
-    ``pip install .`` copy, on a loaded 2-core machine). Click has already split
+    run: ``gradcalc '3*a**3 - b**2' a=2 b=6 --json`` took 578 ms with them and
+    305 ms without, against 344 ms for ``python -c 'import numpy'`` (medians of
+    25 interleaved runs of a ``pip install .`` copy on a heavily loaded 2-core
+    machine; lightly loaded: 180 ms, 86 ms, 140 ms). Click has already split
     the arguments; this converts the annotations our commands use (str, int
     with ``min``, enum choices, lists of these, flags) with Typer's messages.
     A parameter of any other type keeps Typer's own conversion.
