@@ -308,12 +308,16 @@ class ApiFunction:
 
 API: dict[str, ApiFunction] = {}
 """Every public function, by name; complete once ``gradcalc._functions`` is imported."""
+_API_NAMES: set[str] = set()
+"""Every name and alias in API."""
 
 
 def _declare(entry: ApiFunction) -> None:
-    for name in (entry.name, *entry.aliases):
-        if name in API or any(name in other.aliases for other in API.values()):
+    names = (entry.name, *entry.aliases)
+    for name in names:
+        if name in _API_NAMES:
             raise ValueError(f"function {name!r} is declared twice")
+    _API_NAMES.update(names)
     API[entry.name] = entry
 
 
