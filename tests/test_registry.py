@@ -64,6 +64,33 @@ def test_erf_is_on_every_surface() -> None:
     assert "erf" in lang.METHODS and "erf" in _listed()
 
 
+def test_one_defop_entry_is_enough_for_a_new_elementwise_function() -> None:
+    """As erf was added: declare an op with doc= before the registry completes, and it
+    is gradcalc.<name>, Tensor.<name>, a built-in, listed, and gradient-checked."""
+    code = """
+import numpy as np
+from gradcalc import ops
+ops.defop(
+    "cube", "CubeBackward0", lambda x: x * x * x, (lambda g, a, x: g * 3 * x * x,),
+    scalar=lambda x: x * x * x, sample=ops.Sample(ops.UNARY), doc="x ** 3, elementwise",
+)
+import gradcalc
+from gradcalc import builtins as lang
+from gradcalc.api import evaluate
+x = gradcalc.tensor([2.0], requires_grad=True)
+y = gradcalc.cube(x) + x.cube()
+y.backward()
+assert y.grad_fn.next_functions[0][0].name() == "CubeBackward0"
+assert x.grad.tolist() == [24.0], x.grad
+assert lang.FUNCTIONS["cube"].signature == "cube(x)" and "cube" in lang.METHODS
+result = evaluate("cube(x) + x.cube()", bindings={"x": 2})
+assert float(result.value) == 16.0 and float(result.gradients["x"]) == 24.0
+assert "cube" in gradcalc.__all__
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
 def test_erf_is_gradient_checked_by_the_registry_walk() -> None:
     from test_engine_gradcheck import test_vjp_matches_finite_differences
 
