@@ -806,7 +806,7 @@ class _RegistryCall:
     """A registry function's language signature and argument conversion, built on first use
     (reading signatures at import would cost every start-up several milliseconds)."""
 
-    __slots__ = ("keywords", "positional", "signature", "star")
+    __slots__ = ("keywords", "plain", "positional", "signature", "star")
 
     def __init__(self, name: str, impl: Callable) -> None:
         parameters = inspect.signature(impl).parameters
@@ -832,6 +832,11 @@ class _RegistryCall:
                 self.keywords[language] = (param.name, convert)
             shown.append(param.replace(name=language, annotation=param.empty))
         self.signature = inspect.Signature(shown)
+        self.plain = 0
+        """How many leading positional arguments go to the engine as they are (tensors):
+        a call with no more than these and no keywords converts nothing."""
+        while self.plain < len(self.positional) and self.positional[self.plain] is None:
+            self.plain += 1
 
     @staticmethod
     def _sizes(what: str) -> Callable[[tuple], list[int]]:
@@ -871,11 +876,11 @@ def _generic(entry: Any, name: str, doc: str) -> Builtin:
         # a result of the operands' broadcast shape: its size is checked before it exists
 
         def adapter(ctx: Context, *args: Any, **kwargs: Any) -> Any:
-            positional, named = call().arguments(args, kwargs)
-            ctx.check_broadcast(
-                name, *(v for v in (*positional, *named.values()) if isinstance(v, Tensor))
-            )
-            return impl(*positional, **named)
+            if kwargs or len(args) > (calls[0] if calls else call()).plain:
+                args, kwargs = call().arguments(args, kwargs)
+            operands = [v for v in (*args, *kwargs.values()) if type(v) is Tensor]
+            ctx.check_broadcast(name, *operands)
+            return impl(*args, **kwargs)
 
         def diagnose(*args: Any, **kwargs: Any) -> str | None:
             return broadcast_problem(name, *args, *kwargs.values())
@@ -883,8 +888,9 @@ def _generic(entry: Any, name: str, doc: str) -> Builtin:
     else:
 
         def adapter(*args: Any, **kwargs: Any) -> Any:
-            positional, named = call().arguments(args, kwargs)
-            return impl(*positional, **named)
+            if kwargs or len(args) > (calls[0] if calls else call()).plain:
+                args, kwargs = call().arguments(args, kwargs)
+            return impl(*args, **kwargs)
 
     return Builtin(
         name,
