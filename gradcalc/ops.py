@@ -70,11 +70,15 @@ signature is the implementation's, read when first shown.
 * ``@deffunction("doc", ...)`` declares a function written in Python over
   registry ops (dispatchers such as ``sum``, composites such as ``var``,
   ``std``, ``mse_loss``): ``gradcalc/_functions.py``, ``gradcalc/nn/functional.py``.
-* Both take ``aliases=`` (``absolute`` for ``abs``), ``method=`` (False, or
-  the method when it differs from the function: ``Tensor.where``),
+* Both take ``aliases=`` (``absolute`` for ``abs``), ``method=`` (False, or,
+  for ``deffunction``, the method when it differs from the function: ``Tensor.where``),
   ``function=False`` for a method only (``expand``), ``builtin=False`` for
-  what the formula language cannot express (dtypes, Python bools), and
-  ``differentiable=False`` for functions whose results never require grad.
+  what the formula language cannot express (dtypes, Python bools); and
+  ``deffunction`` ``differentiable=False`` for results that never require grad.
+* The formula language converts its arguments by the implementation's
+  parameter annotations (``int``, ``float``, ``bool``, and ``Dims``,
+  ``Indices``, ``Tensors`` of ``_functions``); ``str`` and ``dtype``
+  parameters are not shown to it.
 
 Conventions at kinks follow PyTorch: ``relu'(0) = 0``, ``abs'(0) = 0``,
 ``clamp`` passes the gradient at its bounds, ties of ``maximum``/``minimum``
@@ -339,6 +343,9 @@ def defop(
     doc: str | None = None,
     aliases: tuple[str, ...] = (),
     keeps_ints: bool = False,
+    method: bool = True,
+    function: bool = True,
+    builtin: bool = True,
 ) -> Op:
     """Declare a differentiable op (see the module docstring for the contract);
     with ``doc``, also the public elementwise function of the same name."""
@@ -352,11 +359,11 @@ def defop(
     if doc is not None:
         if arity != "1" or _py_any(sample.consts):
             raise ValueError(f"op {name!r}: only a one-operand op without consts is made public")
-        _declare(
-            ApiFunction(
-                name, doc, None, op=op, aliases=aliases, elementwise=True, keeps_ints=keeps_ints
-            )
-        )
+        entry = ApiFunction(
+            name, doc, None, op=op, aliases=aliases, method=method, function=function,
+            builtin=builtin, elementwise=True, keeps_ints=keeps_ints,
+        )  # fmt: skip
+        _declare(entry)
     REGISTRY[name] = op
     return op
 
