@@ -634,17 +634,20 @@ def _add_vjp_y(g: Any, a: Any, x: Any, y: Any) -> Any:
 
 
 ADD = defop(
-    "add", "AddBackward0", operator.add, (_add_vjp_x, _add_vjp_y), scalar=operator.add,
+    "add", "AddBackward0", operator.add, (_add_vjp_x, _add_vjp_y),
+    scalar=operator.add,
     arity="2", saves=False, quiet=(0.0, _BOUND), sample=Sample(BINARY),
 )  # fmt: skip
 SUB = defop(
     "sub", "SubBackward0", operator.sub,
     (lambda g, a, x, y: unbroadcast(g, x), lambda g, a, x, y: unbroadcast(-g, y)),
-    scalar=operator.sub, arity="2", saves=False, quiet=(0.0, _BOUND), sample=Sample(BINARY),
+    arity="2", saves=False, quiet=(0.0, _BOUND), sample=Sample(BINARY),
+    scalar=operator.sub,
 )  # fmt: skip
 RSUB = defop(
     "rsub", "RsubBackward1", lambda x, other: other - x,
-    (lambda g, a, x, other: -g,), scalar=lambda x, other: other - x,
+    (lambda g, a, x, other: -g,),
+    scalar=lambda x, other: other - x,
     saves=False, negates=True, sample=Sample(UNARY, consts=((2.5,),)),
 )  # fmt: skip
 
@@ -662,7 +665,8 @@ def _mul_vjp_y(g: Any, a: Any, x: Any, y: Any) -> Any:
 
 
 MUL = defop(
-    "mul", "MulBackward0", operator.mul, (_mul_vjp_x, _mul_vjp_y), scalar=operator.mul,
+    "mul", "MulBackward0", operator.mul, (_mul_vjp_x, _mul_vjp_y),
+    scalar=operator.mul,
     arity="2", reads=((1,), (0,)), quiet=(0.0, _BOUND), sample=Sample(BINARY),
 )  # fmt: skip
 DIV = defop(
@@ -671,16 +675,19 @@ DIV = defop(
         lambda g, a, x, y: unbroadcast(g / y, x),
         lambda g, a, x, y: unbroadcast(-g * x / (y * y), y),
     ),
-    scalar=operator.truediv, arity="2", reads=((1,), (0, 1)), quiet=(1 / _BOUND, _BOUND),
+    arity="2", reads=((1,), (0, 1)), quiet=(1 / _BOUND, _BOUND),
+    scalar=operator.truediv,
     sample=Sample(BINARY, domain=("real", "nonzero")),
 )  # fmt: skip
 RECIPROCAL = defop(
     "reciprocal", "ReciprocalBackward0", lambda x: 1 / x,
-    (lambda g, a, x: -g * a * a,), scalar=lambda x: 1.0 / x,
+    (lambda g, a, x: -g * a * a,),
+    scalar=lambda x: 1.0 / x,
     uses_ans=True, saves=False, sample=Sample(UNARY, domain="nonzero"),
 )  # fmt: skip
 NEG = defop(
-    "neg", "NegBackward0", np.negative, (lambda g, a, x: _neg(g),), scalar=operator.neg,
+    "neg", "NegBackward0", np.negative, (lambda g, a, x: _neg(g),),
+    scalar=operator.neg,
     saves=False, negates=True, sample=Sample(UNARY),
     doc="-x, elementwise", aliases=("negative",), keeps_ints=True,
 )  # fmt: skip
@@ -721,8 +728,8 @@ def _pow_exponent_vjp(g: Tensor, a: Tensor, x: Any, y: Any) -> Tensor:
 POW_TENSOR = defop(
     "pow_tensor", "PowBackward1", lambda x, y: x**y,
     (lambda g, a, x, y: unbroadcast(g * y * x ** (y - 1), x), _pow_exponent_vjp),
-    scalar=math.pow, arity="2", uses_ans=True,
-    sample=Sample(TENSOR_PAIRS, domain=("positive", "real")),
+    arity="2", uses_ans=True, sample=Sample(TENSOR_PAIRS, domain=("positive", "real")),
+    scalar=math.pow,
 )  # fmt: skip
 RPOW = defop(
     "rpow", "PowBackward2", lambda x, base: base**x,
@@ -739,34 +746,39 @@ def _remainder_divisor_vjp(g: Tensor, a: Any, x: Any, y: Any) -> Tensor:
 REMAINDER = defop(
     "remainder", "RemainderBackward0", np.remainder,
     (lambda g, a, x, y: unbroadcast(g, x), _remainder_divisor_vjp),
-    scalar=operator.mod, arity="2", reads=((), (0, 1)),
+    arity="2", reads=((), (0, 1)), scalar=operator.mod,
     sample=Sample(TENSOR_PAIRS, domain=("positive", "positive"), second_order=True),
 )  # fmt: skip
 
 # ---------------------------------------------------------------- elementwise functions
 
 EXP = defop(
-    "exp", "ExpBackward0", np.exp, (lambda g, a, x: _mul(g, a),), scalar=math.exp,
+    "exp", "ExpBackward0", np.exp, (lambda g, a, x: _mul(g, a),),
+    scalar=math.exp,
     uses_ans=True, saves=False, quiet=(-_BOUND, 88.0), sample=Sample(UNARY),
     doc="e to the power x, elementwise",
 )  # fmt: skip
 LOG = defop(
-    "log", "LogBackward0", np.log, (lambda g, a, x: g / x,), scalar=math.log,
+    "log", "LogBackward0", np.log, (lambda g, a, x: g / x,),
+    scalar=math.log,
     quiet=(5e-324, _BOUND), sample=Sample(UNARY, domain="positive"),
     doc="natural logarithm, elementwise (log(-1) is NaN)",
 )  # fmt: skip
 LOG1P = defop(
-    "log1p", "Log1PBackward0", np.log1p, (lambda g, a, x: g / (x + 1),), scalar=math.log1p,
+    "log1p", "Log1PBackward0", np.log1p, (lambda g, a, x: g / (x + 1),),
+    scalar=math.log1p,
     quiet=(-0.99, _BOUND), sample=Sample(UNARY, domain="positive"),
     doc="log(1 + x), accurate for small x",
 )  # fmt: skip
 SQRT = defop(
-    "sqrt", "SqrtBackward0", np.sqrt, (lambda g, a, x: g / (2 * a),), scalar=math.sqrt,
+    "sqrt", "SqrtBackward0", np.sqrt, (lambda g, a, x: g / (2 * a),),
+    scalar=math.sqrt,
     uses_ans=True, saves=False, quiet=(0.0, _BOUND), sample=Sample(UNARY, domain="positive"),
     doc="square root, elementwise",
 )  # fmt: skip
 ABS = defop(
-    "abs", "AbsBackward0", np.abs, (lambda g, a, x: _mul(g, call1(SIGN, x)),), scalar=_py_abs,
+    "abs", "AbsBackward0", np.abs, (lambda g, a, x: _mul(g, call1(SIGN, x)),),
+    scalar=_py_abs,
     sample=Sample(UNARY, domain="nonzero"),
     doc="absolute value (its derivative at 0 is 0)", aliases=("absolute",), keeps_ints=True,
 )  # fmt: skip
@@ -785,11 +797,13 @@ def _cos_vjp(g: Any, a: Any, x: Any) -> Any:
 
 
 SIN = defop(
-    "sin", "SinBackward0", np.sin, (_sin_vjp,), scalar=math.sin,
+    "sin", "SinBackward0", np.sin, (_sin_vjp,),
+    scalar=math.sin,
     quiet=_FINITE, sample=Sample(UNARY), doc="sine, elementwise (radians)",
 )  # fmt: skip
 COS = defop(
-    "cos", "CosBackward0", np.cos, (_cos_vjp,), scalar=math.cos,
+    "cos", "CosBackward0", np.cos, (_cos_vjp,),
+    scalar=math.cos,
     quiet=_FINITE, sample=Sample(UNARY), doc="cosine, elementwise (radians)",
 )  # fmt: skip
 TAN = defop(
@@ -954,7 +968,8 @@ def _clamp_vjp(g: Tensor, a: Any, x: Tensor, lo: Any, hi: Any) -> Tensor:
 
 
 CLAMP = defop(
-    "clamp", "ClampBackward1", _clamp, (_clamp_vjp,), scalar=_clamp_scalar,
+    "clamp", "ClampBackward1", _clamp, (_clamp_vjp,),
+    scalar=_clamp_scalar,
     sample=Sample(UNARY, consts=((-0.5, 0.7), (None, 0.3), (0.2, None))),
 )  # fmt: skip
 
