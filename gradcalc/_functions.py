@@ -6,9 +6,9 @@ promotion where NumPy's differs) and runs one registry op, or a few for
 composites. Each is declared once, with ``@O.deffunction`` (see "Public
 functions" in :mod:`gradcalc.ops`); the elementwise functions of ops declared
 public with ``defop(doc=...)`` are generated here (`_front_end`). Importing
-this module completes the registry (``gradcalc.nn.functional`` included) and
-derives from it the Tensor methods (so ``x.exp()`` and ``gradcalc.exp(x)`` are
-one code path) and the names ``gradcalc`` exports (`exported`).
+this module derives from the registry the Tensor methods (so ``x.exp()`` and
+``gradcalc.exp(x)`` are one code path) and the names ``gradcalc`` exports
+(`exported`); ``gradcalc.nn.functional``, which imports it, declares the rest.
 
 Parameter annotations are read by the formula language to convert its
 arguments (``gradcalc/builtins.py``): ``int``, ``float``, ``bool``, and the
@@ -1190,6 +1190,3 @@ def _install_operators() -> None:
 
 
 _complete()
-
-# The rest of the registry: its entries are functions, not methods (and it reads F.relu).
-from gradcalc.nn import functional as _nn_functional  # noqa: E402, F401

@@ -31,11 +31,7 @@ from typing import Any
 import numpy as np
 
 import gradcalc as engine
-from gradcalc import (
-    _functions,  # noqa: F401  (completes the registry and installs Tensor's methods)
-    _tensor,
-    ops,
-)
+from gradcalc import _tensor, ops
 from gradcalc.errors import (
     FormulaError,
     FormulaTypeError,
@@ -45,6 +41,7 @@ from gradcalc.errors import (
     ShapeError,
 )
 from gradcalc.limits import Limits
+from gradcalc.nn import functional as _nn_functional  # noqa: F401  (the registry, complete)
 
 Tensor = _tensor.Tensor
 Size = _tensor.Size

@@ -311,7 +311,8 @@ class ApiFunction:
 
 
 API: dict[str, ApiFunction] = {}
-"""Every public function, by name; complete once ``gradcalc._functions`` is imported."""
+"""Every public function, by name; complete once ``gradcalc.nn.functional`` is imported
+(it imports ``gradcalc._functions``, which declares the others)."""
 _API_NAMES: set[str] = set()
 """Every name and alias in API."""
 
