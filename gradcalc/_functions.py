@@ -1114,7 +1114,7 @@ def type_as(input: Tensor, other: Tensor) -> Tensor:
     return to(input, other._data.dtype)
 
 
-# ---------------------------------------------------------------- the registry, completed
+# ---------------------------------------------------------------- derived from the registry
 
 
 def _front_end(entry: O.ApiFunction) -> Callable:
