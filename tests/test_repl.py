@@ -336,7 +336,7 @@ def test_piped_repl_through_the_command_line(tmp_path: Path):
 
 def test_piped_repl_exits_1_after_running_every_line():
     done = subprocess.run(
-        [sys.executable, "-m", "gradcalc.cli.repl"],
+        [sys.executable, "-m", "gradcalc", "repl"],
         input="a = 2\na = a +\na\n",
         capture_output=True,
         text=True,
