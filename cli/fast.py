@@ -23,7 +23,9 @@ from gradcalc.cli.inputs import (
     parse_names,
 )
 
-COMMANDS = frozenset({"grad", "eval", "graph", "jacobian", "hessian", "batch", "repl", "functions"})
+COMMANDS = frozenset(
+    {"grad", "eval", "graph", "jacobian", "hessian", "explain", "batch", "repl", "functions"}
+)
 FLAGS = {"--json": "json", "--graph": "graph", "--check": "check"}
 VALUED = {"--wrt", "--of", "--grad-output", "--seed", "--dtype", *LIMIT_OPTIONS}
 EVAL_FLAGS = {"--json": "json"}

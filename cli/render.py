@@ -376,3 +376,59 @@ def functions_table(functions: dict[str, Any]) -> Table:
             Text(name), Text(str(getattr(spec, "signature", name))), Text(getattr(spec, "doc", ""))
         )
     return table
+
+
+def explanation_view(explanation: Any, width: int) -> RenderableType:
+    """Explain mode's text: the forward pass, the backward pass, and each variable's sum."""
+    forward = Table(title="forward pass", box=box.SIMPLE_HEAD, title_justify="left")
+    forward.add_column("#", justify="right", style="dim")
+    forward.add_column("node")
+    forward.add_column("computes", overflow="fold")
+    forward.add_column("value", overflow="fold")
+    for step in explanation.forward:
+        computes = step.expr if step.op == "leaf" or not step.name else f"{step.name} = {step.expr}"
+        node = Text("variable", style="cyan") if step.op == "leaf" else Text(step.op)
+        forward.add_row(str(step.id), node, computes, _explain_value(step.value))
+    backward = Table(
+        title="backward pass: contribution = local derivative × upstream gradient",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+    )
+    backward.add_column("node")
+    backward.add_column("upstream", overflow="fold")
+    backward.add_column("to", justify="right")
+    backward.add_column("local", overflow="fold")
+    backward.add_column("contribution", overflow="fold")
+    for step in explanation.backward:
+        for index, part in enumerate(step.to):
+            node = f"#{step.node} {step.op}" if index == 0 else ""
+            upstream = _explain_value(step.upstream) if index == 0 else ""
+            local = (
+                Text(part.describe or "", style="dim")
+                if part.local is None
+                else _explain_value(part.local)
+            )
+            backward.add_row(
+                node, upstream, f"#{part.input}", local, _explain_value(part.contribution)
+            )
+    parts: list[RenderableType] = [value_block(explanation.result, width), forward, backward]
+    totals = Table(title="gradients: the contributions reaching each variable, added",
+                   box=box.SIMPLE_HEAD, title_justify="left", show_header=False)  # fmt: skip
+    totals.add_column("variable", style="cyan")
+    totals.add_column("sum", overflow="fold")
+    for name, node_id in explanation.variables().items():
+        terms = [
+            f"{_explain_value(value)} (from #{source})"
+            for source, value in explanation.contributions_to(node_id)
+        ]
+        total = _explain_value(explanation.result.gradients[name])
+        totals.add_row(f"d/d{name}", " + ".join(terms) + f" = {total}" if terms else total)
+    parts.append(totals)
+    notes = notes_block(explanation.result)
+    if notes is not None:
+        parts.append(notes)
+    return Group(*parts)
+
+
+def _explain_value(array: Any) -> str:
+    return short_text(None if array is None else np.asarray(array), digits=LABEL_DIGITS)
