@@ -380,7 +380,7 @@ def functions_table(functions: dict[str, Any]) -> Table:
 
 def explanation_view(explanation: Any, width: int) -> RenderableType:
     """Explain mode's text: the forward pass, the backward pass, and each variable's sum."""
-    forward = Table(title="forward pass", box=box.SIMPLE_HEAD, title_justify="left")
+    forward = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     forward.add_column("#", justify="right", style="dim")
     forward.add_column("node")
     forward.add_column("computes", overflow="fold")
@@ -389,11 +389,8 @@ def explanation_view(explanation: Any, width: int) -> RenderableType:
         computes = step.expr if step.op == "leaf" or not step.name else f"{step.name} = {step.expr}"
         node = Text("variable", style="cyan") if step.op == "leaf" else Text(step.op)
         forward.add_row(str(step.id), node, computes, _explain_value(step.value))
-    backward = Table(
-        title="backward pass: contribution = local derivative × upstream gradient",
-        box=box.SIMPLE_HEAD,
-        title_justify="left",
-    )
+    backward = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    backward.add_column("#", justify="right", style="dim")
     backward.add_column("node")
     backward.add_column("upstream", overflow="fold")
     backward.add_column("to", justify="right")
@@ -401,33 +398,48 @@ def explanation_view(explanation: Any, width: int) -> RenderableType:
     backward.add_column("contribution", overflow="fold")
     for step in explanation.backward:
         for index, part in enumerate(step.to):
-            node = f"#{step.node} {step.op}" if index == 0 else ""
-            upstream = _explain_value(step.upstream) if index == 0 else ""
+            first = index == 0
             local = (
                 Text(part.describe or "", style="dim")
                 if part.local is None
                 else _explain_value(part.local)
             )
             backward.add_row(
-                node, upstream, f"#{part.input}", local, _explain_value(part.contribution)
+                str(step.node) if first else "",
+                f"{step.op} ({step.expr})" if first else "",
+                _explain_value(step.upstream) if first else "",
+                f"#{part.input}",
+                local,
+                _explain_value(part.contribution),
             )
-    parts: list[RenderableType] = [value_block(explanation.result, width), forward, backward]
-    totals = Table(title="gradients: the contributions reaching each variable, added",
-                   box=box.SIMPLE_HEAD, title_justify="left", show_header=False)  # fmt: skip
-    totals.add_column("variable", style="cyan")
-    totals.add_column("sum", overflow="fold")
-    for name, node_id in explanation.variables().items():
-        terms = [
+    sums = Text()
+    nodes = explanation.variables()
+    for name, gradient in explanation.result.gradients.items():
+        total = _explain_value(gradient)
+        parts = [
             f"{_explain_value(value)} (from #{source})"
-            for source, value in explanation.contributions_to(node_id)
+            for source, value in explanation.contributions_to(nodes.get(name, -1))
         ]
-        total = _explain_value(explanation.result.gradients[name])
-        totals.add_row(f"d/d{name}", " + ".join(terms) + f" = {total}" if terms else total)
-    parts.append(totals)
+        if not parts:
+            line = f" = {total} (no path from the output reaches it)"
+        elif len(parts) == 1:
+            line = f" = {parts[0]}"
+        else:
+            line = f" = {' + '.join(parts)} = {total}"
+        sums.append("\n" if sums else "").append(f"d/d{name}", style="cyan").append(line)
+    blocks: list[RenderableType] = [
+        value_block(explanation.result, width),
+        Text("forward pass: each operation and its value", style="bold"),
+        forward,
+        Text("backward pass: contribution = local derivative × upstream gradient", style="bold"),
+        backward,
+        Text("gradients: the contributions reaching each variable, added", style="bold"),
+        sums,
+    ]
     notes = notes_block(explanation.result)
     if notes is not None:
-        parts.append(notes)
-    return Group(*parts)
+        blocks.append(notes)
+    return Group(*blocks)
 
 
 def _explain_value(array: Any) -> str:

@@ -167,3 +167,38 @@ def test_graph_picture_renders(tmp_path: Path) -> None:
     done = runner.invoke(app, ["graph", "a*b + a", "a=1", "b=2", "-o", str(target)])
     assert done.exit_code == 0, done.output
     assert "<svg" in target.read_text()
+
+
+SEED_TEXT = """\
+value = -12.0
+forward pass: each operation and its value
+
+ #   node           computes        value
+ ────────────────────────────────────────
+ 0   variable       a               2.0
+ 1   PowBackward0   a**3            8.0
+ 2   MulBackward0   3*a**3          24.0
+ 3   variable       b               6.0
+ 4   PowBackward0   b**2            36.0
+ 5   SubBackward0   3*a**3 - b**2   -12.0
+
+backward pass: contribution = local derivative × upstream gradient
+
+ #   node                           upstream   to   local   contribution
+ ───────────────────────────────────────────────────────────────────────
+ 5   SubBackward0 (3*a**3 - b**2)   1.0        #2   1.0     1.0
+                                               #4   -1.0    -1.0
+ 4   PowBackward0 (b**2)            -1.0       #3   12.0    -12.0
+ 2   MulBackward0 (3*a**3)          1.0        #1   3.0     3.0
+ 1   PowBackward0 (a**3)            3.0        #0   12.0    36.0
+
+gradients: the contributions reaching each variable, added
+d/da = 36.0 (from #1)
+d/db = -12.0 (from #4)
+"""
+
+
+def test_seed_formula_text_snapshot() -> None:
+    shown = runner.invoke(app, ["explain", "3*a**3 - b**2", "a=2", "b=6"], env={"COLUMNS": "100"})
+    assert shown.exit_code == 0
+    assert "\n".join(line.rstrip() for line in shown.stdout.split("\n")) == SEED_TEXT
