@@ -15,7 +15,6 @@ of a non-scalar, a second backward through a freed graph, ...). They subclass
 
 from __future__ import annotations
 
-
 _CONTROL_PICTURES = {code: 0x2400 + code for code in range(32) if chr(code) not in "\t\n"}
 _CONTROL_PICTURES[0x7F] = 0x2421
 _CONTROL_PICTURES.update({code: 0xFFFD for code in range(0x80, 0xA0)})
