@@ -415,13 +415,15 @@ def explanation_view(explanation: Any, width: int) -> RenderableType:
     sums = Text()
     nodes = explanation.variables()
     for name, gradient in explanation.result.gradients.items():
+        found = explanation.contributions_to(nodes.get(name, -1))
+        parts = [f"{_explain_value(value)} (from #{source})" for source, value in found]
+        added = sum(np.asarray(value, dtype=float) for _, value in found)
+        if found and not np.allclose(added, gradient, equal_nan=True):
+            parts.append("operations of earlier entries")  # the REPL's :explain
         total = _explain_value(gradient)
-        parts = [
-            f"{_explain_value(value)} (from #{source})"
-            for source, value in explanation.contributions_to(nodes.get(name, -1))
-        ]
         if not parts:
-            line = f" = {total} (no path from the output reaches it)"
+            where = "not used by the output" if not np.any(gradient) else "through earlier entries"
+            line = f" = {total} ({where})"
         elif len(parts) == 1:
             line = f" = {parts[0]}"
         else:

@@ -89,8 +89,9 @@ class Explanation:
     backward: list[BackwardStep]
 
     def variables(self) -> dict[str, int]:
-        """Each reported variable's forward node id (variables the output never used have none)."""
-        leaves = {step.name: step.id for step in self.forward if step.op == "leaf" and step.name}
+        """The forward node id of each name gradients are reported for (a variable, or a named
+        intermediate in the REPL); names the output never used have none."""
+        leaves = {step.name: step.id for step in self.forward if step.name}
         return {name: leaves[name] for name in self.result.gradients if name in leaves}
 
     def contributions_to(self, node_id: int) -> list[tuple[int, np.ndarray]]:
@@ -117,6 +118,14 @@ def explain(
         formula, bindings, wrt, of, None, dtype, seed, graph=True, limits=limits,
         retain_graph=True,
     )  # fmt: skip
+    return explain_result(result)
+
+
+def explain_result(result: api.Result) -> Explanation:
+    """Both passes of a result whose graph recorded values and kept its saved tensors
+    (``api.evaluate(..., graph=True, retain_graph=True)``, or the REPL's
+    ``api.differentiate(..., graph=True)``); nodes recorded earlier, without values, show
+    no step."""
     graph = result.graph or Graph()
     order = _forward_order(graph)
     new_id = {old: new for new, old in enumerate(order)}
@@ -303,63 +312,3 @@ def _constant_arg(value: Any) -> str:
     if value is None or isinstance(value, (bool, int, float, str, tuple)):
         return repr(value)
     return _constant(value)
-
-
-# ---------------------------------------------------------------- JSON
-
-
-def explanation_to_json(explanation: Explanation, max_elements: int = 1000) -> dict:
-    """The result object (CONTRACT §3) plus ``forward``, ``backward`` and ``totals``.
-
-    Tensors over ``max_elements`` elements are written as null beside their shape.
-    """
-    from gradcalc.api import result_to_json, tensor_to_json
-
-    def tensor(array: np.ndarray | None) -> Any:
-        if array is None or np.size(array) > max_elements:
-            return None
-        return tensor_to_json(np.asarray(array))
-
-    payload = result_to_json(explanation.result)
-    payload.pop("graph", None)  # the forward list carries the same nodes
-    payload["forward"] = [
-        {
-            "id": step.id,
-            "op": step.op,
-            **({"name": step.name} if step.name is not None else {}),
-            "inputs": step.inputs,
-            "expr": step.expr,
-            "shape": None if step.value is None else list(np.shape(step.value)),
-            "value": tensor(step.value),
-        }
-        for step in explanation.forward
-    ]
-    payload["backward"] = [
-        {
-            "node": step.node,
-            "op": step.op,
-            "expr": step.expr,
-            "upstream": tensor(step.upstream),
-            "to": [
-                {
-                    "input": part.input,
-                    "local": tensor(part.local),
-                    **({"describe": part.describe} if part.describe else {}),
-                    "contribution": tensor(part.contribution),
-                }
-                for part in step.to
-            ],
-        }
-        for step in explanation.backward
-    ]
-    payload["totals"] = {
-        name: {
-            "node": node_id,
-            "contributions": [
-                {"from": source, "value": tensor(value)}
-                for source, value in explanation.contributions_to(node_id)
-            ],
-        }
-        for name, node_id in explanation.variables().items()
-    }
-    return payload

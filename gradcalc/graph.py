@@ -4,9 +4,10 @@
 iteratively (a graph may be 100,000 operations deep) into a :class:`Graph`:
 one node per grad_fn (PyTorch's names: ``SubBackward0``, ``AccumulateGrad``
 for a leaf), each shared subexpression once, with the value and gradient the
-engine recorded under ``gradcalc._tensor.record_values()``. The exporters
-(JSON, Graphviz DOT, Mermaid) are plain text; the Rich tree lives in
-``gradcalc.cli`` with the rest of the Rich rendering.
+engine recorded under ``gradcalc._tensor.record_values()``. The text
+exporters (Graphviz DOT, Mermaid) are here; the JSON encoding is
+``gradcalc.jsonio.graph_to_json``, and the Rich tree lives in ``gradcalc.cli``
+with the rest of the Rich rendering.
 
 Edges point from a node to the node whose output it consumes, i.e. from the
 output towards the leaves, the direction backward runs; DOT and Mermaid draw
@@ -26,8 +27,6 @@ INLINE_ELEMENTS = 6
 """Tensors up to this many elements are shown by value in labels; larger ones by shape."""
 LABEL_DIGITS = 6
 """Significant digits of numbers in graph labels (tree, DOT, Mermaid); JSON keeps them all."""
-JSON_VALUE_ELEMENTS = 1000
-"""Tensors up to this many elements carry their values in the JSON graph."""
 
 
 @dataclass(slots=True)
@@ -213,31 +212,6 @@ def node_title(node: GraphNode) -> str:
 
 
 # ---------------------------------------------------------------- exporters
-
-
-def graph_to_json(graph: Graph, max_value_elements: int = JSON_VALUE_ELEMENTS) -> dict:
-    """``{"root", "nodes": [...], "edges": [{"from", "to"}]}``; big tensors carry only a shape."""
-    from gradcalc.api import tensor_to_json
-
-    def tensor(array: np.ndarray | None) -> Any:
-        if array is None or array.size > max_value_elements:
-            return None
-        return tensor_to_json(array)
-
-    nodes = []
-    for node in graph.nodes:
-        nodes.append(
-            {
-                "id": node.id,
-                "op": node.op,
-                "name": node.name,
-                "shape": None if node.shape is None else list(node.shape),
-                "value": tensor(node.value),
-                "grad": tensor(node.grad),
-            }
-        )
-    edges = [{"from": consumer, "to": source} for consumer, source in graph.edges]
-    return {"root": graph.root, "nodes": nodes, "edges": edges}
 
 
 def graph_to_dot(graph: Graph) -> str:

@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from gradcalc.cli.app import app
-from gradcalc.explain import explain, explanation_to_json
+from gradcalc.explain import explain
+from gradcalc.jsonio import explanation_to_json
 
 runner = CliRunner()
 
