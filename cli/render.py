@@ -369,8 +369,10 @@ def _caret_snippet(exc: FormulaError, window: int) -> tuple[str, str] | None:
 def functions_table(functions: dict[str, Any]) -> Table:
     """The signature (it starts with the name) and the description wrapped beside it; a
     signature stays whole on its line up to 40 characters (longer ones wrap)."""
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
-    table.add_column("signature", style="cyan", min_width=min(40, _widest(functions)))
+    # expand=True: without it Rich 15 crops (not wraps) a description one character too wide
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, expand=True)
+    widest = min(40, _widest(functions))
+    table.add_column("signature", style="cyan", min_width=widest, max_width=widest)
     table.add_column("description", ratio=1)
     for name, spec in functions.items():
         table.add_row(Text(str(getattr(spec, "signature", name))), Text(getattr(spec, "doc", "")))
