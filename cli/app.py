@@ -478,11 +478,15 @@ def graph_(
         typer.Option(
             "--output",
             "-o",
-            help="Write to this file; .svg, .png or .pdf render DOT with Graphviz's 'dot'.",
+            help="Write to this file; .svg, .png or .pdf render DOT with Graphviz's 'dot'; "
+            ".dot, .mmd and .json choose that format.",
             metavar="PATH",
             show_default=False,
         ),
     ] = None,
+    json: Annotated[
+        bool, typer.Option("--json", help="Same as --format json (strict JSON).")
+    ] = False,
     seed: Seed = None,
     dtype: DTypeOpt = DType.float64,
     *,
@@ -500,7 +504,11 @@ def graph_(
       gradcalc graph 'y = x*x; y + y' x=3 --format mermaid
 
       gradcalc graph 'sum(tanh(x @ w))' x='ones(2, 3)' w='ones(3, 1)' -o graph.svg
+
+      gradcalc graph 'exp(-a) * b' a=1 b=2 -o graph.mmd
     """
+    if json:
+        format = GraphFormat.json
     _run_formula(
         "graph",
         formula,
@@ -541,6 +549,38 @@ def jacobian(
       gradcalc jacobian 'softmax(x)' x='[1, 2, 3]' --json
     """
     _run_formula("jacobian", formula, bindings, dtype, limits, wrt, of=of, json=json, seed=seed)
+
+
+@app.command(cls=FormulaCommand)
+@_with_limits
+def explain(
+    formula: Formula,
+    bindings: Bindings = None,
+    wrt: Wrt = None,
+    of: Of = None,
+    json: Json = False,
+    seed: Seed = None,
+    dtype: DTypeOpt = DType.float64,
+    *,
+    limits: dict[str, int],
+) -> None:
+    """The backward pass step by step: how the chain rule builds each gradient.
+
+    First the forward pass (each operation, what it computes, its value), then
+    the backward pass in the order it runs: for each operation the gradient
+    arriving from above, each input's local derivative, and their product (the
+    contribution); finally each variable's gradient as the sum of the
+    contributions that reached it.
+
+    Examples:
+
+      gradcalc explain '3*a**3 - b**2' a=2 b=6
+
+      gradcalc explain 'y = x*x; y + y' x=3
+
+      gradcalc explain 'sum(tanh(x @ w))' x='ones(2, 3)' w='ones(3, 1)' --json
+    """
+    _run_formula("explain", formula, bindings, dtype, limits, wrt, of=of, json=json, seed=seed)
 
 
 @app.command(cls=FormulaCommand)

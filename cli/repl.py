@@ -410,6 +410,29 @@ def _cmd_graph(session: Session, argument: str) -> bool:
     return True
 
 
+def _cmd_explain(session: Session, argument: str) -> bool:
+    if not argument:
+        return session.fail("':explain' needs an expression", hint="e.g. :explain 3*a**3 - b**2")
+    from gradcalc import api
+    from gradcalc.explain import explain_result
+
+    explanation = explain_result(api.differentiate(session.interp, argument, graph=True))
+    if session.json:
+        from gradcalc.jsonio import explanation_to_json
+
+        session.write_json(explanation_to_json(explanation))
+        return True
+    from gradcalc.cli.render import explanation_view
+
+    session.print(explanation_view(explanation, session.out.width))
+    if any(step.value is None for step in explanation.forward):
+        session.note(
+            "operations computed by earlier entries are not shown step by step; "
+            "give :explain the formula itself to see every step"
+        )
+    return True
+
+
 def _cmd_vars(session: Session, argument: str) -> bool:
     names = session.names
     if session.json:
@@ -556,6 +579,7 @@ Ctrl-D leaves."""
 COMMANDS: dict[str, Command] = {
     ":grad": Command(_cmd_grad, ":grad EXPR", "value and gradients w.r.t. every variable"),
     ":graph": Command(_cmd_graph, ":graph EXPR", "the operations behind EXPR, as a tree"),
+    ":explain": Command(_cmd_explain, ":explain EXPR", "the chain rule behind EXPR, step by step"),
     ":vars": Command(_cmd_vars, ":vars", "names, shapes, values and stored .grad"),
     ":reset": Command(_cmd_reset, ":reset", "forget every name"),
     ":load": Command(_cmd_load, ":load FILE", "run a program file in this session"),

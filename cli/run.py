@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FORMULA, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 RENDERED_SUFFIXES = {".svg", ".png", ".pdf"}
+FORMAT_SUFFIXES = {".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".json": "json"}
+"""``graph -o NAME`` without ``--format``: the text format the file's suffix names."""
 
 
 def run_invocation(inv: Invocation) -> int:
@@ -107,6 +109,8 @@ def _run(inv: Invocation) -> int:
         "seed": inv.seed,
         "limits": inv.make_limits(),
     }
+    if inv.command == "explain":
+        return _write_explanation(formula, inv, common)
     if inv.command in ("grad", "eval", "graph"):
         grad = inv.command != "eval"
         common |= {
@@ -141,6 +145,24 @@ def _run(inv: Invocation) -> int:
     return EXIT_OK
 
 
+def _write_explanation(formula: str, inv: Invocation, common: dict[str, Any]) -> int:
+    from gradcalc.explain import explain
+    from gradcalc.jsonio import dumps, explanation_to_json
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NumPy's floating-point warnings: results say it
+        explanation = explain(formula, wrt=inv.wrt, **common)
+    if inv.json:
+        _write(dumps(explanation_to_json(explanation)) + "\n")
+        return EXIT_OK
+    from gradcalc.cli.render import explanation_view, make_console
+
+    console = make_console(sys.stdout)
+    console.print(explanation_view(explanation, console.width))
+    sys.stdout.flush()
+    return EXIT_OK
+
+
 def _write_graph(result: Any, inv: Invocation) -> int:
     from pathlib import Path
 
@@ -151,17 +173,23 @@ def _write_graph(result: Any, inv: Invocation) -> int:
     target = Path(inv.output) if inv.output else None
     if target is not None and target.suffix.lower() in RENDERED_SUFFIXES:
         return _render_with_dot(graph.graph_to_dot(result.graph), target)
-    if inv.format == "tree":
+    fmt = inv.format
+    if fmt == "tree" and target is not None:
+        fmt = FORMAT_SUFFIXES.get(target.suffix.lower(), fmt)
+    if fmt == "tree":
         if target is not None:
-            raise UsageProblem("--output needs --format json, dot or mermaid (or a .svg/.png name)")
+            raise UsageProblem(
+                "--output needs --format json, dot or mermaid, or a name ending in "
+                ".dot, .mmd, .json, .svg, .png or .pdf"
+            )
         from gradcalc.cli.render import graph_tree, make_console
 
         make_console(sys.stdout).print(graph_tree(result.graph))
         sys.stdout.flush()
         return EXIT_OK
-    if inv.format == "json":
+    if fmt == "json":
         text = dumps(graph_to_json(result.graph)) + "\n"
-    elif inv.format == "dot":
+    elif fmt == "dot":
         text = graph.graph_to_dot(result.graph)
     else:
         text = graph.graph_to_mermaid(result.graph)

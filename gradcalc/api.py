@@ -163,13 +163,17 @@ def evaluate(
     check: bool = False,
     graph: bool = False,
     limits: Limits | None = None,
+    *,
+    retain_graph: bool = False,
 ) -> Result:
     """Run ``formula`` with ``bindings`` as differentiable leaves; return its value and gradients.
 
     Gradients are reported for ``wrt`` (bound variables or names the program
     defines), by default for every bound variable and every leaf the program
     creates. A non-scalar output is differentiated as its sum unless
-    ``grad_output`` gives the seed. Raises ``FormulaError`` subclasses only.
+    ``grad_output`` gives the seed. ``retain_graph`` keeps the saved values
+    of ``result.graph``'s nodes (explain mode reads them). Raises
+    ``FormulaError`` subclasses only.
     """
     dtype = _check_dtype(dtype)
     limits = limits or DEFAULT_LIMITS
@@ -178,7 +182,9 @@ def evaluate(
     )
     if found is not None:
         return found
-    return _evaluate(formula, bindings, wrt, of, grad_output, dtype, seed, check, graph, limits)
+    return _evaluate(
+        formula, bindings, wrt, of, grad_output, dtype, seed, check, graph, limits, retain_graph
+    )
 
 
 @_releases_buffers
@@ -193,6 +199,7 @@ def _evaluate(
     check: bool,
     graph: bool,
     limits: Limits,
+    retain_graph: bool = False,
 ) -> Result:
     """:func:`evaluate` on the engine (arguments checked)."""
     if check and seed is None:
@@ -201,7 +208,7 @@ def _evaluate(
     values = _binding_values(bindings)
     with _recorder() if graph else contextlib.nullcontext():
         result, run, seed_array = _differentiate(
-            formula, values, wrt, of, grad_output, dtype, seed, limits
+            formula, values, wrt, of, grad_output, dtype, seed, limits, retain_graph
         )
     if check:
         base = {name: _as_float64(leaf._data) for name, leaf in run.leaves.items()}

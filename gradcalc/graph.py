@@ -39,6 +39,8 @@ class GraphNode:
     value: np.ndarray | None = None
     grad: np.ndarray | None = None
     """The gradient of the output with respect to this node's output."""
+    source: Any = field(default=None, repr=False, compare=False)
+    """The engine's grad_fn behind this node (for explain mode's per-node VJPs)."""
 
     @property
     def shape(self) -> tuple[int, ...] | None:
@@ -94,7 +96,9 @@ def build_graph(
         if getattr(output, "requires_grad", False):
             name = leaf_names.get(id(output))
             grad = gradients.get(name) if name is not None else None
-            graph.nodes.append(GraphNode(0, "AccumulateGrad", name, _data(output), grad))
+            graph.nodes.append(
+                GraphNode(0, "AccumulateGrad", name, _data(output), _array_or_none(grad))
+            )
         return graph
     ids = {id(root): 0}
     graph.nodes.append(_node(0, root, fn_names, leaf_names, gradients, output))
@@ -130,7 +134,7 @@ def _node(
         grad = getattr(fn, "grad_value", None)
         if grad is None and name is not None:
             grad = gradients.get(name)
-        return GraphNode(node_id, op, name, _data(variable), _array_or_none(grad))
+        return GraphNode(node_id, op, name, _data(variable), _array_or_none(grad), fn)
     value = getattr(fn, "value", None)
     if value is None and output is not None:
         value = _data(output)
@@ -140,6 +144,7 @@ def _node(
         fn_names.get(id(fn)),
         _array_or_none(value),
         _array_or_none(getattr(fn, "grad_value", None)),
+        fn,
     )
 
 

@@ -167,6 +167,64 @@ def graph_to_json(graph: Graph, max_value_elements: int = GRAPH_VALUE_ELEMENTS) 
 # ---------------------------------------------------------------- language values (the REPL)
 
 
+def explanation_to_json(explanation: Any, max_elements: int = GRAPH_VALUE_ELEMENTS) -> dict:
+    """Explain mode (``gradcalc.explain``): the result object (CONTRACT §3) plus
+    ``forward``, ``backward`` and ``totals``.
+
+    Tensors over ``max_elements`` elements are written as null beside their shape.
+    """
+    import numpy as np
+
+    def tensor(array: Any) -> Any:
+        if array is None or np.size(array) > max_elements:
+            return None
+        return tensor_to_json(np.asarray(array))
+
+    payload = result_to_json(explanation.result)
+    payload.pop("graph", None)  # the forward list carries the same nodes
+    payload["forward"] = [
+        {
+            "id": step.id,
+            "op": step.op,
+            **({"name": step.name} if step.name is not None else {}),
+            "inputs": step.inputs,
+            "expr": step.expr,
+            "shape": None if step.value is None else list(np.shape(step.value)),
+            "value": tensor(step.value),
+        }
+        for step in explanation.forward
+    ]
+    payload["backward"] = [
+        {
+            "node": step.node,
+            "op": step.op,
+            "expr": step.expr,
+            "upstream": tensor(step.upstream),
+            "to": [
+                {
+                    "input": part.input,
+                    "local": tensor(part.local),
+                    **({"describe": part.describe} if part.describe else {}),
+                    "contribution": tensor(part.contribution),
+                }
+                for part in step.to
+            ],
+        }
+        for step in explanation.backward
+    ]
+    payload["totals"] = {
+        name: {
+            "node": node_id,
+            "contributions": [
+                {"from": source, "value": tensor(value)}
+                for source, value in explanation.contributions_to(node_id)
+            ],
+        }
+        for name, node_id in explanation.variables().items()
+    }
+    return payload
+
+
 def value_to_json(value: Any) -> dict:
     """A value a formula produced, as a result object without gradients.
 

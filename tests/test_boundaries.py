@@ -22,6 +22,7 @@ CLI_MAY_IMPORT = frozenset(
     {
         "gradcalc",  # the package: Tensor and Size for isinstance, __version__
         "gradcalc.api",  # everything the CLI and the REPL compute
+        "gradcalc.explain",  # explain mode: both passes step by step (on top of api)
         "gradcalc.jsonio",  # the one JSON encoding
         "gradcalc.graph",  # Graph and its DOT/Mermaid text
         "gradcalc.builtins",  # the built-ins table: `gradcalc functions`, completion
