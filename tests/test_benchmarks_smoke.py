@@ -166,6 +166,7 @@ def test_w1_checks_accept_gradcalc_and_reject_another_formulas_output(tmp_path: 
         "graph dot": 1,
         "graph json": 1,
         "name json": 2,
+        "functions text": 1,
     }
     picked = []
     for case in w1_cases.cases(tmp_path):
