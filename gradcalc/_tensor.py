@@ -265,6 +265,17 @@ def record_values() -> Iterator[None]:
         _recording = previous
 
 
+_recorded_steps = 0
+
+
+def _record_gradient(meta: _Meta, data: Any) -> None:
+    """Keep the gradient that reached a node and when it did (see :func:`record_values`)."""
+    global _recorded_steps
+    meta.grad_value = data
+    meta.step = _recorded_steps
+    _recorded_steps += 1
+
+
 def is_recording_values() -> bool:
     """Whether :func:`record_values` is active (nodes keep values and gradients)."""
     return _recording
@@ -282,12 +293,14 @@ def backward_passes() -> int:
 class _Meta:
     """A node's rarely used extras, kept apart so recording a node stays cheap."""
 
-    __slots__ = ("grad_value", "retain", "value")
+    __slots__ = ("grad_value", "retain", "step", "value")
 
     def __init__(self, value: Any = None) -> None:
         self.value = value
         self.grad_value = None
         self.retain = None
+        self.step = -1
+        """When backward reached the node: its place in the recorded passes (explain mode)."""
 
 
 if _native is not None:
@@ -374,6 +387,13 @@ class Node(_NodeSlots):
     @grad_value.setter
     def grad_value(self, data: Any) -> None:
         self._meta().grad_value = data
+
+    @property
+    def step(self) -> int:
+        """When the last recorded backward pass ran this node, counted across passes
+        (-1: never); explain mode lists the backward pass in this order."""
+        meta = self.meta
+        return -1 if meta is None else meta.step
 
     @property
     def _retain(self) -> Any:
@@ -1479,12 +1499,12 @@ class _BackwardPass:
             else:
                 _store_leaf_data(node.variable, g, owned)
         if _recording:
-            node.grad_value = g._data if self.recorded else g
+            _record_gradient(node._meta(), g._data if self.recorded else g)
 
     def _keep(self, meta: _Meta, g: Any) -> None:
         """A non-leaf's extras: its gradient for the renderer, ``retain_grad``'s ``.grad``."""
         if meta.value is not None:
-            meta.grad_value = g._data if self.recorded else g
+            _record_gradient(meta, g._data if self.recorded else g)
         if self.accumulate and meta.retain is not None:
             kept = meta.retain()
             if kept is not None:
