@@ -1,12 +1,14 @@
 /* What a long scalar graph does per node, in C, with CPython's public C API only.
  *
- * Measured gain (W2, 100,000-node 0-d chain `y = sin(y*c + x)*k`, µs per node,
- * medians of 5 interleaved runs on a loaded 2-core machine, CPython 3.11):
- * with this module: Python API 1.0x, formula language 1.3x (0.12x / 0.16x
- * PyTorch eager); without it: 2.2x and 2.5x (0.29x / 0.33x PyTorch), so the
- * API target (<= 0.25x PyTorch) is met only with it. Re-measure when the
- * engine's forwards run on Python floats: if the Python path then meets the
- * target alone, delete this file (see docs/ARCHITECTURE.md, "Engine").
+ * Measured gain (W2, the 100,000-node 0-d chain `y = sin(y*c + x)*k`, CPython
+ * 3.11, a 2-core machine shared with other jobs, load ~5, so wall figures
+ * spread by ~50%): with this module the Python API takes 1.1-1.8 µs/node, 0.12x
+ * PyTorch eager (formula language 0.15-0.19x); without it 3.7-3.9 µs/node,
+ * 0.24-0.42x (formula 0.27-0.47x): about 2.2x, and the API target (<= 0.25x)
+ * holds only with it. Instructions per node (callgrind): forward 5,629 with
+ * it vs 12,942 without, backward 3,946 vs 11,768. Re-measure when the forwards
+ * run on Python floats (then FastOp, which takes NumPy scalars, runs nothing):
+ * if the Python path meets the target alone, delete this file.
  *
  * Node, TensorBase: the slots of every grad_fn node and of every tensor, as C
  *     structs with PyMemberDef members. _tensor.Node and _tensor.Tensor derive

@@ -484,7 +484,12 @@ def _record_py(
     holds: Any,
 ) -> Tensor:
     """A node of ``node_class`` (fields as :class:`Node` describes) and the tensor
-    ``data`` it made: the one way nodes are built. ``_native.record`` is the same in C."""
+    ``data`` it made: the one way nodes are built. ``_native.record`` is the same in C.
+
+    One path costs, on W2 without the C extension, ~9% more forward instructions
+    per node than the attribute stores the six call sites had inlined (~3.5% of
+    the whole chain); with it, ``_native.record`` makes the forward 5% cheaper.
+    """
     node = _new_node(node_class)
     node.p0 = p0
     node.p1 = p1
