@@ -482,10 +482,15 @@ def hessian(
 @app.command()
 @_with_limits
 def batch(
-    source: Annotated[
-        str,
-        typer.Argument(help="A JSON Lines file, or '-' for standard input.", metavar="FILE|-"),
-    ] = "-",
+    sources: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="JSON Lines files, or '-' for standard input (default); with --dask, "
+            "files and quoted globs.",
+            metavar="FILE...",
+            show_default=False,
+        ),
+    ] = None,
     jobs: Annotated[
         int,
         typer.Option("--jobs", "-j", min=0, help="Worker processes (0: one per CPU).", metavar="N"),
@@ -496,6 +501,32 @@ def batch(
             "--progress/--no-progress",
             help="Progress bar on standard error (default: when it is a terminal).",
             show_default=False,
+        ),
+    ] = None,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            "--dask",
+            help="Run on a Dask cluster: a scheduler (tcp://HOST:8786) or 'local' "
+            "(--jobs worker processes). Needs: pip install 'gradcalc[dask]'.",
+            metavar="ADDRESS",
+        ),
+    ] = None,
+    output_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--output-dir",
+            help="With --dask: one results file per input partition, written by the workers "
+            "(their names sort in input order).",
+            metavar="DIR",
+        ),
+    ] = None,
+    partition_size: Annotated[
+        str | None,
+        typer.Option(
+            "--partition-size",
+            help="With --dask: largest partition (default: 8MiB, less to keep every worker busy).",
+            metavar="SIZE",
         ),
     ] = None,
     *,
@@ -515,9 +546,34 @@ def batch(
       gradcalc batch requests.jsonl --jobs 4 > results.jsonl
 
       gradcalc batch requests.jsonl | jq -c 'select(.error)'
+
+      gradcalc batch 'requests-*.jsonl' --dask local --jobs 4 > results.jsonl
+
+      gradcalc batch 'requests-*.jsonl' --dask tcp://scheduler:8786 --output-dir results/
     """
+    if (
+        dask is not None
+        or output_dir is not None
+        or partition_size is not None
+        or (sources and len(sources) > 1)
+    ):
+        from gradcalc.cli.distributed import run_batch_files
+
+        _exit_with(
+            run_batch_files(
+                sources or ["-"],
+                dask=dask,
+                jobs=jobs,
+                output_dir=output_dir,
+                partition_size=partition_size,
+                progress=progress,
+                limits=inputs.make_limits(limits),
+            )
+        )
+        return
     from gradcalc.cli.batch import run_batch
 
+    source = sources[0] if sources else "-"
     _exit_with(run_batch(source, jobs=jobs, progress=progress, limits=inputs.make_limits(limits)))
 
 
