@@ -69,9 +69,12 @@ class PartitionFailed(RuntimeError):
     def __init__(self, partition: Partition, cause: BaseException) -> None:
         self.partition = partition
         self.cause = cause
+        hint = ""
+        if isinstance(cause, OSError):
+            hint = " (every worker must see the input files, and --output-dir, at the same path)"
         super().__init__(
             f"partition {partition.index} ({partition.path}, bytes {partition.start:,}-"
-            f"{partition.end:,}) failed: {type(cause).__name__}: {cause}"
+            f"{partition.end:,}) failed: {type(cause).__name__}: {cause}{hint}"
         )
 
 
@@ -401,7 +404,9 @@ def run(
             part, future = pending.popleft()
             try:
                 result = future.result()
-            except Exception as exc:
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # the task's error, KilledWorker, a cancelled future
                 raise PartitionFailed(part, exc) from exc
             finally:
                 future.release()

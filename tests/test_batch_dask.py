@@ -495,3 +495,15 @@ def test_a_worker_killed_mid_run_still_yields_complete_output(
     assert stderr == b""
     cluster.wait_for_workers()
     assert victim not in cluster.worker_pids().values()
+
+
+def test_a_partition_its_workers_cannot_read_fails_the_run_with_a_hint(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    path = tmp_path / "gone.jsonl"
+    path.write_bytes(b"\n".join(mixed_lines(50)) + b"\n")
+    parts = dist.plan([str(path)], 1 << 20)
+    path.unlink()
+    with pytest.raises(dist.PartitionFailed, match="at the same path") as failed:
+        list(dist.run(cluster.client, parts))
+    assert isinstance(failed.value.cause, FileNotFoundError)
