@@ -485,22 +485,40 @@ def batch(
     sources: Annotated[
         list[str] | None,
         typer.Argument(
-            help="JSON Lines files, or '-' for standard input (default); with --dask, "
-            "files and quoted globs.",
-            metavar="FILE...",
+            help="JSON Lines files (or quoted globs), in order; '-' (the default) reads "
+            "standard input.",
+            metavar="FILE",
             show_default=False,
         ),
     ] = None,
     jobs: Annotated[
         int,
-        typer.Option("--jobs", "-j", min=0, help="Worker processes (0: one per CPU).", metavar="N"),
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=0,
+            help="Worker processes (0: one per core; at most one per core unless --force-jobs).",
+            metavar="N",
+        ),
     ] = 1,
     progress: Annotated[
         bool | None,
         typer.Option(
             "--progress/--no-progress",
-            help="Progress bar on standard error (default: when it is a terminal).",
+            help="Progress bar on standard error (default: when it is a terminal that "
+            "standard output is not).",
             show_default=False,
+        ),
+    ] = None,
+    force_jobs: Annotated[
+        bool, typer.Option("--force-jobs", help="Use --jobs N even beyond the cores available.")
+    ] = False,
+    max_line_bytes: Annotated[
+        str | None,
+        typer.Option(
+            "--max-line-bytes",
+            help="Longest request line (default 16MiB); a longer one is an error line.",
+            metavar="SIZE",
         ),
     ] = None,
     dask: Annotated[
@@ -551,30 +569,21 @@ def batch(
 
       gradcalc batch 'requests-*.jsonl' --dask tcp://scheduler:8786 --output-dir results/
     """
-    if (
-        dask is not None
-        or output_dir is not None
-        or partition_size is not None
-        or (sources and len(sources) > 1)
-    ):
-        from gradcalc.cli.distributed import run_batch_files
+    from gradcalc.cli.distributed import run_batch_files
 
-        _exit_with(
-            run_batch_files(
-                sources or ["-"],
-                dask=dask,
-                jobs=jobs,
-                output_dir=output_dir,
-                partition_size=partition_size,
-                progress=progress,
-                limits=inputs.make_limits(limits),
-            )
+    _exit_with(
+        run_batch_files(
+            sources or ["-"],
+            dask=dask,
+            jobs=jobs,
+            force_jobs=force_jobs,
+            output_dir=output_dir,
+            partition_size=partition_size,
+            max_line_bytes=max_line_bytes,
+            progress=progress,
+            limits=inputs.make_limits(limits),
         )
-        return
-    from gradcalc.cli.batch import run_batch
-
-    source = sources[0] if sources else "-"
-    _exit_with(run_batch(source, jobs=jobs, progress=progress, limits=inputs.make_limits(limits)))
+    )
 
 
 @app.command()

@@ -13,8 +13,11 @@ bar (lines, rate) goes to standard error only when it is a terminal.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import signal
+import stat
 import sys
 import time
 from collections import deque
@@ -24,6 +27,7 @@ from typing import IO, Any
 
 from gradcalc.cli.run import EXIT_FORMULA, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, silence_stdout
 from gradcalc.limits import Limits
+from gradcalc.lines import MAX_LINE_BYTES, EndlessLine, TooLong, line_blocks, too_long_reply
 
 BLOCK_BYTES = 1 << 16
 """Most input read (and sent to a worker) at once: ~1,000 small requests, tens of ms of work."""
@@ -31,35 +35,54 @@ BLOCKS_IN_FLIGHT_PER_JOB = 4
 PROGRESS_INTERVAL = 0.1
 
 
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
 def run_batch(
-    source: str, jobs: int = 1, progress: bool | None = None, limits: Limits | None = None
+    source: str,
+    jobs: int = 1,
+    progress: bool | None = None,
+    limits: Limits | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    force_jobs: bool = False,
 ) -> int:
-    """Process every request of ``source`` (a path or ``-``); exit code 1 if any line failed."""
+    """Process every request of ``source`` (a path or ``-``); exit code 1 if any line failed.
+
+    ``jobs`` (0: one per core) is capped at the cores available unless
+    ``force_jobs``. SIGINT and SIGTERM end the workers and return at once
+    (exit codes 130 and 143).
+    """
     try:
         stream, close = _open(source)
     except OSError as exc:
         sys.stderr.write(f"gradcalc batch: cannot read {source!r}: {exc.strerror or exc}\n")
         return EXIT_USAGE
-    jobs = jobs or os.cpu_count() or 1
-    show_progress = progress if progress is not None else _is_terminal(sys.stderr)
+    jobs = cap_jobs(jobs, force_jobs)
+    write = sys.stdout.write  # before anything could replace sys.stdout
+    flush = sys.stdout.flush
+    show_progress = progress if progress is not None else progress_wanted()
     meter = _Progress() if show_progress else None
     failed = False
-    blocks = _blocks(stream)
+    blocks = _blocks(stream, max_line_bytes)
     results = _sequential(blocks, limits) if jobs == 1 else _parallel(blocks, jobs, limits)
     try:
-        write = sys.stdout.write
-        flush = sys.stdout.flush
-        for text, count, bad in results:
-            write(text)
-            flush()
-            failed = failed or bad > 0
-            if meter is not None:
-                meter.advance(count, bad)
+        with sigterm_raises():
+            for text, count, bad in results:
+                write(text)
+                flush()
+                failed = failed or bad > 0
+                if meter is not None:
+                    meter.advance(count, bad)
     except BrokenPipeError:
         silence_stdout()
         return EXIT_FORMULA
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except Terminated:
+        return EXIT_TERMINATED
+    except EndlessLine as exc:
+        sys.stderr.write(f"gradcalc batch: {exc}\n")
+        return EXIT_FORMULA
     finally:
         results.close()  # stops the workers now, not when the generator is collected
         if meter is not None:
@@ -69,39 +92,93 @@ def run_batch(
     return EXIT_FORMULA if failed else EXIT_OK
 
 
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def cap_jobs(jobs: int, force: bool = False) -> int:
+    """``jobs`` worker processes (0: one per core), at most one per core unless forced."""
+    cores = available_cores()
+    if not jobs:
+        return cores
+    return jobs if force else min(jobs, cores)
+
+
+def progress_wanted(stdout: Any = None, stderr: Any = None) -> bool:
+    """The default for the progress bar: standard error is a terminal, and standard output
+    (the results) is not that same terminal, where the bar would be drawn over them."""
+    stdout = sys.stdout if stdout is None else stdout
+    stderr = sys.stderr if stderr is None else stderr
+    if not _is_terminal(stderr):
+        return False
+    if not _is_terminal(stdout):
+        return True
+    try:
+        return os.fstat(stdout.fileno()).st_rdev != os.fstat(stderr.fileno()).st_rdev
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds the batch like Ctrl-C, so that the workers are ended too."""
+
+
+class sigterm_raises:
+    """While the batch runs (in the main thread), SIGTERM raises :class:`Terminated`."""
+
+    def __enter__(self) -> None:
+        self.previous = None
+        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+    @staticmethod
+    def _raise(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+
 def _open(source: str) -> tuple[IO[Any], bool]:
     """The input as a binary stream (or standard input's text stream without a buffer),
     and whether it is ours to close."""
     if source == "-":
-        return getattr(sys.stdin, "buffer", None) or sys.stdin, False
+        try:
+            # Its file descriptor, unbuffered: the reader thread may still be waiting in a
+            # read when the batch ends (Ctrl-C), and a thread inside sys.stdin's buffer then
+            # aborts the interpreter's shutdown ("could not acquire lock ... <stdin>").
+            return open(sys.stdin.fileno(), "rb", buffering=0, closefd=False), True
+        except (AttributeError, OSError, ValueError):  # no descriptor (a test's stand-in)
+            return getattr(sys.stdin, "buffer", None) or sys.stdin, False
     return open(source, "rb"), True
 
 
-def _blocks(stream: IO[Any]) -> Iterator[tuple[bytes, int]]:
-    """(whole lines as UTF-8 bytes, number of their first line), lazily, in input order."""
+def _blocks(
+    stream: IO[Any], max_line: int = MAX_LINE_BYTES
+) -> Iterator[tuple[bytes | TooLong, int]]:
+    """(whole lines as UTF-8 bytes, number of their first line), lazily, in input order;
+    a line longer than ``max_line`` comes as a ``TooLong`` (see ``gradcalc.lines``)."""
     read = getattr(stream, "read1", None) or stream.read
-    carry = b""
-    first = 1
-    while True:
-        data = read(BLOCK_BYTES)
-        if not data:
-            break
-        if isinstance(data, str):  # a text stream standing in for standard input
-            data = data.encode("utf-8", errors="replace")
-        cut = data.rfind(b"\n") + 1
-        if not cut:
-            carry += data
-            continue
-        block = carry + data[:cut] if carry else data[:cut]
-        carry = data[cut:]
-        yield block, first
-        first += block.count(b"\n")
-    if carry:
-        yield carry, first
+    endless = None if _is_regular_file(stream) else -1  # a file's last line ends with it
+    return line_blocks(read, BLOCK_BYTES, max_line, endless_after=endless)
 
 
-def _work(block: bytes, first: int, limits: Limits | None) -> tuple[str, int, int]:
+def _is_regular_file(stream: IO[Any]) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False
+
+
+def _work(block: bytes | TooLong, first: int, limits: Limits | None) -> tuple[str, int, int]:
     """One block's output lines (as text), lines answered and lines failed."""
+    if isinstance(block, TooLong):
+        return too_long_reply(first, block.limit) + "\n", 1, 1
     from gradcalc.api import run_block
 
     return run_block(block, first, limits)
@@ -143,6 +220,8 @@ def _parallel(
         future.add_done_callback(lambda _: events.put(None))
         pending.append(future)
 
+    failure: BaseException | None = None
+    reading = True
     try:
         slots.acquire()
         submit(*first)  # forks the workers before the reader thread exists
@@ -150,22 +229,33 @@ def _parallel(
             target=_read_ahead, args=(blocks, events, slots, stop), daemon=True
         )
         reader.start()
-        reading = True
         while reading or pending:
             item = events.get()
             if item is _END:
                 reading = False
             elif isinstance(item, BaseException):
-                raise item
+                failure = item  # raised once every block read before it is written
             elif item is not None:
                 submit(*item)
             while pending and pending[0].done():
                 yield pending.popleft().result()
                 slots.release()
+        if failure is not None:
+            raise failure
     finally:
         stop.set()
         slots.release(limit)  # a reader waiting for room sees the stop
+        if reading or pending:  # ended early (Ctrl-C, SIGTERM, a closed pipe): end the workers
+            _terminate_workers(pool)
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _terminate_workers(pool: Any) -> None:
+    """SIGTERM to every worker process: a runaway request must not keep the batch alive."""
+    processes = getattr(pool, "_processes", None) or {}
+    for process in list(processes.values()):
+        with contextlib.suppress(Exception):
+            process.terminate()
 
 
 _END = object()
@@ -186,8 +276,15 @@ def _read_ahead(blocks: Iterator[tuple[bytes, int]], events: Any, slots: Any, st
 
 
 def _start_worker() -> None:
-    """Workers leave Ctrl-C to the parent, which stops the batch without their tracebacks."""
+    """Workers leave Ctrl-C to the parent, which stops the batch without their tracebacks
+    (and ends them); on Linux they also end if the parent dies without doing so."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler, forked with it
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _is_terminal(stream: Any) -> bool:
@@ -219,6 +316,8 @@ class _Progress:
             console=make_console(sys.stderr),
             auto_refresh=False,
             transient=False,
+            redirect_stdout=False,  # the results go to standard output, never into the bar
+            redirect_stderr=False,
         )
         self.task = self.bar.add_task("batch", total=None, failed="", rate="")
         self.bar.start()

@@ -20,8 +20,16 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from gradcalc.cli.batch import (
+    EXIT_TERMINATED,
+    Terminated,
+    cap_jobs,
+    progress_wanted,
+    sigterm_raises,
+)
 from gradcalc.cli.run import EXIT_FORMULA, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, silence_stdout
 from gradcalc.limits import Limits
+from gradcalc.lines import MAX_LINE_BYTES
 
 _SIZE = re.compile(r"\s*(\d+)\s*([kmgt]?)(i?b?)\s*", re.IGNORECASE)
 _UNITS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
@@ -36,42 +44,62 @@ def run_batch_files(
     *,
     dask: str | None = None,
     jobs: int = 1,
+    force_jobs: bool = False,
     output_dir: str | None = None,
     partition_size: str | None = None,
+    max_line_bytes: str | None = None,
     progress: bool | None = None,
     limits: Limits | None = None,
 ) -> int:
-    """``gradcalc batch`` over several files, or on Dask; returns the exit code."""
+    """``gradcalc batch`` over files, or on Dask; returns the exit code."""
     try:
+        max_line = parse_size(max_line_bytes, "--max-line-bytes") if max_line_bytes else None
         if dask is None:
             if output_dir is not None or partition_size is not None:
                 option = "--output-dir" if output_dir is not None else "--partition-size"
                 raise Usage(f"{option} needs --dask (ADDRESS, or 'local')")
-            return _one_after_another(sources, jobs, progress, limits)
-        return _on_dask(sources, dask, jobs, output_dir, partition_size, progress, limits)
+            return _one_after_another(sources, jobs, force_jobs, progress, limits, max_line)
+        jobs = cap_jobs(jobs, force_jobs)
+        return _on_dask(sources, dask, jobs, output_dir, partition_size, progress, limits, max_line)
     except Usage as problem:
         sys.stderr.write(f"gradcalc batch: {problem}\n")
         return EXIT_USAGE
 
 
 def _one_after_another(
-    sources: Sequence[str], jobs: int, progress: bool | None, limits: Limits | None
+    sources: Sequence[str],
+    jobs: int,
+    force_jobs: bool,
+    progress: bool | None,
+    limits: Limits | None,
+    max_line: int | None,
 ) -> int:
+    """Each file as ``gradcalc batch FILE`` runs it, one after the other."""
     from gradcalc.cli.batch import run_batch
 
     paths = expand_sources(sources, allow_stdin=True)
     failed = False
     for path in paths:
-        code = run_batch(path, jobs=jobs, progress=progress, limits=limits)
+        code = run_batch(
+            path,
+            jobs=jobs,
+            progress=progress,
+            limits=limits,
+            max_line_bytes=max_line or MAX_LINE_BYTES,
+            force_jobs=force_jobs,
+        )
         if code not in (EXIT_OK, EXIT_FORMULA):
             return code
         failed = failed or code == EXIT_FORMULA
     return EXIT_FORMULA if failed else EXIT_OK
 
 
-def expand_sources(sources: Sequence[str], allow_stdin: bool = False) -> list[str]:
+def expand_sources(
+    sources: Sequence[str], allow_stdin: bool = False, regular_only: bool = False
+) -> list[str]:
     """Every file named, in order, a pattern (``*``, ``?``, ``[``) that names no file
-    expanded to its matches, sorted; an unreadable or unmatched name is a :class:`Usage`."""
+    expanded to its matches, sorted; an unreadable or unmatched name is a :class:`Usage`,
+    and so is anything but a regular file with ``regular_only`` (its size is its length)."""
     paths: list[str] = []
     for source in sources or ["-"]:
         if source == "-":
@@ -96,14 +124,16 @@ def expand_sources(sources: Sequence[str], allow_stdin: bool = False) -> list[st
             raise Usage(f"cannot read {path!r}: {exc.strerror or exc}") from None
         if os.path.isdir(path):
             raise Usage(f"cannot read {path!r}: it is a directory")
+        if regular_only and not os.path.isfile(path):
+            raise Usage(f"cannot read {path!r} in partitions: it is not a regular file")
     return paths
 
 
-def parse_size(text: str) -> int:
+def parse_size(text: str, option: str = "--partition-size") -> int:
     """``"8MiB"``, ``"64k"``, ``"1000000"`` -> bytes (powers of 1024 for the units)."""
     match = _SIZE.fullmatch(text)
     if not match or int(match.group(1)) < 1:
-        raise Usage(f"--partition-size expects a size such as 64KiB, 8MiB or 1000000; got {text!r}")
+        raise Usage(f"{option} expects a size such as 64KiB, 8MiB or 1000000; got {text!r}")
     return int(match.group(1)) << (10 * _UNITS[match.group(2).lower()])
 
 
@@ -115,6 +145,7 @@ def _on_dask(
     partition_size: str | None,
     progress: bool | None,
     limits: Limits | None,
+    max_line: int | None,
 ) -> int:
     from gradcalc import distributed as dist
 
@@ -124,17 +155,17 @@ def _on_dask(
         raise Usage(str(exc)) from None
     if partition_size is not None:
         parse_size(partition_size)  # a bad size is a usage error before anything starts
-    paths = expand_sources(sources)
+    paths = expand_sources(sources, regular_only=True)
     try:
         dist.import_dask()
     except dist.DaskMissing as exc:
         raise Usage(f"--dask: {exc}") from None
     if output_dir is not None:
         output_dir = _prepare_output_dir(output_dir)
-    workers = jobs or os.cpu_count() or 1
+    workers = jobs
     meter = None
     try:
-        with contextlib.ExitStack() as stack:
+        with sigterm_raises(), contextlib.ExitStack() as stack:
             try:
                 client = stack.enter_context(dist.connect(address, workers))
             except (OSError, TimeoutError, ValueError) as exc:
@@ -145,11 +176,15 @@ def _on_dask(
             else:
                 size = parse_size(partition_size)
             partitions = dist.plan(paths, size)
-            if _wants_progress(progress, to_stdout=output_dir is None):
+            if progress is None:
+                progress = progress_wanted() if output_dir is None else _is_terminal(sys.stderr)
+            if progress:
                 meter = _Progress(len(partitions))
-            return _drive(client, partitions, output_dir, limits, meter)
+            return _drive(client, partitions, output_dir, limits, meter, max_line)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except Terminated:
+        return EXIT_TERMINATED
     finally:
         if meter is not None:
             meter.close()
@@ -161,13 +196,15 @@ def _drive(
     output_dir: str | None,
     limits: Limits | None,
     meter: _Progress | None,
+    max_line: int | None,
 ) -> int:
     from gradcalc import distributed as dist
 
     out = getattr(sys.stdout, "buffer", None)
     failed = False
+    max_line = max_line or MAX_LINE_BYTES
     try:
-        for _, result in dist.run(client, partitions, output_dir, limits):
+        for _, result in dist.run(client, partitions, output_dir, limits, max_line_bytes=max_line):
             if result.text:
                 if out is not None:
                     out.write(result.text)
@@ -202,21 +239,6 @@ def _prepare_output_dir(directory: str) -> str:
         except OSError as exc:
             raise Usage(f"cannot create --output-dir {directory!r}: {exc.strerror}") from None
     return full
-
-
-def _wants_progress(progress: bool | None, to_stdout: bool) -> bool:
-    """The bar: when asked for, else when standard error is a terminal that standard
-    output (when results go there) does not share."""
-    if progress is not None:
-        return progress
-    if not _is_terminal(sys.stderr):
-        return False
-    if to_stdout and _is_terminal(sys.stdout):
-        try:
-            return os.fstat(sys.stdout.fileno()).st_rdev != os.fstat(sys.stderr.fileno()).st_rdev
-        except (OSError, ValueError, AttributeError):
-            return False
-    return True
 
 
 def _is_terminal(stream: Any) -> bool:

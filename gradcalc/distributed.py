@@ -35,6 +35,7 @@ from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 from gradcalc.limits import Limits
+from gradcalc.lines import MAX_LINE_BYTES, TooLong, line_blocks, too_long_reply
 
 DEFAULT_PARTITION_BYTES = 8 << 20
 """Largest partition :func:`plan` makes: a few seconds of work, a few tens of MB of results."""
@@ -45,7 +46,7 @@ PARTITIONS_PER_WORKER = 4
 READ_BYTES = 1 << 20
 """Bytes read (and answered by ``run_block``) at once inside a partition."""
 TAIL_BYTES = 1 << 16
-"""Bytes read at once past a partition's end, to finish its last line."""
+"""Bytes read at once to find where a line starts."""
 INSTALL_HINT = "pip install 'gradcalc[dask]'"
 
 
@@ -174,14 +175,17 @@ def _count(path: str, start: int, end: int) -> int:
 
 
 def run_partition(
-    partition: Partition, output_dir: str | None = None, limits: Limits | None = None
+    partition: Partition,
+    output_dir: str | None = None,
+    limits: Limits | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> PartitionResult:
     """Answer every request the partition owns, as ``gradcalc batch`` answers it.
 
     Returns the result lines (UTF-8, each ending in a newline) with the counts,
     or, with ``output_dir``, writes them to ``output_dir/partition.name`` and
-    returns empty text. A bad line is an error line; only an unreadable input
-    or output raises (``OSError``).
+    returns empty text. A bad line, or one longer than ``max_line_bytes``, is
+    an error line; only an unreadable input or output raises (``OSError``).
     """
     from gradcalc.api import run_block
 
@@ -195,11 +199,11 @@ def run_partition(
             _atomic_writer(stack, output_dir, partition.name) if output_dir else (None, None)
         )
         pieces: list[bytes] = []
-        line = before + 1
-        for block, skipped in _owned_blocks(stream, partition.start, partition.end):
-            line += skipped
-            text, count, bad = run_block(block, line, limits)
-            line += block.count(b"\n")
+        for block, line in _owned_blocks(stream, partition, before, max_line_bytes):
+            if isinstance(block, TooLong):
+                text, count, bad = too_long_reply(line, block.limit) + "\n", 1, 1
+            else:
+                text, count, bad = run_block(block, line, limits)
             answered += count
             failed += bad
             if text:
@@ -236,54 +240,47 @@ def _atomic_writer(stack: contextlib.ExitStack, directory: str, name: str) -> tu
     return handle, finish
 
 
-def _owned_blocks(stream: Any, start: int, end: int) -> Iterator[tuple[bytes, int]]:
-    """(whole lines, newlines skipped before them) for the lines starting in ``[start, end)``.
+def _owned_blocks(
+    stream: Any, partition: Partition, newlines_before: int, max_line: int
+) -> Iterator[tuple[bytes | TooLong, int]]:
+    """(whole lines or ``TooLong``, number of their first line) for the partition's lines.
 
-    A line starts at offset 0 and after every newline. The first owned line is
-    the first to start at or after ``start``; the last is the one holding byte
-    ``end - 1``, read to its newline (or the end of the file) however far past
-    ``end`` that is. Each read is scanned once, so a long line costs linear time.
+    A line starts at offset 0 and after every newline; the partition owns those
+    starting in ``[start, end)``: the bytes from the first line start at or
+    after ``start`` to the first at or after ``end`` (or the end of the file),
+    read as ``gradcalc batch`` reads its input (``gradcalc.lines``).
     """
-    skipped = 0
-    pos = 0
-    if start > 0:
-        pos = start - 1
-        stream.seek(pos)
-        while True:  # to just past the first newline at or after start - 1
-            data = stream.read(TAIL_BYTES)
-            if not data:
-                return
-            found = data.find(b"\n")
-            if found >= 0:
-                pos += found + 1
-                break
-            pos += len(data)
-        skipped = 1 if pos > start else 0
-        stream.seek(pos)
-    if pos >= end:
+    begin = _line_start_from(stream, partition.start)
+    if begin >= partition.end:
         return
-    buf = bytearray()
-    while True:
-        wanted = end - (pos + len(buf))
-        data = stream.read(min(READ_BYTES, wanted) if wanted > 0 else TAIL_BYTES)
+    stop = _line_start_from(stream, partition.end)
+    stream.seek(begin)
+    left = stop - begin
+
+    def read(size: int) -> bytes:
+        nonlocal left
+        data = stream.read(min(size, left)) if left > 0 else b""
+        left -= len(data)
+        return data
+
+    first = newlines_before + (1 if begin > partition.start else 0) + 1
+    yield from line_blocks(read, READ_BYTES, max_line, first, endless_after=None)
+
+
+def _line_start_from(stream: Any, offset: int) -> int:
+    """The first offset at or after ``offset`` where a line starts (or the file's end)."""
+    if offset == 0:
+        return 0
+    pos = offset - 1
+    stream.seek(pos)
+    while True:  # to just past the first newline at or after offset - 1
+        data = stream.read(TAIL_BYTES)
         if not data:
-            if buf:
-                yield bytes(buf), skipped
-            return
-        scanned = len(buf)
-        buf += data
-        last = buf.rfind(b"\n", scanned)
-        if last < 0:
-            continue
-        cut = last + 1
-        if pos + cut >= end:  # lines starting at or after ``end`` are the next partition's
-            cut = buf.find(b"\n", max(end - 1 - pos, 0)) + 1
-            yield bytes(buf[:cut]), skipped
-            return
-        yield bytes(buf[:cut]), skipped
-        skipped = 0
-        del buf[:cut]
-        pos += cut
+            return pos
+        found = data.find(b"\n")
+        if found >= 0:
+            return pos + found + 1
+        pos += len(data)
 
 
 # ---------------------------------------------------------------- client side
@@ -308,11 +305,29 @@ def connect(address: str, workers: int = 1, timeout: float = 10.0) -> Iterator[A
             dashboard_address=None,
             silence_logs=logging.ERROR,
         )
-        with cluster, distributed.Client(cluster, set_as_default=False) as client:
-            yield client
+        with cluster:
+            try:
+                with distributed.Client(cluster, set_as_default=False) as client:
+                    yield client
+            except BaseException:  # Ctrl-C, SIGTERM: do not let runaway tasks delay the end
+                _stop_workers_now(cluster)
+                raise
     else:
         with distributed.Client(address, timeout=timeout, set_as_default=False) as client:
             yield client
+
+
+def _stop_workers_now(cluster: Any, grace: float = 0.3) -> None:
+    """Close a LocalCluster's workers, killing within ``grace`` seconds any still running
+    a task (a nanny otherwise waits 4 s for it before killing its worker)."""
+    import asyncio
+
+    async def close_all() -> None:
+        nannies = list(cluster.workers.values())
+        await asyncio.gather(*(n.close(timeout=grace) for n in nannies), return_exceptions=True)
+
+    with contextlib.suppress(Exception):
+        cluster.sync(close_all)
 
 
 def check_address(address: str) -> str:
@@ -376,6 +391,7 @@ def run(
     output_dir: str | None = None,
     limits: Limits | None = None,
     window: int | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> Iterator[tuple[Partition, PartitionResult]]:
     """Run every partition on the cluster; yield each with its result, in input order.
 
@@ -395,7 +411,9 @@ def run(
 
     def submit(count: int) -> None:
         for part in _take(todo, count):
-            future = client.submit(run_partition, part, output_dir, limits, pure=False)
+            future = client.submit(
+                run_partition, part, output_dir, limits, max_line_bytes, pure=False
+            )
             pending.append((part, future))
 
     submit(window)
@@ -404,9 +422,7 @@ def run(
             part, future = pending.popleft()
             try:
                 result = future.result()
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as exc:  # the task's error, KilledWorker, a cancelled future
+            except Exception as exc:  # the task's error, KilledWorker, a cancelled future
                 raise PartitionFailed(part, exc) from exc
             finally:
                 future.release()

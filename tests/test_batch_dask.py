@@ -10,6 +10,7 @@ be byte-identical.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import random
@@ -25,7 +26,9 @@ from typer.testing import CliRunner
 
 from gradcalc import api
 from gradcalc import distributed as dist
+from gradcalc.cli import batch
 from gradcalc.cli.app import app
+from gradcalc.lines import MAX_LINE_BYTES
 
 GRADCALC = [sys.executable, "-m", "gradcalc"]
 BIN = Path(sys.executable).parent
@@ -227,18 +230,35 @@ TRICKY = (
 )
 
 
+def plain_answer(data: bytes, max_line: int) -> tuple[str, int, int]:
+    """What plain ``gradcalc batch`` answers for ``data`` (its reader and its per-block work)."""
+    blocks = batch._blocks(io.BytesIO(data), max_line)
+    replies = [batch._work(block, first, None) for block, first in blocks]
+    return (
+        "".join(text for text, _, _ in replies),
+        sum(count for _, count, _ in replies),
+        sum(bad for _, _, bad in replies),
+    )
+
+
+@pytest.mark.parametrize("max_line", [MAX_LINE_BYTES, 60])
 @pytest.mark.parametrize("data", [TRICKY, TRICKY + b"\n", b"x", b"\n", b"\n\n{}\n"])
 def test_partitions_of_any_size_answer_each_line_once_with_its_number(
-    tmp_path: Path, data: bytes
+    tmp_path: Path, data: bytes, max_line: int
 ) -> None:
     path = tmp_path / "in.jsonl"
     path.write_bytes(data)
-    whole, answered, failed = api.run_block(data, 1)
+    whole, answered, failed = plain_answer(data, max_line)
+    if max_line == MAX_LINE_BYTES:
+        assert (whole, answered, failed) == api.run_block(data, 1)
+    elif len(data) > 100:
+        assert "longer than 60 bytes" in whole
     sizes = sorted({1, 2, 3, 7, 64, 100, 1000, len(data) - 1, len(data), len(data) + 5} - {0})
     for size in sizes:
         parts = dist.plan([str(path)], size)
         assert [p.end - p.start for p in parts[:-1]] == [size] * (len(parts) - 1)
-        results = [dist.run_partition(p) for p in parts]  # each worker counts its own lines
+        # each partition counts its own lines before it (newlines_before is None)
+        results = [dist.run_partition(p, max_line_bytes=max_line) for p in parts]
         assert b"".join(r.text for r in results).decode() == whole, size
         assert sum(r.lines for r in results) == answered
         assert sum(r.failed for r in results) == failed
@@ -507,3 +527,40 @@ def test_a_partition_its_workers_cannot_read_fails_the_run_with_a_hint(
     with pytest.raises(dist.PartitionFailed, match="at the same path") as failed:
         list(dist.run(cluster.client, parts))
     assert isinstance(failed.value.cause, FileNotFoundError)
+
+
+def test_sigterm_ends_a_local_cluster_busy_with_runaway_requests(tmp_path: Path) -> None:
+    import psutil
+
+    runaway = json.dumps({"id": "loop", "formula": "x = 0\nwhile True: x = 1"})
+    path = tmp_path / "runaway.jsonl"
+    path.write_text("\n".join([runaway] * 4) + "\n")
+    args = [str(path), "--dask", "local", "--jobs", "2", "--partition-size", "100"]
+    with subprocess.Popen(
+        [*GRADCALC, "batch", *args, "--max-iterations", "1000000000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        parent = psutil.Process(proc.pid)
+        children: list[psutil.Process] = []
+        alive: list[psutil.Process] = []
+        try:
+            deadline = time.monotonic() + 60
+            busy: list[psutil.Process] = []
+            while len(busy) < 2:  # both workers spinning in a request
+                assert time.monotonic() < deadline, "the workers never got busy"
+                time.sleep(0.3)
+                children = parent.children(recursive=True)
+                busy = [c for c in children if c.cpu_times().user > 2]
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 143
+            elapsed = time.monotonic() - started
+            _, alive = psutil.wait_procs(children, timeout=5)
+        finally:
+            for each in [parent, *children]:
+                with contextlib.suppress(psutil.Error):
+                    each.kill()
+        assert alive == []
+        assert elapsed < 3
+        assert proc.stderr is not None and proc.stderr.read() == b""
