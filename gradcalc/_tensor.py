@@ -249,6 +249,17 @@ def record_values() -> Iterator[None]:
         _recording = previous
 
 
+_recorded_steps = 0
+
+
+def _record_gradient(meta: _Meta, data: Any) -> None:
+    """Keep the gradient that reached a node and when it did (see :func:`record_values`)."""
+    global _recorded_steps
+    meta.grad_value = data
+    meta.step = _recorded_steps
+    _recorded_steps += 1
+
+
 def is_recording_values() -> bool:
     """Whether :func:`record_values` is active (nodes keep values and gradients)."""
     return _recording
@@ -266,12 +277,14 @@ def backward_passes() -> int:
 class _Meta:
     """A node's rarely used extras, kept apart so recording a node stays cheap."""
 
-    __slots__ = ("grad_value", "retain", "value")
+    __slots__ = ("grad_value", "retain", "step", "value")
 
     def __init__(self, value: Any = None) -> None:
         self.value = value
         self.grad_value = None
         self.retain = None
+        self.step = -1
+        """When backward reached the node: its place in the recorded passes (explain mode)."""
 
 
 class Node:
@@ -367,6 +380,13 @@ class Node:
     @grad_value.setter
     def grad_value(self, data: Any) -> None:
         self._meta().grad_value = data
+
+    @property
+    def step(self) -> int:
+        """When the last recorded backward pass ran this node, counted across passes
+        (-1: never); explain mode lists the backward pass in this order."""
+        meta = self.meta
+        return -1 if meta is None else meta.step
 
     @property
     def _retain(self) -> Any:
@@ -1544,12 +1564,12 @@ def _run_backward(
                             else:
                                 _store_leaf_grad(node.variable, g, create_graph)
                         if _recording:
-                            node.grad_value = g if raw else g._data
+                            _record_gradient(node._meta(), g if raw else g._data)
                         continue
                     meta = node.meta
                     if meta is not None:
                         if meta.value is not None:
-                            meta.grad_value = g if raw else g._data
+                            _record_gradient(meta, g if raw else g._data)
                         if accumulate and meta.retain is not None:
                             kept = meta.retain()
                             if kept is not None:
