@@ -52,10 +52,13 @@ def run_batch(
     ``force_jobs``. SIGINT and SIGTERM end the workers and return at once
     (exit codes 130 and 143).
     """
+    if sys.stdout is None:
+        _complain("standard output is closed: there is nowhere to write the results")
+        return EXIT_USAGE
     try:
         stream, close = _open(source)
     except OSError as exc:
-        sys.stderr.write(f"gradcalc batch: cannot read {source!r}: {exc.strerror or exc}\n")
+        _complain(f"cannot read {source!r}: {exc.strerror or exc}")
         return EXIT_USAGE
     jobs = cap_jobs(jobs, force_jobs)
     write = sys.stdout.write  # before anything could replace sys.stdout
@@ -68,13 +71,25 @@ def run_batch(
     try:
         with sigterm_raises():
             for text, count, bad in results:
-                write(text)
-                flush()
+                try:
+                    write(text)
+                    flush()
+                except BrokenPipeError:
+                    raise
+                except OSError as exc:  # > /dev/full, a full disk
+                    raise CannotWrite(exc) from exc
                 failed = failed or bad > 0
                 if meter is not None:
                     meter.advance(count, bad)
     except BrokenPipeError:
         silence_stdout()
+        return EXIT_FORMULA
+    except CannotWrite as exc:
+        silence_stdout()  # what is left in stdout's buffer must not fail again at exit
+        _complain(str(exc))
+        return EXIT_FORMULA
+    except OSError as exc:
+        _complain(f"cannot read {source!r}: {exc.strerror or exc}")
         return EXIT_FORMULA
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -90,6 +105,18 @@ def run_batch(
         if close:
             stream.close()
     return EXIT_FORMULA if failed else EXIT_OK
+
+
+class CannotWrite(Exception):
+    """Writing the results failed (other than the reader going away)."""
+
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(f"cannot write the results: {cause.strerror or cause}")
+
+
+def _complain(message: str) -> None:
+    if sys.stderr is not None:
+        sys.stderr.write(f"gradcalc batch: {message}\n")
 
 
 def available_cores() -> int:
@@ -148,6 +175,8 @@ def _open(source: str) -> tuple[IO[Any], bool]:
     """The input as a binary stream (or standard input's text stream without a buffer),
     and whether it is ours to close."""
     if source == "-":
+        if sys.stdin is None:
+            raise OSError("standard input is closed")
         try:
             # Its file descriptor, unbuffered: the reader thread may still be waiting in a
             # read when the batch ends (Ctrl-C), and a thread inside sys.stdin's buffer then
@@ -203,7 +232,7 @@ def _parallel(
     """
     import queue
     import threading
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     first = next(blocks, None)
     if first is None:
@@ -212,13 +241,13 @@ def _parallel(
     events: queue.SimpleQueue[Any] = queue.SimpleQueue()
     slots = threading.Semaphore(limit)
     stop = threading.Event()
-    pending: deque[Future] = deque()
-    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_start_worker)
+    pending: deque[tuple[Future, bytes | TooLong, int]] = deque()
+    pool = _pool(jobs)
 
-    def submit(block: bytes, first_line: int) -> None:
+    def submit(block: bytes | TooLong, first_line: int) -> None:
         future = pool.submit(_work, block, first_line, limits)
         future.add_done_callback(lambda _: events.put(None))
-        pending.append(future)
+        pending.append((future, block, first_line))
 
     failure: BaseException | None = None
     reading = True
@@ -237,8 +266,21 @@ def _parallel(
                 failure = item  # raised once every block read before it is written
             elif item is not None:
                 submit(*item)
-            while pending and pending[0].done():
-                yield pending.popleft().result()
+            while pending and pending[0][0].done():
+                future = pending[0][0]
+                try:
+                    result = future.result()
+                except BrokenProcessPool:  # a worker died: answer what it held line by line
+                    _terminate_workers(pool)
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    for result in _after_a_worker_died(list(pending), limits):
+                        pending.popleft()
+                        yield result
+                        slots.release()
+                    pool = _pool(jobs)
+                    continue
+                pending.popleft()
+                yield result
                 slots.release()
         if failure is not None:
             raise failure
@@ -248,6 +290,91 @@ def _parallel(
         if reading or pending:  # ended early (Ctrl-C, SIGTERM, a closed pipe): end the workers
             _terminate_workers(pool)
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _pool(jobs: int) -> Any:
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=jobs, initializer=_start_worker)
+
+
+def _after_a_worker_died(
+    blocks: list[tuple[Future, bytes | TooLong, int]], limits: Limits | None
+) -> Iterator[tuple[str, int, int]]:
+    """Each block's answer once the pool broke: its result if it had one, else its lines
+    answered one at a time in a pool of one worker, and a line that kills that worker too
+    answered by an error line with its id (the batch goes on)."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    pool = None
+    try:
+        for future, block, first in blocks:
+            if not future.cancelled() and future.exception() is None:
+                yield future.result()
+                continue
+            if isinstance(block, TooLong):
+                yield _work(block, first, limits)
+                continue
+            texts: list[str] = []
+            answered = failed = 0
+            for number, line in enumerate(block.split(b"\n"), start=first):
+                if not line.strip():
+                    continue
+                pool = pool or _pool(1)
+                workers: list[Any] = []
+                try:
+                    future = pool.submit(_work, line, number, limits)
+                    workers = list((getattr(pool, "_processes", None) or {}).values())
+                    text, count, bad = future.result()
+                except BrokenProcessPool:
+                    how = _how_workers_died(workers)
+                    pool.shutdown(wait=True)
+                    pool = None
+                    text, count, bad = _died_reply(line, number, how) + "\n", 1, 1
+                texts.append(text)
+                answered += count
+                failed += bad
+            yield "".join(texts), answered, failed
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
+def _how_workers_died(workers: list[Any]) -> str:
+    for process in workers:
+        with contextlib.suppress(Exception):
+            process.join(1)
+        code = getattr(process, "exitcode", None)
+        if code is not None and code < 0:
+            with contextlib.suppress(ValueError):
+                return f"killed by {signal.Signals(-code).name}"
+        if code:
+            return f"exit code {code}"
+    return "it ended"
+
+
+def _died_reply(line: bytes, number: int, how: str) -> str:
+    """The error line for a request whose worker died answering it, with its id if it has one."""
+    import json
+    import math
+
+    request_id = None
+    with contextlib.suppress(Exception):
+        request = json.loads(line)
+        if isinstance(request, dict):
+            request_id = request.get("id")
+    if not (
+        request_id is None
+        or type(request_id) in (str, int, bool)
+        or (type(request_id) is float and math.isfinite(request_id))
+    ):
+        request_id = None
+    message = (
+        f"input line {number}: the worker process answering this request died ({how}); "
+        "it may need more memory than the machine has"
+    )
+    error = {"type": "LimitError", "message": message}
+    return json.dumps({"id": request_id, "error": error})
 
 
 def _terminate_workers(pool: Any) -> None:

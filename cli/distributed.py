@@ -22,6 +22,7 @@ from typing import Any
 
 from gradcalc.cli.batch import (
     EXIT_TERMINATED,
+    CannotWrite,
     Terminated,
     cap_jobs,
     progress_wanted,
@@ -52,6 +53,9 @@ def run_batch_files(
     limits: Limits | None = None,
 ) -> int:
     """``gradcalc batch`` over files, or on Dask; returns the exit code."""
+    if sys.stdout is None and output_dir is None:
+        sys.stderr.write("gradcalc batch: standard output is closed: nowhere to write results\n")
+        return EXIT_USAGE
     try:
         max_line = parse_size(max_line_bytes, "--max-line-bytes") if max_line_bytes else None
         if dask is None:
@@ -206,17 +210,26 @@ def _drive(
     try:
         for _, result in dist.run(client, partitions, output_dir, limits, max_line_bytes=max_line):
             if result.text:
-                if out is not None:
-                    out.write(result.text)
-                    out.flush()
-                else:
-                    sys.stdout.write(result.text.decode("utf-8"))
-                    sys.stdout.flush()
+                try:
+                    if out is not None:
+                        out.write(result.text)
+                        out.flush()
+                    else:
+                        sys.stdout.write(result.text.decode("utf-8"))
+                        sys.stdout.flush()
+                except BrokenPipeError:
+                    raise
+                except OSError as exc:  # > /dev/full, a full disk
+                    raise CannotWrite(exc) from exc
             failed = failed or result.failed > 0
             if meter is not None:
                 meter.advance(result.lines, result.failed)
     except BrokenPipeError:
         silence_stdout()
+        return EXIT_FORMULA
+    except CannotWrite as exc:
+        silence_stdout()
+        sys.stderr.write(f"gradcalc batch: {exc}\n")
         return EXIT_FORMULA
     except dist.PartitionFailed as exc:
         sys.stderr.write(f"gradcalc batch: {exc}\n")

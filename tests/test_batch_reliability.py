@@ -384,3 +384,76 @@ def test_a_signal_ends_workers_and_parent_within_a_second(
         assert alive == []
         assert elapsed < 1.0
         assert b"Traceback" not in proc.stderr.read()
+
+
+# ---------------------------------------------------------------- a worker dies, output fails
+
+
+KILLER = (
+    "import os, sys\n"
+    "from gradcalc.cli import batch\n"
+    "real = batch._work\n"
+    "def work(block, first, limits):\n"
+    "    if isinstance(block, bytes) and b'KILLME' in block:\n"
+    "        os.kill(os.getpid(), 9)  # as the kernel's OOM killer would\n"
+    "    return real(block, first, limits)\n"
+    "batch._work = work\n"
+    "sys.exit(batch.run_batch(sys.argv[1], jobs=2, progress=False))\n"
+)
+
+
+def test_a_request_that_kills_its_worker_is_an_error_line_and_the_batch_goes_on(
+    tmp_path: Path,
+) -> None:
+    lines = [request(i) for i in range(3000)]
+    lines[1500] = json.dumps({"id": "boom", "formula": "KILLME"})
+    lines[2900] = "not JSON, KILLME"
+    path = tmp_path / "killer.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    plain = subprocess.run([*GRADCALC, "batch", str(path)], capture_output=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-c", KILLER, str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 1 and run.stderr == ""
+    got, want = run.stdout.splitlines(), plain.stdout.decode().splitlines()
+    assert len(got) == len(want) == 3000
+    for number, (line, expected) in enumerate(zip(got, want, strict=True), start=1):
+        if number in (1501, 2901):
+            out = strict(line)
+            assert out["id"] == ("boom" if number == 1501 else None)
+            assert out["error"]["type"] == "LimitError"
+            assert out["error"]["message"].startswith(
+                f"input line {number}: the worker process answering this request died "
+                "(killed by SIGKILL)"
+            )
+        else:
+            assert line == expected
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_full_disk_is_one_clear_message(jobs: str, tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(request(i) + "\n" for i in range(100)))
+    with open("/dev/full", "wb") as full:
+        run = subprocess.run(
+            [*GRADCALC, "batch", str(path), "--jobs", jobs],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert run.returncode == 1
+    assert run.stderr == "gradcalc batch: cannot write the results: No space left on device\n"
+
+
+def test_closed_standard_input_or_output_is_a_usage_error(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text(request(1) + "\n")
+    command = " ".join([*GRADCALC, "batch"])
+    for shell, message in (
+        (f"{command} - <&-", "cannot read '-': standard input is closed"),
+        (f"{command} {path} >&-", "standard output is closed"),
+    ):
+        run = subprocess.run(["sh", "-c", shell], capture_output=True, text=True, timeout=60)
+        assert run.returncode == 2, shell
+        assert message in run.stderr and "internal error" not in run.stderr
