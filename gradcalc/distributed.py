@@ -302,7 +302,9 @@ def connect(address: str, workers: int = 1, timeout: float = 10.0) -> Iterator[A
             processes=True,
             host="127.0.0.1",
             scheduler_port=0,
-            dashboard_address=None,
+            # Its HTTP server runs without a dashboard too, by default on port 8787: a free
+            # port instead, so that two runs (or another cluster) never collide.
+            dashboard_address="127.0.0.1:0",
             silence_logs=logging.ERROR,
         )
         with cluster:

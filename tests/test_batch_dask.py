@@ -563,4 +563,6 @@ def test_sigterm_ends_a_local_cluster_busy_with_runaway_requests(tmp_path: Path)
                     each.kill()
         assert alive == []
         assert elapsed < 3
-        assert proc.stderr is not None and proc.stderr.read() == b""
+        assert proc.stderr is not None
+        stderr = proc.stderr.read()
+        assert stderr == b"", stderr.decode(errors="replace")[-3000:]
