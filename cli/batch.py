@@ -271,8 +271,8 @@ def _parallel(
                 try:
                     result = future.result()
                 except BrokenProcessPool:  # a worker died: answer what it held line by line
-                    _terminate_workers(pool)
-                    pool.shutdown(wait=True, cancel_futures=True)
+                    pool.terminate()
+                    pool.shutdown()
                     for result in _after_a_worker_died(list(pending), limits):
                         pending.popleft()
                         yield result
@@ -288,14 +288,68 @@ def _parallel(
         stop.set()
         slots.release(limit)  # a reader waiting for room sees the stop
         if reading or pending:  # ended early (Ctrl-C, SIGTERM, a closed pipe): end the workers
-            _terminate_workers(pool)
-        pool.shutdown(wait=True, cancel_futures=True)
+            pool.terminate()
+        pool.shutdown()
 
 
-def _pool(jobs: int) -> Any:
-    from concurrent.futures import ProcessPoolExecutor
+class _Pool:
+    """A process pool that knows its worker processes: to end them at once (a runaway
+    request must not keep the batch alive), and to say how one died."""
 
-    return ProcessPoolExecutor(max_workers=jobs, initializer=_start_worker)
+    def __init__(self, jobs: int) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.workers: list[Any] = []
+        context = _RecordingContext(multiprocessing.get_context(), self.workers)
+        self.executor = ProcessPoolExecutor(
+            max_workers=jobs, mp_context=context, initializer=_start_worker
+        )
+
+    def submit(self, *args: Any) -> Future:
+        return self.executor.submit(*args)
+
+    def terminate(self) -> None:
+        """SIGTERM to every worker still running."""
+        for process in self.workers:
+            with contextlib.suppress(Exception):
+                if process.is_alive():
+                    process.terminate()
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    def how_a_worker_died(self) -> str:
+        for process in self.workers:
+            with contextlib.suppress(Exception):
+                process.join(1)
+            code = process.exitcode
+            if code is not None and code < 0:
+                with contextlib.suppress(ValueError):
+                    return f"killed by {signal.Signals(-code).name}"
+            if code:
+                return f"exit code {code}"
+        return "it ended"
+
+
+class _RecordingContext:
+    """A multiprocessing context that records each process it makes (public API only)."""
+
+    def __init__(self, context: Any, made: list[Any]) -> None:
+        self.context = context
+        self.made = made
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.context, name)
+
+    def Process(self, *args: Any, **kwargs: Any) -> Any:  # multiprocessing's name
+        process = self.context.Process(*args, **kwargs)
+        self.made.append(process)
+        return process
+
+
+def _pool(jobs: int) -> _Pool:
+    return _Pool(jobs)
 
 
 def _after_a_worker_died(
@@ -321,14 +375,11 @@ def _after_a_worker_died(
                 if not line.strip():
                     continue
                 pool = pool or _pool(1)
-                workers: list[Any] = []
                 try:
-                    future = pool.submit(_work, line, number, limits)
-                    workers = list((getattr(pool, "_processes", None) or {}).values())
-                    text, count, bad = future.result()
+                    text, count, bad = pool.submit(_work, line, number, limits).result()
                 except BrokenProcessPool:
-                    how = _how_workers_died(workers)
-                    pool.shutdown(wait=True)
+                    how = pool.how_a_worker_died()
+                    pool.shutdown()
                     pool = None
                     text, count, bad = _died_reply(line, number, how) + "\n", 1, 1
                 texts.append(text)
@@ -337,20 +388,7 @@ def _after_a_worker_died(
             yield "".join(texts), answered, failed
     finally:
         if pool is not None:
-            pool.shutdown(wait=True)
-
-
-def _how_workers_died(workers: list[Any]) -> str:
-    for process in workers:
-        with contextlib.suppress(Exception):
-            process.join(1)
-        code = getattr(process, "exitcode", None)
-        if code is not None and code < 0:
-            with contextlib.suppress(ValueError):
-                return f"killed by {signal.Signals(-code).name}"
-        if code:
-            return f"exit code {code}"
-    return "it ended"
+            pool.shutdown()
 
 
 def _died_reply(line: bytes, number: int, how: str) -> str:
@@ -375,14 +413,6 @@ def _died_reply(line: bytes, number: int, how: str) -> str:
     )
     error = {"type": "LimitError", "message": message}
     return json.dumps({"id": request_id, "error": error})
-
-
-def _terminate_workers(pool: Any) -> None:
-    """SIGTERM to every worker process: a runaway request must not keep the batch alive."""
-    processes = getattr(pool, "_processes", None) or {}
-    for process in list(processes.values()):
-        with contextlib.suppress(Exception):
-            process.terminate()
 
 
 _END = object()
