@@ -102,8 +102,9 @@ def expand_sources(
     sources: Sequence[str], allow_stdin: bool = False, regular_only: bool = False
 ) -> list[str]:
     """Every file named, in order, a pattern (``*``, ``?``, ``[``) that names no file
-    expanded to its matches, sorted; an unreadable or unmatched name is a :class:`Usage`,
-    and so is anything but a regular file with ``regular_only`` (its size is its length)."""
+    expanded to its matches, sorted; an unmatched pattern is a :class:`Usage`, and so is
+    an unreadable file among several (before any is read), or anything but a regular file
+    with ``regular_only`` (its size is its length)."""
     paths: list[str] = []
     for source in sources or ["-"]:
         if source == "-":
@@ -118,6 +119,8 @@ def expand_sources(
             paths.extend(matches)
         else:
             paths.append(source)
+    if len(paths) == 1 and not regular_only:
+        return paths  # ``run_batch`` says why it cannot read one file
     for path in paths:
         if path == "-":
             continue
