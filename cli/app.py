@@ -614,20 +614,69 @@ def hessian(
 @app.command(cls=Command)
 @_with_limits
 def batch(
-    source: Annotated[
-        str,
-        typer.Argument(help="A JSON Lines file, or '-' for standard input.", metavar="FILE|-"),
-    ] = "-",
+    sources: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="JSON Lines files (or quoted globs), in order; '-' (the default) reads "
+            "standard input.",
+            metavar="FILE",
+            show_default=False,
+        ),
+    ] = None,
     jobs: Annotated[
         int,
-        typer.Option("--jobs", "-j", min=0, help="Worker processes (0: one per CPU).", metavar="N"),
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=0,
+            help="Worker processes (0: one per core; at most one per core unless --force-jobs).",
+            metavar="N",
+        ),
     ] = 1,
     progress: Annotated[
         bool | None,
         typer.Option(
             "--progress/--no-progress",
-            help="Progress bar on standard error (default: when it is a terminal).",
+            help="Progress bar on standard error (default: when it is a terminal that "
+            "standard output is not).",
             show_default=False,
+        ),
+    ] = None,
+    force_jobs: Annotated[
+        bool, typer.Option("--force-jobs", help="Use --jobs N even beyond the cores available.")
+    ] = False,
+    max_line_bytes: Annotated[
+        str | None,
+        typer.Option(
+            "--max-line-bytes",
+            help="Longest request line (default 16MiB); a longer one is an error line.",
+            metavar="SIZE",
+        ),
+    ] = None,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            "--dask",
+            help="Run on a Dask cluster: a scheduler (tcp://HOST:8786) or 'local' "
+            "(--jobs worker processes). Needs: pip install 'gradcalc[dask]'.",
+            metavar="ADDRESS",
+        ),
+    ] = None,
+    output_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--output-dir",
+            help="With --dask: one results file per input partition, written by the workers "
+            "(their names sort in input order).",
+            metavar="DIR",
+        ),
+    ] = None,
+    partition_size: Annotated[
+        str | None,
+        typer.Option(
+            "--partition-size",
+            help="With --dask: largest partition (default: 8MiB, less to keep every worker busy).",
+            metavar="SIZE",
         ),
     ] = None,
     *,
@@ -647,10 +696,26 @@ def batch(
       gradcalc batch requests.jsonl --jobs 4 > results.jsonl
 
       gradcalc batch requests.jsonl | jq -c 'select(.error)'
-    """
-    from gradcalc.cli.batch import run_batch
 
-    _exit_with(run_batch(source, jobs=jobs, progress=progress, limits=inputs.make_limits(limits)))
+      gradcalc batch 'requests-*.jsonl' --dask local --jobs 4 > results.jsonl
+
+      gradcalc batch 'requests-*.jsonl' --dask tcp://scheduler:8786 --output-dir results/
+    """
+    from gradcalc.cli.distributed import run_batch_files
+
+    _exit_with(
+        run_batch_files(
+            sources or ["-"],
+            dask=dask,
+            jobs=jobs,
+            force_jobs=force_jobs,
+            output_dir=output_dir,
+            partition_size=partition_size,
+            max_line_bytes=max_line_bytes,
+            progress=progress,
+            limits=inputs.make_limits(limits),
+        )
+    )
 
 
 @app.command(cls=Command)

@@ -1025,6 +1025,10 @@ def run_request(request: Any, limits: Limits | None = None) -> dict:
     request_id = request.get("id") if isinstance(request, dict) else None
     try:
         out = evaluate_json(**_request_arguments(request), limits=limits)
+    except OverflowError as exc:  # an integer in the request beyond float64 (10**400)
+        out = error_to_json(
+            FormulaValueError(f"request holds a number too large for a float64 ({exc})")
+        )
     except Exception as exc:
         out = error_to_json(exc)
     return {"id": request_id, **out}
@@ -1044,10 +1048,16 @@ def run_line(
     except ValueError as exc:
         reply = {"id": None, **_bad_request(f"{where}not valid JSON ({exc})")}
         return dumps(reply), False
+    except RecursionError:  # json's decoder recurses: ~1,000 levels of brackets
+        reply = {"id": None, "error": {"type": "LimitError", "message": f"{where}{_TOO_DEEP}"}}
+        return dumps(reply), False
     if not isinstance(request, dict):
         kind = type(request).__name__
         reply = {"id": None, **_bad_request(f"{where}expected a JSON object, got {kind}")}
         return dumps(reply), False
+    problem = _id_problem(request.get("id"))
+    if problem:
+        return dumps({"id": None, **_bad_request(f"{where}request 'id' {problem}")}), False
     reply = run_request(request, limits)
     if "error" in reply and where and not reply["error"].get("internal"):
         message = reply["error"]["message"]
@@ -1055,8 +1065,26 @@ def run_line(
             reply["error"]["message"] = where + message
     try:
         return dumps(reply), "error" not in reply
-    except (TypeError, ValueError) as exc:  # an unserialisable id, or a bug
+    except (TypeError, ValueError, RecursionError) as exc:  # a bug
         return dumps({"id": None, **error_to_json(exc)}), False
+
+
+_TOO_DEEP = "the JSON nests too deeply"
+
+
+def _id_problem(value: Any) -> str | None:
+    """Why a request's id cannot be echoed in strict JSON (NaN, 1e400), or None."""
+    if value is None or type(value) in (str, int, bool):
+        return None
+    if type(value) is float:
+        if math.isfinite(value):
+            return None
+        return f"is {value} (NaN, or a number too large for a float): not strict JSON"
+    try:
+        dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        return "holds NaN or Infinity (or a number too large for a float): not strict JSON"
+    return None
 
 
 def run_lines(

@@ -28,6 +28,8 @@ CLI_MAY_IMPORT = frozenset(
         "gradcalc.builtins",  # the built-ins table: `gradcalc functions`, completion
         "gradcalc.errors",
         "gradcalc.limits",
+        "gradcalc.lines",  # batch input: whole lines in blocks, the maximum line length
+        "gradcalc.distributed",  # batch --dask: partitions, run_partition (imports Dask lazily)
     }
 )
 """The gradcalc modules ``gradcalc.cli`` may import (besides its own)."""

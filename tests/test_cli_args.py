@@ -234,6 +234,7 @@ BATCH_PARSED = [
         ["--max-graph-nodes", "100", "--max-nesting=50", "x.jsonl"],
         {"source": "x.jsonl", "limits": Limits(max_graph_nodes=100, max_nesting=50)},
     ),
+    (["--max-line-bytes", "1MiB", "--force-jobs"], {"max_line_bytes": 1 << 20, "force_jobs": True}),
 ]
 
 
@@ -248,6 +249,7 @@ def test_batch_arguments(monkeypatch: pytest.MonkeyPatch, args: list[str], given
     result = runner.invoke(app, ["batch", *args])
     assert result.exit_code == 0, result.output
     defaults = {"source": "-", "jobs": 1, "progress": None, "limits": Limits()}
+    defaults |= {"max_line_bytes": 16 << 20, "force_jobs": False}
     assert seen == [defaults | given]
 
 
