@@ -1,8 +1,10 @@
 """The ``gradcalc`` console script (and ``python -m gradcalc``): the Typer app, and nothing escapes.
 
-Every command line, ``--help`` and every usage error go through the one
-parser, the Typer app in ``gradcalc.cli.app``. This module turns its exit
-into a code and keeps tracebacks from users (a closed pipe, Ctrl-C, a bug).
+Every command line, ``--help`` and every usage error go through the Typer app
+in ``gradcalc.cli.app``, except the plain one-shot formula command, which
+``gradcalc.cli.direct`` reads without importing Typer (its docstring says why,
+with the numbers). This module turns the exit into a code and keeps
+tracebacks from users (a closed pipe, Ctrl-C, a bug).
 """
 
 from __future__ import annotations
@@ -20,9 +22,13 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(args: list[str]) -> int:
     """Run the command line ``args`` and return the exit code; nothing escapes as a traceback."""
-    from gradcalc.cli.run import silence_stdout
+    from gradcalc.cli import direct
+    from gradcalc.cli.run import run_invocation, silence_stdout
 
     try:
+        invocation = direct.parse(args)
+        if invocation is not None:
+            return run_invocation(invocation)
         return _run_typer(args)
     except BrokenPipeError:
         silence_stdout()
