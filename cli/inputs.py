@@ -1,7 +1,8 @@
 """Turning command-line text into what the API takes: formulas, bindings, names, limits.
 
-Used by the Typer app, the one parser: every command reads its text the same
-way. Nothing heavy is imported here.
+Used by the Typer app and by the direct reader of plain formula commands
+(``direct.py``): every command reads its text the same way. Nothing heavy is
+imported here.
 """
 
 from __future__ import annotations
