@@ -1416,7 +1416,8 @@ class _Machine:
                     if pc < 0:  # a call, a return or the end: another frame, or none
                         if self.done:
                             return
-                        ops, args, pc, stack, scope = self.frame()
+                        ops, args, pc = self.ops, self.args, self.pc
+                        stack, scope = self.stack, self.scope
                 elif op == for_span or op == for_iter:  # noqa: SIM109 (no tuple) W2 +4%, for_i +7%
                     item = next(stack[-1], _MISSING)
                     if item is _MISSING:
@@ -1433,10 +1434,6 @@ class _Machine:
         except Exception:
             self.fault = pc - 1
             raise
-
-    def frame(self) -> tuple[list[int], list, int, list, dict]:
-        """The running frame as `run` keeps it: ops, args, pc, stack, scope."""
-        return self.ops, self.args, self.pc, self.stack, self.scope
 
     def error(
         self, exc: Exception, source: str | None
