@@ -1723,47 +1723,42 @@ def _attribute(m: _Machine, arg: str, pc: int) -> int:
 
 
 def _call_name(m: _Machine, site: _CallSite, pc: int) -> int:
-    argv = _pop_arguments(m.stack, site)
     callee = m.scope.get(site.name, _MISSING)
     if callee is _MISSING:
         # at the top level a miss in env means a built-in
         callee = m.builtin_values.get(site.name) if m.function is None else None
         if callee is None:
             callee = m.interp._lookup(site.name, m.function, called=True)
-    return _call(m, site, callee, argv, pc)
+    return _call(m, site, callee, pc)
 
 
 def _call_method(m: _Machine, site: _CallSite, pc: int) -> int:
-    argv = _pop_arguments(m.stack, site)
-    argv[0] = lang.unshape(m.context, argv[0])
-    if not isinstance(argv[0], Tensor):
+    first = len(m.stack) - site.nargs - len(site.kwnames)  # the tensor it is called on
+    value = m.stack[first] = lang.unshape(m.context, m.stack[first])
+    if not isinstance(value, Tensor):
         raise FormulaTypeError(
-            f"'.{site.name}()' needs a tensor, but this is {lang.kind_of(argv[0])}"
+            f"'.{site.name}()' needs a tensor, but this is {lang.kind_of(value)}"
         )
-    return _call(m, site, lang.METHODS[site.name], argv, pc)
+    return _call(m, site, lang.METHODS[site.name], pc)
 
 
 def _call_value(m: _Machine, site: _CallSite, pc: int) -> int:
-    argv = _pop_arguments(m.stack, site)
-    return _call(m, site, m.stack.pop(), argv, pc)
+    callee = m.stack.pop(len(m.stack) - site.nargs - len(site.kwnames) - 1)
+    return _call(m, site, callee, pc)
 
 
-def _pop_arguments(stack: list, site: _CallSite) -> list:
-    total = site.nargs + len(site.kwnames)
-    if not total:
-        return []
-    argv = stack[-total:]
-    del stack[-total:]
-    return argv
-
-
-def _call(m: _Machine, site: _CallSite, callee: Any, argv: list, pc: int) -> int:
-    """Call a built-in, or enter a user function's code in a new frame."""
+def _call(m: _Machine, site: _CallSite, callee: Any, pc: int) -> int:
+    """Call ``callee`` with the arguments on the stack: a built-in, or a user function,
+    whose code runs in a new frame."""
+    stack = m.stack
+    first = len(stack) - site.nargs - len(site.kwnames)
+    argv = stack[first:]
+    del stack[first:]
     m.operations += 1
     if m.operations > m.limits.max_graph_nodes:
         raise _graph_limit(m.limits)
     if type(callee) is Builtin:
-        m.stack.append(_call_builtin(m, site, callee, argv))
+        stack.append(_call_builtin(m, site, callee, argv))
         return pc
     if type(callee) is not Function:
         raise _not_callable(site.name, callee)
@@ -1775,7 +1770,7 @@ def _call(m: _Machine, site: _CallSite, callee: Any, argv: list, pc: int) -> int
             hint="the limit is max_call_depth (CLI: --max-call-depth) if the depth is intended",
         )
     local = callee.bind_arguments(argv, site.nargs, site.kwnames)
-    m.frames.append((m.ops, m.args, m.nodes, pc, m.stack, m.scope, m.function))
+    m.frames.append((m.ops, m.args, m.nodes, pc, stack, m.scope, m.function))
     m.scopes.append(local)
     m.start(callee.code, local, callee)
     return -1
