@@ -90,9 +90,10 @@ BINARY_NUMBER = 1  # x op 2 / 2 op x: the literal goes to the engine as a Python
 # in PyTorch; arg = (fn, symbol, number, literal tensor, Tensor method, literal on the left)
 BINARY = 2  # pop r, l; push fn(l, r); arg = (fn, symbol, Tensor method or fn)
 CALL_BUILTIN1 = 3  # specialised CALL_NAME: a built-in no name of the run can shadow, one
-# tensor argument, its Tensor method called directly; arg = _CallSite
+# argument, its Tensor method called directly; arg = _CallSite. W2 +18%, a def +4%
 STORE = 4  # pop into name arg; it becomes the program's output
-FOR_SPAN = 5  # specialised FOR_ITER: counts without making the items nothing reads
+FOR_SPAN = 5  # specialised FOR_ITER: counts without making the items nothing reads (see
+# GET_SPAN)
 FOR_ITER = 6  # a for loop's bottom: next item into arg[1], go to arg[2]; or pop, go to arg[0]
 LOAD_CONST = 7  # push arg
 LAST_INLINE = 7
@@ -123,8 +124,10 @@ MAKE_FUNCTION = 31  # arg = _FunctionTemplate; pops its defaults
 RETURN = 32
 RAISE = 33  # arg = a FormulaError, raised when reached
 HALT = 34
-LOAD_BUILTIN = 35  # specialised LOAD_NAME: a built-in no name of the run can shadow
-GET_SPAN = 36  # specialised GET_ITER for FOR_SPAN: push (iterable, span), iterator
+LOAD_BUILTIN = 35  # specialised LOAD_NAME: a built-in no name of the run can shadow;
+# `y * pi - e` +8%
+GET_SPAN = 36  # specialised GET_ITER for FOR_SPAN: push (iterable, span), iterator;
+# W2 +12%, a def +9%
 END_SPAN = 37  # specialised POP_TOP after a break out of a FOR_SPAN loop; arg = name
 
 _MISSING = object()
@@ -486,7 +489,9 @@ class _Compiler:
 
     def _specialise_builtins(self, assigned: set[str]) -> tuple[set[str], set[str]]:
         """LOAD_BUILTIN and CALL_BUILTIN1 where the program never assigns the name; also
-        records the names each code reads. Returns the built-in names and every name read."""
+        records the names each code reads. Returns the built-in names and every name read.
+        (A direct call of built-ins with more arguments gained under 2%: they use CALL_NAME.)
+        """
         builtin_names: set[str] = set()
         read_by: dict[int, set[str]] = {}
         for code in reversed(self.codes):  # a function's code follows its definer's
@@ -1272,10 +1277,12 @@ class Interpreter:
 
 
 # --------------------------------------------------------------------- the machine
-# Measured gains below are CPU instructions per loop iteration, counted with callgrind
-# (deterministic, unlike wall time on a shared machine) on scalar programs of 1,000
-# iterations: W2's `y = sin(y * 0.9 + x) * 0.95` and five others with loops, `def`
-# and arithmetic. "+9%" means the program needs 9% more without what the comment is on.
+# The gains written beside opcodes are CPU instructions per loop iteration, counted
+# with callgrind (deterministic, unlike wall time on a shared machine), of scalar loops
+# run 1,000 times: W2's `y = sin(y * 0.9 + x) * 0.95`, and others with `def`, `while`,
+# `if`, built-in calls and arithmetic. "W2 +9%" means W2 runs 9% more instructions
+# without it: through its handler instead, for an opcode written out in `run`; with
+# the generic twin instead, for a specialised one.
 
 
 class _Machine:
@@ -1299,7 +1306,6 @@ class _Machine:
         "context",
         "done",
         "fault",
-        "float_dtype",
         "frames",
         "function",
         "interp",
@@ -1321,7 +1327,6 @@ class _Machine:
         self.interp = interp
         self.context = interp.context
         self.limits = interp.limits
-        self.float_dtype = interp.context.np_dtype
         self.builtin_values = interp._builtin_values
         self.scopes = interp.context.scopes = [interp.env]  # built-ins reach scopes here
         self.frames: list[tuple] = []  # the callers' (ops, args, nodes, pc, stack, scope, function)
@@ -1357,7 +1362,7 @@ class _Machine:
         ops, args, pc, stack, scope = self.ops, self.args, self.pc, self.stack, self.scope
         operations, iterations, limits = self.operations, self.iterations, self.limits
         max_operations, max_iterations = limits.max_graph_nodes, limits.max_iterations
-        max_elements, float_dtype = limits.max_elements, self.float_dtype
+        max_elements, float_dtype = limits.max_elements, self.context.np_dtype
         float_scalar, handlers = float_dtype.type, _HANDLERS
         load_name, binary_number, binary, call1 = LOAD_NAME, BINARY_NUMBER, BINARY, CALL_BUILTIN1
         store, last_inline, for_span, for_iter = STORE, LAST_INLINE, FOR_SPAN, FOR_ITER
@@ -1494,7 +1499,6 @@ def _over_limit(limits: Limits, iterations: int, operations: int) -> LimitError:
 
 
 def _load_builtin(m: _Machine, arg: str, pc: int) -> int:
-    # Twin of LOAD_NAME, for a built-in name: consts (`y * pi - e`) +8%.
     try:
         m.stack.append(m.builtin_values[arg])
     except KeyError:
@@ -1647,8 +1651,6 @@ def _get_iter(m: _Machine, arg: None, pc: int) -> int:
 
 
 def _get_span(m: _Machine, arg: None, pc: int) -> int:
-    # Twin of GET_ITER (with FOR_SPAN, END_SPAN), for a loop whose variable nothing
-    # reads: its items are not made. W2 +12%, def +9%, consts +11%.
     iterable = lang.unshape(m.context, m.stack.pop())
     span = m.context.loop_span(iterable)
     m.stack.append((iterable, span))
