@@ -46,6 +46,8 @@ class Config:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="gradcalc-bench-")))
     scale: float = 1.0
     """Shrinks sizes further than --quick (the smoke test runs at toy sizes)."""
+    repeats: int | None = None
+    """Forces every repeat count `runs` gives (the smoke test's 1)."""
 
     installed: bool = True
     """Time a `pip install .` copy (as users run it), built once per run in `workdir`;
@@ -75,7 +77,14 @@ class Config:
         return Path(self.gradcalc_python).parent / "gradcalc"
 
     def runs(self, full: int, quick: int) -> int:
+        if self.repeats is not None:
+            return self.repeats
         return quick if self.quick else full
+
+    @property
+    def warmup(self) -> int:
+        """Untimed rounds before the timed ones of whole-process runs (none in smoke tests)."""
+        return 0 if self.repeats is not None else 1
 
     def size(self, full: int, quick: int) -> int:
         return max(1, int((quick if self.quick else full) * self.scale))

@@ -1,10 +1,13 @@
 """Where gradcalc's side of a workload spends its time: cProfile, top functions by own time.
 
-    python benchmarks/profiling.py w2-api|w2-formula|w3|w4|w5|w6 [--top 25] [--quick]
+    python benchmarks/profiling.py w2-api|w2-formula|w3|w4|w5|w6|w6-mixed [--top 25] [--quick]
 
 Only gradcalc's side runs (the references need no profile). cProfile's
 per-call overhead inflates tiny functions, so read it for *where*, and the
-benchmark for *how much*. w6 profiles `run_line` on batch lines in-process.
+benchmark for *how much*. w6 profiles `run_request` on the seed's batch
+requests in-process, w6-mixed `run_line` on W6's mixed batch lines. For W1's
+one-shot commands use `python -X importtime` or `python -m cProfile -s
+tottime $(which gradcalc) ARGS` on the installed script.
 """
 
 from __future__ import annotations
@@ -57,6 +60,15 @@ def _w6(quick: bool) -> Callable[[], object]:
     return lambda: [json.dumps(run_request(request)) for request in requests]
 
 
+def _w6_mixed(quick: bool) -> Callable[[], object]:
+    import json
+
+    from gradcalc.api import run_line
+
+    lines = [json.dumps(r) for r in baselines.mixed_requests(2_000 if quick else 20_000)]
+    return lambda: [run_line(line) for line in lines]
+
+
 WORKLOADS: dict[str, Callable[[bool], Callable[[], object]]] = {
     "w2-api": lambda quick: lambda: w2_scalar.chain_gradcalc_api(5_000 if quick else 25_000),
     "w2-formula": lambda quick: (
@@ -66,6 +78,7 @@ WORKLOADS: dict[str, Callable[[bool], Callable[[], object]]] = {
     "w4": _w4,
     "w5": _w5,
     "w6": _w6,
+    "w6-mixed": _w6_mixed,
 }
 
 

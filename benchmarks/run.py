@@ -1,4 +1,4 @@
-"""Run gradcalc's benchmarks side by side with their references and check issue 6's targets.
+"""Run gradcalc's benchmarks side by side with their references and check issues 6 and 12's targets.
 
     python benchmarks/run.py [--quick] [--only W1,W3] [--json out.json]
                              [--markdown benchmarks/RESULTS.md]
@@ -123,7 +123,7 @@ def results_page(report: Report, tables: str) -> str:
         f"{', '.join(f'{x:.1f}' for x in env['load_average'])}, at the end "
         f"{', '.join(f'{x:.1f}' for x in env['load_average_end'])}; children ran without "
         f"{', '.join(env['removed_from_children']) or 'no variable removed'}.\n\n"
-        "Every ratio is taken between figures of this one run; targets are issue 6's.\n\n"
+        "Every ratio is taken between figures of this one run; targets are issues 6 and 12's.\n\n"
         f"{tables}\n"
     )
 

@@ -13,8 +13,11 @@ bar (lines, rate) goes to standard error only when it is a terminal.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import signal
+import stat
 import sys
 import time
 from collections import deque
@@ -24,6 +27,7 @@ from typing import IO, Any
 
 from gradcalc.cli.run import EXIT_FORMULA, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, silence_stdout
 from gradcalc.limits import Limits
+from gradcalc.lines import MAX_LINE_BYTES, EndlessLine, TooLong, line_blocks, too_long_reply
 
 BLOCK_BYTES = 1 << 16
 """Most input read (and sent to a worker) at once: ~1,000 small requests, tens of ms of work."""
@@ -31,35 +35,69 @@ BLOCKS_IN_FLIGHT_PER_JOB = 4
 PROGRESS_INTERVAL = 0.1
 
 
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
 def run_batch(
-    source: str, jobs: int = 1, progress: bool | None = None, limits: Limits | None = None
+    source: str,
+    jobs: int = 1,
+    progress: bool | None = None,
+    limits: Limits | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    force_jobs: bool = False,
 ) -> int:
-    """Process every request of ``source`` (a path or ``-``); exit code 1 if any line failed."""
+    """Process every request of ``source`` (a path or ``-``); exit code 1 if any line failed.
+
+    ``jobs`` (0: one per core) is capped at the cores available unless
+    ``force_jobs``. SIGINT and SIGTERM end the workers and return at once
+    (exit codes 130 and 143).
+    """
+    if sys.stdout is None:
+        _complain("standard output is closed: there is nowhere to write the results")
+        return EXIT_USAGE
     try:
         stream, close = _open(source)
     except OSError as exc:
-        sys.stderr.write(f"gradcalc batch: cannot read {source!r}: {exc.strerror or exc}\n")
+        _complain(f"cannot read {source!r}: {exc.strerror or exc}")
         return EXIT_USAGE
-    jobs = jobs or os.cpu_count() or 1
-    show_progress = progress if progress is not None else _is_terminal(sys.stderr)
+    jobs = cap_jobs(jobs, force_jobs)
+    write = sys.stdout.write  # before anything could replace sys.stdout
+    flush = sys.stdout.flush
+    show_progress = progress if progress is not None else progress_wanted()
     meter = _Progress() if show_progress else None
     failed = False
-    blocks = _blocks(stream)
+    blocks = _blocks(stream, max_line_bytes)
     results = _sequential(blocks, limits) if jobs == 1 else _parallel(blocks, jobs, limits)
     try:
-        write = sys.stdout.write
-        flush = sys.stdout.flush
-        for text, count, bad in results:
-            write(text)
-            flush()
-            failed = failed or bad > 0
-            if meter is not None:
-                meter.advance(count, bad)
+        with sigterm_raises():
+            for text, count, bad in results:
+                try:
+                    write(text)
+                    flush()
+                except BrokenPipeError:
+                    raise
+                except OSError as exc:  # > /dev/full, a full disk
+                    raise CannotWrite(exc) from exc
+                failed = failed or bad > 0
+                if meter is not None:
+                    meter.advance(count, bad)
     except BrokenPipeError:
         silence_stdout()
         return EXIT_FORMULA
+    except CannotWrite as exc:
+        silence_stdout()  # what is left in stdout's buffer must not fail again at exit
+        _complain(str(exc))
+        return EXIT_FORMULA
+    except OSError as exc:
+        _complain(f"cannot read {source!r}: {exc.strerror or exc}")
+        return EXIT_FORMULA
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except Terminated:
+        return EXIT_TERMINATED
+    except EndlessLine as exc:
+        sys.stderr.write(f"gradcalc batch: {exc}\n")
+        return EXIT_FORMULA
     finally:
         results.close()  # stops the workers now, not when the generator is collected
         if meter is not None:
@@ -69,39 +107,107 @@ def run_batch(
     return EXIT_FORMULA if failed else EXIT_OK
 
 
+class CannotWrite(Exception):
+    """Writing the results failed (other than the reader going away)."""
+
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(f"cannot write the results: {cause.strerror or cause}")
+
+
+def _complain(message: str) -> None:
+    if sys.stderr is not None:
+        sys.stderr.write(f"gradcalc batch: {message}\n")
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def cap_jobs(jobs: int, force: bool = False) -> int:
+    """``jobs`` worker processes (0: one per core), at most one per core unless forced."""
+    cores = available_cores()
+    if not jobs:
+        return cores
+    return jobs if force else min(jobs, cores)
+
+
+def progress_wanted(stdout: Any = None, stderr: Any = None) -> bool:
+    """The default for the progress bar: standard error is a terminal, and standard output
+    (the results) is not that same terminal, where the bar would be drawn over them."""
+    stdout = sys.stdout if stdout is None else stdout
+    stderr = sys.stderr if stderr is None else stderr
+    if not _is_terminal(stderr):
+        return False
+    if not _is_terminal(stdout):
+        return True
+    try:
+        return os.fstat(stdout.fileno()).st_rdev != os.fstat(stderr.fileno()).st_rdev
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds the batch like Ctrl-C, so that the workers are ended too."""
+
+
+class sigterm_raises:
+    """While the batch runs (in the main thread), SIGTERM raises :class:`Terminated`."""
+
+    def __enter__(self) -> None:
+        self.previous = None
+        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+    @staticmethod
+    def _raise(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+
 def _open(source: str) -> tuple[IO[Any], bool]:
     """The input as a binary stream (or standard input's text stream without a buffer),
     and whether it is ours to close."""
     if source == "-":
-        return getattr(sys.stdin, "buffer", None) or sys.stdin, False
+        if sys.stdin is None:
+            raise OSError("standard input is closed")
+        try:
+            # Its file descriptor, unbuffered: the reader thread may still be waiting in a
+            # read when the batch ends (Ctrl-C), and a thread inside sys.stdin's buffer then
+            # aborts the interpreter's shutdown ("could not acquire lock ... <stdin>").
+            return open(sys.stdin.fileno(), "rb", buffering=0, closefd=False), True
+        except (AttributeError, OSError, ValueError):  # no descriptor (a test's stand-in)
+            return getattr(sys.stdin, "buffer", None) or sys.stdin, False
     return open(source, "rb"), True
 
 
-def _blocks(stream: IO[Any]) -> Iterator[tuple[bytes, int]]:
-    """(whole lines as UTF-8 bytes, number of their first line), lazily, in input order."""
+def _blocks(
+    stream: IO[Any], max_line: int = MAX_LINE_BYTES
+) -> Iterator[tuple[bytes | TooLong, int]]:
+    """(whole lines as UTF-8 bytes, number of their first line), lazily, in input order;
+    a line longer than ``max_line`` comes as a ``TooLong`` (see ``gradcalc.lines``)."""
     read = getattr(stream, "read1", None) or stream.read
-    carry = b""
-    first = 1
-    while True:
-        data = read(BLOCK_BYTES)
-        if not data:
-            break
-        if isinstance(data, str):  # a text stream standing in for standard input
-            data = data.encode("utf-8", errors="replace")
-        cut = data.rfind(b"\n") + 1
-        if not cut:
-            carry += data
-            continue
-        block = carry + data[:cut] if carry else data[:cut]
-        carry = data[cut:]
-        yield block, first
-        first += block.count(b"\n")
-    if carry:
-        yield carry, first
+    endless = None if _is_regular_file(stream) else -1  # a file's last line ends with it
+    return line_blocks(read, BLOCK_BYTES, max_line, endless_after=endless)
 
 
-def _work(block: bytes, first: int, limits: Limits | None) -> tuple[str, int, int]:
+def _is_regular_file(stream: IO[Any]) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False
+
+
+def _work(block: bytes | TooLong, first: int, limits: Limits | None) -> tuple[str, int, int]:
     """One block's output lines (as text), lines answered and lines failed."""
+    if isinstance(block, TooLong):
+        return too_long_reply(first, block.limit) + "\n", 1, 1
     from gradcalc.api import run_block
 
     return run_block(block, first, limits)
@@ -126,7 +232,7 @@ def _parallel(
     """
     import queue
     import threading
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     first = next(blocks, None)
     if first is None:
@@ -135,14 +241,16 @@ def _parallel(
     events: queue.SimpleQueue[Any] = queue.SimpleQueue()
     slots = threading.Semaphore(limit)
     stop = threading.Event()
-    pending: deque[Future] = deque()
-    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_start_worker)
+    pending: deque[tuple[Future, bytes | TooLong, int]] = deque()
+    pool = _pool(jobs)
 
-    def submit(block: bytes, first_line: int) -> None:
+    def submit(block: bytes | TooLong, first_line: int) -> None:
         future = pool.submit(_work, block, first_line, limits)
         future.add_done_callback(lambda _: events.put(None))
-        pending.append(future)
+        pending.append((future, block, first_line))
 
+    failure: BaseException | None = None
+    reading = True
     try:
         slots.acquire()
         submit(*first)  # forks the workers before the reader thread exists
@@ -150,22 +258,161 @@ def _parallel(
             target=_read_ahead, args=(blocks, events, slots, stop), daemon=True
         )
         reader.start()
-        reading = True
         while reading or pending:
             item = events.get()
             if item is _END:
                 reading = False
             elif isinstance(item, BaseException):
-                raise item
+                failure = item  # raised once every block read before it is written
             elif item is not None:
                 submit(*item)
-            while pending and pending[0].done():
-                yield pending.popleft().result()
+            while pending and pending[0][0].done():
+                future = pending[0][0]
+                try:
+                    result = future.result()
+                except BrokenProcessPool:  # a worker died: answer what it held line by line
+                    pool.terminate()
+                    pool.shutdown()
+                    for result in _after_a_worker_died(list(pending), limits):
+                        pending.popleft()
+                        yield result
+                        slots.release()
+                    pool = _pool(jobs)
+                    continue
+                pending.popleft()
+                yield result
                 slots.release()
+        if failure is not None:
+            raise failure
     finally:
         stop.set()
         slots.release(limit)  # a reader waiting for room sees the stop
-        pool.shutdown(wait=True, cancel_futures=True)
+        if reading or pending:  # ended early (Ctrl-C, SIGTERM, a closed pipe): end the workers
+            pool.terminate()
+        pool.shutdown()
+
+
+class _Pool:
+    """A process pool that knows its worker processes: to end them at once (a runaway
+    request must not keep the batch alive), and to say how one died."""
+
+    def __init__(self, jobs: int) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.workers: list[Any] = []
+        context = _RecordingContext(multiprocessing.get_context(), self.workers)
+        self.executor = ProcessPoolExecutor(
+            max_workers=jobs, mp_context=context, initializer=_start_worker
+        )
+
+    def submit(self, *args: Any) -> Future:
+        return self.executor.submit(*args)
+
+    def terminate(self) -> None:
+        """SIGTERM to every worker still running."""
+        for process in self.workers:
+            with contextlib.suppress(Exception):
+                if process.is_alive():
+                    process.terminate()
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    def how_a_worker_died(self) -> str:
+        for process in self.workers:
+            with contextlib.suppress(Exception):
+                process.join(1)
+            code = process.exitcode
+            if code is not None and code < 0:
+                with contextlib.suppress(ValueError):
+                    return f"killed by {signal.Signals(-code).name}"
+            if code:
+                return f"exit code {code}"
+        return "it ended"
+
+
+class _RecordingContext:
+    """A multiprocessing context that records each process it makes (public API only)."""
+
+    def __init__(self, context: Any, made: list[Any]) -> None:
+        self.context = context
+        self.made = made
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.context, name)
+
+    def Process(self, *args: Any, **kwargs: Any) -> Any:  # multiprocessing's name
+        process = self.context.Process(*args, **kwargs)
+        self.made.append(process)
+        return process
+
+
+def _pool(jobs: int) -> _Pool:
+    return _Pool(jobs)
+
+
+def _after_a_worker_died(
+    blocks: list[tuple[Future, bytes | TooLong, int]], limits: Limits | None
+) -> Iterator[tuple[str, int, int]]:
+    """Each block's answer once the pool broke: its result if it had one, else its lines
+    answered one at a time in a pool of one worker, and a line that kills that worker too
+    answered by an error line with its id (the batch goes on)."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    pool = None
+    try:
+        for future, block, first in blocks:
+            if not future.cancelled() and future.exception() is None:
+                yield future.result()
+                continue
+            if isinstance(block, TooLong):
+                yield _work(block, first, limits)
+                continue
+            texts: list[str] = []
+            answered = failed = 0
+            for number, line in enumerate(block.split(b"\n"), start=first):
+                if not line.strip():
+                    continue
+                pool = pool or _pool(1)
+                try:
+                    text, count, bad = pool.submit(_work, line, number, limits).result()
+                except BrokenProcessPool:
+                    how = pool.how_a_worker_died()
+                    pool.shutdown()
+                    pool = None
+                    text, count, bad = _died_reply(line, number, how) + "\n", 1, 1
+                texts.append(text)
+                answered += count
+                failed += bad
+            yield "".join(texts), answered, failed
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+def _died_reply(line: bytes, number: int, how: str) -> str:
+    """The error line for a request whose worker died answering it, with its id if it has one."""
+    import json
+    import math
+
+    request_id = None
+    with contextlib.suppress(Exception):
+        request = json.loads(line)
+        if isinstance(request, dict):
+            request_id = request.get("id")
+    if not (
+        request_id is None
+        or type(request_id) in (str, int, bool)
+        or (type(request_id) is float and math.isfinite(request_id))
+    ):
+        request_id = None
+    message = (
+        f"input line {number}: the worker process answering this request died ({how}); "
+        "it may need more memory than the machine has"
+    )
+    error = {"type": "LimitError", "message": message}
+    return json.dumps({"id": request_id, "error": error})
 
 
 _END = object()
@@ -186,8 +433,15 @@ def _read_ahead(blocks: Iterator[tuple[bytes, int]], events: Any, slots: Any, st
 
 
 def _start_worker() -> None:
-    """Workers leave Ctrl-C to the parent, which stops the batch without their tracebacks."""
+    """Workers leave Ctrl-C to the parent, which stops the batch without their tracebacks
+    (and ends them); on Linux they also end if the parent dies without doing so."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler, forked with it
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _is_terminal(stream: Any) -> bool:
@@ -219,6 +473,8 @@ class _Progress:
             console=make_console(sys.stderr),
             auto_refresh=False,
             transient=False,
+            redirect_stdout=False,  # the results go to standard output, never into the bar
+            redirect_stderr=False,
         )
         self.task = self.bar.add_task("batch", total=None, failed="", rate="")
         self.bar.start()

@@ -1,7 +1,7 @@
 """Turning command-line text into what the API takes: formulas, bindings, names, limits.
 
-Shared by the Typer app and the fast path in ``main``, so both accept exactly
-the same arguments. Nothing heavy is imported here.
+Used by the Typer app, the one parser: every command reads its text the same
+way. Nothing heavy is imported here.
 """
 
 from __future__ import annotations

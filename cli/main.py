@@ -1,10 +1,8 @@
-"""The ``gradcalc`` console script (and ``python -m gradcalc``).
+"""The ``gradcalc`` console script (and ``python -m gradcalc``): the Typer app, and nothing escapes.
 
-Start-up is most of the cost of a one-shot command, so this module imports
-almost nothing: a plain ``grad``, ``eval`` or ``batch`` command line goes
-straight to its runner (``gradcalc.cli.fast``); everything else, including
-``--help`` and every usage error, goes through the Typer app in
-``gradcalc.cli.app``.
+Every command line, ``--help`` and every usage error go through the one
+parser, the Typer app in ``gradcalc.cli.app``. This module turns its exit
+into a code and keeps tracebacks from users (a closed pipe, Ctrl-C, a bug).
 """
 
 from __future__ import annotations
@@ -21,27 +19,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(args: list[str]) -> int:
-    """Dispatch ``args`` and return the exit code; nothing escapes as a traceback."""
+    """Run the command line ``args`` and return the exit code; nothing escapes as a traceback."""
     from gradcalc.cli.run import silence_stdout
 
     try:
-        if not args and sys.stdin.isatty() and sys.stdout.isatty():
-            from gradcalc.cli.run import run_repl
-
-            return run_repl()
-        from gradcalc.cli import fast
-
-        if args and args[0] == "batch":
-            options = fast.parse_batch(args[1:])
-            if options is not None:
-                from gradcalc.cli.batch import run_batch
-
-                return run_batch(**options)
-        invocation = fast.parse(args)
-        if invocation is not None:
-            from gradcalc.cli.run import run_invocation
-
-            return run_invocation(invocation)
         return _run_typer(args)
     except BrokenPipeError:
         silence_stdout()
@@ -67,21 +48,6 @@ def _run_typer(args: list[str]) -> int:
         sys.stderr.write(f"{code}\n")
         return EXIT_FORMULA
     return 0
-
-
-def version() -> str:
-    """The installed version (the package metadata, or the package's own ``__version__``)."""
-    import gradcalc
-
-    known = getattr(gradcalc, "__version__", None)
-    if known:
-        return str(known)
-    from importlib import metadata
-
-    try:
-        return metadata.version("gradcalc")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 if __name__ == "__main__":

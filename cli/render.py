@@ -367,12 +367,87 @@ def _caret_snippet(exc: FormulaError, window: int) -> tuple[str, str] | None:
 
 
 def functions_table(functions: dict[str, Any]) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
-    table.add_column("name", style="bold", no_wrap=True)
-    table.add_column("signature", style="cyan")
-    table.add_column("description")
+    """The signature (it starts with the name) and the description wrapped beside it; a
+    signature stays whole on its line up to 40 characters (longer ones wrap)."""
+    # expand=True: without it Rich 15 crops (not wraps) a description one character too wide
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, expand=True)
+    widest = min(40, _widest(functions))
+    table.add_column("signature", style="cyan", min_width=widest, max_width=widest)
+    table.add_column("description", ratio=1)
     for name, spec in functions.items():
-        table.add_row(
-            Text(name), Text(str(getattr(spec, "signature", name))), Text(getattr(spec, "doc", ""))
-        )
+        table.add_row(Text(str(getattr(spec, "signature", name))), Text(getattr(spec, "doc", "")))
     return table
+
+
+def _widest(functions: dict[str, Any]) -> int:
+    return max((len(str(getattr(spec, "signature", ""))) for spec in functions.values()), default=0)
+
+
+def explanation_view(explanation: Any, width: int) -> RenderableType:
+    """Explain mode's text: the forward pass, the backward pass, and each variable's sum."""
+    forward = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    forward.add_column("#", justify="right", style="dim")
+    forward.add_column("node")
+    forward.add_column("computes", overflow="fold")
+    forward.add_column("value", overflow="fold")
+    for step in explanation.forward:
+        computes = step.expr if step.op == "leaf" or not step.name else f"{step.name} = {step.expr}"
+        node = Text("variable", style="cyan") if step.op == "leaf" else Text(step.op)
+        forward.add_row(str(step.id), node, computes, _explain_value(step.value))
+    backward = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    backward.add_column("#", justify="right", style="dim")
+    backward.add_column("node")
+    backward.add_column("upstream", overflow="fold")
+    backward.add_column("to", justify="right")
+    backward.add_column("local", overflow="fold")
+    backward.add_column("contribution", overflow="fold")
+    for step in explanation.backward:
+        for index, part in enumerate(step.to):
+            first = index == 0
+            local = (
+                Text(part.describe or "", style="dim")
+                if part.local is None
+                else _explain_value(part.local)
+            )
+            backward.add_row(
+                str(step.node) if first else "",
+                f"{step.op} ({step.expr})" if first else "",
+                _explain_value(step.upstream) if first else "",
+                f"#{part.input}",
+                local,
+                _explain_value(part.contribution),
+            )
+    sums = Text()
+    nodes = explanation.variables()
+    for name, gradient in explanation.result.gradients.items():
+        found = explanation.contributions_to(nodes.get(name, -1))
+        parts = [f"{_explain_value(value)} (from #{source})" for source, value in found]
+        added = sum(np.asarray(value, dtype=float) for _, value in found)
+        if found and not np.allclose(added, gradient, equal_nan=True):
+            parts.append("operations of earlier entries")  # the REPL's :explain
+        total = _explain_value(gradient)
+        if not parts:
+            where = "not used by the output" if not np.any(gradient) else "through earlier entries"
+            line = f" = {total} ({where})"
+        elif len(parts) == 1:
+            line = f" = {parts[0]}"
+        else:
+            line = f" = {' + '.join(parts)} = {total}"
+        sums.append("\n" if sums else "").append(f"d/d{name}", style="cyan").append(line)
+    blocks: list[RenderableType] = [
+        value_block(explanation.result, width),
+        Text("forward pass: each operation and its value", style="bold"),
+        forward,
+        Text("backward pass: contribution = local derivative × upstream gradient", style="bold"),
+        backward,
+        Text("gradients: the contributions reaching each variable, added", style="bold"),
+        sums,
+    ]
+    notes = notes_block(explanation.result)
+    if notes is not None:
+        blocks.append(notes)
+    return Group(*blocks)
+
+
+def _explain_value(array: Any) -> str:
+    return short_text(None if array is None else np.asarray(array), digits=LABEL_DIGITS)

@@ -10,8 +10,10 @@ come from prompt_toolkit (``gradcalc.cli.repl_prompt``); otherwise they are
 read from standard input and the exit code says whether every entry worked.
 
 Values print as the engine prints tensors (PyTorch's ``tensor(36.)``
-notation); ``:grad``/``:graph`` and errors reuse the command line's Rich
-renderers and the API's JSON encoders.
+notation). Everything an entry computes goes through ``gradcalc.api``
+(``execute``, ``differentiate``); ``:grad``/``:graph`` and errors reuse the
+command line's Rich renderers, and ``:json`` mode the one JSON encoding
+(``gradcalc.jsonio``). ``gradcalc.cli.run.run_repl`` starts a session.
 """
 
 from __future__ import annotations
@@ -27,16 +29,13 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from gradcalc.errors import FormulaError, FormulaValueError, GradError, LimitError
+from gradcalc.errors import FormulaError, FormulaValueError
 from gradcalc.limits import DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
-    from gradcalc.api import Result
-    from gradcalc.interpreter import Interpreter
-
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+EXIT_OK, EXIT_FAILED = 0, 1
 INDENT = "    "
 BLOCK_KEYWORDS = ("if", "elif", "else", "while", "for", "def")
 """A line starting with one of these opens a block that a blank line finishes (as in Python)."""
@@ -202,18 +201,19 @@ class Session:
     """Successful code entries that change state, in order: what ``:save`` writes."""
     failures: int = 0
     quit: bool = False
-    _interp: Interpreter | None = None
+    _interp: Any = None
+    """The session's interpreter (``gradcalc.api.interpreter``), made at first use."""
     _out: Console | None = None
     _err: Console | None = None
 
     # -- plumbing
 
     @property
-    def interp(self) -> Interpreter:
+    def interp(self) -> Any:
         if self._interp is None:
-            from gradcalc.interpreter import Interpreter
+            from gradcalc import api
 
-            self._interp = Interpreter(dtype=self.dtype, seed=self.seed, limits=self.limits)
+            self._interp = api.interpreter(dtype=self.dtype, seed=self.seed, limits=self.limits)
         return self._interp
 
     @property
@@ -242,7 +242,7 @@ class Session:
         self.out.file.flush()
 
     def write_json(self, payload: dict) -> None:
-        from gradcalc.api import dumps
+        from gradcalc.jsonio import dumps
 
         stream = self.stdout or sys.stdout
         stream.write(dumps(payload) + "\n")
@@ -257,14 +257,17 @@ class Session:
 
     def run(self, entry: Entry) -> bool:
         """Run one entry, print what it shows, count it if it failed."""
-        ok = self._run_command(entry) if entry.is_command else self._run_code(entry)
+        ok = self._run_command(entry) if entry.is_command else self.run_code(entry)
         if not ok:
             self.failures += 1
         return ok
 
-    def _run_code(self, entry: Entry, *, remember: bool = True) -> bool:
+    def run_code(self, entry: Entry, *, remember: bool = True) -> bool:
+        """Run a code entry (not a ``:command``); remembered for ``:save`` when it changes state."""
+        from gradcalc import api
+
         try:
-            outcome = _engine_errors(lambda: self.interp.execute(entry.text))
+            outcome = api.execute(self.interp, entry.text)
         except Exception as exc:  # FormulaError, or a bug: reported, never a traceback
             self.report(exc, entry)
             return False
@@ -277,7 +280,9 @@ class Session:
     def show_value(self, value: Any) -> None:
         """An expression's value: the engine's PyTorch-style repr, or JSON in ``:json`` mode."""
         if self.json:
-            self.write_json(_value_json(value))
+            from gradcalc.jsonio import value_to_json
+
+            self.write_json(value_to_json(value))
             return
         from rich.text import Text
 
@@ -285,7 +290,7 @@ class Session:
 
     def report(self, exc: BaseException, entry: Entry | None = None) -> None:
         """A failure: the error with caret and hint (stderr), or a JSON error object (stdout)."""
-        from gradcalc.api import error_to_json
+        from gradcalc.jsonio import error_to_json
 
         if self.json:
             payload = error_to_json(exc)
@@ -317,91 +322,14 @@ class Session:
             self.report(exc, entry)
             return False
 
-    # -- what the commands do
-
-    def differentiate(self, source: str) -> tuple[Result, Any]:
-        """Evaluate ``source`` against the session's names, without binding anything or
-        touching any ``.grad``; return its value and gradients w.r.t. every variable.
-
-        Gradients come from ``autograd.grad`` with ``retain_graph=True``, so a
-        stored result can still be ``backward()``-ed afterwards.
-        """
-        from gradcalc import Tensor, autograd
-        from gradcalc.api import Result
-
-        env = self.interp.env
-        saved = dict(env)
-        try:
-            outcome = _engine_errors(lambda: self.interp.execute(source))
-        finally:
-            env.clear()
-            env.update(saved)
-        output = outcome.value
-        if not isinstance(output, Tensor):
-            raise FormulaValueError(
-                f"{source!r} is not a tensor, so it has no gradients",
-                hint=":grad and :graph take an expression such as ':grad 3*a**3 - b**2'",
-            )
-        value = np.asarray(output._data)
-        candidates = [
-            (name, t) for name, t in saved.items() if isinstance(t, Tensor) and t.requires_grad
-        ]
-        result = Result(value=value, dtype=str(value.dtype), output_name=_label(source))
-        if value.ndim > 0 and candidates:
-            result.summed = True
-            result.notes.append(
-                f"The value has shape {tuple(value.shape)}; it was differentiated as its sum."
-            )
-        grads: list[Any] = [None] * len(candidates)
-        if output.requires_grad and candidates:
-            seed = None
-            if value.ndim > 0:
-                import gradcalc
-
-                seed = [gradcalc.tensor(np.ones_like(value), dtype=getattr(gradcalc, result.dtype))]
-            grads = _engine_errors(
-                lambda: autograd.grad(
-                    [output],
-                    [t for _, t in candidates],
-                    grad_outputs=seed,
-                    retain_graph=True,
-                    allow_unused=True,
-                )
-            )
-        for (name, tensor), gradient in zip(candidates, grads, strict=True):
-            if gradient is not None:
-                result.gradients[name] = np.asarray(gradient._data)
-            elif tensor.is_leaf:
-                result.gradients[name] = np.zeros_like(np.asarray(tensor._data))
-                result.unused.append(name)
-        if result.unused:
-            result.notes.append(f"Not used (gradient 0): {', '.join(result.unused)}.")
-        if not candidates:
-            result.notes.append("No variable requires grad; assign one first, e.g. a = 2.")
-        return result, output
-
-
-def _engine_errors(action: Callable[[], Any]) -> Any:
-    """Autograd misuse and exhaustion become contract errors, as in the one-shot commands."""
-    try:
-        return action()
-    except GradError as exc:
-        from gradcalc.builtins import grad_error_hint
-
-        hint = grad_error_hint(exc)
-        if type(exc).__name__ == "FreedGraphError":
-            hint = "backward() freed this graph; give :grad the formula itself, or " + (
-                hint or "recompute it"
-            )
-        raise FormulaValueError(str(exc), hint=hint) from None
-    except MemoryError:
-        raise LimitError("not enough memory for this computation") from None
-    except RecursionError:
-        raise LimitError("the computation nests too deeply") from None
+    def reset(self) -> None:
+        """Forget every name and every remembered definition."""
+        self._interp = None
+        self.definitions.clear()
 
 
 def _as_formula_error(exc: BaseException) -> FormulaError:
-    from gradcalc.api import error_to_json
+    from gradcalc.jsonio import error_to_json
 
     body = error_to_json(exc)["error"]
     error = FormulaError(body["message"])
@@ -438,33 +366,17 @@ def _value_text(value: Any) -> str:
     return repr(value)
 
 
-def _value_json(value: Any) -> dict:
-    from gradcalc import Size, Tensor
-    from gradcalc.api import SCHEMA_VERSION, Result, result_to_json
-
-    if isinstance(value, Tensor):
-        array = np.asarray(value._data)
-        payload = result_to_json(Result(value=array, dtype=str(array.dtype)))
-        if value.grad_fn is not None:
-            payload["grad_fn"] = value.grad_fn.name()
-        elif value.requires_grad:
-            payload["requires_grad"] = True
-        return payload
-    if isinstance(value, bool | int | float | np.generic | Size):
-        array = np.asarray(value, dtype=np.int64 if isinstance(value, Size) else None)
-        return result_to_json(Result(value=array, dtype=str(array.dtype)))
-    return {"schema_version": SCHEMA_VERSION, "value": None, "note": _value_text(value)}
-
-
 # ---------------------------------------------------------------- commands
 
 
 def _cmd_grad(session: Session, argument: str) -> bool:
     if not argument:
         return session.fail("':grad' needs an expression", hint="e.g. :grad 3*a**3 - b**2")
-    result, _ = session.differentiate(argument)
+    from gradcalc import api
+
+    result = api.differentiate(session.interp, argument, label=_label(argument))
     if session.json:
-        from gradcalc.api import result_to_json
+        from gradcalc.jsonio import result_to_json
 
         session.write_json(result_to_json(result))
         return True
@@ -478,17 +390,14 @@ def _cmd_grad(session: Session, argument: str) -> bool:
 def _cmd_graph(session: Session, argument: str) -> bool:
     if not argument:
         return session.fail("':graph' needs an expression", hint="e.g. :graph 3*a**3 - b**2")
-    from gradcalc import Tensor, _tensor
-    from gradcalc.graph import build_graph
+    from gradcalc import api
 
-    with _tensor.record_values():
-        result, output = session.differentiate(argument)
-    named = [(name, t) for name, t in session.names.items() if isinstance(t, Tensor)]
-    graph = build_graph(output, named, result.gradients)
+    graph = api.differentiate(session.interp, argument, graph=True).graph
+    assert graph is not None
     if session.json:
-        from gradcalc.graph import graph_to_json
+        from gradcalc.jsonio import SCHEMA_VERSION, graph_to_json
 
-        session.write_json({"schema_version": 1, "graph": graph_to_json(graph)})
+        session.write_json({"schema_version": SCHEMA_VERSION, "graph": graph_to_json(graph)})
         return True
     from gradcalc.cli.render import graph_tree
 
@@ -501,21 +410,35 @@ def _cmd_graph(session: Session, argument: str) -> bool:
     return True
 
 
-def _cmd_vars(session: Session, argument: str) -> bool:
-    from gradcalc import Tensor
+def _cmd_explain(session: Session, argument: str) -> bool:
+    if not argument:
+        return session.fail("':explain' needs an expression", hint="e.g. :explain 3*a**3 - b**2")
+    from gradcalc import api
+    from gradcalc.explain import explain_result
 
+    explanation = explain_result(api.differentiate(session.interp, argument, graph=True))
+    if session.json:
+        from gradcalc.jsonio import explanation_to_json
+
+        session.write_json(explanation_to_json(explanation))
+        return True
+    from gradcalc.cli.render import explanation_view
+
+    session.print(explanation_view(explanation, session.out.width))
+    if any(step.value is None for step in explanation.forward):
+        session.note(
+            "operations computed by earlier entries are not shown step by step; "
+            "give :explain the formula itself to see every step"
+        )
+    return True
+
+
+def _cmd_vars(session: Session, argument: str) -> bool:
     names = session.names
     if session.json:
-        listing = {}
-        for name, value in names.items():
-            if isinstance(value, Tensor):
-                listing[name] = _value_json(value)
-                del listing[name]["schema_version"], listing[name]["gradients"]
-                if value.grad is not None:
-                    listing[name]["grad"] = _value_json(value.grad)["value"]
-            else:
-                listing[name] = {"kind": _kind(value)}
-        session.write_json({"schema_version": 1, "vars": listing})
+        from gradcalc.jsonio import variables_to_json
+
+        session.write_json(variables_to_json(names))
         return True
     if not names:
         session.note("no names yet: assign one, e.g. a = 2")
@@ -545,7 +468,7 @@ def _vars_table(names: Mapping[str, Any]) -> RenderableType:
                 Text(name), Text(""), Text(_value_text(value)), Text(""), Text(_kind(value))
             )
             continue
-        data = np.asarray(value._data)
+        data = np.asarray(value)
         grad = value.grad
         if value.grad_fn is not None:
             kind = value.grad_fn.name()
@@ -557,7 +480,7 @@ def _vars_table(names: Mapping[str, Any]) -> RenderableType:
             Text(name),
             Text(shape_text(tuple(data.shape))),
             Text(short_text(data), style="cyan"),
-            Text("None" if grad is None else short_text(np.asarray(grad._data)), style="magenta"),
+            Text("None" if grad is None else short_text(np.asarray(grad)), style="magenta"),
             Text(kind),
         )
     return table
@@ -570,8 +493,7 @@ def _kind(value: Any) -> str:
 
 
 def _cmd_reset(session: Session, argument: str) -> bool:
-    session._interp = None
-    session.definitions.clear()
+    session.reset()
     session.note("every name is gone; a fresh session")
     return True
 
@@ -584,7 +506,7 @@ def _cmd_load(session: Session, argument: str) -> bool:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return session.fail(f"cannot read {argument}: {getattr(exc, 'strerror', None) or exc}")
-    ok = session._run_code(Entry(text, 1), remember=False)
+    ok = session.run_code(Entry(text, 1), remember=False)
     if ok:
         session.definitions.append(text.rstrip("\n"))
         session.note(f"loaded {argument}")
@@ -657,6 +579,7 @@ Ctrl-D leaves."""
 COMMANDS: dict[str, Command] = {
     ":grad": Command(_cmd_grad, ":grad EXPR", "value and gradients w.r.t. every variable"),
     ":graph": Command(_cmd_graph, ":graph EXPR", "the operations behind EXPR, as a tree"),
+    ":explain": Command(_cmd_explain, ":explain EXPR", "the chain rule behind EXPR, step by step"),
     ":vars": Command(_cmd_vars, ":vars", "names, shapes, values and stored .grad"),
     ":reset": Command(_cmd_reset, ":reset", "forget every name"),
     ":load": Command(_cmd_load, ":load FILE", "run a program file in this session"),
@@ -687,59 +610,3 @@ def _entries(lines: Iterable[str], collector: EntryCollector) -> Iterator[Entry]
     last = collector.flush()
     if last is not None:
         yield last
-
-
-def _make_limits(limits: Limits | Mapping[str, int | None] | None) -> Limits:
-    if limits is None:
-        return DEFAULT_LIMITS
-    if isinstance(limits, Limits):
-        return limits
-    return Limits(**{name: value for name, value in limits.items() if value is not None})
-
-
-def run_repl(
-    dtype: str = "float64",
-    seed: int | None = None,
-    limits: Limits | Mapping[str, int | None] | None = None,
-) -> int:
-    """Start a session on the terminal, or replay standard input when it is not one.
-
-    Returns the exit code: 0, or (piped input) 1 if an entry failed, 130 if interrupted.
-    """
-    session = Session(dtype=dtype, seed=seed, limits=_make_limits(limits))
-    if _is_terminal(sys.stdin) and _is_terminal(sys.stdout):
-        from gradcalc.cli.repl_prompt import interact
-
-        return interact(session)
-    session.script = True
-    try:
-        return run_script(sys.stdin or (), session)
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-
-
-def _is_terminal(stream: IO[str] | None) -> bool:
-    isatty = getattr(stream, "isatty", None)
-    try:
-        return bool(isatty and isatty())
-    except ValueError:  # a closed stream
-        return False
-
-
-def _main(argv: list[str] | None = None) -> int:
-    """``python -m gradcalc.cli.repl [--dtype D] [--seed N] [--max-iterations N] ...``"""
-    import argparse
-    from dataclasses import fields
-
-    parser = argparse.ArgumentParser(prog="python -m gradcalc.cli.repl")
-    parser.add_argument("--dtype", default="float64", choices=("float64", "float32"))
-    parser.add_argument("--seed", type=int, default=None)
-    for limit in fields(Limits):
-        parser.add_argument(f"--{limit.name.replace('_', '-')}", type=int, default=None)
-    options = vars(parser.parse_args(argv))
-    dtype, seed = options.pop("dtype"), options.pop("seed")
-    return run_repl(dtype=dtype, seed=seed, limits=options)
-
-
-if __name__ == "__main__":
-    sys.exit(_main())

@@ -182,9 +182,9 @@ def interact(
     prompt = make_prompt_session(session, input=input, output=output, history=history)
     collector = EntryCollector()
     if banner:
-        from gradcalc.cli.main import version
+        from gradcalc import __version__
 
-        session.note(BANNER.format(version=version()))
+        session.note(BANNER.format(version=__version__))
     while not session.quit:
         try:
             line = prompt.prompt(

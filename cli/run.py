@@ -1,8 +1,8 @@
 """What each command does once its arguments are parsed, and the error boundary around it.
 
-The Typer app and the fast path in ``main`` both build an ``Invocation`` and
-call :func:`run_invocation`; that is the only place a command computes (via
-``gradcalc.api``) and chooses an output (Rich text or strict JSON). Every
+The Typer app builds an ``Invocation`` and calls :func:`run_invocation`; that
+is the only place a one-shot command computes (via ``gradcalc.api``) and
+chooses an output (Rich text, or strict JSON from ``gradcalc.jsonio``). Every
 exception is caught here: formula problems exit 1 with a caret and a hint (or
 a JSON error object), usage problems exit 2, a closed pipe ends quietly, and
 a bug prints one "internal error" line, never a traceback.
@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from gradcalc.cli.inputs import Invocation, UsageProblem, read_formula
+from gradcalc.cli.inputs import Invocation, UsageProblem, make_limits, read_formula
 from gradcalc.errors import FormulaError
 
 if TYPE_CHECKING:
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FORMULA, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 RENDERED_SUFFIXES = {".svg", ".png", ".pdf"}
+FORMAT_SUFFIXES = {".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".json": "json"}
+"""``graph -o NAME`` without ``--format``: the text format the file's suffix names."""
 
 
 def run_invocation(inv: Invocation) -> int:
@@ -67,7 +69,7 @@ def _report_usage(message: str) -> int:
 
 
 def _report_error(exc: BaseException, json_errors: bool) -> int:
-    from gradcalc.api import dumps, error_to_json
+    from gradcalc.jsonio import dumps, error_to_json
 
     payload = error_to_json(exc)
     if json_errors:
@@ -96,45 +98,42 @@ def _as_formula_error(body: dict) -> FormulaError:
 
 
 def _run(inv: Invocation) -> int:
-    formula = read_formula(inv.formula)
-    limits = inv.make_limits()
-    if _scalar_eligible(inv) and _run_scalar(inv, formula, limits):
-        return EXIT_OK
-    import numpy as np
-
     from gradcalc import api
+    from gradcalc.jsonio import dumps, result_to_json
 
+    formula = read_formula(inv.formula)
     common: dict[str, Any] = {
         "bindings": inv.bindings,
         "of": inv.of,
         "dtype": inv.dtype,
         "seed": inv.seed,
-        "limits": limits,
+        "limits": inv.make_limits(),
     }
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if inv.command == "eval":
-            result = api.evaluate(formula, wrt=[], **common)
-        elif inv.command == "jacobian":
+    if inv.command == "explain":
+        return _write_explanation(formula, inv, common)
+    if inv.command in ("grad", "eval", "graph"):
+        grad = inv.command != "eval"
+        common |= {
+            "wrt": inv.wrt if grad else [],
+            "grad_output": inv.grad_output if grad else None,
+            "check": inv.check and grad,
+            "graph": inv.graph or inv.command == "graph",
+        }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NumPy's floating-point warnings: results say it
+        if inv.json and inv.command in ("grad", "eval"):
+            _write(dumps(api.evaluate_json(formula, **common)) + "\n")
+            return EXIT_OK
+        if inv.command == "jacobian":
             result = api.jacobian(formula, wrt=inv.wrt, **common)
         elif inv.command == "hessian":
             result = api.hessian(formula, wrt=inv.wrt, **common)
         else:
-            result = api.evaluate(
-                formula,
-                wrt=inv.wrt,
-                grad_output=inv.grad_output,
-                check=inv.check,
-                graph=inv.graph or inv.command == "graph",
-                **common,
-            )
+            result = api.evaluate(formula, **common)
     if inv.command == "graph":
         return _write_graph(result, inv)
     if inv.json:
-        payload = api.result_to_json(result)
-        if inv.command == "eval":
-            payload["gradients"] = {}
-        _write(api.dumps(payload) + "\n")
+        _write(dumps(result_to_json(result)) + "\n")
         return EXIT_OK
     from gradcalc.cli.render import graph_tree, make_console, print_result
 
@@ -146,70 +145,51 @@ def _run(inv: Invocation) -> int:
     return EXIT_OK
 
 
-def _scalar_eligible(inv: Invocation) -> bool:
-    """Whether the float path (``gradcalc.scalar``) may answer: grad/eval of float64 only."""
-    return (
-        inv.command in ("grad", "eval")
-        and not (inv.graph or inv.check)
-        and inv.dtype == "float64"
-        and inv.of is None
-        and inv.grad_output is None
-    )
+def _write_explanation(formula: str, inv: Invocation, common: dict[str, Any]) -> int:
+    from gradcalc.explain import explain
+    from gradcalc.jsonio import dumps, explanation_to_json
 
-
-def _run_scalar(inv: Invocation, formula: str, limits: Limits) -> bool:
-    """Answer an all-scalar formula without NumPy; False leaves it to the engine path."""
-    from gradcalc import scalar
-
-    found = scalar.run(formula, inv.bindings, [] if inv.command == "eval" else inv.wrt, limits)
-    if found is None:
-        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NumPy's floating-point warnings: results say it
+        explanation = explain(formula, wrt=inv.wrt, **common)
     if inv.json:
-        import json
+        _write(dumps(explanation_to_json(explanation)) + "\n")
+        return EXIT_OK
+    from gradcalc.cli.render import explanation_view, make_console
 
-        payload = scalar.to_json(found)
-        if inv.command == "eval":
-            payload["gradients"] = {}
-        _write(json.dumps(payload, allow_nan=False) + "\n")
-        return True
-    import numpy as np
-
-    from gradcalc.api import Result
-    from gradcalc.cli.render import make_console, print_result
-
-    result = Result(
-        value=np.asarray(found.value),
-        dtype="float64",
-        gradients={name: np.asarray(g) for name, g in found.gradients.items()},
-        unused=list(found.unused),
-        notes=list(found.notes),
-    )
     console = make_console(sys.stdout)
-    print_result(result, console, command=inv.command, with_check=False)
+    console.print(explanation_view(explanation, console.width))
     sys.stdout.flush()
-    return True
+    return EXIT_OK
 
 
 def _write_graph(result: Any, inv: Invocation) -> int:
     from pathlib import Path
 
-    from gradcalc import api, graph
+    from gradcalc import graph
+    from gradcalc.jsonio import dumps, graph_to_json
 
     assert result.graph is not None
     target = Path(inv.output) if inv.output else None
     if target is not None and target.suffix.lower() in RENDERED_SUFFIXES:
         return _render_with_dot(graph.graph_to_dot(result.graph), target)
-    if inv.format == "tree":
+    fmt = inv.format
+    if fmt == "tree" and target is not None:
+        fmt = FORMAT_SUFFIXES.get(target.suffix.lower(), fmt)
+    if fmt == "tree":
         if target is not None:
-            raise UsageProblem("--output needs --format json, dot or mermaid (or a .svg/.png name)")
+            raise UsageProblem(
+                "--output needs --format json, dot or mermaid, or a name ending in "
+                ".dot, .mmd, .json, .svg, .png or .pdf"
+            )
         from gradcalc.cli.render import graph_tree, make_console
 
         make_console(sys.stdout).print(graph_tree(result.graph))
         sys.stdout.flush()
         return EXIT_OK
-    if inv.format == "json":
-        text = api.dumps(graph.graph_to_json(result.graph)) + "\n"
-    elif inv.format == "dot":
+    if fmt == "json":
+        text = dumps(graph_to_json(result.graph)) + "\n"
+    elif fmt == "dot":
         text = graph.graph_to_dot(result.graph)
     else:
         text = graph.graph_to_mermaid(result.graph)
@@ -261,13 +241,9 @@ def run_functions(as_json: bool) -> int:
         from gradcalc.builtins import FUNCTIONS
 
         if as_json:
-            import json
+            from gradcalc.jsonio import dumps, functions_to_json
 
-            rows = [
-                {"name": name, "signature": spec.signature, "doc": spec.doc}
-                for name, spec in FUNCTIONS.items()
-            ]
-            _write(json.dumps(rows) + "\n")
+            _write(dumps(functions_to_json(FUNCTIONS)) + "\n")
             return EXIT_OK
         from gradcalc.cli.render import functions_table, make_console
 
@@ -278,22 +254,33 @@ def run_functions(as_json: bool) -> int:
     return guarded(action, json_errors=as_json)
 
 
-def run_repl(**options: Any) -> int:
-    """Start the interactive session in ``gradcalc.cli.repl`` (written separately)."""
+def run_repl(dtype: str = "float64", seed: int | None = None, limits: Limits | None = None) -> int:
+    """``gradcalc repl``: a session on the terminal, or standard input replayed as one.
+
+    Returns 0, or (piped input) 1 if an entry failed; 130 if interrupted.
+    """
 
     def action() -> int:
-        import inspect
+        from gradcalc.cli.repl import Session, run_script
 
+        session = Session(dtype=dtype, seed=seed, limits=limits or make_limits({}))
+        if not (_is_terminal(sys.stdin) and _is_terminal(sys.stdout)):
+            session.script = True
+            return run_script(sys.stdin or (), session)
         try:
-            from gradcalc.cli import repl
+            from gradcalc.cli.repl_prompt import interact
         except ImportError as exc:
             missing = getattr(exc, "name", None) or "a module"
             sys.stderr.write(f"gradcalc: the REPL is not available ({missing} is missing).\n")
             return EXIT_FORMULA
-        accepted = inspect.signature(repl.run_repl).parameters
-        takes_any = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
-        kwargs = {k: v for k, v in options.items() if takes_any or k in accepted}
-        code = repl.run_repl(**kwargs)
-        return code if isinstance(code, int) else EXIT_OK
+        return interact(session)
 
     return guarded(action)
+
+
+def _is_terminal(stream: Any) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # a closed stream
+        return False

@@ -57,107 +57,6 @@ _ENGINE_NAMES = {
         "zeros",
         "zeros_like",
     ),
-    "gradcalc._functions": (
-        "abs",
-        "absolute",
-        "add",
-        "all",
-        "allclose",
-        "amax",
-        "amin",
-        "any",
-        "argmax",
-        "argmin",
-        "bmm",
-        "broadcast_to",
-        "cat",
-        "ceil",
-        "clamp",
-        "clip",
-        "clone",
-        "concat",
-        "concatenate",
-        "cos",
-        "div",
-        "dot",
-        "eq",
-        "equal",
-        "exp",
-        "exp2",
-        "flatten",
-        "float_power",
-        "floor",
-        "floor_divide",
-        "ge",
-        "gt",
-        "index_select",
-        "inner",
-        "is_tensor",
-        "isclose",
-        "isfinite",
-        "isnan",
-        "le",
-        "log",
-        "log1p",
-        "log2",
-        "log10",
-        "log_softmax",
-        "logical_and",
-        "logical_not",
-        "logical_or",
-        "logsumexp",
-        "lt",
-        "masked_fill",
-        "matmul",
-        "max",
-        "maximum",
-        "mean",
-        "min",
-        "minimum",
-        "mm",
-        "mul",
-        "mv",
-        "narrow",
-        "ne",
-        "neg",
-        "negative",
-        "norm",
-        "numel",
-        "outer",
-        "permute",
-        "pow",
-        "prod",
-        "reciprocal",
-        "relu",
-        "remainder",
-        "reshape",
-        "round",
-        "rsqrt",
-        "rsub",
-        "select",
-        "sigmoid",
-        "sign",
-        "sin",
-        "softmax",
-        "softplus",
-        "sqrt",
-        "square",
-        "squeeze",
-        "stack",
-        "std",
-        "sub",
-        "sum",
-        "swapaxes",
-        "t",
-        "tan",
-        "tanh",
-        "transpose",
-        "true_divide",
-        "trunc",
-        "unsqueeze",
-        "var",
-        "where",
-    ),
     "gradcalc._tensor": (
         "Size",
         "Tensor",
@@ -178,17 +77,15 @@ _ENGINE_NAMES = {
     "gradcalc._format": ("set_printoptions",),
     "gradcalc._recycle": ("empty_cache",),
 }
-"""Where each public name lives; ``_load`` binds them all on first use."""
-__all__ = sorted(
-    {name for exported in _ENGINE_NAMES.values() for name in exported}
-    | set(_ALIASES)
-    | {"GradError", "__version__", "autograd", "bool", "nn"}
-)
+"""Where each public name outside the registry lives (constructors, classes, grad
+mode); the registry's functions (``gradcalc.ops.API``) come from ``_functions.exported()``."""
 _SUBMODULES = frozenset(
     {
         "api",
         "builtins",
+        "cli",
         "errors",
+        "grammar",
         "graph",
         "interpreter",
         "limits",
@@ -198,15 +95,17 @@ _SUBMODULES = frozenset(
         "syntax",
     }
 )
-_state = {"loading": False}
+_state = {"loading": False, "loaded": False}
 
 
 def _load() -> None:
-    """Import the engine and bind every public name here, once (what an eager import did)."""
+    """Import the engine and bind every public name here, once (what an eager import did),
+    and ``__all__``: the registry's functions are known only once it is imported."""
     _state["loading"] = True
     try:
         names: dict[str, Any] = {}
-        importlib.import_module("gradcalc._functions")  # installs the Tensor methods
+        functions = importlib.import_module("gradcalc._functions")  # completes the registry
+        names.update(functions.exported())
         for module_name, exported in _ENGINE_NAMES.items():
             module = importlib.import_module(module_name)
             names.update({name: getattr(module, name) for name in exported})
@@ -214,7 +113,9 @@ def _load() -> None:
         names["nn"] = importlib.import_module("gradcalc.nn")
         names["bool"] = importlib.import_module("gradcalc._tensor").bool_
         names.update({alias: names[target] for alias, target in _ALIASES.items()})
+        names["__all__"] = sorted({*names, "GradError", "__version__"})
         globals().update(names)
+        _state["loaded"] = True
     finally:
         _state["loading"] = False
 
@@ -222,14 +123,17 @@ def _load() -> None:
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
         return importlib.import_module(f"gradcalc.{name}")
-    if name in _EXPORTS and not _state["loading"]:
+    # Any other public name may be one of the engine's: load it once, then look again.
+    # (Private names never load it: ``from gradcalc import _tensor`` imports a module.)
+    public = name == "__all__" or not name.startswith("_")
+    if public and not _state["loaded"] and not _state["loading"]:
         _load()
-        return globals()[name]
+        if name in globals():
+            return globals()[name]
     raise AttributeError(f"module 'gradcalc' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
-
-
-_EXPORTS = frozenset(__all__)
+    if not _state["loaded"]:
+        _load()
+    return sorted(globals())

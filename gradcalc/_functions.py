@@ -1,10 +1,18 @@
-"""The PyTorch-named functions and Tensor methods, as thin front ends to :mod:`gradcalc.ops`.
+"""The PyTorch-named functions, as thin front ends to :mod:`gradcalc.ops`.
 
 Each function normalises its arguments the way PyTorch does (``dim``,
 ``keepdim``, varargs shapes, Python numbers on either side, PyTorch's dtype
 promotion where NumPy's differs) and runs one registry op, or a few for
-composites. The methods are the same functions, attached to :class:`Tensor`
-at the end of this module so ``x.exp()`` and ``gradcalc.exp(x)`` are one code path.
+composites. Each is declared once, with ``@O.deffunction`` (see "Public
+functions" in :mod:`gradcalc.ops`); the elementwise functions of ops declared
+public with ``defop(doc=...)`` are generated here (`_front_end`). Importing
+this module derives from the registry the Tensor methods (so ``x.exp()`` and
+``gradcalc.exp(x)`` are one code path) and the names ``gradcalc`` exports
+(`exported`); ``gradcalc.nn.functional``, which imports it, declares the rest.
+
+Parameter annotations are read by the formula language to convert its
+arguments (``gradcalc/builtins.py``): ``int``, ``float``, ``bool``, and the
+aliases `Dims`, `Indices`, `Tensors` below.
 """
 
 from __future__ import annotations
@@ -12,8 +20,8 @@ from __future__ import annotations
 import builtins
 import math
 from collections import namedtuple
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeAlias
 
 import numpy as np
 
@@ -41,6 +49,13 @@ _py_round = builtins.round
 _py_any = builtins.any
 _NUMBER = (int, float, bool)
 _KIND_RANK = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
+
+Dims: TypeAlias = "int | Sequence[int] | None"
+"""One dim or several (a reduction's ``dim``)."""
+Indices: TypeAlias = Any
+"""Whole-number indices: a tensor, array or list of them."""
+Tensors: TypeAlias = "Sequence[Any]"
+"""Tensors to join (``cat``, ``stack``); a tensor stands for the list of its rows."""
 
 return_max = namedtuple("max", ["values", "indices"])
 return_min = namedtuple("min", ["values", "indices"])
@@ -129,7 +144,8 @@ def _swapped(op: O.Op, x: Tensor, y: Any) -> Tensor:
 # ---------------------------------------------------------------- arithmetic
 
 
-def add(input: Any, other: Any, *, alpha: Any = 1) -> Tensor:
+@O.deffunction("x + alpha * y, elementwise (x + y by default)", elementwise=True)
+def add(input: Any, other: Any, *, alpha: float = 1) -> Tensor:
     x = _as_tensor(input)
     if alpha != 1:
         other = (
@@ -138,7 +154,8 @@ def add(input: Any, other: Any, *, alpha: Any = 1) -> Tensor:
     return _binary(O.ADD, x, other)
 
 
-def sub(input: Any, other: Any, *, alpha: Any = 1) -> Tensor:
+@O.deffunction("x - alpha * y, elementwise (x - y by default)", elementwise=True)
+def sub(input: Any, other: Any, *, alpha: float = 1) -> Tensor:
     x = _as_tensor(input)
     if alpha != 1:
         other = (
@@ -147,6 +164,9 @@ def sub(input: Any, other: Any, *, alpha: Any = 1) -> Tensor:
     return _binary(O.SUB, x, other)
 
 
+@O.deffunction(
+    "y - x, elementwise (PyTorch's reversed subtraction)", elementwise=True, method=False
+)
 def rsub(input: Any, other: Any) -> Tensor:
     """``other - input``."""
     return _rsub(_as_tensor(input), other)
@@ -161,10 +181,12 @@ def _rsub(x: Tensor, other: Any) -> Tensor:
     return apply1(O.RSUB, x, other)
 
 
+@O.deffunction("x * y, elementwise", elementwise=True)
 def mul(input: Any, other: Any) -> Tensor:
     return _binary(O.MUL, _as_tensor(input), other)
 
 
+@O.deffunction("x / y, elementwise", elementwise=True, aliases=("true_divide",))
 def div(input: Any, other: Any, *, rounding_mode: str | None = None) -> Tensor:
     x = _as_tensor(input)
     if rounding_mode == "floor":
@@ -178,10 +200,6 @@ def div(input: Any, other: Any, *, rounding_mode: str | None = None) -> Tensor:
     return _binary(O.DIV, x, other)
 
 
-def true_divide(input: Any, other: Any) -> Tensor:
-    return div(input, other)
-
-
 def _rdiv(x: Tensor, other: Any) -> Tensor:
     other = _operand(other)
     if type(other) is Tensor:
@@ -191,6 +209,7 @@ def _rdiv(x: Tensor, other: Any) -> Tensor:
     return apply2(O.MUL, apply1(O.RECIPROCAL, x), other)
 
 
+@O.deffunction("1 / x, elementwise", elementwise=True)
 def reciprocal(input: Any) -> Tensor:
     x = _as_tensor(input)
     if x._data.dtype.kind in "biu":
@@ -198,6 +217,7 @@ def reciprocal(input: Any) -> Tensor:
     return apply1(O.RECIPROCAL, x)
 
 
+@O.deffunction("x to the power y, elementwise (same as x ** y)", elementwise=True)
 def pow(input: Any, exponent: Any) -> Tensor:
     if not isinstance(input, Tensor):
         return _rpow(_as_tensor(exponent), input)
@@ -223,25 +243,27 @@ def _rpow(x: Tensor, base: Any) -> Tensor:
     return apply1(O.RPOW, x, base)
 
 
+@O.deffunction("x to the power y in float64, elementwise", elementwise=True)
 def float_power(input: Any, exponent: Any) -> Tensor:
     return pow(to(_as_tensor(input), np.float64), exponent)
 
 
+@O.deffunction("x ** 2, elementwise", elementwise=True)
 def square(input: Any) -> Tensor:
     return pow(_as_tensor(input), 2)
 
 
-def neg(input: Any) -> Tensor:
-    return apply1(O.NEG, _as_tensor(input))
-
-
-negative = neg
-
-
+@O.deffunction("x modulo y, with the sign of y, elementwise (x % y)", elementwise=True)
 def remainder(input: Any, other: Any) -> Tensor:
     return _binary(O.REMAINDER, _as_tensor(input), other)
 
 
+@O.deffunction(
+    "floor(x / y), elementwise (x // y; no gradient)",
+    elementwise=True,
+    differentiable=False,
+    builtin=False,
+)
 def floor_divide(input: Any, other: Any) -> Tensor:
     return _binary(O.FLOOR_DIVIDE, _as_tensor(input), other)
 
@@ -249,52 +271,15 @@ def floor_divide(input: Any, other: Any) -> Tensor:
 # ---------------------------------------------------------------- elementwise functions
 
 
-def _unary(op: O.Op) -> Any:
-    def slow(input: Any) -> Tensor:
-        x = _as_tensor(input)
-        if x._data.dtype.kind in "biu":
-            x = _float_of(x)
-        return apply1(op, x)
-
-    function = unary_function(op, slow)
-    function.__doc__ = f"Elementwise {op.name} (grad_fn {op.grad_fn})."
-    return function
+def _floating(input: Any) -> Tensor:
+    """``input`` as a Tensor, ints and bools as the default float (PyTorch's float ops)."""
+    x = _as_tensor(input)
+    return _float_of(x) if x._data.dtype.kind in "biu" else x
 
 
-exp = _unary(O.EXP)
-log = _unary(O.LOG)
-log1p = _unary(O.LOG1P)
-sqrt = _unary(O.SQRT)
-sin = _unary(O.SIN)
-cos = _unary(O.COS)
-tan = _unary(O.TAN)
-tanh = _unary(O.TANH)
-sigmoid = _unary(O.SIGMOID)
-
-
-def abs(input: Any) -> Tensor:
-    return apply1(O.ABS, _as_tensor(input))
-
-
-absolute = abs
-
-
-def relu(input: Any) -> Tensor:
-    return apply1(O.RELU, _as_tensor(input))
-
-
-def sign(input: Any) -> Tensor:
-    return apply1(O.SIGN, _as_tensor(input))
-
-
-def floor(input: Any) -> Tensor:
-    return apply1(O.FLOOR, _as_tensor(input))
-
-
-def ceil(input: Any) -> Tensor:
-    return apply1(O.CEIL, _as_tensor(input))
-
-
+@O.deffunction(
+    "x rounded to the nearest whole number (or to decimals places), elementwise", elementwise=True
+)
 def round(input: Any, decimals: int = 0) -> Tensor:
     x = _as_tensor(input)
     if decimals:
@@ -303,31 +288,42 @@ def round(input: Any, decimals: int = 0) -> Tensor:
     return apply1(O.ROUND, x)
 
 
+@O.deffunction("x rounded toward 0, elementwise (derivative 0)", elementwise=True)
 def trunc(input: Any) -> Tensor:
     x = _as_tensor(input)
-    return where(x >= 0, floor(x), ceil(x))
+    return where(x >= 0, apply1(O.FLOOR, x), apply1(O.CEIL, x))
 
 
+@O.deffunction("base-2 logarithm, elementwise", elementwise=True)
 def log2(input: Any) -> Tensor:
-    return log(input) / math.log(2.0)
+    return apply1(O.LOG, _floating(input)) / math.log(2.0)
 
 
+@O.deffunction("base-10 logarithm, elementwise", elementwise=True)
 def log10(input: Any) -> Tensor:
-    return log(input) / math.log(10.0)
+    return apply1(O.LOG, _floating(input)) / math.log(10.0)
 
 
+@O.deffunction("2 to the power x, elementwise", elementwise=True)
 def exp2(input: Any) -> Tensor:
     return _rpow(_as_tensor(input), 2.0)
 
 
+@O.deffunction("1 / sqrt(x), elementwise", elementwise=True)
 def rsqrt(input: Any) -> Tensor:
-    return reciprocal(sqrt(input))
+    return reciprocal(apply1(O.SQRT, _floating(input)))
 
 
+@O.deffunction("log(1 + exp(beta*x)) / beta, a smooth relu", elementwise=True, method=False)
 def softplus(input: Any, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
     return apply1(O.SOFTPLUS, _as_tensor(input), beta, threshold)
 
 
+@O.deffunction(
+    "limit x to [min, max] elementwise; either bound may be left out",
+    elementwise=True,
+    aliases=("clip",),
+)
 def clamp(input: Any, min: Any = None, max: Any = None) -> Tensor:
     x = _as_tensor(input)
     if isinstance(min, Tensor) or isinstance(max, Tensor):
@@ -344,19 +340,28 @@ def clamp(input: Any, min: Any = None, max: Any = None) -> Tensor:
     return apply1(O.CLAMP, x, min, max)
 
 
-clip = clamp
-
-
+@O.deffunction("elementwise larger of x and y (ties share the gradient)", elementwise=True)
 def maximum(input: Any, other: Any) -> Tensor:
     x = _as_tensor(input)
     return _binary(O.MAXIMUM, x, _as_tensor(other, x))
 
 
+@O.deffunction("elementwise smaller of x and y (ties share the gradient)", elementwise=True)
 def minimum(input: Any, other: Any) -> Tensor:
     x = _as_tensor(input)
     return _binary(O.MINIMUM, x, _as_tensor(other, x))
 
 
+def _where_method(self: Tensor, condition: Any, other: Any) -> Tensor:
+    """``x.where(condition, y)``: ``x`` where ``condition`` holds, else ``y``."""
+    return where(condition, self, other)
+
+
+@O.deffunction(
+    "elementwise choice: x where condition is true, else y",
+    elementwise=True,
+    method=_where_method,
+)
 def where(condition: Any, input: Any = None, other: Any = None) -> Any:
     """``input`` where ``condition`` holds, else ``other`` (either may be a number)."""
     cond = np.asarray(condition._data if isinstance(condition, Tensor) else condition, dtype=bool)
@@ -382,8 +387,9 @@ def _dim_arg(dim: Any, axis: Any) -> Any:
     return axis if dim is None else dim
 
 
+@O.deffunction("sum of the elements, over all axes or the given axis")
 def sum(
-    input: Any, dim: Any = None, keepdim: bool = False, *, dtype: Any = None, axis: Any = None
+    input: Any, dim: Dims = None, keepdim: bool = False, *, dtype: Any = None, axis: Dims = None
 ) -> Tensor:
     x = _as_tensor(input)
     if dtype is not None:
@@ -396,8 +402,9 @@ def sum(
     return apply1(O.SUM_DIM, x, O._dims(dim, x._data.ndim), bool(keepdim))
 
 
+@O.deffunction("mean of the elements, over all axes or the given axis")
 def mean(
-    input: Any, dim: Any = None, keepdim: bool = False, *, dtype: Any = None, axis: Any = None
+    input: Any, dim: Dims = None, keepdim: bool = False, *, dtype: Any = None, axis: Dims = None
 ) -> Tensor:
     x = _as_tensor(input)
     if dtype is not None:
@@ -413,8 +420,9 @@ def mean(
     return apply1(O.MEAN_DIM, x, O._dims(dim, x._data.ndim), bool(keepdim))
 
 
+@O.deffunction("product of the elements, over all axes or the given axis")
 def prod(
-    input: Any, dim: Any = None, keepdim: bool = False, *, dtype: Any = None, axis: Any = None
+    input: Any, dim: Dims = None, keepdim: bool = False, *, dtype: Any = None, axis: Dims = None
 ) -> Tensor:
     x = _as_tensor(input)
     if dtype is not None:
@@ -448,16 +456,21 @@ def _extreme(op_all: O.Op, op_dim: O.Op, pair: Any, arg: Any, result: Any) -> An
     return reduce
 
 
-max = _extreme(O.MAX, O.MAX_DIM, lambda x, y: maximum(x, y), np.argmax, return_max)
-min = _extreme(O.MIN, O.MIN_DIM, lambda x, y: minimum(x, y), np.argmin, return_min)
+max = O.deffunction(
+    "largest element, over all axes or the given axis (ties share the gradient)", name="max"
+)(_extreme(O.MAX, O.MAX_DIM, lambda x, y: maximum(x, y), np.argmax, return_max))
+min = O.deffunction(
+    "smallest element, over all axes or the given axis (ties share the gradient)", name="min"
+)(_extreme(O.MIN, O.MIN_DIM, lambda x, y: minimum(x, y), np.argmin, return_min))
 max.__name__ = max.__qualname__ = "max"
 min.__name__ = min.__qualname__ = "min"
 
 
-def amax(input: Any, dim: Any = (), keepdim: bool = False) -> Tensor:
+@O.deffunction("largest element over the given axes (all by default); ties share the gradient")
+def amax(input: Any, dim: Dims = None, keepdim: bool = False) -> Tensor:
     """Largest value over ``dim`` (all dims by default); ties share the gradient evenly."""
     x = _as_tensor(input)
-    dims = O._dims(None if dim == () else dim, x._data.ndim)
+    dims = O._dims(None if dim == () else dim, x._data.ndim)  # () is PyTorch's default
     if len(dims) == x._data.ndim and not keepdim:
         return apply1(O.MAX, x)
     top = x.detach()._data.max(axis=dims, keepdims=True)
@@ -465,10 +478,16 @@ def amax(input: Any, dim: Any = (), keepdim: bool = False) -> Tensor:
     return sum(x * hit, dims, keepdim) / sum(hit, dims, keepdim)
 
 
-def amin(input: Any, dim: Any = (), keepdim: bool = False) -> Tensor:
+@O.deffunction("smallest element over the given axes (all by default); ties share the gradient")
+def amin(input: Any, dim: Dims = None, keepdim: bool = False) -> Tensor:
     return -amax(-_as_tensor(input), dim, keepdim)
 
 
+@O.deffunction(
+    "index of the largest element, over all axes or the given axis",
+    differentiable=False,
+    builtin=False,
+)
 def argmax(input: Any, dim: Any = None, keepdim: bool = False) -> Tensor:
     x = _as_tensor(input)
     if dim is not None:
@@ -477,6 +496,11 @@ def argmax(input: Any, dim: Any = None, keepdim: bool = False) -> Tensor:
     return apply1(O.ARGMAX, x, dim, bool(keepdim))
 
 
+@O.deffunction(
+    "index of the smallest element, over all axes or the given axis",
+    differentiable=False,
+    builtin=False,
+)
 def argmin(input: Any, dim: Any = None, keepdim: bool = False) -> Tensor:
     x = _as_tensor(input)
     if dim is not None:
@@ -485,6 +509,7 @@ def argmin(input: Any, dim: Any = None, keepdim: bool = False) -> Tensor:
     return apply1(O.ARGMIN, x, dim, bool(keepdim))
 
 
+@O.deffunction("p-norm (default: Euclidean), over all axes or the given axis")
 def norm(
     input: Any, p: Any = "fro", dim: Any = None, keepdim: bool = False, dtype: Any = None
 ) -> Tensor:
@@ -509,7 +534,8 @@ def norm(
     return apply1(O.NORM_DIM, x, p, O._dims(dim, x._data.ndim), bool(keepdim))
 
 
-def logsumexp(input: Any, dim: Any = None, keepdim: bool = False) -> Tensor:
+@O.deffunction("log(sum(exp(x))) computed stably, over all axes or the given axis")
+def logsumexp(input: Any, dim: Dims = None, keepdim: bool = False) -> Tensor:
     x = _as_tensor(input)
     if x._data.dtype.kind not in "fc":
         x = _float_of(x)
@@ -526,7 +552,8 @@ def _softmax_dim(x: Tensor, dim: Any) -> int:
     return O._dims(dim, ndim)[0]
 
 
-def softmax(input: Any, dim: Any = None, dtype: Any = None) -> Tensor:
+@O.deffunction("exp(x) / sum(exp(x)) along an axis (default: the last)")
+def softmax(input: Any, dim: int | None = None, dtype: Any = None) -> Tensor:
     x = _as_tensor(input)
     if dtype is not None:
         x = to(x, dtype)
@@ -535,7 +562,8 @@ def softmax(input: Any, dim: Any = None, dtype: Any = None) -> Tensor:
     return apply1(O.SOFTMAX, x, _softmax_dim(x, dim))
 
 
-def log_softmax(input: Any, dim: Any = None, dtype: Any = None) -> Tensor:
+@O.deffunction("log(softmax(x)) computed stably, along an axis (default: the last)")
+def log_softmax(input: Any, dim: int | None = None, dtype: Any = None) -> Tensor:
     x = _as_tensor(input)
     if dtype is not None:
         x = to(x, dtype)
@@ -544,13 +572,14 @@ def log_softmax(input: Any, dim: Any = None, dtype: Any = None) -> Tensor:
     return apply1(O.LOG_SOFTMAX, x, _softmax_dim(x, dim))
 
 
+@O.deffunction("variance over all axes or the given axis (unbiased unless unbiased=False)")
 def var(
     input: Any,
-    dim: Any = None,
+    dim: Dims = None,
     unbiased: bool = True,
     keepdim: bool = False,
     *,
-    correction: Any = None,
+    correction: float | None = None,
 ) -> Tensor:
     x = _as_tensor(input)
     dims = O._dims(dim, x._data.ndim)
@@ -560,20 +589,22 @@ def var(
     return sum(centred * centred, dims, keepdim) / _py_max(n - ddof, 0)
 
 
+@O.deffunction("standard deviation over all axes or the given axis (unbiased by default)")
 def std(
     input: Any,
-    dim: Any = None,
+    dim: Dims = None,
     unbiased: bool = True,
     keepdim: bool = False,
     *,
-    correction: Any = None,
+    correction: float | None = None,
 ) -> Tensor:
-    return sqrt(var(input, dim, unbiased, keepdim, correction=correction))
+    return apply1(O.SQRT, var(input, dim, unbiased, keepdim, correction=correction))
 
 
 # ---------------------------------------------------------------- linear algebra
 
 
+@O.deffunction("matrix product x @ y (vectors and batches as NumPy)")
 def matmul(input: Any, other: Any) -> Tensor:
     """NumPy's matmul with PyTorch's nodes: DotBackward0, MvBackward0, MmBackward0, BmmBackward0."""
     x, y = _as_tensor(input), _as_tensor(other)
@@ -599,6 +630,7 @@ def matmul(input: Any, other: Any) -> Tensor:
     return apply2(O.BMM, x, y)
 
 
+@O.deffunction("matrix product of two matrices (PyTorch's x.mm(y))")
 def mm(input: Any, mat2: Any) -> Tensor:
     x, y = _as_tensor(input), _as_tensor(mat2)
     if x._data.ndim != 2 or y._data.ndim != 2:
@@ -606,14 +638,17 @@ def mm(input: Any, mat2: Any) -> Tensor:
     return apply2(O.MM, x, y)
 
 
+@O.deffunction("product of a matrix and a vector")
 def mv(input: Any, vec: Any) -> Tensor:
     return apply2(O.MV, _as_tensor(input), _as_tensor(vec))
 
 
+@O.deffunction("matrix product of two batches of matrices")
 def bmm(input: Any, mat2: Any) -> Tensor:
     return apply2(O.BMM, _as_tensor(input), _as_tensor(mat2))
 
 
+@O.deffunction("dot product of two vectors of the same length", aliases=("inner",))
 def dot(input: Any, other: Any) -> Tensor:
     x, y = _as_tensor(input), _as_tensor(other)
     if x._data.ndim != 1 or y._data.ndim != 1:
@@ -623,15 +658,10 @@ def dot(input: Any, other: Any) -> Tensor:
     return apply2(O.DOT, x, y)
 
 
-inner = dot
-
-
+@O.deffunction("outer product of two vectors: x[i] * y[j]", aliases=("ger",))
 def outer(input: Any, vec2: Any) -> Tensor:
     x, y = _as_tensor(input), _as_tensor(vec2)
     return apply1(O.VIEW, x, (-1, 1)) * apply1(O.VIEW, y, (1, -1))
-
-
-ger = outer
 
 
 # ---------------------------------------------------------------- shapes
@@ -643,7 +673,8 @@ def _shape_args(shape: tuple) -> tuple:
     return tuple(int(s) for s in shape)
 
 
-def reshape(input: Any, *shape: Any) -> Tensor:
+@O.deffunction("the same elements in a new shape; one dimension may be -1")
+def reshape(input: Any, *shape: int) -> Tensor:
     x = _as_tensor(input)
     shape = _shape_args(shape)
     if shape == x._data.shape:
@@ -651,21 +682,25 @@ def reshape(input: Any, *shape: Any) -> Tensor:
     return apply1(O.VIEW, x, shape)
 
 
-def view(input: Any, *shape: Any) -> Tensor:
+@O.deffunction("reshape (PyTorch's x.view(2, 3))", function=False)
+def view(input: Any, *shape: int) -> Tensor:
     x = _as_tensor(input)
     if len(shape) == 1 and not isinstance(shape[0], (int, tuple, list, Size, np.integer)):
         return to(x, shape[0])
     return apply1(O.VIEW, x, _shape_args(shape))
 
 
+@O.deffunction("x reshaped to the shape of y", function=False)
 def view_as(input: Any, other: Tensor) -> Tensor:
     return view(input, other._data.shape)
 
 
+@O.deffunction("x reshaped to the shape of y", function=False)
 def reshape_as(input: Any, other: Tensor) -> Tensor:
     return reshape(input, other._data.shape)
 
 
+@O.deffunction("the axes from start_dim to end_dim merged into one (all: a vector)")
 def flatten(input: Any, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     x = _as_tensor(input)
     shape = x._data.shape
@@ -680,10 +715,12 @@ def flatten(input: Any, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     return apply1(O.VIEW, x, (*shape[:start], merged, *shape[end + 1 :]))
 
 
+@O.deffunction("the elements as a vector")
 def ravel(input: Any) -> Tensor:
     return flatten(input)
 
 
+@O.deffunction("a matrix's transpose (at most 2 axes)")
 def t(input: Any) -> Tensor:
     x = _as_tensor(input)
     if x._data.ndim > 2:
@@ -693,6 +730,9 @@ def t(input: Any) -> Tensor:
     return apply1(O.T, x)
 
 
+@O.deffunction(
+    "reverse the axes (as NumPy); transpose(x, 0, 1) swaps two axes", aliases=("swapaxes",)
+)
 def transpose(input: Any, dim0: int | None = None, dim1: int | None = None) -> Tensor:
     """Swap ``dim0`` and ``dim1``; with no dims, reverse all axes (NumPy's transpose)."""
     x = _as_tensor(input)
@@ -704,10 +744,8 @@ def transpose(input: Any, dim0: int | None = None, dim1: int | None = None) -> T
     return apply1(O.TRANSPOSE, x, int(dim0) % ndim, int(dim1) % ndim)
 
 
-swapaxes = transpose
-
-
-def permute(input: Any, *dims: Any) -> Tensor:
+@O.deffunction("the axes in a new order: permute(x, 2, 0, 1)")
+def permute(input: Any, *dims: int) -> Tensor:
     x = _as_tensor(input)
     dims = _shape_args(dims)
     return apply1(O.PERMUTE, x, tuple(d % _py_max(x._data.ndim, 1) for d in dims))
@@ -719,7 +757,8 @@ def _T(x: Tensor) -> Tensor:
     return apply1(O.PERMUTE, x, tuple(reversed(range(x._data.ndim))))
 
 
-def squeeze(input: Any, dim: Any = None) -> Tensor:
+@O.deffunction("drop the axes of size 1 (all, or the given axis)")
+def squeeze(input: Any, dim: Dims = None) -> Tensor:
     x = _as_tensor(input)
     shape = x._data.shape
     dims = O._dims(dim, len(shape))
@@ -729,6 +768,7 @@ def squeeze(input: Any, dim: Any = None) -> Tensor:
     return apply1(O.SQUEEZE, x, dims)
 
 
+@O.deffunction("insert an axis of size 1 at the given position")
 def unsqueeze(input: Any, dim: int) -> Tensor:
     x = _as_tensor(input)
     ndim = x._data.ndim + 1
@@ -740,7 +780,10 @@ def unsqueeze(input: Any, dim: int) -> Tensor:
     return apply1(O.UNSQUEEZE, x, dim % ndim)
 
 
-def expand(input: Any, *sizes: Any) -> Tensor:
+@O.deffunction(
+    "x repeated along its size-1 axes to a larger shape (-1 keeps a size)", function=False
+)
+def expand(input: Any, *sizes: int) -> Tensor:
     x = _as_tensor(input)
     sizes = _shape_args(sizes)
     shape = x._data.shape
@@ -749,15 +792,20 @@ def expand(input: Any, *sizes: Any) -> Tensor:
     return apply1(O.EXPAND, x, target)
 
 
-def broadcast_to(input: Any, size: Any) -> Tensor:
+@O.deffunction("x repeated along its size-1 axes to the given shape")
+def broadcast_to(input: Any, size: Sequence[int]) -> Tensor:
     return expand(input, tuple(size))
 
 
+@O.deffunction("x repeated along its size-1 axes to the shape of y", function=False)
 def expand_as(input: Any, other: Tensor) -> Tensor:
     return expand(input, other._data.shape)
 
 
-def cat(tensors: Sequence[Any], dim: int = 0, *, axis: int | None = None) -> Tensor:
+@O.deffunction(
+    "tensors joined along an existing axis", method=False, aliases=("concat", "concatenate")
+)
+def cat(tensors: Tensors, dim: int = 0, *, axis: int | None = None) -> Tensor:
     items = [_as_tensor(t) for t in tensors]
     items = [t for t in items if not (t._data.ndim == 1 and t._data.shape[0] == 0)] or items
     if not items:
@@ -770,10 +818,8 @@ def cat(tensors: Sequence[Any], dim: int = 0, *, axis: int | None = None) -> Ten
     return applyn(O.CAT, items, O._dims(dim, ndim)[0])
 
 
-concat = concatenate = cat
-
-
-def stack(tensors: Sequence[Any], dim: int = 0) -> Tensor:
+@O.deffunction("tensors of one shape joined along a new axis", method=False)
+def stack(tensors: Tensors, dim: int = 0) -> Tensor:
     items = _common_dtype([_as_tensor(t) for t in tensors])
     if not items:
         raise RuntimeError("stack expects a non-empty TensorList")
@@ -859,25 +905,29 @@ def getitem(x: Tensor, index: Any) -> Tensor:
     return apply1(op, x, key)
 
 
-def index_select(input: Any, dim: int, index: Any) -> Tensor:
+@O.deffunction("the entries at the given indices along an axis")
+def index_select(input: Any, dim: int, index: Indices) -> Tensor:
     x = _as_tensor(input)
     dim = O._dims(dim, x._data.ndim)[0] if x._data.ndim else 0
     key = (slice(None),) * dim + (np.asarray(_as_tensor(index)._data),)
     return apply1(O.INDEX, x, key)
 
 
+@O.deffunction("length entries from start along an axis")
 def narrow(input: Any, dim: int, start: int, length: int) -> Tensor:
     x = _as_tensor(input)
     dim = O._dims(dim, x._data.ndim)[0]
     return apply1(O.SLICE, x, (slice(None),) * dim + (slice(start, start + length),))
 
 
+@O.deffunction("the slice at index along an axis (that axis removed)")
 def select(input: Any, dim: int, index: int) -> Tensor:
     x = _as_tensor(input)
     dim = O._dims(dim, x._data.ndim)[0]
     return apply1(O.SELECT, x, (slice(None),) * dim + (int(index),))
 
 
+@O.deffunction("x with value wherever mask is true", elementwise=True)
 def masked_fill(input: Any, mask: Any, value: Any) -> Tensor:
     x = _as_tensor(input)
     return where(mask, value, x)
@@ -886,49 +936,75 @@ def masked_fill(input: Any, mask: Any, value: Any) -> Tensor:
 # ---------------------------------------------------------------- comparisons and tests
 
 
-def _compare(op: O.Op) -> Any:
+def _compare(op: O.Op, symbol: str, aliases: tuple[str, ...] = ()) -> Callable:
     def compare(input: Any, other: Any) -> Tensor:
         x = _as_tensor(input)
         return _binary(op, x, other)
 
     compare.__name__ = compare.__qualname__ = op.name
-    return compare
+    doc = f"x {symbol} y, elementwise (booleans, no gradient)"
+    declare = O.deffunction(
+        doc, aliases=aliases, elementwise=True, differentiable=False, builtin=False
+    )
+    return declare(compare)
 
 
-eq = _compare(O.EQ)
-ne = _compare(O.NE)
-lt = _compare(O.LT)
-le = _compare(O.LE)
-gt = _compare(O.GT)
-ge = _compare(O.GE)
-greater, greater_equal, less, less_equal, not_equal = gt, ge, lt, le, ne
+eq = _compare(O.EQ, "==")
+ne = _compare(O.NE, "!=", ("not_equal",))
+lt = _compare(O.LT, "<", ("less",))
+le = _compare(O.LE, "<=", ("less_equal",))
+gt = _compare(O.GT, ">", ("greater",))
+ge = _compare(O.GE, ">=", ("greater_equal",))
 
 
+@O.deffunction(
+    "x and y, elementwise (booleans)", elementwise=True, differentiable=False, builtin=False
+)
 def logical_and(input: Any, other: Any) -> Tensor:
     return _binary(O.LOGICAL_AND, _as_tensor(input), other)
 
 
+@O.deffunction(
+    "x or y, elementwise (booleans)", elementwise=True, differentiable=False, builtin=False
+)
 def logical_or(input: Any, other: Any) -> Tensor:
     return _binary(O.LOGICAL_OR, _as_tensor(input), other)
 
 
+@O.deffunction(
+    "not x, elementwise (booleans)", elementwise=True, differentiable=False, builtin=False
+)
 def logical_not(input: Any) -> Tensor:
     return apply1(O.LOGICAL_NOT, _as_tensor(input))
 
 
+@O.deffunction(
+    "whether x is NaN, elementwise", elementwise=True, differentiable=False, builtin=False
+)
 def isnan(input: Any) -> Tensor:
     return apply1(O.ISNAN, _as_tensor(input))
 
 
+@O.deffunction(
+    "whether x is finite, elementwise", elementwise=True, differentiable=False, builtin=False
+)
 def isfinite(input: Any) -> Tensor:
     return apply1(O.ISFINITE, _as_tensor(input))
 
 
+@O.deffunction(
+    "whether x and y have the same shape and elements (a Python bool)",
+    differentiable=False,
+    builtin=False,
+)
 def equal(input: Any, other: Any) -> bool:
     a, b = _as_tensor(input), _as_tensor(other)
     return a._data.shape == b._data.shape and bool(np.all(a._data == b._data))
 
 
+@O.deffunction(
+    "whether x and y are elementwise close (a Python bool)", differentiable=False, builtin=False
+)
 def allclose(
     input: Any, other: Any, rtol: float = 1e-5, atol: float = 1e-8, equal_nan: bool = False
 ) -> bool:
@@ -937,6 +1013,9 @@ def allclose(
     )
 
 
+@O.deffunction(
+    "whether x and y are close, elementwise", elementwise=True, differentiable=False, builtin=False
+)
 def isclose(
     input: Any, other: Any, rtol: float = 1e-5, atol: float = 1e-8, equal_nan: bool = False
 ) -> Tensor:
@@ -945,6 +1024,11 @@ def isclose(
     )
 
 
+@O.deffunction(
+    "whether every element is true, over all axes or the given axis",
+    differentiable=False,
+    builtin=False,
+)
 def all(input: Any, dim: Any = None, keepdim: bool = False) -> Tensor:
     x = _as_tensor(input)
     return _wrap(
@@ -952,6 +1036,11 @@ def all(input: Any, dim: Any = None, keepdim: bool = False) -> Tensor:
     )
 
 
+@O.deffunction(
+    "whether some element is true, over all axes or the given axis",
+    differentiable=False,
+    builtin=False,
+)
 def any(input: Any, dim: Any = None, keepdim: bool = False) -> Tensor:
     x = _as_tensor(input)
     return _wrap(
@@ -959,10 +1048,12 @@ def any(input: Any, dim: Any = None, keepdim: bool = False) -> Tensor:
     )
 
 
+@O.deffunction("whether obj is a Tensor", method=False, differentiable=False, builtin=False)
 def is_tensor(obj: Any) -> bool:
     return isinstance(obj, Tensor)
 
 
+@O.deffunction("the number of elements", differentiable=False)
 def numel(input: Tensor) -> int:
     return int(input._data.size)
 
@@ -970,6 +1061,11 @@ def numel(input: Tensor) -> int:
 # ---------------------------------------------------------------- dtype conversion
 
 
+@O.deffunction(
+    "a copy in another dtype (differentiable), or x itself when nothing changes",
+    function=False,
+    builtin=False,
+)
 def to(input: Any, *args: Any, dtype: Any = None, **kwargs: Any) -> Tensor:
     """A copy in another dtype (differentiable); the tensor itself when nothing changes."""
     x = _as_tensor(input)
@@ -986,6 +1082,7 @@ def to(input: Any, *args: Any, dtype: Any = None, **kwargs: Any) -> Tensor:
     return apply1(O.TO, x, target)
 
 
+@O.deffunction("a copy that stays in the graph")
 def clone(input: Any, *, memory_format: Any = None) -> Tensor:
     return apply1(O.CLONE, _as_tensor(input))
 
@@ -995,143 +1092,72 @@ def _method_to_dtype(name: str, target: Any) -> Any:
         return to(self, target)
 
     convert.__name__ = convert.__qualname__ = name
-    return convert
+    declare = O.deffunction(
+        f"a copy as {np.dtype(target).name} (x.{name}())", function=False, builtin=False
+    )
+    return declare(convert)
 
 
+for _name, _target in (
+    ("float", np.float32),
+    ("double", np.float64),
+    ("half", np.float16),
+    ("long", np.int64),
+    ("int", np.int32),
+    ("bool", np.bool_),
+):
+    _method_to_dtype(_name, _target)
+
+
+@O.deffunction("x in the dtype of y", function=False)
 def type_as(input: Tensor, other: Tensor) -> Tensor:
     return to(input, other._data.dtype)
 
 
-# ---------------------------------------------------------------- Tensor methods
+# ---------------------------------------------------------------- derived from the registry
 
 
-def _install_methods() -> None:
-    """Make the functions above Tensor methods and operators."""
-    methods = {
-        name: globals()[name]
-        for name in [
-            "add",
-            "sub",
-            "mul",
-            "div",
-            "true_divide",
-            "pow",
-            "neg",
-            "negative",
-            "reciprocal",
-            "remainder",
-            "floor_divide",
-            "square",
-            "exp",
-            "log",
-            "log1p",
-            "sqrt",
-            "rsqrt",
-            "sin",
-            "cos",
-            "tan",
-            "tanh",
-            "sigmoid",
-            "relu",
-            "abs",
-            "absolute",
-            "sign",
-            "floor",
-            "ceil",
-            "round",
-            "trunc",
-            "log2",
-            "log10",
-            "exp2",
-            "clamp",
-            "clip",
-            "maximum",
-            "minimum",
-            "sum",
-            "mean",
-            "prod",
-            "max",
-            "min",
-            "amax",
-            "amin",
-            "argmax",
-            "argmin",
-            "norm",
-            "logsumexp",
-            "softmax",
-            "log_softmax",
-            "var",
-            "std",
-            "matmul",
-            "mm",
-            "mv",
-            "bmm",
-            "dot",
-            "inner",
-            "outer",
-            "ger",
-            "reshape",
-            "view",
-            "view_as",
-            "reshape_as",
-            "flatten",
-            "ravel",
-            "t",
-            "transpose",
-            "swapaxes",
-            "permute",
-            "squeeze",
-            "unsqueeze",
-            "expand",
-            "expand_as",
-            "broadcast_to",
-            "index_select",
-            "narrow",
-            "select",
-            "masked_fill",
-            "eq",
-            "ne",
-            "lt",
-            "le",
-            "gt",
-            "ge",
-            "greater",
-            "greater_equal",
-            "less",
-            "less_equal",
-            "not_equal",
-            "logical_and",
-            "logical_or",
-            "logical_not",
-            "isnan",
-            "isfinite",
-            "equal",
-            "allclose",
-            "isclose",
-            "all",
-            "any",
-            "to",
-            "clone",
-            "type_as",
-            "float_power",
-        ]
+def _front_end(entry: O.ApiFunction) -> Callable:
+    """The PyTorch-named function of an op declared public with ``defop(doc=...)``:
+    the common case (a float Tensor) inlined by ``unary_function``."""
+    op = entry.op
+    keeps_ints = entry.keeps_ints
+
+    def slow(input: Any) -> Tensor:
+        return apply1(op, _as_tensor(input) if keeps_ints else _floating(input))
+
+    function = unary_function(op, slow)
+    function.__doc__ = f"{entry.doc} (grad_fn {op.grad_fn})"
+    return function
+
+
+def _complete() -> None:
+    """Generate the op-backed functions (also bound here: ``F.exp``) and install every
+    entry that is a method on Tensor, under its name and aliases."""
+    for entry in O.API.values():
+        if entry.impl is None:
+            entry.impl = _front_end(entry)
+            for name in (entry.name, *entry.aliases):
+                globals()[name] = entry.impl
+        if entry.method is not False:
+            method = entry.impl if entry.method is True else entry.method
+            for name in (entry.name, *entry.aliases):
+                setattr(Tensor, name, method)
+    _install_operators()
+
+
+def exported() -> dict[str, Callable]:
+    """``gradcalc.<name>`` for every public function of the registry (aliases included)."""
+    return {
+        name: entry.impl
+        for entry in O.API.values()
+        if entry.function and entry.namespace == "gradcalc"
+        for name in (entry.name, *entry.aliases)
     }
-    for name, function in methods.items():
-        setattr(Tensor, name, function)
-    for name, target in (
-        ("float", np.float32),
-        ("double", np.float64),
-        ("half", np.float16),
-        ("long", np.int64),
-        ("int", np.int32),
-        ("bool", np.bool_),
-    ):
-        setattr(Tensor, name, _method_to_dtype(name, target))
 
-    def where_method(self: Tensor, condition: Any, other: Any) -> Tensor:
-        return where(condition, self, other)
 
-    Tensor.where = where_method
+def _install_operators() -> None:
+    """The operators and properties of Tensor, which are not functions of the registry."""
     Tensor.T = property(_T)
     Tensor.mT = property(lambda self: transpose(self, -2, -1))
     Tensor.__getitem__ = getitem
@@ -1163,4 +1189,4 @@ def _install_methods() -> None:
     Tensor.__invert__ = logical_not
 
 
-_install_methods()
+_complete()

@@ -19,6 +19,7 @@ import functools
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -32,14 +33,23 @@ from gradcalc.errors import (
     ShapeError,
     UnknownNameError,
 )
+from gradcalc.jsonio import (  # re-exported: the JSON encoding front ends use
+    SCHEMA_VERSION,
+    dumps,
+    error_to_json,
+    graph_to_json,
+    result_to_json,
+    tensor_to_json,
+    value_to_json,
+    variables_to_json,
+)
 from gradcalc.limits import DEFAULT_LIMITS, Limits
-from gradcalc.scalar import NUMBER as _NUMBER
-from gradcalc.scalar import SCHEMA_VERSION
 
 if TYPE_CHECKING:
     import numpy as np
 
     from gradcalc.graph import Graph
+    from gradcalc.interpreter import Interpreter, Outcome
 else:
 
     class _NumPy:
@@ -54,12 +64,38 @@ else:
 
     np = _NumPy()
 
+__all__ = [
+    "CHECK_TOLERANCE",
+    "SCHEMA_VERSION",
+    "Result",
+    "differentiate",
+    "dumps",
+    "error_to_json",
+    "evaluate",
+    "evaluate_json",
+    "execute",
+    "graph_to_json",
+    "hessian",
+    "interpreter",
+    "jacobian",
+    "result_to_json",
+    "run_block",
+    "run_line",
+    "run_lines",
+    "run_request",
+    "tensor_to_json",
+    "value_to_json",
+    "variables_to_json",
+]
+
 DTYPES = ("float64", "float32")
 CHECK_TOLERANCE = 1e-4
 """Largest relative error (magnitudes below 1 compared absolutely) ``check`` accepts."""
 CHECK_MAX_ENTRIES = 1000
 """Gradient entries compared by finite differences per result; larger gradients are sampled."""
 
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+"""A binding's text that is a plain number (it skips the interpreter's parser)."""
 _REQUEST_KEYS = frozenset(
     {"id", "formula", "vars", "wrt", "of", "grad_output", "dtype", "seed", "check", "graph"}
 )
@@ -116,7 +152,6 @@ def _releases_buffers(entry: Callable[..., Result]) -> Callable[..., Result]:
     return run
 
 
-@_releases_buffers
 def evaluate(
     formula: str,
     bindings: Mapping[str, Any] | None = None,
@@ -128,23 +163,52 @@ def evaluate(
     check: bool = False,
     graph: bool = False,
     limits: Limits | None = None,
+    *,
+    retain_graph: bool = False,
 ) -> Result:
     """Run ``formula`` with ``bindings`` as differentiable leaves; return its value and gradients.
 
     Gradients are reported for ``wrt`` (bound variables or names the program
     defines), by default for every bound variable and every leaf the program
     creates. A non-scalar output is differentiated as its sum unless
-    ``grad_output`` gives the seed. Raises ``FormulaError`` subclasses only.
+    ``grad_output`` gives the seed. ``retain_graph`` keeps the saved values
+    of ``result.graph``'s nodes (explain mode reads them). Raises
+    ``FormulaError`` subclasses only.
     """
     dtype = _check_dtype(dtype)
     limits = limits or DEFAULT_LIMITS
+    found = _float_path(
+        formula, bindings, wrt, of, grad_output, dtype, check, graph, limits, as_json=False
+    )
+    if found is not None:
+        return found
+    return _evaluate(
+        formula, bindings, wrt, of, grad_output, dtype, seed, check, graph, limits, retain_graph
+    )
+
+
+@_releases_buffers
+def _evaluate(
+    formula: str,
+    bindings: Mapping[str, Any] | None,
+    wrt: Sequence[str] | None,
+    of: str | None,
+    grad_output: Any,
+    dtype: str,
+    seed: int | None,
+    check: bool,
+    graph: bool,
+    limits: Limits,
+    retain_graph: bool = False,
+) -> Result:
+    """:func:`evaluate` on the engine (arguments checked)."""
     if check and seed is None:
         # Finite differences re-run the program: they must see the same random draws.
         seed = int.from_bytes(os.urandom(4)) >> 1
     values = _binding_values(bindings)
     with _recorder() if graph else contextlib.nullcontext():
         result, run, seed_array = _differentiate(
-            formula, values, wrt, of, grad_output, dtype, seed, limits
+            formula, values, wrt, of, grad_output, dtype, seed, limits, retain_graph
         )
     if check:
         base = {name: _as_float64(leaf._data) for name, leaf in run.leaves.items()}
@@ -155,6 +219,73 @@ def evaluate(
 
         result.graph = build_graph(run.output, _named_tensors(run), result.gradients)
     return result
+
+
+def evaluate_json(
+    formula: str,
+    bindings: Mapping[str, Any] | None = None,
+    wrt: Sequence[str] | None = None,
+    of: str | None = None,
+    grad_output: Any = None,
+    dtype: str = "float64",
+    seed: int | None = None,
+    check: bool = False,
+    graph: bool = False,
+    limits: Limits | None = None,
+) -> dict:
+    """``result_to_json(evaluate(...))``, NumPy's floating-point warnings silenced.
+
+    What ``--json`` and ``gradcalc batch`` write. An all-scalar formula may be
+    answered without importing NumPy at all. Raises ``FormulaError`` subclasses only.
+    """
+    dtype = _check_dtype(dtype)
+    limits = limits or DEFAULT_LIMITS
+    found = _float_path(
+        formula, bindings, wrt, of, grad_output, dtype, check, graph, limits, as_json=True
+    )
+    if found is not None:
+        return found
+    with np.errstate(all="ignore"):
+        return result_to_json(
+            _evaluate(formula, bindings, wrt, of, grad_output, dtype, seed, check, graph, limits)
+        )
+
+
+def _float_path(
+    formula: str,
+    bindings: Mapping[str, Any] | None,
+    wrt: Sequence[str] | None,
+    of: str | None,
+    grad_output: Any,
+    dtype: str,
+    check: bool,
+    graph: bool,
+    limits: Limits,
+    *,
+    as_json: bool,
+) -> Result | dict | None:
+    """The float path's answer (``gradcalc.scalar``, no NumPy), or None for the engine.
+
+    The only place this module calls ``gradcalc.scalar``: it answers float64
+    formulas of ``+ - * / ** sqrt`` over numbers, without ``of``,
+    ``grad_output``, ``check`` or ``graph``, with the engine's results bit for bit.
+    """
+    if dtype != "float64" or of is not None or grad_output is not None or check or graph:
+        return None
+    from gradcalc import scalar
+
+    found = scalar.run(formula, bindings, wrt, limits)
+    if found is None:
+        return None
+    if as_json:
+        return scalar.to_json(found)
+    return Result(
+        value=np.asarray(found.value),
+        dtype="float64",
+        gradients={name: np.asarray(g) for name, g in found.gradients.items()},
+        unused=list(found.unused),
+        notes=list(found.notes),
+    )
 
 
 @_releases_buffers
@@ -255,6 +386,122 @@ def hessian(
             result.hessian[row_name][col_name] = block
     _note_values(result)
     return result
+
+
+# ---------------------------------------------------------------- sessions (the REPL)
+
+
+def interpreter(
+    dtype: str = "float64", seed: int | None = None, limits: Limits | None = None
+) -> Interpreter:
+    """A fresh interpreter for a session whose names persist from entry to entry (the REPL).
+
+    Run entries with :func:`execute` and differentiate expressions against
+    its names with :func:`differentiate`; ``interp.env`` maps each name to its value.
+    """
+    from gradcalc.interpreter import Interpreter
+
+    return Interpreter(dtype=_check_dtype(dtype), seed=seed, limits=limits or DEFAULT_LIMITS)
+
+
+def execute(interp: Interpreter, source: str) -> Outcome:
+    """Run ``source`` in ``interp``: its ``Outcome`` (last value, and its name if assigned).
+
+    Transactional: if it raises, every name is as before. Autograd misuse (a
+    second backward through a freed graph, ...) and exhaustion are raised as
+    contract errors with a hint; raises ``FormulaError`` subclasses only.
+    """
+    return _session_errors(lambda: interp.execute(source))
+
+
+def differentiate(
+    interp: Interpreter, source: str, *, graph: bool = False, label: str | None = None
+) -> Result:
+    """The value of ``source`` against ``interp``'s names, and its gradient with respect to
+    every tensor among them that requires grad (what the REPL's ``:grad`` shows).
+
+    Nothing is bound and no ``.grad`` changes: gradients come from
+    ``autograd.grad`` with ``retain_graph=True``, so a stored result can still
+    be ``backward()``-ed afterwards. ``label`` names the output in the result.
+    With ``graph=True``, ``result.graph`` is the computation behind it (values
+    and gradients where this call computed them; nodes recorded by earlier
+    entries carry none).
+    """
+    from gradcalc import Tensor
+
+    env = interp.env
+    saved = dict(env)
+    try:
+        with _recorder() if graph else contextlib.nullcontext():
+            outcome = _session_errors(lambda: interp.execute(source))
+            output = outcome.value
+            if not isinstance(output, Tensor):
+                raise FormulaValueError(
+                    f"{source!r} is not a tensor, so it has no gradients",
+                    hint="give an expression such as '3*a**3 - b**2'",
+                )
+            named = [(n, t) for n, t in saved.items() if isinstance(t, Tensor) and t.requires_grad]
+            result = _gradients_in_session(output, named, label)
+    finally:
+        env.clear()
+        env.update(saved)
+    if graph:
+        from gradcalc.graph import build_graph
+
+        tensors = [(name, t) for name, t in saved.items() if isinstance(t, Tensor)]
+        result.graph = build_graph(output, tensors, result.gradients)
+    return result
+
+
+def _gradients_in_session(output: Any, named: list[tuple[str, Any]], label: str | None) -> Result:
+    value = np.asarray(output._data)
+    result = Result(value=value, dtype=str(value.dtype), output_name=label)
+    if value.ndim > 0 and named:
+        result.summed = True
+        result.notes.append(
+            f"The value has shape {tuple(value.shape)}; it was differentiated as its sum."
+        )
+    grads: Sequence[Any] = [None] * len(named)
+    if output.requires_grad and named:
+        from gradcalc import autograd
+
+        seed = [_tensor(np.ones_like(value), result.dtype)] if value.ndim > 0 else None
+        inputs = [t for _, t in named]
+        grads = _session_errors(
+            lambda: autograd.grad(
+                [output], inputs, grad_outputs=seed, retain_graph=True, allow_unused=True
+            )
+        )
+    for (name, tensor), gradient in zip(named, grads, strict=True):
+        if gradient is not None:
+            result.gradients[name] = np.asarray(gradient._data)
+        elif tensor.is_leaf:
+            result.gradients[name] = np.zeros_like(np.asarray(tensor._data))
+            result.unused.append(name)
+    if result.unused:
+        result.notes.append(f"Not used (gradient 0): {', '.join(result.unused)}.")
+    if not named:
+        result.notes.append("No variable requires grad; assign one first, e.g. a = 2.")
+    return result
+
+
+def _session_errors(action: Callable[[], Any]) -> Any:
+    """Autograd misuse and exhaustion as contract errors, each with a hint where one helps."""
+    try:
+        return action()
+    except GradError as exc:
+        from gradcalc.builtins import grad_error_hint
+
+        hint = grad_error_hint(exc)
+        if type(exc).__name__ == "FreedGraphError":
+            hint = "backward() freed this graph; differentiate the formula itself, or " + (
+                hint or "recompute it"
+            )
+        raise FormulaValueError(str(exc), hint=hint) from None
+    except MemoryError:
+        raise LimitError("not enough memory for this computation") from None
+    except RecursionError:
+        raise LimitError("the computation nests too deeply") from None
 
 
 def _differentiate(
@@ -765,114 +1012,6 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
-# ---------------------------------------------------------------- JSON
-
-
-def tensor_to_json(array: Any) -> Any:
-    """A number (0-d) or nested lists; non-finite floats become "NaN"/"Infinity"/"-Infinity".
-
-    float32 values are written with their shortest float32 spelling (0.1, not
-    0.10000000149011612).
-    """
-    array = np.asarray(array)
-    if array.ndim == 0:  # the common case (a scalar result), without NumPy reductions
-        item = array.item()
-        if not isinstance(item, float):
-            return item
-        if array.dtype.itemsize < 8:
-            item = float(str(array.dtype.type(item)))
-        return item if math.isfinite(item) else _finite_or_text(item)
-    floating = array.dtype.kind == "f"
-    short = floating and array.dtype.itemsize < 8
-    if array.size == 0 or not (short or (floating and not np.isfinite(array).all())):
-        return array.tolist()
-    flat = [float(str(x)) for x in array.reshape(-1)] if short else array.reshape(-1).tolist()
-    flat = [_finite_or_text(x) for x in flat]
-    if array.ndim == 0:
-        return flat[0]
-    return _nest(flat, array.shape)
-
-
-def _finite_or_text(x: float) -> float | str:
-    if math.isfinite(x):
-        return x
-    if math.isnan(x):
-        return "NaN"
-    return "Infinity" if x > 0 else "-Infinity"
-
-
-def _nest(flat: list, shape: tuple[int, ...]) -> list:
-    """Regroup a non-empty flat list into nested lists of ``shape``, innermost axis first."""
-    items = flat
-    for length in reversed(shape[1:]):
-        items = [items[i : i + length] for i in range(0, len(items), length)]
-    return items
-
-
-def result_to_json(result: Result) -> dict:
-    """The contract's result object (schema_version 1), ready for strict ``json.dumps``."""
-    out: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "value": tensor_to_json(result.value),
-        "shape": list(result.shape),
-        "dtype": result.dtype,
-        "gradients": {name: tensor_to_json(g) for name, g in result.gradients.items()},
-    }
-    if result.output_name is not None:
-        out["output"] = result.output_name
-    if result.unused:
-        out["unused"] = list(result.unused)
-    if result.summed:
-        out["summed"] = True
-    if result.check is not None:
-        out["check"] = {
-            name: (None if err is None else _finite_or_text(err))
-            for name, err in result.check.items()
-        }
-    if result.jacobian is not None:
-        out["jacobian"] = {name: tensor_to_json(j) for name, j in result.jacobian.items()}
-    if result.hessian is not None:
-        out["hessian"] = {
-            row: {col: tensor_to_json(block) for col, block in cols.items()}
-            for row, cols in result.hessian.items()
-        }
-    if result.graph is not None:
-        from gradcalc.graph import graph_to_json
-
-        out["graph"] = graph_to_json(result.graph)
-    if result.notes:
-        out["note"] = " ".join(result.notes)
-    return out
-
-
-def error_to_json(exc: BaseException) -> dict:
-    """``{"error": {"type", "message", "line", "column", "hint"}}`` for any exception.
-
-    Anything that is not a ``FormulaError`` (a bug) is reported as
-    ``ValueError`` with ``"internal": true`` so a consumer still sees a contract type.
-    """
-    if isinstance(exc, FormulaError):
-        body = exc.to_json()
-    elif isinstance(exc, GradError):
-        body = {"type": "ValueError", "message": str(exc)}
-    elif isinstance(exc, MemoryError):
-        body = {"type": "LimitError", "message": "not enough memory for this computation"}
-    elif isinstance(exc, RecursionError):
-        body = {"type": "LimitError", "message": "the computation nests too deeply"}
-    else:
-        body = {
-            "type": "ValueError",
-            "message": f"internal error: {type(exc).__name__}: {exc}",
-            "internal": True,
-        }
-    return {"error": body}
-
-
-def dumps(obj: Any) -> str:
-    """Strict JSON text: raises ValueError rather than writing NaN/Infinity literals."""
-    return json.dumps(obj, allow_nan=False)
-
-
 # ---------------------------------------------------------------- batch requests
 
 
@@ -885,29 +1024,14 @@ def run_request(request: Any, limits: Limits | None = None) -> dict:
     """
     request_id = request.get("id") if isinstance(request, dict) else None
     try:
-        arguments = _request_arguments(request)
-        out = _scalar_reply(arguments, limits)
-        if out is None:
-            with np.errstate(all="ignore"):
-                out = result_to_json(evaluate(**arguments, limits=limits))
+        out = evaluate_json(**_request_arguments(request), limits=limits)
+    except OverflowError as exc:  # an integer in the request beyond float64 (10**400)
+        out = error_to_json(
+            FormulaValueError(f"request holds a number too large for a float64 ({exc})")
+        )
     except Exception as exc:
         out = error_to_json(exc)
     return {"id": request_id, **out}
-
-
-def _scalar_reply(arguments: dict[str, Any], limits: Limits | None) -> dict | None:
-    """The float path's answer (``gradcalc.scalar``) when the request allows it, else None."""
-    if (
-        arguments["dtype"] != "float64"
-        or arguments["of"] is not None
-        or arguments["grad_output"] is not None
-        or arguments["check"]
-        or arguments["graph"]
-    ):
-        return None
-    from gradcalc import scalar
-
-    return scalar.run_json(arguments["formula"], arguments["bindings"], arguments["wrt"], limits)
 
 
 def run_line(
@@ -924,10 +1048,16 @@ def run_line(
     except ValueError as exc:
         reply = {"id": None, **_bad_request(f"{where}not valid JSON ({exc})")}
         return dumps(reply), False
+    except RecursionError:  # json's decoder recurses: ~1,000 levels of brackets
+        reply = {"id": None, "error": {"type": "LimitError", "message": f"{where}{_TOO_DEEP}"}}
+        return dumps(reply), False
     if not isinstance(request, dict):
         kind = type(request).__name__
         reply = {"id": None, **_bad_request(f"{where}expected a JSON object, got {kind}")}
         return dumps(reply), False
+    problem = _id_problem(request.get("id"))
+    if problem:
+        return dumps({"id": None, **_bad_request(f"{where}request 'id' {problem}")}), False
     reply = run_request(request, limits)
     if "error" in reply and where and not reply["error"].get("internal"):
         message = reply["error"]["message"]
@@ -935,8 +1065,26 @@ def run_line(
             reply["error"]["message"] = where + message
     try:
         return dumps(reply), "error" not in reply
-    except (TypeError, ValueError) as exc:  # an unserialisable id, or a bug
+    except (TypeError, ValueError, RecursionError) as exc:  # a bug
         return dumps({"id": None, **error_to_json(exc)}), False
+
+
+_TOO_DEEP = "the JSON nests too deeply"
+
+
+def _id_problem(value: Any) -> str | None:
+    """Why a request's id cannot be echoed in strict JSON (NaN, 1e400), or None."""
+    if value is None or type(value) in (str, int, bool):
+        return None
+    if type(value) is float:
+        if math.isfinite(value):
+            return None
+        return f"is {value} (NaN, or a number too large for a float): not strict JSON"
+    try:
+        dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        return "holds NaN or Infinity (or a number too large for a float): not strict JSON"
+    return None
 
 
 def run_lines(

@@ -1,13 +1,19 @@
 """The formula language's built-ins: one table from language names to engine operations.
 
-``FUNCTIONS`` maps each function name to a `Builtin`: its signature (derived
-from the adapter, so it cannot drift), a one-line description, and the
-adapter itself, a thin layer over the engine that normalises arguments the
-way the language defines them (numbers are floats, so shapes, axes and
-indices accept whole floats; ``axis=`` and PyTorch's ``dim=`` are one
-keyword). ``METHODS`` and ``ATTRIBUTES`` are the whitelist of method sugar
-(``x.sum()``, ``a.grad.zero_()``) and attributes (``x.T``, ``x.grad``);
-nothing else about a Python object is reachable from a formula.
+``FUNCTIONS`` maps each function name to a `Builtin`: its signature, a
+one-line description, and the adapter, a thin layer over the engine that
+normalises arguments the way the language defines them (numbers are floats,
+so shapes, axes and indices accept whole floats; ``axis=`` and PyTorch's
+``dim=`` are one keyword). Every function of the engine's registry
+(``gradcalc.ops.API``) that a formula can express is a built-in by
+derivation (`_derive`): doc from the registry, signature and argument
+conversion from the engine function's parameters and annotations (see
+`_RegistryCall`), or a language adapter of its own (`_override`) where the
+language differs from PyTorch. Constructors, ``grad``, ``range`` and the
+like are the language's own (`_function`). ``METHODS`` and ``ATTRIBUTES``
+are the whitelist of method sugar (``x.sum()``, ``a.grad.zero_()``) and
+attributes (``x.T``, ``x.grad``); nothing else about a Python object is
+reachable from a formula.
 
 An adapter whose first parameter is ``ctx`` receives the interpreter's
 `Context` (dtype, limits, random generator, live scopes).
@@ -17,7 +23,7 @@ from __future__ import annotations
 
 import inspect
 import math
-import operator
+import re
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -25,10 +31,7 @@ from typing import Any
 import numpy as np
 
 import gradcalc as engine
-from gradcalc import (
-    _functions,  # noqa: F401  (installs Tensor's methods, used below)
-    _tensor,
-)
+from gradcalc import _tensor, ops
 from gradcalc.errors import (
     FormulaError,
     FormulaTypeError,
@@ -38,6 +41,7 @@ from gradcalc.errors import (
     ShapeError,
 )
 from gradcalc.limits import Limits
+from gradcalc.nn import functional as _nn_functional  # noqa: F401  (the registry, complete)
 
 Tensor = _tensor.Tensor
 Size = _tensor.Size
@@ -56,7 +60,17 @@ class Builtin:
     dataclasses at import cost several milliseconds of every start-up.
     """
 
-    __slots__ = ("_visible", "context", "diagnose", "doc", "fast", "impl", "method", "name")
+    __slots__ = (
+        "_signature_of",
+        "_visible",
+        "context",
+        "diagnose",
+        "doc",
+        "fast",
+        "impl",
+        "method",
+        "name",
+    )
 
     def __init__(
         self,
@@ -66,6 +80,7 @@ class Builtin:
         method: bool = True,
         diagnose: Callable[..., str | None] | None = None,
         fast: Callable[[Any], Any] | None = None,
+        signature: Callable[[], inspect.Signature] | None = None,
     ) -> None:
         self.name = name
         self.doc = doc
@@ -83,6 +98,9 @@ class Builtin:
         else:
             self.context = next(iter(inspect.signature(impl).parameters), None) == "ctx"
         """The adapter's first parameter is ``ctx``: it receives the `Context`."""
+        self._signature_of = signature
+        """Makes the signature a user sees, when it is not the adapter's own (a registry
+        function's, in the language's words)."""
         self._visible: inspect.Signature | None = None
 
     @property
@@ -90,8 +108,11 @@ class Builtin:
         """The adapter's signature as a user sees it (without ``ctx``)."""
         visible = self._visible
         if visible is None:
-            parameters = list(inspect.signature(self.impl).parameters.values())
-            visible = self._visible = inspect.Signature(parameters[self.context :])
+            if self._signature_of is not None:
+                visible = self._visible = self._signature_of()
+            else:
+                parameters = list(inspect.signature(self.impl).parameters.values())
+                visible = self._visible = inspect.Signature(parameters[self.context :])
         return visible
 
     @property
@@ -714,38 +735,199 @@ def _close(name: str, candidates: Any) -> str | None:
 
 
 # ===================================================================== functions
-# ---------------------------------------------------------------- elementwise
+# The registry's functions (gradcalc.ops.API) are built-ins by derivation (`_derive`): their
+# doc is the registry's, their signature the engine function's in the language's words, and
+# `_RegistryCall` converts the language's arguments by the engine's parameter annotations.
+# The adapters below are for the functions whose language form differs from PyTorch's:
+# NumPy habits (transpose reverses the axes, max takes an axis and returns the values),
+# explained shape errors, limits checked before a large result is allocated.
 
-_function("exp", "e to the power x, elementwise")(lambda x: x.exp())
-_function("log", "natural logarithm, elementwise (log(-1) is NaN)")(lambda x: x.log())
-_function("log1p", "log(1 + x), accurate for small x")(lambda x: x.log1p())
-_function("sqrt", "square root, elementwise")(lambda x: x.sqrt())
-_function("abs", "absolute value (its derivative at 0 is 0)")(lambda x: x.abs())
-_function("sin", "sine, elementwise (radians)")(lambda x: x.sin())
-_function("cos", "cosine, elementwise (radians)")(lambda x: x.cos())
-_function("tan", "tangent, elementwise (radians)")(lambda x: x.tan())
-_function("tanh", "hyperbolic tangent, elementwise")(lambda x: x.tanh())
-_function("sigmoid", "logistic function 1 / (1 + exp(-x))")(lambda x: x.sigmoid())
-_function("relu", "max(x, 0) elementwise (its derivative at 0 is 0)")(lambda x: x.relu())
-
-# Each adapter above is x.NAME(): on a Tensor the interpreter may call the method itself.
-for _name in ("exp", "log", "log1p", "sqrt", "abs", "sin", "cos", "tan", "tanh", "sigmoid", "relu"):
-    FUNCTIONS[_name].fast = getattr(Tensor, _name)
-del _name
+_OVERRIDES: dict[str, tuple[Callable, Callable | None, bool]] = {}
+"""Registry function name -> (language adapter, diagnose, method)."""
 
 
-@_function("softplus", "log(1 + exp(beta*x)) / beta, a smooth relu")
-def _softplus(x: Any, beta: Any = 1, threshold: Any = 20) -> Any:
-    return engine.nn.functional.softplus(
-        x, beta=_as_number(beta, "beta"), threshold=_as_number(threshold, "threshold")
+def _override(
+    name: str, *, diagnose: Callable | None = None, method: bool = True
+) -> Callable[[Callable], Callable]:
+    def register(impl: Callable) -> Callable:
+        _OVERRIDES[name] = (impl, diagnose, method)
+        return impl
+
+    return register
+
+
+_LANGUAGE_NAMES = {
+    "input": "x",
+    "other": "y",
+    "exponent": "y",
+    "mat2": "y",
+    "vec": "y",
+    "vec2": "y",
+    "dim": "axis",
+}
+"""The language's parameter names for PyTorch's (its numbers are x and y, axes are axis)."""
+_HIDDEN = frozenset({"dtype", "memory_format"})
+"""Parameters the language cannot express (it has no dtypes, and no strings)."""
+
+
+def _rows(value: Any) -> list:
+    """Tensors to join: a tensor stands for the list of its rows (``[a, b]`` is stacked)."""
+    if isinstance(value, Tensor):
+        if np.ndim(value._data) == 0:
+            raise FormulaTypeError("expected a list of tensors, not a single number")
+        return [value[i] for i in range(np.shape(value._data)[0])]
+    return list(value)
+
+
+def _converter(annotation: str, what: str) -> Callable[[Any], Any] | None:
+    """How a language value becomes the engine's argument, by the engine's annotation
+    (None: passed as it is, a tensor)."""
+    if annotation in ("int", "int | None"):
+        return lambda v: v if v is None else as_int(v, what)
+    if annotation in ("float", "float | None"):
+        return lambda v: v if v is None else _as_number(v, what)
+    if annotation == "bool":
+        return _flag
+    if annotation == "Dims":
+        return lambda v: _axes(v, what)
+    if annotation == "Indices":
+        return lambda v: v if v is None else index_key(v)
+    if annotation == "Sequence[int]":
+        return lambda v: _shape_from((v,), what)
+    if annotation == "Tensors":
+        return _rows
+    return None
+
+
+class _RegistryCall:
+    """A registry function's language signature and argument conversion, built on first use
+    (reading signatures at import would cost every start-up several milliseconds)."""
+
+    __slots__ = ("keywords", "plain", "positional", "signature", "star")
+
+    def __init__(self, name: str, impl: Callable) -> None:
+        parameters = inspect.signature(impl).parameters
+        shown = []
+        self.positional: list[Callable | None] = []
+        self.keywords: dict[str, tuple[str, Callable | None]] = {}
+        self.star: Callable | None = None
+        for param in parameters.values():
+            annotation = param.annotation if isinstance(param.annotation, str) else ""
+            if (
+                param.name in _HIDDEN
+                or re.search(r"\bstr\b", annotation)
+                or (param.name == "axis" and "dim" in parameters)  # PyTorch's alias of dim
+            ):
+                continue
+            language = _LANGUAGE_NAMES.get(param.name, param.name)
+            convert = _converter(annotation, f"{name}(): {language}")
+            if param.kind is param.VAR_POSITIONAL:
+                self.star = self._sizes(f"a dimension of {name}()")
+            else:
+                if param.kind is not param.KEYWORD_ONLY:
+                    self.positional.append(convert)
+                self.keywords[language] = (param.name, convert)
+            shown.append(param.replace(name=language, annotation=param.empty))
+        self.signature = inspect.Signature(shown)
+        self.plain = 0
+        """How many leading positional arguments go to the engine as they are (tensors):
+        a call with no more than these and no keywords converts nothing."""
+        while self.plain < len(self.positional) and self.positional[self.plain] is None:
+            self.plain += 1
+
+    @staticmethod
+    def _sizes(what: str) -> Callable[[tuple], list[int]]:
+        return lambda values: [as_int(v, what) for v in _flat_shape_args(values)]
+
+    def arguments(self, args: tuple, kwargs: dict) -> tuple[list, dict]:
+        """The engine's positional and keyword arguments for the language's. Extra or
+        unknown ones go on as they are: the engine's TypeError is then explained."""
+        count = len(self.positional)
+        out = [
+            value if convert is None else convert(value)
+            for convert, value in zip(self.positional, args[:count], strict=False)
+        ]
+        if len(args) > count:
+            out += self.star(args[count:]) if self.star is not None else args[count:]
+        named = {}
+        for key, value in kwargs.items():
+            python, convert = self.keywords.get(key, (key, None))
+            named[python] = value if convert is None else convert(value)
+        return out, named
+
+
+def _generic(entry: Any, name: str, doc: str) -> Builtin:
+    """The built-in of a registry function without a language adapter of its own."""
+    impl = entry.impl
+    calls: list[_RegistryCall] = []
+
+    def call() -> _RegistryCall:
+        if not calls:
+            calls.append(_RegistryCall(name, impl))
+        return calls[0]
+
+    code = impl.__code__
+    first = code.co_varnames[0] if code.co_argcount else ""
+    diagnose = None
+    if entry.elementwise and code.co_argcount >= 2:
+        # a result of the operands' broadcast shape: its size is checked before it exists
+
+        def adapter(ctx: Context, *args: Any, **kwargs: Any) -> Any:
+            if kwargs or len(args) > (calls[0] if calls else call()).plain:
+                args, kwargs = call().arguments(args, kwargs)
+            operands = [v for v in (*args, *kwargs.values()) if type(v) is Tensor]
+            ctx.check_broadcast(name, *operands)
+            return impl(*args, **kwargs)
+
+        def diagnose(*args: Any, **kwargs: Any) -> str | None:
+            return broadcast_problem(name, *args, *kwargs.values())
+
+    else:
+
+        def adapter(*args: Any, **kwargs: Any) -> Any:
+            if kwargs or len(args) > (calls[0] if calls else call()).plain:
+                args, kwargs = call().arguments(args, kwargs)
+            return impl(*args, **kwargs)
+
+    return Builtin(
+        name,
+        doc,
+        adapter,
+        method=first == "input",  # method sugar for any function of a tensor first
+        diagnose=diagnose,
+        fast=impl if entry.op is not None else None,  # an op's function of one tensor
+        signature=lambda: call().signature,
     )
 
 
-@_function(
-    "pow",
-    "x to the power y, elementwise (same as x ** y)",
-    diagnose=lambda x, y: broadcast_problem("pow", x, y),
-)
+def _derive() -> None:
+    """Every function of the registry a formula can express becomes a built-in (under
+    its aliases too); the table is then sorted by name, the language's own included."""
+    overrides = dict(_OVERRIDES)
+    for entry in ops.API.values():
+        if not entry.builtin:
+            continue
+        override = overrides.pop(entry.name, None)
+        for name in (entry.name, *entry.aliases):
+            if name in FUNCTIONS:
+                raise ValueError(f"built-in {name!r} is both the language's and the registry's")
+            doc = entry.doc if name == entry.name else f"same as {entry.name}(): {entry.doc}"
+            if override is None:
+                FUNCTIONS[name] = _generic(entry, name, doc)
+            else:
+                impl, diagnose, method = override
+                FUNCTIONS[name] = Builtin(name, doc, impl, method=method, diagnose=diagnose)
+    if overrides:
+        raise ValueError(f"language adapters for no registry function: {sorted(overrides)}")
+    ordered = sorted(FUNCTIONS.items())
+    FUNCTIONS.clear()
+    FUNCTIONS.update(ordered)
+
+
+# ---------------------------------------------------------------- elementwise
+
+
+@_override("pow", diagnose=lambda x, y: broadcast_problem("pow", x, y))
 def _pow(ctx: Context, x: Any, y: Any) -> Any:
     ctx.check_broadcast("pow", x, y)
     if not y.requires_grad and np.ndim(y._data) == 0 and x._data.dtype.kind == "f":
@@ -753,7 +935,7 @@ def _pow(ctx: Context, x: Any, y: Any) -> Any:
     return x**y
 
 
-@_function("clamp", "limit x to [min, max] elementwise; either bound may be left out")
+@_override("clamp")
 def _clamp(ctx: Context, x: Any, min: Any = None, max: Any = None) -> Any:
     if min is None and max is None:
         raise FormulaValueError("clamp() needs min=, max= or both")
@@ -768,9 +950,8 @@ def _clamp(ctx: Context, x: Any, min: Any = None, max: Any = None) -> Any:
     return x.clamp(**bounds)
 
 
-@_function(
+@_override(
     "where",
-    "elementwise choice: x where condition is true, else y",
     method=False,
     diagnose=lambda condition, x, y: broadcast_problem("where", condition, x, y),
 )
@@ -781,47 +962,7 @@ def _where(ctx: Context, condition: Any, x: Any, y: Any) -> Any:
     return engine.where(condition, x, y)
 
 
-def _broadcasting(name: str, doc: str, op: Callable[[Any, Any], Any]) -> None:
-    """Register ``name(x, y)`` as ``op(x, y)`` on shapes that broadcast: the result's size
-    is checked against the limit first, and a mismatch is explained under ``name``."""
-
-    def adapter(ctx: Context, x: Any, y: Any) -> Any:
-        ctx.check_broadcast(name, x, y)
-        return op(x, y)
-
-    _function(name, doc, diagnose=lambda x, y: broadcast_problem(name, x, y))(adapter)
-
-
-_broadcasting(
-    "maximum",
-    "elementwise larger of x and y (ties share the gradient)",
-    lambda x, y: engine.maximum(x, y),  # looked up at the call: gradcalc loads its names lazily
-)
-_broadcasting(
-    "minimum",
-    "elementwise smaller of x and y (ties share the gradient)",
-    lambda x, y: engine.minimum(x, y),
-)
-
-
 # ------------------------------------------------------------------ reductions
-
-
-def _reduction(method: str) -> Callable:
-    def reduce(x: Any, axis: Any = None, keepdim: Any = False) -> Any:
-        dim = _axes(axis)
-        reducer = getattr(x, method)
-        if dim is None:
-            if _flag(keepdim) and np.ndim(x._data):
-                return reducer(dim=tuple(range(np.ndim(x._data))), keepdim=True)
-            return reducer()
-        return reducer(dim=dim, keepdim=_flag(keepdim))
-
-    return reduce
-
-
-_function("sum", "sum of the elements, over all axes or the given axis")(_reduction("sum"))
-_function("mean", "mean of the elements, over all axes or the given axis")(_reduction("mean"))
 
 
 _EXTREMES = {
@@ -851,18 +992,12 @@ def _one_axis_reduction(method: str) -> Callable:
     return reduce
 
 
-_function("prod", "product of the elements, over all axes or the given axis")(
-    _one_axis_reduction("prod")
-)
-_function("max", "largest element, over all axes or the given axis (ties share the gradient)")(
-    _one_axis_reduction("max")
-)
-_function("min", "smallest element, over all axes or the given axis (ties share the gradient)")(
-    _one_axis_reduction("min")
-)
+_override("prod")(_one_axis_reduction("prod"))
+_override("max")(_one_axis_reduction("max"))
+_override("min")(_one_axis_reduction("min"))
 
 
-@_function("norm", "p-norm (default: Euclidean), over all axes or the given axis")
+@_override("norm")
 def _norm(x: Any, p: Any = 2, axis: Any = None, keepdim: Any = False) -> Any:
     dim = _axes(axis)
     order = _as_number(p, "p")
@@ -872,7 +1007,7 @@ def _norm(x: Any, p: Any = 2, axis: Any = None, keepdim: Any = False) -> Any:
     return x.norm(p=order, dim=dim, keepdim=_flag(keepdim))
 
 
-@_function("logsumexp", "log(sum(exp(x))) computed stably, over all axes or the given axis")
+@_override("logsumexp")
 def _logsumexp(x: Any, axis: Any = None, keepdim: Any = False) -> Any:
     dim = _axes(axis)
     if dim is None:
@@ -881,18 +1016,26 @@ def _logsumexp(x: Any, axis: Any = None, keepdim: Any = False) -> Any:
     return x.logsumexp(dim=dim, keepdim=_flag(keepdim))
 
 
-@_function("softmax", "exp(x) / sum(exp(x)) along an axis (default: the last)")
-def _softmax(x: Any, axis: Any = -1) -> Any:
-    dim = _axis_of(x, axis, "softmax")
-    if np.ndim(x._data) == 0:
-        return x.reshape(1).softmax(dim=0).reshape(())
-    return x.softmax(dim=dim)
+def _along_axis(method: str) -> Callable:
+    """softmax and log_softmax: along one axis, the last by default (PyTorch guesses)."""
+
+    def normalise(x: Any, axis: Any = -1) -> Any:
+        dim = _axis_of(x, axis, method)
+        if np.ndim(x._data) == 0:
+            return getattr(x.reshape(1), method)(dim=0).reshape(())
+        return getattr(x, method)(dim=dim)
+
+    return normalise
+
+
+_override("softmax")(_along_axis("softmax"))
+_override("log_softmax")(_along_axis("log_softmax"))
 
 
 # -------------------------------------------------------------- linear algebra
 
 
-@_function("matmul", "matrix product x @ y (vectors and batches as NumPy)", diagnose=matmul_problem)
+@_override("matmul", diagnose=matmul_problem)
 def _matmul(ctx: Context, x: Any, y: Any) -> Any:
     ctx.check_broadcast("@", x, y)
     return x.matmul(y)
@@ -907,12 +1050,12 @@ def _dot_problem(x: Any, y: Any) -> str | None:
     return None
 
 
-@_function("dot", "dot product of two vectors of the same length", diagnose=_dot_problem)
+@_override("dot", diagnose=_dot_problem)
 def _dot(x: Any, y: Any) -> Any:
     return x.dot(y)
 
 
-@_function("transpose", "reverse the axes (as NumPy); transpose(x, 0, 1) swaps two axes")
+@_override("transpose")
 def _transpose(x: Any, *axes: Any) -> Any:
     ndim = np.ndim(x._data)
     if not axes:
@@ -949,36 +1092,27 @@ def _flat_shape_args(shape: tuple) -> list:
     return list(shape)
 
 
-@_function(
-    "reshape",
-    "the same elements in a new shape; one dimension may be -1",
-    diagnose=_reshape_problem,
-)
+@_override("reshape", diagnose=_reshape_problem)
 def _reshape(x: Any, *shape: Any) -> Any:
     dims = tuple(as_int(v, "a dimension of reshape") for v in _flat_shape_args(shape))
     return x.reshape(dims)
 
 
-# ------------------------------------------------------ PyTorch-habit aliases
+# ------------------------------------------------------------- joining, sizes
 
 
-_broadcasting("add", "x + y (PyTorch's x.add(y))", operator.add)
-_broadcasting("sub", "x - y (PyTorch's x.sub(y))", operator.sub)
-_broadcasting("mul", "x * y (PyTorch's x.mul(y))", operator.mul)
-_broadcasting("div", "x / y (PyTorch's x.div(y))", operator.truediv)
-_function("neg", "-x")(lambda x: -x)
-_function("square", "x ** 2, elementwise")(lambda x: x**2)
-_function("t", "a matrix's transpose (PyTorch's x.t(); at most 2 axes)")(lambda x: x.t())
-_function("mm", "matrix product of two matrices (PyTorch's x.mm(y))", diagnose=matmul_problem)(
-    lambda ctx, x, y: _matmul(ctx, x, y)
+@_override("cat", method=False)
+def _cat(*tensors: Any, axis: Any = 0) -> Any:
+    """cat(a, b, axis=0), or cat([a, b]) (a list of one shape, as the language builds it)."""
+    items = _rows(tensors[0]) if len(tensors) == 1 else list(tensors)
+    return engine.cat(items, dim=as_int(axis, "cat(): axis"))
+
+
+_override("mm", diagnose=matmul_problem)(lambda ctx, x, y: _matmul(ctx, x, y))
+_override("view", diagnose=lambda x, *shape: _reshape_problem(x, *shape))(
+    lambda x, *shape: _reshape(x, *shape)
 )
-_function(
-    "view",
-    "reshape (PyTorch's x.view(2, 3))",
-    diagnose=lambda x, *shape: _reshape_problem(x, *shape),
-)(lambda x, *shape: _reshape(x, *shape))
-_function("clone", "a copy that stays in the graph")(lambda x: x.clone())
-_function("numel", "the number of elements")(lambda ctx, x: ctx.scalar(np.size(x._data)))
+_override("numel")(lambda ctx, x: ctx.scalar(np.size(x._data)))
 
 
 # ---------------------------------------------------------------- constructors
@@ -1199,6 +1333,7 @@ def _shape_of(ctx: Context, x: Any) -> Any:
     return Size(np.shape(x._data))
 
 
+_derive()
 METHODS.update({name: spec for name, spec in FUNCTIONS.items() if spec.method} | METHODS)
 
 

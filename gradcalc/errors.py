@@ -15,6 +15,17 @@ of a non-scalar, a second backward through a freed graph, ...). They subclass
 
 from __future__ import annotations
 
+_CONTROL_PICTURES = {code: 0x2400 + code for code in range(32) if chr(code) not in "\t\n"}
+_CONTROL_PICTURES[0x7F] = 0x2421
+_CONTROL_PICTURES.update({code: 0xFFFD for code in range(0x80, 0xA0)})
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters shown as their Unicode pictures (ESC as ␛), one
+    character each so a caret stays under its column: echoed source must not drive the
+    terminal (``ESC]0;...`` retitles it, ``ESC[2J`` clears it)."""
+    return text.translate(_CONTROL_PICTURES)
+
 
 class FormulaError(Exception):
     """A problem with a formula or its values; ``kind`` is the contract's error type."""
@@ -30,6 +41,7 @@ class FormulaError(Exception):
         column: int | None = None,
         source: str | None = None,
     ) -> None:
+        message = printable(message)
         super().__init__(message)
         self.message = message
         self.hint = hint
@@ -50,7 +62,7 @@ class FormulaError(Exception):
         if self.source is None or self.line is None:
             return None
         lines = self.source.splitlines()
-        return lines[self.line - 1] if 0 < self.line <= len(lines) else None
+        return printable(lines[self.line - 1]) if 0 < self.line <= len(lines) else None
 
     def caret(self) -> str | None:
         """The source line with a caret under the column, for text output."""

@@ -4,9 +4,10 @@
 iteratively (a graph may be 100,000 operations deep) into a :class:`Graph`:
 one node per grad_fn (PyTorch's names: ``SubBackward0``, ``AccumulateGrad``
 for a leaf), each shared subexpression once, with the value and gradient the
-engine recorded under ``gradcalc._tensor.record_values()``. The exporters
-(JSON, Graphviz DOT, Mermaid) are plain text; the Rich tree lives in
-``gradcalc.cli`` with the rest of the Rich rendering.
+engine recorded under ``gradcalc._tensor.record_values()``. The text
+exporters (Graphviz DOT, Mermaid) are here; the JSON encoding is
+``gradcalc.jsonio.graph_to_json``, and the Rich tree lives in ``gradcalc.cli``
+with the rest of the Rich rendering.
 
 Edges point from a node to the node whose output it consumes, i.e. from the
 output towards the leaves, the direction backward runs; DOT and Mermaid draw
@@ -26,8 +27,6 @@ INLINE_ELEMENTS = 6
 """Tensors up to this many elements are shown by value in labels; larger ones by shape."""
 LABEL_DIGITS = 6
 """Significant digits of numbers in graph labels (tree, DOT, Mermaid); JSON keeps them all."""
-JSON_VALUE_ELEMENTS = 1000
-"""Tensors up to this many elements carry their values in the JSON graph."""
 
 
 @dataclass(slots=True)
@@ -40,6 +39,8 @@ class GraphNode:
     value: np.ndarray | None = None
     grad: np.ndarray | None = None
     """The gradient of the output with respect to this node's output."""
+    source: Any = field(default=None, repr=False, compare=False)
+    """The engine's grad_fn behind this node (for explain mode's per-node VJPs)."""
 
     @property
     def shape(self) -> tuple[int, ...] | None:
@@ -95,7 +96,9 @@ def build_graph(
         if getattr(output, "requires_grad", False):
             name = leaf_names.get(id(output))
             grad = gradients.get(name) if name is not None else None
-            graph.nodes.append(GraphNode(0, "AccumulateGrad", name, _data(output), grad))
+            graph.nodes.append(
+                GraphNode(0, "AccumulateGrad", name, _data(output), _array_or_none(grad))
+            )
         return graph
     ids = {id(root): 0}
     graph.nodes.append(_node(0, root, fn_names, leaf_names, gradients, output))
@@ -131,7 +134,7 @@ def _node(
         grad = getattr(fn, "grad_value", None)
         if grad is None and name is not None:
             grad = gradients.get(name)
-        return GraphNode(node_id, op, name, _data(variable), _array_or_none(grad))
+        return GraphNode(node_id, op, name, _data(variable), _array_or_none(grad), fn)
     value = getattr(fn, "value", None)
     if value is None and output is not None:
         value = _data(output)
@@ -141,6 +144,7 @@ def _node(
         fn_names.get(id(fn)),
         _array_or_none(value),
         _array_or_none(getattr(fn, "grad_value", None)),
+        fn,
     )
 
 
@@ -208,31 +212,6 @@ def node_title(node: GraphNode) -> str:
 
 
 # ---------------------------------------------------------------- exporters
-
-
-def graph_to_json(graph: Graph, max_value_elements: int = JSON_VALUE_ELEMENTS) -> dict:
-    """``{"root", "nodes": [...], "edges": [{"from", "to"}]}``; big tensors carry only a shape."""
-    from gradcalc.api import tensor_to_json
-
-    def tensor(array: np.ndarray | None) -> Any:
-        if array is None or array.size > max_value_elements:
-            return None
-        return tensor_to_json(array)
-
-    nodes = []
-    for node in graph.nodes:
-        nodes.append(
-            {
-                "id": node.id,
-                "op": node.op,
-                "name": node.name,
-                "shape": None if node.shape is None else list(node.shape),
-                "value": tensor(node.value),
-                "grad": tensor(node.grad),
-            }
-        )
-    edges = [{"from": consumer, "to": source} for consumer, source in graph.edges]
-    return {"root": graph.root, "nodes": nodes, "edges": edges}
 
 
 def graph_to_dot(graph: Graph) -> str:

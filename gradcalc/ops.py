@@ -1,12 +1,19 @@
-"""The op registry: every operation once, its NumPy forward beside its VJP.
+"""The registry: every operation and every public function declared once.
 
-The VJP contract, once for all entries
---------------------------------------
+The vocabulary, once for all entries
+------------------------------------
 ``defop(name, grad_fn, forward, vjps, sample=...)`` declares an op.
 
 * ``forward(*operand_data, *consts)`` computes the output with NumPy from
   the operands' data (ndarrays, NumPy scalars or Python numbers) and the
   op's non-tensor arguments (``consts``: a dim, an exponent, an index).
+* ``scalar(*operands, *consts)``: the same forward on Python floats (from
+  :mod:`math`), for a float backend; elementwise and arithmetic ops only.
+  It agrees with ``forward`` on float64 bit for bit for ``+ - * /`` and
+  ``sqrt`` and within 1 ulp otherwise (tests/test_engine_scalar.py walks
+  the registry). Where NumPy answers inf or nan it may raise instead
+  (``ArithmeticError``/``ValueError``: ``math.log(0)``, ``1 / 0``); the
+  caller then runs ``forward``. It never returns a value ``forward`` would not.
 * ``vjps`` has one entry per operand, in order. Entry ``i`` is called as
   ``vjp(g, ans, *operands, *consts)`` and returns the gradient for operand
   ``i`` with that operand's shape: ``g`` is the gradient of the output,
@@ -46,6 +53,33 @@ The VJP contract, once for all entries
   domain the registry-wide gradient check (tests/test_engine_gradcheck.py)
   uses. It is required: an op cannot be registered without its check.
 
+Public functions
+----------------
+Users reach a function through up to four surfaces, all derived from its
+one :class:`ApiFunction` entry in :data:`API`: ``gradcalc.<name>`` (or
+``gradcalc.nn.functional.<name>``), the method ``Tensor.<name>``, the
+formula built-in ``name(x, ...)`` with its method sugar ``x.name(...)``
+(``gradcalc/builtins.py``), and so ``gradcalc functions`` and the REPL's
+completion. The entry holds the one-line ``doc`` every surface shows; the
+signature is the implementation's, read when first shown.
+
+* ``defop(..., doc="...")`` makes a one-operand elementwise op public under
+  its own name: its PyTorch-named function is generated (ints become
+  floats first, as in PyTorch, unless ``keeps_ints=True``; ``abs``, ``relu``).
+  Adding an elementwise function (``erf``) is that one entry.
+* ``@deffunction("doc", ...)`` declares a function written in Python over
+  registry ops (dispatchers such as ``sum``, composites such as ``var``,
+  ``std``, ``mse_loss``): ``gradcalc/_functions.py``, ``gradcalc/nn/functional.py``.
+* Both take ``aliases=`` (``absolute`` for ``abs``), ``method=`` (False, or,
+  for ``deffunction``, the method when it differs from the function: ``Tensor.where``),
+  ``function=False`` for a method only (``expand``), ``builtin=False`` for
+  what the formula language cannot express (dtypes, Python bools); and
+  ``deffunction`` ``differentiable=False`` for results that never require grad.
+* The formula language converts its arguments by the implementation's
+  parameter annotations (``int``, ``float``, ``bool``, and ``Dims``,
+  ``Indices``, ``Tensors`` of ``_functions``); ``str`` and ``dtype``
+  parameters are not shown to it.
+
 Conventions at kinks follow PyTorch: ``relu'(0) = 0``, ``abs'(0) = 0``,
 ``clamp`` passes the gradient at its bounds, ties of ``maximum``/``minimum``
 and of a full ``max``/``min`` share it evenly.
@@ -77,6 +111,7 @@ _py_sum = builtins.sum
 _py_max = builtins.max
 _py_min = builtins.min
 _py_abs = builtins.abs
+_py_any = builtins.any
 
 _BOUND = 2.0**60
 """Operands this large cannot overflow float32 when added, multiplied or divided
@@ -148,6 +183,7 @@ class Op:
         "reads",
         "sample",
         "saves",
+        "scalar",
         "ufunc",
         "uses_ans",
         "vjps",
@@ -168,12 +204,15 @@ class Op:
         pooled: Callable | None = None,
         negates: bool = False,
         quiet: tuple[float, float] | None = None,
+        scalar: Callable | None = None,
     ) -> None:
         if not isinstance(sample, Sample):
             raise TypeError(f"op {name!r} needs a Sample for the gradient check")
         self.name = name
         self.grad_fn = grad_fn
         self.forward = forward
+        self.scalar = scalar
+        """The forward on Python floats (see the module docstring), or None."""
         self.vjps = vjps
         self.sample = sample
         self.arity = arity
@@ -213,6 +252,78 @@ class Op:
 
 
 REGISTRY: dict[str, Op] = {}
+"""Every op, by name: what backward, the gradient check and the backends walk."""
+
+
+class ApiFunction:
+    """One public function and the surfaces it reaches (see "Public functions" above)."""
+
+    __slots__ = (
+        "aliases",
+        "builtin",
+        "differentiable",
+        "doc",
+        "elementwise",
+        "function",
+        "impl",
+        "keeps_ints",
+        "method",
+        "name",
+        "namespace",
+        "op",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        doc: str,
+        impl: Callable | None,
+        *,
+        op: Op | None = None,
+        aliases: tuple[str, ...] = (),
+        method: bool | Callable = True,
+        function: bool = True,
+        builtin: bool = True,
+        differentiable: bool = True,
+        elementwise: bool = False,
+        keeps_ints: bool = False,
+        namespace: str = "gradcalc",
+    ) -> None:
+        if "\n" in doc or not doc:
+            raise ValueError(f"{name}: the doc is one line")
+        self.name = name
+        self.doc = doc
+        self.impl = impl
+        """The PyTorch-named function; for an op's entry, generated by ``_functions``."""
+        self.op = op
+        self.aliases = aliases
+        self.method = method
+        self.function = function
+        self.builtin = builtin
+        self.differentiable = differentiable
+        self.elementwise = elementwise
+        """The result has the operands' broadcast shape (the language checks its size first)."""
+        self.keeps_ints = keeps_ints
+        self.namespace = namespace
+
+    def __repr__(self) -> str:
+        return f"<api {self.namespace}.{self.name}>"
+
+
+API: dict[str, ApiFunction] = {}
+"""Every public function, by name; complete once ``gradcalc.nn.functional`` is imported
+(it imports ``gradcalc._functions``, which declares the others)."""
+_API_NAMES: set[str] = set()
+"""Every name and alias in API."""
+
+
+def _declare(entry: ApiFunction) -> None:
+    names = (entry.name, *entry.aliases)
+    for name in names:
+        if name in _API_NAMES:
+            raise ValueError(f"function {name!r} is declared twice")
+    _API_NAMES.update(names)
+    API[entry.name] = entry
 
 
 def defop(
@@ -229,16 +340,61 @@ def defop(
     pooled: Callable | None = None,
     negates: bool = False,
     quiet: tuple[float, float] | None = None,
+    scalar: Callable | None = None,
+    doc: str | None = None,
+    aliases: tuple[str, ...] = (),
+    keeps_ints: bool = False,
+    method: bool = True,
+    function: bool = True,
+    builtin: bool = True,
 ) -> Op:
-    """Declare a differentiable op (see the module docstring for the contract)."""
+    """Declare a differentiable op (see the module docstring for the contract);
+    with ``doc``, also the public elementwise function of the same name."""
     if name in REGISTRY:
         raise ValueError(f"op {name!r} is declared twice")
     op = Op(
         name, grad_fn, forward, vjps, sample=sample, arity=arity, saves=saves,
         uses_ans=uses_ans, reads=reads, pooled=pooled, negates=negates, quiet=quiet,
+        scalar=scalar,
     )  # fmt: skip
+    if doc is not None:
+        if arity != "1" or _py_any(sample.consts):
+            raise ValueError(f"op {name!r}: only a one-operand op without consts is made public")
+        entry = ApiFunction(
+            name, doc, None, op=op, aliases=aliases, method=method, function=function,
+            builtin=builtin, elementwise=True, keeps_ints=keeps_ints,
+        )  # fmt: skip
+        _declare(entry)
     REGISTRY[name] = op
     return op
+
+
+def deffunction(
+    doc: str,
+    *,
+    name: str | None = None,
+    aliases: tuple[str, ...] = (),
+    method: bool | Callable = True,
+    function: bool = True,
+    builtin: bool = True,
+    differentiable: bool = True,
+    elementwise: bool = False,
+    namespace: str = "gradcalc",
+) -> Callable[[Callable], Callable]:
+    """Declare the public function the decorated one implements (see the module docstring)."""
+
+    def declare(impl: Callable) -> Callable:
+        if impl.__doc__ is None:
+            impl.__doc__ = doc
+        entry = ApiFunction(
+            name or impl.__name__, doc, impl, aliases=aliases, method=method,
+            function=function, builtin=builtin, differentiable=differentiable,
+            elementwise=elementwise, namespace=namespace,
+        )  # fmt: skip
+        _declare(entry)
+        return impl
+
+    return declare
 
 
 def nondiff(name: str, forward: Callable, *, sample: Sample, arity: str = "1") -> Op:
@@ -388,10 +544,17 @@ def _reduced_count(shape: tuple, dims: tuple) -> int:
     return n
 
 
-def _spare_for(out: Any, a: Any, b: Any) -> bool:
-    """Whether ``out`` is a buffer backward no longer needs that fits ``a op b``."""
-    for spare in _tensor._spares:
-        if out is spare:
+# Buffer donation: a raw backward passes a VJP that declares a keyword-only
+# ``spare`` parameter the arguments it may overwrite (``_tensor._spare_buffers``:
+# held by nothing else, read by no VJP still to run); ``_mul``/``_neg`` then
+# write their result into one instead of a new array. Any other call (a
+# recorded backward, the 0-d path, floats) passes none: plain ``a * b``.
+
+
+def _spare_for(out: Any, a: Any, b: Any, spare: tuple) -> bool:
+    """Whether ``out`` is one of the ``spare`` buffers and fits ``a op b``."""
+    for buffer in spare:
+        if out is buffer:
             if (
                 type(a) is np.ndarray
                 and type(b) is np.ndarray
@@ -421,9 +584,9 @@ def _is_broadcast_one(a: Any, like: Any) -> bool:
     )
 
 
-def _mul(a: Any, b: Any) -> Any:
-    """``a * b``; in a raw backward, written into ``a`` or ``b`` when backward
-    no longer needs that buffer (no new array, no fresh pages to fault in).
+def _mul(a: Any, b: Any, spare: tuple = ()) -> Any:
+    """``a * b``, written into ``a`` or ``b`` when it is a ``spare`` buffer (no new
+    array, no fresh pages to fault in).
 
     A gradient of ones spread by a reduction (see :func:`_is_broadcast_one`)
     returns the other factor itself: backward never writes into a buffer
@@ -431,17 +594,17 @@ def _mul(a: Any, b: Any) -> Any:
     """
     if type(a) is np.ndarray and _is_broadcast_one(a, b):
         return b
-    if _tensor._spares:
-        if _spare_for(a, a, b):
+    if spare:
+        if _spare_for(a, a, b, spare):
             return np.multiply(a, b, out=a)
-        if _spare_for(b, a, b):
+        if _spare_for(b, a, b, spare):
             return np.multiply(a, b, out=b)
     return a * b
 
 
-def _neg(g: Any) -> Any:
-    """``-g``, in place when backward no longer needs ``g`` (see :func:`_mul`)."""
-    if _tensor._spares and _spare_for(g, g, g):
+def _neg(g: Any, spare: tuple = ()) -> Any:
+    """``-g``, in place when ``g`` is a ``spare`` buffer (see :func:`_mul`)."""
+    if spare and _spare_for(g, g, g, spare):
         return np.negative(g, out=g)
     return -g
 
@@ -480,34 +643,38 @@ def _add_vjp_y(g: Any, a: Any, x: Any, y: Any) -> Any:
 
 ADD = defop(
     "add", "AddBackward0", operator.add, (_add_vjp_x, _add_vjp_y),
+    scalar=operator.add,
     arity="2", saves=False, quiet=(0.0, _BOUND), sample=Sample(BINARY),
 )  # fmt: skip
 SUB = defop(
     "sub", "SubBackward0", operator.sub,
     (lambda g, a, x, y: unbroadcast(g, x), lambda g, a, x, y: unbroadcast(-g, y)),
     arity="2", saves=False, quiet=(0.0, _BOUND), sample=Sample(BINARY),
+    scalar=operator.sub,
 )  # fmt: skip
 RSUB = defop(
     "rsub", "RsubBackward1", lambda x, other: other - x,
     (lambda g, a, x, other: -g,),
+    scalar=lambda x, other: other - x,
     saves=False, negates=True, sample=Sample(UNARY, consts=((2.5,),)),
 )  # fmt: skip
 
 
-def _mul_vjp_x(g: Any, a: Any, x: Any, y: Any) -> Any:
+def _mul_vjp_x(g: Any, a: Any, x: Any, y: Any, *, spare: tuple = ()) -> Any:
     if type(g) in _NUMPY_SCALARS:
         return g * y  # 0-d: nothing to unbroadcast, no buffer to spare
-    return unbroadcast(_mul(g, y), x)
+    return unbroadcast(_mul(g, y, spare), x)
 
 
-def _mul_vjp_y(g: Any, a: Any, x: Any, y: Any) -> Any:
+def _mul_vjp_y(g: Any, a: Any, x: Any, y: Any, *, spare: tuple = ()) -> Any:
     if type(g) in _NUMPY_SCALARS:
         return g * x
-    return unbroadcast(_mul(g, x), y)
+    return unbroadcast(_mul(g, x, spare), y)
 
 
 MUL = defop(
     "mul", "MulBackward0", operator.mul, (_mul_vjp_x, _mul_vjp_y),
+    scalar=operator.mul,
     arity="2", reads=((1,), (0,)), quiet=(0.0, _BOUND), sample=Sample(BINARY),
 )  # fmt: skip
 DIV = defop(
@@ -517,26 +684,30 @@ DIV = defop(
         lambda g, a, x, y: unbroadcast(-g * x / (y * y), y),
     ),
     arity="2", reads=((1,), (0, 1)), quiet=(1 / _BOUND, _BOUND),
+    scalar=operator.truediv,
     sample=Sample(BINARY, domain=("real", "nonzero")),
 )  # fmt: skip
 RECIPROCAL = defop(
     "reciprocal", "ReciprocalBackward0", lambda x: 1 / x,
     (lambda g, a, x: -g * a * a,),
+    scalar=lambda x: 1.0 / x,
     uses_ans=True, saves=False, sample=Sample(UNARY, domain="nonzero"),
 )  # fmt: skip
 NEG = defop(
-    "neg", "NegBackward0", np.negative, (lambda g, a, x: _neg(g),),
+    "neg", "NegBackward0", np.negative, (lambda g, a, x, *, spare=(): _neg(g, spare),),
+    scalar=operator.neg,
     saves=False, negates=True, sample=Sample(UNARY),
+    doc="-x, elementwise", aliases=("negative",), keeps_ints=True,
 )  # fmt: skip
 
 
-def _pow_scalar_vjp(g: Tensor, a: Any, x: Tensor, p: Any) -> Tensor:
+def _pow_scalar_vjp(g: Tensor, a: Any, x: Tensor, p: Any, *, spare: tuple = ()) -> Tensor:
     if p == 0:
         return g * 0
     if p == 1:
         return g * 1
     if p == 2:
-        return _mul(_mul(g, x), 2)  # no temporary for 2*x; doubling is exact
+        return _mul(_mul(g, x, spare), 2, spare)  # no temporary for 2*x; doubling is exact
     return g * p * x ** (p - 1)
 
 
@@ -546,6 +717,7 @@ def _pow_pooled(x: np.ndarray, p: Any) -> np.ndarray | None:
 
 POW = defop(
     "pow", "PowBackward0", lambda x, p: x**p, (_pow_scalar_vjp,), pooled=_pow_pooled,
+    scalar=math.pow,
     sample=Sample(
         UNARY, consts=((2,), (3,), (-1.5,), (0.5,), (0,), (1,), (2.0,)), domain="positive"
     ),
@@ -565,10 +737,12 @@ POW_TENSOR = defop(
     "pow_tensor", "PowBackward1", lambda x, y: x**y,
     (lambda g, a, x, y: unbroadcast(g * y * x ** (y - 1), x), _pow_exponent_vjp),
     arity="2", uses_ans=True, sample=Sample(TENSOR_PAIRS, domain=("positive", "real")),
+    scalar=math.pow,
 )  # fmt: skip
 RPOW = defop(
     "rpow", "PowBackward2", lambda x, base: base**x,
     (lambda g, a, x, base: g * a * math.log(base) if base > 0 else g * 0,),
+    scalar=lambda x, base: math.pow(base, x),
     uses_ans=True, sample=Sample(UNARY, consts=((2.0,), (0.5,))),
 )  # fmt: skip
 
@@ -580,38 +754,49 @@ def _remainder_divisor_vjp(g: Tensor, a: Any, x: Any, y: Any) -> Tensor:
 REMAINDER = defop(
     "remainder", "RemainderBackward0", np.remainder,
     (lambda g, a, x, y: unbroadcast(g, x), _remainder_divisor_vjp),
-    arity="2", reads=((), (0, 1)),
+    arity="2", reads=((), (0, 1)), scalar=operator.mod,
     sample=Sample(TENSOR_PAIRS, domain=("positive", "positive"), second_order=True),
 )  # fmt: skip
 
 # ---------------------------------------------------------------- elementwise functions
 
 EXP = defop(
-    "exp", "ExpBackward0", np.exp, (lambda g, a, x: _mul(g, a),),
+    "exp", "ExpBackward0", np.exp, (lambda g, a, x, *, spare=(): _mul(g, a, spare),),
+    scalar=math.exp,
     uses_ans=True, saves=False, quiet=(-_BOUND, 88.0), sample=Sample(UNARY),
+    doc="e to the power x, elementwise",
 )  # fmt: skip
 LOG = defop(
     "log", "LogBackward0", np.log, (lambda g, a, x: g / x,),
+    scalar=math.log,
     quiet=(5e-324, _BOUND), sample=Sample(UNARY, domain="positive"),
+    doc="natural logarithm, elementwise (log(-1) is NaN)",
 )  # fmt: skip
 LOG1P = defop(
     "log1p", "Log1PBackward0", np.log1p, (lambda g, a, x: g / (x + 1),),
+    scalar=math.log1p,
     quiet=(-0.99, _BOUND), sample=Sample(UNARY, domain="positive"),
+    doc="log(1 + x), accurate for small x",
 )  # fmt: skip
 SQRT = defop(
     "sqrt", "SqrtBackward0", np.sqrt, (lambda g, a, x: g / (2 * a),),
+    scalar=math.sqrt,
     uses_ans=True, saves=False, quiet=(0.0, _BOUND), sample=Sample(UNARY, domain="positive"),
+    doc="square root, elementwise",
 )  # fmt: skip
 ABS = defop(
-    "abs", "AbsBackward0", np.abs, (lambda g, a, x: _mul(g, call1(SIGN, x)),),
+    "abs", "AbsBackward0", np.abs,
+    (lambda g, a, x, *, spare=(): _mul(g, call1(SIGN, x), spare),),
+    scalar=_py_abs,
     sample=Sample(UNARY, domain="nonzero"),
+    doc="absolute value (its derivative at 0 is 0)", aliases=("absolute",), keeps_ints=True,
 )  # fmt: skip
 
 
-def _sin_vjp(g: Any, a: Any, x: Any) -> Any:
+def _sin_vjp(g: Any, a: Any, x: Any, *, spare: tuple = ()) -> Any:
     if type(g) in _NUMPY_SCALARS:
         return g * np.cos(x)  # 0-d (scalar chains): no buffers to reuse, no recording
-    return _mul(g, call1(COS, x))
+    return _mul(g, call1(COS, x), spare)
 
 
 def _cos_vjp(g: Any, a: Any, x: Any) -> Any:
@@ -620,15 +805,27 @@ def _cos_vjp(g: Any, a: Any, x: Any) -> Any:
     return g * -call1(SIN, x)
 
 
-SIN = defop("sin", "SinBackward0", np.sin, (_sin_vjp,), quiet=_FINITE, sample=Sample(UNARY))
-COS = defop("cos", "CosBackward0", np.cos, (_cos_vjp,), quiet=_FINITE, sample=Sample(UNARY))
+SIN = defop(
+    "sin", "SinBackward0", np.sin, (_sin_vjp,),
+    scalar=math.sin,
+    quiet=_FINITE, sample=Sample(UNARY), doc="sine, elementwise (radians)",
+)  # fmt: skip
+COS = defop(
+    "cos", "CosBackward0", np.cos, (_cos_vjp,),
+    scalar=math.cos,
+    quiet=_FINITE, sample=Sample(UNARY), doc="cosine, elementwise (radians)",
+)  # fmt: skip
 TAN = defop(
-    "tan", "TanBackward0", np.tan, (lambda g, a, x: _mul(g, _one_plus_square(a, 1)),),
-    uses_ans=True, saves=False, quiet=_FINITE, sample=Sample(UNARY, domain="unit"),
+    "tan", "TanBackward0", np.tan,
+    (lambda g, a, x, *, spare=(): _mul(g, _one_plus_square(a, 1), spare),),
+    scalar=math.tan, uses_ans=True, saves=False, quiet=_FINITE,
+    sample=Sample(UNARY, domain="unit"), doc="tangent, elementwise (radians)",
 )  # fmt: skip
 TANH = defop(
-    "tanh", "TanhBackward0", np.tanh, (lambda g, a, x: _mul(g, _one_plus_square(a, -1)),),
-    uses_ans=True, saves=False, quiet=_FINITE, sample=Sample(UNARY),
+    "tanh", "TanhBackward0", np.tanh,
+    (lambda g, a, x, *, spare=(): _mul(g, _one_plus_square(a, -1), spare),),
+    scalar=math.tanh, uses_ans=True, saves=False, quiet=_FINITE, sample=Sample(UNARY),
+    doc="hyperbolic tangent, elementwise",
 )  # fmt: skip
 
 
@@ -638,21 +835,108 @@ def _sigmoid(x: Any) -> Any:
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(np.result_type(x), copy=False)[()]
 
 
+def _sigmoid_scalar(x: float) -> float:
+    e = math.exp(-_py_abs(x))
+    return 1 / (1 + e) if x >= 0 else e / (1 + e)
+
+
 SIGMOID = defop(
     "sigmoid", "SigmoidBackward0", _sigmoid, (lambda g, a, x: g * a * (1 - a),),
-    uses_ans=True, saves=False, quiet=_FINITE, sample=Sample(UNARY),
+    scalar=_sigmoid_scalar, uses_ans=True, saves=False, quiet=_FINITE, sample=Sample(UNARY),
+    doc="logistic function 1 / (1 + exp(-x))",
 )  # fmt: skip
 RELU = defop(
     "relu", "ReluBackward0", lambda x: np.maximum(x, 0).astype(np.result_type(x), copy=False)[()],
     (lambda g, a, x: g * _const(_d(a) > 0, g),),
+    scalar=lambda x: 0.0 if x <= 0 else x,  # NaN stays NaN, as np.maximum keeps it
     uses_ans=True, saves=False, sample=Sample(UNARY, domain="nonzero"),
+    doc="max(x, 0) elementwise (its derivative at 0 is 0)", keeps_ints=True,
 )  # fmt: skip
+
+_TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)
+_ERF_STEPS = 64
+"""erf is expanded about the points k/64: |x - k/64| <= 1/128."""
+_ERF_TOP = 6.0
+"""erf(6) rounds to 1 in float64 (1 - erf(6) is 2e-17), and so does erf of anything larger."""
+_ERF_TERMS = 8
+
+
+@functools.cache
+def _erf_table() -> np.ndarray:
+    """Row ``j``, column ``k``: the Taylor coefficient of ``d**j`` of erf about ``k/64``.
+    erf itself from ``math.erf``; the j-th derivative is
+    ``2/sqrt(pi) * (-1)**(j-1) * H_{j-1}(x) * exp(-x*x)`` (Hermite polynomials)."""
+    count = int(_ERF_TOP * _ERF_STEPS) + 1
+    table = np.empty((_ERF_TERMS + 1, count))
+    for k in range(count):
+        x0 = k / _ERF_STEPS
+        table[0, k] = math.erf(x0)
+        scale = _TWO_OVER_SQRT_PI * math.exp(-x0 * x0)
+        h_before, h = 0.0, 1.0  # H_{j-2}, H_{j-1}
+        factorial = 1.0
+        for j in range(1, _ERF_TERMS + 1):
+            factorial *= j
+            table[j, k] = (scale if j % 2 else -scale) * h / factorial
+            h_before, h = h, 2 * x0 * h - 2 * (j - 1) * h_before
+    table[1] -= 1  # d is added on its own: near 0, erf(d) = d + d*(2/sqrt(pi) - 1 + ...)
+    return table
+
+
+def _erf(x: Any) -> Any:
+    """erf without SciPy: ``math.erf`` for a number; for an array, a short Taylor
+    series about the nearest k/64, whose coefficients come from ``math.erf`` and
+    the Hermite polynomials, so both agree to about an ulp."""
+    if isinstance(x, np.floating):
+        return type(x)(math.erf(x))
+    array = np.asarray(x)
+    dtype = array.dtype if array.dtype.kind == "f" else np.dtype(np.float64)
+    values = array.astype(np.float64, copy=False)
+    ax = np.fmin(np.abs(values), _ERF_TOP)  # NaN becomes 6 here and NaN again below
+    k = np.rint(ax * _ERF_STEPS).astype(np.intp)
+    d = ax - k / _ERF_STEPS  # exact: k/64 is within a factor 2 of ax
+    table = _erf_table()
+    out = table[_ERF_TERMS][k]
+    for j in range(_ERF_TERMS - 1, 0, -1):
+        out *= d
+        out += table[j][k]
+    out *= d
+    out += d
+    out += table[0][k]
+    out = np.copysign(out, values)
+    nan = np.isnan(values)
+    if nan.any():
+        out[nan] = np.nan
+    return out.astype(dtype, copy=False)[()]
+
+
+ERF = defop(
+    "erf", "ErfBackward0", _erf,
+    (lambda g, a, x: g * (_TWO_OVER_SQRT_PI * call1(EXP, -(x * x))),),
+    scalar=math.erf, quiet=_FINITE, sample=Sample(UNARY),
+    doc="error function 2/sqrt(pi) * integral of exp(-t**2) from 0 to x, elementwise",
+)  # fmt: skip
+
+
+def _logaddexp0(s: float) -> float:
+    """``np.logaddexp(0, s)`` on a float, in NumPy's order of operations."""
+    if s == 0:
+        return math.log(2.0)
+    if s > 0:
+        return s + math.log1p(math.exp(-s))
+    if s < 0:
+        return math.log1p(math.exp(s))
+    return s  # NaN
 
 
 def _softplus(x: Any, beta: float, threshold: float) -> Any:
     scaled = x * beta
     soft = np.logaddexp(0, scaled) / beta
     return np.where(scaled > threshold, x, soft).astype(np.result_type(x), copy=False)[()]
+
+
+def _softplus_scalar(x: float, beta: float, threshold: float) -> float:
+    scaled = x * beta
+    return x if scaled > threshold else _logaddexp0(scaled) / beta
 
 
 SOFTPLUS = defop(
@@ -662,7 +946,7 @@ SOFTPLUS = defop(
             WHERE, g, g * call1(SIGMOID, x * beta), _d(x) * beta > threshold
         ),
     ),
-    sample=Sample(UNARY, consts=((1.0, 20.0), (2.0, 1.0))),
+    scalar=_softplus_scalar, sample=Sample(UNARY, consts=((1.0, 20.0), (2.0, 1.0))),
 )  # fmt: skip
 
 
@@ -673,6 +957,15 @@ def _clamp(x: Any, lo: Any, hi: Any) -> Any:
     if hi is not None:
         out = np.minimum(out, hi)
     return out.astype(np.result_type(x), copy=False)[()] if isinstance(out, np.ndarray) else out
+
+
+def _clamp_scalar(x: float, lo: float | None, hi: float | None) -> float:
+    """np.maximum/np.minimum on floats: a NaN operand wins, as in NumPy."""
+    if lo is not None and not (x >= lo or x != x):
+        x = lo
+    if hi is not None and not (x <= hi or x != x):
+        x = hi
+    return x
 
 
 def _clamp_vjp(g: Tensor, a: Any, x: Tensor, lo: Any, hi: Any) -> Tensor:
@@ -687,6 +980,7 @@ def _clamp_vjp(g: Tensor, a: Any, x: Tensor, lo: Any, hi: Any) -> Tensor:
 
 CLAMP = defop(
     "clamp", "ClampBackward1", _clamp, (_clamp_vjp,),
+    scalar=_clamp_scalar,
     sample=Sample(UNARY, consts=((-0.5, 0.7), (None, 0.3), (0.2, None))),
 )  # fmt: skip
 
@@ -706,11 +1000,13 @@ def _tie_vjp(pick: Callable, mine: int) -> Callable:
 MAXIMUM = defop(
     "maximum", "MaximumBackward0", np.maximum,
     (_tie_vjp(np.greater, 0), _tie_vjp(np.greater, 1)),
+    scalar=lambda x, y: x if x >= y or x != x else y,  # NumPy's rule: NaN wins
     arity="2", sample=Sample(TENSOR_PAIRS, domain="distinct"),
 )  # fmt: skip
 MINIMUM = defop(
     "minimum", "MinimumBackward0", np.minimum,
     (_tie_vjp(np.less, 0), _tie_vjp(np.less, 1)),
+    scalar=lambda x, y: x if x <= y or x != x else y,
     arity="2", sample=Sample(TENSOR_PAIRS, domain="distinct"),
 )  # fmt: skip
 
@@ -734,11 +1030,27 @@ WHERE = defop(
 )  # fmt: skip
 
 # Zero derivative everywhere, but differentiable as PyTorch declares them.
+# (math.floor/ceil/round answer ints: float() of them, which raises for inf and NaN.)
 _ZERO = (lambda g, a, x: g * 0,)
-SIGN = defop("sign", "SignBackward0", np.sign, _ZERO, saves=False, sample=Sample(UNARY))
-FLOOR = defop("floor", "FloorBackward0", np.floor, _ZERO, saves=False, sample=Sample(UNARY))
-CEIL = defop("ceil", "CeilBackward0", np.ceil, _ZERO, saves=False, sample=Sample(UNARY))
-ROUND = defop("round", "RoundBackward0", np.round, _ZERO, saves=False, sample=Sample(UNARY))
+SIGN = defop(
+    "sign", "SignBackward0", np.sign, _ZERO, saves=False, sample=Sample(UNARY),
+    scalar=lambda x: 1.0 if x > 0 else -1.0 if x < 0 else 0.0 if x == 0 else x,
+    doc="-1, 0 or 1 by the sign of x, elementwise (derivative 0)", keeps_ints=True,
+)  # fmt: skip
+FLOOR = defop(
+    "floor", "FloorBackward0", np.floor, _ZERO, saves=False, sample=Sample(UNARY),
+    scalar=lambda x: float(math.floor(x)),
+    doc="largest whole number <= x, elementwise (derivative 0)", keeps_ints=True,
+)  # fmt: skip
+CEIL = defop(
+    "ceil", "CeilBackward0", np.ceil, _ZERO, saves=False, sample=Sample(UNARY),
+    scalar=lambda x: float(math.ceil(x)),
+    doc="smallest whole number >= x, elementwise (derivative 0)", keeps_ints=True,
+)  # fmt: skip
+ROUND = defop(
+    "round", "RoundBackward0", np.round, _ZERO, saves=False, sample=Sample(UNARY),
+    scalar=lambda x: float(round(x)),
+)  # fmt: skip
 
 # ---------------------------------------------------------------- reductions
 

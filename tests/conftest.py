@@ -13,10 +13,13 @@ from gradcalc import _tensor
 def backward_loops(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str]:
-    """Run a test with backward's per-node loops in C and again in Python (see _native.c)."""
+    """Run a test with the engine's per-node loops in C and again in Python (see _native.c):
+    backward's loops, node recording and the forward's 0-d ops (Node and Tensor keep
+    their C slots either way)."""
     if request.param == "native":
         if _tensor._native is None:
             pytest.skip("gradcalc._native was not built (no C compiler at install)")
     else:
         monkeypatch.setattr(_tensor, "_native", None)
+        monkeypatch.setattr(_tensor, "_record", _tensor._record_py)
     yield request.param

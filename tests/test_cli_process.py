@@ -192,7 +192,7 @@ def test_an_internal_error_is_one_line(
         raise RuntimeError("simulated bug")
 
     monkeypatch.setattr(api, "evaluate", broken)
-    # exp() is outside the float path (gradcalc.scalar), so the engine path runs.
+    monkeypatch.setattr(api, "evaluate_json", broken)
     assert main_module.run(["exp(a)", "a=1"]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""

@@ -224,8 +224,8 @@ def test_ops_with_arguments_also_write_into_spare_buffers() -> None:
     seen: list[tuple[str, int]] = []
     original = _tensor._spare_buffers
 
-    def spy(node: Any, args: tuple, kind: int, index: int) -> tuple:
-        found = original(node, args, kind, index)
+    def spy(node: Any, args: tuple, index: int) -> tuple:
+        found = original(node, args, index)
         seen.append((type(node).__name__, len(found)))
         return found
 

@@ -1,9 +1,10 @@
-"""Backward's per-node loops in C (gradcalc/_native.c) against the same loops in Python.
+"""The engine's per-node loops in C (gradcalc/_native.c) against the same code in Python.
 
 The engine suites run every test both ways (the ``backward_loops`` fixture);
 these tests compare the two directly, bit for bit, on random scalar graphs,
-and check what only the C side can get wrong: references (leaks, early
-frees), errors raised by a VJP midway, and the hand-over to Python.
+and check what only the C side can get wrong: the public C API alone, slots
+named as Python's, references (leaks, early frees), errors raised by a VJP
+midway, and the hand-over to Python.
 """
 
 from __future__ import annotations
@@ -52,6 +53,36 @@ def test_pure_python_can_be_chosen_by_environment(setting: str, pure: bool) -> N
     env = {**os.environ, "GRADCALC_PURE_PYTHON": setting}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == str(pure), out.stderr
+
+
+def test_the_extension_uses_only_cpythons_public_c_api() -> None:
+    import re
+    from pathlib import Path
+
+    source = (Path(_tensor.__file__).parent / "_native.c").read_text()
+    code = re.sub(r"/\*.*?\*/", "", source, flags=re.DOTALL)  # comments may name anything
+    assert not re.findall(r"\b_Py\w*", code)
+    assert "PyMemberDescr" not in code and "d_member" not in code  # no slot offsets read
+
+
+@needs_native
+def test_the_c_slots_are_the_python_fallbacks_slots() -> None:
+    import subprocess
+
+    code = (
+        "from gradcalc import _tensor as t; "
+        "print(sorted(t._NodeSlots.__slots__), sorted(t._TensorSlots.__slots__))"
+    )
+    env = {**os.environ, "GRADCALC_PURE_PYTHON": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    native = _tensor._native
+
+    def members(cls: type) -> list[str]:
+        return sorted(k for k, v in vars(cls).items() if type(v).__name__ == "member_descriptor")
+
+    assert out.stdout.strip() == f"{members(native.Node)} {members(native.TensorBase)}"
+    assert issubclass(_tensor.Node, native.Node)
+    assert issubclass(_tensor.Tensor, native.TensorBase)
 
 
 # ---------------------------------------------------------------- same bits both ways

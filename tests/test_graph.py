@@ -13,10 +13,10 @@ from gradcalc.graph import (
     Graph,
     build_graph,
     graph_to_dot,
-    graph_to_json,
     graph_to_mermaid,
     short_text,
 )
+from gradcalc.jsonio import graph_to_json
 
 
 class FakeFn:

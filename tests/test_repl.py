@@ -235,6 +235,22 @@ def test_graph_command_json_and_the_note_about_earlier_entries():
     assert graph["nodes"][1]["grad"] == 4.0
 
 
+def test_explain_command_steps_and_sums_in_text_and_json():
+    code, out, err, _ = replay("a = 2\nb = 6\n:explain 3*a**3 - b**2\n:json\n:explain a*a\n")
+    assert (code, err) == (0, "")
+    assert "backward pass" in out and "d/da = 36.0 (from #1)" in out
+    shown = json_lines(out)[-1]
+    assert shown["gradients"] == {"a": 4.0, "b": 0.0}
+    assert [part["value"] for part in shown["totals"]["a"]["contributions"]] == [2.0, 2.0]
+
+
+def test_explain_names_what_earlier_entries_computed():
+    code, out, _, _ = replay("a = 2\nb = 6\nP = a*b\n:explain P + a\n")
+    assert code == 0
+    assert "d/da = 1.0 (from #3) + operations of earlier entries = 7.0" in out
+    assert "earlier entries are not shown step by step" in out
+
+
 def test_vars_lists_names_shapes_values_and_stored_grads():
     code, out, _, _ = replay("a = 2\nw = [1, 2]\nP = a * 3\nP.backward()\n:vars\n")
     assert code == 0
@@ -336,7 +352,7 @@ def test_piped_repl_through_the_command_line(tmp_path: Path):
 
 def test_piped_repl_exits_1_after_running_every_line():
     done = subprocess.run(
-        [sys.executable, "-m", "gradcalc.cli.repl"],
+        [sys.executable, "-m", "gradcalc", "repl"],
         input="a = 2\na = a +\na\n",
         capture_output=True,
         text=True,

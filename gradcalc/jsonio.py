@@ -1,0 +1,286 @@
+"""The one JSON encoding of gradcalc's answers (CONTRACT §3): results, errors, graphs, values.
+
+Every writer of JSON (``--json``, ``gradcalc batch``, ``graph --format json``,
+the REPL's ``:json`` mode) builds its objects here and writes them with
+:func:`dumps`. Objects are strict-JSON-ready: a tensor is a number or nested
+lists, non-finite numbers are the strings ``"NaN"``, ``"Infinity"`` and
+``"-Infinity"``, and :func:`dumps` refuses anything else.
+
+Nothing here imports NumPy or the engine until a tensor is encoded: a JSON
+error, or an answer of the float path, costs only ``json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from gradcalc.errors import FormulaError, GradError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from gradcalc.graph import Graph
+
+SCHEMA_VERSION = 1
+GRAPH_VALUE_ELEMENTS = 1000
+"""Tensors up to this many elements carry their values in the JSON graph; larger ones a shape."""
+
+
+def dumps(obj: Any) -> str:
+    """Strict JSON text: raises ValueError rather than writing NaN/Infinity literals."""
+    return json.dumps(obj, allow_nan=False)
+
+
+def tensor_to_json(array: Any) -> Any:
+    """A number (0-d) or nested lists; non-finite floats become "NaN"/"Infinity"/"-Infinity".
+
+    float32 values are written with their shortest float32 spelling (0.1, not
+    0.10000000149011612).
+    """
+    import numpy as np
+
+    array = np.asarray(array)
+    if array.ndim == 0:  # the common case (a scalar result), without NumPy reductions
+        item = array.item()
+        if not isinstance(item, float):
+            return item
+        if array.dtype.itemsize < 8:
+            item = float(str(array.dtype.type(item)))
+        return item if math.isfinite(item) else finite_or_text(item)
+    floating = array.dtype.kind == "f"
+    short = floating and array.dtype.itemsize < 8
+    if array.size == 0 or not (short or (floating and not np.isfinite(array).all())):
+        return array.tolist()
+    flat = [float(str(x)) for x in array.reshape(-1)] if short else array.reshape(-1).tolist()
+    return _nest([finite_or_text(x) for x in flat], array.shape)
+
+
+def finite_or_text(x: float) -> float | str:
+    """``x`` itself when finite, else its contract spelling ("NaN", "Infinity", "-Infinity")."""
+    if math.isfinite(x):
+        return x
+    if math.isnan(x):
+        return "NaN"
+    return "Infinity" if x > 0 else "-Infinity"
+
+
+def _nest(flat: list, shape: tuple[int, ...]) -> list:
+    """Regroup a non-empty flat list into nested lists of ``shape``, innermost axis first."""
+    items = flat
+    for length in reversed(shape[1:]):
+        items = [items[i : i + length] for i in range(0, len(items), length)]
+    return items
+
+
+# ---------------------------------------------------------------- results and errors
+
+
+def result_to_json(result: Any) -> dict:
+    """The contract's result object (schema_version 1) for an ``api.Result``.
+
+    (Typed ``Any``: ``gradcalc.api`` imports this module, not the other way round.)
+    """
+    out: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "value": tensor_to_json(result.value),
+        "shape": list(result.shape),
+        "dtype": result.dtype,
+        "gradients": {name: tensor_to_json(g) for name, g in result.gradients.items()},
+    }
+    if result.output_name is not None:
+        out["output"] = result.output_name
+    if result.unused:
+        out["unused"] = list(result.unused)
+    if result.summed:
+        out["summed"] = True
+    if result.check is not None:
+        out["check"] = {
+            name: (None if err is None else finite_or_text(err))
+            for name, err in result.check.items()
+        }
+    if result.jacobian is not None:
+        out["jacobian"] = {name: tensor_to_json(j) for name, j in result.jacobian.items()}
+    if result.hessian is not None:
+        out["hessian"] = {
+            row: {col: tensor_to_json(block) for col, block in cols.items()}
+            for row, cols in result.hessian.items()
+        }
+    if result.graph is not None:
+        out["graph"] = graph_to_json(result.graph)
+    if result.notes:
+        out["note"] = " ".join(result.notes)
+    return out
+
+
+def error_to_json(exc: BaseException) -> dict:
+    """``{"error": {"type", "message", "line", "column", "hint"}}`` for any exception.
+
+    Anything that is not a ``FormulaError`` (a bug) is reported as
+    ``ValueError`` with ``"internal": true`` so a consumer still sees a contract type.
+    """
+    if isinstance(exc, FormulaError):
+        body = exc.to_json()
+    elif isinstance(exc, GradError):
+        body = {"type": "ValueError", "message": str(exc)}
+    elif isinstance(exc, MemoryError):
+        body = {"type": "LimitError", "message": "not enough memory for this computation"}
+    elif isinstance(exc, RecursionError):
+        body = {"type": "LimitError", "message": "the computation nests too deeply"}
+    else:
+        body = {
+            "type": "ValueError",
+            "message": f"internal error: {type(exc).__name__}: {exc}",
+            "internal": True,
+        }
+    return {"error": body}
+
+
+# ---------------------------------------------------------------- graphs
+
+
+def graph_to_json(graph: Graph, max_value_elements: int = GRAPH_VALUE_ELEMENTS) -> dict:
+    """``{"root", "nodes": [...], "edges": [{"from", "to"}]}``; big tensors carry only a shape."""
+
+    def tensor(array: np.ndarray | None) -> Any:
+        if array is None or array.size > max_value_elements:
+            return None
+        return tensor_to_json(array)
+
+    nodes = [
+        {
+            "id": node.id,
+            "op": node.op,
+            "name": node.name,
+            "shape": None if node.shape is None else list(node.shape),
+            "value": tensor(node.value),
+            "grad": tensor(node.grad),
+        }
+        for node in graph.nodes
+    ]
+    edges = [{"from": consumer, "to": source} for consumer, source in graph.edges]
+    return {"root": graph.root, "nodes": nodes, "edges": edges}
+
+
+# ---------------------------------------------------------------- language values (the REPL)
+
+
+def explanation_to_json(explanation: Any, max_elements: int = GRAPH_VALUE_ELEMENTS) -> dict:
+    """Explain mode (``gradcalc.explain``): the result object (CONTRACT §3) plus
+    ``forward``, ``backward`` and ``totals``.
+
+    Tensors over ``max_elements`` elements are written as null beside their shape.
+    """
+    import numpy as np
+
+    def tensor(array: Any) -> Any:
+        if array is None or np.size(array) > max_elements:
+            return None
+        return tensor_to_json(np.asarray(array))
+
+    payload = result_to_json(explanation.result)
+    payload.pop("graph", None)  # the forward list carries the same nodes
+    payload["forward"] = [
+        {
+            "id": step.id,
+            "op": step.op,
+            **({"name": step.name} if step.name is not None else {}),
+            "inputs": step.inputs,
+            "expr": step.expr,
+            "shape": None if step.value is None else list(np.shape(step.value)),
+            "value": tensor(step.value),
+        }
+        for step in explanation.forward
+    ]
+    payload["backward"] = [
+        {
+            "node": step.node,
+            "op": step.op,
+            "expr": step.expr,
+            "upstream": tensor(step.upstream),
+            "to": [
+                {
+                    "input": part.input,
+                    "local": tensor(part.local),
+                    **({"describe": part.describe} if part.describe else {}),
+                    "contribution": tensor(part.contribution),
+                }
+                for part in step.to
+            ],
+        }
+        for step in explanation.backward
+    ]
+    payload["totals"] = {
+        name: {
+            "node": node_id,
+            "contributions": [
+                {"from": source, "value": tensor(value)}
+                for source, value in explanation.contributions_to(node_id)
+            ],
+        }
+        for name, node_id in explanation.variables().items()
+    }
+    return payload
+
+
+def value_to_json(value: Any) -> dict:
+    """A value a formula produced, as a result object without gradients.
+
+    A tensor adds ``grad_fn`` (its node's name) or ``requires_grad``; a number
+    or a shape is a tensor of its own; anything else (a function, a string)
+    has ``"value": null`` and its text in ``note``.
+    """
+    import numpy as np
+
+    from gradcalc import Size, Tensor
+
+    if isinstance(value, Tensor):
+        array = np.asarray(value)
+        payload = _plain_result(array)
+        if value.grad_fn is not None:
+            payload["grad_fn"] = value.grad_fn.name()
+        elif value.requires_grad:
+            payload["requires_grad"] = True
+        return payload
+    if isinstance(value, bool | int | float | np.generic | Size):
+        return _plain_result(np.asarray(value, dtype=np.int64 if isinstance(value, Size) else None))
+    return {"schema_version": SCHEMA_VERSION, "value": None, "note": repr(value)}
+
+
+def _plain_result(array: np.ndarray) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "value": tensor_to_json(array),
+        "shape": list(array.shape),
+        "dtype": str(array.dtype),
+        "gradients": {},
+    }
+
+
+def variables_to_json(names: Mapping[str, Any]) -> dict:
+    """``{"schema_version": 1, "vars": {name: ...}}``: each tensor's value, shape, dtype,
+    ``grad_fn``/``requires_grad`` and stored ``grad``; other values by their kind."""
+    from gradcalc import Tensor
+    from gradcalc.builtins import kind_of
+
+    listing: dict[str, Any] = {}
+    for name, value in names.items():
+        if isinstance(value, Tensor):
+            entry = value_to_json(value)
+            del entry["schema_version"], entry["gradients"]
+            if value.grad is not None:
+                entry["grad"] = value_to_json(value.grad)["value"]
+            listing[name] = entry
+        else:
+            listing[name] = {"kind": kind_of(value).removeprefix("a ").removeprefix("the ")}
+    return {"schema_version": SCHEMA_VERSION, "vars": listing}
+
+
+def functions_to_json(functions: Mapping[str, Any]) -> list[dict]:
+    """``gradcalc functions --json``: ``[{"name", "signature", "doc"}]`` in table order."""
+    return [
+        {"name": name, "signature": spec.signature, "doc": spec.doc}
+        for name, spec in functions.items()
+    ]
