@@ -18,9 +18,13 @@ command line's Rich renderers, and ``:json`` mode the one JSON encoding
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 import re
+import stat
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,7 +33,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from gradcalc.errors import FormulaError, FormulaValueError
+from gradcalc.errors import FormulaError, FormulaValueError, LimitError
 from gradcalc.limits import DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
@@ -44,6 +48,8 @@ CONTINUATION_KEYWORDS = ("elif", "else")
 DEDENT_KEYWORDS = ("return", "pass", "break", "continue")
 """After these a block's body usually ends, so the next line is offered one level out."""
 LABEL_MAX_CHARS = 32
+LOAD_MAX_BYTES = 10_000_000
+"""``:load`` refuses bigger files: a session file is a program, not data."""
 """An expression shorter than this labels its ``:grad`` output; longer ones are "value"."""
 
 
@@ -338,13 +344,17 @@ def _as_formula_error(exc: BaseException) -> FormulaError:
 
 
 def _shift_lines(exc: FormulaError, offset: int) -> FormulaError:
-    """The error as seen from the whole piped input rather than from its entry."""
+    """The error as seen from the whole piped input rather than from its entry.
+
+    Its caret line still comes from the entry: padding the source with ``offset``
+    newlines instead made each error cost time in proportion to its line number.
+    """
     if offset == 0 or exc.line is None:
         return exc
+    text = exc.source_line()
     shifted = copy.copy(exc)
     shifted.line = exc.line + offset
-    if exc.source is not None:
-        shifted.source = "\n" * offset + exc.source
+    shifted.source_line = lambda: text  # type: ignore[method-assign]
     return shifted
 
 
@@ -501,9 +511,9 @@ def _cmd_reset(session: Session, argument: str) -> bool:
 def _cmd_load(session: Session, argument: str) -> bool:
     if not argument:
         return session.fail("':load' needs a file name", hint="e.g. :load session.gc")
-    path = Path(argument).expanduser()
     try:
-        text = path.read_text(encoding="utf-8")
+        data = _read_program(Path(argument).expanduser(), argument)
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return session.fail(f"cannot read {argument}: {getattr(exc, 'strerror', None) or exc}")
     ok = session.run_code(Entry(text, 1), remember=False)
@@ -513,21 +523,140 @@ def _cmd_load(session: Session, argument: str) -> bool:
     return ok
 
 
+def _read_program(path: Path, shown: str) -> bytes:
+    """A regular file's bytes, at most ``LOAD_MAX_BYTES``: checked on the open descriptor
+    before reading, so ``/dev/zero``, a FIFO or a huge file cannot fill the memory
+    (O_NONBLOCK: opening a FIFO nobody writes to must not hang the session)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise FormulaValueError(
+            f"cannot read {shown}: not a regular file ({_file_kind(info.st_mode)})",
+            hint=":load runs a program file, e.g. one written by :save",
+        )
+    with os.fdopen(fd, "rb") as stream:
+        data = stream.read(LOAD_MAX_BYTES + 1) if info.st_size <= LOAD_MAX_BYTES else b""
+    if info.st_size > LOAD_MAX_BYTES or len(data) > LOAD_MAX_BYTES:
+        raise LimitError(
+            f"cannot read {shown}: larger than the {_megabytes(LOAD_MAX_BYTES)} :load reads",
+            hint="a session file is a program; split it, or run it with 'gradcalc @FILE'",
+        )
+    return data
+
+
+def _file_kind(mode: int) -> str:
+    kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a device"}
+    kinds |= {stat.S_ISBLK: "a device", stat.S_ISSOCK: "a socket"}
+    return next((kind for test, kind in kinds.items() if test(mode)), "not a file")
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / 1_000_000:g} MB"
+
+
 def _cmd_save(session: Session, argument: str) -> bool:
+    return _save(session, argument, overwrite=False)
+
+
+def _cmd_save_over(session: Session, argument: str) -> bool:
+    return _save(session, argument, overwrite=True)
+
+
+def _save(session: Session, argument: str, *, overwrite: bool) -> bool:
+    """Write the definitions whole or not at all: to a new temporary file beside the
+    target, then renamed over it, so a crash leaves the old file or the new one, and a
+    symbolic link at the target is refused rather than followed (nor is it replaced)."""
+    command = ":save!" if overwrite else ":save"
     if not argument:
-        return session.fail("':save' needs a file name", hint="e.g. :save session.gc")
+        return session.fail(f"'{command}' needs a file name", hint=f"e.g. {command} session.gc")
     path = Path(argument).expanduser()
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     header = f"# gradcalc session, saved {stamp} (dtype {session.dtype}"
     header += ")" if session.seed is None else f", seed {session.seed})"
     body = "\n\n".join(session.definitions)
+    text = header + "\n" + body + ("\n" if body else "")
     try:
-        path.write_text(header + "\n" + body + ("\n" if body else ""), encoding="utf-8")
+        refusal = _refusal(path, argument, overwrite)
+        if refusal is not None:
+            return session.fail(*refusal)
+        if not _write_whole(path, text.encode("utf-8"), overwrite=overwrite):
+            return session.fail(*_exists(argument))
     except OSError as exc:
         return session.fail(f"cannot write {argument}: {exc.strerror or exc}")
     count = len(session.definitions)
     session.note(f"saved {count} entr{'y' if count == 1 else 'ies'} to {argument}")
     return True
+
+
+def _exists(shown: str) -> tuple[str, str]:
+    return (
+        f"{shown} exists; the session was not saved",
+        f":save! {shown} replaces it",
+    )
+
+
+def _refusal(path: Path, shown: str, overwrite: bool) -> tuple[str, str] | None:
+    """Why ``path`` must not be written (message, hint), or None. ``lstat``: never follows."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(info.st_mode):
+        return (
+            f"{shown} is a symbolic link; the session was not saved",
+            "give the path of the file itself, or a new name",
+        )
+    if not stat.S_ISREG(info.st_mode):
+        return (
+            f"{shown} is {_file_kind(info.st_mode)}; the session was not saved",
+            "give a file name",
+        )
+    return None if overwrite else _exists(shown)
+
+
+def _write_whole(path: Path, data: bytes, *, overwrite: bool) -> bool:
+    """Write ``data`` to a temporary file in ``path``'s directory, then put it in place:
+    ``os.replace`` when overwriting, else ``os.link`` (which fails if ``path`` appeared
+    meanwhile). False if ``path`` exists and may not be overwritten."""
+    directory = path.parent
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            os.fchmod(stream.fileno(), _mode_for(path))
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        if overwrite:
+            os.replace(temporary, path)
+            return True
+        try:
+            os.link(temporary, path, follow_symlinks=False)
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links here (some network and FAT file systems)
+            if os.path.lexists(path):
+                return False
+            os.replace(temporary, path)
+            return True
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
+def _mode_for(path: Path) -> int:
+    """An existing file keeps its permissions; a new one gets what ``open`` would give."""
+    try:
+        return stat.S_IMODE(os.lstat(path).st_mode)
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 def _cmd_json(session: Session, argument: str) -> bool:
@@ -584,6 +713,7 @@ COMMANDS: dict[str, Command] = {
     ":reset": Command(_cmd_reset, ":reset", "forget every name"),
     ":load": Command(_cmd_load, ":load FILE", "run a program file in this session"),
     ":save": Command(_cmd_save, ":save FILE", "write this session's definitions as a program"),
+    ":save!": Command(_cmd_save_over, ":save! FILE", "the same, replacing an existing FILE"),
     ":json": Command(_cmd_json, ":json [on|off]", "toggle JSON output of results"),
     ":help": Command(_cmd_help, ":help", "this help"),
     ":quit": Command(_cmd_quit, ":quit", "leave (Ctrl-D too)"),

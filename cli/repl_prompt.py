@@ -77,7 +77,7 @@ class ReplCompleter(Completer):
             command, space, rest = stripped.partition(" ")
             if not space:
                 yield from self._commands(command)
-            elif ALIASES.get(command, command) in (":load", ":save"):
+            elif ALIASES.get(command, command) in (":load", ":save", ":save!"):
                 yield from self._paths.get_completions(Document(rest.lstrip()), event)
             elif ALIASES.get(command, command) in (":grad", ":graph"):
                 yield from self._expression(rest)

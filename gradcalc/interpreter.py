@@ -30,6 +30,7 @@ is compared at loop back-edges, calls and the end.
 from __future__ import annotations
 
 import gc
+import itertools
 import keyword
 import operator
 import warnings
@@ -179,6 +180,20 @@ class _FunctionTemplate:
         self.code = code
 
 
+def _top_level_binds(code: _Code) -> frozenset[str]:
+    """Every name the top-level code stores (before `_specialise` turns FOR_ITER into
+    FOR_SPAN, whose loop variable is then bound by END_SPAN or _end_span: the same name)."""
+    names: set[str] = set()
+    for op, arg in zip(code.ops, code.args, strict=True):
+        if op == STORE or op == STORE_QUIET:  # noqa: SIM109
+            names.add(arg)
+        elif op == STORE_FRESH or op == STORE_ITEM or op == END_SPAN:  # noqa: SIM109
+            names.add(arg if op == END_SPAN else arg[0])
+        elif op == FOR_ITER or op == FOR_SPAN:  # noqa: SIM109
+            names.add(arg[1])
+    return frozenset(names)
+
+
 class Compiled:
     """A program compiled for one dtype and one set of limits, ready to run any number
     of times, by any `Interpreter` with that dtype and those limits.
@@ -188,7 +203,16 @@ class Compiled:
     ``env``. Its literal tensors are shared, read-only constants.
     """
 
-    __slots__ = ("builtin_names", "code", "dtype", "lazy_names", "limits", "program", "source")
+    __slots__ = (
+        "binds",
+        "builtin_names",
+        "code",
+        "dtype",
+        "lazy_names",
+        "limits",
+        "program",
+        "source",
+    )
 
     def __init__(
         self,
@@ -209,6 +233,10 @@ class Compiled:
         """Loop variables the specialised code leaves unset until their loop ends."""
         self.source: str | None = None
         """The text it was compiled from, if any, for the caret of a run's errors."""
+        self.binds: frozenset[str] = _top_level_binds(code)
+        """The names a run can bind in ``env`` (function bodies bind in their own scopes):
+        all that `Interpreter.execute` saves to undo a failed run, so an entry costs the
+        same in a REPL session of 50,000 names as in a fresh one."""
 
 
 class Function:
@@ -1003,6 +1031,11 @@ def _short(value: Any) -> str:
     return "..."
 
 
+_SUGGEST_FROM = 200
+"""Names bound last in each scope that a NameError's "did you mean" looks at: a REPL
+session of 50,000 names would otherwise make each typo cost milliseconds more."""
+
+
 def _did_you_mean(name: str, candidates: Any) -> str | None:
     import difflib  # only for errors: 1.5 ms of import
 
@@ -1115,7 +1148,7 @@ class Interpreter:
         """Parse (if given text), compile (unless given `Compiled` code, or a Program
         object compiled before) and run a program; return its last value."""
         source = source_or_program if isinstance(source_or_program, str) else None
-        saved = dict(self.env)
+        saved: dict[str, Any] = {}
         try:
             if source is not None:
                 from gradcalc.parser import parse
@@ -1128,6 +1161,8 @@ class Interpreter:
                     compiled = _compile(self, compiled.program, source)
             else:
                 compiled = _cached_compile(self, source_or_program)
+            env = self.env
+            saved = {name: env.get(name, _MISSING) for name in compiled.binds}
             import numpy as np  # (not at import: a run of floats may need none, one day)
 
             with np.errstate(all="ignore"), warnings.catch_warnings():
@@ -1139,8 +1174,11 @@ class Interpreter:
                 finally:
                     empty_cache()  # a program is a unit of work: free buffers go back
         except BaseException as exc:
-            self.env.clear()
-            self.env.update(saved)
+            for name, value in saved.items():  # only what the run could bind (`Compiled.binds`)
+                if value is _MISSING:
+                    self.env.pop(name, None)
+                else:
+                    self.env[name] = value
             if isinstance(exc, FormulaError):
                 if exc.source is None and source is not None:
                     exc.source = source
@@ -1209,12 +1247,10 @@ class Interpreter:
         return function is not None and any(name in s for s in function.scopes)
 
     def _unknown_name(self, name: str, function: Function | None, called: bool) -> FormulaError:
-        visible = set(self.env) | set(lang.FUNCTIONS) | set(lang.CONSTANTS)
-        for frame in self.context.scopes:
-            visible |= set(frame)
-        if function is not None:
-            for scope in function.scopes:
-                visible |= set(scope)
+        visible = set(lang.FUNCTIONS) | set(lang.CONSTANTS)
+        scopes = [self.env, *self.context.scopes, *(function.scopes if function else ())]
+        for scope in {id(scope): scope for scope in scopes}.values():
+            visible.update(itertools.islice(reversed(scope), _SUGGEST_FROM))
         suggestion = _did_you_mean(name, visible)
         if name in _MODULE_NAMES:
             return UnknownNameError(
@@ -1256,13 +1292,17 @@ class Interpreter:
     def _needs_generic(self, compiled: Compiled) -> bool:
         """Whether this run must use the generic code: ``env`` shadows a built-in the
         specialised code calls directly, or holds a function (from an earlier run) that
-        may read a loop variable the specialised code leaves unset while it loops."""
+        may read a loop variable the specialised code leaves unset while it loops.
+
+        Only functions the run can reach are looked at: those named by what the program
+        reads, what they read in ``env``, and their closures' functions (a REPL session
+        of 50,000 names costs no more per run than a fresh one)."""
         env = self.env
         if compiled.builtin_names and not env.keys().isdisjoint(compiled.builtin_names):
             return True
         lazy = compiled.lazy_names
         if lazy:
-            todo = [v for v in env.values() if type(v) is Function]
+            todo = _functions_named(env, compiled.code.reads)
             seen: set[int] = set()
             while todo:
                 function = todo.pop()
@@ -1271,9 +1311,15 @@ class Interpreter:
                 seen.add(id(function))
                 if not function.code.reads.isdisjoint(lazy):
                     return True
+                todo += _functions_named(env, function.code.reads)
                 for scope in function.scopes:
                     todo.extend(v for v in scope.values() if type(v) is Function)
         return False
+
+
+def _functions_named(env: dict[str, Any], names: frozenset[str]) -> list[Function]:
+    """The user functions that ``names`` hold in ``env``."""
+    return [v for v in map(env.get, names) if type(v) is Function]
 
 
 # --------------------------------------------------------------------- the machine
