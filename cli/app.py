@@ -188,6 +188,9 @@ class GraphFormat(enum.StrEnum):
     json = "json"
     dot = "dot"
     mermaid = "mermaid"
+    svg = "svg"  # pictures, drawn by Graphviz's dot
+    png = "png"
+    pdf = "pdf"
 
 
 def _check_bindings(values: list[str] | None) -> list[str] | None:
@@ -471,7 +474,13 @@ def graph_(
     of: Of = None,
     grad_output: GradOutput = None,
     format: Annotated[
-        GraphFormat, typer.Option("--format", "-f", help="How to write the graph.")
+        GraphFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="How to write the graph: a tree, JSON, DOT or Mermaid text, or a picture "
+            "(svg, png, pdf; drawn by Graphviz's 'dot').",
+        ),
     ] = GraphFormat.tree,
     output: Annotated[
         str | None,

@@ -26,7 +26,10 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FORMULA, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 RENDERED_SUFFIXES = {".svg", ".png", ".pdf"}
-FORMAT_SUFFIXES = {".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".json": "json"}
+FORMAT_SUFFIXES = {
+    ".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".json": "json",
+    ".svg": "svg", ".png": "png", ".pdf": "pdf",
+}  # fmt: skip
 """``graph -o NAME`` without ``--format``: the text format the file's suffix names."""
 
 
@@ -171,11 +174,13 @@ def _write_graph(result: Any, inv: Invocation) -> int:
 
     assert result.graph is not None
     target = Path(inv.output) if inv.output else None
-    if target is not None and target.suffix.lower() in RENDERED_SUFFIXES:
-        return _render_with_dot(graph.graph_to_dot(result.graph), target)
     fmt = inv.format
     if fmt == "tree" and target is not None:
         fmt = FORMAT_SUFFIXES.get(target.suffix.lower(), fmt)
+    if f".{fmt}" in RENDERED_SUFFIXES:
+        if target is None and fmt != "svg":
+            raise UsageProblem(f"--format {fmt} is a picture: give a file with -o NAME.{fmt}")
+        return _render_with_dot(graph.graph_to_dot(result.graph), fmt, target)
     if fmt == "tree":
         if target is not None:
             raise UsageProblem(
@@ -203,29 +208,30 @@ def _write_graph(result: Any, inv: Invocation) -> int:
     return EXIT_OK
 
 
-def _render_with_dot(dot_source: str, target: Path) -> int:
+def _render_with_dot(dot_source: str, fmt: str, target: Path | None) -> int:
+    """Draw the graph with Graphviz's ``dot`` into ``target`` (an SVG may go to stdout)."""
     import shutil
     import subprocess
 
+    where = str(target) if target is not None else "standard output"
     program = shutil.which("dot")
     if program is None:
+        dot_name = target.with_suffix(".dot") if target is not None else "graph.dot"
         sys.stderr.write(
-            f"gradcalc: cannot write {target}: Graphviz's 'dot' program is not installed "
+            f"gradcalc: cannot write {where}: Graphviz's 'dot' program is not installed "
             "(e.g. apt-get install graphviz).\n"
-            f"'--format dot --output {target.with_suffix('.dot')}' writes the DOT text instead.\n"
+            f"'--format dot --output {dot_name}' writes the DOT text instead.\n"
         )
         return EXIT_FORMULA
-    fmt = target.suffix.lower().lstrip(".")
+    into = ["-o", str(target)] if target is not None else []
     run = subprocess.run(
-        [program, f"-T{fmt}", "-o", str(target)],
-        input=dot_source,
-        text=True,
-        capture_output=True,
-        check=False,
+        [program, f"-T{fmt}", *into], input=dot_source, text=True, capture_output=True, check=False
     )
     if run.returncode != 0:
-        sys.stderr.write(f"gradcalc: dot failed to write {target}: {run.stderr.strip()}\n")
+        sys.stderr.write(f"gradcalc: dot failed to write {where}: {run.stderr.strip()}\n")
         return EXIT_FORMULA
+    if target is None:
+        _write(run.stdout)
     return EXIT_OK
 
 

@@ -278,7 +278,7 @@ def test_bad_batch_arguments_exit_2(args: list[str]) -> None:
         (["x", "--seed", "1.5"], "Input should be a valid integer"),
         (["x", "--max-nesting", "0"], "Input should be greater than or equal to 1"),
         (["batch", "--jobs", "two"], "Input should be a valid integer"),
-        (["graph", "x", "-f", "png"], "'png' is not one of 'tree', 'json', 'dot', 'mermaid'."),
+        (["graph", "x", "-f", "gif"], "'gif' is not one of 'tree', 'json', 'dot', 'mermaid'"),
     ],
 )
 def test_value_errors_name_the_option(args: list[str], message: str) -> None:

@@ -162,6 +162,25 @@ def test_graph_json_flag() -> None:
     assert json.loads(done.stdout)["nodes"][0]["op"] == "MulBackward0"
 
 
+def test_graph_picture_formats_need_a_file_or_graphviz(tmp_path: Path) -> None:
+    no_file = runner.invoke(app, ["graph", "a*b", "a=1", "b=2", "--format", "png"])
+    assert no_file.exit_code == 2 and "-o NAME.png" in no_file.output
+    target = tmp_path / "g.svg"
+    no_dot = runner.invoke(
+        app, ["graph", "a*b", "a=1", "b=2", "-o", str(target)], env={"PATH": str(tmp_path)}
+    )
+    assert no_dot.exit_code == 1 and "Graphviz" in no_dot.output and not target.exists()
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' is not installed")
+def test_graph_svg_to_standard_output_and_png_by_format(tmp_path: Path) -> None:
+    shown = runner.invoke(app, ["graph", "a*b", "a=1", "b=2", "--format", "svg"])
+    assert shown.exit_code == 0 and "<svg" in shown.stdout
+    target = tmp_path / "picture"
+    drawn = runner.invoke(app, ["graph", "a*b", "a=1", "b=2", "-f", "png", "-o", str(target)])
+    assert drawn.exit_code == 0 and target.read_bytes().startswith(b"\x89PNG")
+
+
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' is not installed")
 def test_graph_picture_renders(tmp_path: Path) -> None:
     target = tmp_path / "g.svg"
