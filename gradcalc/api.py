@@ -245,6 +245,7 @@ def evaluate_json(
     )
     if found is not None:
         return found
+    _checked_program(formula, limits)  # a syntax error is reported before NumPy loads
     with np.errstate(all="ignore"):
         return result_to_json(
             _evaluate(formula, bindings, wrt, of, grad_output, dtype, seed, check, graph, limits)
@@ -515,6 +516,7 @@ def _differentiate(
     limits: Limits,
     retain_graph: bool = False,
 ) -> tuple[Result, _Run, np.ndarray | None]:
+    _checked_program(formula, limits)  # a syntax error is reported before NumPy loads
     passes = _backward_passes()
     run = _execute(formula, values, of, dtype, seed, limits)
     fresh = _backward_passes() == passes  # the program itself ran no backward or grad()
@@ -599,10 +601,22 @@ def _execute(
     return _Run(interp, leaves, tensor, value, name)
 
 
+def _checked_program(formula: str, limits: Limits) -> None:
+    """Parse ``formula`` (cached for the run that follows), its source on any error."""
+    try:
+        _program(formula, limits)
+    except FormulaError as exc:
+        if exc.source is None:
+            exc.source = formula
+        raise
+
+
 def _program(formula: str, limits: Limits) -> Any:
     """The parsed program, cached by its text: a batch repeats a few formulas many times."""
     key = (formula, limits.max_nesting)
     program = _PROGRAMS.get(key)
+    if program is None and _LAST_PROGRAM[0] == key:
+        program = _LAST_PROGRAM[1]  # a long formula, parsed a moment ago by _checked_program
     if program is None:
         from gradcalc.parser import parse
 
@@ -611,10 +625,14 @@ def _program(formula: str, limits: Limits) -> Any:
             if len(_PROGRAMS) >= _PROGRAM_CACHE_SIZE:
                 _PROGRAMS.pop(next(iter(_PROGRAMS)))
             _PROGRAMS[key] = program
+        else:
+            _LAST_PROGRAM[:] = [key, program]
     return program
 
 
 _PROGRAMS: dict[tuple[str, int], Any] = {}
+_LAST_PROGRAM: list[Any] = [None, None]
+"""The last formula too long for the cache, and its program: one parse per request."""
 _PROGRAM_CACHE_SIZE = 256
 _PROGRAM_CACHE_TEXT = 10_000
 """Only formulas up to this many characters are kept (a 1 MB formula is parsed each time)."""

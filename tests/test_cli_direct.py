@@ -145,3 +145,20 @@ def test_the_one_shot_command_does_not_import_typer() -> None:
     assert '"gradients": {"a": 36.0, "b": -12.0}' in done.stdout
 
 
+
+
+@pytest.mark.parametrize("formula", ["3*a +", "sin(a + b", "exp(a)) * b"])
+def test_a_syntax_error_is_reported_before_numpy_loads(formula: str) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from gradcalc.cli.main import run\n"
+        f"code = run([{formula!r}, 'a=1', 'b=2', '--json'])\n"
+        "assert code == 1, code\n"
+        "assert 'numpy' not in sys.modules, 'numpy was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert '"type": "ParseError"' in done.stdout
