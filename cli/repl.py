@@ -31,8 +31,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-import numpy as np
-
 from gradcalc.errors import FormulaError, FormulaValueError, LimitError
 from gradcalc.limits import DEFAULT_LIMITS, Limits
 
@@ -458,6 +456,7 @@ def _cmd_vars(session: Session, argument: str) -> bool:
 
 
 def _vars_table(names: Mapping[str, Any]) -> RenderableType:
+    import numpy as np
     from rich import box
     from rich.table import Table
     from rich.text import Text

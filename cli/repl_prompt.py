@@ -9,8 +9,11 @@ Imported only when a session starts on a terminal.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -180,6 +183,7 @@ def interact(
 ) -> int:
     """Read, run and print until Ctrl-D or ``:quit``; Ctrl-C clears the line or stops an entry."""
     prompt = make_prompt_session(session, input=input, output=output, history=history)
+    warm_up = _warm_up_engine()
     collector = EntryCollector()
     if banner:
         from gradcalc import __version__
@@ -204,4 +208,26 @@ def interact(
                 session.note("KeyboardInterrupt: the entry was stopped; every name is as before")
             if session.quit:
                 break
+    warm_up.join(timeout=5.0)  # never leave an import half done at exit
     return EXIT_OK
+
+
+def _warm_up_engine() -> threading.Thread:
+    """Import the interpreter and the engine (NumPy) while the first prompt waits for typing.
+
+    The prompt needs neither; the first entry needs both, and a person types
+    slower than they load (~100 ms). The thread first lets the prompt draw (an
+    import holds the GIL, so loading at once would only delay the prompt); an
+    entry typed sooner waits on the import lock for what is left, so nothing
+    is imported twice or half.
+    """
+
+    def load() -> None:
+        time.sleep(0.15)
+        with contextlib.suppress(Exception):  # the first entry will report any real problem
+            import gradcalc.builtins
+            import gradcalc.interpreter  # noqa: F401
+
+    thread = threading.Thread(target=load, name="gradcalc-warm-up", daemon=True)
+    thread.start()
+    return thread
