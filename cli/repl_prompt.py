@@ -225,8 +225,9 @@ def _warm_up_engine() -> threading.Thread:
     def load() -> None:
         time.sleep(0.15)
         with contextlib.suppress(Exception):  # the first entry will report any real problem
-            import gradcalc.builtins
-            import gradcalc.interpreter  # noqa: F401
+            from gradcalc import api
+
+            api.interpreter()  # imports the interpreter, its built-ins and the engine
 
     thread = threading.Thread(target=load, name="gradcalc-warm-up", daemon=True)
     thread.start()
