@@ -383,25 +383,70 @@ def _widest(functions: dict[str, Any]) -> int:
     return max((len(str(getattr(spec, "signature", ""))) for spec in functions.values()), default=0)
 
 
+EXPLAIN_ROWS = 40
+"""Steps shown per pass in text (the first and last half); ``--json`` lists every one."""
+EXPLAIN_TERMS = 8
+"""Contributions spelled out in a variable's sum before the rest are counted."""
+
+
 def explanation_view(explanation: Any, width: int) -> RenderableType:
     """Explain mode's text: the forward pass, the backward pass, and each variable's sum."""
-    forward = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    forward.add_column("#", justify="right", style="dim")
-    forward.add_column("node")
-    forward.add_column("computes", overflow="fold")
-    forward.add_column("value", overflow="fold")
-    for step in explanation.forward:
+    blocks: list[RenderableType] = [
+        value_block(explanation.result, width),
+        Text("forward pass: each operation and its value", style="bold"),
+        _forward_table(explanation.forward),
+        Text("backward pass: contribution = local derivative × upstream gradient", style="bold"),
+        _backward_table(explanation.backward),
+        Text("gradients: the contributions reaching each variable, added", style="bold"),
+        _gradient_sums(explanation),
+    ]
+    notes = notes_block(explanation.result)
+    if notes is not None:
+        blocks.append(notes)
+    return Group(*blocks)
+
+
+def _shown(steps: list) -> tuple[list, int, list]:
+    """The first and last steps of a long pass, and how many are left out between them."""
+    if len(steps) <= EXPLAIN_ROWS:
+        return steps, 0, []
+    half = EXPLAIN_ROWS // 2
+    return steps[:half], len(steps) - 2 * half, steps[-half:]
+
+
+def _skipped_row(table: Table, count: int) -> None:
+    note = Text(f"⋮ {count:,} more (--json lists every step)", style="dim")
+    table.add_row("", note, *([""] * (len(table.columns) - 2)))
+
+
+def _forward_table(steps: list) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("node")
+    table.add_column("computes", overflow="fold")
+    table.add_column("value", overflow="fold")
+    head, skipped, tail = _shown(steps)
+    for step in head + tail:
+        if skipped and step is tail[0]:
+            _skipped_row(table, skipped)
         computes = step.expr if step.op == "leaf" or not step.name else f"{step.name} = {step.expr}"
         node = Text("variable", style="cyan") if step.op == "leaf" else Text(step.op)
-        forward.add_row(str(step.id), node, computes, _explain_value(step.value))
-    backward = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    backward.add_column("#", justify="right", style="dim")
-    backward.add_column("node")
-    backward.add_column("upstream", overflow="fold")
-    backward.add_column("to", justify="right")
-    backward.add_column("local", overflow="fold")
-    backward.add_column("contribution", overflow="fold")
-    for step in explanation.backward:
+        table.add_row(str(step.id), node, computes, _explain_value(step.value))
+    return table
+
+
+def _backward_table(steps: list) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("node")
+    table.add_column("upstream", overflow="fold")
+    table.add_column("to", justify="right")
+    table.add_column("local", overflow="fold")
+    table.add_column("contribution", overflow="fold")
+    head, skipped, tail = _shown(steps)
+    for step in head + tail:
+        if skipped and step is tail[0]:
+            _skipped_row(table, skipped)
         for index, part in enumerate(step.to):
             first = index == 0
             local = (
@@ -409,7 +454,7 @@ def explanation_view(explanation: Any, width: int) -> RenderableType:
                 if part.local is None
                 else _explain_value(part.local)
             )
-            backward.add_row(
+            table.add_row(
                 str(step.node) if first else "",
                 f"{step.op} ({step.expr})" if first else "",
                 _explain_value(step.upstream) if first else "",
@@ -417,11 +462,18 @@ def explanation_view(explanation: Any, width: int) -> RenderableType:
                 local,
                 _explain_value(part.contribution),
             )
+    return table
+
+
+def _gradient_sums(explanation: Any) -> Text:
+    """``d/dx = 9.0 (from #1) + 9.0 (from #1) = 18.0``, one line per reported name."""
     sums = Text()
     nodes = explanation.variables()
     for name, gradient in explanation.result.gradients.items():
         found = explanation.contributions_to(nodes.get(name, -1))
         parts = [f"{_explain_value(value)} (from #{source})" for source, value in found]
+        if len(parts) > EXPLAIN_TERMS:
+            parts[EXPLAIN_TERMS:] = [f"… ({len(parts) - EXPLAIN_TERMS:,} more)"]
         added = sum(np.asarray(value, dtype=float) for _, value in found)
         if found and not np.allclose(added, gradient, equal_nan=True):
             parts.append("operations of earlier entries")  # the REPL's :explain
@@ -434,19 +486,7 @@ def explanation_view(explanation: Any, width: int) -> RenderableType:
         else:
             line = f" = {' + '.join(parts)} = {total}"
         sums.append("\n" if sums else "").append(f"d/d{name}", style="cyan").append(line)
-    blocks: list[RenderableType] = [
-        value_block(explanation.result, width),
-        Text("forward pass: each operation and its value", style="bold"),
-        forward,
-        Text("backward pass: contribution = local derivative × upstream gradient", style="bold"),
-        backward,
-        Text("gradients: the contributions reaching each variable, added", style="bold"),
-        sums,
-    ]
-    notes = notes_block(explanation.result)
-    if notes is not None:
-        blocks.append(notes)
-    return Group(*blocks)
+    return sums
 
 
 def _explain_value(array: Any) -> str:

@@ -235,6 +235,7 @@ def _raw(value: Any) -> Any:
 def _expressions(graph: Graph, order: list[int]) -> list[str]:
     """The formula fragment each node computes, built from its inputs' fragments."""
     inputs = graph.inputs()
+    position = {node: index for index, node in enumerate(order)}
     texts: list[str] = [""] * len(graph.nodes)
     levels: list[int] = [_ATOM] * len(graph.nodes)
     refs: list[str] = [""] * len(graph.nodes)
@@ -245,7 +246,7 @@ def _expressions(graph: Graph, order: list[int]) -> list[str]:
         else:
             operands = _operands(node.source, [refs[i] for i in inputs[n]], inputs[n], levels)
             texts[n], levels[n] = _render(node.source.op, operands, node.source.consts)
-        short = node.name or (texts[n] if len(texts[n]) <= EXPR_CHARS else f"#{order.index(n)}")
+        short = node.name or (texts[n] if len(texts[n]) <= EXPR_CHARS else f"#{position[n]}")
         refs[n] = short
         if node.name or len(texts[n]) > EXPR_CHARS:
             levels[n] = _ATOM

@@ -222,3 +222,15 @@ def test_seed_formula_text_snapshot() -> None:
     shown = runner.invoke(app, ["explain", "3*a**3 - b**2", "a=2", "b=6"], env={"COLUMNS": "100"})
     assert shown.exit_code == 0
     assert "\n".join(line.rstrip() for line in shown.stdout.split("\n")) == SEED_TEXT
+
+
+def test_long_passes_show_their_ends_and_count_the_rest() -> None:
+    program = "y = x\nfor i in range(300):\n    y = sin(y) + x\ny"
+    shown = runner.invoke(app, ["explain", program, "x=0.5"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0
+    out = shown.stdout
+    assert out.count("more (--json lists every step)") == 2
+    assert "… (" in out and "more) = " in out  # d/dx spells out its first terms only
+    assert len(out.splitlines()) < 200
+    full = json.loads(runner.invoke(app, ["explain", program, "x=0.5", "--json"]).stdout)
+    assert len(full["forward"]) == 602 and len(full["backward"]) == 600
