@@ -233,4 +233,4 @@ def test_long_passes_show_their_ends_and_count_the_rest() -> None:
     assert "… (" in out and "more) = " in out  # d/dx spells out its first terms only
     assert len(out.splitlines()) < 200
     full = json.loads(runner.invoke(app, ["explain", program, "x=0.5", "--json"]).stdout)
-    assert len(full["forward"]) == 602 and len(full["backward"]) == 600
+    assert len(full["forward"]) == 601 and len(full["backward"]) == 600  # x, then sin and + x300
