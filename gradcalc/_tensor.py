@@ -885,6 +885,24 @@ class Tensor(_TensorSlots):
 
     @grad.setter
     def grad(self, value: Tensor | None) -> None:
+        """PyTorch's checks: a Tensor (or None) of this tensor's shape and dtype."""
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError(
+                    "assigned grad expected to be a Tensor or None but got grad of type "
+                    f"{type(value).__name__}"
+                )
+            if value.shape != self.shape:
+                raise GradError(
+                    f"attempting to assign a gradient of size '{list(value.shape)}' to a "
+                    f"tensor of size '{list(self.shape)}'. Please ensure that the gradient "
+                    "and the tensor are the same size"
+                )
+            if value.dtype != self.dtype:
+                raise GradError(
+                    f"attempting to assign a gradient with dtype '{value.dtype}' to a tensor "
+                    f"with dtype '{self.dtype}'. The gradient must match the tensor's dtype"
+                )
         self._grad = value
 
     def retain_grad(self) -> None:

@@ -822,3 +822,19 @@ def test_grad_mode_is_per_thread_as_in_pytorch() -> None:
         thread.join()
     assert seen == {"off there": True, "unrecorded there": True}
     assert torch.is_grad_enabled() and _tensor._grad_enabled
+
+
+def test_grad_assignment_is_checked_as_pytorch_checks_it() -> None:
+    x = torch.ones(2, requires_grad=True)
+    with pytest.raises(TypeError, match="expected to be a Tensor or None but got grad of type int"):
+        x.grad = 5
+    with pytest.raises(RuntimeError, match=r"gradient of size '\[3\]' to a tensor of size '\[2\]'"):
+        x.grad = torch.ones(3)
+    with pytest.raises(RuntimeError, match="dtype"):
+        x.grad = torch.ones(2, dtype=torch.float64)
+    assert x.grad is None  # a refused assignment changes nothing
+    x.grad = torch.full((2,), 3.0)
+    (x * 2).sum().backward()
+    assert x.grad.tolist() == [5.0, 5.0]  # backward accumulates into the assigned gradient
+    x.grad = None
+    assert x.grad is None
