@@ -742,6 +742,11 @@ def applyn(op: Any, operands: Sequence[Any], *consts: Any) -> Tensor:
     return _wrap(data)
 
 
+OVERFLOW_MESSAGE = "Overflow when unpacking long long"
+"""PyTorch's error for a Python int beyond int64 (``tensor([2**63])``), where NumPy would wrap."""
+_INT64_MAX = 2**63 - 1
+
+
 def _infer_array(data: Any, np_dtype: np.dtype | None) -> np.ndarray:
     """An owned ndarray from Python data with PyTorch's dtype defaults."""
     if isinstance(data, Tensor):
@@ -754,12 +759,29 @@ def _infer_array(data: Any, np_dtype: np.dtype | None) -> np.ndarray:
     arr = np.array(data, dtype=np_dtype)
     if np_dtype is None:
         if arr.dtype.kind == "f" and arr.dtype != DEFAULT_FLOAT and not _has_numpy(data):
+            if arr.size and np.max(np.abs(arr)) >= 2.0**63 and _int_overflow(data):
+                raise ValueError(OVERFLOW_MESSAGE)  # [2**63, -1]: NumPy made floats of it
             arr = arr.astype(DEFAULT_FLOAT)
         elif arr.dtype.kind in "iu" and arr.dtype != np.int64:
+            if arr.dtype.kind == "u" and arr.size and arr.max() > _INT64_MAX:
+                raise ValueError(OVERFLOW_MESSAGE)  # NumPy chose uint64; PyTorch refuses
             arr = arr.astype(np.int64)
         elif arr.dtype.kind == "O":
-            raise TypeError(f"Could not infer dtype of {type(data).__name__}")
+            if _int_overflow(data):
+                raise ValueError(OVERFLOW_MESSAGE)  # an int past 64 bits
+            if not all(type(v) in (int, float, bool) for v in _flat_items(data)):
+                raise TypeError(f"Could not infer dtype of {type(data).__name__}")
+            arr = np.array(data, dtype=np.float64).astype(DEFAULT_FLOAT)  # [1.5, 2**70]
     return arr
+
+
+def _int_overflow(data: Any) -> bool:
+    """Whether ``data`` is integers (PyTorch infers int64) with one outside int64; a float
+    among them makes it a float tensor, where a big int is just a large number."""
+    items = list(_flat_items(data))
+    return all(type(v) in (int, bool) for v in items) and any(
+        not -_INT64_MAX - 1 <= v <= _INT64_MAX for v in items
+    )
 
 
 def _flat_items(data: Any) -> Iterator[Any]:

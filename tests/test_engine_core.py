@@ -838,3 +838,15 @@ def test_grad_assignment_is_checked_as_pytorch_checks_it() -> None:
     assert x.grad.tolist() == [5.0, 5.0]  # backward accumulates into the assigned gradient
     x.grad = None
     assert x.grad is None
+
+
+@pytest.mark.parametrize("data", [[2**63], 2**63, [2**64], [[1, 2**70]], [2**63, -1]])
+def test_ints_beyond_int64_raise_as_in_pytorch_instead_of_wrapping(data: Any) -> None:
+    with pytest.raises(ValueError, match="Overflow when unpacking long long"):
+        torch.tensor(data)
+
+
+def test_ints_at_the_int64_edges_and_floats_beside_big_ints_still_work() -> None:
+    assert torch.tensor([-(2**63), 2**63 - 1]).tolist() == [-(2**63), 2**63 - 1]
+    assert torch.tensor([1.5, 2**63]).dtype == torch.float32
+    assert torch.tensor([1.5, 2**70]).tolist() == [1.5, float(2**70)]  # a float: a float tensor
