@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from typing import IO, Any
 
 import numpy as np
@@ -406,17 +407,17 @@ def explanation_view(explanation: Any, width: int) -> RenderableType:
     return Group(*blocks)
 
 
-def _shown(steps: list) -> tuple[list, int, list]:
-    """The first and last steps of a long pass, and how many are left out between them."""
+def _shown(steps: list, table: Table) -> Iterator[Any]:
+    """The steps to draw: all of a short pass; the first and last of a long one, with a
+    row in ``table`` counting those left out between them."""
     if len(steps) <= EXPLAIN_ROWS:
-        return steps, 0, []
+        yield from steps
+        return
     half = EXPLAIN_ROWS // 2
-    return steps[:half], len(steps) - 2 * half, steps[-half:]
-
-
-def _skipped_row(table: Table, count: int) -> None:
-    note = Text(f"⋮ {count:,} more (--json lists every step)", style="dim")
+    yield from steps[:half]
+    note = Text(f"⋮ {len(steps) - 2 * half:,} more (--json lists every step)", style="dim")
     table.add_row("", note, *([""] * (len(table.columns) - 2)))
+    yield from steps[-half:]
 
 
 def _forward_table(steps: list) -> Table:
@@ -425,10 +426,7 @@ def _forward_table(steps: list) -> Table:
     table.add_column("node")
     table.add_column("computes", overflow="fold")
     table.add_column("value", overflow="fold")
-    head, skipped, tail = _shown(steps)
-    for step in head + tail:
-        if skipped and step is tail[0]:
-            _skipped_row(table, skipped)
+    for step in _shown(steps, table):
         computes = step.expr if step.op == "leaf" or not step.name else f"{step.name} = {step.expr}"
         node = Text("variable", style="cyan") if step.op == "leaf" else Text(step.op)
         table.add_row(str(step.id), node, computes, _explain_value(step.value))
@@ -443,10 +441,7 @@ def _backward_table(steps: list) -> Table:
     table.add_column("to", justify="right")
     table.add_column("local", overflow="fold")
     table.add_column("contribution", overflow="fold")
-    head, skipped, tail = _shown(steps)
-    for step in head + tail:
-        if skipped and step is tail[0]:
-            _skipped_row(table, skipped)
+    for step in _shown(steps, table):
         for index, part in enumerate(step.to):
             first = index == 0
             local = (
