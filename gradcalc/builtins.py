@@ -295,6 +295,9 @@ def is_literal(value: Any) -> bool:
     return ref is not None and ref() is value
 
 
+GRAD_MODES = (_tensor._GradModeContext,)
+"""What ``with`` accepts: ``no_grad()``, ``enable_grad()``, ``set_grad_enabled(mode)``."""
+
 TRUE = literal(np.array(True))
 FALSE = literal(np.array(False))
 """The language's True and False: shared literals, as a comparison's result is a tensor."""
@@ -380,6 +383,8 @@ class Context:
     def iterate(self, value: Any) -> Iterator:
         if isinstance(value, RangeValue):
             return self._range_items(value)
+        if isinstance(value, list | tuple | str | range | zip | enumerate | Size):
+            return iter(value)  # Python's values (programs)
         if isinstance(value, Tensor):
             if np.ndim(value._data) == 0:
                 raise FormulaTypeError(
@@ -453,7 +458,11 @@ def truth(value: Any) -> bool:
         )
     if type(value) is Size:
         return len(value) > 0  # as Python's: torch.Size([]) is false
-    return value is not None
+    if value is None:
+        return False
+    if isinstance(value, int | float | str | list | tuple | range):
+        return bool(value)  # Python's values (programs): 0, '', [] are false
+    return True
 
 
 def _as_number(value: Any, what: str) -> float:

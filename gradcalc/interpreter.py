@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import math
 import keyword
 import operator
 import warnings
@@ -38,6 +39,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from gradcalc import builtins as lang
+from gradcalc import pylang
 from gradcalc import syntax as ast
 from gradcalc._recycle import empty_cache
 from gradcalc.builtins import Builtin, Size, Tensor, truth
@@ -130,6 +132,25 @@ LOAD_BUILTIN = 35  # specialised LOAD_NAME: a built-in no name of the run can sh
 GET_SPAN = 36  # specialised GET_ITER for FOR_SPAN: push (iterable, span), iterator;
 # W2 +12%, a def +9%
 END_SPAN = 37  # specialised POP_TOP after a break out of a FOR_SPAN loop; arg = name
+# Program mode (Python's values, `gradcalc.pylang`) and the statements both modes share:
+PY_BINARY = 38  # pop r, l; push l op r with Python's meaning; arg = symbol
+PY_INPLACE = 39  # the same for augmented assignment (x -= ... in place on a tensor)
+PY_UNARY = 40  # arg = "-" or "+"
+PY_COMPARE = 41  # arg = symbol ("is", "in", "<"...)
+PY_COMPARE_CHAIN = 42  # arg = [symbol, end]
+BUILD_TUPLE = 43  # arg = item count
+BUILD_PYLIST = 44  # arg = item count: a Python list
+LIST_APPEND = 45  # pop an item onto the list arg items below the top (comprehensions)
+BUILD_STRING = 46  # arg = part count: join the strings
+FORMAT = 47  # format the top value; arg = (conversion, spec)
+GET_MEMBER = 48  # value.name by `pylang.get_member`; arg = name
+SET_MEMBER = 49  # pop obj, value; obj.name = value; arg = name
+UNPACK = 50  # pop a sequence of arg items; push them last first
+WITH_ENTER = 51  # pop a context manager, enter it; arg = whether to push what it returns
+WITH_EXIT = 52  # leave the innermost context manager entered
+STORE_SUBSCR = 53  # pop key, obj, value; obj[key] = value
+DELETE_NAME = 54  # forget a hidden name (an unpacked loop item); arg = name
+LAST_OP = 54
 
 _MISSING = object()
 
@@ -301,10 +322,11 @@ class Function:
 
 
 class _Loop:
-    __slots__ = ("breaks", "continues", "is_for")
+    __slots__ = ("breaks", "continues", "is_for", "withs")
 
-    def __init__(self, is_for: bool) -> None:
+    def __init__(self, is_for: bool, withs: int = 0) -> None:
         self.is_for = is_for
+        self.withs = withs  # with blocks open where the loop starts
         self.breaks: list[int] = []
         self.continues: list[int] = []
 
@@ -315,6 +337,7 @@ _BINARY = {
     "*": operator.mul,
     "/": operator.truediv,
     "%": operator.mod,
+    "//": operator.floordiv,
     "**": operator.pow,
     "@": operator.matmul,
 }
@@ -333,6 +356,7 @@ _DUNDER = {
     "*": "mul",
     "/": "truediv",
     "%": "mod",
+    "//": "floordiv",
     "**": "pow",
     "@": "matmul",
 }
@@ -465,6 +489,9 @@ class _Compiler:
         self.constants: dict[str, Any] = {}
         self.codes: list[_Code] = [self.code]
         self.fors: list[tuple[_Code, int, int, int | None, str]] = []
+        self.program = interp.program  # Python's values (`gradcalc run`)
+        self.withs = 0  # with blocks open in the code being compiled
+        self.hidden = 0  # hidden names made so far (unpacked loop items)
 
     # -- plumbing
 
@@ -480,6 +507,14 @@ class _Compiler:
         return compiled
 
     def _specialise(self) -> tuple[frozenset[str], frozenset[str]]:
+        if self.program:  # names are Python's built-ins, nothing to specialise
+            for code in self.codes:
+                code.reads = frozenset(a for o, a in zip(code.ops, code.args) if o == LOAD_NAME)
+                code.unit = self.code
+            return frozenset(), frozenset()
+        return self._specialise_formula()
+
+    def _specialise_formula(self) -> tuple[frozenset[str], frozenset[str]]:
         """Rewrite what the whole program shows to be safe, keeping the generic twin:
         a call or load of a built-in name the program never assigns goes straight to the
         built-in (unless, at run time, ``env`` holds that name), and a ``for`` loop whose
@@ -564,7 +599,8 @@ class _Compiler:
             if kind is ast.Name:
                 self.emit(LOAD_NAME, child.id, child)
             elif kind is ast.Num:
-                self.emit(LOAD_CONST, self._number(child.value), child)
+                value = child.value if self.program else self._number(child.value)
+                self.emit(LOAD_CONST, value, child)
             else:
                 visitor = visitors.get(kind)
                 if visitor is None:
@@ -592,7 +628,11 @@ class _Compiler:
         return kind(message, hint=hint, line=line, column=column, source=self.source)
 
     def _number(self, value: float) -> Any:
-        key = float(value).hex()
+        try:
+            value = float(value)
+        except OverflowError:  # an int literal beyond floats
+            value = math.inf
+        key = value.hex()
         constant = self.constants.get(key)
         if constant is None:
             constant = self.constants[key] = self.interp._literal(float(value))
@@ -601,18 +641,140 @@ class _Compiler:
     # -- expressions
 
     def _num(self, node: ast.Num) -> Iterator:
-        self.emit(LOAD_CONST, self._number(node.value), node)
+        self.emit(LOAD_CONST, node.value if self.program else self._number(node.value), node)
         yield from ()
 
     def _bool(self, node: ast.Bool) -> Iterator:
-        self.emit(LOAD_CONST, self.interp._true if node.value else self.interp._false, node)
+        if self.program:
+            self.emit(LOAD_CONST, node.value, node)
+        else:
+            self.emit(LOAD_CONST, self.interp._true if node.value else self.interp._false, node)
         yield from ()
+
+    def _str(self, node: ast.Str) -> Iterator:
+        self.emit(LOAD_CONST, node.value, node)
+        yield from ()
+
+    def _none(self, node: ast.NoneLit) -> Iterator:
+        self.emit(LOAD_CONST, None, node)
+        yield from ()
+
+    def _fstring(self, node: ast.FString) -> Iterator:
+        for part in node.parts:
+            if type(part) is str:
+                self.emit(LOAD_CONST, part, node)
+            else:
+                yield part.value
+                self.emit(FORMAT, (part.conversion, part.spec), part)
+        self.emit(BUILD_STRING, len(node.parts), node)
+
+    def _listcomp(self, node: ast.ListComp) -> Iterator:
+        self.emit(BUILD_PYLIST if self.program else BUILD_LIST, 0, node)
+        loops = []
+        for generator in node.generators:
+            yield generator.iter
+            self.emit(GET_ITER, None, generator.iter)
+            to_next = self.emit(JUMP, None, generator)
+            head = [None, None, self.here()]
+            head[1] = self._loop_target(generator.target, generator)
+            skips = []
+            for condition in generator.ifs:
+                yield condition
+                skips.append(self.emit(JUMP_IF_FALSE, None, condition))
+            loops.append((to_next, head, skips, generator))
+        yield node.elt
+        self.emit(LIST_APPEND, len(node.generators) + 1, node)
+        for to_next, head, skips, generator in reversed(loops):
+            self.patch(to_next)
+            for index in skips:
+                self.patch(index)
+            self.emit(FOR_ITER, head, generator)
+            head[0] = self.here()
+
+    def _loop_target(self, target: str | list[str], node: ast.Node) -> str:
+        """The name a loop's FOR_ITER binds; for ``for a, b in ...`` a hidden one, unpacked
+        into the names at the top of the body."""
+        if type(target) is str:
+            self._check_target_name(target, node)
+            return target
+        self.hidden += 1
+        hidden = f".item{self.hidden}"
+        self.emit(LOAD_NAME, hidden, node)
+        self.emit(UNPACK, len(target), node)
+        for name in target:
+            self._check_target_name(name, node)
+            self.emit(STORE_QUIET, name, node)
+        return hidden
+
+    def _import(self, node: ast.Import) -> Iterator:
+        from gradcalc import pylang
+
+        for alias in node.names:
+            try:
+                module = pylang.import_module(alias.name)
+                if alias.asname is None and "." in alias.name:
+                    name, module = alias.name.split(".")[0], pylang.import_module(
+                        alias.name.split(".")[0]
+                    )
+                else:
+                    name = alias.asname or alias.name
+            except FormulaError as exc:
+                self.emit(RAISE, exc.at(alias.line or None, alias.column or None, self.source), alias)
+                continue
+            self.emit(LOAD_CONST, module, alias)
+            self.emit(STORE_QUIET, name, alias)
+        yield from ()
+
+    def _import_from(self, node: ast.ImportFrom) -> Iterator:
+        from gradcalc import pylang
+
+        for alias in node.names:
+            try:
+                module = pylang.import_module(node.module)
+                full = f"{node.module}.{alias.name}"
+                if full in pylang.MODULES:
+                    value = pylang.MODULES[full]
+                elif alias.name in module.members:
+                    value = module.members[alias.name]
+                else:
+                    raise UnknownNameError(
+                        f"cannot import name '{alias.name}' from '{node.module}'",
+                        hint=_did_you_mean(alias.name, module.members),
+                    )
+            except FormulaError as exc:
+                self.emit(RAISE, exc.at(alias.line or None, alias.column or None, self.source), alias)
+                continue
+            self.emit(LOAD_CONST, value, alias)
+            self.emit(STORE_QUIET, alias.asname or alias.name, alias)
+        yield from ()
+
+    def _with(self, node: ast.With) -> Iterator:
+        for item in node.items:
+            yield item.context
+            self.emit(WITH_ENTER, item.name is not None, item)
+            if item.name is not None:
+                self._check_target_name(item.name, item)
+                self.emit(STORE_QUIET, item.name, item)
+            self.withs += 1
+        yield from node.body
+        for item in reversed(node.items):
+            self.emit(WITH_EXIT, None, item)
+            self.withs -= 1
+
+    def _exit_withs(self, count: int, node: ast.Node) -> None:
+        for _ in range(count):
+            self.emit(WITH_EXIT, None, node)
 
     def _name(self, node: ast.Name) -> Iterator:
         self.emit(LOAD_NAME, node.id, node)
         yield from ()
 
     def _list(self, node: ast.ListExpr | ast.TupleExpr) -> Iterator:
+        if self.program:
+            yield from node.items
+            op = BUILD_PYLIST if type(node) is ast.ListExpr else BUILD_TUPLE
+            self.emit(op, len(node.items), node)
+            return
         numbers = _constant_list(node)
         if numbers is not None:
             try:
@@ -633,6 +795,10 @@ class _Compiler:
 
     def _unary(self, node: ast.UnaryOp) -> Iterator:
         operand = node.operand
+        if self.program:
+            yield operand
+            self.emit(NOT if node.op == "not" else PY_UNARY, node.op, node)
+            return
         if node.op == "-" and type(operand) is ast.Num:
             self.emit(LOAD_CONST, self._number(-float(operand.value)), node)
             return
@@ -643,6 +809,17 @@ class _Compiler:
             self.emit(UNARY, (_UNARY[node.op], node.op), node)
 
     def _binop(self, node: ast.BinOp) -> Iterator:
+        if self.program:  # a left-deep chain down its left spine, as below
+            spine = []
+            current: Any = node
+            while type(current) is ast.BinOp:
+                spine.append(current)
+                current = current.left
+            yield current
+            for binop in reversed(spine):
+                yield binop.right
+                self.emit(PY_BINARY, binop.op, binop)
+            return
         # A left-deep chain (a + b + c + ...) is walked down its left spine in a loop,
         # one generator for the whole chain. A literal operand reaches the engine as a
         # Python number, as in PyTorch, so x**2 records PowBackward0, 1 - x RsubBackward1.
@@ -702,9 +879,15 @@ class _Compiler:
         yield node.left
         chain = []
         last = len(node.ops) - 1
+        python = self.program or any(op not in _COMPARE for op in node.ops)
         for index, (symbol, right) in enumerate(zip(node.ops, node.comparators, strict=True)):
             yield right
-            if index < last:
+            if python:
+                if index < last:
+                    chain.append(self.emit(PY_COMPARE_CHAIN, [symbol, None], node))
+                else:
+                    self.emit(PY_COMPARE, symbol, node)
+            elif index < last:
                 chain.append(self.emit(COMPARE_CHAIN, [_COMPARE[symbol], symbol, None], node))
             else:
                 self.emit(COMPARE, (_COMPARE[symbol], symbol), node)
@@ -725,7 +908,12 @@ class _Compiler:
         kwnames = tuple(k.name for k in node.keywords)
         if len(set(kwnames)) != len(kwnames):
             raise self.error(ParseError, "a keyword argument is repeated", node)
-        if type(func) is ast.Attribute:
+        if type(func) is ast.Attribute and (self.program or _on_module(func)):
+            yield func
+            yield from node.args
+            yield from (k.value for k in node.keywords)
+            self.emit(CALL_VALUE, _CallSite(func.attr, len(node.args), kwnames), func)
+        elif type(func) is ast.Attribute:
             spec = lang.METHODS.get(func.attr)
             if spec is None:
                 raise self._unknown_member(func, method=True)
@@ -745,6 +933,10 @@ class _Compiler:
             self.emit(CALL_VALUE, _CallSite("", len(node.args), kwnames), node)
 
     def _attribute(self, node: ast.Attribute) -> Iterator:
+        if self.program or _on_module(node):
+            yield node.value
+            self.emit(GET_MEMBER, node.attr, node)
+            return
         if node.attr not in lang.ATTRIBUTES:
             raise self._unknown_member(node, method=False)
         yield node.value
@@ -823,6 +1015,15 @@ class _Compiler:
 
     def _assign(self, node: ast.Assign) -> Iterator:
         target = node.target
+        kind = type(target)
+        if (self.program and kind is not ast.Subscript) or kind in (
+            ast.Attribute,
+            ast.TupleExpr,
+            ast.ListExpr,
+        ):
+            yield node.value
+            yield from self._store_target(target, node)
+            return
         if type(target) is ast.Name:
             self._check_target_name(target.id, target)
             yield node.value
@@ -855,12 +1056,46 @@ class _Compiler:
                 target,
             )
 
+    def _store_target(self, target: ast.Node, node: ast.Node) -> Iterator:
+        """Store the value on the stack into ``target`` (a name, x.attr, x[i], or a tuple of
+        those, unpacked)."""
+        kind = type(target)
+        if kind is ast.Name:
+            self._check_target_name(target.id, target)
+            self.emit(STORE, target.id, node)
+        elif kind is ast.Attribute:
+            yield target.value
+            self.emit(SET_MEMBER, target.attr, target)
+        elif kind is ast.Subscript and self.program:
+            yield target.value
+            yield from self._index(target.index)
+            self.emit(STORE_SUBSCR, None, target)
+        elif kind is ast.Subscript:
+            self.hidden += 1
+            hidden = f".value{self.hidden}"
+            self.emit(STORE_QUIET, hidden, node)
+            yield from self._assign(ast.Assign(target, ast.Name(hidden), line=node.line, column=node.column))
+            self.emit(DELETE_NAME, hidden, node)
+        elif kind is ast.TupleExpr or kind is ast.ListExpr:
+            self.emit(UNPACK, len(target.items), target)
+            for item in target.items:
+                yield from self._store_target(item, node)
+        else:
+            raise self.error(ParseError, "cannot assign to this", target)
+
     def _check_target_name(self, name: str, node: ast.Node) -> None:
         if name in _KEYWORDS:
             raise self.error(ParseError, f"'{name}' is a keyword and cannot be assigned", node)
 
     def _augassign(self, node: ast.AugAssign) -> Iterator:
         target = node.target
+        if self.program or type(target) is ast.Attribute:
+            # x op= v: in place where the value allows it (a tensor under no_grad), as Python
+            yield target
+            yield node.value
+            self.emit(PY_INPLACE, node.op, node)
+            yield from self._store_target(target, node)
+            return
         if type(target) is ast.Name:
             self._check_target_name(target.id, target)
             self.emit(LOAD_NAME, target.id, target)
@@ -894,7 +1129,7 @@ class _Compiler:
     def _while(self, node: ast.While) -> Iterator:
         to_test = self.emit(JUMP, None, node)
         body = self.here()
-        loop = _Loop(is_for=False)
+        loop = _Loop(is_for=False, withs=self.withs)
         self.loops.append(loop)
         yield from node.body
         self.loops.pop()
@@ -907,12 +1142,13 @@ class _Compiler:
             self.patch(index)
 
     def _for(self, node: ast.For) -> Iterator:
-        self._check_target_name(node.target, node)
         yield node.iter
         get_iter = self.emit(GET_ITER, None, node.iter)
         to_next = self.emit(JUMP, None, node)
-        head = [None, node.target, self.here()]  # [end, variable, body]
-        loop = _Loop(is_for=True)
+        body = self.here()
+        target = self._loop_target(node.target, node)
+        head = [None, target, body]  # [end, variable, body]
+        loop = _Loop(is_for=True, withs=self.withs)
         self.loops.append(loop)
         yield from node.body
         self.loops.pop()
@@ -926,7 +1162,8 @@ class _Compiler:
             for index in loop.breaks:
                 self.patch(index, pad)
         head[0] = self.here()
-        self.fors.append((self.code, get_iter, next_item, pad, node.target))
+        if not self.program and target == node.target:
+            self.fors.append((self.code, get_iter, next_item, pad, target))
 
     def _def(self, node: ast.FunctionDef) -> Iterator:
         self._check_target_name(node.name, node)
@@ -945,14 +1182,14 @@ class _Compiler:
                     "with a default",
                     param,
                 )
-        outer = (self.code, self.loops, self.in_function)
+        outer = (self.code, self.loops, self.in_function, self.withs)
         body = _Code(node.name)
         self.codes.append(body)
-        self.code, self.loops, self.in_function = body, [], True
+        self.code, self.loops, self.in_function, self.withs = body, [], True, 0
         yield from node.body
         self.emit(LOAD_CONST, None, node)
         self.emit(RETURN, None, node)
-        self.code, self.loops, self.in_function = outer
+        self.code, self.loops, self.in_function, self.withs = outer
         ndefaults = sum(p.default is not None for p in node.params)
         template = _FunctionTemplate(node.name, tuple(names), ndefaults, body)
         self.emit(MAKE_FUNCTION, template, node)
@@ -965,6 +1202,7 @@ class _Compiler:
             self.emit(LOAD_CONST, None, node)
         else:
             yield node.value
+        self._exit_withs(self.withs, node)
         self.emit(RETURN, None, node)
 
     def _pass(self, node: ast.Pass) -> Iterator:
@@ -973,12 +1211,14 @@ class _Compiler:
     def _break(self, node: ast.Break) -> Iterator:
         if not self.loops:
             raise self.error(ParseError, "'break' outside a loop", node)
+        self._exit_withs(self.withs - self.loops[-1].withs, node)
         self.loops[-1].breaks.append(self.emit(JUMP, None, node))
         yield from ()
 
     def _continue(self, node: ast.Continue) -> Iterator:
         if not self.loops:
             raise self.error(ParseError, "'continue' outside a loop", node)
+        self._exit_withs(self.withs - self.loops[-1].withs, node)
         self.loops[-1].continues.append(self.emit(JUMP, None, node))
         yield from ()
 
@@ -1012,7 +1252,19 @@ _VISITORS = {
     ast.Pass: _Compiler._pass,
     ast.Break: _Compiler._break,
     ast.Continue: _Compiler._continue,
+    ast.Str: _Compiler._str,
+    ast.NoneLit: _Compiler._none,
+    ast.FString: _Compiler._fstring,
+    ast.ListComp: _Compiler._listcomp,
+    ast.Import: _Compiler._import,
+    ast.ImportFrom: _Compiler._import_from,
+    ast.With: _Compiler._with,
 }
+
+
+def _on_module(node: ast.Attribute) -> bool:
+    """``torch.x``, ``F.x``, ``math.x``: a member of a module (resolved at run time)."""
+    return type(node.value) is ast.Name and node.value.id in _MODULE_NAMES
 
 
 # ---------------------------------------------------------------------- helpers
@@ -1093,7 +1345,13 @@ class Interpreter:
     """
 
     def __init__(
-        self, dtype: str = "float64", seed: int | None = None, limits: Limits | None = None
+        self,
+        dtype: str = "float64",
+        seed: int | None = None,
+        limits: Limits | None = None,
+        *,
+        program: bool = False,
+        write: Any = None,
     ) -> None:
         if dtype not in ("float64", "float32"):
             raise FormulaValueError(
@@ -1107,6 +1365,11 @@ class Interpreter:
         self._true = lang.TRUE
         self._false = lang.FALSE
         self._builtin_values: dict[str, Any] = {}
+        self.program = program
+        """Python's values and built-ins (``gradcalc run``): ``2`` is an int, ``[1, 2]`` a
+        list, names are Python's (`gradcalc.pylang`); else the formula language's."""
+        self.run_context = pylang.RunContext(self.limits, write or pylang.stdout_write)
+        """Where ``print`` writes (``write(text)``), and the limits Python's values obey."""
 
     # -- public API
 
@@ -1214,6 +1477,8 @@ class Interpreter:
     # -- name resolution (slow path: enclosing scopes, globals, built-ins)
 
     def _lookup(self, name: str, function: Function | None, called: bool = False) -> Any:
+        if self.program:
+            return self._lookup_python(name, function)
         if function is not None:
             for scope in function.scopes:
                 value = scope.get(name, _MISSING)
@@ -1236,6 +1501,33 @@ class Interpreter:
             raise self._unknown_name(name, function, called)
         self._builtin_values[name] = value
         return value
+
+    def _lookup_python(self, name: str, function: Function | None) -> Any:
+        if function is not None:
+            for scope in function.scopes:
+                value = scope.get(name, _MISSING)
+                if value is not _MISSING:
+                    return value
+        value = self.env.get(name, _MISSING)
+        if value is not _MISSING:
+            return value
+        value = pylang.BUILTINS.get(name)
+        if value is not None:
+            return value
+        if name in _MODULE_NAMES:
+            hint = "import it first: import torch" if name != "F" else (
+                "import it first: import torch.nn.functional as F"
+            )
+        else:
+            candidates = [*pylang.BUILTINS, *itertools.islice(reversed(self.env), _SUGGEST_FROM)]
+            if function is not None:
+                for scope in function.scopes:
+                    candidates += scope
+            hint = _did_you_mean(name, candidates)
+            if hint is None and name in lang.FUNCTIONS:
+                hint = f"did you mean torch.{name}? (import torch first)"
+        return_error = UnknownNameError(f"name '{name}' is not defined", hint=hint)
+        raise return_error
 
     def _any_users(self, names: tuple[str, ...], scope: dict, function: Function | None) -> bool:
         """Whether the user has bound any of these built-in names."""
@@ -1287,6 +1579,8 @@ class Interpreter:
             raise error from cause
         finally:
             self.context.scopes = [self.env]
+            while machine.managers:  # an error inside `with torch.no_grad():`
+                machine.managers.pop().__exit__(None, None, None)
         return Outcome(machine.last_value, machine.last_name)
 
     def _needs_generic(self, compiled: Compiled) -> bool:
@@ -1359,6 +1653,7 @@ class _Machine:
         "last_name",
         "last_value",
         "limits",
+        "managers",
         "nodes",
         "operations",
         "ops",
@@ -1384,6 +1679,7 @@ class _Machine:
         self.argv: list = []
         self.done = False
         self.fault = -1  # the index of the instruction that raised
+        self.managers: list = []  # context managers entered (with), innermost last
         self.unit = None if interp._needs_generic(compiled) else compiled.code
         self.start(compiled.code, interp.env, None)
 
@@ -1496,6 +1792,8 @@ class _Machine:
         if error is None:  # not explained: the generic words, and a bug's traceback
             error = _convert(exc)
             cause = _unexpected(exc)
+            if self.interp.program and cause is None and not isinstance(exc, FormulaError):
+                error.message = pylang.python_error(exc)  # as Python reports it
         node = self.nodes[self.fault]
         if node is not None:
             error.at(node.line or None, node.column or None, source)
@@ -1623,7 +1921,10 @@ def _unary(m: _Machine, arg: tuple, pc: int) -> int:
     return pc
 
 
-def _not(m: _Machine, arg: None, pc: int) -> int:
+def _not(m: _Machine, arg: Any, pc: int) -> int:
+    if m.interp.program:
+        m.stack[-1] = not truth(m.stack[-1])
+        return pc
     m.stack[-1] = lang.FALSE if truth(m.stack[-1]) else lang.TRUE
     return pc
 
@@ -1724,6 +2025,12 @@ def _subscript(m: _Machine, arg: None, pc: int) -> int:
     stack = m.stack
     key = stack.pop()
     value = stack[-1]
+    if m.interp.program:
+        m.operations += 1
+        if type(key) is tuple and type(value) is not Tensor:
+            raise FormulaTypeError(f"{pylang.type_name(value)} indices must be integers or slices")
+        stack[-1] = value[key]
+        return pc
     if type(value) is Size:  # x.shape[0] is a number, x.shape[1:] a shape
         stack[-1] = _shape_part(lang.get_item(lang.unshape(m.context, value), key))
         return pc
@@ -1738,7 +2045,7 @@ def _build_slice(m: _Machine, arg: tuple[bool, bool, bool], pc: int) -> int:
     stack = m.stack
     parts = [stack.pop() if given else None for given in reversed(arg)]
     parts.reverse()
-    stack.append(lang.make_slice(*parts))
+    stack.append(slice(*parts) if m.interp.program else lang.make_slice(*parts))
     return pc
 
 
@@ -1809,7 +2116,8 @@ def _call(m: _Machine, site: _CallSite, callee: Any, pc: int) -> int:
         stack.append(_call_builtin(m, site, callee, argv))
         return pc
     if type(callee) is not Function:
-        raise _not_callable(site.name, callee)
+        stack.append(_call_python(m, site, callee, argv))
+        return pc
     depth = m.limits.max_call_depth
     if len(m.frames) >= depth:
         raise LimitError(
@@ -1841,6 +2149,26 @@ def _call_builtin(m: _Machine, site: _CallSite, callee: Builtin, argv: list) -> 
     return impl(*argv)
 
 
+def _call_python(m: _Machine, site: _CallSite, callee: Any, argv: list) -> Any:
+    """Call one of Python's built-ins (`pylang.BUILTINS`, a string's method) or a function
+    of the Python API reached through a module or a tensor (``torch.ones``, ``x.sum``)."""
+    nargs = site.nargs
+    kwargs = dict(zip(site.kwnames, argv[nargs:], strict=True))
+    if type(callee) is pylang.PyBuiltin:
+        return callee.fn(m.interp.run_context, *argv[:nargs], **kwargs)
+    if isinstance(callee, pylang.Namespace) or not callable(callee):
+        raise _not_callable(site.name, callee)
+    pylang.check_creation(callee, argv[:nargs], kwargs, m.limits)
+    for value in argv:
+        if type(value) is Function:
+            raise FormulaTypeError(
+                f"{site.name or 'this function'}(): gradcalc cannot pass a program's own "
+                f"function ({value.name}) to the Python API",
+                hint="call it yourself and pass the result",
+            )
+    return callee(*argv[:nargs], **kwargs)
+
+
 def _return(m: _Machine, arg: None, pc: int) -> int:
     value = m.stack.pop()
     m.ops, m.args, m.nodes, m.pc, m.stack, m.scope, m.function = m.frames.pop()
@@ -1860,7 +2188,205 @@ def _make_function(m: _Machine, arg: _FunctionTemplate, pc: int) -> int:
     return pc
 
 
+# ---- handlers: Python's values (program mode) and the statements both modes share
+
+
+def _py_binary(m: _Machine, arg: str, pc: int) -> int:
+    stack = m.stack
+    left, right = stack[-2], stack[-1]
+    if type(left) is Tensor and type(right) is Tensor:
+        if left._data.size * right._data.size > m.limits.max_elements:
+            m.context.check_broadcast(arg, left, right)
+    m.operations += 1
+    result = pylang.binary(arg, left, right, m.limits)
+    del stack[-1]
+    stack[-1] = result
+    return pc
+
+
+def _py_inplace(m: _Machine, arg: str, pc: int) -> int:
+    stack = m.stack
+    left, right = stack[-2], stack[-1]
+    if not m.interp.program:
+        left, right = _operands(m.context, arg, left, right)
+    elif type(left) is Tensor and type(right) is Tensor:
+        if left._data.size * right._data.size > m.limits.max_elements:
+            m.context.check_broadcast(arg, left, right)
+    m.operations += 1
+    result = pylang.binary(arg, left, right, m.limits, inplace=True)
+    del stack[-1]
+    stack[-1] = result
+    return pc
+
+
+def _py_unary(m: _Machine, arg: str, pc: int) -> int:
+    m.operations += 1
+    m.stack[-1] = -m.stack[-1] if arg == "-" else +m.stack[-1]
+    return pc
+
+
+def _py_compare(m: _Machine, arg: str, pc: int) -> int:
+    stack = m.stack
+    result = _py_comparison(m, arg, stack[-2], stack[-1])
+    del stack[-1]
+    stack[-1] = result
+    return pc
+
+
+def _py_comparison(m: _Machine, symbol: str, left: Any, right: Any) -> Any:
+    if not m.interp.program and symbol in _COMPARE:
+        return _comparison(m, (_COMPARE[symbol], symbol), left, right)
+    result = pylang.binary(symbol, left, right, m.limits)
+    if not m.interp.program and type(result) is bool:
+        return lang.TRUE if result else lang.FALSE
+    return result
+
+
+def _py_compare_chain(m: _Machine, arg: list, pc: int) -> int:
+    stack = m.stack
+    result = _py_comparison(m, arg[0], stack[-2], stack[-1])
+    if truth(result):
+        del stack[-2]
+        return pc
+    del stack[-1]
+    stack[-1] = result
+    return arg[1]
+
+
+def _build_tuple(m: _Machine, arg: int, pc: int) -> int:
+    stack = m.stack
+    items = tuple(stack[-arg:]) if arg else ()
+    if arg:
+        del stack[-arg:]
+    stack.append(items)
+    return pc
+
+
+def _build_pylist(m: _Machine, arg: int, pc: int) -> int:
+    stack = m.stack
+    items = stack[-arg:] if arg else []
+    if arg:
+        del stack[-arg:]
+    stack.append(items)
+    return pc
+
+
+def _list_append(m: _Machine, arg: int, pc: int) -> int:
+    item = m.stack.pop()
+    target = m.stack[-arg]
+    if type(target) is list:
+        if len(target) >= m.limits.max_elements:
+            pylang.items(range(len(target) + 1), m.limits, "the list")
+        target.append(item)
+    else:  # the formula language's list: a tensor of the items, made when the list ends
+        m.stack[-arg] = lang.build_list(m.context, [*_rows_of(target), item])
+    return pc
+
+
+def _rows_of(value: Any) -> list:
+    if type(value) is Tensor:
+        return [value[i] for i in range(value._data.shape[0])] if value._data.ndim else []
+    return list(value)
+
+
+def _build_string(m: _Machine, arg: int, pc: int) -> int:
+    stack = m.stack
+    parts = stack[-arg:] if arg else []
+    if arg:
+        del stack[-arg:]
+    pylang.items(range(sum(len(p) for p in parts)), m.limits, "the string")
+    stack.append("".join(parts))
+    return pc
+
+
+def _format(m: _Machine, arg: tuple, pc: int) -> int:
+    m.stack[-1] = pylang.format_value(m.stack[-1], arg[0], arg[1], m.limits)
+    return pc
+
+
+def _get_member(m: _Machine, arg: str, pc: int) -> int:
+    value = m.stack[-1]
+    if not m.interp.program and type(value) is Size:
+        value = lang.unshape(m.context, value)
+    m.stack[-1] = pylang.get_member(value, arg, m.limits)
+    return pc
+
+
+def _set_member(m: _Machine, arg: str, pc: int) -> int:
+    target = m.stack.pop()
+    value = m.stack.pop()
+    pylang.set_member(target, arg, value)
+    return pc
+
+
+def _unpack(m: _Machine, arg: int, pc: int) -> int:
+    value = m.stack.pop()
+    items = pylang.items(value, m.limits, "the value unpacked")
+    if len(items) != arg:
+        if len(items) > arg:
+            message = f"too many values to unpack (expected {arg}, got {len(items)})"
+        else:
+            message = f"not enough values to unpack (expected {arg}, got {len(items)})"
+        raise FormulaValueError(message)
+    items.reverse()
+    m.stack += items
+    return pc
+
+
+def _with_enter(m: _Machine, arg: bool, pc: int) -> int:
+    manager = m.stack.pop()
+    if not isinstance(manager, lang.GRAD_MODES):
+        raise FormulaTypeError(
+            f"'{pylang.type_name(manager)}' object does not support the context manager protocol",
+            hint="with torch.no_grad():, torch.enable_grad() or torch.set_grad_enabled(mode)",
+        )
+    entered = manager.__enter__()
+    m.managers.append(manager)
+    if arg:
+        m.stack.append(entered)
+    return pc
+
+
+def _with_exit(m: _Machine, arg: None, pc: int) -> int:
+    m.managers.pop().__exit__(None, None, None)
+    return pc
+
+
+def _store_subscr(m: _Machine, arg: None, pc: int) -> int:
+    stack = m.stack
+    key = stack.pop()
+    target = stack.pop()
+    value = stack.pop()
+    if type(target) is list or type(target) is Tensor:
+        m.operations += 1
+        target[key] = value
+        return pc
+    raise FormulaTypeError(f"'{pylang.type_name(target)}' object does not support item assignment")
+
+
+def _delete_name(m: _Machine, arg: str, pc: int) -> int:
+    m.scope.pop(arg, None)
+    return pc
+
+
 _HANDLER_OF = {
+    PY_BINARY: _py_binary,
+    PY_INPLACE: _py_inplace,
+    PY_UNARY: _py_unary,
+    PY_COMPARE: _py_compare,
+    PY_COMPARE_CHAIN: _py_compare_chain,
+    BUILD_TUPLE: _build_tuple,
+    BUILD_PYLIST: _build_pylist,
+    LIST_APPEND: _list_append,
+    BUILD_STRING: _build_string,
+    FORMAT: _format,
+    GET_MEMBER: _get_member,
+    SET_MEMBER: _set_member,
+    UNPACK: _unpack,
+    WITH_ENTER: _with_enter,
+    WITH_EXIT: _with_exit,
+    STORE_SUBSCR: _store_subscr,
+    DELETE_NAME: _delete_name,
     STORE_FRESH: _store_fresh,
     STORE_QUIET: _store_quiet,
     STORE_ITEM: _store_item,
@@ -1892,7 +2418,7 @@ _HANDLER_OF = {
     GET_SPAN: _get_span,
     END_SPAN: _end_span,
 }
-_HANDLERS = [_HANDLER_OF.get(op) for op in range(END_SPAN + 1)]
+_HANDLERS = [_HANDLER_OF.get(op) for op in range(LAST_OP + 1)]
 """Each opcode's handler, by opcode (None for those `_Machine.run` writes out)."""
 
 
