@@ -393,16 +393,33 @@ def hessian(
 
 
 def interpreter(
-    dtype: str = "float64", seed: int | None = None, limits: Limits | None = None
+    dtype: str = "float64",
+    seed: int | None = None,
+    limits: Limits | None = None,
+    *,
+    program: bool = False,
+    write: Any = None,
 ) -> Interpreter:
     """A fresh interpreter for a session whose names persist from entry to entry (the REPL).
 
     Run entries with :func:`execute` and differentiate expressions against
     its names with :func:`differentiate`; ``interp.env`` maps each name to its value.
+    ``program=True`` runs programs as Python does (``gradcalc run``: ``import torch``,
+    ``print``...; `gradcalc.pylang`), ``print`` calling ``write(text)``.
     """
     from gradcalc.interpreter import Interpreter
 
-    return Interpreter(dtype=_check_dtype(dtype), seed=seed, limits=limits or DEFAULT_LIMITS)
+    if program and seed is not None:
+        import gradcalc
+
+        gradcalc.manual_seed(seed)  # torch.rand... draw from the default generator
+    return Interpreter(
+        dtype=_check_dtype(dtype),
+        seed=seed,
+        limits=limits or DEFAULT_LIMITS,
+        program=program,
+        write=write,
+    )
 
 
 def execute(interp: Interpreter, source: str) -> Outcome:

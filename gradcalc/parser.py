@@ -928,8 +928,12 @@ def _check_target(target: ast.Node, op: str) -> None:
     if op == "=" and isinstance(target, ast.Attribute):
         return  # x.requires_grad = True (the interpreter says which attributes can be set)
     if op == "=" and isinstance(target, ast.TupleExpr | ast.ListExpr):
-        for item in target.items:  # a, b = 1, 2 (iterative: the items are names or x[i])
-            if not isinstance(item, ast.Name | ast.Subscript | ast.Attribute):
+        todo = list(target.items)  # a, b = 1, 2; (a, b), c = ... (iterative)
+        while todo:
+            item = todo.pop()
+            if isinstance(item, ast.TupleExpr | ast.ListExpr):
+                todo += item.items
+            elif not isinstance(item, ast.Name | ast.Subscript | ast.Attribute):
                 _check_target(item, "unpack")
         return
     what = {

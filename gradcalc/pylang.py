@@ -342,7 +342,12 @@ def _isinstance(ctx: RunContext, value: Any, classes: Any) -> bool:
     from gradcalc.builtins import Tensor
 
     allowed = (int, float, str, bool, list, tuple, range, type(None), Tensor)
-    for cls in classes if isinstance(classes, tuple) else (classes,):
+    types = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "tuple": tuple}
+    classes = tuple(
+        types.get(c.name, c) if isinstance(c, PyBuiltin) else c
+        for c in (classes if isinstance(classes, tuple) else (classes,))
+    )
+    for cls in classes:
         if cls is not Tensor and cls not in allowed:
             raise FormulaTypeError(
                 "isinstance() arg 2 must be a type such as int, float, str, list, tuple "

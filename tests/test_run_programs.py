@@ -1,0 +1,182 @@
+# ruff: noqa: E501 - programs and PyTorch's printed output are quoted verbatim
+"""`gradcalc run`: programs run as ``python FILE`` runs them, printing what PyTorch prints.
+
+The expected outputs were made by running the same text with PyTorch 2.13 and CPython
+(the tests need neither). tests/programs/seed_*.py are the five seed tutorials' cells as
+one program each (a cell that only shows a value wrapped in print(); random draws replaced
+by fixed values, as gradcalc's generator is not PyTorch's); seed_*.out is what PyTorch
+printed for them. Seed 004 is written for PyTorch 2.x: pre-0.4's ``.creator`` is gone
+(``y.grad_fn`` replaced it), and ``.creator`` is an error here as in PyTorch 2.13
+(`test_legacy_creator_is_an_attribute_error`).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gradcalc.errors import FormulaError, LimitError, ParseError
+from gradcalc.interpreter import Interpreter
+
+PROGRAMS = Path(__file__).resolve().parent / "programs"
+
+
+def run(source: str) -> str:
+    out: list[str] = []
+    Interpreter(program=True, write=out.append).execute(source)
+    return "".join(out)
+
+
+def failure(source: str) -> tuple[str, FormulaError]:
+    out: list[str] = []
+    with pytest.raises(FormulaError) as caught:
+        Interpreter(program=True, write=out.append).execute(source)
+    return "".join(out), caught.value
+
+
+@pytest.mark.parametrize("name", ["seed_000", "seed_001", "seed_002", "seed_003", "seed_004"])
+def test_each_seed_program_prints_what_pytorch_prints(name: str) -> None:
+    source = (PROGRAMS / f"{name}.py").read_text(encoding="utf-8")
+    expected = (PROGRAMS / f"{name}.out").read_text(encoding="utf-8")
+    assert run(source) == expected
+
+
+CASES = [
+    ('print(1/2, 7//2, -7//2, 7 % 3, 2**10, 2**-1, 3 == 3.0)', '0.5 3 -4 1 1024 0.5 True\n'),
+    ("print('a' + 'b', 'ab' * 3, 'x=%d y=%.2f' % (3, 2.5))", 'ab ababab x=3 y=2.50\n'),
+    ("print('{:.4f} {:>8}| {!r} {:<5}|'.format(3.14159, 'ab', 'q', 7))", "3.1416       ab| 'q' 7    |\n"),
+    ("x = 2.5\nname = 'w'\nprint(f'{name}: {x:.3f} {x!r} {x*2:>8.2f} {{}}')", 'w: 2.500 2.5     5.00 {}\n'),
+    ("print(1, 2, 3, sep=', ', end='.\\n')", '1, 2, 3.\n'),
+    ('print(\'\'\'tri\nple\'\'\', "dq", \'esc\\tape\\\\n\')', 'tri\nple dq esc\tape\\n\n'),
+    ('a, b = 1, 2\na, b = b, a\nprint(a, b)', '2 1\n'),
+    ('(a, b), c = (1, 2), 3\nprint(a, b, c)', '1 2 3\n'),
+    ('t = (1,)\nprint(t, (), [], [1, [2, 3]], None, True, False)', '(1,) () [] [1, [2, 3]] None True False\n'),
+    ("print([i * i for i in range(5) if i % 2 == 0], [x + y for x in 'ab' for y in 'cd'])", "[0, 4, 16] ['ac', 'ad', 'bc', 'bd']\n"),
+    ("for i, v in enumerate(['a', 'b'], 1):\n    print(i, v)\nfor p, q in zip([1, 2], (3, 4)):\n    print(p * q)", '1 a\n2 b\n3\n8\n'),
+    ("print(len([1, 2, 3]), list(range(2, 8, 2)), tuple('ab'), abs(-3), round(2.567, 2), round(2.5))", "3 [2, 4, 6] ('a', 'b') 3 2.57 2\n"),
+    ("print(float('inf'), -float('inf'), float('nan'), int(3.9), str(12) + '!', bool(0), bool([1]))", 'inf -inf nan 3 12! False True\n'),
+    ('print(isinstance(3, int), isinstance(3.0, (int, float)), sum([1, 2, 3]), max(1, 5), min([4, 2]))', 'True True 6 5 2\n'),
+    ("x = None\nprint(x is None, x is not None, 1 in [1, 2], 3 not in (1, 2), 'a' in 'cat')", 'True False True True True\n'),
+    ('import math\nprint(math.pi, math.sqrt(2), math.inf > 1e308, math.floor(2.5))', '3.141592653589793 1.4142135623730951 True 2\n'),
+    ('import torch\nprint(torch.tensor([2., 3.], requires_grad=True), torch.tensor(5), torch.tensor([1, 2]))', 'tensor([2., 3.], requires_grad=True) tensor(5) tensor([1, 2])\n'),
+    ('import torch\nx = torch.tensor([1., 2.], dtype=torch.float64, requires_grad=True)\nprint(x * 2)', 'tensor([2., 4.], dtype=torch.float64, grad_fn=<MulBackward0>)\n'),
+    ('import torch\nx = torch.tensor(2.0, requires_grad=True)\ny = x ** 3\ny.backward()\nprint(x.grad, x.grad.item(), y.item(), y.grad_fn.name())', 'tensor(12.) 12.0 8.0 PowBackward0\n'),
+    ('import torch\nx = torch.tensor([1., 2.], requires_grad=True)\ny = (x * x).sum()\nprint(y.grad_fn.next_functions[0][0].name(), x.grad is None)', 'MulBackward0 True\n'),
+    ('import torch\nw = torch.tensor([1., 2.], requires_grad=True)\nloss = (w * w).sum()\nloss.backward()\nwith torch.no_grad():\n    w -= 0.1 * w.grad\nprint(w, w.requires_grad, w.is_leaf)\nw.grad.zero_()\nprint(w.grad)', 'tensor([0.8000, 1.6000], requires_grad=True) True True\ntensor([0., 0.])\n'),
+    ('import torch\nx = torch.ones(2, requires_grad=True)\nwith torch.no_grad():\n    y = x * 2\nwith torch.enable_grad():\n    z = x * 2\nprint(y.requires_grad, z.requires_grad, torch.is_grad_enabled())', 'False True True\n'),
+    ('import torch\nx = torch.ones(2, requires_grad=True)\ny = x * 3\ny.retain_grad()\ny.sum().backward()\nprint(y.grad, x.data, x.detach().requires_grad_().requires_grad)', 'tensor([1., 1.]) tensor([1., 1.]) True\n'),
+    ('import torch\nfrom torch.autograd import Variable\nv = Variable(torch.ones(2), requires_grad=True)\nprint(v, (v * 2).grad_fn.name())', 'tensor([1., 1.], requires_grad=True) MulBackward0\n'),
+    ('import torch.nn.functional as F\nimport torch\nprint(F.relu(torch.tensor([-1., 2.])), F.mse_loss(torch.tensor([1., 2.]), torch.tensor([0., 0.])))', 'tensor([0., 2.]) tensor(2.5000)\n'),
+    ('import torch\nx = torch.tensor([1., 2., 3.])\nprint(x // 2, x % 2, x.shape, x.shape[0], x.sum().item())', 'tensor([0., 1., 1.]) tensor([1., 0., 1.]) torch.Size([3]) 3 6.0\n'),
+    ('import torch\nx = torch.tensor([1., 2.])\nx.requires_grad = True\ny = (x * x).sum()\ny.backward()\nprint(x.grad)\nx.grad = None\nprint(x.grad)', 'tensor([2., 4.])\nNone\n'),
+    ('import torch\nprint(torch.tensor(3.5) > 2, (torch.tensor(3.) * 2).item(), float(torch.tensor(2.)), int(torch.tensor(7)))', 'tensor(True) 6.0 2.0 7\n'),
+    ("import torch\nx = torch.tensor([1., 2.], requires_grad=True)\ny = x * 2\nprint(y)\nprint('{}'.format(y.sum()), f'{y.sum():.2f}')", 'tensor([2., 4.], grad_fn=<MulBackward0>)\n6.0 6.00\n'),
+    ('def f(a, b=2):\n    return a * b, a + b\np, q = f(3)\nprint(p, q, f(1, b=5))', '6 5 (5, 6)\n'),
+    ('i = 0\nwhile True:\n    i += 1\n    if i > 3:\n        break\nprint(i)', '4\n'),
+]
+
+
+@pytest.mark.parametrize(("source", "expected"), CASES)
+def test_each_construct_prints_what_python_and_pytorch_print(source: str, expected: str) -> None:
+    assert run(source) == expected
+
+
+def test_grad_fn_prints_as_pytorch_object_repr() -> None:
+    out = run("import torch\nx = torch.ones(2, requires_grad=True)\nprint(x + 1)\nprint((x + 1).grad_fn)")
+    first, second = out.splitlines()
+    assert first == "tensor([2., 2.], grad_fn=<AddBackward0>)"
+    assert second.startswith("<AddBackward0 object at 0x") and second.endswith(">")
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "words"),
+    [
+        # seed 002's cells whose output is an error: PyTorch's RuntimeError, here a report
+        ("import torch\nx=torch.tensor(5)\ny=x*x\ny.backward()", 4, "does not require grad"),
+        ("import torch\nx=torch.tensor(5, requires_grad=True)", 2, "floating point"),
+        ("import torch\nx = torch.ones(2)\ny = x.creator", 3, "has no attribute 'creator'"),
+        ("print('a')\nimport os", 2, "No module named 'os'"),
+        ("from torch.autograd import nothing", 1, "cannot import name 'nothing'"),
+        ("x = 1\nprint(y)", 2, "name 'y' is not defined"),
+        ("print(1 / 0)", 1, "ZeroDivisionError: division by zero"),
+        ("a, b = 1, 2, 3", 1, "too many values to unpack"),
+        ("print('{0.real}'.format(1))", 1, "not supported"),
+        ("import torch\nx = torch.ones(3)\nprint(max(x, 0))", 3, "torch.maximum"),
+        ("x = (1).__class__", 1, "has no attribute '__class__'"),
+        ("import torch\ntorch.ones(2).numpy()", 2, "has no attribute 'numpy'"),
+        ("import numpy as np\nnp.array([1])", 2, "numpy is not available"),
+        ("with 3:\n    pass", 1, "context manager"),
+    ],
+)
+def test_errors_stop_the_program_at_their_line(source: str, line: int, words: str) -> None:
+    _, error = failure(source)
+    assert words in error.message or words in (error.hint or ""), error
+    assert error.line == line
+
+
+def test_output_before_an_error_is_kept() -> None:
+    printed, error = failure("print('before')\nx = undefined_name\nprint('after')")
+    assert printed == "before\n" and error.line == 2
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "s = 'a' * 10**9",
+        "s = [0] * 10**9",
+        "x = 10 ** 10 ** 10",
+        "s = 'ab'\nfor i in range(40):\n    s = s + s",
+        "print('{:>2000000000}'.format(1))",
+        "print(f'{1:.2000000000f}')",
+        "x = list(range(10**12))",
+        "import torch\nx = torch.zeros(10**6, 10**6)",
+        "import torch\nx = torch.arange(10**12)",
+        "s = 'x'.rjust(10**10)",
+    ],
+)
+def test_sizes_are_limited_before_anything_is_made(source: str) -> None:
+    with pytest.raises(LimitError):
+        Interpreter(program=True, write=lambda text: None).execute(source)
+
+
+def test_iterations_are_limited() -> None:
+    from gradcalc.limits import Limits
+
+    interp = Interpreter(program=True, limits=Limits(max_iterations=1000), write=lambda t: None)
+    with pytest.raises(LimitError):
+        interp.execute("x = [i for i in range(10**9)]")
+
+
+def test_grad_mode_is_restored_after_an_error_inside_no_grad() -> None:
+    import gradcalc
+
+    with pytest.raises(FormulaError):
+        run("import torch\nwith torch.no_grad():\n    x = 1 / 0")
+    assert gradcalc.is_grad_enabled()
+    assert run("import torch\ndef f():\n    with torch.no_grad():\n        return 1\nf()\nprint(torch.is_grad_enabled())") == "True\n"
+    assert run("import torch\nfor i in range(2):\n    with torch.no_grad():\n        break\nprint(torch.is_grad_enabled())") == "True\n"
+
+
+def test_fullwidth_digits_are_a_parse_error() -> None:
+    with pytest.raises(ParseError):
+        run("print(１ + ２)")
+
+
+def test_gradcalc_run_cli_file_stdin_errors_and_closed_pipe(tmp_path: Path) -> None:
+    program = tmp_path / "p.py"
+    program.write_text("import torch\nx = torch.tensor(2., requires_grad=True)\n(x**3).backward()\nprint(x.grad)\ny = x.nope\n")
+    command = [sys.executable, "-m", "gradcalc", "run"]
+    done = subprocess.run([*command, str(program)], capture_output=True, text=True, timeout=60)
+    assert done.stdout == "tensor(12.)\n"
+    assert done.returncode == 1
+    assert "line 5" in done.stderr and "nope" in done.stderr and "Traceback" not in done.stderr
+    done = subprocess.run([*command, "-"], input="print('hi', 1/2)\n", capture_output=True, text=True, timeout=60)
+    assert (done.stdout, done.returncode) == ("hi 0.5\n", 0)
+    many = tmp_path / "many.py"
+    many.write_text("for i in range(200000):\n    print(i)\n")
+    shell = f"{sys.executable} -m gradcalc run {many} | head -2"
+    done = subprocess.run(shell, shell=True, capture_output=True, text=True, timeout=120)
+    assert done.stdout == "0\n1\n" and "Traceback" not in done.stderr and done.stderr == ""
