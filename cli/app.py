@@ -753,7 +753,9 @@ def repl(
 @app.command("run", cls=Command)
 @_with_limits
 def run_(
-    file: Annotated[str, typer.Argument(metavar="FILE", help="The program file, or - for standard input.")],
+    file: Annotated[
+        str, typer.Argument(metavar="FILE", help="The program file, or - for standard input.")
+    ],
     seed: Seed = None,
     *,
     limits: dict[str, int],
@@ -770,7 +772,7 @@ def run_(
 
       gradcalc run tutorial.py
 
-      printf 'import torch\\nx = torch.tensor(2., requires_grad=True)\\n(x**3).backward()\\nprint(x.grad)\\n' | gradcalc run -
+      printf 'import torch\\nprint(torch.ones(2) * 3)\\n' | gradcalc run -
 
       gradcalc run train.py --seed 0 --max-iterations 100000000
     """

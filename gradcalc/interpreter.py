@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import gc
 import itertools
-import math
 import keyword
+import math
 import operator
 import warnings
 from collections.abc import Iterator
@@ -150,7 +150,7 @@ WITH_ENTER = 51  # pop a context manager, enter it; arg = whether to push what i
 WITH_EXIT = 52  # leave the innermost context manager entered
 STORE_SUBSCR = 53  # pop key, obj, value; obj[key] = value
 DELETE_NAME = 54  # forget a hidden name (an unpacked loop item); arg = name
-LAST_OP = 54
+_LAST_OP = 54
 
 _MISSING = object()
 
@@ -509,7 +509,9 @@ class _Compiler:
     def _specialise(self) -> tuple[frozenset[str], frozenset[str]]:
         if self.program:  # names are Python's built-ins, nothing to specialise
             for code in self.codes:
-                code.reads = frozenset(a for o, a in zip(code.ops, code.args) if o == LOAD_NAME)
+                code.reads = frozenset(
+                    a for o, a in zip(code.ops, code.args, strict=True) if o == LOAD_NAME
+                )
                 code.unit = self.code
             return frozenset(), frozenset()
         return self._specialise_formula()
@@ -713,13 +715,16 @@ class _Compiler:
             try:
                 module = pylang.import_module(alias.name)
                 if alias.asname is None and "." in alias.name:
-                    name, module = alias.name.split(".")[0], pylang.import_module(
-                        alias.name.split(".")[0]
+                    name, module = (
+                        alias.name.split(".")[0],
+                        pylang.import_module(alias.name.split(".")[0]),
                     )
                 else:
                     name = alias.asname or alias.name
             except FormulaError as exc:
-                self.emit(RAISE, exc.at(alias.line or None, alias.column or None, self.source), alias)
+                self.emit(
+                    RAISE, exc.at(alias.line or None, alias.column or None, self.source), alias
+                )
                 continue
             self.emit(LOAD_CONST, module, alias)
             self.emit(STORE_QUIET, name, alias)
@@ -742,7 +747,9 @@ class _Compiler:
                         hint=_did_you_mean(alias.name, module.members),
                     )
             except FormulaError as exc:
-                self.emit(RAISE, exc.at(alias.line or None, alias.column or None, self.source), alias)
+                self.emit(
+                    RAISE, exc.at(alias.line or None, alias.column or None, self.source), alias
+                )
                 continue
             self.emit(LOAD_CONST, value, alias)
             self.emit(STORE_QUIET, alias.asname or alias.name, alias)
@@ -1074,7 +1081,9 @@ class _Compiler:
             self.hidden += 1
             hidden = f".value{self.hidden}"
             self.emit(STORE_QUIET, hidden, node)
-            yield from self._assign(ast.Assign(target, ast.Name(hidden), line=node.line, column=node.column))
+            yield from self._assign(
+                ast.Assign(target, ast.Name(hidden), line=node.line, column=node.column)
+            )
             self.emit(DELETE_NAME, hidden, node)
         elif kind is ast.TupleExpr or kind is ast.ListExpr:
             self.emit(UNPACK, len(target.items), target)
@@ -1515,8 +1524,10 @@ class Interpreter:
         if value is not None:
             return value
         if name in _MODULE_NAMES:
-            hint = "import it first: import torch" if name != "F" else (
-                "import it first: import torch.nn.functional as F"
+            hint = (
+                "import it first: import torch"
+                if name != "F"
+                else ("import it first: import torch.nn.functional as F")
             )
         else:
             candidates = [*pylang.BUILTINS, *itertools.islice(reversed(self.env), _SUGGEST_FROM)]
@@ -2194,9 +2205,8 @@ def _make_function(m: _Machine, arg: _FunctionTemplate, pc: int) -> int:
 def _py_binary(m: _Machine, arg: str, pc: int) -> int:
     stack = m.stack
     left, right = stack[-2], stack[-1]
-    if type(left) is Tensor and type(right) is Tensor:
-        if left._data.size * right._data.size > m.limits.max_elements:
-            m.context.check_broadcast(arg, left, right)
+    if _large(m, left, right):
+        m.context.check_broadcast(arg, left, right)
     m.operations += 1
     result = pylang.binary(arg, left, right, m.limits)
     del stack[-1]
@@ -2209,14 +2219,22 @@ def _py_inplace(m: _Machine, arg: str, pc: int) -> int:
     left, right = stack[-2], stack[-1]
     if not m.interp.program:
         left, right = _operands(m.context, arg, left, right)
-    elif type(left) is Tensor and type(right) is Tensor:
-        if left._data.size * right._data.size > m.limits.max_elements:
-            m.context.check_broadcast(arg, left, right)
+    elif _large(m, left, right):
+        m.context.check_broadcast(arg, left, right)
     m.operations += 1
     result = pylang.binary(arg, left, right, m.limits, inplace=True)
     del stack[-1]
     stack[-1] = result
     return pc
+
+
+def _large(m: _Machine, left: Any, right: Any) -> bool:
+    """Two tensors whose broadcast result may be over the limit (checked exactly then)."""
+    return (
+        type(left) is Tensor
+        and type(right) is Tensor
+        and left._data.size * right._data.size > m.limits.max_elements
+    )
 
 
 def _py_unary(m: _Machine, arg: str, pc: int) -> int:
@@ -2418,7 +2436,7 @@ _HANDLER_OF = {
     GET_SPAN: _get_span,
     END_SPAN: _end_span,
 }
-_HANDLERS = [_HANDLER_OF.get(op) for op in range(LAST_OP + 1)]
+_HANDLERS = [_HANDLER_OF.get(op) for op in range(_LAST_OP + 1)]
 """Each opcode's handler, by opcode (None for those `_Machine.run` writes out)."""
 
 

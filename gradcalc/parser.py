@@ -411,7 +411,8 @@ _ACTIONS = {
     "MINUS": _ACT_SIGN, "PLUS": _ACT_SIGN, "POW": _ACT_POW,
     "STAR": _ACT_BINARY, "SLASH": _ACT_BINARY, "PERCENT": _ACT_BINARY, "AT": _ACT_BINARY,
     "COMP_OP": _ACT_BINARY, "FLOORDIV": _ACT_BINARY, "IS": _ACT_BINARY, "IS_NOT": _ACT_BINARY,
-    "IN": _ACT_BINARY, "NOT_IN": _ACT_BINARY, "NOT": _ACT_NOT, "AND": _ACT_BOOL, "OR": _ACT_BOOL, "IF": _ACT_BOOL,
+    "IN": _ACT_BINARY, "NOT_IN": _ACT_BINARY, "NOT": _ACT_NOT, "AND": _ACT_BOOL,
+    "OR": _ACT_BOOL, "IF": _ACT_BOOL,
     "ELSE": _ACT_ELSE, "COMMA": _ACT_SEPARATOR, "COLON": _ACT_SEPARATOR,
     "SEMICOLON": _ACT_SEPARATOR, "EQUAL": _ACT_SEPARATOR, "AUGASSIGN": _ACT_SEPARATOR,
     "_NEWLINE": _ACT_NEWLINE,
@@ -1027,7 +1028,9 @@ def _fstring_parts(body: str, raw: bool, token: Any) -> list[Any]:
                 depth += 1
             elif char in ")]}" and depth:
                 depth -= 1
-            elif depth == 0 and (char in ":}" or (char == "!" and body[index + 1 : index + 2] != "=")):
+            elif depth == 0 and (
+                char in ":}" or (char == "!" and body[index + 1 : index + 2] != "=")
+            ):
                 break
             index += 1
         expression = body[start:index]

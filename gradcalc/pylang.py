@@ -77,13 +77,18 @@ class Namespace:
                     "{attr}", attr
                 ),
             )
-        from gradcalc.interpreter import _did_you_mean
-
-        hint = _did_you_mean(attr, members) or f"`gradcalc functions` lists what {self.name} has"
+        hint = did_you_mean(attr, members) or f"`gradcalc functions` lists what {self.name} has"
         raise UnknownNameError(f"module '{self.name}' has no attribute '{attr}'", hint=hint)
 
     def __repr__(self) -> str:
         return f"<module '{self.name}' (gradcalc)>"
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
+    import difflib  # only for errors
+
+    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
+    return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?" if close else None
 
 
 def _torch() -> dict[str, Any]:
@@ -295,7 +300,7 @@ def _sequence(kind: type) -> Callable:
 
 
 def _zip(ctx: RunContext, *values: Any) -> zip:
-    return zip(*(_iterate(value) for value in values))
+    return zip(*(_iterate(value) for value in values), strict=False)
 
 
 def _enumerate(ctx: RunContext, value: Any, start: int = 0) -> enumerate:
@@ -668,17 +673,17 @@ def int_bits(limits: Limits) -> int:
 def _check_sizes(symbol: str, left: Any, right: Any, limits: Limits) -> None:
     """Refuse an operation on strings, lists or ints whose result would be too large."""
     kinds = (type(left), type(right))
-    if symbol == "*" or symbol == "+":
-        if isinstance(left, _SEQUENCES) or isinstance(right, _SEQUENCES):
-            if symbol == "+":
-                if type(left) is type(right):
-                    _check_length(len(left) + len(right), limits, f"the result of '{symbol}'")
-                return
-            count = right if isinstance(left, _SEQUENCES) else left
-            sequence = left if isinstance(left, _SEQUENCES) else right
-            if type(count) in (int, bool):
-                _check_length(len(sequence) * max(count, 0), limits, "the result of '*'")
-            return
+    sequences = isinstance(left, _SEQUENCES) or isinstance(right, _SEQUENCES)
+    if sequences and symbol == "+":
+        if type(left) is type(right):
+            _check_length(len(left) + len(right), limits, "the result of '+'")
+        return
+    if sequences and symbol == "*":
+        count = right if isinstance(left, _SEQUENCES) else left
+        sequence = left if isinstance(left, _SEQUENCES) else right
+        if type(count) in (int, bool):
+            _check_length(len(sequence) * max(count, 0), limits, "the result of '*'")
+        return
     if kinds == (int, int):
         bits = int_bits(limits)
         if symbol == "**" and right > 0 and left not in (0, 1, -1):

@@ -227,7 +227,13 @@ class Comprehension(Node):
     ifs: list[Expr]
 
     def __init__(
-        self, target: str | list[str], iter: Expr, ifs: list[Expr], *, line: int = 0, column: int = 0
+        self,
+        target: str | list[str],
+        iter: Expr,
+        ifs: list[Expr],
+        *,
+        line: int = 0,
+        column: int = 0,
     ) -> None:
         self.target = target
         self.iter = iter

@@ -602,7 +602,8 @@ EVERY_RULE = [
     "from a import (b, c, d,)\nfrom a import (b)\nwith a: pass\nwith a, b, c: pass",
     "from a import (b,)\nfrom a import (b, c,)\nfrom a import (b, c)\nfrom a import b, c",
     "for a, in x: pass\nfor a, b, in x: pass\nfor a, b, c in x: pass\nfor (a) in x: pass",
-    "for (a,) in x: pass\nfor (a, b, c) in x: pass\nfor (a, b,) in x: pass\nfor (a, b, c,) in x: pass",
+    "for (a,) in x: pass\nfor (a, b, c) in x: pass\nfor (a, b,) in x: pass",
+    "for (a, b, c,) in x: pass",
 ]
 
 

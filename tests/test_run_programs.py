@@ -45,37 +45,109 @@ def test_each_seed_program_prints_what_pytorch_prints(name: str) -> None:
 
 
 CASES = [
-    ('print(1/2, 7//2, -7//2, 7 % 3, 2**10, 2**-1, 3 == 3.0)', '0.5 3 -4 1 1024 0.5 True\n'),
-    ("print('a' + 'b', 'ab' * 3, 'x=%d y=%.2f' % (3, 2.5))", 'ab ababab x=3 y=2.50\n'),
-    ("print('{:.4f} {:>8}| {!r} {:<5}|'.format(3.14159, 'ab', 'q', 7))", "3.1416       ab| 'q' 7    |\n"),
-    ("x = 2.5\nname = 'w'\nprint(f'{name}: {x:.3f} {x!r} {x*2:>8.2f} {{}}')", 'w: 2.500 2.5     5.00 {}\n'),
-    ("print(1, 2, 3, sep=', ', end='.\\n')", '1, 2, 3.\n'),
-    ('print(\'\'\'tri\nple\'\'\', "dq", \'esc\\tape\\\\n\')', 'tri\nple dq esc\tape\\n\n'),
-    ('a, b = 1, 2\na, b = b, a\nprint(a, b)', '2 1\n'),
-    ('(a, b), c = (1, 2), 3\nprint(a, b, c)', '1 2 3\n'),
-    ('t = (1,)\nprint(t, (), [], [1, [2, 3]], None, True, False)', '(1,) () [] [1, [2, 3]] None True False\n'),
-    ("print([i * i for i in range(5) if i % 2 == 0], [x + y for x in 'ab' for y in 'cd'])", "[0, 4, 16] ['ac', 'ad', 'bc', 'bd']\n"),
-    ("for i, v in enumerate(['a', 'b'], 1):\n    print(i, v)\nfor p, q in zip([1, 2], (3, 4)):\n    print(p * q)", '1 a\n2 b\n3\n8\n'),
-    ("print(len([1, 2, 3]), list(range(2, 8, 2)), tuple('ab'), abs(-3), round(2.567, 2), round(2.5))", "3 [2, 4, 6] ('a', 'b') 3 2.57 2\n"),
-    ("print(float('inf'), -float('inf'), float('nan'), int(3.9), str(12) + '!', bool(0), bool([1]))", 'inf -inf nan 3 12! False True\n'),
-    ('print(isinstance(3, int), isinstance(3.0, (int, float)), sum([1, 2, 3]), max(1, 5), min([4, 2]))', 'True True 6 5 2\n'),
-    ("x = None\nprint(x is None, x is not None, 1 in [1, 2], 3 not in (1, 2), 'a' in 'cat')", 'True False True True True\n'),
-    ('import math\nprint(math.pi, math.sqrt(2), math.inf > 1e308, math.floor(2.5))', '3.141592653589793 1.4142135623730951 True 2\n'),
-    ('import torch\nprint(torch.tensor([2., 3.], requires_grad=True), torch.tensor(5), torch.tensor([1, 2]))', 'tensor([2., 3.], requires_grad=True) tensor(5) tensor([1, 2])\n'),
-    ('import torch\nx = torch.tensor([1., 2.], dtype=torch.float64, requires_grad=True)\nprint(x * 2)', 'tensor([2., 4.], dtype=torch.float64, grad_fn=<MulBackward0>)\n'),
-    ('import torch\nx = torch.tensor(2.0, requires_grad=True)\ny = x ** 3\ny.backward()\nprint(x.grad, x.grad.item(), y.item(), y.grad_fn.name())', 'tensor(12.) 12.0 8.0 PowBackward0\n'),
-    ('import torch\nx = torch.tensor([1., 2.], requires_grad=True)\ny = (x * x).sum()\nprint(y.grad_fn.next_functions[0][0].name(), x.grad is None)', 'MulBackward0 True\n'),
-    ('import torch\nw = torch.tensor([1., 2.], requires_grad=True)\nloss = (w * w).sum()\nloss.backward()\nwith torch.no_grad():\n    w -= 0.1 * w.grad\nprint(w, w.requires_grad, w.is_leaf)\nw.grad.zero_()\nprint(w.grad)', 'tensor([0.8000, 1.6000], requires_grad=True) True True\ntensor([0., 0.])\n'),
-    ('import torch\nx = torch.ones(2, requires_grad=True)\nwith torch.no_grad():\n    y = x * 2\nwith torch.enable_grad():\n    z = x * 2\nprint(y.requires_grad, z.requires_grad, torch.is_grad_enabled())', 'False True True\n'),
-    ('import torch\nx = torch.ones(2, requires_grad=True)\ny = x * 3\ny.retain_grad()\ny.sum().backward()\nprint(y.grad, x.data, x.detach().requires_grad_().requires_grad)', 'tensor([1., 1.]) tensor([1., 1.]) True\n'),
-    ('import torch\nfrom torch.autograd import Variable\nv = Variable(torch.ones(2), requires_grad=True)\nprint(v, (v * 2).grad_fn.name())', 'tensor([1., 1.], requires_grad=True) MulBackward0\n'),
-    ('import torch.nn.functional as F\nimport torch\nprint(F.relu(torch.tensor([-1., 2.])), F.mse_loss(torch.tensor([1., 2.]), torch.tensor([0., 0.])))', 'tensor([0., 2.]) tensor(2.5000)\n'),
-    ('import torch\nx = torch.tensor([1., 2., 3.])\nprint(x // 2, x % 2, x.shape, x.shape[0], x.sum().item())', 'tensor([0., 1., 1.]) tensor([1., 0., 1.]) torch.Size([3]) 3 6.0\n'),
-    ('import torch\nx = torch.tensor([1., 2.])\nx.requires_grad = True\ny = (x * x).sum()\ny.backward()\nprint(x.grad)\nx.grad = None\nprint(x.grad)', 'tensor([2., 4.])\nNone\n'),
-    ('import torch\nprint(torch.tensor(3.5) > 2, (torch.tensor(3.) * 2).item(), float(torch.tensor(2.)), int(torch.tensor(7)))', 'tensor(True) 6.0 2.0 7\n'),
-    ("import torch\nx = torch.tensor([1., 2.], requires_grad=True)\ny = x * 2\nprint(y)\nprint('{}'.format(y.sum()), f'{y.sum():.2f}')", 'tensor([2., 4.], grad_fn=<MulBackward0>)\n6.0 6.00\n'),
-    ('def f(a, b=2):\n    return a * b, a + b\np, q = f(3)\nprint(p, q, f(1, b=5))', '6 5 (5, 6)\n'),
-    ('i = 0\nwhile True:\n    i += 1\n    if i > 3:\n        break\nprint(i)', '4\n'),
+    ("print(1/2, 7//2, -7//2, 7 % 3, 2**10, 2**-1, 3 == 3.0)", "0.5 3 -4 1 1024 0.5 True\n"),
+    ("print('a' + 'b', 'ab' * 3, 'x=%d y=%.2f' % (3, 2.5))", "ab ababab x=3 y=2.50\n"),
+    (
+        "print('{:.4f} {:>8}| {!r} {:<5}|'.format(3.14159, 'ab', 'q', 7))",
+        "3.1416       ab| 'q' 7    |\n",
+    ),
+    (
+        "x = 2.5\nname = 'w'\nprint(f'{name}: {x:.3f} {x!r} {x*2:>8.2f} {{}}')",
+        "w: 2.500 2.5     5.00 {}\n",
+    ),
+    ("print(1, 2, 3, sep=', ', end='.\\n')", "1, 2, 3.\n"),
+    ("print('''tri\nple''', \"dq\", 'esc\\tape\\\\n')", "tri\nple dq esc\tape\\n\n"),
+    ("a, b = 1, 2\na, b = b, a\nprint(a, b)", "2 1\n"),
+    ("(a, b), c = (1, 2), 3\nprint(a, b, c)", "1 2 3\n"),
+    (
+        "t = (1,)\nprint(t, (), [], [1, [2, 3]], None, True, False)",
+        "(1,) () [] [1, [2, 3]] None True False\n",
+    ),
+    (
+        "print([i * i for i in range(5) if i % 2 == 0], [x + y for x in 'ab' for y in 'cd'])",
+        "[0, 4, 16] ['ac', 'ad', 'bc', 'bd']\n",
+    ),
+    (
+        "for i, v in enumerate(['a', 'b'], 1):\n    print(i, v)\nfor p, q in zip([1, 2], (3, 4)):\n    print(p * q)",
+        "1 a\n2 b\n3\n8\n",
+    ),
+    (
+        "print(len([1, 2, 3]), list(range(2, 8, 2)), tuple('ab'), abs(-3), round(2.567, 2), round(2.5))",
+        "3 [2, 4, 6] ('a', 'b') 3 2.57 2\n",
+    ),
+    (
+        "print(float('inf'), -float('inf'), float('nan'), int(3.9), str(12) + '!', bool(0), bool([1]))",
+        "inf -inf nan 3 12! False True\n",
+    ),
+    (
+        "print(isinstance(3, int), isinstance(3.0, (int, float)), sum([1, 2, 3]), max(1, 5), min([4, 2]))",
+        "True True 6 5 2\n",
+    ),
+    (
+        "x = None\nprint(x is None, x is not None, 1 in [1, 2], 3 not in (1, 2), 'a' in 'cat')",
+        "True False True True True\n",
+    ),
+    (
+        "import math\nprint(math.pi, math.sqrt(2), math.inf > 1e308, math.floor(2.5))",
+        "3.141592653589793 1.4142135623730951 True 2\n",
+    ),
+    (
+        "import torch\nprint(torch.tensor([2., 3.], requires_grad=True), torch.tensor(5), torch.tensor([1, 2]))",
+        "tensor([2., 3.], requires_grad=True) tensor(5) tensor([1, 2])\n",
+    ),
+    (
+        "import torch\nx = torch.tensor([1., 2.], dtype=torch.float64, requires_grad=True)\nprint(x * 2)",
+        "tensor([2., 4.], dtype=torch.float64, grad_fn=<MulBackward0>)\n",
+    ),
+    (
+        "import torch\nx = torch.tensor(2.0, requires_grad=True)\ny = x ** 3\ny.backward()\nprint(x.grad, x.grad.item(), y.item(), y.grad_fn.name())",
+        "tensor(12.) 12.0 8.0 PowBackward0\n",
+    ),
+    (
+        "import torch\nx = torch.tensor([1., 2.], requires_grad=True)\ny = (x * x).sum()\nprint(y.grad_fn.next_functions[0][0].name(), x.grad is None)",
+        "MulBackward0 True\n",
+    ),
+    (
+        "import torch\nw = torch.tensor([1., 2.], requires_grad=True)\nloss = (w * w).sum()\nloss.backward()\nwith torch.no_grad():\n    w -= 0.1 * w.grad\nprint(w, w.requires_grad, w.is_leaf)\nw.grad.zero_()\nprint(w.grad)",
+        "tensor([0.8000, 1.6000], requires_grad=True) True True\ntensor([0., 0.])\n",
+    ),
+    (
+        "import torch\nx = torch.ones(2, requires_grad=True)\nwith torch.no_grad():\n    y = x * 2\nwith torch.enable_grad():\n    z = x * 2\nprint(y.requires_grad, z.requires_grad, torch.is_grad_enabled())",
+        "False True True\n",
+    ),
+    (
+        "import torch\nx = torch.ones(2, requires_grad=True)\ny = x * 3\ny.retain_grad()\ny.sum().backward()\nprint(y.grad, x.data, x.detach().requires_grad_().requires_grad)",
+        "tensor([1., 1.]) tensor([1., 1.]) True\n",
+    ),
+    (
+        "import torch\nfrom torch.autograd import Variable\nv = Variable(torch.ones(2), requires_grad=True)\nprint(v, (v * 2).grad_fn.name())",
+        "tensor([1., 1.], requires_grad=True) MulBackward0\n",
+    ),
+    (
+        "import torch.nn.functional as F\nimport torch\nprint(F.relu(torch.tensor([-1., 2.])), F.mse_loss(torch.tensor([1., 2.]), torch.tensor([0., 0.])))",
+        "tensor([0., 2.]) tensor(2.5000)\n",
+    ),
+    (
+        "import torch\nx = torch.tensor([1., 2., 3.])\nprint(x // 2, x % 2, x.shape, x.shape[0], x.sum().item())",
+        "tensor([0., 1., 1.]) tensor([1., 0., 1.]) torch.Size([3]) 3 6.0\n",
+    ),
+    (
+        "import torch\nx = torch.tensor([1., 2.])\nx.requires_grad = True\ny = (x * x).sum()\ny.backward()\nprint(x.grad)\nx.grad = None\nprint(x.grad)",
+        "tensor([2., 4.])\nNone\n",
+    ),
+    (
+        "import torch\nprint(torch.tensor(3.5) > 2, (torch.tensor(3.) * 2).item(), float(torch.tensor(2.)), int(torch.tensor(7)))",
+        "tensor(True) 6.0 2.0 7\n",
+    ),
+    (
+        "import torch\nx = torch.tensor([1., 2.], requires_grad=True)\ny = x * 2\nprint(y)\nprint('{}'.format(y.sum()), f'{y.sum():.2f}')",
+        "tensor([2., 4.], grad_fn=<MulBackward0>)\n6.0 6.00\n",
+    ),
+    (
+        "def f(a, b=2):\n    return a * b, a + b\np, q = f(3)\nprint(p, q, f(1, b=5))",
+        "6 5 (5, 6)\n",
+    ),
+    ("i = 0\nwhile True:\n    i += 1\n    if i > 3:\n        break\nprint(i)", "4\n"),
 ]
 
 
@@ -85,7 +157,9 @@ def test_each_construct_prints_what_python_and_pytorch_print(source: str, expect
 
 
 def test_grad_fn_prints_as_pytorch_object_repr() -> None:
-    out = run("import torch\nx = torch.ones(2, requires_grad=True)\nprint(x + 1)\nprint((x + 1).grad_fn)")
+    out = run(
+        "import torch\nx = torch.ones(2, requires_grad=True)\nprint(x + 1)\nprint((x + 1).grad_fn)"
+    )
     first, second = out.splitlines()
     assert first == "tensor([2., 2.], grad_fn=<AddBackward0>)"
     assert second.startswith("<AddBackward0 object at 0x") and second.endswith(">")
@@ -156,8 +230,18 @@ def test_grad_mode_is_restored_after_an_error_inside_no_grad() -> None:
     with pytest.raises(FormulaError):
         run("import torch\nwith torch.no_grad():\n    x = 1 / 0")
     assert gradcalc.is_grad_enabled()
-    assert run("import torch\ndef f():\n    with torch.no_grad():\n        return 1\nf()\nprint(torch.is_grad_enabled())") == "True\n"
-    assert run("import torch\nfor i in range(2):\n    with torch.no_grad():\n        break\nprint(torch.is_grad_enabled())") == "True\n"
+    assert (
+        run(
+            "import torch\ndef f():\n    with torch.no_grad():\n        return 1\nf()\nprint(torch.is_grad_enabled())"
+        )
+        == "True\n"
+    )
+    assert (
+        run(
+            "import torch\nfor i in range(2):\n    with torch.no_grad():\n        break\nprint(torch.is_grad_enabled())"
+        )
+        == "True\n"
+    )
 
 
 def test_fullwidth_digits_are_a_parse_error() -> None:
@@ -167,13 +251,17 @@ def test_fullwidth_digits_are_a_parse_error() -> None:
 
 def test_gradcalc_run_cli_file_stdin_errors_and_closed_pipe(tmp_path: Path) -> None:
     program = tmp_path / "p.py"
-    program.write_text("import torch\nx = torch.tensor(2., requires_grad=True)\n(x**3).backward()\nprint(x.grad)\ny = x.nope\n")
+    program.write_text(
+        "import torch\nx = torch.tensor(2., requires_grad=True)\n(x**3).backward()\nprint(x.grad)\ny = x.nope\n"
+    )
     command = [sys.executable, "-m", "gradcalc", "run"]
     done = subprocess.run([*command, str(program)], capture_output=True, text=True, timeout=60)
     assert done.stdout == "tensor(12.)\n"
     assert done.returncode == 1
     assert "line 5" in done.stderr and "nope" in done.stderr and "Traceback" not in done.stderr
-    done = subprocess.run([*command, "-"], input="print('hi', 1/2)\n", capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [*command, "-"], input="print('hi', 1/2)\n", capture_output=True, text=True, timeout=60
+    )
     assert (done.stdout, done.returncode) == ("hi 0.5\n", 0)
     many = tmp_path / "many.py"
     many.write_text("for i in range(200000):\n    print(i)\n")
