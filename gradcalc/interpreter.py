@@ -1592,6 +1592,8 @@ class Interpreter:
             self.context.scopes = [self.env]
             while machine.managers:  # an error inside `with torch.no_grad():`
                 machine.managers.pop().__exit__(None, None, None)
+        if self.program and _ends_without_value(compiled.program):
+            return Outcome(None)  # (what a notebook cell shows: only a last expression)
         return Outcome(machine.last_value, machine.last_name)
 
     def _needs_generic(self, compiled: Compiled) -> bool:
@@ -1620,6 +1622,13 @@ class Interpreter:
                 for scope in function.scopes:
                     todo.extend(v for v in scope.values() if type(v) is Function)
         return False
+
+
+def _ends_without_value(program: ast.Program | None) -> bool:
+    """A program whose last statement is a block, an import...: it shows no value."""
+    if program is None or not program.body:
+        return True
+    return type(program.body[-1]) not in (ast.ExprStmt, ast.Assign, ast.AugAssign)
 
 
 def _functions_named(env: dict[str, Any], names: frozenset[str]) -> list[Function]:
@@ -1805,6 +1814,7 @@ class _Machine:
             cause = _unexpected(exc)
             if self.interp.program and cause is None and not isinstance(exc, FormulaError):
                 error.message = pylang.python_error(exc)  # as Python reports it
+                error.hint = None  # (the formula language's advice does not apply)
         node = self.nodes[self.fault]
         if node is not None:
             error.at(node.line or None, node.column or None, source)
@@ -1896,7 +1906,7 @@ def _store_item(m: _Machine, arg: tuple[str, int], pc: int) -> int:
 
 def _expr_stmt(m: _Machine, arg: None, pc: int) -> int:
     value = m.stack.pop()
-    if value is not None:
+    if value is not None or m.interp.program:  # a program shows its last statement's value
         m.last_value = value
         m.last_name = None
     return pc

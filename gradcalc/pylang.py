@@ -758,8 +758,13 @@ def check_creation(callee: Any, args: list, kwargs: dict, limits: Limits) -> Non
 
 
 def python_error(exc: BaseException) -> str:
-    """An exception's message as Python prints its last line (``ZeroDivisionError: ...``)."""
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    """An exception's message for a program's error report: PyTorch's and Python's own words,
+    after the name of the Python exception (``ZeroDivisionError: division by zero``) where
+    the report's kind (ValueError, TypeError, ShapeError) does not already say it."""
+    base = next(c for c in type(exc).__mro__ if c.__module__ == "builtins")
+    if base in (RuntimeError, ValueError, TypeError, IndexError) and str(exc):
+        return str(exc)
+    return f"{base.__name__}: {exc}" if str(exc) else base.__name__
 
 
 def stdout_write(text: str) -> None:
