@@ -339,6 +339,9 @@ class Session:
             self.definitions.append(entry.text)
         if outcome.name is None and outcome.value is not None:
             self.show_value(outcome.value)
+        if not self.program and not self.json:
+            for note in api.formula_notes(entry.text, self.limits):
+                self.note(f"note: {note}")
         return True
 
     def show_value(self, value: Any) -> None:

@@ -538,6 +538,7 @@ def _differentiate(
     run = _execute(formula, values, of, dtype, seed, limits)
     fresh = _backward_passes() == passes  # the program itself ran no backward or grad()
     result = _result_from_run(run, dtype)
+    result.notes += formula_notes(formula, limits)
     targets = _targets(run, wrt)
     seed_array = None
     if grad_output is not None:
@@ -616,6 +617,16 @@ def _execute(
             )
     tensor, value = _as_output(output, name)
     return _Run(interp, leaves, tensor, value, name)
+
+
+def formula_notes(formula: str, limits: Limits | None = None) -> list[str]:
+    """What a formula probably did not mean (``max(x, 0)`` reduces along axis 0)."""
+    from gradcalc.interpreter import axis_notes
+
+    try:
+        return axis_notes(_program(formula, limits or DEFAULT_LIMITS))
+    except FormulaError:
+        return []
 
 
 def _checked_program(formula: str, limits: Limits) -> None:

@@ -222,6 +222,8 @@ ATTRIBUTES: dict[str, Attribute] = {}
 CONSTANTS: dict[str, Constant] = {
     "pi": Constant("pi", "π = 3.14159…", math.pi),
     "e": Constant("e", "Euler's number e = 2.71828…", math.e),
+    "inf": Constant("inf", "positive infinity (-inf is negative infinity)", math.inf),
+    "nan": Constant("nan", "not a number, as NaN results print", math.nan),
 }
 
 

@@ -1378,6 +1378,9 @@ class Interpreter:
         """Python's values and built-ins (``gradcalc run``): ``2`` is an int, ``[1, 2]`` a
         list, names are Python's (`gradcalc.pylang`); else the formula language's."""
         self.run_context = pylang.RunContext(self.limits, write or pylang.stdout_write)
+        self.prints = program or write is not None
+        """Whether ``print`` is a built-in: in programs, and in formula sessions that say
+        where it writes (the REPL); a one-shot formula's output is its value."""
         """Where ``print`` writes (``write(text)``), and the limits Python's values obey."""
 
     # -- public API
@@ -1499,6 +1502,8 @@ class Interpreter:
         value = self._builtin_values.get(name)
         if value is not None:
             return value
+        if name == "print" and self.prints:
+            return pylang.BUILTINS["print"]
         constant = lang.CONSTANTS.get(name)
         if constant is not None:
             import numpy as np
@@ -1560,7 +1565,7 @@ class Interpreter:
                 f"'{name}' is not defined: functions and methods need no module prefix",
                 hint="write exp(x) or x.exp(), not torch.exp(x)",
             )
-        if called and name == "print":
+        if called and name == "print" and not self.prints:
             return UnknownNameError(
                 "there is no print(): a program shows the value of its last statement",
                 hint="end the program with the name to show (or pick it with --of NAME)",
@@ -1622,6 +1627,44 @@ class Interpreter:
                 for scope in function.scopes:
                     todo.extend(v for v in scope.values() if type(v) is Function)
         return False
+
+
+def axis_notes(program: ast.Program) -> list[str]:
+    """Notes for ``max(x, 0)``/``min(x, 0)`` in a formula: the number is an axis (as in
+    PyTorch's ``torch.max(x, dim)``), which is seldom what was meant by it."""
+    notes: list[str] = []
+    todo: list[Any] = [program]
+    while todo:  # (iterative: the program may nest as deep as the limits allow)
+        node = todo.pop()
+        if isinstance(node, ast.Node):
+            if (
+                type(node) is ast.Call
+                and type(node.func) is ast.Name
+                and node.func.id in ("max", "min")
+                and len(node.args) == 2
+                and _literal_number(node.args[1]) is not None
+            ):
+                name = node.func.id
+                other = "maximum" if name == "max" else "minimum"
+                x, number = parse_pretty(node.args[0]), parse_pretty(node.args[1])
+                which = "larger" if name == "max" else "smaller"
+                note = (
+                    f"{name}({x}, {number}) reduces along axis {number} (as PyTorch's "
+                    f"torch.{name}(x, dim)); the elementwise {which} of {x} and {number} "
+                    f"is {other}({x}, {number})"
+                )
+                if note not in notes:
+                    notes.append(note)
+            todo += [getattr(node, name) for name in type(node).__match_args__]
+        elif type(node) is list:
+            todo += node
+    return notes
+
+
+def parse_pretty(node: ast.Node) -> str:
+    from gradcalc.parser import pretty
+
+    return pretty(node)
 
 
 def _ends_without_value(program: ast.Program | None) -> bool:
@@ -1756,6 +1799,11 @@ class _Machine:
                     left = stack[-2]
                     right = stack[-1]
                     if type(left) is not Tensor or type(right) is not Tensor:
+                        if type(left) in _PYTHON_VALUES or type(right) in _PYTHON_VALUES:
+                            operations += 1  # 'a' + 'b': Python's operator, sizes checked
+                            del stack[-1]
+                            stack[-1] = pylang.binary(arg[1], left, right, limits)
+                            continue
                         left, right = _operands(self.context, arg[1], left, right)
                     if left._data.size * right._data.size > max_elements:
                         self.context.check_broadcast(arg[1], left, right)
@@ -2462,9 +2510,17 @@ def _operands(context: Any, symbol: str, left: Any, right: Any) -> tuple[Any, An
     return left, right
 
 
+_PYTHON_VALUES = frozenset({str, list, tuple})
+"""Values the formula language's operators leave to Python (strings; a program's lists)."""
+
+
 def _number_operator(context: Any, arg: tuple, value: Any) -> Any:
     """``x op 2`` / ``2 op x`` when x is not a float tensor: the literal as a tensor,
     so the engine promotes as NumPy does (or the operands are refused)."""
+    if type(value) in _PYTHON_VALUES:  # 'ab' * 3: the literal as a Python number
+        number = int(arg[2]) if float(arg[2]).is_integer() else arg[2]
+        left, right = (number, value) if arg[5] else (value, number)
+        return pylang.binary(arg[1], left, right, context.limits)
     left, right = (arg[3], value) if arg[5] else (value, arg[3])
     if type(value) is not Tensor:
         left, right = _operands(context, arg[1], left, right)

@@ -268,3 +268,93 @@ def test_gradcalc_run_cli_file_stdin_errors_and_closed_pipe(tmp_path: Path) -> N
     shell = f"{sys.executable} -m gradcalc run {many} | head -2"
     done = subprocess.run(shell, shell=True, capture_output=True, text=True, timeout=120)
     assert done.stdout == "0\n1\n" and "Traceback" not in done.stderr and done.stderr == ""
+
+
+def test_every_registry_function_is_reachable_from_programs() -> None:
+    """ops.API is the one declaration: torch.<name>, F.<name> and x.<method> all come from it."""
+    import gradcalc.nn.functional  # noqa: F401  (the registry, complete)
+    from gradcalc import ops, pylang
+
+    torch = pylang.MODULES["torch"].members
+    functional = pylang.MODULES["torch.nn.functional"].members
+    members = pylang.tensor_members()
+    for entry in ops.API.values():
+        names = (entry.name, *entry.aliases)
+        if entry.function:
+            table = functional if entry.namespace == "nn.functional" else torch
+            for name in names:
+                assert table[name] is entry.impl, name
+        if entry.method and entry.namespace == "gradcalc":
+            assert entry.name in members, entry.name
+    assert run(
+        "import torch\nx = torch.tensor([1., -2.])\nprint(torch.abs(x), x.abs(), torch.absolute(x))"
+    ) == ("tensor([1., 2.]) tensor([1., 2.]) tensor([1., 2.])\n")
+
+
+def test_keyword_arguments_take_pytorchs_names() -> None:
+    out = run(
+        "import torch\nx = torch.tensor([[1., 2.], [3., 4.]], dtype=torch.float64, requires_grad=True)\n"
+        "print(x.sum(dim=0, keepdim=True), torch.sum(x, dim=1), x.dtype)"
+    )
+    assert out == (
+        "tensor([[4., 6.]], dtype=torch.float64, grad_fn=<SumBackward1>) "
+        "tensor([3., 7.], dtype=torch.float64, grad_fn=<SumBackward1>) torch.float64\n"
+    )
+
+
+def test_attribute_assignment_is_limited_to_grad_data_requires_grad() -> None:
+    _, error = failure("import torch\nx = torch.ones(2)\nx.T = 1")
+    assert "not writable" in error.message and error.line == 3
+    _, error = failure("x = 'a'\nx.upper = 1")
+    assert "cannot set attribute" in error.message
+
+
+# ---------------------------------------------------------------- the formula language
+
+
+@pytest.mark.parametrize(
+    ("formula", "value"),
+    [
+        ("7 // 2", 3.0),
+        ("-7 // 2", -4.0),
+        ("7 % 3", 1.0),
+        ("x // 2", 2.0),
+        ("x + inf", float("inf")),
+    ],
+)
+def test_formula_floor_division_and_infinity(formula: str, value: float) -> None:
+    interp = Interpreter()
+    interp.bind("x", 5.0)
+    assert float(interp.execute(formula).value) == value
+
+
+def test_formula_nan_and_strings_and_tuples() -> None:
+    import math
+
+    interp = Interpreter()
+    assert math.isnan(float(interp.execute("nan").value))
+    assert interp.execute("'a' + 'b'").value == "ab"
+    assert interp.execute("'ab' * 2 + '!'").value == "abab!"
+    interp.execute("a, b = 1, 2")
+    assert float(interp.env["a"]) == 1.0 and float(interp.env["b"]) == 2.0
+    assert interp.execute("a is None").value is not None
+
+
+def test_print_in_a_formula_session_writes_and_in_a_one_shot_formula_is_refused() -> None:
+    out: list[str] = []
+    Interpreter(write=out.append).execute("x = 2\nprint('x:', x)")
+    assert out == ["x: tensor(2., dtype=torch.float64, requires_grad=True)\n"]
+    with pytest.raises(FormulaError, match="there is no print"):
+        Interpreter().execute("print(2)")
+
+
+def test_max_with_a_number_notes_that_it_is_an_axis() -> None:
+    from gradcalc import api
+
+    result = api.evaluate("min(a, 0)", {"a": [1.0, -2.0]})
+    assert any("minimum(a, 0)" in note for note in result.notes)
+    assert api.formula_notes("max(x, 0) + max(x)") == [
+        "max(x, 0) reduces along axis 0 (as PyTorch's torch.max(x, dim)); the elementwise "
+        "larger of x and 0 is maximum(x, 0)"
+    ]
+    assert api.formula_notes("maximum(x, 0)") == []
