@@ -19,7 +19,9 @@ class Limits:
     max_nesting: int = 500
     """Bracket / expression nesting depth of the source; 200 must always work."""
     max_elements: int = 100_000_000
-    """Elements of any one tensor, checked before allocating."""
+    """Elements of any one tensor, checked before allocating; in programs also the
+    characters of a string and the items of a list (and a hundredth of it the bits of
+    an int), checked before they are made."""
     max_graph_nodes: int = 50_000_000
     """Operations recorded in one run."""
 

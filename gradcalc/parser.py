@@ -654,7 +654,7 @@ class _ToAst:
     def number(self, children: list) -> ast.Num:
         (token,) = children
         text = token.value
-        if "." in text or "e" in text or "E" in text or len(text) > 4000:
+        if "." in text or "e" in text or "E" in text or len(text) > 308:  # (floats beyond)
             return ast.Num(float(text), **_tok(token))
         return ast.Num(int(text), **_tok(token))  # an int, as in Python (`7 // 2` is 3)
 
@@ -675,6 +675,13 @@ class _ToAst:
         return ast.FString(parts, **_tok(children[0]))
 
     def listcomp(self, children: list) -> ast.ListComp:
+        opener, element, *generators = children
+        return ast.ListComp(element, generators, **_tok(opener))
+
+    def genexp(self, children: list) -> ast.ListComp:
+        if isinstance(children[0], ast.Node):  # an argument: f(x for x in xs)
+            element, *generators = children
+            return ast.ListComp(element, generators, **_at(element))
         opener, element, *generators = children
         return ast.ListComp(element, generators, **_tok(opener))
 

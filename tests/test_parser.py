@@ -597,7 +597,7 @@ EVERY_RULE = [
     "for i, x in enumerate(y): pass\nfor (a, b) in z: pass",
     "s = 'a' \"b\" f'{x!r:>8} {{}}' r'\\d' '''x\ny'''",
     "t = a is b is not c in d not in e\nu = ()",
-    "v = [x * 2 for x in y if x if not x for z, w in q]",
+    "v = [x * 2 for x in y if x if not x for z, w in q]\nu = sum(x for x in y) + (z for z in w)",
     "import a\nimport a, b, c\nfrom a import b\nfrom a import b, c, d\nfrom a import (b, c, d)",
     "from a import (b, c, d,)\nfrom a import (b)\nwith a: pass\nwith a, b, c: pass",
     "from a import (b,)\nfrom a import (b, c,)\nfrom a import (b, c)\nfrom a import b, c",

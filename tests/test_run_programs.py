@@ -358,3 +358,14 @@ def test_max_with_a_number_notes_that_it_is_an_axis() -> None:
         "larger of x and 0 is maximum(x, 0)"
     ]
     assert api.formula_notes("maximum(x, 0)") == []
+
+
+def test_generator_expressions_run_as_lists() -> None:
+    assert run(
+        "print(sum(x * x for x in range(4)), list(i for i in 'ab'), any(v > 2 for v in [1, 3]))"
+    ) == ("14 ['a', 'b'] True\n")
+
+
+def test_a_triple_quoted_string_keeps_the_lines_after_it_counted() -> None:
+    _, error = failure('s = """a\nb\nc"""\nprint(s)\ny = undefined')
+    assert error.line == 5
