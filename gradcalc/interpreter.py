@@ -381,6 +381,8 @@ _NOT_FRESH_CALLS = frozenset(
 _NOT_FRESH_ATTRIBUTES = frozenset({"grad", "data", "grad_fn", "requires_grad", "is_leaf"})
 _KEYWORDS = frozenset(keyword.kwlist) | {"True", "False"}
 _MODULE_NAMES = frozenset({"torch", "np", "numpy", "math", "F", "nn"})
+_FORMULA_MODULES = {"torch": "torch", "gradcalc": "gradcalc", "F": "torch.nn.functional"}
+"""Prefixes a formula may use without importing them: ``torch.exp(x)`` is ``exp(x)``."""
 
 
 def _fresh_names(expr: ast.Node) -> tuple[str, ...] | None:
@@ -1273,7 +1275,9 @@ _VISITORS = {
 
 def _on_module(node: ast.Attribute) -> bool:
     """``torch.x``, ``F.x``, ``math.x``: a member of a module (resolved at run time)."""
-    return type(node.value) is ast.Name and node.value.id in _MODULE_NAMES
+    return type(node.value) is ast.Name and (
+        node.value.id in _MODULE_NAMES or node.value.id in _FORMULA_MODULES
+    )
 
 
 # ---------------------------------------------------------------------- helpers
@@ -1504,6 +1508,8 @@ class Interpreter:
             return value
         if name == "print" and self.prints:
             return pylang.BUILTINS["print"]
+        if name in _FORMULA_MODULES:  # torch.exp(x): the language's exp
+            return pylang.MODULES[_FORMULA_MODULES[name]]
         constant = lang.CONSTANTS.get(name)
         if constant is not None:
             import numpy as np
@@ -2382,8 +2388,17 @@ def _format(m: _Machine, arg: tuple, pc: int) -> int:
 
 def _get_member(m: _Machine, arg: str, pc: int) -> int:
     value = m.stack[-1]
-    if not m.interp.program and type(value) is Size:
-        value = lang.unshape(m.context, value)
+    if not m.interp.program:
+        if type(value) is Size:
+            value = lang.unshape(m.context, value)
+        elif type(value) is pylang.Namespace and value.name != "math":
+            # a formula's torch.exp is the language's exp (its numbers, its axis=)
+            if arg in lang.FUNCTIONS:
+                m.stack[-1] = lang.FUNCTIONS[arg]
+                return pc
+            if arg in lang.CONSTANTS:
+                m.stack[-1] = m.interp._lookup(arg, None)
+                return pc
     m.stack[-1] = pylang.get_member(value, arg, m.limits)
     return pc
 
