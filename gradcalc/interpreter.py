@@ -232,6 +232,7 @@ class Compiled:
         "lazy_names",
         "limits",
         "program",
+        "python",
         "source",
     )
 
@@ -254,6 +255,8 @@ class Compiled:
         """Loop variables the specialised code leaves unset until their loop ends."""
         self.source: str | None = None
         """The text it was compiled from, if any, for the caret of a run's errors."""
+        self.python = False
+        """Compiled for program mode (Python's values)."""
         self.binds: frozenset[str] = _top_level_binds(code)
         """The names a run can bind in ``env`` (function bodies bind in their own scopes):
         all that `Interpreter.execute` saves to undo a failed run, so an entry costs the
@@ -506,6 +509,7 @@ class _Compiler:
             self.code, program, interp.dtype, interp.limits, builtin_names, lazy_names
         )
         compiled.source = self.source
+        compiled.python = self.program
         return compiled
 
     def _specialise(self) -> tuple[frozenset[str], frozenset[str]]:
@@ -1323,7 +1327,7 @@ def _compile(interp: Interpreter, program: ast.Program, source: str | None) -> C
             gc.enable()
 
 
-_CACHE: dict[tuple[int, str, Limits], Compiled] = {}
+_CACHE: dict[tuple[int, str, Limits, bool], Compiled] = {}
 _CACHE_SIZE = 256
 _CACHE_INSTRUCTIONS = 20_000
 """Only programs up to this many instructions are kept (a 1 MB formula is not)."""
@@ -1333,7 +1337,7 @@ def _cached_compile(interp: Interpreter, program: ast.Program) -> Compiled:
     """The compiled form of a Program object, kept while the cache holds it (the entry
     holds the program, so its id cannot be reused by another): a batch or a finite-
     difference check runs one parsed program many times."""
-    key = (id(program), interp.dtype, interp.limits)
+    key = (id(program), interp.dtype, interp.limits, interp.program)
     compiled = _CACHE.get(key)
     if compiled is not None and compiled.program is program:
         return compiled
@@ -1436,7 +1440,11 @@ class Interpreter:
             elif type(source_or_program) is Compiled:
                 compiled = source_or_program
                 source = compiled.source
-                if compiled.dtype != self.dtype or compiled.limits != self.limits:
+                if (
+                    compiled.dtype != self.dtype
+                    or compiled.limits != self.limits
+                    or compiled.python != self.program
+                ):
                     compiled = _compile(self, compiled.program, source)
             else:
                 compiled = _cached_compile(self, source_or_program)

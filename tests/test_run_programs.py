@@ -369,3 +369,15 @@ def test_generator_expressions_run_as_lists() -> None:
 def test_a_triple_quoted_string_keeps_the_lines_after_it_counted() -> None:
     _, error = failure('s = """a\nb\nc"""\nprint(s)\ny = undefined')
     assert error.line == 5
+
+
+def test_a_program_object_compiles_for_each_mode() -> None:
+    from gradcalc.parser import parse
+
+    program = parse("x = 7 // 2\nx")
+    formula = Interpreter().execute(program).value
+    python = Interpreter(program=True).execute(program).value
+    assert float(formula) == 3.0 and type(formula).__name__ == "Tensor"
+    assert python == 3 and type(python) is int
+    compiled = Interpreter().compile("y = 1 / 2\ny")
+    assert Interpreter(program=True).execute(compiled).value == 0.5
