@@ -222,6 +222,11 @@ class Command:
     doc: str
 
 
+class OutputClosed(BaseException):
+    """The reader of the session's output went away (``gradcalc repl < f | head``) while a
+    program printed: no error of the program, so not an Exception its run would report."""
+
+
 @dataclass(slots=True)
 class Session:
     """One interpreter, the entries that defined its state, and where output goes.
@@ -268,8 +273,11 @@ class Session:
     def _write(self, text: str) -> None:
         """Where ``print`` writes: the session's output, at once."""
         stream = self.stdout or sys.stdout
-        stream.write(text)
-        stream.flush()
+        try:
+            stream.write(text)
+            stream.flush()
+        except BrokenPipeError:
+            raise OutputClosed from None
 
     def _to_program(self) -> None:
         """From a formula session to a program one (an entry imports torch): the names stay."""
@@ -353,7 +361,7 @@ class Session:
             return
         from rich.text import Text
 
-        self.print(Text(_value_text(value)))
+        self.print(Text(self.interp.show(value) if self.program else _value_text(value)))
 
     def report(self, exc: BaseException, entry: Entry | None = None) -> None:
         """A failure: the error with caret and hint (stderr), or a JSON error object (stdout)."""

@@ -309,7 +309,7 @@ def read_program(path: str) -> str:
     if path == "-":
         return sys.stdin.read()
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:  # (as Python, a BOM is no character)
             return handle.read()
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -323,12 +323,15 @@ def run_repl(dtype: str = "float64", seed: int | None = None, limits: Limits | N
     """
 
     def action() -> int:
-        from gradcalc.cli.repl import Session, run_script
+        from gradcalc.cli.repl import OutputClosed, Session, run_script
 
         session = Session(dtype=dtype, seed=seed, limits=limits or make_limits({}))
         if not (_is_terminal(sys.stdin) and _is_terminal(sys.stdout)):
             session.script = True
-            return run_script(sys.stdin or (), session)
+            try:
+                return run_script(sys.stdin or (), session)
+            except OutputClosed:
+                raise BrokenPipeError from None
         try:
             from gradcalc.cli.repl_prompt import interact
         except ImportError as exc:

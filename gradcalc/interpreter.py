@@ -1530,6 +1530,11 @@ class Interpreter:
         self._builtin_values[name] = value
         return value
 
+    def show(self, value: Any) -> str:
+        """``repr(value)`` as this interpreter's programs print it (a grad_fn with its
+        stable number, `pylang.show`): what the REPL shows of an expression."""
+        return pylang.show(value, self.run_context)
+
     def _lookup_python(self, name: str, function: Function | None) -> Any:
         if function is not None:
             for scope in function.scopes:
@@ -2390,7 +2395,7 @@ def _build_string(m: _Machine, arg: int, pc: int) -> int:
 
 
 def _format(m: _Machine, arg: tuple, pc: int) -> int:
-    m.stack[-1] = pylang.format_value(m.stack[-1], arg[0], arg[1], m.limits)
+    m.stack[-1] = pylang.format_value(m.stack[-1], arg[0], arg[1], m.interp.run_context)
     return pc
 
 

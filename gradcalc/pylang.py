@@ -197,13 +197,71 @@ class PyBuiltin:
 
 
 class RunContext:
-    """What the built-ins need from a run: its limits and its output."""
+    """What the built-ins need from a run: its limits, its output, and the numbers its
+    grad_fns print with (`show`)."""
 
-    __slots__ = ("limits", "write")
+    __slots__ = ("limits", "nodes", "write")
 
     def __init__(self, limits: Limits, write: Callable[[str], Any]) -> None:
         self.limits = limits
         self.write = write
+        self.nodes: dict[int, tuple[Any, int]] = {}
+        """id of a grad_fn shown -> (a weak reference to it, its number)."""
+
+    def node_number(self, node: Any) -> int:
+        """A grad_fn's number: 1, 2... in the order the session first showed them."""
+        import weakref
+
+        known = self.nodes.get(id(node))
+        if known is not None and known[0]() is node:
+            return known[1]
+        number = len(self.nodes) + 1
+        self.nodes[id(node)] = (weakref.ref(node), number)
+        return number
+
+
+def _node_text(node: Any, ctx: RunContext) -> str:
+    """PyTorch's ``<SubBackward0 object at 0x7f...>`` with a stable number for the address:
+    the same grad_fn prints the same, and a run prints the same every time."""
+    return f"<{type(node).__name__} object at 0x{ctx.node_number(node):012x}>"
+
+
+def show(value: Any, ctx: RunContext, as_str: bool = False) -> str:
+    """``repr(value)`` (``str`` with ``as_str``) as programs print it: a grad_fn, also inside
+    tuples and lists (``next_functions``), with its stable number. Iterative: a list
+    nested a million deep prints without recursion."""
+    from gradcalc._tensor import Node
+
+    kind = type(value)
+    if kind is not tuple and kind is not list:
+        if isinstance(value, Node):
+            return _node_text(value, ctx)
+        return to_str(value, ctx.limits) if as_str else repr(value)
+    out: list[str] = []
+    work: list[Any] = [(False, value)]
+    total = 0
+    while work:
+        literal, item = work.pop()
+        if literal:
+            out.append(item)
+            continue
+        kind = type(item)
+        if kind is tuple or kind is list:
+            opener, closer = ("(", ")") if kind is tuple else ("[", "]")
+            if kind is tuple and len(item) == 1:
+                closer = ",)"
+            out.append(opener)
+            work.append((True, closer))
+            for index in range(len(item) - 1, -1, -1):
+                work.append((False, item[index]))
+                if index:
+                    work.append((True, ", "))
+            continue
+        text = _node_text(item, ctx) if isinstance(item, Node) else repr(item)
+        total += len(text)
+        _check_length(total, ctx.limits, "the printed text")
+        out.append(text)
+    return "".join(out)
 
 
 def _check_length(count: int, limits: Limits, what: str) -> None:
@@ -256,7 +314,7 @@ def _print(ctx: RunContext, *values: Any, sep: Any = " ", end: Any = "\n", flush
         end = "\n"
     if not isinstance(sep, str) or not isinstance(end, str):
         raise FormulaTypeError("print(): sep and end must be None or a string")
-    text = sep.join(to_str(value, ctx.limits) for value in values) + end
+    text = sep.join(show(value, ctx, as_str=True) for value in values) + end
     ctx.write(text)
 
 
@@ -364,7 +422,7 @@ def _isinstance(ctx: RunContext, value: Any, classes: Any) -> bool:
 def _convert_to(kind: type) -> Callable:
     def convert(ctx: RunContext, *args: Any) -> Any:
         if kind is str and args:
-            return to_str(args[0], ctx.limits)
+            return show(args[0], ctx, as_str=True)
         if kind is int and args and isinstance(args[0], str) and len(args[0]) > 4300:
             raise FormulaValueError("Exceeds the limit (4300 digits) for integer string conversion")
         return kind(*args)
@@ -399,7 +457,7 @@ BUILTINS: dict[str, PyBuiltin] = {
         "str": _convert_to(str),
         "bool": _convert_to(bool),
         "isinstance": _isinstance,
-        "repr": lambda ctx, value: repr(value),
+        "repr": lambda ctx, value: show(value, ctx),
     }.items()
 }
 """Python's built-in functions that programs have."""
@@ -427,16 +485,21 @@ def _check_spec(spec: str, limits: Limits) -> None:
             )
 
 
-def format_value(value: Any, conversion: str | None, spec: str | None, limits: Limits) -> str:
+def format_value(value: Any, conversion: str | None, spec: str | None, ctx: RunContext) -> str:
     """One ``{value!conversion:spec}`` field, as Python formats it."""
+    limits = ctx.limits
     if conversion == "r":
-        value = repr(value)
+        value = show(value, ctx)
     elif conversion == "a":
-        value = ascii(value)
-    elif conversion == "s":
-        value = to_str(value, limits)
+        value = ascii(show(value, ctx))
+    elif conversion == "s" or (not spec and type(value) in (tuple, list)):
+        value = show(value, ctx, as_str=True)
     spec = spec or ""
     _check_spec(spec, limits)
+    from gradcalc._tensor import Node
+
+    if isinstance(value, Node):
+        value = show(value, ctx)
     if type(value) is int:
         to_str(value, limits)  # (its digits checked)
     return format(value, spec)  # a 0-d tensor formats its item(), as PyTorch's
@@ -445,7 +508,7 @@ def format_value(value: Any, conversion: str | None, spec: str | None, limits: L
 _FIELD = re.compile(r"\{\{|\}\}|\{([^{}!:]*)(?:!([rsa]))?(?::([^{}]*))?\}|[{}]")
 
 
-def str_format(text: str, limits: Limits, *args: Any, **kwargs: Any) -> str:
+def str_format(text: str, ctx: RunContext, *args: Any, **kwargs: Any) -> str:
     """``text.format(*args, **kwargs)`` for plain fields only: no ``{x.attr}`` or ``{x[0]}``
     (Python's would reach any attribute of an argument)."""
     out: list[str] = []
@@ -487,9 +550,9 @@ def str_format(text: str, limits: Limits, *args: Any, **kwargs: Any) -> str:
             if index not in kwargs:
                 raise FormulaValueError(f"format(): no keyword argument '{index}'")
             value = kwargs[index]
-        piece = format_value(value, conversion, spec, limits)
+        piece = format_value(value, conversion, spec, ctx)
         total += len(piece)
-        _check_length(total, limits, "the formatted string")
+        _check_length(total, ctx.limits, "the formatted string")
         out.append(piece)
     out.append(text[position:])
     return "".join(out)
@@ -558,7 +621,7 @@ def get_member(value: Any, name: str, limits: Limits) -> Any:
         raise _no_attribute(value, name)
     if isinstance(value, str):
         if name == "format":
-            return PyBuiltin("format", lambda ctx, *a, **k: str_format(value, ctx.limits, *a, **k))
+            return PyBuiltin("format", lambda ctx, *a, **k: str_format(value, ctx, *a, **k))
         if name in _STRING_METHODS:
             return _bounded(getattr(value, name), name, len(value), limits)
         raise _no_attribute(value, name)

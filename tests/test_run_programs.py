@@ -156,13 +156,25 @@ def test_each_construct_prints_what_python_and_pytorch_print(source: str, expect
     assert run(source) == expected
 
 
-def test_grad_fn_prints_as_pytorch_object_repr() -> None:
-    out = run(
-        "import torch\nx = torch.ones(2, requires_grad=True)\nprint(x + 1)\nprint((x + 1).grad_fn)"
+def test_grad_fn_prints_as_pytorch_object_repr_with_a_stable_address() -> None:
+    """PyTorch prints a grad_fn's memory address; programs print a number in its place,
+    the same for the same grad_fn (so identities show), the same on every run."""
+    source = (
+        "import torch\nx = torch.ones(2, requires_grad=True)\ny = x + 1\nz = y ** 2\n"
+        "print(y)\nprint(y.grad_fn)\nprint(z.grad_fn, z.grad_fn.next_functions)\n"
+        "print(z.grad_fn.next_functions[0][0].next_functions)\n"
+        "print('{} {!r}'.format(y.grad_fn, [y.grad_fn]), f'{z.grad_fn}', repr(z.grad_fn) == str(z.grad_fn))"
     )
-    first, second = out.splitlines()
-    assert first == "tensor([2., 2.], grad_fn=<AddBackward0>)"
-    assert second.startswith("<AddBackward0 object at 0x") and second.endswith(">")
+    expected = (
+        "tensor([2., 2.], grad_fn=<AddBackward0>)\n"
+        "<AddBackward0 object at 0x000000000001>\n"
+        "<PowBackward0 object at 0x000000000002> ((<AddBackward0 object at 0x000000000001>, 0),)\n"
+        "((<AccumulateGrad object at 0x000000000003>, 0), (None, 0))\n"
+        "<AddBackward0 object at 0x000000000001> [<AddBackward0 object at 0x000000000001>] "
+        "<PowBackward0 object at 0x000000000002> True\n"
+    )
+    assert run(source) == expected
+    assert run(source) == expected  # (every run)
 
 
 @pytest.mark.parametrize(
@@ -381,3 +393,11 @@ def test_a_program_object_compiles_for_each_mode() -> None:
     assert python == 3 and type(python) is int
     compiled = Interpreter().compile("y = 1 / 2\ny")
     assert Interpreter(program=True).execute(compiled).value == 0.5
+
+
+def test_a_repl_printing_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    many = tmp_path / "many.py"
+    many.write_text("import torch\nfor i in range(200000):\n    print(i)\n\n")
+    shell = f"{sys.executable} -m gradcalc repl < {many} | head -2"
+    done = subprocess.run(shell, shell=True, capture_output=True, text=True, timeout=120)
+    assert done.stdout == "0\n1\n" and done.stderr == ""
