@@ -1386,6 +1386,8 @@ class Interpreter:
         """Python's values and built-ins (``gradcalc run``): ``2`` is an int, ``[1, 2]`` a
         list, names are Python's (`gradcalc.pylang`); else the formula language's."""
         self.run_context = pylang.RunContext(self.limits, write or pylang.stdout_write)
+        self._callbacks = 0  # program functions the Python API is calling back, nested
+        self._source: str | None = None  # the text being run, for callbacks' errors
         self.prints = program or write is not None
         """Whether ``print`` is a built-in: in programs, and in formula sessions that say
         where it writes (the REPL); a one-shot formula's output is its value."""
@@ -1456,6 +1458,7 @@ class Interpreter:
                 # NumPy's own warnings (mean of an empty slice) say what the
                 # non-finite value already shows; they must not reach a terminal
                 warnings.simplefilter("ignore", RuntimeWarning)
+                self._source = source
                 try:
                     return self._run(compiled, source)
                 finally:
@@ -1529,6 +1532,50 @@ class Interpreter:
             raise self._unknown_name(name, function, called)
         self._builtin_values[name] = value
         return value
+
+    def python_callable(self, function: Function) -> Any:
+        """A program's function as a Python callable, for the Python API to call back
+        (``torch.autograd.functional.jacobian(f, x)``, ``x.register_hook(hook)``): each
+        call runs the function's code on a machine of its own, under the same limits."""
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._call_back(function, args, kwargs)
+
+        call.__name__ = call.__qualname__ = function.name
+        return call
+
+    def _call_back(self, function: Function, args: tuple, kwargs: dict) -> Any:
+        depth = max(self.limits.max_call_depth // 10, 1)
+        if self._callbacks >= depth:
+            raise LimitError(
+                f"the Python API calls back the program's functions more than {depth} deep",
+                hint="the limit is a tenth of max_call_depth (CLI: --max-call-depth)",
+            )
+        code = _Code(function.name)
+        count = 1 + len(args) + len(kwargs)
+        code.ops += [LOAD_CONST] * count + [CALL_VALUE, HALT]
+        code.args += [function, *args, *kwargs.values()]
+        code.args += [_CallSite(function.name, len(args), tuple(kwargs)), None]
+        code.nodes += [None] * len(code.ops)
+        code.unit = code
+        compiled = Compiled(
+            code, ast.Program([]), self.dtype, self.limits, frozenset(), frozenset()
+        )
+        compiled.python = self.program
+        scopes = self.context.scopes
+        self._callbacks += 1
+        machine = _Machine(self, compiled)
+        try:
+            machine.run()
+        except Exception as exc:
+            error, cause = machine.error(exc, self._source)
+            raise error from cause
+        finally:
+            self._callbacks -= 1
+            self.context.scopes = scopes
+            while machine.managers:
+                machine.managers.pop().__exit__(None, None, None)
+        return machine.stack[-1]
 
     def show(self, value: Any) -> str:
         """``repr(value)`` as this interpreter's programs print it (a grad_fn with its
@@ -1889,7 +1936,8 @@ class _Machine:
             caller_nodes, return_pc = self.frames[-1][2], self.frames[-1][3]
             call_node = caller_nodes[return_pc - 1]
             where = f" at line {call_node.line}" if call_node is not None and call_node.line else ""
-            note = f"in {self.function.name}(), called{where}"
+            called = f"called{where}" if call_node is not None else "called back by the Python API"
+            note = f"in {self.function.name}(), {called}"
             error.hint = f"{error.hint}; {note}" if error.hint else note
         return error, cause
 
@@ -2247,13 +2295,10 @@ def _call_python(m: _Machine, site: _CallSite, callee: Any, argv: list) -> Any:
     if isinstance(callee, pylang.Namespace) or not callable(callee):
         raise _not_callable(site.name, callee)
     pylang.check_creation(callee, argv[:nargs], kwargs, m.limits)
-    for value in argv:
-        if type(value) is Function:
-            raise FormulaTypeError(
-                f"{site.name or 'this function'}(): gradcalc cannot pass a program's own "
-                f"function ({value.name}) to the Python API",
-                hint="call it yourself and pass the result",
-            )
+    if any(type(value) is Function for value in argv):  # jacobian(f, x), register_hook(h)
+        wrap = m.interp.python_callable
+        argv = [wrap(v) if type(v) is Function else v for v in argv]
+        kwargs = {k: wrap(v) if type(v) is Function else v for k, v in kwargs.items()}
     return callee(*argv[:nargs], **kwargs)
 
 

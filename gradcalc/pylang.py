@@ -587,8 +587,9 @@ _LIST_METHODS = frozenset(
 _NODE_MEMBERS = frozenset({"name", "next_functions", "variable", "metadata"})
 _SETTABLE = frozenset({"grad", "data", "requires_grad"})
 _TENSOR_MEMBERS: frozenset[str] | None = None
-_HIDDEN_TENSOR_MEMBERS = frozenset({"creator", "numpy", "previous_functions"})
-"""Not modern PyTorch (``creator`` is pre-0.4) or NumPy's (programs have no NumPy)."""
+_HIDDEN_TENSOR_MEMBERS = frozenset({"creator", "previous_functions"})
+"""Not modern PyTorch (``creator`` is pre-0.4, an AttributeError in PyTorch 2.x). (``numpy()``
+is there: its array prints, and programs reach none of its attributes.)"""
 
 
 def tensor_members() -> frozenset[str]:

@@ -192,7 +192,7 @@ def test_grad_fn_prints_as_pytorch_object_repr_with_a_stable_address() -> None:
         ("print('{0.real}'.format(1))", 1, "not supported"),
         ("import torch\nx = torch.ones(3)\nprint(max(x, 0))", 3, "torch.maximum"),
         ("x = (1).__class__", 1, "has no attribute '__class__'"),
-        ("import torch\ntorch.ones(2).numpy()", 2, "has no attribute 'numpy'"),
+        ("import torch\nx = torch.ones(2).numpy()\nx.tofile('f')", 3, "has no attribute 'tofile'"),
         ("import numpy as np\nnp.array([1])", 2, "numpy is not available"),
         ("with 3:\n    pass", 1, "context manager"),
     ],
@@ -401,3 +401,31 @@ def test_a_repl_printing_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None
     shell = f"{sys.executable} -m gradcalc repl < {many} | head -2"
     done = subprocess.run(shell, shell=True, capture_output=True, text=True, timeout=120)
     assert done.stdout == "0\n1\n" and done.stderr == ""
+
+
+def test_the_python_api_calls_back_a_programs_functions() -> None:
+    source = (
+        "import torch\nfrom torch.autograd.functional import jacobian, hessian\n"
+        "def f(x):\n    return x ** 3\n"
+        "def g(x):\n    return (x ** 3).sum()\n"
+        "x = torch.tensor([1., 2.])\nprint(jacobian(f, x))\nprint(hessian(g, x))\n"
+        "print(torch.ones(2).numpy())"
+    )
+    assert run(source) == (
+        "tensor([[ 3.,  0.],\n        [ 0., 12.]])\n"
+        "tensor([[ 6.,  0.],\n        [ 0., 12.]])\n[1. 1.]\n"
+    )
+    _, error = failure(
+        "import torch\nfrom torch.autograd.functional import jacobian\n"
+        "def bad(x):\n    return x.nope\nprint(jacobian(bad, torch.ones(2)))"
+    )
+    assert error.line == 4 and "called back by the Python API" in error.hint
+
+
+def test_callbacks_nest_only_so_deep() -> None:
+    source = (
+        "import torch\nfrom torch.autograd.functional import jacobian\n"
+        "def f(x):\n    return jacobian(f, x)\nf(torch.ones(1))"
+    )
+    with pytest.raises(LimitError, match="calls back"):
+        run(source)
