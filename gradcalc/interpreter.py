@@ -150,7 +150,8 @@ WITH_ENTER = 51  # pop a context manager, enter it; arg = whether to push what i
 WITH_EXIT = 52  # leave the innermost context manager entered
 STORE_SUBSCR = 53  # pop key, obj, value; obj[key] = value
 DELETE_NAME = 54  # forget a hidden name (an unpacked loop item); arg = name
-_LAST_OP = 54
+DUP_TOP = 55  # push the top value again (a = b = value)
+_LAST_OP = 55
 
 _MISSING = object()
 
@@ -1182,6 +1183,16 @@ class _Compiler:
 
     def _def(self, node: ast.FunctionDef) -> Iterator:
         self._check_target_name(node.name, node)
+        yield from self._function(node.name, node.params, node.body, node)
+        self.emit(STORE_QUIET, node.name, node)
+
+    def _lambda(self, node: ast.Lambda) -> Iterator:
+        body = [ast.Return(node.body, line=node.body.line, column=node.body.column)]
+        yield from self._function("<lambda>", node.params, body, node)
+
+    def _function(self, name: str, params: list, statements: list, node: ast.Node) -> Iterator:
+        """MAKE_FUNCTION of a body compiled into its own code (defaults evaluated here)."""
+        node = ast.FunctionDef(name, params, statements, line=node.line, column=node.column)
         names = [p.name for p in node.params]
         if len(set(names)) != len(names):
             raise self.error(ParseError, f"{node.name}(): a parameter name is repeated", node)
@@ -1208,7 +1219,13 @@ class _Compiler:
         ndefaults = sum(p.default is not None for p in node.params)
         template = _FunctionTemplate(node.name, tuple(names), ndefaults, body)
         self.emit(MAKE_FUNCTION, template, node)
-        self.emit(STORE_QUIET, node.name, node)
+
+    def _chain_assign(self, node: ast.ChainAssign) -> Iterator:
+        yield node.value
+        for target in node.targets[:-1]:
+            self.emit(DUP_TOP, None, node)
+            yield from self._store_target(target, node)
+        yield from self._store_target(node.targets[-1], node)
 
     def _return(self, node: ast.Return) -> Iterator:
         if not self.in_function:
@@ -1274,6 +1291,8 @@ _VISITORS = {
     ast.Import: _Compiler._import,
     ast.ImportFrom: _Compiler._import_from,
     ast.With: _Compiler._with,
+    ast.Lambda: _Compiler._lambda,
+    ast.ChainAssign: _Compiler._chain_assign,
 }
 
 
@@ -2513,6 +2532,11 @@ def _store_subscr(m: _Machine, arg: None, pc: int) -> int:
     raise FormulaTypeError(f"'{pylang.type_name(target)}' object does not support item assignment")
 
 
+def _dup_top(m: _Machine, arg: None, pc: int) -> int:
+    m.stack.append(m.stack[-1])
+    return pc
+
+
 def _delete_name(m: _Machine, arg: str, pc: int) -> int:
     m.scope.pop(arg, None)
     return pc
@@ -2536,6 +2560,7 @@ _HANDLER_OF = {
     WITH_EXIT: _with_exit,
     STORE_SUBSCR: _store_subscr,
     DELETE_NAME: _delete_name,
+    DUP_TOP: _dup_top,
     STORE_FRESH: _store_fresh,
     STORE_QUIET: _store_quiet,
     STORE_ITEM: _store_item,

@@ -365,7 +365,7 @@ _OPERATORS = {
 }  # fmt: skip
 _COMPOUND = {"IF", "ELIF", "ELSE", "WHILE", "FOR", "DEF"}
 _PYTHON_ONLY = {
-    "lambda", "class", "try", "except", "finally", "raise", "assert",
+    "class", "try", "except", "finally", "raise", "assert",
     "del", "global", "nonlocal", "yield", "async", "await",
 }  # fmt: skip
 _CLOSER_OF = {"LPAR": "RPAR", "LSQB": "RSQB"}
@@ -843,10 +843,17 @@ class _ToAst:
         (value,) = children
         return ast.ExprStmt(value, **_at(value))
 
-    def assign(self, children: list) -> ast.Assign:
-        target, value = children
-        _check_target(target, "=")
-        return ast.Assign(target, value, **_at(target))
+    def assign(self, children: list) -> ast.Assign | ast.ChainAssign:
+        *targets, value = children
+        for target in targets:
+            _check_target(target, "=")
+        if len(targets) > 1:
+            return ast.ChainAssign(targets, value, **_at(targets[0]))
+        return ast.Assign(targets[0], value, **_at(targets[0]))
+
+    def lambdef(self, children: list) -> ast.Lambda:
+        keyword, params, body = children
+        return ast.Lambda(params or [], body, **_tok(keyword))
 
     def aug_assign(self, children: list) -> ast.AugAssign:
         target, op, value = children
@@ -1527,6 +1534,8 @@ def _precedence(node: ast.Node) -> int:
         return _CMP
     if kind is ast.IfExp:
         return _IFEXP
+    if kind is ast.Lambda:
+        return _IFEXP - 1
     if kind in (ast.Call, ast.Attribute, ast.Subscript):
         return _POSTFIX
     return _ATOM
@@ -1576,6 +1585,7 @@ def _item(node: ast.Node, level: int) -> tuple:
 _STATEMENTS = (
     ast.ExprStmt, ast.Assign, ast.AugAssign, ast.If, ast.While, ast.For, ast.FunctionDef,
     ast.Return, ast.Pass, ast.Break, ast.Continue, ast.Import, ast.ImportFrom, ast.With,
+    ast.ChainAssign,
 )  # fmt: skip
 
 
@@ -1594,6 +1604,11 @@ def _push_statement(work: list, node: ast.Node, depth: int) -> None:
         work += ["\n", ("e", node.value, _IFEXP), indent]
     elif kind is ast.Assign:
         work += ["\n", ("e", node.value, _IFEXP), " = ", ("e", node.target, _IFEXP), indent]
+    elif kind is ast.ChainAssign:
+        work += ["\n", ("e", node.value, _IFEXP)]
+        for target in reversed(node.targets):
+            work += [" = ", ("e", target, _IFEXP)]
+        work.append(indent)
     elif kind is ast.AugAssign:
         op = f" {node.op}= "
         work += ["\n", ("e", node.value, _IFEXP), op, ("e", node.target, _IFEXP), indent]
@@ -1781,6 +1796,14 @@ def _push_expression(work: list, node: ast.Node, minimum: int) -> None:
         _push_fstring(work, node)
     elif kind is ast.NoneLit:
         work.append("None")
+    elif kind is ast.Lambda:
+        work += [("e", node.body, _IFEXP), ": "]
+        for position in range(len(node.params) - 1, -1, -1):
+            param = node.params[position]
+            if param.default is not None:
+                work += [("e", param.default, _IFEXP), "="]
+            work.append(param.name if position == 0 else ", " + param.name)
+        work.append("lambda " if node.params else "lambda")
     elif kind is ast.ListComp:
         work.append("]")
         for generator in reversed(node.generators):

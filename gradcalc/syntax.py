@@ -259,6 +259,20 @@ class ListComp(Node):
 
 
 @_node
+class Lambda(Node):
+    """``lambda params: body``."""
+
+    params: list[Param]
+    body: Expr
+
+    def __init__(self, params: list[Param], body: Expr, *, line: int = 0, column: int = 0):
+        self.params = params
+        self.body = body
+        self.line = line
+        self.column = column
+
+
+@_node
 class UnaryOp(Node):
     """A prefix operator: ``-``, ``+`` or ``not``."""
 
@@ -453,6 +467,7 @@ Expr = (
     | FString
     | NoneLit
     | ListComp
+    | Lambda
 )
 
 # ----------------------------------------------------------------- statements
@@ -713,6 +728,20 @@ class With(Node):
         self.column = column
 
 
+@_node
+class ChainAssign(Node):
+    """``a = b = value``: the value stored into each target, left to right."""
+
+    targets: list[Expr]
+    value: Expr
+
+    def __init__(self, targets: list[Expr], value: Expr, *, line: int = 0, column: int = 0):
+        self.targets = targets
+        self.value = value
+        self.line = line
+        self.column = column
+
+
 Stmt = (
     ExprStmt
     | Assign
@@ -728,6 +757,7 @@ Stmt = (
     | Import
     | ImportFrom
     | With
+    | ChainAssign
 )
 
 

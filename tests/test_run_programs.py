@@ -429,3 +429,12 @@ def test_callbacks_nest_only_so_deep() -> None:
     )
     with pytest.raises(LimitError, match="calls back"):
         run(source)
+
+
+def test_chained_assignment_and_lambda() -> None:
+    source = (
+        "a = b = [1]\nb.append(2)\nprint(a, a is b)\n"
+        "f = lambda x, y=2: x * y\nprint(f(3), f(3, y=4), (lambda: 'k')())\n"
+        "print(sorted([3, 1, 2]), [(lambda v: v + 1)(i) for i in range(3)])"
+    )
+    assert run(source) == "[1, 2] True\n6 12 k\n[1, 2, 3] [1, 2, 3]\n"
