@@ -619,6 +619,18 @@ def _execute(
     return _Run(interp, leaves, tensor, value, name)
 
 
+def module_members(dotted: str) -> list[str]:
+    """The members of a module programs can import, by the name a session uses for it
+    (``torch``, ``torch.nn.functional``, ``F``, ``math``): for completion. Empty if none."""
+    from gradcalc import pylang
+
+    path = {"F": "torch.nn.functional", "nn": "torch.nn"}.get(dotted, dotted)
+    module = pylang.MODULES.get(path)
+    if module is None or module.name == "numpy":
+        return []
+    return sorted(name for name in module.members if not name.startswith("_"))
+
+
 def formula_notes(formula: str, limits: Limits | None = None) -> list[str]:
     """What a formula probably did not mean (``max(x, 0)`` reduces along axis 0)."""
     from gradcalc.interpreter import axis_notes
