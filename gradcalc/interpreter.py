@@ -678,6 +678,18 @@ class _Compiler:
         self.emit(BUILD_STRING, len(node.parts), node)
 
     def _listcomp(self, node: ast.ListComp) -> Iterator:
+        # As in Python 3, a function called at once: its loop variables stay its own.
+        outer = (self.code, self.loops, self.in_function, self.withs)
+        body = _Code("<listcomp>")
+        self.codes.append(body)
+        self.code, self.loops, self.in_function, self.withs = body, [], True, 0
+        yield from self._comprehension(node)
+        self.emit(RETURN, None, node)
+        self.code, self.loops, self.in_function, self.withs = outer
+        self.emit(MAKE_FUNCTION, _FunctionTemplate("<listcomp>", (), 0, body), node)
+        self.emit(CALL_VALUE, _CallSite("<listcomp>", 0, ()), node)
+
+    def _comprehension(self, node: ast.ListComp) -> Iterator:
         self.emit(BUILD_PYLIST if self.program else BUILD_LIST, 0, node)
         loops = []
         for generator in node.generators:

@@ -438,3 +438,12 @@ def test_chained_assignment_and_lambda() -> None:
         "print(sorted([3, 1, 2]), [(lambda v: v + 1)(i) for i in range(3)])"
     )
     assert run(source) == "[1, 2] True\n6 12 k\n[1, 2, 3] [1, 2, 3]\n"
+
+
+def test_comprehension_variables_stay_in_the_comprehension() -> None:
+    source = (
+        "i = 'outer'\nsquares = [i * i for i in range(4)]\nprint(i, squares)\n"
+        "def f(n):\n    k = 10\n    return [k + j for j in range(n)]\nprint(f(2))\n"
+        "print([(a, b) for a, b in zip('xy', [1, 2]) if b > 1])"
+    )
+    assert run(source) == "outer [0, 1, 4, 9]\n[10, 11]\n[('y', 2)]\n"
