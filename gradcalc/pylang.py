@@ -278,6 +278,8 @@ def items(value: Any, limits: Limits, what: str = "the sequence") -> list:
         size = len(value)
     except TypeError:
         size = None
+    except OverflowError:  # range(10**20)
+        size = limits.max_elements + 1
     if size is not None:
         _check_length(size, limits, what)
         return list(_iterate(value))
