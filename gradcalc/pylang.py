@@ -279,7 +279,10 @@ def items(value: Any, limits: Limits, what: str = "the sequence") -> list:
     except TypeError:
         size = None
     except OverflowError:  # range(10**20)
-        size = limits.max_elements + 1
+        raise LimitError(
+            f"{what} would have more items than the limit of {limits.max_elements:,}",
+            hint="raise max_elements (CLI: --max-elements) if the machine can hold it",
+        ) from None
     if size is not None:
         _check_length(size, limits, what)
         return list(_iterate(value))
