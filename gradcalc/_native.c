@@ -154,11 +154,53 @@ tensor_dealloc(TensorObject *self)
 }
 
 static PyMemberDef tensor_members[] = {
-    MEMBER("_data", data, TensorObject, "the value: an ndarray or a NumPy scalar"),
+    MEMBER("_raw", data, TensorObject,
+           "the value: an ndarray, a NumPy scalar, or a Python float (the float backend)"),
     MEMBER("_grad_fn", grad_fn, TensorObject, "the Node that made it, or None"),
     MEMBER("_requires_grad", requires_grad, TensorObject, "bool"),
     MEMBER("_grad", grad, TensorObject, "the accumulated gradient, or None"),
     MEMBER("_accum", accum, TensorObject, "a weak reference to a leaf's AccumulateGrad"),
+    {NULL},
+};
+
+/* `_data`: the value as NumPy holds it. A Python float (the float backend's
+ * float64 scalar, see _tensor.py) becomes a NumPy float64 here, once, through
+ * _tensor._to_numpy: the one place the float backend meets NumPy. */
+static PyObject *to_numpy; /* set by setup() */
+
+static PyObject *
+tensor_get_data(TensorObject *self, void *Py_UNUSED(closure))
+{
+    PyObject *data = self->data;
+    if (data == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "_data");
+        return NULL;
+    }
+    if (PyFloat_CheckExact(data) && to_numpy != NULL) {
+        PyObject *converted = PyObject_CallOneArg(to_numpy, data);
+        if (converted == NULL) {
+            return NULL;
+        }
+        Py_SETREF(self->data, Py_NewRef(converted));
+        return converted;
+    }
+    return Py_NewRef(data);
+}
+
+static int
+tensor_set_data(TensorObject *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete _data");
+        return -1;
+    }
+    Py_XSETREF(self->data, Py_NewRef(value));
+    return 0;
+}
+
+static PyGetSetDef tensor_getset[] = {
+    {"_data", (getter)tensor_get_data, (setter)tensor_set_data,
+     "the value as NumPy holds it (a float backend's Python float converted once)", NULL},
     {NULL},
 };
 
@@ -186,6 +228,7 @@ static PyTypeObject TensorBase_Type = {
     .tp_clear = (inquiry)tensor_clear,
     .tp_dealloc = (destructor)tensor_dealloc,
     .tp_members = tensor_members,
+    .tp_getset = tensor_getset,
     .tp_new = PyType_GenericNew,
 };
 
@@ -200,13 +243,13 @@ is_node(PyObject *obj)
 static PyObject *
 setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 8 || !PyType_Check(args[0]) ||
+    if (nargs != 9 || !PyType_Check(args[0]) ||
         !PyType_IsSubtype((PyTypeObject *)args[0], &TensorBase_Type) ||
         !PyTuple_CheckExact(args[2]) || !PyTuple_CheckExact(args[3]) ||
         !PyDict_Check(args[5])) {
         PyErr_SetString(PyExc_TypeError,
                         "setup(Tensor, FREED, scalar_grads, forward_types, ndarray, globals, "
-                        "edge, Meta)");
+                        "edge, Meta, to_numpy)");
         return NULL;
     }
     Py_XSETREF(tensor_type, (PyTypeObject *)Py_NewRef(args[0]));
@@ -217,6 +260,7 @@ setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_XSETREF(tensor_globals, Py_NewRef(args[5]));
     Py_XSETREF(edge_function, Py_NewRef(args[6]));
     Py_XSETREF(meta_class, Py_NewRef(args[7]));
+    Py_XSETREF(to_numpy, Py_NewRef(args[8]));
     Py_RETURN_NONE;
 }
 
@@ -997,7 +1041,8 @@ static PyTypeObject FastOp_Type = {
 
 static PyMethodDef methods[] = {
     {"setup", FASTCALL(setup),
-     "setup(Tensor, FREED, scalar_grads, forward_types, ndarray, globals, edge, Meta): once, "
+     "setup(Tensor, FREED, scalar_grads, forward_types, ndarray, globals, edge, Meta, "
+     "to_numpy): once, "
      "before the others."},
     {"record", FASTCALL(record),
      "record(node_class, data, p0, p1, s0, s1, consts, ans, holds): a node and its tensor."},

@@ -464,7 +464,7 @@ def node_class(grad_fn_name: str, op: Any) -> type[Node]:
 
 def _wrap(data: Any) -> Tensor:
     t = _new_tensor(Tensor)
-    t._data = data
+    t._raw = data
     t._grad_fn = None
     t._requires_grad = False
     t._grad = None
@@ -501,7 +501,7 @@ def _record_py(
     node.deps = 0
     node.meta = _Meta(data) if _recording else None
     t = _new_tensor(Tensor)
-    t._data = data
+    t._raw = data
     t._grad_fn = node
     t._requires_grad = True
     t._grad = None
@@ -542,12 +542,55 @@ def _stand_in(data: Any) -> Any:
     return found
 
 
+# ---------------------------------------------------------------- the float backend
+#
+# A float64 0-d tensor made from a Python number holds a Python float
+# (``_raw``; see :func:`float_tensor`). Ops on such data run their Python-float
+# forward (``Op.scalar``, from :mod:`math`), and backward runs the same VJPs on
+# floats, so all-scalar work needs no NumPy. Which backend runs is decided
+# here, by the data: :func:`on_floats` answers or declines, and a declined op
+# (no ``scalar=``, an operand that is an array, or a value NumPy answers with
+# inf/nan where ``math`` raises) reads ``_data``, which converts the float to a
+# NumPy float64 once, in one place (``Tensor._data``). Results are the same
+# bits as NumPy's for ``+ - * / sqrt`` and within 1 ulp otherwise
+# (tests/test_engine_scalar.py walks the registry).
+
+_FLOATS = frozenset((float, int))
+"""Operand types the float backend takes: Python floats, and ints beside them."""
+
+
+def on_floats(op: Any, args: tuple) -> float | None:
+    """``op``'s forward on Python floats, or None where it declines (see above)."""
+    scalar = op.scalar
+    if scalar is None:
+        return None
+    try:
+        out = scalar(*args)
+    except (ArithmeticError, ValueError):
+        return None
+    return out if type(out) is float else None
+
+
+def float_tensor(value: float) -> Tensor:
+    """A float64 0-d constant on the float backend (its data a Python float)."""
+    return _wrap(float(value))
+
+
+def _to_numpy(value: float) -> Any:
+    """A float backend's value as the NumPy float64 it stands for (``Tensor._data``)."""
+    return np.float64(value)
+
+
 def apply1(op: Any, x: Tensor, *consts: Any) -> Tensor:
     """Run a one-operand op (``x`` a Tensor) and record it when ``x`` requires grad."""
-    xd = x._data
+    xd = x._raw
     record = x._requires_grad and (_grad_enabled or _grad_here()) and op.node is not None
     data = None
-    if record and op.pooled is not None and type(xd) is _ndarray and _recycle.poolable(xd):
+    if type(xd) is float:
+        data = on_floats(op, (xd, *consts))
+        if data is None:
+            xd = x._data
+    elif record and op.pooled is not None and type(xd) is _ndarray and _recycle.poolable(xd):
         data = op.pooled(xd, *consts)
     if data is None:
         data = op.forward(xd, *consts)
@@ -564,12 +607,18 @@ def apply2(op: Any, x: Any, y: Any, *consts: Any) -> Tensor:
     """Run a two-operand op; either operand may be a Python number (its edge is None)."""
     tx = type(x) is Tensor
     ty = type(y) is Tensor
-    xd = x._data if tx else x
-    yd = y._data if ty else y
+    xd = x._raw if tx else x
+    yd = y._raw if ty else y
     rx = tx and x._requires_grad
     ry = ty and y._requires_grad
     data = None
-    if (
+    if (tx and type(xd) is float) or (ty and type(yd) is float):
+        if type(xd) in _FLOATS and type(yd) in _FLOATS:
+            data = on_floats(op, (xd, yd, *consts))
+        if data is None:  # NumPy takes over
+            xd = x._data if tx else x
+            yd = y._data if ty else y
+    elif (
         (rx or ry)
         and (_grad_enabled or _grad_here())
         and op.pooled is not None
@@ -603,7 +652,9 @@ def unary_function(op: Any, slow: Any) -> Any:
     def function(input: Any) -> Tensor:
         if type(input) is not Tensor:
             return slow(input)
-        xd = input._data
+        xd = input._raw
+        if type(xd) is float:
+            return apply1(op, input)  # the float backend
         kind = xd.dtype.kind
         if kind not in "fc":
             return slow(input)
@@ -649,7 +700,11 @@ def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
 
     def method(self: Tensor, other: Any) -> Tensor:
         kind = type(other)
-        xd = self._data
+        xd = self._raw
+        if type(xd) is float:  # the float backend
+            if kind is float or kind is int or (kind is Tensor and type(other._raw) is float):
+                return apply2(op, self, other)
+            return slow(self, other)
         if type(xd) is _ndarray and not xd.ndim:
             # A 0-d array (a leaf or a constant) as a NumPy scalar: arithmetic
             # with NumPy scalars is several times cheaper and, for + - * /,
@@ -832,7 +887,20 @@ else:
     class _TensorSlots:  # type: ignore[no-redef]
         """Tensor's slots; ``gradcalc._native.TensorBase`` has the same ones in C."""
 
-        __slots__ = ("_accum", "_data", "_grad", "_grad_fn", "_requires_grad")
+        __slots__ = ("_accum", "_grad", "_grad_fn", "_raw", "_requires_grad")
+
+        @property
+        def _data(self) -> Any:
+            """The value as NumPy holds it: a float backend's Python float becomes a
+            NumPy float64 here, once (the C type's ``_data`` does the same)."""
+            raw = self._raw
+            if type(raw) is float:
+                raw = self._raw = _to_numpy(raw)
+            return raw
+
+        @_data.setter
+        def _data(self, value: Any) -> None:
+            self._raw = value
 
 
 _new_tensor = _TensorSlots.__new__
@@ -889,7 +957,7 @@ class Tensor(_TensorSlots):
                     "use var_no_grad = var.detach()."
                 )
             return self
-        if requires_grad:
+        if requires_grad and type(self._raw) is not float:
             _check_can_require_grad(self._data.dtype)
         self._requires_grad = bool(requires_grad)
         return self
@@ -954,7 +1022,7 @@ class Tensor(_TensorSlots):
 
     def detach(self) -> Tensor:
         """The same data, cut from the graph."""
-        return _wrap(self._data)
+        return _wrap(self._raw)
 
     def detach_(self) -> Tensor:
         self._grad_fn = None
@@ -974,34 +1042,38 @@ class Tensor(_TensorSlots):
 
     # -- shape and dtype ----------------------------------------------------
 
+    # A float backend's value (a Python float) answers these without NumPy.
+
     @property
     def shape(self) -> Size:
-        return Size(self._data.shape)
+        return Size(_shape_of(self._raw))
 
     def size(self, dim: int | None = None) -> Any:
         if dim is None:
-            return Size(self._data.shape)
+            return self.shape
         return self._data.shape[dim]
 
     @property
     def ndim(self) -> int:
-        return self._data.ndim
+        return len(_shape_of(self._raw))
 
     def dim(self) -> int:
-        return self._data.ndim
+        return self.ndim
 
     def ndimension(self) -> int:
-        return self._data.ndim
+        return self.ndim
 
     def numel(self) -> int:
-        return int(self._data.size)
+        raw = self._raw
+        return 1 if type(raw) is float else int(raw.size)
 
     def nelement(self) -> int:
-        return int(self._data.size)
+        return self.numel()
 
     @property
     def dtype(self) -> dtype:
-        return dtype_of(self._data.dtype)
+        raw = self._raw
+        return float64 if type(raw) is float else dtype_of(raw.dtype)
 
     @property
     def device(self) -> str:
@@ -1012,7 +1084,7 @@ class Tensor(_TensorSlots):
         return False
 
     def is_floating_point(self) -> bool:
-        return self._data.dtype.kind == "f"
+        return self.dtype.is_floating_point
 
     def __len__(self) -> int:
         if self._data.ndim == 0:
@@ -1027,6 +1099,9 @@ class Tensor(_TensorSlots):
     # -- conversions --------------------------------------------------------
 
     def item(self) -> Any:
+        raw = self._raw
+        if type(raw) is float:
+            return raw
         if self._data.size != 1:
             raise GradError(
                 f"a Tensor with {self._data.size} elements cannot be converted to Scalar"
@@ -1034,7 +1109,8 @@ class Tensor(_TensorSlots):
         return self._data.item()
 
     def tolist(self) -> Any:
-        return self._data.tolist()
+        raw = self._raw
+        return raw if type(raw) is float else raw.tolist()
 
     def numpy(self, force: bool = False) -> np.ndarray:
         if self._requires_grad and not force:
@@ -1062,6 +1138,8 @@ class Tensor(_TensorSlots):
         return int(self.item())
 
     def __bool__(self) -> bool:
+        if type(self._raw) is float:
+            return bool(self._raw)
         if self._data.size != 1:
             raise GradError("Boolean value of Tensor with more than one value is ambiguous")
         return bool(self._data)
@@ -1160,8 +1238,8 @@ class Tensor(_TensorSlots):
     __str__ = __repr__
 
     def __format__(self, spec: str) -> str:
-        if self._data.ndim == 0:
-            return self._data.item().__format__(spec)
+        if self.ndim == 0:
+            return self.item().__format__(spec)
         return object.__format__(self, spec)
 
 
@@ -1193,10 +1271,12 @@ def make_tensor(data: Any, dtype: Any = None, requires_grad: bool = False) -> Te
 
 
 def leaf(data: Any, requires_grad: bool = False) -> Tensor:
-    """A leaf around an ndarray the caller owns (constructors), without copying."""
+    """A leaf around an ndarray the caller owns (constructors), without copying, or
+    around a Python float (the float backend)."""
     t = _wrap(data)
     if requires_grad:
-        _check_can_require_grad(data.dtype)
+        if type(data) is not float:
+            _check_can_require_grad(data.dtype)
         t._requires_grad = True
     return t
 
@@ -1212,7 +1292,7 @@ def wrap(data: Any) -> Tensor:
 def _as_grad_tensor(value: Any, like: Tensor) -> Tensor:
     if isinstance(value, Tensor):
         return value
-    data = like._data
+    data = like._raw
     if type(data) is float:
         return _wrap(float(value))
     return _wrap(np.asarray(value, dtype=data.dtype))
@@ -1229,14 +1309,21 @@ def _seed_gradients(outputs: Sequence[Tensor], gradients: Sequence[Any] | None) 
     grads = []
     for index, out in enumerate(outputs):
         given = None if gradients is None else gradients[index]
-        shape = np.shape(out._data)
+        raw = out._raw
+        if type(raw) is float:  # the float backend: a 0-d float64
+            if given is None:
+                grads.append(_wrap(1.0))
+                continue
+            shape = ()
+        else:
+            shape = np.shape(raw)
         if given is None:
-            if np.size(out._data) != 1:
+            if np.size(raw) != 1:
                 raise ImplicitGradError("grad can be implicitly created only for scalar outputs")
-            given = _wrap(_ones_like(out._data))
+            given = _wrap(_ones_like(raw))
         else:
             given = _as_grad_tensor(given, out)
-            if np.shape(given._data) != shape:
+            if _shape_of(given._raw) != shape:
                 raise GradError(
                     f"Mismatch in shape: grad_output[{index}] has a shape of "
                     f"{Size(np.shape(given._data))!r} and output[{index}] has a shape of "
@@ -1244,6 +1331,10 @@ def _seed_gradients(outputs: Sequence[Tensor], gradients: Sequence[Any] | None) 
                 )
         grads.append(given)
     return grads
+
+
+def _shape_of(raw: Any) -> tuple:
+    return () if type(raw) is float else np.shape(raw)
 
 
 def _roots(outputs: Sequence[Tensor]) -> list[Node]:
@@ -1322,8 +1413,8 @@ def grad(
                     f"The differentiated Tensor at index {index} appears to not have been used "
                     "in the graph. Set allow_unused=True if this is the desired behavior."
                 )
-        elif _cast_like(g._data, t._data) is not g._data:  # another dtype
-            g = g.to(t.dtype) if create_graph else _wrap(_cast_like(g._data, t._data))
+        elif _cast_like(g._raw, t._raw) is not g._raw:  # another dtype
+            g = g.to(t.dtype) if create_graph else _wrap(_cast_like(g._raw, t._raw))
         results.append(g)
     return tuple(results)
 
@@ -1423,7 +1514,7 @@ def _backpropagate(run: _BackwardPass, roots: Sequence[Node], grads: Sequence[Te
     run.prune(_count_consumers(roots, base, ordered=run.targets is not None))
     pending: dict[Node, Any] = {}
     for root, g in zip(roots, grads, strict=True):
-        run.add(pending, root, g if run.recorded else g._data)
+        run.add(pending, root, g if run.recorded else g._raw)
     ready = [root for root in dict.fromkeys(roots) if root.deps == base]
     scalar_nodes = run.scalar_path(base)
     while ready:
@@ -1757,8 +1848,8 @@ def _saved_tensors(parents: tuple, saved: tuple) -> list:
 
 def _store_leaf_grad(leaf_tensor: Tensor, g: Tensor) -> None:
     """Add a recorded gradient ``g`` (``create_graph=True``) into ``leaf.grad``."""
-    data = _cast_like(g._data, leaf_tensor._data)
-    if data is not g._data:
+    data = _cast_like(g._raw, leaf_tensor._raw)
+    if data is not g._raw:
         g = _wrap(data)
     old = leaf_tensor._grad
     leaf_tensor._grad = g if old is None else old + g
@@ -1770,7 +1861,7 @@ def _store_leaf_data(leaf_tensor: Tensor, data: Any, owned: bool) -> None:
     ``owned``: nothing else references ``data``, so ``.grad`` may take its buffer.
     Later gradients are added in place into a ``.grad`` buffer of the same shape.
     """
-    cast = _cast_like(data, leaf_tensor._data)
+    cast = _cast_like(data, leaf_tensor._raw)
     if cast is not data:
         data, owned = cast, True
     old = leaf_tensor._grad
@@ -1779,7 +1870,7 @@ def _store_leaf_data(leaf_tensor: Tensor, data: Any, owned: bool) -> None:
         return
     if old._grad_fn is not None:
         old = old.detach()
-    old_data = old._data
+    old_data = old._raw
     if type(old_data) is _ndarray and old_data.flags.writeable and old_data.shape == np.shape(data):
         old_data += data
         leaf_tensor._grad = old
@@ -1842,4 +1933,5 @@ if _native is not None:
         globals(),
         _edge,
         _Meta,
+        _to_numpy,
     )

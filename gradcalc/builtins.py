@@ -280,6 +280,8 @@ def literal(array: Any) -> Any:
     array = np.asarray(array)
     if array.ndim == 0:
         data = array[()]  # a NumPy scalar, as the engine's 0-d results are
+        if type(data) is np.float64:
+            data = float(data)  # the float backend (see _tensor.float_tensor)
     else:
         array.flags.writeable = False
         data = array
@@ -327,10 +329,17 @@ class Context:
     def constant(self, array: Any) -> Any:
         """A fresh constant tensor of the language's dtype."""
         data = np.asarray(array, dtype=self.np_dtype)
-        return _tensor.wrap(data[()] if data.ndim == 0 else data)
+        return _tensor.wrap(self.zero_d(data[()]) if data.ndim == 0 else data)
 
     def scalar(self, number: float) -> Any:
-        return _tensor.wrap(self.np_dtype.type(number))
+        return _tensor.wrap(self.zero_d(number))
+
+    def zero_d(self, number: Any) -> Any:
+        """A 0-d value's data in the language's dtype: float64 runs on the engine's float
+        backend (a Python float, no NumPy), float32 on a NumPy scalar."""
+        if self.dtype_name == "float64":
+            return float(number)
+        return self.np_dtype.type(number)
 
     def leaf(self, value: Any, requires_grad: bool, label: str) -> Any:
         """A new leaf from a number, nested list, array or tensor, in the language's dtype."""
@@ -341,8 +350,9 @@ class Context:
         self.check_elements(array.size, f"the value of {label}")
         # 0-d: a NumPy scalar, as the engine's own 0-d tensors hold (arithmetic between
         # scalars skips NumPy's array machinery, several times faster in a scalar chain)
-        data = array[()] if array.ndim == 0 else array
-        return _tensor.leaf(data, requires_grad=bool(requires_grad))
+        if array.ndim == 0:
+            return _tensor.leaf(self.zero_d(array[()]), requires_grad=bool(requires_grad))
+        return _tensor.leaf(array, requires_grad=bool(requires_grad))
 
     def promote(self, value: Any) -> Any:
         """The differentiable leaf an assignment of a fresh constant binds (data shared)."""
@@ -404,13 +414,13 @@ class Context:
     def loop_item(self, value: Any, number: int) -> Any:
         """The item ``iterate(value)`` yields at ``number`` of `loop_span`."""
         if isinstance(value, RangeValue):
-            return _tensor.wrap(self.np_dtype.type(number))
+            return self.scalar(number)
         return value[number]
 
     def _range_items(self, span: RangeValue) -> Iterator:
-        wrap, number_type = _tensor.wrap, self.np_dtype.type
+        scalar = self.scalar
         for number in range(span.start, span.stop, span.step):
-            yield wrap(number_type(number))
+            yield scalar(number)
 
 
 # --------------------------------------------------------- values and conversions

@@ -1024,9 +1024,8 @@ def _calls_one_tensor(site: _CallSite, builtin: Any) -> bool:
 
 
 def _short(value: Any) -> str:
-    data = getattr(value, "_data", None)
-    if data is not None and data.ndim == 0:
-        number = float(data)
+    if type(value) is Tensor and value.ndim == 0:
+        number = float(value.item())
         return str(int(number)) if number.is_integer() else repr(number)
     return "..."
 
@@ -1429,7 +1428,9 @@ class _Machine:
                     value = stack[-1]
                     operations += 1
                     if type(value) is Tensor and (
-                        type(data := value._data) is float_scalar or data.dtype is float_dtype
+                        type(data := value._raw) is float
+                        or type(data) is float_scalar
+                        or data.dtype is float_dtype
                     ):
                         result = arg[4](value, arg[2])  # the literal as a number, as in PyTorch
                         if result is not NotImplemented:
@@ -1441,7 +1442,11 @@ class _Machine:
                     right = stack[-1]
                     if type(left) is not Tensor or type(right) is not Tensor:
                         left, right = _operands(self.context, arg[1], left, right)
-                    if left._data.size * right._data.size > max_elements:
+                    if (
+                        type(ld := left._raw) is not float
+                        and type(rd := right._raw) is not float
+                        and ld.size * rd.size > max_elements
+                    ):  # a float backend's value has one element
                         self.context.check_broadcast(arg[1], left, right)
                     operations += 1
                     result = arg[2](left, right)
@@ -1558,7 +1563,7 @@ def _store_fresh(m: _Machine, arg: tuple[str, tuple[str, ...]], pc: int) -> int:
     if (
         type(value) is Tensor
         and not value.requires_grad
-        and value._data.dtype.kind == "f"
+        and value.dtype.is_floating_point
         and not m.interp._any_users(names, m.scope, m.function)
     ):
         value = m.context.promote(value)
@@ -1652,7 +1657,7 @@ def _comparison(m: _Machine, arg: Any, left: Any, right: Any) -> Any:
         return lang.TRUE if arg[0](left, right) else lang.FALSE  # as tuples
     if type(left) is not Tensor or type(right) is not Tensor:
         left, right = _operands(m.context, arg[1], left, right)
-    if left._data.size * right._data.size > m.limits.max_elements:
+    if left.numel() * right.numel() > m.limits.max_elements:
         m.context.check_broadcast(arg[1], left, right)
     return arg[0](left, right)
 

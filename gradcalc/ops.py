@@ -107,6 +107,7 @@ from gradcalc._tensor import (
 )
 
 _wrap = _tensor.wrap
+_FLOATS = _tensor._FLOATS
 _py_sum = builtins.sum
 _py_max = builtins.max
 _py_min = builtins.min
@@ -447,7 +448,9 @@ TENSOR_PAIRS = tuple(case for case in BINARY if None not in case)
 # ---------------------------------------------------------------- helpers for VJPs
 
 
-_NUMPY_SCALARS = frozenset((np.float64, np.float32, np.float16))
+_SCALARS = frozenset((float, np.float64, np.float32, np.float16))
+"""A 0-d gradient: the float backend's Python float or a NumPy float scalar."""
+_on_floats = _tensor.on_floats
 
 
 def _d(v: Any) -> Any:
@@ -456,13 +459,21 @@ def _d(v: Any) -> Any:
 
 
 def _shape(v: Any) -> tuple:
-    return np.shape(v._data if type(v) is Tensor else v)
+    if type(v) is Tensor:
+        v = v._raw
+    return () if type(v) is float else np.shape(v)
 
 
 def call1(op: Op, x: Any, *consts: Any) -> Any:
-    """Run ``op`` inside a VJP: recorded on a Tensor, plain NumPy on raw data."""
+    """Run ``op`` inside a VJP: recorded on a Tensor, plain NumPy on raw data, the
+    float backend on a Python float."""
     if type(x) is Tensor:
         return apply1(op, x, *consts)
+    if type(x) is float:
+        out = _on_floats(op, (x, *consts))
+        if out is not None:
+            return out
+        x = np.float64(x)
     if type(x) is np.ndarray and op.ufunc is not None and not consts and _recycle.poolable(x):
         return _recycle.unary(op.ufunc, x)
     return op.forward(x, *consts)
@@ -472,6 +483,13 @@ def call2(op: Op, x: Any, y: Any, *consts: Any) -> Any:
     """Two-operand :func:`call1`."""
     if type(x) is Tensor or type(y) is Tensor:
         return apply2(op, x, y, *consts)
+    if type(x) is float or type(y) is float:
+        if type(x) in _FLOATS and type(y) in _FLOATS:
+            out = _on_floats(op, (x, y, *consts))
+            if out is not None:
+                return out
+        x = np.float64(x) if type(x) is float else x
+        y = np.float64(y) if type(y) is float else y
     if op.pooled is not None and type(x) is np.ndarray and x.dtype.kind == "f":
         data = op.pooled(x, y, *consts)
         if data is not None:
@@ -481,7 +499,7 @@ def call2(op: Op, x: Any, y: Any, *consts: Any) -> Any:
 
 def unbroadcast(g: Any, x: Any) -> Any:
     """Sum ``g`` down to ``x``'s shape: undo NumPy broadcasting (incl. size-1 dims)."""
-    if type(g) in _NUMPY_SCALARS:
+    if type(g) in _SCALARS:
         return g  # a 0-d output: every operand was 0-d too
     shape = x.shape
     if g.shape == shape:
@@ -634,11 +652,11 @@ def _is_number(x: Any) -> bool:
 
 def _add_vjp_x(g: Any, a: Any, x: Any, y: Any) -> Any:
     """``g`` passed on to operand ``x``, summed down to its shape."""
-    return g if type(g) in _NUMPY_SCALARS else unbroadcast(g, x)
+    return g if type(g) in _SCALARS else unbroadcast(g, x)
 
 
 def _add_vjp_y(g: Any, a: Any, x: Any, y: Any) -> Any:
-    return g if type(g) in _NUMPY_SCALARS else unbroadcast(g, y)
+    return g if type(g) in _SCALARS else unbroadcast(g, y)
 
 
 ADD = defop(
@@ -661,13 +679,13 @@ RSUB = defop(
 
 
 def _mul_vjp_x(g: Any, a: Any, x: Any, y: Any, *, spare: tuple = ()) -> Any:
-    if type(g) in _NUMPY_SCALARS:
+    if type(g) in _SCALARS:
         return g * y  # 0-d: nothing to unbroadcast, no buffer to spare
     return unbroadcast(_mul(g, y, spare), x)
 
 
 def _mul_vjp_y(g: Any, a: Any, x: Any, y: Any, *, spare: tuple = ()) -> Any:
-    if type(g) in _NUMPY_SCALARS:
+    if type(g) in _SCALARS:
         return g * x
     return unbroadcast(_mul(g, x, spare), y)
 
@@ -794,13 +812,13 @@ ABS = defop(
 
 
 def _sin_vjp(g: Any, a: Any, x: Any, *, spare: tuple = ()) -> Any:
-    if type(g) in _NUMPY_SCALARS:
+    if type(g) in _SCALARS:
         return g * np.cos(x)  # 0-d (scalar chains): no buffers to reuse, no recording
     return _mul(g, call1(COS, x), spare)
 
 
 def _cos_vjp(g: Any, a: Any, x: Any) -> Any:
-    if type(g) in _NUMPY_SCALARS:
+    if type(g) in _SCALARS:
         return g * -np.sin(x)
     return g * -call1(SIN, x)
 
