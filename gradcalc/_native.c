@@ -1016,6 +1016,21 @@ fastop_repr(FastOp *self)
     return PyObject_Repr(self->python);
 }
 
+static PyTypeObject FastOp_Type;
+
+/* set_forward(fastop, forward): the op's forward, once NumPy is loaded (the
+ * engine names NumPy's functions lazily, see gradcalc/_numpy.py). */
+static PyObject *
+set_forward(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyObject_TypeCheck(args[0], &FastOp_Type) || !PyCallable_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "set_forward(fastop, forward)");
+        return NULL;
+    }
+    Py_XSETREF(((FastOp *)args[0])->compute, Py_NewRef(args[1]));
+    Py_RETURN_NONE;
+}
+
 static PyTypeObject FastOp_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "gradcalc._native.FastOp",
@@ -1048,6 +1063,8 @@ static PyMethodDef methods[] = {
      "record(node_class, data, p0, p1, s0, s1, consts, ans, holds): a node and its tensor."},
     {"count_dependencies", FASTCALL(count_dependencies),
      "count_dependencies(stack, base): count every reachable node's consumers."},
+    {"set_forward", FASTCALL(set_forward),
+     "set_forward(fastop, forward): the op's forward, once NumPy is loaded."},
     {"run_scalar_nodes", FASTCALL(run_scalar_nodes),
      "run_scalar_nodes(ready, pending, base, free): backward's 0-d fast path."},
     {NULL, NULL, 0, NULL},

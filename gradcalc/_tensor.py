@@ -40,9 +40,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
-
-from gradcalc import _recycle
+from gradcalc import _numpy, _recycle
 from gradcalc.errors import (
     DtypeGradError,
     FreedGraphError,
@@ -51,6 +49,8 @@ from gradcalc.errors import (
     InplaceLeafError,
     NoGradFnError,
 )
+
+np = _numpy.bind(globals())
 
 # log(0), 1/0, exp(1000): the engine answers -inf/inf/nan silently, as PyTorch
 # does. NumPy warns about them from the frame that called the ufunc, which is
@@ -74,8 +74,14 @@ _native = _load_native()
 
 _grad_enabled = True
 _recording = False
-_generic = np.generic
-_ndarray = np.ndarray
+
+
+class _NotLoaded:
+    """NumPy's array and scalar types until NumPy is loaded: nothing is an instance."""
+
+
+_generic: Any = _NotLoaded
+_ndarray: Any = _NotLoaded
 _RECYCLE_BYTES = _recycle.MIN_BYTES
 
 FREED_MESSAGE = (
@@ -91,15 +97,23 @@ FREED_MESSAGE = (
 
 
 class dtype:
-    """A dtype object printed as PyTorch prints it (``torch.float32``), NumPy's underneath."""
+    """A dtype object printed as PyTorch prints it (``torch.float32``), NumPy's underneath
+    (``.np``, made when first read: a float64 on the float backend needs no NumPy)."""
 
-    __slots__ = ("is_floating_point", "itemsize", "name", "np")
+    __slots__ = ("_np", "is_floating_point", "itemsize", "name")
 
-    def __init__(self, name: str, np_dtype: np.dtype) -> None:
+    def __init__(self, name: str, itemsize: int, np_dtype: Any = None) -> None:
         self.name = name
-        self.np = np.dtype(np_dtype)
-        self.is_floating_point = self.np.kind == "f"
-        self.itemsize = self.np.itemsize
+        self._np = np_dtype
+        self.is_floating_point = name.startswith("float")
+        self.itemsize = itemsize
+
+    @property
+    def np(self) -> np.dtype:
+        found = self._np
+        if found is None:
+            found = self._np = np.dtype(self.name)
+        return found
 
     def __repr__(self) -> str:
         return f"torch.{self.name}"
@@ -116,17 +130,22 @@ class dtype:
         return hash(self.np)
 
 
-float16 = dtype("float16", np.float16)
-float32 = dtype("float32", np.float32)
-float64 = dtype("float64", np.float64)
-int8 = dtype("int8", np.int8)
-int16 = dtype("int16", np.int16)
-int32 = dtype("int32", np.int32)
-int64 = dtype("int64", np.int64)
-uint8 = dtype("uint8", np.uint8)
-bool_ = dtype("bool", np.bool_)
-_DTYPES = {d.np: d for d in (float16, float32, float64, int8, int16, int32, int64, uint8, bool_)}
-DEFAULT_FLOAT = np.dtype(np.float32)
+float16 = dtype("float16", 2)
+float32 = dtype("float32", 4)
+float64 = dtype("float64", 8)
+int8 = dtype("int8", 1)
+int16 = dtype("int16", 2)
+int32 = dtype("int32", 4)
+int64 = dtype("int64", 8)
+uint8 = dtype("uint8", 1)
+bool_ = dtype("bool", 1)
+_DTYPES: dict[Any, dtype] = {}
+"""NumPy dtype -> gradcalc dtype, filled when NumPy loads (:func:`_with_numpy`)."""
+
+
+def default_float() -> np.dtype:
+    """The NumPy dtype Python floats become in the Python API (float32, as in PyTorch)."""
+    return float32.np
 
 
 def as_np_dtype(value: Any) -> np.dtype | None:
@@ -141,7 +160,7 @@ def as_np_dtype(value: Any) -> np.dtype | None:
             value, value
         )
     if value is float:
-        return DEFAULT_FLOAT
+        return default_float()
     return np.dtype(value)
 
 
@@ -149,7 +168,7 @@ def dtype_of(np_dtype: np.dtype) -> dtype:
     """The gradcalc dtype object for a NumPy dtype."""
     found = _DTYPES.get(np_dtype)
     if found is None:
-        found = _DTYPES[np_dtype] = dtype(np_dtype.name, np_dtype)
+        found = _DTYPES[np_dtype] = dtype(np_dtype.name, np_dtype.itemsize, np_dtype)
     return found
 
 
@@ -643,8 +662,6 @@ def apply2(op: Any, x: Any, y: Any, *consts: Any) -> Tensor:
 def unary_function(op: Any, slow: Any) -> Any:
     """A float elementwise op (``sin``, ``exp``) with the common case inlined: a float
     Tensor in, one node out. Anything else (ints, lists, numbers) goes through ``slow``."""
-    forward = op.forward
-    ufunc = op.ufunc
     node_class = op.node
     saves = op.saves
     uses_ans = op.uses_ans
@@ -659,10 +676,10 @@ def unary_function(op: Any, slow: Any) -> Any:
         if kind not in "fc":
             return slow(input)
         record = input._requires_grad and (_grad_enabled or _grad_here())
-        if record and ufunc is not None and kind == "f" and xd.nbytes >= _RECYCLE_BYTES:
-            data = _recycle.unary(ufunc, xd)  # a training step's array: pooled
+        if record and op.ufunc is not None and kind == "f" and xd.nbytes >= _RECYCLE_BYTES:
+            data = _recycle.unary(op.ufunc, xd)  # a training step's array: pooled
         else:
-            data = forward(xd)
+            data = op.forward(xd)  # read per call: NumPy's own once loaded (see _numpy)
         if record:
             p0 = input._grad_fn or _edge(input)
             s0 = xd if saves else _stand_in(xd)
@@ -680,7 +697,11 @@ def _fast_op(python: Any, op: Any, arity: int, keep: Any) -> Any:
     else (see ``_native.c``)."""
     if _native is None or op.node is None or op.quiet is None:
         return python
-    return _native.FastOp(python, op.forward, op.node, arity, op.uses_ans, keep, op.quiet)
+    fast = _native.FastOp(python, op.forward, op.node, arity, op.uses_ans, keep, op.quiet)
+    # its fast path takes NumPy scalars only, so it first runs once NumPy is loaded
+    # (the op's own hook, registered before this one, resolved op.forward by then)
+    _numpy.when_loaded(lambda numpy: _native.set_forward(fast, op.forward))
+    return fast
 
 
 def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
@@ -691,8 +712,6 @@ def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
     promotion or conversion goes through ``slow`` (so does every non-float
     operand when ``float_only``: true division of integers gives float32).
     """
-    compute = op.forward
-    ufunc = op.ufunc
     node_class = op.node
     uses_ans = op.uses_ans
     keep = op.keep2
@@ -726,14 +745,14 @@ def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
                 (rx or ry)
                 and type(xd) is _ndarray
                 and xd.nbytes >= _RECYCLE_BYTES
-                and ufunc is not None
+                and op.ufunc is not None
                 and xd.shape == yd.shape
                 and xd.dtype.kind == "f"
                 and (_grad_enabled or _grad_here())
             ):
-                data = _recycle.binary(ufunc, xd, yd)  # a training step's array: pooled
+                data = _recycle.binary(op.ufunc, xd, yd)  # a training step's array: pooled
             else:
-                data = compute(xd, yd)
+                data = op.forward(xd, yd)
             if (rx or ry) and (_grad_enabled or _grad_here()):
                 k0, k1 = keep[rx + 2 * ry]
                 return _record(
@@ -756,12 +775,12 @@ def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
                 record
                 and type(xd) is _ndarray
                 and xd.nbytes >= _RECYCLE_BYTES
-                and ufunc is not None
+                and op.ufunc is not None
                 and xd.dtype.kind == "f"
             ):
-                data = _recycle.binary(ufunc, xd, other)
+                data = _recycle.binary(op.ufunc, xd, other)
             else:
-                data = compute(xd, other)
+                data = op.forward(xd, other)
             if record:
                 return _record(
                     node_class,
@@ -813,10 +832,10 @@ def _infer_array(data: Any, np_dtype: np.dtype | None) -> np.ndarray:
         data = _untensor(data)
     arr = np.array(data, dtype=np_dtype)
     if np_dtype is None:
-        if arr.dtype.kind == "f" and arr.dtype != DEFAULT_FLOAT and not _has_numpy(data):
+        if arr.dtype.kind == "f" and arr.dtype != default_float() and not _has_numpy(data):
             if arr.size and np.max(np.abs(arr)) >= 2.0**63 and _int_overflow(data):
                 raise ValueError(OVERFLOW_MESSAGE)  # [2**63, -1]: NumPy made floats of it
-            arr = arr.astype(DEFAULT_FLOAT)
+            arr = arr.astype(default_float())
         elif arr.dtype.kind in "iu" and arr.dtype != np.int64:
             if arr.dtype.kind == "u" and arr.size and arr.max() > _INT64_MAX:
                 raise ValueError(OVERFLOW_MESSAGE)  # NumPy chose uint64; PyTorch refuses
@@ -826,7 +845,7 @@ def _infer_array(data: Any, np_dtype: np.dtype | None) -> np.ndarray:
                 raise ValueError(OVERFLOW_MESSAGE)  # an int past 64 bits
             if not all(type(v) in (int, float, bool) for v in _flat_items(data)):
                 raise TypeError(f"Could not infer dtype of {type(data).__name__}")
-            arr = np.array(data, dtype=np.float64).astype(DEFAULT_FLOAT)  # [1.5, 2**70]
+            arr = np.array(data, dtype=np.float64).astype(default_float())  # [1.5, 2**70]
     return arr
 
 
@@ -916,11 +935,11 @@ class Tensor(_TensorSlots):
         """``Tensor([1, 0.1])`` (float32 data) or ``Tensor(2, 3)`` (a 2x3 float32 tensor)."""
         if len(args) == 1 and not isinstance(args[0], (int, np.integer)):
             data = _infer_array(args[0], None)
-            if data.dtype != DEFAULT_FLOAT:
-                data = data.astype(DEFAULT_FLOAT)
+            if data.dtype != default_float():
+                data = data.astype(default_float())
         else:
             shape = args[0] if len(args) == 1 and isinstance(args[0], tuple) else args
-            data = np.zeros(tuple(int(d) for d in shape), dtype=DEFAULT_FLOAT)
+            data = np.zeros(tuple(int(d) for d in shape), dtype=default_float())
         self._data = data
         self._grad_fn = None
         self._grad = None
@@ -1424,7 +1443,7 @@ _FREED = object()
 _passes = 0
 """Backward passes run so far (see :func:`_count_consumers`)."""
 _NUMBERS = (int, float, bool)
-_SCALAR_GRADS = frozenset((float, np.float64, np.float32, np.float16))
+_SCALAR_GRADS = frozenset((float,))  # and NumPy's float scalars, once loaded
 """Gradients with no buffer behind them: backward's 0-d fast path takes these."""
 _NATIVE_BASE_LIMIT = 1 << 62
 """The C loops keep counts in 64-bit integers: passes beyond ~4 million use Python's."""
@@ -1447,7 +1466,7 @@ def _refs_when_alone() -> int:
     parameter's count depends on how the call was made (an interpreter's
     specialised call moves its arguments, a generic one adds a reference).
     """
-    alone = np.empty(0)
+    alone = object()  # any fresh object: reference counts do not depend on the type
     return _getrefcount(alone)
 
 
@@ -1491,7 +1510,7 @@ def run_backward(
         # computes on arrays and releases the buffers its pass did not use.
         previous_mode = _set_grad_enabled(True) if create_graph else True
         try:
-            with np.errstate(all="ignore"):
+            with _numpy.errstate():
                 _backpropagate(run, roots, grads)
         finally:
             if create_graph:
@@ -1923,15 +1942,30 @@ def _needed(reached: Sequence[Node], targets: Sequence[Node]) -> set[Node]:
     return needed
 
 
-if _native is not None:
-    _native.setup(
-        Tensor,
-        _FREED,
-        tuple(_SCALAR_GRADS),
-        (np.float64, np.float32),  # what FastOp takes
-        np.ndarray,
-        globals(),
-        _edge,
-        _Meta,
-        _to_numpy,
-    )
+def _setup_native(forward_types: tuple, ndarray: Any) -> None:
+    if _native is not None:
+        _native.setup(
+            Tensor,
+            _FREED,
+            tuple(_SCALAR_GRADS),
+            forward_types,  # what FastOp takes
+            ndarray,
+            globals(),
+            _edge,
+            _Meta,
+            _to_numpy,
+        )
+
+
+def _with_numpy(numpy: Any) -> None:
+    """What waits for NumPy (see ``gradcalc/_numpy.py``): its types, the dtype table."""
+    global _generic, _ndarray, _SCALAR_GRADS
+    _generic, _ndarray = numpy.generic, numpy.ndarray
+    _SCALAR_GRADS = frozenset((float, numpy.float64, numpy.float32, numpy.float16))
+    for d in (float16, float32, float64, int8, int16, int32, int64, uint8, bool_):
+        _DTYPES[d.np] = d
+    _setup_native((numpy.float64, numpy.float32), numpy.ndarray)
+
+
+_setup_native((), _NotLoaded)
+_numpy.when_loaded(_with_numpy)

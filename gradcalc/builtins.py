@@ -28,10 +28,8 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
-
 import gradcalc as engine
-from gradcalc import _tensor, ops
+from gradcalc import _numpy, _tensor, ops
 from gradcalc.errors import (
     FormulaError,
     FormulaTypeError,
@@ -42,6 +40,8 @@ from gradcalc.errors import (
 )
 from gradcalc.limits import Limits
 from gradcalc.nn import functional as _nn_functional  # noqa: F401  (the registry, complete)
+
+np = _numpy.bind(globals())
 
 Tensor = _tensor.Tensor
 Size = _tensor.Size
@@ -285,7 +285,10 @@ def literal(array: Any) -> Any:
     else:
         array.flags.writeable = False
         data = array
-    tensor = _tensor.wrap(data)
+    return _remember_literal(_tensor.wrap(data))
+
+
+def _remember_literal(tensor: Any) -> Any:
     key = id(tensor)
     _LITERALS[key] = weakref.ref(tensor, lambda _, key=key: _LITERALS.pop(key, None))
     return tensor
@@ -297,8 +300,14 @@ def is_literal(value: Any) -> bool:
     return ref is not None and ref() is value
 
 
-TRUE = literal(np.array(True))
-FALSE = literal(np.array(False))
+def __getattr__(name: str) -> Any:
+    """``TRUE``/``FALSE``, the language's True and False: shared literals, as a
+    comparison's result is a tensor (of NumPy bools: made when first read)."""
+    if name in ("TRUE", "FALSE"):
+        made = globals().setdefault("TRUE", literal(np.array(True)))
+        globals().setdefault("FALSE", literal(np.array(False)))
+        return made if name == "TRUE" else globals()["FALSE"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 """The language's True and False: shared literals, as a comparison's result is a tensor."""
 
 
@@ -307,7 +316,6 @@ class Context:
 
     def __init__(self, dtype: str, limits: Limits, seed: int | None) -> None:
         self.dtype_name = dtype
-        self.np_dtype = np.dtype(dtype)
         self.dtype = _tensor.float64 if dtype == "float64" else _tensor.float32
         self.limits = limits
         self.generator = None
@@ -317,11 +325,22 @@ class Context:
         self.scopes: list[dict] = []
         self.literals = _LITERALS
 
+    @property
+    def np_dtype(self) -> Any:
+        """The language's dtype as NumPy's (loads NumPy: float64 scalars need none)."""
+        return self.dtype.np
+
     # -- making tensors
 
     def literal(self, array: Any) -> Any:
         """A constant tensor over ``array`` (no copy); see `literal`."""
         return literal(array)
+
+    def number_literal(self, number: float) -> Any:
+        """A number of the program as a literal tensor of the language's dtype."""
+        if self.dtype_name == "float64":
+            return _remember_literal(_tensor.float_tensor(number))  # no NumPy
+        return literal(np.array(number, dtype=self.np_dtype))
 
     def is_literal(self, value: Any) -> bool:
         return is_literal(value)
@@ -343,6 +362,10 @@ class Context:
 
     def leaf(self, value: Any, requires_grad: bool, label: str) -> Any:
         """A new leaf from a number, nested list, array or tensor, in the language's dtype."""
+        if type(value) in (int, float) and self.dtype_name == "float64":
+            return _tensor.leaf(float(value), requires_grad=bool(requires_grad))  # no NumPy
+        if isinstance(value, Tensor) and type(value._raw) is float:
+            return _tensor.leaf(self.zero_d(value._raw), requires_grad=bool(requires_grad))
         if isinstance(value, Tensor):
             array = np.array(np.asarray(value._data), dtype=self.np_dtype)
         else:
@@ -453,6 +476,8 @@ def kind_of(value: Any) -> str:
 def truth(value: Any) -> bool:
     """Python's truth of a value; a tensor's only when it has exactly one element."""
     if isinstance(value, Tensor):
+        if type(value._raw) is float:  # the float backend
+            return bool(value._raw)
         data = value._data
         if data.size == 1:
             return bool(data)
@@ -468,13 +493,17 @@ def truth(value: Any) -> bool:
 
 def _as_number(value: Any, what: str) -> float:
     if isinstance(value, Tensor):
+        if type(value._raw) is float:  # the float backend
+            return value._raw
         data = value._data
         if data.size != 1:
             raise FormulaValueError(
                 f"{what} must be a single number, not a tensor of shape {tuple(np.shape(data))}"
             )
         return float(np.asarray(data).reshape(()))
-    if isinstance(value, bool | int | float | np.number):
+    if isinstance(value, bool | int | float) or (
+        _numpy.is_loaded() and isinstance(value, np.number)
+    ):
         return float(value)
     raise FormulaTypeError(f"{what} must be a number, not {kind_of(value)}")
 

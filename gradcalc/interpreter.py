@@ -37,6 +37,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+from gradcalc import _numpy
 from gradcalc import builtins as lang
 from gradcalc import syntax as ast
 from gradcalc._recycle import empty_cache
@@ -605,7 +606,7 @@ class _Compiler:
         yield from ()
 
     def _bool(self, node: ast.Bool) -> Iterator:
-        self.emit(LOAD_CONST, self.interp._true if node.value else self.interp._false, node)
+        self.emit(LOAD_CONST, lang.TRUE if node.value else lang.FALSE, node)
         yield from ()
 
     def _name(self, node: ast.Name) -> Iterator:
@@ -1103,8 +1104,6 @@ class Interpreter:
         self.limits = limits if limits is not None else DEFAULT_LIMITS
         self.env: dict[str, Any] = {}
         self.context = lang.Context(dtype, self.limits, seed)
-        self._true = lang.TRUE
-        self._false = lang.FALSE
         self._builtin_values: dict[str, Any] = {}
 
     # -- public API
@@ -1162,9 +1161,7 @@ class Interpreter:
                 compiled = _cached_compile(self, source_or_program)
             env = self.env
             saved = {name: env.get(name, _MISSING) for name in compiled.binds}
-            import numpy as np  # (not at import: a run of floats may need none, one day)
-
-            with np.errstate(all="ignore"), warnings.catch_warnings():
+            with _numpy.errstate(), warnings.catch_warnings():
                 # NumPy's own warnings (mean of an empty slice) say what the
                 # non-finite value already shows; they must not reach a terminal
                 warnings.simplefilter("ignore", RuntimeWarning)
@@ -1189,9 +1186,7 @@ class Interpreter:
     # -- values made by the compiler
 
     def _literal(self, number: float) -> Any:
-        import numpy as np
-
-        return self.context.literal(np.array(number, dtype=self.dtype))
+        return self.context.number_literal(number)
 
     def _literal_array(self, numbers: list) -> Any:
         return self.context.literal(lang.nested_list_array(numbers, self.context))
@@ -1226,9 +1221,7 @@ class Interpreter:
             return value
         constant = lang.CONSTANTS.get(name)
         if constant is not None:
-            import numpy as np
-
-            value = self.context.literal(np.array(constant.value, dtype=self.dtype))
+            value = self.context.number_literal(constant.value)
         else:
             value = lang.FUNCTIONS.get(name)
         if value is None:
@@ -1407,8 +1400,13 @@ class _Machine:
         ops, args, pc, stack, scope = self.ops, self.args, self.pc, self.stack, self.scope
         operations, iterations, limits = self.operations, self.iterations, self.limits
         max_operations, max_iterations = limits.max_graph_nodes, limits.max_iterations
-        max_elements, float_dtype = limits.max_elements, self.context.np_dtype
-        float_scalar, handlers = float_dtype.type, _HANDLERS
+        max_elements, handlers = limits.max_elements, _HANDLERS
+        # float64 on the float backend needs no NumPy; a NumPy value met while it is
+        # not loaded (only then) takes the general path below, with the same result
+        float_dtype = self.context.np_dtype if self.context.dtype_name != "float64" else None
+        if float_dtype is None and _numpy.is_loaded():
+            float_dtype = self.context.np_dtype
+        float_scalar = float if float_dtype is None else float_dtype.type
         load_name, binary_number, binary, call1 = LOAD_NAME, BINARY_NUMBER, BINARY, CALL_BUILTIN1
         store, last_inline, for_span, for_iter = STORE, LAST_INLINE, FOR_SPAN, FOR_ITER
         try:
