@@ -578,6 +578,29 @@ pass_on(PyObject *pending, Stack *ready, PyObject *parent, PyObject *gi, long lo
 }
 
 /* Run one node the 0-d path took: its VJPs on (g, ans, s0[, s1], *consts). */
+/* A VJP raised ArithmeticError on Python floats (1.0 / 0.0, 0.0 ** -1): run it
+ * again through _tensor._retry_on_numpy, on NumPy float64s, which answer inf or
+ * nan as the array path does. Without that helper, the error stands. */
+static PyObject *
+retry_on_numpy(PyObject *vjp, PyObject *const *argv, Py_ssize_t argc)
+{
+    PyObject *helper = PyDict_GetItemString(tensor_globals, "_retry_on_numpy");
+    if (helper == NULL) {
+        return NULL;
+    }
+    PyErr_Clear();
+    PyObject *args = PyTuple_New(argc);
+    if (args == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < argc; i++) {
+        PyTuple_SET_ITEM(args, i, Py_NewRef(argv[i]));
+    }
+    PyObject *result = PyObject_CallFunctionObjArgs(helper, vjp, args, NULL);
+    Py_DECREF(args);
+    return result;
+}
+
 static int
 run_scalar_node(PyObject *node, PyObject *g, long kind, PyObject *vjps, PyObject *pending,
                 Stack *ready, long long base, int free_saved)
@@ -613,6 +636,9 @@ run_scalar_node(PyObject *node, PyObject *g, long kind, PyObject *vjps, PyObject
             continue;
         }
         PyObject *gi = PyObject_Vectorcall(PyTuple_GET_ITEM(vjps, i), argv, argc, NULL);
+        if (gi == NULL && PyErr_ExceptionMatches(PyExc_ArithmeticError)) {
+            gi = retry_on_numpy(PyTuple_GET_ITEM(vjps, i), argv, argc);
+        }
         failed = gi == NULL || pass_on(pending, ready, parents[i], gi, base) != 0;
         Py_XDECREF(gi);
     }

@@ -600,6 +600,12 @@ def _to_numpy(value: float) -> Any:
     return np.float64(value)
 
 
+def _retry_on_numpy(vjp: Any, args: tuple) -> Any:
+    """A VJP that raised ArithmeticError on Python floats (``1.0 / 0.0``, ``0.0 ** -1``)
+    runs again on NumPy float64s, which answer inf or nan as the array path does."""
+    return vjp(*[_to_numpy(a) if type(a) is float else a for a in args])
+
+
 def apply1(op: Any, x: Tensor, *consts: Any) -> Tensor:
     """Run a one-operand op (``x`` a Tensor) and record it when ``x`` requires grad."""
     xd = x._raw
@@ -1639,7 +1645,12 @@ class _BackwardPass:
                 return _Negated(args[0])
             if self.free and node.kind > 0 and _takes_spare(vjp):
                 return vjp(*args, spare=_spare_buffers(node, args, index))
-        return vjp(*args)
+        try:
+            return vjp(*args)
+        except ArithmeticError:  # on the float backend's floats
+            if self.recorded:
+                raise
+            return _retry_on_numpy(vjp, args)
 
     def results(self) -> dict[Node, Any]:
         """The gradients captured at targets, as Tensors that alias nothing."""
@@ -1788,7 +1799,10 @@ def _scalar_nodes(ready: list, pending: dict, base: int, free: bool) -> None:
                 # p0 then p1, unrolled: a loop costs this path a fifth of its time
                 parent = node.p0
                 if parent is not None:
-                    gi = vjps[0](*args)
+                    try:
+                        gi = vjps[0](*args)
+                    except ArithmeticError:
+                        gi = _retry_on_numpy(vjps[0], args)
                     if gi is not None:
                         old = get(parent)
                         pending[parent] = gi if old is None else old + gi
@@ -1798,7 +1812,10 @@ def _scalar_nodes(ready: list, pending: dict, base: int, free: bool) -> None:
                         push(parent)
                 parent = node.p1
                 if parent is not None:
-                    gi = vjps[1](*args)
+                    try:
+                        gi = vjps[1](*args)
+                    except ArithmeticError:
+                        gi = _retry_on_numpy(vjps[1], args)
                     if gi is not None:
                         old = get(parent)
                         pending[parent] = gi if old is None else old + gi

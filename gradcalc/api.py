@@ -166,11 +166,6 @@ def evaluate(
     """
     dtype = _check_dtype(dtype)
     limits = limits or DEFAULT_LIMITS
-    found = _float_path(
-        formula, bindings, wrt, of, grad_output, dtype, check, graph, limits, as_json=False
-    )
-    if found is not None:
-        return found
     return _evaluate(
         formula, bindings, wrt, of, grad_output, dtype, seed, check, graph, limits, retain_graph
     )
@@ -224,58 +219,16 @@ def evaluate_json(
 ) -> dict:
     """``result_to_json(evaluate(...))``, NumPy's floating-point warnings silenced.
 
-    What ``--json`` and ``gradcalc batch`` write. An all-scalar formula may be
-    answered without importing NumPy at all. Raises ``FormulaError`` subclasses only.
+    What ``--json`` and ``gradcalc batch`` write. All-scalar float64 work runs on the
+    engine's float backend and imports no NumPy. Raises ``FormulaError`` subclasses only.
     """
     dtype = _check_dtype(dtype)
     limits = limits or DEFAULT_LIMITS
-    found = _float_path(
-        formula, bindings, wrt, of, grad_output, dtype, check, graph, limits, as_json=True
-    )
-    if found is not None:
-        return found
     _checked_program(formula, limits)  # a syntax error is reported before NumPy loads
     with _numpy.errstate():
         return result_to_json(
             _evaluate(formula, bindings, wrt, of, grad_output, dtype, seed, check, graph, limits)
         )
-
-
-def _float_path(
-    formula: str,
-    bindings: Mapping[str, Any] | None,
-    wrt: Sequence[str] | None,
-    of: str | None,
-    grad_output: Any,
-    dtype: str,
-    check: bool,
-    graph: bool,
-    limits: Limits,
-    *,
-    as_json: bool,
-) -> Result | dict | None:
-    """The float path's answer (``gradcalc.scalar``, no NumPy), or None for the engine.
-
-    The only place this module calls ``gradcalc.scalar``: it answers float64
-    formulas of ``+ - * / ** sqrt`` over numbers, without ``of``,
-    ``grad_output``, ``check`` or ``graph``, with the engine's results bit for bit.
-    """
-    if dtype != "float64" or of is not None or grad_output is not None or check or graph:
-        return None
-    from gradcalc import scalar
-
-    found = scalar.run(formula, bindings, wrt, limits)
-    if found is None:
-        return None
-    if as_json:
-        return scalar.to_json(found)
-    return Result(
-        value=np.asarray(found.value),
-        dtype="float64",
-        gradients={name: np.asarray(g) for name, g in found.gradients.items()},
-        unused=list(found.unused),
-        notes=list(found.notes),
-    )
 
 
 @_releases_buffers

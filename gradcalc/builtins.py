@@ -280,8 +280,6 @@ def literal(array: Any) -> Any:
     array = np.asarray(array)
     if array.ndim == 0:
         data = array[()]  # a NumPy scalar, as the engine's 0-d results are
-        if type(data) is np.float64:
-            data = float(data)  # the float backend (see _tensor.float_tensor)
     else:
         array.flags.writeable = False
         data = array
@@ -338,9 +336,7 @@ class Context:
 
     def number_literal(self, number: float) -> Any:
         """A number of the program as a literal tensor of the language's dtype."""
-        if self.dtype_name == "float64":
-            return _remember_literal(_tensor.float_tensor(number))  # no NumPy
-        return literal(np.array(number, dtype=self.np_dtype))
+        return _remember_literal(_tensor.wrap(self.zero_d(number)))
 
     def is_literal(self, value: Any) -> bool:
         return is_literal(value)
@@ -355,15 +351,18 @@ class Context:
 
     def zero_d(self, number: Any) -> Any:
         """A 0-d value's data in the language's dtype: float64 runs on the engine's float
-        backend (a Python float, no NumPy), float32 on a NumPy scalar."""
+        backend (a Python float, no NumPy), float32 on a NumPy scalar. The one place the
+        language picks a backend (tests/test_float_backend.py switches it here)."""
         if self.dtype_name == "float64":
             return float(number)
         return self.np_dtype.type(number)
 
     def leaf(self, value: Any, requires_grad: bool, label: str) -> Any:
         """A new leaf from a number, nested list, array or tensor, in the language's dtype."""
-        if type(value) in (int, float) and self.dtype_name == "float64":
-            return _tensor.leaf(float(value), requires_grad=bool(requires_grad))  # no NumPy
+        if (type(value) is float or (type(value) is int and abs(value) < 2**1023)) and (
+            self.dtype_name == "float64"
+        ):  # a number: no NumPy on the float backend
+            return _tensor.leaf(self.zero_d(value), requires_grad=bool(requires_grad))
         if isinstance(value, Tensor) and type(value._raw) is float:
             return _tensor.leaf(self.zero_d(value._raw), requires_grad=bool(requires_grad))
         if isinstance(value, Tensor):

@@ -8,7 +8,9 @@ The vocabulary, once for all entries
   the operands' data (ndarrays, NumPy scalars or Python numbers) and the
   op's non-tensor arguments (``consts``: a dim, an exponent, an index).
 * ``scalar(*operands, *consts)``: the same forward on Python floats (from
-  :mod:`math`), for a float backend; elementwise and arithmetic ops only.
+  :mod:`math`), for the float backend (``_tensor.on_floats``: a float64 0-d
+  tensor made from a number holds a Python float, and all-scalar work then
+  never imports NumPy); elementwise and arithmetic ops only.
   It agrees with ``forward`` on float64 bit for bit for ``+ - * /`` and
   ``sqrt`` and within 1 ulp otherwise (tests/test_engine_scalar.py walks
   the registry). Where NumPy answers inf or nan it may raise instead
@@ -29,8 +31,9 @@ The vocabulary, once for all entries
   for registry ops, :func:`_d`/:func:`_shape` to read values and shapes,
   ``_const(array, g)`` for a constant array beside ``g``. Binary ops wrap
   each gradient in :func:`unbroadcast`, which sums it back to the
-  operand's shape. Order of operations matters: ``gradcalc/scalar.py``
-  replays these formulas on floats bit for bit.
+  operand's shape. They run a third way too: on the float backend's Python
+  floats (see ``_tensor.on_floats``), where ``call1``/``call2`` run the ops'
+  ``scalar`` forwards, so a VJP reads no NumPy attribute on a float.
 * ``reads[i]``: which operands' *values* VJP ``i`` reads (default: all,
   or none with ``saves=False``). A node keeps only those values (others
   keep a zero-memory stand-in with shape and dtype), and backward frees
