@@ -96,7 +96,7 @@ def _operand(x: Any) -> Any:
 def _inexact(x: Tensor) -> bool:
     """Whether ``x`` holds floats (or complex numbers): a float backend's value does."""
     raw = x._raw
-    return type(raw) is float or raw.dtype.kind in "fc"
+    return type(raw) is float or (type(raw) is not bool and raw.dtype.kind in "fc")
 
 
 def _float_of(x: Tensor) -> Tensor:
@@ -1061,7 +1061,7 @@ def is_tensor(obj: Any) -> bool:
 @O.deffunction("the number of elements", differentiable=False)
 def numel(input: Tensor) -> int:
     raw = input._raw
-    return 1 if type(raw) is float else int(raw.size)
+    return 1 if type(raw) in _tensor.PYTHON_VALUES else int(raw.size)
 
 
 # ---------------------------------------------------------------- dtype conversion

@@ -163,9 +163,9 @@ static PyMemberDef tensor_members[] = {
     {NULL},
 };
 
-/* `_data`: the value as NumPy holds it. A Python float (the float backend's
- * float64 scalar, see _tensor.py) becomes a NumPy float64 here, once, through
- * _tensor._to_numpy: the one place the float backend meets NumPy. */
+/* `_data`: the value as NumPy holds it. A Python float or bool (the float
+ * backend's float64 or bool scalar, see _tensor.py) becomes NumPy's here, once,
+ * through _tensor._to_numpy: the one place the float backend meets NumPy. */
 static PyObject *to_numpy; /* set by setup() */
 
 static PyObject *
@@ -176,7 +176,7 @@ tensor_get_data(TensorObject *self, void *Py_UNUSED(closure))
         PyErr_SetString(PyExc_AttributeError, "_data");
         return NULL;
     }
-    if (PyFloat_CheckExact(data) && to_numpy != NULL) {
+    if ((PyFloat_CheckExact(data) || PyBool_Check(data)) && to_numpy != NULL) {
         PyObject *converted = PyObject_CallOneArg(to_numpy, data);
         if (converted == NULL) {
             return NULL;

@@ -564,21 +564,26 @@ def _stand_in(data: Any) -> Any:
 # ---------------------------------------------------------------- the float backend
 #
 # A float64 0-d tensor made from a Python number holds a Python float
-# (``_raw``; see :func:`float_tensor`). Ops on such data run their Python-float
-# forward (``Op.scalar``, from :mod:`math`), and backward runs the same VJPs on
-# floats, so all-scalar work needs no NumPy. Which backend runs is decided
-# here, by the data: :func:`on_floats` answers or declines, and a declined op
-# (no ``scalar=``, an operand that is an array, or a value NumPy answers with
-# inf/nan where ``math`` raises) reads ``_data``, which converts the float to a
-# NumPy float64 once, in one place (``Tensor._data``). Results are the same
-# bits as NumPy's for ``+ - * / sqrt`` and within 1 ulp otherwise
-# (tests/test_engine_scalar.py walks the registry).
+# (``_raw``; see :func:`float_tensor`), and a comparison of such values a
+# Python bool (a 0-d bool tensor). Ops on such data run their Python-float
+# forward (``Op.scalar``, from :mod:`math` and :mod:`operator`), and backward
+# runs the same VJPs on floats, so all-scalar work, ``if`` and ``while``
+# included, needs no NumPy. Which backend runs is decided here, by the data:
+# :func:`on_floats` answers or declines, and a declined op (no ``scalar=``, an
+# operand that is an array, a result NumPy would type otherwise, or a value
+# NumPy answers with inf/nan where ``math`` raises) reads ``_data``, which
+# converts the value to NumPy's float64 or bool once, in one place
+# (``Tensor._data``). Results are the same bits as NumPy's for
+# ``+ - * / sqrt`` and within 1 ulp otherwise (tests/test_engine_scalar.py
+# walks the registry, tests/test_float_backend.py compares whole formulas).
 
-_FLOATS = frozenset((float, int))
-"""Operand types the float backend takes: Python floats, and ints beside them."""
+PYTHON_VALUES = frozenset((float, bool))
+"""What a float backend tensor's data is: a float (float64) or a bool (bool)."""
+_FLOATS = frozenset((float, int, bool))
+"""Operand types the float backend takes: its values, and Python ints beside them."""
 
 
-def on_floats(op: Any, args: tuple) -> float | None:
+def on_floats(op: Any, args: tuple) -> float | bool | None:
     """``op``'s forward on Python floats, or None where it declines (see above)."""
     scalar = op.scalar
     if scalar is None:
@@ -587,7 +592,7 @@ def on_floats(op: Any, args: tuple) -> float | None:
         out = scalar(*args)
     except (ArithmeticError, ValueError):
         return None
-    return out if type(out) is float else None
+    return out if type(out) in PYTHON_VALUES else None
 
 
 def float_tensor(value: float) -> Tensor:
@@ -595,9 +600,9 @@ def float_tensor(value: float) -> Tensor:
     return _wrap(float(value))
 
 
-def _to_numpy(value: float) -> Any:
-    """A float backend's value as the NumPy float64 it stands for (``Tensor._data``)."""
-    return np.float64(value)
+def _to_numpy(value: float | bool) -> Any:
+    """A float backend's value as the NumPy float64 or bool it stands for (``Tensor._data``)."""
+    return np.float64(value) if type(value) is float else np.bool_(value)
 
 
 def _retry_on_numpy(vjp: Any, args: tuple) -> Any:
@@ -611,7 +616,7 @@ def apply1(op: Any, x: Tensor, *consts: Any) -> Tensor:
     xd = x._raw
     record = x._requires_grad and (_grad_enabled or _grad_here()) and op.node is not None
     data = None
-    if type(xd) is float:
+    if type(xd) in PYTHON_VALUES:
         data = on_floats(op, (xd, *consts))
         if data is None:
             xd = x._data
@@ -637,7 +642,7 @@ def apply2(op: Any, x: Any, y: Any, *consts: Any) -> Tensor:
     rx = tx and x._requires_grad
     ry = ty and y._requires_grad
     data = None
-    if (tx and type(xd) is float) or (ty and type(yd) is float):
+    if (tx and type(xd) in PYTHON_VALUES) or (ty and type(yd) in PYTHON_VALUES):
         if type(xd) in _FLOATS and type(yd) in _FLOATS:
             data = on_floats(op, (xd, yd, *consts))
         if data is None:  # NumPy takes over
@@ -676,8 +681,8 @@ def unary_function(op: Any, slow: Any) -> Any:
         if type(input) is not Tensor:
             return slow(input)
         xd = input._raw
-        if type(xd) is float:
-            return apply1(op, input)  # the float backend
+        if type(xd) in PYTHON_VALUES:
+            return apply1(op, input) if type(xd) is float else slow(input)  # the float backend
         kind = xd.dtype.kind
         if kind not in "fc":
             return slow(input)
@@ -726,8 +731,12 @@ def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
     def method(self: Tensor, other: Any) -> Tensor:
         kind = type(other)
         xd = self._raw
-        if type(xd) is float:  # the float backend
-            if kind is float or kind is int or (kind is Tensor and type(other._raw) is float):
+        if type(xd) in PYTHON_VALUES:  # the float backend: float64 (or with a bool) stays
+            other_raw = other._raw if kind is Tensor else None
+            if (
+                type(xd) is float
+                and (kind is float or kind is int or type(other_raw) in PYTHON_VALUES)
+            ) or type(other_raw) is float:
                 return apply2(op, self, other)
             return slow(self, other)
         if type(xd) is _ndarray and not xd.ndim:
@@ -919,7 +928,7 @@ else:
             """The value as NumPy holds it: a float backend's Python float becomes a
             NumPy float64 here, once (the C type's ``_data`` does the same)."""
             raw = self._raw
-            if type(raw) is float:
+            if type(raw) in PYTHON_VALUES:
                 raw = self._raw = _to_numpy(raw)
             return raw
 
@@ -982,7 +991,7 @@ class Tensor(_TensorSlots):
                     "use var_no_grad = var.detach()."
                 )
             return self
-        if requires_grad and type(self._raw) is not float:
+        if requires_grad and type(self._raw) is not float:  # a float backend float may
             _check_can_require_grad(self._data.dtype)
         self._requires_grad = bool(requires_grad)
         return self
@@ -1090,7 +1099,7 @@ class Tensor(_TensorSlots):
 
     def numel(self) -> int:
         raw = self._raw
-        return 1 if type(raw) is float else int(raw.size)
+        return 1 if type(raw) in PYTHON_VALUES else int(raw.size)
 
     def nelement(self) -> int:
         return self.numel()
@@ -1098,7 +1107,9 @@ class Tensor(_TensorSlots):
     @property
     def dtype(self) -> dtype:
         raw = self._raw
-        return float64 if type(raw) is float else dtype_of(raw.dtype)
+        if type(raw) in PYTHON_VALUES:
+            return float64 if type(raw) is float else bool_
+        return dtype_of(raw.dtype)
 
     @property
     def device(self) -> str:
@@ -1125,7 +1136,7 @@ class Tensor(_TensorSlots):
 
     def item(self) -> Any:
         raw = self._raw
-        if type(raw) is float:
+        if type(raw) in PYTHON_VALUES:
             return raw
         if self._data.size != 1:
             raise GradError(
@@ -1135,7 +1146,7 @@ class Tensor(_TensorSlots):
 
     def tolist(self) -> Any:
         raw = self._raw
-        return raw if type(raw) is float else raw.tolist()
+        return raw if type(raw) in PYTHON_VALUES else raw.tolist()
 
     def numpy(self, force: bool = False) -> np.ndarray:
         if self._requires_grad and not force:
@@ -1163,7 +1174,7 @@ class Tensor(_TensorSlots):
         return int(self.item())
 
     def __bool__(self) -> bool:
-        if type(self._raw) is float:
+        if type(self._raw) in PYTHON_VALUES:
             return bool(self._raw)
         if self._data.size != 1:
             raise GradError("Boolean value of Tensor with more than one value is ambiguous")
@@ -1359,7 +1370,7 @@ def _seed_gradients(outputs: Sequence[Tensor], gradients: Sequence[Any] | None) 
 
 
 def _shape_of(raw: Any) -> tuple:
-    return () if type(raw) is float else np.shape(raw)
+    return () if type(raw) in PYTHON_VALUES else np.shape(raw)
 
 
 def _roots(outputs: Sequence[Tensor]) -> list[Node]:

@@ -301,9 +301,9 @@ def is_literal(value: Any) -> bool:
 def __getattr__(name: str) -> Any:
     """``TRUE``/``FALSE``, the language's True and False: shared literals, as a
     comparison's result is a tensor (of NumPy bools: made when first read)."""
-    if name in ("TRUE", "FALSE"):
-        made = globals().setdefault("TRUE", literal(np.array(True)))
-        globals().setdefault("FALSE", literal(np.array(False)))
+    if name in ("TRUE", "FALSE"):  # on the float backend: Python bools, no NumPy
+        made = globals().setdefault("TRUE", _remember_literal(_tensor.wrap(True)))
+        globals().setdefault("FALSE", _remember_literal(_tensor.wrap(False)))
         return made if name == "TRUE" else globals()["FALSE"]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 """The language's True and False: shared literals, as a comparison's result is a tensor."""
@@ -396,7 +396,9 @@ class Context:
 
     def check_broadcast(self, symbol: str, *tensors: Any) -> None:
         """Refuse an operation whose result would be too large, before it allocates."""
-        shapes = [np.shape(t._data) for t in tensors]
+        shapes = [tuple(t.shape) for t in tensors]
+        if not any(shapes):
+            return  # all 0-d
         if symbol == "@":
             shape = _matmul_shape(shapes[0], shapes[1])
         else:
@@ -413,12 +415,12 @@ class Context:
         if isinstance(value, RangeValue):
             return self._range_items(value)
         if isinstance(value, Tensor):
-            if np.ndim(value._data) == 0:
+            if value.ndim == 0:
                 raise FormulaTypeError(
                     "cannot loop over a 0-d tensor (a single number)",
                     hint="use range(n) to count, or a vector to loop over its items",
                 )
-            return (value[index] for index in range(np.shape(value._data)[0]))
+            return (value[index] for index in range(value.shape[0]))
         raise FormulaTypeError(
             f"a for loop needs range(...) or a tensor, not {kind_of(value)}",
             hint="for i in range(10): ...",
@@ -431,7 +433,7 @@ class Context:
         if isinstance(value, RangeValue):
             return range(value.start, value.stop, value.step)
         self.iterate(value)  # the same errors
-        return range(np.shape(value._data)[0])
+        return range(value.shape[0])
 
     def loop_item(self, value: Any, number: int) -> Any:
         """The item ``iterate(value)`` yields at ``number`` of `loop_span`."""
@@ -475,7 +477,7 @@ def kind_of(value: Any) -> str:
 def truth(value: Any) -> bool:
     """Python's truth of a value; a tensor's only when it has exactly one element."""
     if isinstance(value, Tensor):
-        if type(value._raw) is float:  # the float backend
+        if type(value._raw) in _tensor.PYTHON_VALUES:  # the float backend
             return bool(value._raw)
         data = value._data
         if data.size == 1:
@@ -492,8 +494,8 @@ def truth(value: Any) -> bool:
 
 def _as_number(value: Any, what: str) -> float:
     if isinstance(value, Tensor):
-        if type(value._raw) is float:  # the float backend
-            return value._raw
+        if type(value._raw) in _tensor.PYTHON_VALUES:  # the float backend
+            return float(value._raw)
         data = value._data
         if data.size != 1:
             raise FormulaValueError(
@@ -518,7 +520,7 @@ def as_int(value: Any, what: str) -> int:
 def _axis_of(x: Any, axis: Any, what: str, hint: str | None = None) -> int:
     """One axis of ``x``, checked: -ndim <= axis < ndim (0-d tensors accept 0 and -1)."""
     index = as_int(axis, f"{what}: axis")
-    ndim = max(np.ndim(x._data), 1)
+    ndim = max(x.ndim, 1)
     if not -ndim <= index < ndim:
         raise ShapeError(
             f"{what}: axis {index} is out of range for a tensor of shape {_shape(x)}",
@@ -549,7 +551,7 @@ def _shape_from(args: tuple, what: str) -> tuple[int, ...]:
 def _axes(axis: Any, what: str = "axis") -> int | tuple[int, ...] | None:
     if axis is None:
         return None
-    if isinstance(axis, Tensor) and np.ndim(axis._data) == 1:
+    if isinstance(axis, Tensor) and axis.ndim == 1:
         return tuple(as_int(float(v), what) for v in np.asarray(axis._data))
     return as_int(axis, what)
 
@@ -627,14 +629,14 @@ def set_items(ctx: Context, name: str, base: Any, keys: list, value: Any) -> Any
 def index_put(ctx: Context, name: str, x: Any, key: Any, value: Any) -> Any:
     """x with x[key] replaced by value, differentiable in both, from engine ops:
     ``where(mask, value gathered to x's positions, x)``."""
-    shape = tuple(np.shape(x._data))
+    shape = tuple(x.shape)
     count = int(np.prod(shape, dtype=np.int64))
     try:
         positions = np.arange(count).reshape(shape)[key]
     except IndexError as exc:
         raise ShapeError(f"index out of range for '{name}' of shape {shape}: {exc}") from None
     target = np.shape(positions)
-    source = np.shape(value._data)
+    source = tuple(value.shape)
     try:
         fits = np.broadcast_shapes(source, target) == target
     except ValueError:
@@ -665,9 +667,9 @@ def build_list(ctx: Context, items: list) -> Any:
             raise FormulaTypeError(f"a list item is {kind_of(item)}, not a number or tensor")
     first = np.shape(items[0]._data)
     for item in items[1:]:
-        if np.shape(item._data) != first:
+        if tuple(item.shape) != first:
             raise ShapeError(
-                f"list items have different shapes: {first} and {np.shape(item._data)}",
+                f"list items have different shapes: {first} and {tuple(item.shape)}",
                 hint="every item of a list needs the same shape",
             )
     ctx.check_elements(len(items) * math.prod(first), "the list")
@@ -678,7 +680,7 @@ def build_list(ctx: Context, items: list) -> Any:
 
 
 def _shape(value: Any) -> tuple[int, ...]:
-    return tuple(np.shape(value._data))
+    return tuple(value.shape)
 
 
 def _matmul_shape(a: tuple, b: tuple) -> tuple | None:
@@ -716,6 +718,8 @@ def matmul_problem(x: Any, y: Any, name: str = "matmul") -> str | None:
 def broadcast_problem(name: str, *values: Any) -> str | None:
     """Why elementwise ``name`` cannot combine these shapes, or None if it can."""
     shapes = [_shape(v) for v in values if isinstance(v, Tensor)]
+    if not any(shapes):
+        return None  # all 0-d (on the float backend: no NumPy to ask)
     try:
         np.broadcast_shapes(*shapes)
     except ValueError:
@@ -811,9 +815,9 @@ _HIDDEN = frozenset({"dtype", "memory_format"})
 def _rows(value: Any) -> list:
     """Tensors to join: a tensor stands for the list of its rows (``[a, b]`` is stacked)."""
     if isinstance(value, Tensor):
-        if np.ndim(value._data) == 0:
+        if value.ndim == 0:
             raise FormulaTypeError("expected a list of tensors, not a single number")
-        return [value[i] for i in range(np.shape(value._data)[0])]
+        return [value[i] for i in range(value.shape[0])]
     return list(value)
 
 
@@ -968,7 +972,7 @@ def _derive() -> None:
 @_override("pow", diagnose=lambda x, y: broadcast_problem("pow", x, y))
 def _pow(ctx: Context, x: Any, y: Any) -> Any:
     ctx.check_broadcast("pow", x, y)
-    if not y.requires_grad and np.ndim(y._data) == 0 and x._data.dtype.kind == "f":
+    if not y.requires_grad and y.ndim == 0 and x._data.dtype.kind == "f":
         return x ** float(y._data)  # a constant exponent: PyTorch's PowBackward0
     return x**y
 
@@ -1017,9 +1021,9 @@ def _one_axis_reduction(method: str) -> Callable:
         keep = _flag(keepdim)
         if dim is None:
             result = getattr(x, method)()
-            return result.reshape((1,) * np.ndim(x._data)) if keep else result
+            return result.reshape((1,) * x.ndim) if keep else result
         dims = (dim,) if isinstance(dim, int) else dim
-        ndim = np.ndim(x._data)
+        ndim = x.ndim
         for one in dims:
             _axis_of(x, one, method, _EXTREMES.get(method))
         for one in sorted((d % ndim if ndim else d for d in dims), reverse=True):
@@ -1041,7 +1045,7 @@ def _norm(x: Any, p: Any = 2, axis: Any = None, keepdim: Any = False) -> Any:
     order = _as_number(p, "p")
     if dim is None:
         result = x.norm(p=order)
-        return result.reshape((1,) * np.ndim(x._data)) if _flag(keepdim) else result
+        return result.reshape((1,) * x.ndim) if _flag(keepdim) else result
     return x.norm(p=order, dim=dim, keepdim=_flag(keepdim))
 
 
@@ -1050,7 +1054,7 @@ def _logsumexp(x: Any, axis: Any = None, keepdim: Any = False) -> Any:
     dim = _axes(axis)
     if dim is None:
         result = x.reshape(-1).logsumexp(dim=0)
-        return result.reshape((1,) * np.ndim(x._data)) if _flag(keepdim) else result
+        return result.reshape((1,) * x.ndim) if _flag(keepdim) else result
     return x.logsumexp(dim=dim, keepdim=_flag(keepdim))
 
 
@@ -1059,7 +1063,7 @@ def _along_axis(method: str) -> Callable:
 
     def normalise(x: Any, axis: Any = -1) -> Any:
         dim = _axis_of(x, axis, method)
-        if np.ndim(x._data) == 0:
+        if x.ndim == 0:
             return getattr(x.reshape(1), method)(dim=0).reshape(())
         return getattr(x, method)(dim=dim)
 
@@ -1095,7 +1099,7 @@ def _dot(x: Any, y: Any) -> Any:
 
 @_override("transpose")
 def _transpose(x: Any, *axes: Any) -> Any:
-    ndim = np.ndim(x._data)
+    ndim = x.ndim
     if not axes:
         if ndim < 2:
             return x
@@ -1120,7 +1124,7 @@ def _reshape_problem(x: Any, *shape: Any) -> str | None:
         return None
     return (
         f"reshape: cannot reshape a tensor of shape {_shape(x)} "
-        f"({np.size(x._data)} elements) into {target}"
+        f"({x.numel()} elements) into {target}"
     )
 
 
@@ -1150,7 +1154,7 @@ _override("mm", diagnose=matmul_problem)(lambda ctx, x, y: _matmul(ctx, x, y))
 _override("view", diagnose=lambda x, *shape: _reshape_problem(x, *shape))(
     lambda x, *shape: _reshape(x, *shape)
 )
-_override("numel")(lambda ctx, x: ctx.scalar(np.size(x._data)))
+_override("numel")(lambda ctx, x: ctx.scalar(x.numel()))
 
 
 # ---------------------------------------------------------------- constructors
@@ -1280,10 +1284,10 @@ def _grad(ctx: Context, y: Any, x: Any, grad_output: Any = None) -> Any:
             "not wrapped in const()/detach()",
         )
     if not y.requires_grad:
-        return ctx.constant(np.zeros(np.shape(x._data)))
+        return ctx.constant(np.zeros(tuple(x.shape)))
     seed = grad_output
-    if (seed is None and np.size(y._data) != 1) or (seed is None and np.ndim(y._data) != 0):
-        seed = ctx.constant(np.ones(np.shape(y._data)))
+    if (seed is None and y.numel() != 1) or (seed is None and y.ndim != 0):
+        seed = ctx.constant(np.ones(tuple(y.shape)))
     (result,) = engine.autograd.grad(
         [y],
         [x],
@@ -1292,7 +1296,7 @@ def _grad(ctx: Context, y: Any, x: Any, grad_output: Any = None) -> Any:
         allow_unused=True,
     )
     if result is None:
-        return ctx.constant(np.zeros(np.shape(x._data)))
+        return ctx.constant(np.zeros(tuple(x.shape)))
     return result
 
 
@@ -1318,7 +1322,7 @@ def _zero_grad(ctx: Context) -> None:
 @_method_only("zero_", "set every element to 0 in place (for a.grad.zero_())")
 def _zero_(ctx: Context, x: Any) -> Any:
     if ctx.is_literal(x):  # never change a shared literal: give the zeros instead
-        return ctx.constant(np.zeros(np.shape(x._data)))
+        return ctx.constant(np.zeros(tuple(x.shape)))
     return x.zero_()
 
 
@@ -1360,15 +1364,15 @@ def _range(start: Any, stop: Any = None, step: Any = 1) -> RangeValue:
 def _len(ctx: Context, x: Any) -> Any:
     if isinstance(x, RangeValue):
         return ctx.scalar(len(x))
-    if not isinstance(x, Tensor) or np.ndim(x._data) == 0:
+    if not isinstance(x, Tensor) or x.ndim == 0:
         what = "a 0-d tensor" if isinstance(x, Tensor) else kind_of(x)
         raise FormulaTypeError(f"len() needs a vector or a range, not {what}")
-    return ctx.scalar(np.shape(x._data)[0])
+    return ctx.scalar(x.shape[0])
 
 
 @_function("shape", "the shape (same as x.shape)", method=False)
 def _shape_of(ctx: Context, x: Any) -> Any:
-    return Size(np.shape(x._data))
+    return Size(tuple(x.shape))
 
 
 _derive()
@@ -1384,7 +1388,7 @@ def _t(ctx: Context, x: Any) -> Any:
 
 
 _attribute("shape", "the shape, torch.Size([2, 3]); a vector of sizes in arithmetic")(
-    lambda ctx, x: Size(np.shape(x._data))
+    lambda ctx, x: Size(tuple(x.shape))
 )
 _attribute("grad", "the gradient accumulated by backward(), or None")(lambda ctx, x: x.grad)
 _attribute("requires_grad", "whether gradients flow to this tensor")(
@@ -1395,4 +1399,4 @@ _attribute("is_leaf", "whether this tensor is a leaf of the graph")(
 )
 _attribute("grad_fn", "the graph node that made this tensor, or None")(lambda ctx, x: x.grad_fn)
 _attribute("data", "the values without the graph (like detach())")(lambda ctx, x: x.detach())
-_attribute("ndim", "the number of axes")(lambda ctx, x: ctx.scalar(np.ndim(x._data)))
+_attribute("ndim", "the number of axes")(lambda ctx, x: ctx.scalar(x.ndim))

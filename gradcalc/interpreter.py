@@ -37,7 +37,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from gradcalc import _numpy
+from gradcalc import _numpy, _tensor
 from gradcalc import builtins as lang
 from gradcalc import syntax as ast
 from gradcalc._recycle import empty_cache
@@ -1407,6 +1407,7 @@ class _Machine:
         if float_dtype is None and _numpy.is_loaded():
             float_dtype = self.context.np_dtype
         float_scalar = float if float_dtype is None else float_dtype.type
+        python_values = _tensor.PYTHON_VALUES
         load_name, binary_number, binary, call1 = LOAD_NAME, BINARY_NUMBER, BINARY, CALL_BUILTIN1
         store, last_inline, for_span, for_iter = STORE, LAST_INLINE, FOR_SPAN, FOR_ITER
         try:
@@ -1426,9 +1427,9 @@ class _Machine:
                     value = stack[-1]
                     operations += 1
                     if type(value) is Tensor and (
-                        type(data := value._raw) is float
-                        or type(data) is float_scalar
-                        or data.dtype is float_dtype
+                        (kind := type(data := value._raw)) is float
+                        or kind is float_scalar
+                        or (kind is not bool and data.dtype is float_dtype)
                     ):
                         result = arg[4](value, arg[2])  # the literal as a number, as in PyTorch
                         if result is not NotImplemented:
@@ -1441,8 +1442,8 @@ class _Machine:
                     if type(left) is not Tensor or type(right) is not Tensor:
                         left, right = _operands(self.context, arg[1], left, right)
                     if (
-                        type(ld := left._raw) is not float
-                        and type(rd := right._raw) is not float
+                        type(ld := left._raw) not in python_values
+                        and type(rd := right._raw) not in python_values
                         and ld.size * rd.size > max_elements
                     ):  # a float backend's value has one element
                         self.context.check_broadcast(arg[1], left, right)

@@ -412,11 +412,21 @@ def deffunction(
     return declare
 
 
-def nondiff(name: str, forward: Callable, *, sample: Sample, arity: str = "1") -> Op:
+def nondiff(
+    name: str,
+    forward: Callable,
+    *,
+    sample: Sample,
+    arity: str = "1",
+    scalar: Callable | None = None,
+) -> Op:
     """Declare an op without a derivative: its results never require grad."""
     if name in REGISTRY:
         raise ValueError(f"op {name!r} is declared twice")
-    op = Op(name, None, forward, None, sample=sample, arity=arity, saves=False, uses_ans=False)
+    op = Op(
+        name, None, forward, None, sample=sample, arity=arity, saves=False, uses_ans=False,
+        scalar=scalar,
+    )  # fmt: skip
     REGISTRY[name] = op
     return op
 
@@ -489,7 +499,7 @@ def _d(v: Any) -> Any:
 def _shape(v: Any) -> tuple:
     if type(v) is Tensor:
         v = v._raw
-    return () if type(v) is float else np.shape(v)
+    return () if type(v) in _tensor.PYTHON_VALUES else np.shape(v)
 
 
 def call1(op: Op, x: Any, *consts: Any) -> Any:
@@ -1565,18 +1575,18 @@ STACK = defop(
 # ---------------------------------------------------------------- not differentiable
 
 _CMP = Sample(TENSOR_PAIRS)
-EQ = nondiff("eq", late.equal, arity="2", sample=_CMP)
-NE = nondiff("ne", late.not_equal, arity="2", sample=_CMP)
-LT = nondiff("lt", late.less, arity="2", sample=_CMP)
-LE = nondiff("le", late.less_equal, arity="2", sample=_CMP)
-GT = nondiff("gt", late.greater, arity="2", sample=_CMP)
-GE = nondiff("ge", late.greater_equal, arity="2", sample=_CMP)
+EQ = nondiff("eq", late.equal, arity="2", sample=_CMP, scalar=operator.eq)
+NE = nondiff("ne", late.not_equal, arity="2", sample=_CMP, scalar=operator.ne)
+LT = nondiff("lt", late.less, arity="2", sample=_CMP, scalar=operator.lt)
+LE = nondiff("le", late.less_equal, arity="2", sample=_CMP, scalar=operator.le)
+GT = nondiff("gt", late.greater, arity="2", sample=_CMP, scalar=operator.gt)
+GE = nondiff("ge", late.greater_equal, arity="2", sample=_CMP, scalar=operator.ge)
 FLOOR_DIVIDE = nondiff("floor_divide", late.floor_divide, arity="2", sample=_CMP)
 LOGICAL_AND = nondiff("logical_and", late.logical_and, arity="2", sample=_CMP)
 LOGICAL_OR = nondiff("logical_or", late.logical_or, arity="2", sample=_CMP)
 LOGICAL_NOT = nondiff("logical_not", late.logical_not, sample=Sample(UNARY))
-ISNAN = nondiff("isnan", late.isnan, sample=Sample(UNARY))
-ISFINITE = nondiff("isfinite", late.isfinite, sample=Sample(UNARY))
+ISNAN = nondiff("isnan", late.isnan, sample=Sample(UNARY), scalar=math.isnan)
+ISFINITE = nondiff("isfinite", late.isfinite, sample=Sample(UNARY), scalar=math.isfinite)
 ARGMAX = nondiff(
     "argmax", lambda x, dim, keepdim: _arg(np.argmax, x, dim, keepdim),
     sample=Sample(UNARY, consts=((None, False),)),

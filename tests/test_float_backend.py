@@ -128,6 +128,33 @@ def test_a_scalar_meets_an_array() -> None:
     assert found["gradients"]["a"] == pytest.approx(3 + 2 * math.cos(2.0))  # sin(a) meets 2 items
 
 
+def test_comparisons_are_python_bools_with_pytorchs_dtypes() -> None:
+    import gradcalc as torch
+    from gradcalc import _tensor
+
+    a = _tensor.float_tensor(2.0)
+    big = a > 1
+    assert type(big._raw) is bool and big.dtype is torch.bool and big.item() is True
+    assert (big * a).dtype is torch.float64 and (a * big).item() == 2.0
+    assert (big + 1).dtype is torch.int64 and (big + 1).item() == 2  # as PyTorch
+    assert (big * 0.5).dtype is torch.float32  # a bool tensor meets a weak float
+    assert bool(a < 1) is False and (a == 2.0).item() is True
+
+
+@pytest.mark.parametrize(
+    ("program", "value"),
+    [
+        ("x = a\nwhile x < 100:\n    x = x * 2 + sin(x)\nx", 142.5697384282039),
+        ("a if a > b else b", 3.0),
+        ("(a > 1) * a + (a < 1)", 2.0),
+    ],
+)
+def test_programs_with_conditions_run_on_floats(program: str, value: float, numpy_scalars) -> None:
+    mine = answer(program, {"a": 2.0, "b": 3.0})
+    assert mine["value"] == value
+    assert mine == numpy_scalars(program, {"a": 2.0, "b": 3.0})
+
+
 # ---------------------------------------------------------------- no NumPy
 
 
@@ -186,7 +213,8 @@ print(loaded, "numpy" in sys.modules)
 )
 def test_scalar_commands_import_no_numpy(argv: list[str], tmp_path) -> None:
     program = tmp_path / "program.gc"
-    program.write_text("def f(x, n):\n    for i in range(n):\n        x = x * x + i\n    return x\n"
+    program.write_text("def f(x, n):\n    for i in range(n):\n        x = x * x + i\n"
+                       "    if x > 10:\n        x = x / 2\n    return x\n"
                        "f(a, 3) / 2\n")  # fmt: skip
     argv = [f"@{program}" if arg == "@PROGRAM" else arg for arg in argv]
     code = (
