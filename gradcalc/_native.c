@@ -726,6 +726,7 @@ typedef struct {
     vectorcallfunc vectorcall;
     PyObject *python;     /* the Python function: fallback, name, doc */
     PyObject *compute;    /* op.forward */
+    PyObject *scalar;     /* op.scalar: the forward on Python floats (the float backend) */
     PyObject *node_class; /* op.node */
     int arity;            /* 1 or 2 */
     int uses_ans;
@@ -839,10 +840,77 @@ fast_result(FastOp *self, PyObject *data, PyObject *p0, PyObject *p1, PyObject *
 
 #define NOT_TAKEN NULL
 #define FAILED ((PyObject *)-1) /* an error is set */
+#define NOT_TAKEN_DATA ((PyObject *)-2) /* scalar_forward: the Python function decides */
+
+/* The float backend's case (see _tensor.on_floats): op.scalar on Python floats.
+ * Where it raises ArithmeticError or ValueError (math.log(0), 1.0 / 0.0), or
+ * answers other than a float or bool, the Python function runs instead, which
+ * hands the value to NumPy. No quiet check: math raises where NumPy warns. */
+static PyObject *
+scalar_forward(FastOp *self, PyObject *const *operands, Py_ssize_t n)
+{
+    PyObject *data = PyObject_Vectorcall(self->scalar, operands, n, NULL);
+    if (data == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_ArithmeticError) ||
+            PyErr_ExceptionMatches(PyExc_ValueError)) {
+            PyErr_Clear();
+            return NOT_TAKEN_DATA;
+        }
+        return NULL;
+    }
+    if (!PyFloat_CheckExact(data) && !PyBool_Check(data)) {
+        Py_DECREF(data);
+        return NOT_TAKEN_DATA;
+    }
+    return data;
+}
+
+static PyObject *
+fast_float_binary(FastOp *self, PyObject *x, PyObject *y)
+{
+    PyObject *xs = TENSOR(x)->data, *ys, *p0 = NULL, *p1 = NULL, *result = FAILED;
+    int number = PyFloat_CheckExact(y) || PyLong_CheckExact(y);
+    if (number) {
+        ys = y;
+    }
+    else if (Py_TYPE(y) == tensor_type && TENSOR(y)->data != NULL &&
+             PyFloat_CheckExact(TENSOR(y)->data)) {
+        ys = TENSOR(y)->data;
+    }
+    else {
+        return NOT_TAKEN;
+    }
+    PyObject *operands[2] = {xs, ys};
+    PyObject *data = scalar_forward(self, operands, 2);
+    if (data == NULL) {
+        return FAILED;
+    }
+    if (data == NOT_TAKEN_DATA) {
+        return NOT_TAKEN;
+    }
+    int rx = TENSOR(x)->requires_grad == Py_True;
+    int ry = !number && TENSOR(y)->requires_grad == Py_True;
+    if (!rx && !ry) {
+        result = new_tensor(data, Py_None);
+    }
+    else if ((!rx || (p0 = edge_of(x)) != NULL) && (!ry || (p1 = edge_of(y)) != NULL)) {
+        int *keep = self->keep[rx + 2 * ry];
+        int holds = number ? keep[0] : keep[0] || keep[1];
+        result = fast_result(self, data, p0, p1, xs, ys, holds); /* takes p0, p1 */
+    }
+    else {
+        Py_XDECREF(p0);
+    }
+    Py_DECREF(data);
+    return result == NULL ? FAILED : result;
+}
 
 static PyObject *
 fast_binary(FastOp *self, PyObject *x, PyObject *y)
 {
+    if (TENSOR(x)->data != NULL && PyFloat_CheckExact(TENSOR(x)->data)) {
+        return fast_float_binary(self, x, y);
+    }
     PyObject *xs = scalar_data(x), *ys = NULL, *data = NULL, *result = FAILED;
     PyObject *p0 = NULL, *p1 = NULL;
     int number = PyFloat_CheckExact(y) || PyLong_CheckExact(y);
@@ -890,11 +958,19 @@ fast_binary(FastOp *self, PyObject *x, PyObject *y)
 static PyObject *
 fast_unary(FastOp *self, PyObject *x)
 {
-    PyObject *xd = TENSOR(x)->data, *result = FAILED, *p0;
-    if (xd == NULL || !is_scalar(xd) || !quiet_unary(self, xd)) {
+    PyObject *xd = TENSOR(x)->data, *result = FAILED, *p0, *data;
+    if (xd != NULL && PyFloat_CheckExact(xd)) {
+        data = scalar_forward(self, &xd, 1); /* the float backend */
+        if (data == NOT_TAKEN_DATA) {
+            return NOT_TAKEN;
+        }
+    }
+    else if (xd == NULL || !is_scalar(xd) || !quiet_unary(self, xd)) {
         return NOT_TAKEN;
     }
-    PyObject *data = PyObject_CallOneArg(self->compute, xd);
+    else {
+        data = PyObject_CallOneArg(self->compute, xd);
+    }
     if (data == NULL) {
         return FAILED;
     }
@@ -932,21 +1008,21 @@ fastop_vectorcall(FastOp *self, PyObject *const *args, size_t nargsf, PyObject *
 static PyObject *
 fastop_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    PyObject *python, *compute, *node_class, *keep;
+    PyObject *python, *compute, *scalar, *node_class, *keep;
     int arity, uses_ans;
     double lo, hi;
     if (!READY()) {
         NOT_READY();
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "OOOipO(dd):FastOp", &python, &compute, &node_class, &arity,
-                          &uses_ans, &keep, &lo, &hi)) {
+    if (!PyArg_ParseTuple(args, "OOOOipO(dd):FastOp", &python, &compute, &scalar, &node_class,
+                          &arity, &uses_ans, &keep, &lo, &hi)) {
         return NULL;
     }
     if ((arity != 1 && arity != 2) || !PyType_Check(node_class) ||
         !PyType_IsSubtype((PyTypeObject *)node_class, &Node_Type)) {
         PyErr_SetString(PyExc_TypeError,
-                        "FastOp(python, compute, node_class, arity, uses_ans, keep, quiet)");
+                        "FastOp(python, compute, scalar, node_class, arity, uses_ans, keep, quiet)");
         return NULL;
     }
     FastOp *self = (FastOp *)type->tp_alloc(type, 0);
@@ -956,6 +1032,7 @@ fastop_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->vectorcall = (vectorcallfunc)fastop_vectorcall;
     self->python = Py_NewRef(python);
     self->compute = Py_NewRef(compute);
+    self->scalar = Py_NewRef(scalar);
     self->node_class = Py_NewRef(node_class);
     self->arity = arity;
     self->uses_ans = uses_ans;
@@ -992,6 +1069,7 @@ fastop_traverse(FastOp *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->python);
     Py_VISIT(self->compute);
+    Py_VISIT(self->scalar);
     Py_VISIT(self->node_class);
     return 0;
 }
@@ -1001,6 +1079,7 @@ fastop_clear(FastOp *self)
 {
     Py_CLEAR(self->python);
     Py_CLEAR(self->compute);
+    Py_CLEAR(self->scalar);
     Py_CLEAR(self->node_class);
     return 0;
 }
@@ -1060,7 +1139,8 @@ set_forward(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyTypeObject FastOp_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "gradcalc._native.FastOp",
-    .tp_doc = "FastOp(python, compute, node_class, arity, uses_ans, keep, (lo, hi)): see the module doc.",
+    .tp_doc = "FastOp(python, compute, scalar, node_class, arity, uses_ans, keep, (lo, hi)): "
+              "see the module doc.",
     .tp_basicsize = sizeof(FastOp),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
                 Py_TPFLAGS_METHOD_DESCRIPTOR,

@@ -596,7 +596,9 @@ def on_floats(op: Any, args: tuple) -> float | bool | None:
 
 
 def float_tensor(value: float) -> Tensor:
-    """A float64 0-d constant on the float backend (its data a Python float)."""
+    """A float64 0-d constant on the float backend (its data a Python float): what the
+    formula language's numbers are in float64 (``builtins.Context.zero_d``) and what
+    ``tensor(number, dtype=float64)`` makes."""
     return _wrap(float(value))
 
 
@@ -706,9 +708,11 @@ def _fast_op(python: Any, op: Any, arity: int, keep: Any) -> Any:
     """``python`` (an op's inlined Python path), or the C FastOp that runs its 0-d
     case where the op is quiet (``op.quiet``) and calls ``python`` for everything
     else (see ``_native.c``)."""
-    if _native is None or op.node is None or op.quiet is None:
+    if _native is None or op.node is None or op.quiet is None or op.scalar is None:
         return python
-    fast = _native.FastOp(python, op.forward, op.node, arity, op.uses_ans, keep, op.quiet)
+    fast = _native.FastOp(
+        python, op.forward, op.scalar, op.node, arity, op.uses_ans, keep, op.quiet
+    )
     # its fast path takes NumPy scalars only, so it first runs once NumPy is loaded
     # (the op's own hook, registered before this one, resolved op.forward by then)
     _numpy.when_loaded(lambda numpy: _native.set_forward(fast, op.forward))
@@ -1298,6 +1302,10 @@ def _index_data(index: Any) -> Any:
 
 def make_tensor(data: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
     """``gradcalc.tensor``: copy ``data`` into a new leaf with PyTorch's dtype defaults."""
+    if (dtype is float64 or dtype == "float64") and type(data) in _FLOATS:
+        t = _wrap(float(data))  # a float64 number: the float backend (no NumPy)
+        t._requires_grad = bool(requires_grad)
+        return t
     arr = _infer_array(data, as_np_dtype(dtype))
     t = _wrap(arr)
     if requires_grad:

@@ -7,7 +7,7 @@ lists, non-finite numbers are the strings ``"NaN"``, ``"Infinity"`` and
 ``"-Infinity"``, and :func:`dumps` refuses anything else.
 
 Nothing here imports NumPy or the engine until a tensor is encoded: a JSON
-error, or an answer of the float path, costs only ``json``.
+error, or an answer of the float backend, costs only ``json``.
 """
 
 from __future__ import annotations
