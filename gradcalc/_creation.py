@@ -8,11 +8,13 @@ reproducible (they are not PyTorch's streams).
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
-import numpy as np
+from gradcalc import _numpy
+from gradcalc._tensor import Size, Tensor, as_np_dtype, default_float, leaf, make_tensor
 
-from gradcalc._tensor import DEFAULT_FLOAT, Size, Tensor, as_np_dtype, leaf, make_tensor
+np = _numpy.bind(globals())
 
 
 def _size(size: tuple, keyword: Any = None) -> tuple[int, ...]:
@@ -29,7 +31,7 @@ def _size(size: tuple, keyword: Any = None) -> tuple[int, ...]:
 
 def _float_dtype(dtype: Any) -> np.dtype:
     found = as_np_dtype(dtype)
-    return DEFAULT_FLOAT if found is None else found
+    return default_float() if found is None else found
 
 
 def tensor(
@@ -104,7 +106,7 @@ def full(
         elif isinstance(fill_value, (int, np.integer)):
             np_dtype = np.dtype(np.int64)
         else:
-            np_dtype = DEFAULT_FLOAT
+            np_dtype = default_float()
     return leaf(np.full(_size((size,)), fill_value, dtype=np_dtype), requires_grad)
 
 
@@ -163,7 +165,7 @@ def arange(
     np_dtype = as_np_dtype(dtype)
     if np_dtype is None:
         integral = all(isinstance(v, (int, np.integer)) for v in values)
-        np_dtype = np.dtype(np.int64) if integral else DEFAULT_FLOAT
+        np_dtype = np.dtype(np.int64) if integral else default_float()
     count = max(int(np.ceil((values[1] - values[0]) / values[2])), 0)
     data = (values[0] + np.arange(count, dtype=np.float64) * values[2]).astype(np_dtype)
     if np_dtype.kind in "iu":
@@ -204,7 +206,7 @@ class Generator:
     """A seedable source of random tensors (``torch.Generator``), PCG64 underneath."""
 
     def __init__(self, device: Any = "cpu") -> None:
-        self._seed = int(np.random.SeedSequence().entropy % (2**63))
+        self._seed = secrets.randbits(63)
         self._rng: np.random.Generator | None = None
 
     def manual_seed(self, seed: int) -> Generator:
@@ -216,7 +218,7 @@ class Generator:
         return self._seed
 
     def seed(self) -> int:
-        self.manual_seed(int(np.random.SeedSequence().entropy % (2**63)))
+        self.manual_seed(secrets.randbits(63))
         return self._seed
 
     @property

@@ -13,7 +13,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+from gradcalc import _numpy
+
+np = _numpy.bind(globals())
 
 
 @dataclass

@@ -23,12 +23,9 @@ from collections import namedtuple
 from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
-import numpy as np
-
-from gradcalc import _tensor
+from gradcalc import _numpy, _tensor
 from gradcalc import ops as O
 from gradcalc._tensor import (
-    DEFAULT_FLOAT,
     Size,
     Tensor,
     apply1,
@@ -36,9 +33,12 @@ from gradcalc._tensor import (
     applyn,
     as_np_dtype,
     binary_method,
+    default_float,
     dtype_of,
     unary_function,
 )
+
+np = _numpy.bind(globals())
 
 _wrap = _tensor.wrap
 _py_sum = builtins.sum
@@ -81,7 +81,7 @@ def _scalar_dtype(x: Any, base: np.dtype) -> np.dtype:
         return base
     if isinstance(x, int):
         return base if base.kind != "b" else np.dtype(np.int64)
-    return base if base.kind in "fc" else DEFAULT_FLOAT
+    return base if base.kind in "fc" else default_float()
 
 
 def _operand(x: Any) -> Any:
@@ -93,8 +93,14 @@ def _operand(x: Any) -> Any:
     return _as_tensor(x)
 
 
+def _inexact(x: Tensor) -> bool:
+    """Whether ``x`` holds floats (or complex numbers): a float backend's value does."""
+    raw = x._raw
+    return type(raw) is float or (type(raw) is not bool and raw.dtype.kind in "fc")
+
+
 def _float_of(x: Tensor) -> Tensor:
-    return _wrap(np.asarray(x._data).astype(DEFAULT_FLOAT)[()])
+    return _wrap(np.asarray(x._data).astype(default_float())[()])
 
 
 def _promote(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -117,11 +123,10 @@ def _binary(op: O.Op, x: Any, y: Any) -> Tensor:
     """A binary op with PyTorch's dtype rules for Python numbers and mixed tensors."""
     ty = type(y)
     if ty is Tensor:
-        dx, dy = x._data.dtype, y._data.dtype
-        if dx is not dy and dx != dy:
+        if x.dtype is not y.dtype:
             x, y = _promote(x, y)
     elif ty is float:
-        if x._data.dtype.kind not in "fc":
+        if not _inexact(x):
             x = _float_of(x)
     elif ty is not int and ty is not bool:
         if not isinstance(y, (Tensor, np.ndarray, np.generic, list, tuple)):
@@ -136,7 +141,7 @@ def _swapped(op: O.Op, x: Tensor, y: Any) -> Tensor:
     y = _operand(y)
     if type(y) is Tensor:
         return _binary(op, y, x)
-    if type(y) is float and x._data.dtype.kind not in "fc":
+    if type(y) is float and not _inexact(x):
         x = _float_of(x)
     return apply2(op, y, x)
 
@@ -176,7 +181,7 @@ def _rsub(x: Tensor, other: Any) -> Tensor:
     other = _operand(other)
     if type(other) is Tensor:
         return _binary(O.SUB, other, x)
-    if type(other) is float and x._data.dtype.kind not in "fc":
+    if type(other) is float and not _inexact(x):
         x = _float_of(x)
     return apply1(O.RSUB, x, other)
 
@@ -222,10 +227,10 @@ def pow(input: Any, exponent: Any) -> Tensor:
     if not isinstance(input, Tensor):
         return _rpow(_as_tensor(exponent), input)
     x = input
-    if isinstance(exponent, np.generic):
+    if _numpy.is_loaded() and isinstance(exponent, np.generic):
         exponent = exponent.item()
     if type(exponent) in (int, float):
-        if type(exponent) is float and x._data.dtype.kind not in "fc":
+        if type(exponent) is float and not _inexact(x):
             x = _float_of(x)
         return apply1(O.POW, x, exponent)
     exponent = _as_tensor(exponent)
@@ -238,7 +243,7 @@ def _rpow(x: Tensor, base: Any) -> Tensor:
     base = _operand(base)
     if type(base) is Tensor:
         return pow(base, x)
-    if type(base) is float and x._data.dtype.kind not in "fc":
+    if type(base) is float and not _inexact(x):
         x = _float_of(x)
     return apply1(O.RPOW, x, base)
 
@@ -335,7 +340,7 @@ def clamp(input: Any, min: Any = None, max: Any = None) -> Tensor:
         return out
     if min is None and max is None:
         raise ValueError("At least one of 'min' or 'max' must not be None")
-    if (type(min) is float or type(max) is float) and x._data.dtype.kind not in "fc":
+    if (type(min) is float or type(max) is float) and not _inexact(x):
         x = _float_of(x)
     return apply1(O.CLAMP, x, min, max)
 
@@ -373,9 +378,9 @@ def where(condition: Any, input: Any = None, other: Any = None) -> Any:
         x = _as_tensor(input)
     if type(x) is Tensor and type(y) is Tensor and x._data.dtype != y._data.dtype:
         x, y = _promote(x, y)
-    elif type(y) is float and type(x) is Tensor and x._data.dtype.kind not in "fc":
+    elif type(y) is float and type(x) is Tensor and not _inexact(x):
         x = _float_of(x)
-    elif type(x) is float and type(y) is Tensor and y._data.dtype.kind not in "fc":
+    elif type(x) is float and type(y) is Tensor and not _inexact(y):
         y = _float_of(y)
     return apply2(O.WHERE, x, y, cond)
 
@@ -409,7 +414,7 @@ def mean(
     x = _as_tensor(input)
     if dtype is not None:
         x = to(x, dtype)
-    if x._data.dtype.kind not in "fc":
+    if not _inexact(x):
         raise RuntimeError(
             "mean(): could not infer output dtype. Input dtype must be either a floating point "
             f"or complex dtype. Got: {dtype_of(x._data.dtype).name.capitalize()}"
@@ -458,10 +463,10 @@ def _extreme(op_all: O.Op, op_dim: O.Op, pair: Any, arg: Any, result: Any) -> An
 
 max = O.deffunction(
     "largest element, over all axes or the given axis (ties share the gradient)", name="max"
-)(_extreme(O.MAX, O.MAX_DIM, lambda x, y: maximum(x, y), np.argmax, return_max))
+)(_extreme(O.MAX, O.MAX_DIM, lambda x, y: maximum(x, y), O.late.argmax, return_max))
 min = O.deffunction(
     "smallest element, over all axes or the given axis (ties share the gradient)", name="min"
-)(_extreme(O.MIN, O.MIN_DIM, lambda x, y: minimum(x, y), np.argmin, return_min))
+)(_extreme(O.MIN, O.MIN_DIM, lambda x, y: minimum(x, y), O.late.argmin, return_min))
 max.__name__ = max.__qualname__ = "max"
 min.__name__ = min.__qualname__ = "min"
 
@@ -517,7 +522,7 @@ def norm(
     x = _as_tensor(input)
     if dtype is not None:
         x = to(x, dtype)
-    if x._data.dtype.kind not in "fc":
+    if not _inexact(x):
         raise RuntimeError(
             "linalg.vector_norm: Expected a floating point or complex tensor as input. "
             f"Got {dtype_of(x._data.dtype).name.capitalize()}"
@@ -537,7 +542,7 @@ def norm(
 @O.deffunction("log(sum(exp(x))) computed stably, over all axes or the given axis")
 def logsumexp(input: Any, dim: Dims = None, keepdim: bool = False) -> Tensor:
     x = _as_tensor(input)
-    if x._data.dtype.kind not in "fc":
+    if not _inexact(x):
         x = _float_of(x)
     return apply1(O.LOGSUMEXP, x, O._dims(dim, x._data.ndim), bool(keepdim))
 
@@ -1055,7 +1060,8 @@ def is_tensor(obj: Any) -> bool:
 
 @O.deffunction("the number of elements", differentiable=False)
 def numel(input: Tensor) -> int:
-    return int(input._data.size)
+    raw = input._raw
+    return 1 if type(raw) in _tensor.PYTHON_VALUES else int(raw.size)
 
 
 # ---------------------------------------------------------------- dtype conversion
@@ -1093,18 +1099,18 @@ def _method_to_dtype(name: str, target: Any) -> Any:
 
     convert.__name__ = convert.__qualname__ = name
     declare = O.deffunction(
-        f"a copy as {np.dtype(target).name} (x.{name}())", function=False, builtin=False
+        f"a copy as {target.name} (x.{name}())", function=False, builtin=False
     )
     return declare(convert)
 
 
 for _name, _target in (
-    ("float", np.float32),
-    ("double", np.float64),
-    ("half", np.float16),
-    ("long", np.int64),
-    ("int", np.int32),
-    ("bool", np.bool_),
+    ("float", _tensor.float32),
+    ("double", _tensor.float64),
+    ("half", _tensor.float16),
+    ("long", _tensor.int64),
+    ("int", _tensor.int32),
+    ("bool", _tensor.bool_),
 ):
     _method_to_dtype(_name, _target)
 

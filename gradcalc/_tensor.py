@@ -40,9 +40,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
-
-from gradcalc import _recycle
+from gradcalc import _numpy, _recycle
 from gradcalc.errors import (
     DtypeGradError,
     FreedGraphError,
@@ -51,6 +49,8 @@ from gradcalc.errors import (
     InplaceLeafError,
     NoGradFnError,
 )
+
+np = _numpy.bind(globals())
 
 # log(0), 1/0, exp(1000): the engine answers -inf/inf/nan silently, as PyTorch
 # does. NumPy warns about them from the frame that called the ufunc, which is
@@ -74,8 +74,14 @@ _native = _load_native()
 
 _grad_enabled = True
 _recording = False
-_generic = np.generic
-_ndarray = np.ndarray
+
+
+class _NotLoaded:
+    """NumPy's array and scalar types until NumPy is loaded: nothing is an instance."""
+
+
+_generic: Any = _NotLoaded
+_ndarray: Any = _NotLoaded
 _RECYCLE_BYTES = _recycle.MIN_BYTES
 
 FREED_MESSAGE = (
@@ -91,15 +97,23 @@ FREED_MESSAGE = (
 
 
 class dtype:
-    """A dtype object printed as PyTorch prints it (``torch.float32``), NumPy's underneath."""
+    """A dtype object printed as PyTorch prints it (``torch.float32``), NumPy's underneath
+    (``.np``, made when first read: a float64 on the float backend needs no NumPy)."""
 
-    __slots__ = ("is_floating_point", "itemsize", "name", "np")
+    __slots__ = ("_np", "is_floating_point", "itemsize", "name")
 
-    def __init__(self, name: str, np_dtype: np.dtype) -> None:
+    def __init__(self, name: str, itemsize: int, np_dtype: Any = None) -> None:
         self.name = name
-        self.np = np.dtype(np_dtype)
-        self.is_floating_point = self.np.kind == "f"
-        self.itemsize = self.np.itemsize
+        self._np = np_dtype
+        self.is_floating_point = name.startswith("float")
+        self.itemsize = itemsize
+
+    @property
+    def np(self) -> np.dtype:
+        found = self._np
+        if found is None:
+            found = self._np = np.dtype(self.name)
+        return found
 
     def __repr__(self) -> str:
         return f"torch.{self.name}"
@@ -116,17 +130,22 @@ class dtype:
         return hash(self.np)
 
 
-float16 = dtype("float16", np.float16)
-float32 = dtype("float32", np.float32)
-float64 = dtype("float64", np.float64)
-int8 = dtype("int8", np.int8)
-int16 = dtype("int16", np.int16)
-int32 = dtype("int32", np.int32)
-int64 = dtype("int64", np.int64)
-uint8 = dtype("uint8", np.uint8)
-bool_ = dtype("bool", np.bool_)
-_DTYPES = {d.np: d for d in (float16, float32, float64, int8, int16, int32, int64, uint8, bool_)}
-DEFAULT_FLOAT = np.dtype(np.float32)
+float16 = dtype("float16", 2)
+float32 = dtype("float32", 4)
+float64 = dtype("float64", 8)
+int8 = dtype("int8", 1)
+int16 = dtype("int16", 2)
+int32 = dtype("int32", 4)
+int64 = dtype("int64", 8)
+uint8 = dtype("uint8", 1)
+bool_ = dtype("bool", 1)
+_DTYPES: dict[Any, dtype] = {}
+"""NumPy dtype -> gradcalc dtype, filled when NumPy loads (:func:`_with_numpy`)."""
+
+
+def default_float() -> np.dtype:
+    """The NumPy dtype Python floats become in the Python API (float32, as in PyTorch)."""
+    return float32.np
 
 
 def as_np_dtype(value: Any) -> np.dtype | None:
@@ -141,7 +160,7 @@ def as_np_dtype(value: Any) -> np.dtype | None:
             value, value
         )
     if value is float:
-        return DEFAULT_FLOAT
+        return default_float()
     return np.dtype(value)
 
 
@@ -149,7 +168,7 @@ def dtype_of(np_dtype: np.dtype) -> dtype:
     """The gradcalc dtype object for a NumPy dtype."""
     found = _DTYPES.get(np_dtype)
     if found is None:
-        found = _DTYPES[np_dtype] = dtype(np_dtype.name, np_dtype)
+        found = _DTYPES[np_dtype] = dtype(np_dtype.name, np_dtype.itemsize, np_dtype)
     return found
 
 
@@ -464,7 +483,7 @@ def node_class(grad_fn_name: str, op: Any) -> type[Node]:
 
 def _wrap(data: Any) -> Tensor:
     t = _new_tensor(Tensor)
-    t._data = data
+    t._raw = data
     t._grad_fn = None
     t._requires_grad = False
     t._grad = None
@@ -501,7 +520,7 @@ def _record_py(
     node.deps = 0
     node.meta = _Meta(data) if _recording else None
     t = _new_tensor(Tensor)
-    t._data = data
+    t._raw = data
     t._grad_fn = node
     t._requires_grad = True
     t._grad = None
@@ -542,12 +561,68 @@ def _stand_in(data: Any) -> Any:
     return found
 
 
+# ---------------------------------------------------------------- the float backend
+#
+# A float64 0-d tensor made from a Python number holds a Python float
+# (``_raw``; see :func:`float_tensor`), and a comparison of such values a
+# Python bool (a 0-d bool tensor). Ops on such data run their Python-float
+# forward (``Op.scalar``, from :mod:`math` and :mod:`operator`), and backward
+# runs the same VJPs on floats, so all-scalar work, ``if`` and ``while``
+# included, needs no NumPy. Which backend runs is decided here, by the data:
+# :func:`on_floats` answers or declines, and a declined op (no ``scalar=``, an
+# operand that is an array, a result NumPy would type otherwise, or a value
+# NumPy answers with inf/nan where ``math`` raises) reads ``_data``, which
+# converts the value to NumPy's float64 or bool once, in one place
+# (``Tensor._data``). Results are the same bits as NumPy's for
+# ``+ - * / sqrt`` and within 1 ulp otherwise (tests/test_engine_scalar.py
+# walks the registry, tests/test_float_backend.py compares whole formulas).
+
+PYTHON_VALUES = frozenset((float, bool))
+"""What a float backend tensor's data is: a float (float64) or a bool (bool)."""
+_FLOATS = frozenset((float, int, bool))
+"""Operand types the float backend takes: its values, and Python ints beside them."""
+
+
+def on_floats(op: Any, args: tuple) -> float | bool | None:
+    """``op``'s forward on Python floats, or None where it declines (see above)."""
+    scalar = op.scalar
+    if scalar is None:
+        return None
+    try:
+        out = scalar(*args)
+    except (ArithmeticError, ValueError):
+        return None
+    return out if type(out) in PYTHON_VALUES else None
+
+
+def float_tensor(value: float) -> Tensor:
+    """A float64 0-d constant on the float backend (its data a Python float): what the
+    formula language's numbers are in float64 (``builtins.Context.zero_d``) and what
+    ``tensor(number, dtype=float64)`` makes."""
+    return _wrap(float(value))
+
+
+def _to_numpy(value: float | bool) -> Any:
+    """A float backend's value as the NumPy float64 or bool it stands for (``Tensor._data``)."""
+    return np.float64(value) if type(value) is float else np.bool_(value)
+
+
+def _retry_on_numpy(vjp: Any, args: tuple) -> Any:
+    """A VJP that raised ArithmeticError on Python floats (``1.0 / 0.0``, ``0.0 ** -1``)
+    runs again on NumPy float64s, which answer inf or nan as the array path does."""
+    return vjp(*[_to_numpy(a) if type(a) is float else a for a in args])
+
+
 def apply1(op: Any, x: Tensor, *consts: Any) -> Tensor:
     """Run a one-operand op (``x`` a Tensor) and record it when ``x`` requires grad."""
-    xd = x._data
+    xd = x._raw
     record = x._requires_grad and (_grad_enabled or _grad_here()) and op.node is not None
     data = None
-    if record and op.pooled is not None and type(xd) is _ndarray and _recycle.poolable(xd):
+    if type(xd) in PYTHON_VALUES:
+        data = on_floats(op, (xd, *consts))
+        if data is None:
+            xd = x._data
+    elif record and op.pooled is not None and type(xd) is _ndarray and _recycle.poolable(xd):
         data = op.pooled(xd, *consts)
     if data is None:
         data = op.forward(xd, *consts)
@@ -564,12 +639,18 @@ def apply2(op: Any, x: Any, y: Any, *consts: Any) -> Tensor:
     """Run a two-operand op; either operand may be a Python number (its edge is None)."""
     tx = type(x) is Tensor
     ty = type(y) is Tensor
-    xd = x._data if tx else x
-    yd = y._data if ty else y
+    xd = x._raw if tx else x
+    yd = y._raw if ty else y
     rx = tx and x._requires_grad
     ry = ty and y._requires_grad
     data = None
-    if (
+    if (tx and type(xd) in PYTHON_VALUES) or (ty and type(yd) in PYTHON_VALUES):
+        if type(xd) in _FLOATS and type(yd) in _FLOATS:
+            data = on_floats(op, (xd, yd, *consts))
+        if data is None:  # NumPy takes over
+            xd = x._data if tx else x
+            yd = y._data if ty else y
+    elif (
         (rx or ry)
         and (_grad_enabled or _grad_here())
         and op.pooled is not None
@@ -594,8 +675,6 @@ def apply2(op: Any, x: Any, y: Any, *consts: Any) -> Tensor:
 def unary_function(op: Any, slow: Any) -> Any:
     """A float elementwise op (``sin``, ``exp``) with the common case inlined: a float
     Tensor in, one node out. Anything else (ints, lists, numbers) goes through ``slow``."""
-    forward = op.forward
-    ufunc = op.ufunc
     node_class = op.node
     saves = op.saves
     uses_ans = op.uses_ans
@@ -603,15 +682,17 @@ def unary_function(op: Any, slow: Any) -> Any:
     def function(input: Any) -> Tensor:
         if type(input) is not Tensor:
             return slow(input)
-        xd = input._data
+        xd = input._raw
+        if type(xd) in PYTHON_VALUES:
+            return apply1(op, input) if type(xd) is float else slow(input)  # the float backend
         kind = xd.dtype.kind
         if kind not in "fc":
             return slow(input)
         record = input._requires_grad and (_grad_enabled or _grad_here())
-        if record and ufunc is not None and kind == "f" and xd.nbytes >= _RECYCLE_BYTES:
-            data = _recycle.unary(ufunc, xd)  # a training step's array: pooled
+        if record and op.ufunc is not None and kind == "f" and xd.nbytes >= _RECYCLE_BYTES:
+            data = _recycle.unary(op.ufunc, xd)  # a training step's array: pooled
         else:
-            data = forward(xd)
+            data = op.forward(xd)  # read per call: NumPy's own once loaded (see _numpy)
         if record:
             p0 = input._grad_fn or _edge(input)
             s0 = xd if saves else _stand_in(xd)
@@ -627,9 +708,15 @@ def _fast_op(python: Any, op: Any, arity: int, keep: Any) -> Any:
     """``python`` (an op's inlined Python path), or the C FastOp that runs its 0-d
     case where the op is quiet (``op.quiet``) and calls ``python`` for everything
     else (see ``_native.c``)."""
-    if _native is None or op.node is None or op.quiet is None:
+    if _native is None or op.node is None or op.quiet is None or op.scalar is None:
         return python
-    return _native.FastOp(python, op.forward, op.node, arity, op.uses_ans, keep, op.quiet)
+    fast = _native.FastOp(
+        python, op.forward, op.scalar, op.node, arity, op.uses_ans, keep, op.quiet
+    )
+    # its fast path takes NumPy scalars only, so it first runs once NumPy is loaded
+    # (the op's own hook, registered before this one, resolved op.forward by then)
+    _numpy.when_loaded(lambda numpy: _native.set_forward(fast, op.forward))
+    return fast
 
 
 def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
@@ -640,8 +727,6 @@ def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
     promotion or conversion goes through ``slow`` (so does every non-float
     operand when ``float_only``: true division of integers gives float32).
     """
-    compute = op.forward
-    ufunc = op.ufunc
     node_class = op.node
     uses_ans = op.uses_ans
     keep = op.keep2
@@ -649,7 +734,15 @@ def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
 
     def method(self: Tensor, other: Any) -> Tensor:
         kind = type(other)
-        xd = self._data
+        xd = self._raw
+        if type(xd) in PYTHON_VALUES:  # the float backend: float64 (or with a bool) stays
+            other_raw = other._raw if kind is Tensor else None
+            if (
+                type(xd) is float
+                and (kind is float or kind is int or type(other_raw) in PYTHON_VALUES)
+            ) or type(other_raw) is float:
+                return apply2(op, self, other)
+            return slow(self, other)
         if type(xd) is _ndarray and not xd.ndim:
             # A 0-d array (a leaf or a constant) as a NumPy scalar: arithmetic
             # with NumPy scalars is several times cheaper and, for + - * /,
@@ -671,14 +764,14 @@ def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
                 (rx or ry)
                 and type(xd) is _ndarray
                 and xd.nbytes >= _RECYCLE_BYTES
-                and ufunc is not None
+                and op.ufunc is not None
                 and xd.shape == yd.shape
                 and xd.dtype.kind == "f"
                 and (_grad_enabled or _grad_here())
             ):
-                data = _recycle.binary(ufunc, xd, yd)  # a training step's array: pooled
+                data = _recycle.binary(op.ufunc, xd, yd)  # a training step's array: pooled
             else:
-                data = compute(xd, yd)
+                data = op.forward(xd, yd)
             if (rx or ry) and (_grad_enabled or _grad_here()):
                 k0, k1 = keep[rx + 2 * ry]
                 return _record(
@@ -701,12 +794,12 @@ def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
                 record
                 and type(xd) is _ndarray
                 and xd.nbytes >= _RECYCLE_BYTES
-                and ufunc is not None
+                and op.ufunc is not None
                 and xd.dtype.kind == "f"
             ):
-                data = _recycle.binary(ufunc, xd, other)
+                data = _recycle.binary(op.ufunc, xd, other)
             else:
-                data = compute(xd, other)
+                data = op.forward(xd, other)
             if record:
                 return _record(
                     node_class,
@@ -758,10 +851,10 @@ def _infer_array(data: Any, np_dtype: np.dtype | None) -> np.ndarray:
         data = _untensor(data)
     arr = np.array(data, dtype=np_dtype)
     if np_dtype is None:
-        if arr.dtype.kind == "f" and arr.dtype != DEFAULT_FLOAT and not _has_numpy(data):
+        if arr.dtype.kind == "f" and arr.dtype != default_float() and not _has_numpy(data):
             if arr.size and np.max(np.abs(arr)) >= 2.0**63 and _int_overflow(data):
                 raise ValueError(OVERFLOW_MESSAGE)  # [2**63, -1]: NumPy made floats of it
-            arr = arr.astype(DEFAULT_FLOAT)
+            arr = arr.astype(default_float())
         elif arr.dtype.kind in "iu" and arr.dtype != np.int64:
             if arr.dtype.kind == "u" and arr.size and arr.max() > _INT64_MAX:
                 raise ValueError(OVERFLOW_MESSAGE)  # NumPy chose uint64; PyTorch refuses
@@ -771,7 +864,7 @@ def _infer_array(data: Any, np_dtype: np.dtype | None) -> np.ndarray:
                 raise ValueError(OVERFLOW_MESSAGE)  # an int past 64 bits
             if not all(type(v) in (int, float, bool) for v in _flat_items(data)):
                 raise TypeError(f"Could not infer dtype of {type(data).__name__}")
-            arr = np.array(data, dtype=np.float64).astype(DEFAULT_FLOAT)  # [1.5, 2**70]
+            arr = np.array(data, dtype=np.float64).astype(default_float())  # [1.5, 2**70]
     return arr
 
 
@@ -832,7 +925,20 @@ else:
     class _TensorSlots:  # type: ignore[no-redef]
         """Tensor's slots; ``gradcalc._native.TensorBase`` has the same ones in C."""
 
-        __slots__ = ("_accum", "_data", "_grad", "_grad_fn", "_requires_grad")
+        __slots__ = ("_accum", "_grad", "_grad_fn", "_raw", "_requires_grad")
+
+        @property
+        def _data(self) -> Any:
+            """The value as NumPy holds it: a float backend's Python float becomes a
+            NumPy float64 here, once (the C type's ``_data`` does the same)."""
+            raw = self._raw
+            if type(raw) in PYTHON_VALUES:
+                raw = self._raw = _to_numpy(raw)
+            return raw
+
+        @_data.setter
+        def _data(self, value: Any) -> None:
+            self._raw = value
 
 
 _new_tensor = _TensorSlots.__new__
@@ -848,11 +954,11 @@ class Tensor(_TensorSlots):
         """``Tensor([1, 0.1])`` (float32 data) or ``Tensor(2, 3)`` (a 2x3 float32 tensor)."""
         if len(args) == 1 and not isinstance(args[0], (int, np.integer)):
             data = _infer_array(args[0], None)
-            if data.dtype != DEFAULT_FLOAT:
-                data = data.astype(DEFAULT_FLOAT)
+            if data.dtype != default_float():
+                data = data.astype(default_float())
         else:
             shape = args[0] if len(args) == 1 and isinstance(args[0], tuple) else args
-            data = np.zeros(tuple(int(d) for d in shape), dtype=DEFAULT_FLOAT)
+            data = np.zeros(tuple(int(d) for d in shape), dtype=default_float())
         self._data = data
         self._grad_fn = None
         self._grad = None
@@ -889,7 +995,7 @@ class Tensor(_TensorSlots):
                     "use var_no_grad = var.detach()."
                 )
             return self
-        if requires_grad:
+        if requires_grad and type(self._raw) is not float:  # a float backend float may
             _check_can_require_grad(self._data.dtype)
         self._requires_grad = bool(requires_grad)
         return self
@@ -954,7 +1060,7 @@ class Tensor(_TensorSlots):
 
     def detach(self) -> Tensor:
         """The same data, cut from the graph."""
-        return _wrap(self._data)
+        return _wrap(self._raw)
 
     def detach_(self) -> Tensor:
         self._grad_fn = None
@@ -974,34 +1080,40 @@ class Tensor(_TensorSlots):
 
     # -- shape and dtype ----------------------------------------------------
 
+    # A float backend's value (a Python float) answers these without NumPy.
+
     @property
     def shape(self) -> Size:
-        return Size(self._data.shape)
+        return Size(_shape_of(self._raw))
 
     def size(self, dim: int | None = None) -> Any:
         if dim is None:
-            return Size(self._data.shape)
+            return self.shape
         return self._data.shape[dim]
 
     @property
     def ndim(self) -> int:
-        return self._data.ndim
+        return len(_shape_of(self._raw))
 
     def dim(self) -> int:
-        return self._data.ndim
+        return self.ndim
 
     def ndimension(self) -> int:
-        return self._data.ndim
+        return self.ndim
 
     def numel(self) -> int:
-        return int(self._data.size)
+        raw = self._raw
+        return 1 if type(raw) in PYTHON_VALUES else int(raw.size)
 
     def nelement(self) -> int:
-        return int(self._data.size)
+        return self.numel()
 
     @property
     def dtype(self) -> dtype:
-        return dtype_of(self._data.dtype)
+        raw = self._raw
+        if type(raw) in PYTHON_VALUES:
+            return float64 if type(raw) is float else bool_
+        return dtype_of(raw.dtype)
 
     @property
     def device(self) -> str:
@@ -1012,7 +1124,7 @@ class Tensor(_TensorSlots):
         return False
 
     def is_floating_point(self) -> bool:
-        return self._data.dtype.kind == "f"
+        return self.dtype.is_floating_point
 
     def __len__(self) -> int:
         if self._data.ndim == 0:
@@ -1027,6 +1139,9 @@ class Tensor(_TensorSlots):
     # -- conversions --------------------------------------------------------
 
     def item(self) -> Any:
+        raw = self._raw
+        if type(raw) in PYTHON_VALUES:
+            return raw
         if self._data.size != 1:
             raise GradError(
                 f"a Tensor with {self._data.size} elements cannot be converted to Scalar"
@@ -1034,7 +1149,8 @@ class Tensor(_TensorSlots):
         return self._data.item()
 
     def tolist(self) -> Any:
-        return self._data.tolist()
+        raw = self._raw
+        return raw if type(raw) in PYTHON_VALUES else raw.tolist()
 
     def numpy(self, force: bool = False) -> np.ndarray:
         if self._requires_grad and not force:
@@ -1062,6 +1178,8 @@ class Tensor(_TensorSlots):
         return int(self.item())
 
     def __bool__(self) -> bool:
+        if type(self._raw) in PYTHON_VALUES:
+            return bool(self._raw)
         if self._data.size != 1:
             raise GradError("Boolean value of Tensor with more than one value is ambiguous")
         return bool(self._data)
@@ -1160,8 +1278,8 @@ class Tensor(_TensorSlots):
     __str__ = __repr__
 
     def __format__(self, spec: str) -> str:
-        if self._data.ndim == 0:
-            return self._data.item().__format__(spec)
+        if self.ndim == 0:
+            return self.item().__format__(spec)
         return object.__format__(self, spec)
 
 
@@ -1184,6 +1302,10 @@ def _index_data(index: Any) -> Any:
 
 def make_tensor(data: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
     """``gradcalc.tensor``: copy ``data`` into a new leaf with PyTorch's dtype defaults."""
+    if (dtype is float64 or dtype == "float64") and type(data) in _FLOATS:
+        t = _wrap(float(data))  # a float64 number: the float backend (no NumPy)
+        t._requires_grad = bool(requires_grad)
+        return t
     arr = _infer_array(data, as_np_dtype(dtype))
     t = _wrap(arr)
     if requires_grad:
@@ -1193,10 +1315,12 @@ def make_tensor(data: Any, dtype: Any = None, requires_grad: bool = False) -> Te
 
 
 def leaf(data: Any, requires_grad: bool = False) -> Tensor:
-    """A leaf around an ndarray the caller owns (constructors), without copying."""
+    """A leaf around an ndarray the caller owns (constructors), without copying, or
+    around a Python float (the float backend)."""
     t = _wrap(data)
     if requires_grad:
-        _check_can_require_grad(data.dtype)
+        if type(data) is not float:
+            _check_can_require_grad(data.dtype)
         t._requires_grad = True
     return t
 
@@ -1212,7 +1336,7 @@ def wrap(data: Any) -> Tensor:
 def _as_grad_tensor(value: Any, like: Tensor) -> Tensor:
     if isinstance(value, Tensor):
         return value
-    data = like._data
+    data = like._raw
     if type(data) is float:
         return _wrap(float(value))
     return _wrap(np.asarray(value, dtype=data.dtype))
@@ -1229,14 +1353,21 @@ def _seed_gradients(outputs: Sequence[Tensor], gradients: Sequence[Any] | None) 
     grads = []
     for index, out in enumerate(outputs):
         given = None if gradients is None else gradients[index]
-        shape = np.shape(out._data)
+        raw = out._raw
+        if type(raw) is float:  # the float backend: a 0-d float64
+            if given is None:
+                grads.append(_wrap(1.0))
+                continue
+            shape = ()
+        else:
+            shape = np.shape(raw)
         if given is None:
-            if np.size(out._data) != 1:
+            if np.size(raw) != 1:
                 raise ImplicitGradError("grad can be implicitly created only for scalar outputs")
-            given = _wrap(_ones_like(out._data))
+            given = _wrap(_ones_like(raw))
         else:
             given = _as_grad_tensor(given, out)
-            if np.shape(given._data) != shape:
+            if _shape_of(given._raw) != shape:
                 raise GradError(
                     f"Mismatch in shape: grad_output[{index}] has a shape of "
                     f"{Size(np.shape(given._data))!r} and output[{index}] has a shape of "
@@ -1244,6 +1375,10 @@ def _seed_gradients(outputs: Sequence[Tensor], gradients: Sequence[Any] | None) 
                 )
         grads.append(given)
     return grads
+
+
+def _shape_of(raw: Any) -> tuple:
+    return () if type(raw) in PYTHON_VALUES else np.shape(raw)
 
 
 def _roots(outputs: Sequence[Tensor]) -> list[Node]:
@@ -1322,8 +1457,8 @@ def grad(
                     f"The differentiated Tensor at index {index} appears to not have been used "
                     "in the graph. Set allow_unused=True if this is the desired behavior."
                 )
-        elif _cast_like(g._data, t._data) is not g._data:  # another dtype
-            g = g.to(t.dtype) if create_graph else _wrap(_cast_like(g._data, t._data))
+        elif _cast_like(g._raw, t._raw) is not g._raw:  # another dtype
+            g = g.to(t.dtype) if create_graph else _wrap(_cast_like(g._raw, t._raw))
         results.append(g)
     return tuple(results)
 
@@ -1333,7 +1468,7 @@ _FREED = object()
 _passes = 0
 """Backward passes run so far (see :func:`_count_consumers`)."""
 _NUMBERS = (int, float, bool)
-_SCALAR_GRADS = frozenset((float, np.float64, np.float32, np.float16))
+_SCALAR_GRADS = frozenset((float,))  # and NumPy's float scalars, once loaded
 """Gradients with no buffer behind them: backward's 0-d fast path takes these."""
 _NATIVE_BASE_LIMIT = 1 << 62
 """The C loops keep counts in 64-bit integers: passes beyond ~4 million use Python's."""
@@ -1356,7 +1491,7 @@ def _refs_when_alone() -> int:
     parameter's count depends on how the call was made (an interpreter's
     specialised call moves its arguments, a generic one adds a reference).
     """
-    alone = np.empty(0)
+    alone = object()  # any fresh object: reference counts do not depend on the type
     return _getrefcount(alone)
 
 
@@ -1400,7 +1535,7 @@ def run_backward(
         # computes on arrays and releases the buffers its pass did not use.
         previous_mode = _set_grad_enabled(True) if create_graph else True
         try:
-            with np.errstate(all="ignore"):
+            with _numpy.errstate():
                 _backpropagate(run, roots, grads)
         finally:
             if create_graph:
@@ -1423,7 +1558,7 @@ def _backpropagate(run: _BackwardPass, roots: Sequence[Node], grads: Sequence[Te
     run.prune(_count_consumers(roots, base, ordered=run.targets is not None))
     pending: dict[Node, Any] = {}
     for root, g in zip(roots, grads, strict=True):
-        run.add(pending, root, g if run.recorded else g._data)
+        run.add(pending, root, g if run.recorded else g._raw)
     ready = [root for root in dict.fromkeys(roots) if root.deps == base]
     scalar_nodes = run.scalar_path(base)
     while ready:
@@ -1529,7 +1664,12 @@ class _BackwardPass:
                 return _Negated(args[0])
             if self.free and node.kind > 0 and _takes_spare(vjp):
                 return vjp(*args, spare=_spare_buffers(node, args, index))
-        return vjp(*args)
+        try:
+            return vjp(*args)
+        except ArithmeticError:  # on the float backend's floats
+            if self.recorded:
+                raise
+            return _retry_on_numpy(vjp, args)
 
     def results(self) -> dict[Node, Any]:
         """The gradients captured at targets, as Tensors that alias nothing."""
@@ -1678,7 +1818,10 @@ def _scalar_nodes(ready: list, pending: dict, base: int, free: bool) -> None:
                 # p0 then p1, unrolled: a loop costs this path a fifth of its time
                 parent = node.p0
                 if parent is not None:
-                    gi = vjps[0](*args)
+                    try:
+                        gi = vjps[0](*args)
+                    except ArithmeticError:
+                        gi = _retry_on_numpy(vjps[0], args)
                     if gi is not None:
                         old = get(parent)
                         pending[parent] = gi if old is None else old + gi
@@ -1688,7 +1831,10 @@ def _scalar_nodes(ready: list, pending: dict, base: int, free: bool) -> None:
                         push(parent)
                 parent = node.p1
                 if parent is not None:
-                    gi = vjps[1](*args)
+                    try:
+                        gi = vjps[1](*args)
+                    except ArithmeticError:
+                        gi = _retry_on_numpy(vjps[1], args)
                     if gi is not None:
                         old = get(parent)
                         pending[parent] = gi if old is None else old + gi
@@ -1757,8 +1903,8 @@ def _saved_tensors(parents: tuple, saved: tuple) -> list:
 
 def _store_leaf_grad(leaf_tensor: Tensor, g: Tensor) -> None:
     """Add a recorded gradient ``g`` (``create_graph=True``) into ``leaf.grad``."""
-    data = _cast_like(g._data, leaf_tensor._data)
-    if data is not g._data:
+    data = _cast_like(g._raw, leaf_tensor._raw)
+    if data is not g._raw:
         g = _wrap(data)
     old = leaf_tensor._grad
     leaf_tensor._grad = g if old is None else old + g
@@ -1770,7 +1916,7 @@ def _store_leaf_data(leaf_tensor: Tensor, data: Any, owned: bool) -> None:
     ``owned``: nothing else references ``data``, so ``.grad`` may take its buffer.
     Later gradients are added in place into a ``.grad`` buffer of the same shape.
     """
-    cast = _cast_like(data, leaf_tensor._data)
+    cast = _cast_like(data, leaf_tensor._raw)
     if cast is not data:
         data, owned = cast, True
     old = leaf_tensor._grad
@@ -1779,7 +1925,7 @@ def _store_leaf_data(leaf_tensor: Tensor, data: Any, owned: bool) -> None:
         return
     if old._grad_fn is not None:
         old = old.detach()
-    old_data = old._data
+    old_data = old._raw
     if type(old_data) is _ndarray and old_data.flags.writeable and old_data.shape == np.shape(data):
         old_data += data
         leaf_tensor._grad = old
@@ -1832,14 +1978,30 @@ def _needed(reached: Sequence[Node], targets: Sequence[Node]) -> set[Node]:
     return needed
 
 
-if _native is not None:
-    _native.setup(
-        Tensor,
-        _FREED,
-        tuple(_SCALAR_GRADS),
-        (np.float64, np.float32),  # what FastOp takes
-        np.ndarray,
-        globals(),
-        _edge,
-        _Meta,
-    )
+def _setup_native(forward_types: tuple, ndarray: Any) -> None:
+    if _native is not None:
+        _native.setup(
+            Tensor,
+            _FREED,
+            tuple(_SCALAR_GRADS),
+            forward_types,  # what FastOp takes
+            ndarray,
+            globals(),
+            _edge,
+            _Meta,
+            _to_numpy,
+        )
+
+
+def _with_numpy(numpy: Any) -> None:
+    """What waits for NumPy (see ``gradcalc/_numpy.py``): its types, the dtype table."""
+    global _generic, _ndarray, _SCALAR_GRADS
+    _generic, _ndarray = numpy.generic, numpy.ndarray
+    _SCALAR_GRADS = frozenset((float, numpy.float64, numpy.float32, numpy.float16))
+    for d in (float16, float32, float64, int8, int16, int32, int64, uint8, bool_):
+        _DTYPES[d.np] = d
+    _setup_native((numpy.float64, numpy.float32), numpy.ndarray)
+
+
+_setup_native((), _NotLoaded)
+_numpy.when_loaded(_with_numpy)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gradcalc import _numpy
 from gradcalc.errors import (
     FormulaError,
     FormulaTypeError,
@@ -46,23 +47,11 @@ from gradcalc.jsonio import (  # re-exported: the JSON encoding front ends use
 from gradcalc.limits import DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from gradcalc.graph import Graph
     from gradcalc.interpreter import Interpreter, Outcome
-else:
 
-    class _NumPy:
-        """NumPy, imported at first use: batch workers answering only all-scalar requests
-        (``gradcalc.scalar``) never need it. The first attribute read rebinds ``np``."""
-
-        def __getattr__(self, name: str) -> Any:
-            import numpy
-
-            globals()["np"] = numpy
-            return getattr(numpy, name)
-
-    np = _NumPy()
+np = _numpy.bind(globals())
+"""NumPy, imported at first use: work on the engine's float backend never needs it."""
 
 __all__ = [
     "CHECK_TOLERANCE",
@@ -177,11 +166,6 @@ def evaluate(
     """
     dtype = _check_dtype(dtype)
     limits = limits or DEFAULT_LIMITS
-    found = _float_path(
-        formula, bindings, wrt, of, grad_output, dtype, check, graph, limits, as_json=False
-    )
-    if found is not None:
-        return found
     return _evaluate(
         formula, bindings, wrt, of, grad_output, dtype, seed, check, graph, limits, retain_graph
     )
@@ -235,58 +219,16 @@ def evaluate_json(
 ) -> dict:
     """``result_to_json(evaluate(...))``, NumPy's floating-point warnings silenced.
 
-    What ``--json`` and ``gradcalc batch`` write. An all-scalar formula may be
-    answered without importing NumPy at all. Raises ``FormulaError`` subclasses only.
+    What ``--json`` and ``gradcalc batch`` write. All-scalar float64 work runs on the
+    engine's float backend and imports no NumPy. Raises ``FormulaError`` subclasses only.
     """
     dtype = _check_dtype(dtype)
     limits = limits or DEFAULT_LIMITS
-    found = _float_path(
-        formula, bindings, wrt, of, grad_output, dtype, check, graph, limits, as_json=True
-    )
-    if found is not None:
-        return found
     _checked_program(formula, limits)  # a syntax error is reported before NumPy loads
-    with np.errstate(all="ignore"):
+    with _numpy.errstate():
         return result_to_json(
             _evaluate(formula, bindings, wrt, of, grad_output, dtype, seed, check, graph, limits)
         )
-
-
-def _float_path(
-    formula: str,
-    bindings: Mapping[str, Any] | None,
-    wrt: Sequence[str] | None,
-    of: str | None,
-    grad_output: Any,
-    dtype: str,
-    check: bool,
-    graph: bool,
-    limits: Limits,
-    *,
-    as_json: bool,
-) -> Result | dict | None:
-    """The float path's answer (``gradcalc.scalar``, no NumPy), or None for the engine.
-
-    The only place this module calls ``gradcalc.scalar``: it answers float64
-    formulas of ``+ - * / ** sqrt`` over numbers, without ``of``,
-    ``grad_output``, ``check`` or ``graph``, with the engine's results bit for bit.
-    """
-    if dtype != "float64" or of is not None or grad_output is not None or check or graph:
-        return None
-    from gradcalc import scalar
-
-    found = scalar.run(formula, bindings, wrt, limits)
-    if found is None:
-        return None
-    if as_json:
-        return scalar.to_json(found)
-    return Result(
-        value=np.asarray(found.value),
-        dtype="float64",
-        gradients={name: np.asarray(g) for name, g in found.gradients.items()},
-        unused=list(found.unused),
-        notes=list(found.notes),
-    )
 
 
 @_releases_buffers
@@ -472,7 +414,7 @@ def differentiate(
 
 
 def _gradients_in_session(output: Any, named: list[tuple[str, Any]], label: str | None) -> Result:
-    value = np.asarray(output._data)
+    value = _value_of(output)
     result = Result(value=value, dtype=str(value.dtype), output_name=label)
     if value.ndim > 0 and named:
         result.summed = True
@@ -492,9 +434,9 @@ def _gradients_in_session(output: Any, named: list[tuple[str, Any]], label: str 
         )
     for (name, tensor), gradient in zip(named, grads, strict=True):
         if gradient is not None:
-            result.gradients[name] = np.asarray(gradient._data)
+            result.gradients[name] = _value_of(gradient)
         elif tensor.is_leaf:
-            result.gradients[name] = np.zeros_like(np.asarray(tensor._data))
+            result.gradients[name] = _zeros_or(None, tensor, tensor.dtype.name)
             result.unused.append(name)
     if result.unused:
         result.notes.append(f"Not used (gradient 0): {', '.join(result.unused)}.")
@@ -796,7 +738,7 @@ def _vjp_rows(output: Any, inputs: list[Any], dtype: str, create_graph: bool) ->
         seed = _tensor(onehot.reshape(shape), dtype)
         grads = _grad([output], inputs, seed, retain_graph=True, create_graph=create_graph)
         rows.append(
-            [_zeros_or(g, t, dtype).reshape(-1) for g, t in zip(grads, inputs, strict=True)]
+            [np.reshape(_zeros_or(g, t, dtype), -1) for g, t in zip(grads, inputs, strict=True)]
         )
     return rows
 
@@ -843,7 +785,7 @@ def _finite_difference_check(
         moved.reshape(-1)[flat_index] += step
         perturbed[name] = moved
         run = _execute(formula, perturbed, of, "float64", seed, limits)
-        out = run.value.astype(np.float64)
+        out = np.asarray(run.value, dtype=np.float64)
         return float(np.sum(out if weights is None else out * weights))
 
     checkable = [name for name in result.gradients if name in base]
@@ -963,8 +905,8 @@ def _as_output(value: Any, name: str | None) -> tuple[Any, np.ndarray]:
     from gradcalc import Tensor
 
     if isinstance(value, Tensor):
-        return value, np.asarray(value._data)
-    if isinstance(value, bool | int | float | np.generic | np.ndarray):
+        return value, _value_of(value)
+    if isinstance(value, bool | int | float) or type(value).__module__ == "numpy":
         return None, np.asarray(value)
     if isinstance(value, tuple | list) and _is_number_list(value):
         return None, np.asarray(value)
@@ -978,8 +920,17 @@ def _result_from_run(run: _Run, dtype: str) -> Result:
 
 def _zeros_or(gradient: Any, tensor: Any, dtype: str) -> np.ndarray:
     if gradient is None:
+        if tensor.dtype.name == "float64" and not tensor.shape:
+            return _numpy.Float64(0.0)
         return np.zeros(_shape_of(tensor), dtype=_float_dtype(tensor, dtype))
-    return np.asarray(gradient._data)
+    return _value_of(gradient)
+
+
+def _value_of(tensor: Any) -> Any:
+    """A tensor's value for a Result: an ndarray, or a float backend's ``Float64``."""
+    if tensor.dtype.name == "float64" and not tensor.shape:
+        return _numpy.Float64(tensor.item())
+    return np.asarray(tensor._data)
 
 
 def _note_values(result: Result) -> None:
@@ -1024,16 +975,16 @@ def _requires_grad(tensor: Any) -> bool:
 
 
 def _shape_of(tensor: Any) -> tuple[int, ...]:
-    return tuple(np.shape(tensor._data))
+    return tuple(tensor.shape)
 
 
 def _size_of(tensor: Any) -> int:
-    return int(np.size(tensor._data))
+    return tensor.numel()
 
 
 def _float_dtype(tensor: Any, dtype: str) -> str:
-    kind = np.asarray(tensor._data).dtype
-    return str(kind) if kind.kind == "f" else dtype
+    kind = tensor.dtype
+    return kind.name if kind.is_floating_point else dtype
 
 
 def _as_float64(value: Any) -> np.ndarray:

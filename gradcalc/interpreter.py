@@ -38,8 +38,8 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+from gradcalc import _numpy, _tensor, pylang
 from gradcalc import builtins as lang
-from gradcalc import pylang
 from gradcalc import syntax as ast
 from gradcalc._recycle import empty_cache
 from gradcalc.builtins import Builtin, Size, Tensor, truth
@@ -657,7 +657,7 @@ class _Compiler:
         if self.program:
             self.emit(LOAD_CONST, node.value, node)
         else:
-            self.emit(LOAD_CONST, self.interp._true if node.value else self.interp._false, node)
+            self.emit(LOAD_CONST, lang.TRUE if node.value else lang.FALSE, node)
         yield from ()
 
     def _str(self, node: ast.Str) -> Iterator:
@@ -868,7 +868,10 @@ class _Compiler:
 
     def _right_operand(self, node: ast.BinOp) -> Iterator:
         number = _literal_number(node.right)
-        if number is None:
+        if number is None and (type(node.left) in _STRINGS or type(node.right) in _STRINGS):
+            yield node.right  # 'x = ' + ...: Python's operator (sizes checked)
+            self.emit(PY_BINARY, node.op, node)
+        elif number is None:
             yield node.right
             self._emit_binary(node.op, node)
         else:
@@ -1324,9 +1327,8 @@ def _calls_one_tensor(site: _CallSite, builtin: Any) -> bool:
 
 
 def _short(value: Any) -> str:
-    data = getattr(value, "_data", None)
-    if data is not None and data.ndim == 0:
-        number = float(data)
+    if type(value) is Tensor and value.ndim == 0:
+        number = float(value.item())
         return str(int(number)) if number.is_integer() else repr(number)
     return "..."
 
@@ -1410,8 +1412,6 @@ class Interpreter:
         self.limits = limits if limits is not None else DEFAULT_LIMITS
         self.env: dict[str, Any] = {}
         self.context = lang.Context(dtype, self.limits, seed)
-        self._true = lang.TRUE
-        self._false = lang.FALSE
         self._builtin_values: dict[str, Any] = {}
         self.program = program
         """Python's values and built-ins (``gradcalc run``): ``2`` is an int, ``[1, 2]`` a
@@ -1483,9 +1483,7 @@ class Interpreter:
                 compiled = _cached_compile(self, source_or_program)
             env = self.env
             saved = {name: env.get(name, _MISSING) for name in compiled.binds}
-            import numpy as np  # (not at import: a run of floats may need none, one day)
-
-            with np.errstate(all="ignore"), warnings.catch_warnings():
+            with _numpy.errstate(), warnings.catch_warnings():
                 # NumPy's own warnings (mean of an empty slice) say what the
                 # non-finite value already shows; they must not reach a terminal
                 warnings.simplefilter("ignore", RuntimeWarning)
@@ -1511,9 +1509,7 @@ class Interpreter:
     # -- values made by the compiler
 
     def _literal(self, number: float) -> Any:
-        import numpy as np
-
-        return self.context.literal(np.array(number, dtype=self.dtype))
+        return self.context.number_literal(number)
 
     def _literal_array(self, numbers: list) -> Any:
         return self.context.literal(lang.nested_list_array(numbers, self.context))
@@ -1554,9 +1550,7 @@ class Interpreter:
             return pylang.MODULES[_FORMULA_MODULES[name]]
         constant = lang.CONSTANTS.get(name)
         if constant is not None:
-            import numpy as np
-
-            value = self.context.literal(np.array(constant.value, dtype=self.dtype))
+            value = self.context.number_literal(constant.value)
         else:
             value = lang.FUNCTIONS.get(name)
         if value is None:
@@ -1864,8 +1858,14 @@ class _Machine:
         ops, args, pc, stack, scope = self.ops, self.args, self.pc, self.stack, self.scope
         operations, iterations, limits = self.operations, self.iterations, self.limits
         max_operations, max_iterations = limits.max_graph_nodes, limits.max_iterations
-        max_elements, float_dtype = limits.max_elements, self.context.np_dtype
-        float_scalar, handlers = float_dtype.type, _HANDLERS
+        max_elements, handlers = limits.max_elements, _HANDLERS
+        # float64 on the float backend needs no NumPy; a NumPy value met while it is
+        # not loaded (only then) takes the general path below, with the same result
+        float_dtype = self.context.np_dtype if self.context.dtype_name != "float64" else None
+        if float_dtype is None and _numpy.is_loaded():
+            float_dtype = self.context.np_dtype
+        float_scalar = float if float_dtype is None else float_dtype.type
+        python_values = _tensor.PYTHON_VALUES
         load_name, binary_number, binary, call1 = LOAD_NAME, BINARY_NUMBER, BINARY, CALL_BUILTIN1
         store, last_inline, for_span, for_iter = STORE, LAST_INLINE, FOR_SPAN, FOR_ITER
         try:
@@ -1885,7 +1885,9 @@ class _Machine:
                     value = stack[-1]
                     operations += 1
                     if type(value) is Tensor and (
-                        type(data := value._data) is float_scalar or data.dtype is float_dtype
+                        (kind := type(data := value._raw)) is float
+                        or kind is float_scalar
+                        or (kind is not bool and data.dtype is float_dtype)
                     ):
                         result = arg[4](value, arg[2])  # the literal as a number, as in PyTorch
                         if result is not NotImplemented:
@@ -1896,13 +1898,12 @@ class _Machine:
                     left = stack[-2]
                     right = stack[-1]
                     if type(left) is not Tensor or type(right) is not Tensor:
-                        if type(left) in _PYTHON_VALUES or type(right) in _PYTHON_VALUES:
-                            operations += 1  # 'a' + 'b': Python's operator, sizes checked
-                            del stack[-1]
-                            stack[-1] = pylang.binary(arg[1], left, right, limits)
-                            continue
                         left, right = _operands(self.context, arg[1], left, right)
-                    if left._data.size * right._data.size > max_elements:
+                    if (
+                        type(ld := left._raw) not in python_values
+                        and type(rd := right._raw) not in python_values
+                        and ld.size * rd.size > max_elements
+                    ):  # a float backend's value has one element
                         self.context.check_broadcast(arg[1], left, right)
                     operations += 1
                     result = arg[2](left, right)
@@ -2023,7 +2024,7 @@ def _store_fresh(m: _Machine, arg: tuple[str, tuple[str, ...]], pc: int) -> int:
     if (
         type(value) is Tensor
         and not value.requires_grad
-        and value._data.dtype.kind == "f"
+        and value.dtype.is_floating_point
         and not m.interp._any_users(names, m.scope, m.function)
     ):
         value = m.context.promote(value)
@@ -2120,7 +2121,7 @@ def _comparison(m: _Machine, arg: Any, left: Any, right: Any) -> Any:
         return lang.TRUE if arg[0](left, right) else lang.FALSE  # as tuples
     if type(left) is not Tensor or type(right) is not Tensor:
         left, right = _operands(m.context, arg[1], left, right)
-    if left._data.size * right._data.size > m.limits.max_elements:
+    if left.numel() * right.numel() > m.limits.max_elements:
         m.context.check_broadcast(arg[1], left, right)
     return arg[0](left, right)
 
@@ -2386,7 +2387,7 @@ def _large(m: _Machine, left: Any, right: Any) -> bool:
     return (
         type(left) is Tensor
         and type(right) is Tensor
-        and left._data.size * right._data.size > m.limits.max_elements
+        and left.numel() * right.numel() > m.limits.max_elements
     )
 
 
@@ -2456,7 +2457,7 @@ def _list_append(m: _Machine, arg: int, pc: int) -> int:
 
 def _rows_of(value: Any) -> list:
     if type(value) is Tensor:
-        return [value[i] for i in range(value._data.shape[0])] if value._data.ndim else []
+        return [value[i] for i in range(value.shape[0])] if value.ndim else []
     return list(value)
 
 
@@ -2620,6 +2621,7 @@ def _operands(context: Any, symbol: str, left: Any, right: Any) -> tuple[Any, An
     return left, right
 
 
+_STRINGS = (ast.Str, ast.FString)
 _PYTHON_VALUES = frozenset({str, list, tuple})
 """Values the formula language's operators leave to Python (strings; a program's lists)."""
 

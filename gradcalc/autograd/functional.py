@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
+from gradcalc import _numpy
 from gradcalc._tensor import Tensor, grad, wrap
+
+np = _numpy.bind(globals())
 
 
 def _as_tuple(value: Any, what: str) -> tuple[bool, tuple[Tensor, ...]]:
