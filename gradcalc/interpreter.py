@@ -151,7 +151,8 @@ WITH_EXIT = 52  # leave the innermost context manager entered
 STORE_SUBSCR = 53  # pop key, obj, value; obj[key] = value
 DELETE_NAME = 54  # forget a hidden name (an unpacked loop item); arg = name
 DUP_TOP = 55  # push the top value again (a = b = value)
-_LAST_OP = 55
+ASSERT_FAIL = 56  # raise AssertionError (with the message on the stack if arg)
+_LAST_OP = 56
 
 _MISSING = object()
 
@@ -1235,6 +1236,16 @@ class _Compiler:
         template = _FunctionTemplate(node.name, tuple(names), ndefaults, body)
         self.emit(MAKE_FUNCTION, template, node)
 
+    def _assert(self, node: ast.Assert) -> Iterator:
+        yield node.test
+        to_fail = self.emit(JUMP_IF_FALSE, None, node)
+        to_end = self.emit(JUMP, None, node)
+        self.patch(to_fail)
+        if node.msg is not None:
+            yield node.msg
+        self.emit(ASSERT_FAIL, node.msg is not None, node)
+        self.patch(to_end)
+
     def _chain_assign(self, node: ast.ChainAssign) -> Iterator:
         yield node.value
         for target in node.targets[:-1]:
@@ -1308,6 +1319,7 @@ _VISITORS = {
     ast.With: _Compiler._with,
     ast.Lambda: _Compiler._lambda,
     ast.ChainAssign: _Compiler._chain_assign,
+    ast.Assert: _Compiler._assert,
 }
 
 
@@ -1619,6 +1631,8 @@ class Interpreter:
         value = pylang.BUILTINS.get(name)
         if value is not None:
             return value
+        if name == "__name__":
+            return "__main__"  # (a program runs as python's main module)
         if name in _MODULE_NAMES:
             hint = (
                 "import it first: import torch"
@@ -2545,6 +2559,11 @@ def _store_subscr(m: _Machine, arg: None, pc: int) -> int:
     raise FormulaTypeError(f"'{pylang.type_name(target)}' object does not support item assignment")
 
 
+def _assert_fail(m: _Machine, arg: bool, pc: int) -> int:
+    message = pylang.show(m.stack.pop(), m.interp.run_context, as_str=True) if arg else ""
+    raise FormulaValueError(f"AssertionError: {message}" if message else "AssertionError")
+
+
 def _dup_top(m: _Machine, arg: None, pc: int) -> int:
     m.stack.append(m.stack[-1])
     return pc
@@ -2574,6 +2593,7 @@ _HANDLER_OF = {
     STORE_SUBSCR: _store_subscr,
     DELETE_NAME: _delete_name,
     DUP_TOP: _dup_top,
+    ASSERT_FAIL: _assert_fail,
     STORE_FRESH: _store_fresh,
     STORE_QUIET: _store_quiet,
     STORE_ITEM: _store_item,

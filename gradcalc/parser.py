@@ -365,7 +365,7 @@ _OPERATORS = {
 }  # fmt: skip
 _COMPOUND = {"IF", "ELIF", "ELSE", "WHILE", "FOR", "DEF"}
 _PYTHON_ONLY = {
-    "class", "try", "except", "finally", "raise", "assert",
+    "class", "try", "except", "finally", "raise",
     "del", "global", "nonlocal", "yield", "async", "await",
 }  # fmt: skip
 _CLOSER_OF = {"LPAR": "RPAR", "LSQB": "RSQB"}
@@ -851,6 +851,10 @@ class _ToAst:
             return ast.ChainAssign(targets, value, **_at(targets[0]))
         return ast.Assign(targets[0], value, **_at(targets[0]))
 
+    def assert_stmt(self, children: list) -> ast.Assert:
+        keyword, test, message = children
+        return ast.Assert(test, message, **_tok(keyword))
+
     def lambdef(self, children: list) -> ast.Lambda:
         keyword, params, body = children
         return ast.Lambda(params or [], body, **_tok(keyword))
@@ -1067,6 +1071,12 @@ def _fstring_parts(body: str, raw: bool, token: Any) -> list[Any]:
         index += 1
         if not expression.strip():
             raise fail("empty expression not allowed")
+        bare = expression.rstrip()
+        if bare.endswith("=") and bare[-2:] not in ("==", "!=", "<=", ">="):
+            text.append(expression)  # f"{x=}": the text, then the value (its repr)
+            expression = bare[:-1]
+            if conversion is None and spec is None:
+                conversion = "r"
         flush()
         field = ast.FormattedValue(_field(expression, token), conversion, spec, **_tok(token))
         parts.append(field)
@@ -1585,7 +1595,7 @@ def _item(node: ast.Node, level: int) -> tuple:
 _STATEMENTS = (
     ast.ExprStmt, ast.Assign, ast.AugAssign, ast.If, ast.While, ast.For, ast.FunctionDef,
     ast.Return, ast.Pass, ast.Break, ast.Continue, ast.Import, ast.ImportFrom, ast.With,
-    ast.ChainAssign,
+    ast.ChainAssign, ast.Assert,
 )  # fmt: skip
 
 
@@ -1604,6 +1614,11 @@ def _push_statement(work: list, node: ast.Node, depth: int) -> None:
         work += ["\n", ("e", node.value, _IFEXP), indent]
     elif kind is ast.Assign:
         work += ["\n", ("e", node.value, _IFEXP), " = ", ("e", node.target, _IFEXP), indent]
+    elif kind is ast.Assert:
+        work.append("\n")
+        if node.msg is not None:
+            work += [("e", node.msg, _IFEXP), ", "]
+        work += [("e", node.test, _IFEXP), indent + "assert "]
     elif kind is ast.ChainAssign:
         work += ["\n", ("e", node.value, _IFEXP)]
         for target in reversed(node.targets):

@@ -742,6 +742,20 @@ class ChainAssign(Node):
         self.column = column
 
 
+@_node
+class Assert(Node):
+    """``assert test, message``."""
+
+    test: Expr
+    msg: Expr | None = None
+
+    def __init__(self, test: Expr, msg: Expr | None = None, *, line: int = 0, column: int = 0):
+        self.test = test
+        self.msg = msg
+        self.line = line
+        self.column = column
+
+
 Stmt = (
     ExprStmt
     | Assign
@@ -758,6 +772,7 @@ Stmt = (
     | ImportFrom
     | With
     | ChainAssign
+    | Assert
 )
 
 

@@ -447,3 +447,15 @@ def test_comprehension_variables_stay_in_the_comprehension() -> None:
         "print([(a, b) for a, b in zip('xy', [1, 2]) if b > 1])"
     )
     assert run(source) == "outer [0, 1, 4, 9]\n[10, 11]\n[('y', 2)]\n"
+
+
+def test_assert_main_guard_and_self_documenting_fstrings() -> None:
+    source = (
+        "assert 1 + 1 == 2\nif __name__ == '__main__':\n    print('main')\n"
+        "x = 2.5\nprint(f'{x=} {x = :.2f} {x==2.5}')"
+    )
+    assert run(source) == "main\nx=2.5 x = 2.50 True\n"  # (CPython's output)
+    _, error = failure("import torch\nx = torch.ones(2)\nassert x.sum() > 5, f'sum is {x.sum()}'")
+    assert error.message == "AssertionError: sum is 2.0" and error.line == 3
+    _, error = failure("assert []")
+    assert error.message == "AssertionError"
