@@ -773,7 +773,9 @@ Type statements of the formula language; names persist; an expression prints.
   P = 3*a**3 - b**2
   P.backward()          accumulates into a.grad and b.grad, as in PyTorch
   a.grad                36; zero_grad() clears every stored gradient
-A line ending in ':' opens a block (def, if, while, for); a blank line ends it.
+A line ending in ':' opens a block (def, if, while, for, with); a blank line ends it.
+`import torch` switches to Python's values, as `gradcalc run` has them: paste a
+PyTorch snippet (torch.tensor(...), print(...)) as it is.
 Commands:"""
 
 HELP_KEYS = """\
