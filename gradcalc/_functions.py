@@ -28,7 +28,6 @@ import numpy as np
 from gradcalc import _tensor
 from gradcalc import ops as O
 from gradcalc._tensor import (
-    DEFAULT_FLOAT,
     Size,
     Tensor,
     apply1,
@@ -81,7 +80,7 @@ def _scalar_dtype(x: Any, base: np.dtype) -> np.dtype:
         return base
     if isinstance(x, int):
         return base if base.kind != "b" else np.dtype(np.int64)
-    return base if base.kind in "fc" else DEFAULT_FLOAT
+    return base if base.kind in "fc" else _tensor.DEFAULT_FLOAT
 
 
 def _operand(x: Any) -> Any:
@@ -94,7 +93,7 @@ def _operand(x: Any) -> Any:
 
 
 def _float_of(x: Tensor) -> Tensor:
-    return _wrap(np.asarray(x._data).astype(DEFAULT_FLOAT)[()])
+    return _wrap(np.asarray(x._data).astype(_tensor.DEFAULT_FLOAT)[()])
 
 
 def _promote(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -1066,13 +1065,19 @@ def numel(input: Tensor) -> int:
     function=False,
     builtin=False,
 )
-def to(input: Any, *args: Any, dtype: Any = None, **kwargs: Any) -> Tensor:
-    """A copy in another dtype (differentiable); the tensor itself when nothing changes."""
+def to(input: Any, *args: Any, dtype: Any = None, device: Any = None, **kwargs: Any) -> Tensor:
+    """A copy in another dtype (differentiable); the tensor itself when nothing changes.
+    A device must be the CPU (``x.to("cpu")``, ``x.to(torch.device("cpu"), torch.float64)``)."""
     x = _as_tensor(input)
+    _tensor.check_device(device)
     for arg in args:
         if isinstance(arg, Tensor):
             dtype = arg._data.dtype
-        elif not (isinstance(arg, str) and arg in ("cpu", "cuda")):
+        elif isinstance(arg, _tensor.device) or (
+            isinstance(arg, str) and arg.partition(":")[0] in _tensor._DEVICE_TYPES
+        ):
+            _tensor.check_device(arg)
+        else:
             dtype = arg
     target = as_np_dtype(dtype)
     if target is None or target == x._data.dtype:

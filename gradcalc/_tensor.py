@@ -127,6 +127,101 @@ uint8 = dtype("uint8", np.uint8)
 bool_ = dtype("bool", np.bool_)
 _DTYPES = {d.np: d for d in (float16, float32, float64, int8, int16, int32, int64, uint8, bool_)}
 DEFAULT_FLOAT = np.dtype(np.float32)
+"""The dtype Python floats become (``set_default_dtype``); read it at call time, as
+``_tensor.DEFAULT_FLOAT``, never imported by name."""
+
+
+def get_default_dtype() -> dtype:
+    """The dtype tensors made from Python floats get (float32 unless changed)."""
+    return dtype_of(DEFAULT_FLOAT)
+
+
+def set_default_dtype(d: Any) -> None:
+    """Make Python floats (and int tensors promoted to floats) ``d``: float16, float32
+    or float64, as in PyTorch; process-wide."""
+    global DEFAULT_FLOAT
+    found = as_np_dtype(d) if isinstance(d, dtype | str) or d is float else None
+    if found is None or found.kind != "f":
+        raise TypeError("only floating-point types are supported as the default type")
+    DEFAULT_FLOAT = found
+
+
+_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu", "meta", "hip", "xla", "ipu", "mtia", "hpu")
+
+
+class device:
+    """``torch.device``: gradcalc computes on the CPU; other devices can be named, not used."""
+
+    __slots__ = ("index", "type")
+
+    def __init__(self, type: Any, index: int | None = None) -> None:
+        if isinstance(type, device):
+            type, index = type.type, type.index if index is None else index
+        if not isinstance(type, str):
+            raise RuntimeError(
+                f"Expected a device type string, got {type!r}: gradcalc has no accelerators"
+            )
+        name, colon, number = type.partition(":")
+        if name not in _DEVICE_TYPES:
+            raise RuntimeError(
+                f"Expected one of {', '.join(_DEVICE_TYPES)} device type at start of "
+                f"device string: {type}"
+            )
+        if colon:
+            if not number.isdigit():
+                raise RuntimeError(f"Invalid device string: '{type}'")
+            if index is not None:
+                raise RuntimeError(
+                    "type (string) must not include an index because index was passed explicitly: "
+                    + type
+                )
+            index = int(number)
+        if index is not None and (not isinstance(index, int) or index < 0):
+            raise RuntimeError(f"Device index must not be negative, got {index}")
+        self.type = name
+        self.index = index
+
+    def __repr__(self) -> str:
+        index = "" if self.index is None else f", index={self.index}"
+        return f"device(type='{self.type}'{index})"
+
+    def __str__(self) -> str:
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, device):
+            return NotImplemented
+        return (self.type, self.index) == (other.type, other.index)
+
+    def __hash__(self) -> int:
+        return hash((self.type, self.index))
+
+
+_CPU = device("cpu")
+
+
+def check_device(value: Any) -> None:
+    """Accept ``device=`` arguments naming the CPU; others are a clear RuntimeError."""
+    if value is None or value is _CPU:
+        return
+    found = device(value) if isinstance(value, str | device) else None
+    if found is None:
+        raise TypeError(f"device must be a string or torch.device, not {type(value).__name__}")
+    if found.type != "cpu":
+        raise RuntimeError(
+            f"device '{found}' is not available: gradcalc computes on the CPU only "
+            "(use device='cpu', or leave device out)"
+        )
+
+
+def get_default_device() -> device:
+    """Where new tensors live: always the CPU."""
+    return _CPU
+
+
+def set_default_device(value: Any) -> None:
+    """Accepts the CPU (or None, PyTorch's reset); any other device is a RuntimeError."""
+    check_device(value)
 
 
 def as_np_dtype(value: Any) -> np.dtype | None:
@@ -293,12 +388,14 @@ def backward_passes() -> int:
 class _Meta:
     """A node's rarely used extras, kept apart so recording a node stays cheap."""
 
-    __slots__ = ("grad_value", "retain", "step", "value")
+    __slots__ = ("grad_value", "hooks", "retain", "step", "value")
 
     def __init__(self, value: Any = None) -> None:
         self.value = value
         self.grad_value = None
         self.retain = None
+        self.hooks: dict | None = None
+        """The output tensor's ``register_hook`` functions, in order (:class:`RemovableHandle`)."""
         self.step = -1
         """When backward reached the node: its place in the recorded passes (explain mode)."""
 
@@ -457,6 +554,59 @@ def node_class(grad_fn_name: str, op: Any) -> type[Node]:
         "__module__": __name__,
     }
     return type(grad_fn_name, (Node,), namespace)
+
+
+# ---------------------------------------------------------------- tensor hooks
+
+_hook_ids = iter(range(1 << 62))
+_leaf_hooks: dict[int, dict] = {}
+"""A leaf's ``register_hook`` functions by ``id(leaf)`` (dropped when the leaf dies):
+a leaf's AccumulateGrad node lives only as long as a graph uses it, its hooks longer."""
+
+
+class RemovableHandle:
+    """What ``register_hook`` returns: ``remove()`` unregisters the hook (PyTorch's
+    ``torch.utils.hooks.RemovableHandle``, a context manager too)."""
+
+    __slots__ = ("_hooks", "id")
+
+    def __init__(self, hooks: dict, key: int) -> None:
+        self._hooks = hooks
+        self.id = key
+
+    def remove(self) -> None:
+        self._hooks.pop(self.id, None)
+
+    def __enter__(self) -> RemovableHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+def _hooks_of(node: Node) -> dict | None:
+    """The hooks registered on the tensor whose gradient arrives at ``node``."""
+    if node.kind < 0:
+        return _leaf_hooks.get(id(node.variable)) if _leaf_hooks else None
+    meta = node.meta
+    return None if meta is None else meta.hooks
+
+
+def _call_hooks(hooks: dict, g: Any, recorded: bool) -> Any:
+    """Run a tensor's hooks in registration order on its gradient ``g`` (raw data, or a
+    Tensor in a recorded pass); a hook may return a replacement of the same shape."""
+    for hook in list(hooks.values()):
+        given = g if recorded else _wrap(_own(g))
+        out = hook(given)
+        if out is None:
+            continue
+        if not isinstance(out, Tensor):
+            raise TypeError(f"expected Variable, but hook returned {type(out).__name__!r}")
+        if np.shape(out._data) != np.shape(g._data if recorded else g):
+            name = getattr(hook, "__name__", type(hook).__name__)
+            raise GradError(f"hook {name!r} has changed the size of value")
+        g = out if recorded else _cast_like(out._data, g)
+    return g
 
 
 # ---------------------------------------------------------------- tensor
@@ -940,6 +1090,26 @@ class Tensor(_TensorSlots):
         fn = self._grad_fn
         return fn is not None and fn._retain is not None
 
+    def register_hook(self, hook: Any) -> RemovableHandle:
+        """Call ``hook(grad)`` each time this tensor's gradient is computed; a Tensor it
+        returns replaces the gradient (what flows on, or what a leaf accumulates)."""
+        if not self._requires_grad:
+            raise GradError("cannot register a hook on a tensor that doesn't require gradient")
+        fn = self._grad_fn
+        if fn is not None:
+            meta = fn._meta()
+            if meta.hooks is None:
+                meta.hooks = {}
+            hooks = meta.hooks
+        else:
+            hooks = _leaf_hooks.get(id(self))
+            if hooks is None:
+                hooks = _leaf_hooks[id(self)] = {}
+                weakref.finalize(self, _leaf_hooks.pop, id(self), None)
+        key = next(_hook_ids)
+        hooks[key] = hook
+        return RemovableHandle(hooks, key)
+
     def backward(
         self,
         gradient: Any = None,
@@ -1004,12 +1174,25 @@ class Tensor(_TensorSlots):
         return dtype_of(self._data.dtype)
 
     @property
-    def device(self) -> str:
-        return "cpu"
+    def device(self) -> device:
+        return _CPU
 
     @property
     def is_cuda(self) -> bool:
         return False
+
+    def cpu(self, memory_format: Any = None) -> Tensor:
+        """The tensor itself: it is on the CPU already."""
+        return self
+
+    def cuda(
+        self, device: Any = None, non_blocking: bool = False, memory_format: Any = None
+    ) -> Tensor:
+        """A RuntimeError: gradcalc computes on the CPU only."""
+        check_device(
+            "cuda" if device is None else f"cuda:{device}" if isinstance(device, int) else device
+        )
+        return self
 
     def is_floating_point(self) -> bool:
         return self._data.dtype.kind == "f"
@@ -1273,11 +1456,19 @@ def backward(
         retain_graph = create_graph
     grads = _seed_gradients(tensors, grad_tensors)
     roots = _roots(tensors)
-    targets = None
-    if inputs is not None:
-        if isinstance(inputs, Tensor):
-            inputs = [inputs]
-        targets = [_edge(t) for t in inputs]
+    if inputs is None:
+        run_backward(roots, grads, retain_graph, create_graph, None, accumulate=True)
+        return
+    # Only ``inputs`` accumulate: leaves among them, and non-leaves, which (as in
+    # PyTorch) retain their gradient from now on.
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    if not inputs:
+        raise GradError("`inputs` argument to `backward()` cannot be empty.")
+    for t in inputs:
+        if not t._requires_grad:
+            raise GradError("One of the differentiated Tensors does not require grad")
+        t.retain_grad()
+    targets = [_edge(t) for t in inputs]
     run_backward(roots, grads, retain_graph, create_graph, targets, accumulate=True)
 
 
@@ -1490,6 +1681,10 @@ class _BackwardPass:
         g = _pop_gradient(pending, node)
         if g is None:
             return None
+        hooks = _hooks_of(node)
+        if hooks and (self.needed is None or node in self.needed):
+            g = _call_hooks(hooks, g, self.recorded)
+        hooks = None
         if self.targets is not None and node in self.targets:
             self.captured[node] = g
         if node.kind < 0:  # AccumulateGrad: .grad may take g's buffer if nothing else holds it
@@ -1538,7 +1733,7 @@ class _BackwardPass:
         return {node: _wrap(_own(g)) for node, g in self.captured.items()}
 
     def _leaf(self, node: AccumulateGrad, g: Any, owned: bool) -> None:
-        if self.accumulate:
+        if self.accumulate and (self.targets is None or node in self.targets):
             if self.recorded:
                 _store_leaf_grad(node.variable, g)
             else:

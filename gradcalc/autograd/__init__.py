@@ -13,8 +13,10 @@ from gradcalc._tensor import enable_grad as enable_grad
 from gradcalc._tensor import no_grad as no_grad
 from gradcalc._tensor import set_grad_enabled as set_grad_enabled
 from gradcalc.autograd import functional
+from gradcalc.autograd.function import Function as Function
+from gradcalc.autograd.function import FunctionCtx as FunctionCtx
 
-__all__ = ["Variable", "backward", "functional", "grad"]
+__all__ = ["Function", "Variable", "backward", "functional", "grad"]
 
 
 def Variable(data: Any, requires_grad: bool = False, volatile: bool = False) -> Tensor:

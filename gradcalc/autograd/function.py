@@ -1,0 +1,245 @@
+"""``torch.autograd.Function``: an operation whose derivative the user writes.
+
+A subclass declares ``forward(ctx, *args)`` and ``backward(ctx, *grad_outputs)``
+(or PyTorch 2's ``forward(*args)`` plus ``setup_context(ctx, inputs, output)``);
+``Subclass.apply(*args)`` runs ``forward`` without recording and, when a tensor
+argument requires grad, records one node named ``<Subclass>Backward`` whose
+operands are the tensor arguments. The engine treats it as any op over a
+sequence of operands (``kind == 0``): its VJP for operand ``i`` is entry ``i``
+of the gradients the user's ``backward`` returns, which runs once per pass, on
+Tensors (under ``no_grad`` in a plain backward, recorded with
+``create_graph=True`` so a differentiable ``backward`` gives higher derivatives).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, ClassVar
+
+import numpy as np
+
+from gradcalc import _tensor
+from gradcalc._tensor import Node, Tensor, no_grad
+from gradcalc.errors import GradError
+
+__all__ = ["Function", "FunctionCtx"]
+
+
+class FunctionCtx:
+    """The ``ctx`` of a custom Function: what ``forward`` leaves for ``backward``."""
+
+    def __init__(self, needs_input_grad: tuple[bool, ...]) -> None:
+        self.needs_input_grad = needs_input_grad
+        self._saved: tuple | None = ()
+        self._node: Any = None
+        self._output: Any = None
+        self._cache: tuple[Any, tuple] | None = None
+        self.materialize_grads = True
+
+    def save_for_backward(self, *tensors: Any) -> None:
+        """Keep tensors (or None) for ``backward``: read back as ``ctx.saved_tensors``."""
+        for t in tensors:
+            if t is not None and not isinstance(t, Tensor):
+                raise TypeError(
+                    "save_for_backward can only save variables, but argument "
+                    f"{tensors.index(t)} is of type {type(t).__name__}"
+                )
+        self._saved = tensors
+
+    @property
+    def saved_tensors(self) -> tuple:
+        if self._saved is None:
+            raise GradError(_tensor.FREED_MESSAGE)
+        if self._output is None:
+            return self._saved
+        # The output hangs from this Function's node again (as the forward's did).
+        node = self._node() if self._node is not None else None
+        return tuple(self._rebuilt(t, self._output, node) for t in self._saved)
+
+    @staticmethod
+    def _rebuilt(t: Any, out: Tensor, node: Any) -> Any:
+        if t is not out or node is None:
+            return t
+        again = _tensor.wrap(out._data)
+        again._grad_fn = node
+        again._requires_grad = True
+        return again
+
+    def mark_non_differentiable(self, *tensors: Any) -> None:
+        """Accepted for compatibility: with one output, a non-differentiable one is a
+        tensor the user detaches; gradcalc's Functions have a single output."""
+        return None
+
+    def set_materialize_grads(self, value: bool) -> None:
+        """With a single output, the gradient reaching ``backward`` always exists."""
+        self.materialize_grads = bool(value)
+
+
+class _FunctionVJPs:
+    """The VJPs of a Function node: entry ``i`` is operand ``i``'s share of one call
+    to the user's ``backward`` (made on the first entry the pass asks for)."""
+
+    __slots__ = ()
+
+    def __getitem__(self, index: int) -> Any:
+        return lambda g, ans, *rest: _vjp(index, g, rest[-1])
+
+
+def _vjp(index: int, g: Any, ctx: FunctionCtx) -> Any:
+    cache = ctx._cache
+    if cache is None or cache[0] is not g:
+        grads = _run_backward(ctx, g)
+        ctx._cache = cache = (g, grads)
+    grads = cache[1]
+    if index == len(grads) - 1 or all(x is None for x in grads[index + 1 :]):
+        ctx._cache = None  # the last operand's share: drop the pass's gradients
+        node = ctx._node() if ctx._node is not None else None
+        if node is not None and node.holds is _tensor._FREED:
+            ctx._saved = None  # freed with the graph, as PyTorch frees saved tensors
+            ctx._output = None
+    return grads[index]
+
+
+def _run_backward(ctx: FunctionCtx, g: Any) -> tuple:
+    """The user's ``backward`` on the output's gradient; one gradient per tensor operand
+    (raw data in a plain pass, Tensors in a recorded one), checked as PyTorch checks them."""
+    function: type[Function] = ctx._function  # type: ignore[attr-defined]
+    recorded = type(g) is Tensor
+    grad_output = g if recorded else _tensor.wrap(g.copy() if type(g) is np.ndarray else g)
+    if recorded:
+        result = function.backward(ctx, grad_output)
+    else:
+        with no_grad():
+            result = function.backward(ctx, grad_output)
+    results = result if isinstance(result, tuple) else (result,)
+    expected = len(ctx.needs_input_grad)
+    if len(results) < expected or any(r is not None for r in results[expected:]):
+        raise GradError(
+            f"function {function.__name__}Backward returned an incorrect number of gradients "
+            f"(expected {expected}, got {len(results)})"
+        )
+    grads = []
+    for position, like in ctx._tensor_args:  # type: ignore[attr-defined]
+        value = results[position]
+        if value is None or not ctx.needs_input_grad[position]:
+            grads.append(None)
+            continue
+        if not isinstance(value, Tensor):
+            raise TypeError(
+                f"{function.__name__}.backward returned {type(value).__name__} for argument "
+                f"{position}, expected a Tensor or None"
+            )
+        grads.append(_fit(function, position, value, like, recorded))
+    return tuple(grads)
+
+
+def _fit(function: type, position: int, value: Tensor, like: Any, recorded: bool) -> Any:
+    """A returned gradient in its input's shape (summed down when it broadcasts to it,
+    as PyTorch does) and dtype."""
+    from gradcalc import ops
+
+    shape, got = np.shape(like), tuple(value.shape)
+    if got != shape:
+        try:
+            expandable = np.broadcast_shapes(shape, got) == got
+        except ValueError:
+            expandable = False
+        if not expandable:
+            raise GradError(
+                f"Function {function.__name__}Backward returned an invalid gradient at index "
+                f"{position} - got {list(got)} but expected shape compatible with {list(shape)}"
+            )
+        value = ops.unbroadcast(value if recorded else value._data, np.zeros(shape))
+        value = value if recorded else _tensor.wrap(value)
+    if recorded:
+        return value if value.dtype.np == np.asarray(like).dtype else value.to(like.dtype)
+    return _tensor._cast_like(value._data, like)
+
+
+class Function:
+    """Base class of operations with a hand-written derivative (PyTorch's API)."""
+
+    _node_class: ClassVar[type[Node] | None] = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if type(self) is not Function and type(self).forward is not Function.forward:
+            return  # PyTorch allows the instance; only apply() runs it
+
+    @staticmethod
+    def forward(ctx: Any, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(
+            "You must implement the forward function for custom autograd.Function."
+        )
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Any) -> Any:
+        return NotImplemented
+
+    @staticmethod
+    def backward(ctx: Any, *grad_outputs: Any) -> Any:
+        raise NotImplementedError(
+            "You must implement either the backward or vjp method for your custom "
+            "autograd.Function to use it with backward mode AD."
+        )
+
+    vjp = backward
+
+    @classmethod
+    def apply(cls, *args: Any, **kwargs: Any) -> Any:
+        """Run ``forward`` and record the node whose VJPs call ``backward``."""
+        if cls is Function:
+            raise GradError("Function.apply is called on a subclass of torch.autograd.Function")
+        tensor_args = [(i, a) for i, a in enumerate(args) if isinstance(a, Tensor)]
+        grad_on = _tensor.is_grad_enabled()
+        needs = tuple(isinstance(a, Tensor) and a._requires_grad and grad_on for a in args)
+        ctx = FunctionCtx(needs)
+        ctx._function = cls  # type: ignore[attr-defined]
+        ctx._tensor_args = [  # type: ignore[attr-defined]
+            (i, a._data) for i, a in tensor_args
+        ]
+        separate = cls.setup_context is not Function.setup_context
+        with no_grad():
+            if separate:
+                output = cls.forward(*args, **kwargs)
+                cls.setup_context(ctx, args, output)
+            else:
+                output = cls.forward(ctx, *args, **kwargs)
+        if not any(needs):
+            return output
+        return _record_output(cls, ctx, output, tensor_args)
+
+
+def _record_output(cls: type[Function], ctx: FunctionCtx, output: Any, tensor_args: list) -> Any:
+    """The forward's output as a tensor hanging from a new ``<cls>Backward`` node."""
+    single = isinstance(output, Tensor)
+    items = (output,) if single else output
+    if not isinstance(items, tuple | list):
+        raise TypeError(f"{cls.__name__}.forward must return a Tensor or a tuple of Tensors")
+    positions = [i for i, item in enumerate(items) if isinstance(item, Tensor)]
+    if len(positions) != 1:
+        raise GradError(
+            f"{cls.__name__}.forward returned {len(positions)} tensors: gradcalc's custom "
+            "Functions have exactly one tensor output"
+        )
+    out = items[positions[0]]
+    node_class = cls.__dict__.get("_node_class")
+    if node_class is None:
+        node_class = type(
+            f"{cls.__name__}Backward",
+            (Node,),
+            {"__slots__": (), "vjps": _FunctionVJPs(), "kind": 0, "__module__": cls.__module__},
+        )
+        cls._node_class = node_class
+    parents = tuple(_tensor._edge(t) if t._requires_grad else None for _, t in tensor_args)
+    stand_ins = tuple(_tensor._stand_in(t._data) for _, t in tensor_args)
+    recorded = _tensor._record(
+        node_class, out._data, parents, None, stand_ins, None, (ctx,), None, True
+    )
+    ctx._node = weakref.ref(recorded._grad_fn)  # the node holds ctx: no cycle back
+    if ctx._saved and any(t is out for t in ctx._saved):
+        ctx._output = out
+    if single:
+        return recorded
+    result = list(items)
+    result[positions[0]] = recorded
+    return tuple(result) if isinstance(items, tuple) else result
