@@ -710,6 +710,31 @@ def apply1(op: Any, x: Tensor, *consts: Any) -> Tensor:
     return _wrap(data)
 
 
+class BroadcastError(RuntimeError, ValueError):
+    """Operands whose shapes do not broadcast: PyTorch's RuntimeError (a ValueError too,
+    what NumPy raised here before, so code catching either still works)."""
+
+
+def _broadcast_error(xd: Any, yd: Any, exc: ValueError) -> Exception:
+    """PyTorch's message for shapes that do not broadcast (``exc`` itself otherwise):
+    the last dimension, counted in the broadcast result, where the sizes differ."""
+    a, b = np.shape(xd), np.shape(yd)
+    try:
+        np.broadcast_shapes(a, b)
+    except ValueError:
+        ndim = max(len(a), len(b))
+        for dim in range(ndim - 1, -1, -1):
+            i, j = dim - (ndim - len(a)), dim - (ndim - len(b))
+            size_a = a[i] if i >= 0 else 1
+            size_b = b[j] if j >= 0 else 1
+            if size_a != size_b and size_a != 1 and size_b != 1:
+                return BroadcastError(
+                    f"The size of tensor a ({size_a}) must match the size of tensor b "
+                    f"({size_b}) at non-singleton dimension {dim}"
+                )
+    return exc
+
+
 def apply2(op: Any, x: Any, y: Any, *consts: Any) -> Tensor:
     """Run a two-operand op; either operand may be a Python number (its edge is None)."""
     tx = type(x) is Tensor
@@ -719,16 +744,19 @@ def apply2(op: Any, x: Any, y: Any, *consts: Any) -> Tensor:
     rx = tx and x._requires_grad
     ry = ty and y._requires_grad
     data = None
-    if (
-        (rx or ry)
-        and (_grad_enabled or _grad_here())
-        and op.pooled is not None
-        and type(xd) is _ndarray
-        and xd.dtype.kind == "f"
-    ):
-        data = op.pooled(xd, yd, *consts)  # None: not a large float result
-    if data is None:
-        data = op.forward(xd, yd, *consts)
+    try:
+        if (
+            (rx or ry)
+            and (_grad_enabled or _grad_here())
+            and op.pooled is not None
+            and type(xd) is _ndarray
+            and xd.dtype.kind == "f"
+        ):
+            data = op.pooled(xd, yd, *consts)  # None: not a large float result
+        if data is None:
+            data = op.forward(xd, yd, *consts)
+    except ValueError as exc:
+        raise _broadcast_error(xd, yd, exc) from None
     if (rx or ry) and (_grad_enabled or _grad_here()) and op.node is not None:
         k0, k1 = op.keep2[rx + 2 * ry]
         p0 = _edge(x) if rx else None
@@ -828,7 +856,10 @@ def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
             ):
                 data = _recycle.binary(ufunc, xd, yd)  # a training step's array: pooled
             else:
-                data = compute(xd, yd)
+                try:
+                    data = compute(xd, yd)
+                except ValueError as exc:
+                    raise _broadcast_error(xd, yd, exc) from None
             if (rx or ry) and (_grad_enabled or _grad_here()):
                 k0, k1 = keep[rx + 2 * ry]
                 return _record(
