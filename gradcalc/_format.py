@@ -15,8 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from gradcalc import _tensor
-
 
 @dataclass
 class PrintOptions:
@@ -181,16 +179,16 @@ _DEFAULT_DTYPES = ("int64", "bool")
 (``set_default_dtype``) and its complex counterpart, as PyTorch prints them."""
 
 
-def _is_default(name: str) -> bool:
-    default = _tensor.DEFAULT_FLOAT.name
+def _is_default(name: str, default: str) -> bool:
     return name in _DEFAULT_DTYPES or name == default or name == _COMPLEX.get(default)
 
 
 _COMPLEX = {"float32": "complex64", "float64": "complex128"}
 
 
-def tensor_repr(t: Any) -> str:
-    """``tensor([-12.,  65.], grad_fn=<SubBackward0>)`` for a gradcalc Tensor."""
+def tensor_repr(t: Any, default_float: str = "float32") -> str:
+    """``tensor([-12.,  65.], grad_fn=<SubBackward0>)`` for a gradcalc Tensor; the
+    default float dtype (``set_default_dtype``) prints no ``dtype=``."""
     prefix = "tensor("
     indent = len(prefix)
     values = np.asarray(t._data)
@@ -198,11 +196,11 @@ def tensor_repr(t: Any) -> str:
     if values.size == 0:
         if values.ndim != 1:
             suffixes.append(f"size={tuple(values.shape)}")
-        if values.dtype.name != _tensor.DEFAULT_FLOAT.name:
+        if values.dtype.name != default_float:
             suffixes.append(f"dtype=torch.{values.dtype.name}")
         body = "[]"
     else:
-        if not _is_default(values.dtype.name):
+        if not _is_default(values.dtype.name, default_float):
             suffixes.append(f"dtype=torch.{values.dtype.name}")
         body = tensor_body(values, indent)
     fn = t._grad_fn

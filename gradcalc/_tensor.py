@@ -1369,7 +1369,7 @@ class Tensor(_TensorSlots):
     def __repr__(self, *, tensor_contents: Any = None) -> str:
         from gradcalc._format import tensor_repr
 
-        return tensor_repr(self)
+        return tensor_repr(self, DEFAULT_FLOAT.name)
 
     __str__ = __repr__
 

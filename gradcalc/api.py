@@ -90,14 +90,28 @@ __all__ = [
 
 DTYPES = ("float64", "float32")
 CHECK_TOLERANCE = 1e-4
-"""Largest relative error (magnitudes below 1 compared absolutely) ``check`` accepts."""
+"""Largest relative error (magnitudes below 1 compared absolutely) ``check`` accepts by
+default (``check_tolerance``, CLI ``--check-tolerance``): float64 central differences
+with a step of 1e-6 agree with a correct gradient to ~1e-8 on smooth formulas."""
 CHECK_MAX_ENTRIES = 1000
 """Gradient entries compared by finite differences per result; larger gradients are sampled."""
 
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 """A binding's text that is a plain number (it skips the interpreter's parser)."""
 _REQUEST_KEYS = frozenset(
-    {"id", "formula", "vars", "wrt", "of", "grad_output", "dtype", "seed", "check", "graph"}
+    {
+        "id",
+        "formula",
+        "vars",
+        "wrt",
+        "of",
+        "grad_output",
+        "dtype",
+        "seed",
+        "check",
+        "check_tolerance",
+        "graph",
+    }
 )
 
 
@@ -112,6 +126,7 @@ class Result:
     summed: bool = False
     notes: list[str] = field(default_factory=list)
     check: dict[str, float | None] | None = None
+    check_tolerance: float = CHECK_TOLERANCE
     graph: Graph | None = None
     output_name: str | None = None
     jacobian: dict[str, np.ndarray] | None = None
@@ -120,6 +135,14 @@ class Result:
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.value.shape)
+
+    @property
+    def check_passed(self) -> bool | None:
+        """Whether every checked gradient is within ``check_tolerance`` of finite
+        differences (names the formula defines are not checked); None without a check."""
+        if self.check is None:
+            return None
+        return all(err is None or err <= self.check_tolerance for err in self.check.values())
 
 
 # ---------------------------------------------------------------- evaluation
@@ -165,26 +188,43 @@ def evaluate(
     limits: Limits | None = None,
     *,
     retain_graph: bool = False,
+    check_tolerance: float | None = None,
 ) -> Result:
     """Run ``formula`` with ``bindings`` as differentiable leaves; return its value and gradients.
 
     Gradients are reported for ``wrt`` (bound variables or names the program
-    defines), by default for every bound variable and every leaf the program
-    creates. A non-scalar output is differentiated as its sum unless
-    ``grad_output`` gives the seed. ``retain_graph`` keeps the saved values
+    defines), by default for every bound variable (or, with none bound, every
+    leaf the program creates). A non-scalar output is differentiated as its sum unless
+    ``grad_output`` gives the seed. ``check`` compares them with finite
+    differences (``result.check_passed``: within ``check_tolerance``, default
+    :data:`CHECK_TOLERANCE`). ``retain_graph`` keeps the saved values
     of ``result.graph``'s nodes (explain mode reads them). Raises
     ``FormulaError`` subclasses only.
     """
     dtype = _check_dtype(dtype)
     limits = limits or DEFAULT_LIMITS
+    tolerance = _check_tolerance(check_tolerance)
     found = _float_path(
         formula, bindings, wrt, of, grad_output, dtype, check, graph, limits, as_json=False
     )
     if found is not None:
         return found
     return _evaluate(
-        formula, bindings, wrt, of, grad_output, dtype, seed, check, graph, limits, retain_graph
-    )
+        formula, bindings, wrt, of, grad_output, dtype, seed, check, graph, limits, retain_graph,
+        tolerance,
+    )  # fmt: skip
+
+
+def _check_tolerance(value: Any) -> float:
+    """``check_tolerance`` as given (a non-negative number), or the default."""
+    if value is None:
+        return CHECK_TOLERANCE
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise FormulaValueError(
+            f"check_tolerance must be a non-negative number, not {value!r}",
+            hint=f"the largest relative error --check accepts; default {CHECK_TOLERANCE:g}",
+        )
+    return float(value)
 
 
 @_releases_buffers
@@ -200,6 +240,7 @@ def _evaluate(
     graph: bool,
     limits: Limits,
     retain_graph: bool = False,
+    check_tolerance: float = CHECK_TOLERANCE,
 ) -> Result:
     """:func:`evaluate` on the engine (arguments checked)."""
     if check and seed is None:
@@ -211,6 +252,7 @@ def _evaluate(
             formula, values, wrt, of, grad_output, dtype, seed, limits, retain_graph
         )
     if check:
+        result.check_tolerance = check_tolerance
         base = {name: _as_float64(leaf._data) for name, leaf in run.leaves.items()}
         result.check = _finite_difference_check(formula, base, result, of, seed_array, seed, limits)
         _note_check(result)
@@ -232,6 +274,8 @@ def evaluate_json(
     check: bool = False,
     graph: bool = False,
     limits: Limits | None = None,
+    *,
+    check_tolerance: float | None = None,
 ) -> dict:
     """``result_to_json(evaluate(...))``, NumPy's floating-point warnings silenced.
 
@@ -240,6 +284,7 @@ def evaluate_json(
     """
     dtype = _check_dtype(dtype)
     limits = limits or DEFAULT_LIMITS
+    tolerance = _check_tolerance(check_tolerance)
     found = _float_path(
         formula, bindings, wrt, of, grad_output, dtype, check, graph, limits, as_json=True
     )
@@ -248,7 +293,20 @@ def evaluate_json(
     _checked_program(formula, limits)  # a syntax error is reported before NumPy loads
     with np.errstate(all="ignore"):
         return result_to_json(
-            _evaluate(formula, bindings, wrt, of, grad_output, dtype, seed, check, graph, limits)
+            _evaluate(
+                formula,
+                bindings,
+                wrt,
+                of,
+                grad_output,
+                dtype,
+                seed,
+                check,
+                graph,
+                limits,
+                False,
+                tolerance,
+            )
         )
 
 
@@ -639,12 +697,19 @@ _PROGRAM_CACHE_TEXT = 10_000
 
 
 def _targets(run: _Run, wrt: Sequence[str] | None) -> list[tuple[str, Any]]:
-    """The (name, tensor) pairs gradients are reported for, in a stable order."""
+    """The (name, tensor) pairs gradients are reported for, in a stable order.
+
+    By default the variables the user bound (``NAME=VALUE``, batch ``vars``): what
+    the formula assigns is its own data (``t = ones(3, 2)``), reported only when
+    ``wrt`` names it. A formula given no bindings reports the differentiable leaves
+    it assigns (``a = 2; b = 6; 3*a**3 - b**2``: seed 000 as a program)."""
     from gradcalc import Tensor
 
     env = run.interp.env
     if wrt is None:
         targets = list(run.leaves.items())
+        if targets:
+            return targets
         for name, value in env.items():
             if (
                 name not in run.leaves
@@ -847,12 +912,13 @@ def _note_check(result: Result) -> None:
     bad = [
         name
         for name, err in result.check.items()
-        if err is not None and not (err <= CHECK_TOLERANCE)
+        if err is not None and not (err <= result.check_tolerance)
     ]
     if bad:
         worst = ", ".join(f"{name} ({_short_float(result.check[name])})" for name in bad)
         result.notes.append(
-            f"--check: gradient disagrees with finite differences beyond {CHECK_TOLERANCE:g}: "
+            "--check: gradient disagrees with finite differences beyond "
+            f"{result.check_tolerance:g}: "
             f"{worst} (expected at kinks such as relu or abs at 0)."
         )
     if skipped:
@@ -1178,6 +1244,7 @@ def _request_arguments(request: Any) -> dict[str, Any]:
         "grad_output": request.get("grad_output"),
         "dtype": request.get("dtype") or "float64",
         "seed": seed,
-        "check": bool(request.get("check", False)),
+        "check": bool(request.get("check", False)) or "check_tolerance" in request,
+        "check_tolerance": request.get("check_tolerance"),
         "graph": bool(request.get("graph", False)),
     }
