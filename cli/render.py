@@ -347,8 +347,9 @@ def error_text(exc: BaseException, width: int = 80) -> Text:
     text.append(f"{exc.kind}: ", style="bold red")
     text.append(exc.message, style="red")
     if exc.line is not None:
-        where = f" (line {exc.line}" + (f", column {exc.column})" if exc.column else ")")
-        text.append(where, style="dim")
+        file = getattr(exc, "file", None)  # the REPL's :load FILE: lines are the file's
+        where = f" ({file}, line {exc.line}" if file else f" (line {exc.line}"
+        text.append(where + (f", column {exc.column})" if exc.column else ")"), style="dim")
     snippet = _caret_snippet(exc, max((width - 6) // 2, 10))
     if snippet is not None:
         source, caret = snippet

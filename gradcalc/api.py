@@ -15,6 +15,7 @@ apply them to JSON Lines as they are.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import json
 import math
@@ -113,6 +114,25 @@ _REQUEST_KEYS = frozenset(
         "graph",
     }
 )
+
+
+_SURFACE: contextvars.ContextVar[str] = contextvars.ContextVar("surface", default="cli")
+"""Where the request came from ("cli", "batch" while :func:`run_request` runs, "repl"
+for :func:`interpreter`'s sessions): hints name what the user can change there."""
+_UNBOUND_HINTS = {
+    "cli": "bind it on the command line: {name}=2, or assign it first: {name} = 2",
+    "batch": 'add it to the request\'s vars ("vars": {{"{name}": 2}}), or assign it first: '
+    "{name} = 2",
+    "repl": "assign it first: {name} = 2",
+}
+
+
+def _option(name: str) -> str:
+    """An option as the current surface spells it: ``--grad-output``, or in batch the
+    request's key ``'grad_output'``."""
+    if _SURFACE.get() == "batch":
+        return f"request '{name}'"
+    return "--" + name.replace("_", "-")
 
 
 @dataclass(slots=True)
@@ -404,7 +424,7 @@ def hessian(
         raise ShapeError(
             "the Hessian needs a scalar output; this one has shape "
             f"{_shape_text(interp_run.value)}",
-            hint="reduce it first, e.g. sum(...) or mean(...), or pick one with --of NAME",
+            hint=f"reduce it first, e.g. sum(...) or mean(...), or pick one with {_option('of')}",
         )
     targets = _targets(interp_run, wrt)
     total = sum(_size_of(t) for _, t in targets)
@@ -460,7 +480,9 @@ def interpreter(
     """
     from gradcalc.interpreter import Interpreter
 
-    return Interpreter(dtype=_check_dtype(dtype), seed=seed, limits=limits or DEFAULT_LIMITS)
+    interp = Interpreter(dtype=_check_dtype(dtype), seed=seed, limits=limits or DEFAULT_LIMITS)
+    interp.unbound_hint = _UNBOUND_HINTS["repl"]
+    return interp
 
 
 def execute(interp: Interpreter, source: str) -> Outcome:
@@ -585,7 +607,8 @@ def _differentiate(
         seed_array = _constant_array(grad_output, dtype, seed, limits)
         if seed_array.shape != run.value.shape:
             raise ShapeError(
-                f"--grad-output has shape {_shape_text(seed_array)} but the output has shape "
+                f"{_option('grad_output')} has shape {_shape_text(seed_array)} but the output "
+                "has shape "
                 f"{_shape_text(run.value)}",
                 hint="the seed of a vector-Jacobian product has the output's shape",
             )
@@ -593,7 +616,7 @@ def _differentiate(
         result.summed = True
         result.notes.append(
             f"The output has shape {_shape_text(run.value)}; it was differentiated as its sum "
-            "(a seed of ones). Use --grad-output to give another seed."
+            f"(a seed of ones). Use {_option('grad_output')} to give another seed."
         )
     live = [(name, t) for name, t in targets if _requires_grad(t)]
     grads: Sequence[Any] = [None] * len(live)
@@ -631,6 +654,7 @@ def _execute(
     from gradcalc.interpreter import Interpreter
 
     interp = Interpreter(dtype=dtype, seed=seed, limits=limits)
+    interp.unbound_hint = _UNBOUND_HINTS[_SURFACE.get()]
     leaves = {}
     for name, value in values.items():
         _guarded(lambda: interp.bind(name, value))  # noqa: B023 (called at once)
@@ -644,8 +668,9 @@ def _execute(
     if of is not None:
         if of not in interp.env:
             raise UnknownNameError(
-                f"--of names '{of}', which the formula does not define",
-                hint="pick a variable the formula assigns, or leave --of out for the last value",
+                f"{_option('of')} names '{of}', which the formula does not define",
+                hint=f"pick a variable the formula assigns, or leave {_option('of')} out for "
+                "the last value",
             )
         output, name = interp.env[of], of
     else:
@@ -653,7 +678,7 @@ def _execute(
         if output is None:
             raise FormulaValueError(
                 "the formula produced no value",
-                hint="end it with an expression, or pick a variable with --of NAME",
+                hint=f"end it with an expression, or pick a variable with {_option('of')}",
             )
     tensor, value = _as_output(output, name)
     return _Run(interp, leaves, tensor, value, name)
@@ -727,12 +752,17 @@ def _targets(run: _Run, wrt: Sequence[str] | None) -> list[tuple[str, Any]]:
             targets.append((name, env[name]))
         elif name in env:
             raise FormulaTypeError(
-                f"--wrt names '{name}', which is a {_kind(env[name])}, not a tensor"
+                f"{_option('wrt')} names '{name}', which is a {_kind(env[name])}, not a tensor"
             )
         else:
             raise UnknownNameError(
-                f"--wrt names '{name}', which is neither bound nor defined by the formula",
-                hint="bind it with NAME=VALUE or name a variable the formula assigns",
+                f"{_option('wrt')} names '{name}', which is neither bound nor defined by the "
+                "formula",
+                hint=(
+                    "add it to the request's vars or name a variable the formula assigns"
+                    if _SURFACE.get() == "batch"
+                    else "bind it with NAME=VALUE or name a variable the formula assigns"
+                ),
             )
     return targets
 
@@ -1107,6 +1137,7 @@ def run_request(request: Any, limits: Limits | None = None) -> dict:
     warnings are silenced: non-finite values are reported in ``note``.
     """
     request_id = request.get("id") if isinstance(request, dict) else None
+    surface = _SURFACE.set("batch")
     try:
         out = evaluate_json(**_request_arguments(request), limits=limits)
     except OverflowError as exc:  # an integer in the request beyond float64 (10**400)
@@ -1115,6 +1146,8 @@ def run_request(request: Any, limits: Limits | None = None) -> dict:
         )
     except Exception as exc:
         out = error_to_json(exc)
+    finally:
+        _SURFACE.reset(surface)
     return {"id": request_id, **out}
 
 
