@@ -573,3 +573,23 @@ def test_shapes_that_do_not_broadcast_raise_pytorchs_runtime_error() -> None:
         torch.maximum(torch.ones(3), torch.ones(2))
     with pytest.raises(ValueError, match="Overflow when unpacking long long"):
         torch.tensor([2**63])
+
+
+def test_losses_record_pytorchs_fused_nodes() -> None:
+    x = t64(X, requires_grad=True)
+    assert F.cross_entropy(x, torch.tensor(Y)).grad_fn.name() == "NllLossBackward0"
+    assert F.nll_loss(x.log_softmax(1), torch.tensor(Y), reduction="none").grad_fn.name() == (
+        "NllLossBackward0"
+    )
+    assert F.cross_entropy(x, torch.tensor(Y), label_smoothing=0.1).grad_fn.name() == (
+        "AddBackward0"  # as in PyTorch: (1 - e) * nll + smoothing
+    )
+    z = t64(Z, requires_grad=True)
+    assert F.binary_cross_entropy_with_logits(z, t64(T)).grad_fn.name() == (
+        "BinaryCrossEntropyWithLogitsBackward0"
+    )
+    loss = F.mse_loss(z, t64(T))
+    assert loss.grad_fn.name() == "MseLossBackward0"
+    close(loss, 426.93166667)
+    (g,) = torch.autograd.grad(loss, z)
+    close(g, (2 * (np.array(Z) - np.array(T)) / 6))

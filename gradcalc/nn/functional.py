@@ -9,13 +9,13 @@ second order) are the registry's; class-index targets only select (a constant ma
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from gradcalc import _functions as F
-from gradcalc._tensor import Tensor
+from gradcalc import ops as O
+from gradcalc._tensor import Tensor, apply1, apply2
 from gradcalc.ops import deffunction
 
 _NN = {"namespace": "nn.functional", "method": False}
@@ -30,9 +30,11 @@ def mse_loss(
     reduction: str = "mean",
     weight: Tensor | None = None,
 ) -> Tensor:
-    diff = input - target
-    loss = diff * diff if weight is None else diff * diff * weight
-    return _reduce(loss, _reduction(size_average, reduce, reduction))
+    reduction = _check_reduction(_reduction(size_average, reduce, reduction))
+    if weight is not None:
+        diff = input - target
+        return _reduce(diff * diff * weight, reduction)
+    return apply2(O.MSE_LOSS, F._as_tensor(input), F._operand(target), reduction)
 
 
 @deffunction("mean (or sum) of the absolute differences |x - target|", **_NN)
@@ -62,14 +64,11 @@ def binary_cross_entropy_with_logits(
     t = F._as_tensor(target)
     if t.shape != x.shape:
         raise ValueError(f"Target size ({t.shape!r}) must be the same as input size ({x.shape!r})")
-    reduction = _reduction(size_average, reduce, reduction)
-    softplus = F.softplus(-x, 1.0, math.inf)
-    if pos_weight is not None:
-        softplus = (1 + (pos_weight - 1) * t) * softplus
-    loss = (1 - t) * x + softplus
-    if weight is not None:
-        loss = loss * weight
-    return _reduce(loss, reduction)
+    reduction = _check_reduction(_reduction(size_average, reduce, reduction))
+    if x.dtype != t.dtype:
+        x, t = F._promote(x, t)
+    arrays = [None if w is None else _constant_like(w, x) for w in (weight, pos_weight)]
+    return apply2(O.BCE_WITH_LOGITS, x, t, *arrays, reduction)
 
 
 @deffunction(
@@ -88,8 +87,10 @@ def nll_loss(
     x = F._as_tensor(input)
     t = F._as_tensor(target)
     reduction = _reduction(size_average, reduce, reduction)
-    losses, counts = _pick(x, t, weight, ignore_index)
-    return _reduce_weighted(losses, counts, reduction)
+    reduction = _check_reduction(reduction)
+    negated, counts = _pick(x, t, weight, ignore_index)
+    class_dim = 0 if x.ndim == 1 else 1
+    return apply1(O.NLL_LOSS, x, negated, class_dim, reduction, counts.total)
 
 
 @deffunction(
@@ -111,7 +112,7 @@ def cross_entropy(
     ``weight`` per class and ``label_smoothing`` as PyTorch defines them."""
     x = F._as_tensor(input)
     t = F._as_tensor(target)
-    reduction = _reduction(size_average, reduce, reduction)
+    reduction = _check_reduction(_reduction(size_average, reduce, reduction))
     if not 0.0 <= label_smoothing <= 1.0:
         raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
     class_dim = 0 if x.ndim == 1 else 1
@@ -128,8 +129,8 @@ def cross_entropy(
             return -F.sum(terms, class_dim)
         total = -F.sum(terms)
         return total if reduction == "sum" else total / (x.numel() / classes)
-    losses, counts = _pick(logp, t, weight, ignore_index)
-    nll = _reduce_weighted(losses, counts, reduction)
+    negated, counts = _pick(logp, t, weight, ignore_index)
+    nll = apply1(O.NLL_LOSS, logp, negated, class_dim, reduction, counts.total)
     if label_smoothing <= 0:
         return nll
     smooth = -F.sum(logp if wide is None else logp * wide, class_dim)
@@ -151,10 +152,12 @@ class _Counts:
         self.total = total
 
 
-def _pick(logp: Tensor, target: Tensor, weight: Any, ignore_index: int) -> tuple[Tensor, _Counts]:
-    """``-logp`` at each target's class (times the class weight; 0 where ignored), and
-    the weights summed over kept targets. Targets are class indices: integers, or (from the
-    formula language) floats holding whole numbers."""
+def _pick(
+    logp: Tensor, target: Tensor, weight: Any, ignore_index: int
+) -> tuple[np.ndarray, _Counts]:
+    """What NLL_LOSS reads: -weight at each target's class (+0.0 elsewhere, and for an
+    ignored target), and the weights summed over kept targets. Targets are class
+    indices: integers, or (from the formula language) floats holding whole numbers."""
     class_dim = 0 if logp.ndim == 1 else 1
     expected = tuple(logp.shape[:class_dim]) + tuple(logp.shape[class_dim + 1 :])
     if tuple(target.shape) != expected:
@@ -186,8 +189,7 @@ def _pick(logp: Tensor, target: Tensor, weight: Any, ignore_index: int) -> tuple
     w = 1.0 if weight is None else np.asarray(F._as_tensor(weight)._data).reshape(shape)
     # -weight at the target's class, +0.0 elsewhere: other classes' gradients are 0, not -0
     negated = _as_float(np.where(onehot, -w, 0.0), logp)
-    losses = F.sum(logp * F._wrap(negated), class_dim)
-    return losses, _Counts(ignored, -np.sum(negated))
+    return negated, _Counts(ignored, -np.sum(negated))
 
 
 def _along(weight: Tensor, ndim: int, class_dim: int) -> Tensor:
@@ -200,10 +202,16 @@ def _as_float(values: np.ndarray, like: Tensor) -> np.ndarray:
     return np.asarray(values, dtype=np.asarray(like._data).dtype)
 
 
-def _reduce_weighted(losses: Tensor, counts: _Counts, reduction: str) -> Tensor:
-    if reduction == "mean":
-        return F.sum(losses) / counts.total
-    return _reduce(losses, reduction)
+def _constant_like(value: Any, like: Tensor) -> np.ndarray:
+    """A weight as a constant array of ``like``'s dtype (loss weights get no gradient)."""
+    data = value._data if isinstance(value, Tensor) else value
+    return np.asarray(data, dtype=np.asarray(like._data).dtype)
+
+
+def _check_reduction(reduction: str) -> str:
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    return reduction
 
 
 def _reduction(size_average: Any, reduce: Any, reduction: str) -> str:
