@@ -612,6 +612,7 @@ def matmul(input: Any, other: Any) -> Tensor:
         raise RuntimeError(
             f"both arguments to matmul need to be at least 1D, but they are {nx}D and {ny}D"
         )
+    _check_matmul(x._data.shape, y._data.shape)
     if x._data.dtype != y._data.dtype:
         x, y = _promote(x, y)
     if nx == 1 and ny == 1:
@@ -627,6 +628,27 @@ def matmul(input: Any, other: Any) -> Tensor:
         out = apply2(O.BMM, x, apply1(O.VIEW, y, (-1, 1)))
         return apply1(O.VIEW, out, out._data.shape[:-1])
     return apply2(O.BMM, x, y)
+
+
+def _check_matmul(a: tuple, b: tuple) -> None:
+    """PyTorch's RuntimeError when the inner dimensions of a matmul differ."""
+    inner_a, inner_b = a[-1], b[0] if len(b) == 1 else b[-2]
+    if inner_a == inner_b:
+        return
+    if len(a) == 1 and len(b) == 1:
+        message = (
+            f"inconsistent tensor size, expected tensor [{a[0]}] and src [{b[0]}] to have the "
+            f"same number of elements, but got {a[0]} and {b[0]} elements respectively"
+        )
+    elif len(b) == 1:
+        rows = math.prod(a[:-1])
+        message = f"size mismatch, got input ({rows}), mat ({rows}x{a[-1]}), vec ({b[0]})"
+    else:
+        rows = 1 if len(a) == 1 else a[-2]
+        message = (
+            f"mat1 and mat2 shapes cannot be multiplied ({rows}x{inner_a} and {inner_b}x{b[-1]})"
+        )
+    raise _tensor.ShapeMismatch(message)
 
 
 @O.deffunction("matrix product of two matrices (PyTorch's x.mm(y))")

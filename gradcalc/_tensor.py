@@ -710,9 +710,10 @@ def apply1(op: Any, x: Tensor, *consts: Any) -> Tensor:
     return _wrap(data)
 
 
-class BroadcastError(RuntimeError, ValueError):
-    """Operands whose shapes do not broadcast: PyTorch's RuntimeError (a ValueError too,
-    what NumPy raised here before, so code catching either still works)."""
+class ShapeMismatch(RuntimeError, ValueError):
+    """Operands whose shapes do not fit (broadcasting, matmul, reshape): PyTorch's
+    RuntimeError and message (a ValueError too, what NumPy raised here before, so code
+    catching either still works)."""
 
 
 def _broadcast_error(xd: Any, yd: Any, exc: ValueError) -> Exception:
@@ -728,7 +729,7 @@ def _broadcast_error(xd: Any, yd: Any, exc: ValueError) -> Exception:
             size_a = a[i] if i >= 0 else 1
             size_b = b[j] if j >= 0 else 1
             if size_a != size_b and size_a != 1 and size_b != 1:
-                return BroadcastError(
+                return ShapeMismatch(
                     f"The size of tensor a ({size_a}) must match the size of tensor b "
                     f"({size_b}) at non-singleton dimension {dim}"
                 )

@@ -1344,8 +1344,12 @@ BMM = defop(
 
 
 def _reshape_forward(x: Any, shape: tuple) -> Any:
-    out = np.reshape(x, shape)
-    return out
+    try:
+        return np.reshape(x, shape)
+    except ValueError:
+        raise _tensor.ShapeMismatch(
+            f"shape '{list(shape)}' is invalid for input of size {np.size(x)}"
+        ) from None
 
 
 VIEW = defop(

@@ -593,3 +593,27 @@ def test_losses_record_pytorchs_fused_nodes() -> None:
     close(loss, 426.93166667)
     (g,) = torch.autograd.grad(loss, z)
     close(g, (2 * (np.array(Z) - np.array(T)) / 6))
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "message"),
+    [
+        ((3,), (2,), "inconsistent tensor size, expected tensor [3] and src [2] to have the same "
+         "number of elements, but got 3 and 2 elements respectively"),
+        ((2, 3), (2, 3), "mat1 and mat2 shapes cannot be multiplied (2x3 and 2x3)"),
+        ((2, 3), (2,), "size mismatch, got input (2), mat (2x3), vec (2)"),
+        ((2,), (3, 2), "mat1 and mat2 shapes cannot be multiplied (1x2 and 3x2)"),
+        ((4, 2, 3), (2,), "size mismatch, got input (8), mat (8x3), vec (2)"),
+    ],
+)  # fmt: skip
+def test_matmul_mismatches_are_pytorchs_runtime_errors(a, b, message) -> None:
+    with pytest.raises(RuntimeError) as info:
+        torch.matmul(torch.ones(*a), torch.ones(*b))
+    assert str(info.value) == message
+
+
+def test_reshape_mismatch_is_pytorchs_runtime_error() -> None:
+    with pytest.raises(RuntimeError, match=r"shape '\[2, -1\]' is invalid for input of size 5"):
+        torch.ones(5).view(2, -1)
+    with pytest.raises(RuntimeError, match=r"shape '\[3\]' is invalid for input of size 1"):
+        torch.ones(1).reshape(3)
