@@ -617,3 +617,30 @@ def test_reshape_mismatch_is_pytorchs_runtime_error() -> None:
         torch.ones(5).view(2, -1)
     with pytest.raises(RuntimeError, match=r"shape '\[3\]' is invalid for input of size 1"):
         torch.ones(1).reshape(3)
+
+
+def test_gradcheck_forward_ad_compares_jacobian_vector_products() -> None:
+    x = t64([1.0, 2.0], requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x, k: (x**3 * k, x.sum()), (x, 2.0), check_forward_ad=True
+    )
+    with pytest.raises(torch.autograd.GradcheckError, match="While considering the forward AD"):
+        torch.autograd.gradcheck(
+            WrongSquare.apply, (x,), check_forward_ad=True, check_backward_ad=False
+        )
+
+
+def test_mark_non_differentiable_output_gets_no_node() -> None:
+    class ArgMax(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            index = x.argmax()
+            ctx.mark_non_differentiable(index)
+            return index
+
+        @staticmethod
+        def backward(ctx, g):
+            return None
+
+    out = ArgMax.apply(t64([1.0, 3.0, 2.0], requires_grad=True))
+    assert out.item() == 1 and not out.requires_grad and out.grad_fn is None

@@ -100,6 +100,45 @@ def _analytical(
     return jacobians
 
 
+def _forward_mode(func: Callable[..., Any], inputs: tuple, which: list[int]) -> list:
+    """``[input][output]`` Jacobians from Jacobian-vector products, one one-hot direction
+    per input element (``functional.jvp``: forward mode by the double-backward trick)."""
+    from gradcalc.autograd.functional import jvp
+
+    def on_differentiable(*chosen: Tensor) -> tuple:
+        args = list(inputs)
+        for i, x in zip(which, chosen, strict=True):
+            args[i] = x
+        return _outputs(func, tuple(args))
+
+    chosen = tuple(inputs[i] for i in which)
+    sizes = [o.numel() for o in _outputs(func, inputs)]
+    jacobians = [[np.zeros((x.numel(), size)) for size in sizes] for x in chosen]
+    for position, x in enumerate(chosen):
+        for k in range(x.numel()):
+            directions = []
+            for other in chosen:
+                direction = np.zeros(tuple(other.shape), dtype=other._data.dtype)
+                if other is x:
+                    direction.flat[k] = 1
+                directions.append(wrap(direction))
+            _, columns = jvp(on_differentiable, chosen, tuple(directions))
+            for j, column in enumerate(columns):
+                jacobians[position][j][k] = np.asarray(column._data, np.float64).ravel()
+    return jacobians
+
+
+def _compare(numerical: list, other: list, which: list[int], atol: float, rtol: float,
+             what: str) -> None:  # fmt: skip
+    for position, (num_blocks, blocks) in enumerate(zip(numerical, other, strict=True)):
+        for j, (n, a) in enumerate(zip(num_blocks, blocks, strict=True)):
+            if not np.all(np.abs(a - n) <= atol + rtol * np.abs(n)):
+                raise GradcheckError(
+                    f"{what}Jacobian mismatch for output {j} with respect to input "
+                    f"{which[position]},\nnumerical:{wrap(n)!r}\nanalytical:{wrap(a)!r}\n"
+                )
+
+
 def _warn_precision(inputs: tuple, which: list[int]) -> None:
     for i in which:
         if inputs[i]._data.dtype != np.float64:
@@ -134,7 +173,8 @@ def gradcheck(
     input that requires grad (float64 inputs recommended, as in PyTorch). On a
     mismatch: ``GradcheckError`` with both Jacobians, or False when not
     ``raise_exception``. Backward passes are deterministic here (``nondet_tol``)
-    and there is no vmap (``check_batched_*``); ``fast_mode`` checks fully."""
+    and there is no vmap (``check_batched_*``); ``fast_mode`` checks fully;
+    ``check_forward_ad`` compares Jacobian-vector products (``functional.jvp``) too."""
     inputs = _as_tuple(inputs)
     which = _differentiable(inputs)
     if not which:
@@ -143,20 +183,16 @@ def gradcheck(
             "them have requires_grad=True."
         )
     _warn_precision(inputs, which)
-    if not check_backward_ad:
+    if not (check_backward_ad or check_forward_ad):
         return True
     try:
         numerical = _numerical(func, inputs, which, eps)
-        analytical = _analytical(func, inputs, which, check_grad_dtypes)
-        for position, (num_blocks, ana_blocks) in enumerate(
-            zip(numerical, analytical, strict=True)
-        ):
-            for j, (n, a) in enumerate(zip(num_blocks, ana_blocks, strict=True)):
-                if not np.all(np.abs(a - n) <= atol + rtol * np.abs(n)):
-                    raise GradcheckError(
-                        f"Jacobian mismatch for output {j} with respect to input "
-                        f"{which[position]},\nnumerical:{wrap(n)!r}\nanalytical:{wrap(a)!r}\n"
-                    )
+        if check_backward_ad:
+            analytical = _analytical(func, inputs, which, check_grad_dtypes)
+            _compare(numerical, analytical, which, atol, rtol, "")
+        if check_forward_ad:
+            forward = _forward_mode(func, inputs, which)
+            _compare(numerical, forward, which, atol, rtol, "While considering the forward AD: ")
     except GradcheckError:
         if raise_exception:
             raise

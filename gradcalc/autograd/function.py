@@ -34,6 +34,7 @@ class FunctionCtx:
         self._node: Any = None
         self._output: Any = None
         self._cache: tuple[Any, tuple] | None = None
+        self._non_differentiable: tuple = ()
         self.materialize_grads = True
 
     def save_for_backward(self, *tensors: Any) -> None:
@@ -66,12 +67,12 @@ class FunctionCtx:
         return again
 
     def mark_non_differentiable(self, *tensors: Any) -> None:
-        """Accepted for compatibility: with one output, a non-differentiable one is a
-        tensor the user detaches; gradcalc's Functions have a single output."""
-        return None
+        """The output given here gets no gradient: ``apply`` returns it without a node."""
+        self._non_differentiable = tensors
 
     def set_materialize_grads(self, value: bool) -> None:
-        """With a single output, the gradient reaching ``backward`` always exists."""
+        """Kept for PyTorch's API: with a Function's single output, the gradient reaching
+        ``backward`` always exists, so there is never an undefined one to materialise."""
         self.materialize_grads = bool(value)
 
 
@@ -161,10 +162,6 @@ class Function:
 
     _node_class: ClassVar[type[Node] | None] = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if type(self) is not Function and type(self).forward is not Function.forward:
-            return  # PyTorch allows the instance; only apply() runs it
-
     @staticmethod
     def forward(ctx: Any, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(
@@ -222,6 +219,8 @@ def _record_output(cls: type[Function], ctx: FunctionCtx, output: Any, tensor_ar
             "Functions have exactly one tensor output"
         )
     out = items[positions[0]]
+    if any(t is out for t in ctx._non_differentiable):
+        return output
     node_class = cls.__dict__.get("_node_class")
     if node_class is None:
         node_class = type(
