@@ -644,3 +644,45 @@ def test_mark_non_differentiable_output_gets_no_node() -> None:
 
     out = ArgMax.apply(t64([1.0, 3.0, 2.0], requires_grad=True))
     assert out.item() == 1 and not out.requires_grad and out.grad_fn is None
+
+
+@pytest.mark.parametrize(
+    ("make", "kind", "message"),
+    [
+        (lambda: torch.cat([torch.ones(2, 3), torch.ones(2, 2)]), RuntimeError,
+         "Sizes of tensors must match except in dimension 0. Expected size 3 but got size 2 "
+         "for tensor number 1 in the list."),
+        (lambda: torch.cat([torch.ones(2, 3), torch.ones(3)]), RuntimeError,
+         "Tensors must have same number of dimensions: got 2 and 1"),
+        (lambda: torch.stack([torch.ones(3), torch.ones(2)]), RuntimeError,
+         "stack expects each tensor to be equal size, but got [3] at entry 0 and [2] at entry 1"),
+        (lambda: torch.ones(3).expand(2, 4), RuntimeError,
+         "The expanded size of the tensor (4) must match the existing size (3) at non-singleton "
+         "dimension 1.  Target sizes: [2, 4].  Tensor sizes: [3]"),
+        (lambda: torch.ones(2, 3).expand(3), RuntimeError,
+         "expand(torch.FloatTensor{[2, 3]}, size=[3]): the number of sizes provided (1) must be "
+         "greater or equal to the number of dimensions in the tensor (2)"),
+        (lambda: torch.ones(3).transpose(0, 2), IndexError,
+         "Dimension out of range (expected to be in range of [-1, 0], but got 2)"),
+        (lambda: torch.ones(2, 3).permute(0), RuntimeError,
+         "permute(sparse_coo): number of dimensions in the tensor input does not match the "
+         "length of the desired ordering of dimensions i.e. input.dim() = 2 is not equal to "
+         "len(dims) = 1"),
+        (lambda: torch.ones(2, 3).permute(0, 0), RuntimeError,
+         "permute(): duplicate dims are not allowed."),
+    ],
+)  # fmt: skip
+def test_shape_errors_have_pytorchs_types_and_messages(make, kind, message) -> None:
+    with pytest.raises(kind) as info:
+        make()
+    assert str(info.value) == message
+
+
+def test_shape_functions_still_work() -> None:
+    assert torch.cat([torch.ones(2, 3), torch.zeros(1, 3)]).shape == (3, 3)
+    assert torch.cat([torch.ones(2, 3), torch.zeros(2, 1)], dim=1).shape == (2, 4)
+    assert torch.ones(1, 3).expand(2, -1).shape == (2, 3)
+    assert torch.ones(3).expand(4, 2, 3).shape == (4, 2, 3)
+    assert torch.ones(2, 3, 4).permute(2, 0, 1).shape == (4, 2, 3)
+    assert torch.ones(2, 3).permute(-1, 0).shape == (3, 2)
+    assert torch.ones(2, 3).transpose(-1, 0).shape == (3, 2)
