@@ -686,3 +686,34 @@ def test_shape_functions_still_work() -> None:
     assert torch.ones(2, 3, 4).permute(2, 0, 1).shape == (4, 2, 3)
     assert torch.ones(2, 3).permute(-1, 0).shape == (3, 2)
     assert torch.ones(2, 3).transpose(-1, 0).shape == (3, 2)
+
+
+class SinCos(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.sin(), x.cos()
+
+    @staticmethod
+    def backward(ctx, grad_sin, grad_cos):
+        (x,) = ctx.saved_tensors
+        return grad_sin * x.cos() - grad_cos * x.sin()
+
+
+def test_a_function_with_several_outputs(backward_loops) -> None:
+    x = t64([0.5, 1.0], requires_grad=True)
+    s, c = SinCos.apply(x)
+    assert s.grad_fn.name() == c.grad_fn.name() == "SinCosBackward"
+    (s * 2 + c * 3).sum().backward()
+    close(x.grad, [0.3169, -1.4438], tol=1e-4)  # PyTorch's printed values
+    close(x.grad, 2 * np.cos([0.5, 1.0]) - 3 * np.sin([0.5, 1.0]))
+    x.grad = None
+    s, c = SinCos.apply(x)
+    c.sum().backward()  # the unused output's gradient reaches backward as zeros
+    close(x.grad, -np.sin([0.5, 1.0]))
+    with pytest.raises(RuntimeError, match="Trying to backward through the graph a second time"):
+        c.sum().backward()
+    s.sum().backward()  # the other output's node still holds what it saved
+    close(x.grad, np.cos([0.5, 1.0]) - np.sin([0.5, 1.0]))
+    assert torch.autograd.gradcheck(SinCos.apply, (x,))
+    assert torch.autograd.gradgradcheck(SinCos.apply, (x,))

@@ -3,12 +3,17 @@
 A subclass declares ``forward(ctx, *args)`` and ``backward(ctx, *grad_outputs)``
 (or PyTorch 2's ``forward(*args)`` plus ``setup_context(ctx, inputs, output)``);
 ``Subclass.apply(*args)`` runs ``forward`` without recording and, when a tensor
-argument requires grad, records one node named ``<Subclass>Backward`` whose
-operands are the tensor arguments. The engine treats it as any op over a
-sequence of operands (``kind == 0``): its VJP for operand ``i`` is entry ``i``
-of the gradients the user's ``backward`` returns, which runs once per pass, on
-Tensors (under ``no_grad`` in a plain backward, recorded with
+argument requires grad, records a node named ``<Subclass>Backward`` per tensor
+output, whose operands are the tensor arguments. The engine treats it as any op
+over a sequence of operands (``kind == 0``): its VJP for operand ``i`` is entry
+``i`` of the gradients the user's ``backward`` returns, which runs once per node
+and pass, on Tensors (under ``no_grad`` in a plain backward, recorded with
 ``create_graph=True`` so a differentiable ``backward`` gives higher derivatives).
+
+Engine nodes have one output. With several tensor outputs, output ``k``'s node
+calls ``backward`` with its gradient and zeros for the others (PyTorch's
+``materialize_grads``); a VJP is linear in the output gradients, so the calls add
+up to the one PyTorch makes (the same values, up to rounding of the sum).
 """
 
 from __future__ import annotations
@@ -31,9 +36,9 @@ class FunctionCtx:
     def __init__(self, needs_input_grad: tuple[bool, ...]) -> None:
         self.needs_input_grad = needs_input_grad
         self._saved: tuple | None = ()
-        self._node: Any = None
-        self._output: Any = None
-        self._cache: tuple[Any, tuple] | None = None
+        self._outputs: list[tuple[Tensor, Any]] = []
+        """Each recorded output (the forward's tensor) and a weak reference to its node."""
+        self._freed: set[int] = set()
         self._non_differentiable: tuple = ()
         self.materialize_grads = True
 
@@ -51,29 +56,40 @@ class FunctionCtx:
     def saved_tensors(self) -> tuple:
         if self._saved is None:
             raise GradError(_tensor.FREED_MESSAGE)
-        if self._output is None:
-            return self._saved
-        # The output hangs from this Function's node again (as the forward's did).
-        node = self._node() if self._node is not None else None
-        return tuple(self._rebuilt(t, self._output, node) for t in self._saved)
+        return tuple(self._rebuilt(t) for t in self._saved)
 
-    @staticmethod
-    def _rebuilt(t: Any, out: Tensor, node: Any) -> Any:
-        if t is not out or node is None:
-            return t
-        again = _tensor.wrap(out._data)
-        again._grad_fn = node
-        again._requires_grad = True
-        return again
+    def _rebuilt(self, t: Any) -> Any:
+        """A saved output hangs from this Function's node again (as the forward's did)."""
+        for out, node_ref in self._outputs:
+            node = node_ref()
+            if t is out and node is not None:
+                again = _tensor.wrap(out._data)
+                again._grad_fn = node
+                again._requires_grad = True
+                return again
+        return t
 
     def mark_non_differentiable(self, *tensors: Any) -> None:
         """The output given here gets no gradient: ``apply`` returns it without a node."""
         self._non_differentiable = tensors
 
     def set_materialize_grads(self, value: bool) -> None:
-        """Kept for PyTorch's API: with a Function's single output, the gradient reaching
-        ``backward`` always exists, so there is never an undefined one to materialise."""
+        """Kept for PyTorch's API: the gradients reaching ``backward`` always exist here
+        (zeros for the outputs a pass does not reach)."""
         self.materialize_grads = bool(value)
+
+
+class _Output:
+    """The const of output ``index``'s node: its ctx, and the gradients one call of
+    ``backward`` gave for the pass under way (one VJP per operand reads them)."""
+
+    __slots__ = ("cache", "ctx", "index", "node")
+
+    def __init__(self, ctx: FunctionCtx, index: int) -> None:
+        self.ctx = ctx
+        self.index = index
+        self.cache: tuple[Any, tuple] | None = None
+        self.node: Any = None
 
 
 class _FunctionVJPs:
@@ -86,32 +102,40 @@ class _FunctionVJPs:
         return lambda g, ans, *rest: _vjp(index, g, rest[-1])
 
 
-def _vjp(index: int, g: Any, ctx: FunctionCtx) -> Any:
-    cache = ctx._cache
+def _vjp(index: int, g: Any, output: _Output) -> Any:
+    cache = output.cache
     if cache is None or cache[0] is not g:
-        grads = _run_backward(ctx, g)
-        ctx._cache = cache = (g, grads)
+        grads = _run_backward(output.ctx, output.index, g)
+        output.cache = cache = (g, grads)
     grads = cache[1]
     if index == len(grads) - 1 or all(x is None for x in grads[index + 1 :]):
-        ctx._cache = None  # the last operand's share: drop the pass's gradients
-        node = ctx._node() if ctx._node is not None else None
+        output.cache = None  # the last operand's share: drop the pass's gradients
+        node = output.node() if output.node is not None else None
+        ctx = output.ctx
         if node is not None and node.holds is _tensor._FREED:
-            ctx._saved = None  # freed with the graph, as PyTorch frees saved tensors
-            ctx._output = None
+            ctx._freed.add(output.index)
+            if len(ctx._freed) == len(ctx._outputs):
+                ctx._saved = None  # freed with the graph, as PyTorch frees saved tensors
+                ctx._outputs = []
     return grads[index]
 
 
-def _run_backward(ctx: FunctionCtx, g: Any) -> tuple:
-    """The user's ``backward`` on the output's gradient; one gradient per tensor operand
-    (raw data in a plain pass, Tensors in a recorded one), checked as PyTorch checks them."""
+def _run_backward(ctx: FunctionCtx, index: int, g: Any) -> tuple:
+    """The user's ``backward`` on output ``index``'s gradient (zeros for the others);
+    one gradient per tensor operand (raw data in a plain pass, Tensors in a recorded
+    one), checked as PyTorch checks them."""
     function: type[Function] = ctx._function  # type: ignore[attr-defined]
     recorded = type(g) is Tensor
     grad_output = g if recorded else _tensor.wrap(g.copy() if type(g) is np.ndarray else g)
+    grad_outputs = [
+        grad_output if k == index else _tensor.wrap(np.zeros_like(out._data))
+        for k, (out, _) in enumerate(ctx._outputs)
+    ]
     if recorded:
-        result = function.backward(ctx, grad_output)
+        result = function.backward(ctx, *grad_outputs)
     else:
         with no_grad():
-            result = function.backward(ctx, grad_output)
+            result = function.backward(ctx, *grad_outputs)
     results = result if isinstance(result, tuple) else (result,)
     expected = len(ctx.needs_input_grad)
     if len(results) < expected or any(r is not None for r in results[expected:]):
@@ -207,19 +231,17 @@ class Function:
 
 
 def _record_output(cls: type[Function], ctx: FunctionCtx, output: Any, tensor_args: list) -> Any:
-    """The forward's output as a tensor hanging from a new ``<cls>Backward`` node."""
+    """The forward's tensor outputs, each hanging from a new ``<cls>Backward`` node."""
     single = isinstance(output, Tensor)
     items = (output,) if single else output
     if not isinstance(items, tuple | list):
         raise TypeError(f"{cls.__name__}.forward must return a Tensor or a tuple of Tensors")
-    positions = [i for i, item in enumerate(items) if isinstance(item, Tensor)]
-    if len(positions) != 1:
-        raise GradError(
-            f"{cls.__name__}.forward returned {len(positions)} tensors: gradcalc's custom "
-            "Functions have exactly one tensor output"
-        )
-    out = items[positions[0]]
-    if any(t is out for t in ctx._non_differentiable):
+    positions = [
+        i
+        for i, item in enumerate(items)
+        if isinstance(item, Tensor) and not any(item is t for t in ctx._non_differentiable)
+    ]
+    if not positions:
         return output
     node_class = cls.__dict__.get("_node_class")
     if node_class is None:
@@ -231,14 +253,16 @@ def _record_output(cls: type[Function], ctx: FunctionCtx, output: Any, tensor_ar
         cls._node_class = node_class
     parents = tuple(_tensor._edge(t) if t._requires_grad else None for _, t in tensor_args)
     stand_ins = tuple(_tensor._stand_in(t._data) for _, t in tensor_args)
-    recorded = _tensor._record(
-        node_class, out._data, parents, None, stand_ins, None, (ctx,), None, True
-    )
-    ctx._node = weakref.ref(recorded._grad_fn)  # the node holds ctx: no cycle back
-    if ctx._saved and any(t is out for t in ctx._saved):
-        ctx._output = out
-    if single:
-        return recorded
     result = list(items)
-    result[positions[0]] = recorded
+    for index, position in enumerate(positions):
+        out = items[position]
+        const = _Output(ctx, index)
+        recorded = _tensor._record(
+            node_class, out._data, parents, None, stand_ins, None, (const,), None, True
+        )
+        const.node = weakref.ref(recorded._grad_fn)  # the node holds ctx: no cycle back
+        ctx._outputs.append((out, const.node))
+        result[position] = recorded
+    if single:
+        return result[0]
     return tuple(result) if isinstance(items, tuple) else result
