@@ -242,7 +242,8 @@ def _check_tolerance(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
         raise FormulaValueError(
             f"check_tolerance must be a non-negative number, not {value!r}",
-            hint=f"the largest relative error --check accepts; default {CHECK_TOLERANCE:g}",
+            hint=f"the largest relative error {_option('check')} accepts; default "
+            f"{CHECK_TOLERANCE:g}",
         )
     return float(value)
 
@@ -924,7 +925,8 @@ def _finite_difference_check(
         report[name] = worst
         if len(indices) < point.size:
             result.notes.append(
-                f"--check compared {len(indices)} of {point.size} entries of the gradient of "
+                f"{_option('check')} compared {len(indices)} of {point.size} entries of the "
+                "gradient of "
                 f"'{name}'."
             )
     return report
@@ -947,13 +949,13 @@ def _note_check(result: Result) -> None:
     if bad:
         worst = ", ".join(f"{name} ({_short_float(result.check[name])})" for name in bad)
         result.notes.append(
-            "--check: gradient disagrees with finite differences beyond "
+            f"{_option('check')}: gradient disagrees with finite differences beyond "
             f"{result.check_tolerance:g}: "
             f"{worst} (expected at kinks such as relu or abs at 0)."
         )
     if skipped:
         result.notes.append(
-            f"--check skipped names the formula defines itself: {', '.join(skipped)}."
+            f"{_option('check')} skipped names the formula defines itself: {', '.join(skipped)}."
         )
 
 

@@ -123,6 +123,7 @@ def test_batch_and_api_take_a_check_tolerance() -> None:
         {"id": 3, "formula": "x", "vars": {"x": 0}, "check_tolerance": -1},
     )
     assert first["check_passed"] is False and second["check_passed"] is True
+    assert first["note"].startswith("request 'check': gradient disagrees")
     assert third["error"]["type"] == "ValueError" and "check_tolerance" in third["error"]["message"]
     result = api.evaluate("x**3", {"x": 2}, check=True, check_tolerance=1e-9)
     assert result.check_passed is True and result.check_tolerance == 1e-9
