@@ -559,9 +559,20 @@ def node_class(grad_fn_name: str, op: Any) -> type[Node]:
 # ---------------------------------------------------------------- tensor hooks
 
 _hook_ids = iter(range(1 << 62))
-_leaf_hooks: dict[int, dict] = {}
-"""A leaf's ``register_hook`` functions by ``id(leaf)`` (dropped when the leaf dies):
-a leaf's AccumulateGrad node lives only as long as a graph uses it, its hooks longer."""
+
+
+class _KeptNode:
+    """What a hooked leaf keeps in ``_accum`` instead of a weak reference: called like
+    one, it returns the AccumulateGrad node, which holds the leaf's hooks and must
+    live as long as the leaf (the leaf <-> node cycle is the garbage collector's)."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: AccumulateGrad) -> None:
+        self.node = node
+
+    def __call__(self) -> AccumulateGrad:
+        return self.node
 
 
 class RemovableHandle:
@@ -582,14 +593,6 @@ class RemovableHandle:
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
-
-
-def _hooks_of(node: Node) -> dict | None:
-    """The hooks registered on the tensor whose gradient arrives at ``node``."""
-    if node.kind < 0:
-        return _leaf_hooks.get(id(node.variable)) if _leaf_hooks else None
-    meta = node.meta
-    return None if meta is None else meta.hooks
 
 
 def _call_hooks(hooks: dict, g: Any, recorded: bool) -> Any:
@@ -1128,16 +1131,14 @@ class Tensor(_TensorSlots):
         if not self._requires_grad:
             raise GradError("cannot register a hook on a tensor that doesn't require gradient")
         fn = self._grad_fn
-        if fn is not None:
-            meta = fn._meta()
-            if meta.hooks is None:
-                meta.hooks = {}
-            hooks = meta.hooks
-        else:
-            hooks = _leaf_hooks.get(id(self))
-            if hooks is None:
-                hooks = _leaf_hooks[id(self)] = {}
-                weakref.finalize(self, _leaf_hooks.pop, id(self), None)
+        if fn is None:  # a leaf: its AccumulateGrad node holds the hooks, kept alive
+            fn = _edge(self)
+            if type(self._accum) is not _KeptNode:
+                self._accum = _KeptNode(fn)
+        meta = fn._meta()
+        if meta.hooks is None:
+            meta.hooks = {}
+        hooks = meta.hooks
         key = next(_hook_ids)
         hooks[key] = hook
         return RemovableHandle(hooks, key)
@@ -1713,10 +1714,9 @@ class _BackwardPass:
         g = _pop_gradient(pending, node)
         if g is None:
             return None
-        hooks = _hooks_of(node)
-        if hooks and (self.needed is None or node in self.needed):
-            g = _call_hooks(hooks, g, self.recorded)
-        hooks = None
+        meta = node.meta  # the tensor's hooks (leaves': on their AccumulateGrad)
+        if meta is not None and meta.hooks and (self.needed is None or node in self.needed):
+            g = _call_hooks(meta.hooks, g, self.recorded)
         if self.targets is not None and node in self.targets:
             self.captured[node] = g
         if node.kind < 0:  # AccumulateGrad: .grad may take g's buffer if nothing else holds it

@@ -717,3 +717,19 @@ def test_a_function_with_several_outputs(backward_loops) -> None:
     close(x.grad, np.cos([0.5, 1.0]) - np.sin([0.5, 1.0]))
     assert torch.autograd.gradcheck(SinCos.apply, (x,))
     assert torch.autograd.gradgradcheck(SinCos.apply, (x,))
+
+
+def test_a_hooked_leaf_is_collected_with_its_hooks(backward_loops) -> None:
+    import gc
+    import weakref
+
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    x.register_hook(lambda g: g * x.detach())  # the hook refers to the leaf itself
+    (x * 2).sum().backward()
+    assert x.grad.tolist() == [2.0, 4.0]
+    (x * 2).sum().backward()  # the hook outlives the first graph
+    assert x.grad.tolist() == [4.0, 8.0]
+    alive = weakref.ref(x)
+    del x
+    gc.collect()
+    assert alive() is None
