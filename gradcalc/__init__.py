@@ -89,6 +89,7 @@ _SUBMODULES = frozenset(
         "api",
         "builtins",
         "cli",
+        "cuda",
         "errors",
         "grammar",
         "graph",

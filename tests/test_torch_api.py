@@ -724,12 +724,20 @@ def test_a_hooked_leaf_is_collected_with_its_hooks(backward_loops) -> None:
     import weakref
 
     x = torch.tensor([1.0, 2.0], requires_grad=True)
-    x.register_hook(lambda g: g * x.detach())  # the hook refers to the leaf itself
+    box = {"leaf": x}
+    x.register_hook(lambda g: g * box["leaf"].detach())  # the hook refers to the leaf itself
     (x * 2).sum().backward()
     assert x.grad.tolist() == [2.0, 4.0]
     (x * 2).sum().backward()  # the hook outlives the first graph
     assert x.grad.tolist() == [4.0, 8.0]
     alive = weakref.ref(x)
-    del x
+    del x, box
     gc.collect()
     assert alive() is None
+
+
+def test_cpu_only_code_chooses_the_cpu() -> None:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    assert device == "cpu" and torch.cuda.device_count() == 0
+    torch.cuda.manual_seed(0)
+    assert torch.zeros(2, device=device).device == torch.device("cpu")
