@@ -723,15 +723,18 @@ def test_a_hooked_leaf_is_collected_with_its_hooks(backward_loops) -> None:
     import gc
     import weakref
 
-    x = torch.tensor([1.0, 2.0], requires_grad=True)
-    box = {"leaf": x}
-    x.register_hook(lambda g: g * box["leaf"].detach())  # the hook refers to the leaf itself
+    def hooked_leaf():
+        leaf = torch.tensor([1.0, 2.0], requires_grad=True)
+        leaf.register_hook(lambda g: g * leaf.detach())  # the hook refers to the leaf itself
+        return leaf
+
+    x = hooked_leaf()
     (x * 2).sum().backward()
     assert x.grad.tolist() == [2.0, 4.0]
     (x * 2).sum().backward()  # the hook outlives the first graph
     assert x.grad.tolist() == [4.0, 8.0]
     alive = weakref.ref(x)
-    del x, box
+    del x
     gc.collect()
     assert alive() is None
 
