@@ -744,3 +744,37 @@ def test_cpu_only_code_chooses_the_cpu() -> None:
     assert device == "cpu" and torch.cuda.device_count() == 0
     torch.cuda.manual_seed(0)
     assert torch.zeros(2, device=device).device == torch.device("cpu")
+
+
+POLYNOMIAL_TORCH_PRINTS = {  # PyTorch 2.13's printed losses (float32), a few of the 20
+    99: 209.95834350585938,
+    499: 50.978511810302734,
+    999: 14.877889633178711,
+    1499: 9.692105293273926,
+    1999: 8.943641662597656,
+}
+
+
+def test_pytorchs_example_file_runs_unchanged_but_for_its_import() -> None:
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).parent / "examples" / "polynomial_custom_function.py"
+    run = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0 and run.stderr == ""
+    lines = run.stdout.splitlines()
+    assert len(lines) == 21
+    printed = dict(line.split() for line in lines[:20])
+    assert sorted(int(step) for step in printed) == list(range(99, 2000, 100))
+    for step, expected in POLYNOMIAL_TORCH_PRINTS.items():
+        assert float(printed[str(step)]) == pytest.approx(expected, rel=2e-6)
+    numbers = [float(v) for v in re.findall(r"-?\d+\.\d+(?:e-?\d+)?", lines[20])]
+    assert lines[20].startswith("Result: y = ") and " * P3(" in lines[20]
+    a, b, c, d = numbers
+    assert b == pytest.approx(-2.208526849746704, rel=1e-6)
+    assert d == pytest.approx(0.2554861009120941, rel=1e-6)
+    assert abs(a) < 1e-7 and abs(c) < 1e-7
