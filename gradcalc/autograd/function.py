@@ -36,19 +36,20 @@ class FunctionCtx:
     def __init__(self, needs_input_grad: tuple[bool, ...]) -> None:
         self.needs_input_grad = needs_input_grad
         self._saved: tuple | None = ()
-        self._outputs: list[tuple[Tensor, Any]] = []
-        """Each recorded output (the forward's tensor) and a weak reference to its node."""
+        self._outputs: list[tuple[Tensor | None, Any, np.ndarray]] = []
+        """Per recorded output: the forward's tensor if it was saved (else None), a weak
+        reference to its node, and a zero-memory array of its shape and dtype."""
         self._freed: set[int] = set()
         self._non_differentiable: tuple = ()
         self.materialize_grads = True
 
     def save_for_backward(self, *tensors: Any) -> None:
         """Keep tensors (or None) for ``backward``: read back as ``ctx.saved_tensors``."""
-        for t in tensors:
+        for position, t in enumerate(tensors):
             if t is not None and not isinstance(t, Tensor):
                 raise TypeError(
                     "save_for_backward can only save variables, but argument "
-                    f"{tensors.index(t)} is of type {type(t).__name__}"
+                    f"{position} is of type {type(t).__name__}"
                 )
         self._saved = tensors
 
@@ -60,9 +61,9 @@ class FunctionCtx:
 
     def _rebuilt(self, t: Any) -> Any:
         """A saved output hangs from this Function's node again (as the forward's did)."""
-        for out, node_ref in self._outputs:
+        for out, node_ref, _ in self._outputs:
             node = node_ref()
-            if t is out and node is not None:
+            if out is not None and t is out and node is not None:
                 again = _tensor.wrap(out._data)
                 again._grad_fn = node
                 again._requires_grad = True
@@ -128,8 +129,8 @@ def _run_backward(ctx: FunctionCtx, index: int, g: Any) -> tuple:
     recorded = type(g) is Tensor
     grad_output = g if recorded else _tensor.wrap(g.copy() if type(g) is np.ndarray else g)
     grad_outputs = [
-        grad_output if k == index else _tensor.wrap(np.zeros_like(out._data))
-        for k, (out, _) in enumerate(ctx._outputs)
+        grad_output if k == index else _tensor.wrap(np.zeros(like.shape, like.dtype))
+        for k, (_, _, like) in enumerate(ctx._outputs)
     ]
     if recorded:
         result = function.backward(ctx, *grad_outputs)
@@ -261,7 +262,8 @@ def _record_output(cls: type[Function], ctx: FunctionCtx, output: Any, tensor_ar
             node_class, out._data, parents, None, stand_ins, None, (const,), None, True
         )
         const.node = weakref.ref(recorded._grad_fn)  # the node holds ctx: no cycle back
-        ctx._outputs.append((out, const.node))
+        kept = out if any(t is out for t in ctx._saved or ()) else None
+        ctx._outputs.append((kept, const.node, _tensor._stand_in(np.asarray(out._data))))
         result[position] = recorded
     if single:
         return result[0]
