@@ -191,7 +191,7 @@ def _pick(
     w = 1.0 if weight is None else np.asarray(F._as_tensor(weight)._data).reshape(shape)
     # -weight at the target's class, +0.0 elsewhere: other classes' gradients are 0, not -0
     negated = _as_float(np.where(onehot, -w, 0.0), logp)
-    return negated, _Counts(ignored, -np.sum(negated))
+    return negated, _Counts(ignored, float(-np.sum(negated)))
 
 
 def _along(weight: Tensor, ndim: int, class_dim: int) -> Tensor:
