@@ -1,7 +1,8 @@
 """Tensor constructors with PyTorch's signatures and defaults, and the random generator.
 
-Defaults as PyTorch: float32 unless a dtype is given (``arange``/``full``
-infer int64 or bool from integer or boolean arguments), ``requires_grad=False``.
+Defaults as PyTorch: the default dtype (float32 unless ``set_default_dtype``)
+unless a dtype is given (``arange``/``full`` infer int64 or bool from integer or
+boolean arguments), ``requires_grad=False``; ``device=`` must name the CPU.
 Random numbers come from a NumPy PCG64 generator; ``manual_seed`` makes them
 reproducible (they are not PyTorch's streams).
 """
@@ -12,7 +13,15 @@ import secrets
 from typing import Any
 
 from gradcalc import _numpy
-from gradcalc._tensor import Size, Tensor, as_np_dtype, default_float, leaf, make_tensor
+from gradcalc._tensor import (
+    Size,
+    Tensor,
+    as_np_dtype,
+    check_device,
+    default_float,
+    leaf,
+    make_tensor,
+)
 
 np = _numpy.bind(globals())
 
@@ -42,10 +51,12 @@ def tensor(
     pin_memory: bool = False,
 ) -> Tensor:
     """A new leaf holding a copy of ``data`` (floats → float32, ints → int64, bools → bool)."""
+    check_device(device)
     return make_tensor(data, dtype=dtype, requires_grad=requires_grad)
 
 
 def as_tensor(data: Any, dtype: Any = None, device: Any = None) -> Tensor:
+    check_device(device)
     if isinstance(data, Tensor) and (dtype is None or as_np_dtype(dtype) == data._data.dtype):
         return data
     return make_tensor(data, dtype=dtype)
@@ -64,6 +75,7 @@ def zeros(
     device: Any = None,
     out: Any = None,
 ) -> Tensor:
+    check_device(device)
     return leaf(np.zeros(_size(shape, size), dtype=_float_dtype(dtype)), requires_grad)
 
 
@@ -75,6 +87,7 @@ def ones(
     device: Any = None,
     out: Any = None,
 ) -> Tensor:
+    check_device(device)
     return leaf(np.ones(_size(shape, size), dtype=_float_dtype(dtype)), requires_grad)
 
 
@@ -86,6 +99,7 @@ def empty(
     device: Any = None,
     out: Any = None,
 ) -> Tensor:
+    check_device(device)
     return zeros(*shape, size=size, dtype=dtype, requires_grad=requires_grad)
 
 
@@ -97,6 +111,7 @@ def full(
     requires_grad: bool = False,
     device: Any = None,
 ) -> Tensor:
+    check_device(device)
     if isinstance(fill_value, Tensor):
         fill_value = fill_value.item()
     np_dtype = as_np_dtype(dtype)
@@ -118,6 +133,7 @@ def _like(input: Tensor, dtype: Any) -> tuple[tuple[int, ...], np.dtype]:
 def zeros_like(
     input: Tensor, *, dtype: Any = None, requires_grad: bool = False, device: Any = None
 ) -> Tensor:
+    check_device(device)
     shape, np_dtype = _like(input, dtype)
     return leaf(np.zeros(shape, dtype=np_dtype), requires_grad)
 
@@ -125,6 +141,7 @@ def zeros_like(
 def ones_like(
     input: Tensor, *, dtype: Any = None, requires_grad: bool = False, device: Any = None
 ) -> Tensor:
+    check_device(device)
     shape, np_dtype = _like(input, dtype)
     return leaf(np.ones(shape, dtype=np_dtype), requires_grad)
 
@@ -132,6 +149,7 @@ def ones_like(
 def empty_like(
     input: Tensor, *, dtype: Any = None, requires_grad: bool = False, device: Any = None
 ) -> Tensor:
+    check_device(device)
     return zeros_like(input, dtype=dtype, requires_grad=requires_grad)
 
 
@@ -143,6 +161,7 @@ def full_like(
     requires_grad: bool = False,
     device: Any = None,
 ) -> Tensor:
+    check_device(device)
     shape, np_dtype = _like(input, dtype)
     return leaf(np.full(shape, fill_value, dtype=np_dtype), requires_grad)
 
@@ -157,6 +176,7 @@ def arange(
     device: Any = None,
 ) -> Tensor:
     """``[start, end)`` by ``step``; int64 when every argument is an integer, else float32."""
+    check_device(device)
     if end is None:
         start, end = 0, start
     values = [v.item() if isinstance(v, Tensor) else v for v in (start, end, step)]
@@ -182,6 +202,7 @@ def linspace(
     requires_grad: bool = False,
     device: Any = None,
 ) -> Tensor:
+    check_device(device)
     data = np.linspace(float(start), float(end), int(steps), dtype=np.float64)
     return leaf(data.astype(_float_dtype(dtype)), requires_grad)
 
@@ -194,6 +215,7 @@ def eye(
     requires_grad: bool = False,
     device: Any = None,
 ) -> Tensor:
+    check_device(device)
     return leaf(
         np.eye(int(n), None if m is None else int(m), dtype=_float_dtype(dtype)), requires_grad
     )
@@ -258,6 +280,7 @@ def rand(
     out: Any = None,
 ) -> Tensor:
     """Uniform on [0, 1)."""
+    check_device(device)
     np_dtype = _float_dtype(dtype)
     data = _rng(generator).random(_size(shape, size), dtype=np.float64).astype(np_dtype)
     return leaf(np.asarray(data), requires_grad)
@@ -273,6 +296,7 @@ def randn(
     out: Any = None,
 ) -> Tensor:
     """Standard normal."""
+    check_device(device)
     np_dtype = _float_dtype(dtype)
     data = _rng(generator).standard_normal(_size(shape, size), dtype=np.float64).astype(np_dtype)
     return leaf(np.asarray(data), requires_grad)
@@ -288,6 +312,7 @@ def randint(
     requires_grad: bool = False,
     device: Any = None,
 ) -> Tensor:
+    check_device(device)
     if high is None:
         low, high = 0, low
     np_dtype = as_np_dtype(dtype) or np.dtype(np.int64)
@@ -298,6 +323,7 @@ def randint(
 def rand_like(
     input: Tensor, *, dtype: Any = None, requires_grad: bool = False, device: Any = None
 ) -> Tensor:
+    check_device(device)
     shape, np_dtype = _like(input, dtype)
     return rand(shape, dtype=np_dtype, requires_grad=requires_grad)
 
@@ -305,6 +331,7 @@ def rand_like(
 def randn_like(
     input: Tensor, *, dtype: Any = None, requires_grad: bool = False, device: Any = None
 ) -> Tensor:
+    check_device(device)
     shape, np_dtype = _like(input, dtype)
     return randn(shape, dtype=np_dtype, requires_grad=requires_grad)
 

@@ -618,6 +618,7 @@ def matmul(input: Any, other: Any) -> Tensor:
         raise RuntimeError(
             f"both arguments to matmul need to be at least 1D, but they are {nx}D and {ny}D"
         )
+    _check_matmul(x._data.shape, y._data.shape)
     if x._data.dtype != y._data.dtype:
         x, y = _promote(x, y)
     if nx == 1 and ny == 1:
@@ -633,6 +634,27 @@ def matmul(input: Any, other: Any) -> Tensor:
         out = apply2(O.BMM, x, apply1(O.VIEW, y, (-1, 1)))
         return apply1(O.VIEW, out, out._data.shape[:-1])
     return apply2(O.BMM, x, y)
+
+
+def _check_matmul(a: tuple, b: tuple) -> None:
+    """PyTorch's RuntimeError when the inner dimensions of a matmul differ."""
+    inner_a, inner_b = a[-1], b[0] if len(b) == 1 else b[-2]
+    if inner_a == inner_b:
+        return
+    if len(a) == 1 and len(b) == 1:
+        message = (
+            f"inconsistent tensor size, expected tensor [{a[0]}] and src [{b[0]}] to have the "
+            f"same number of elements, but got {a[0]} and {b[0]} elements respectively"
+        )
+    elif len(b) == 1:
+        rows = math.prod(a[:-1])
+        message = f"size mismatch, got input ({rows}), mat ({rows}x{a[-1]}), vec ({b[0]})"
+    else:
+        rows = 1 if len(a) == 1 else a[-2]
+        message = (
+            f"mat1 and mat2 shapes cannot be multiplied ({rows}x{inner_a} and {inner_b}x{b[-1]})"
+        )
+    raise _tensor.ShapeMismatch(message)
 
 
 @O.deffunction("matrix product of two matrices (PyTorch's x.mm(y))")
@@ -746,14 +768,25 @@ def transpose(input: Any, dim0: int | None = None, dim1: int | None = None) -> T
             return apply1(O.T, x)
         return apply1(O.PERMUTE, x, tuple(reversed(range(x._data.ndim))))
     ndim = _py_max(x._data.ndim, 1)
-    return apply1(O.TRANSPOSE, x, int(dim0) % ndim, int(dim1) % ndim)
+    (first,), (second,) = O._dims(int(dim0), ndim), O._dims(int(dim1), ndim)
+    return apply1(O.TRANSPOSE, x, first, second)
 
 
 @O.deffunction("the axes in a new order: permute(x, 2, 0, 1)")
 def permute(input: Any, *dims: int) -> Tensor:
     x = _as_tensor(input)
     dims = _shape_args(dims)
-    return apply1(O.PERMUTE, x, tuple(d % _py_max(x._data.ndim, 1) for d in dims))
+    ndim = x._data.ndim
+    if len(dims) != ndim:
+        raise _tensor.ShapeMismatch(
+            "permute(sparse_coo): number of dimensions in the tensor input does not match the "
+            "length of the desired ordering of dimensions i.e. input.dim() = "
+            f"{ndim} is not equal to len(dims) = {len(dims)}"
+        )
+    order = tuple(O._dims(d, ndim)[0] for d in dims)  # each in range, in the given order
+    if len(set(order)) != len(order):
+        raise RuntimeError("permute(): duplicate dims are not allowed.")
+    return apply1(O.PERMUTE, x, order)
 
 
 def _T(x: Tensor) -> Tensor:
@@ -793,8 +826,32 @@ def expand(input: Any, *sizes: int) -> Tensor:
     sizes = _shape_args(sizes)
     shape = x._data.shape
     lead = len(sizes) - len(shape)
+    if lead < 0:
+        kind = _TENSOR_TYPES.get(x._data.dtype.name, "")
+        raise RuntimeError(
+            f"expand(torch.{kind}Tensor{{{list(shape)}}}, size={list(sizes)}): the number of "
+            f"sizes provided ({len(sizes)}) must be greater or equal to the number of "
+            f"dimensions in the tensor ({len(shape)})"
+        )
+    for i in range(lead):
+        if sizes[i] == -1:
+            raise RuntimeError(
+                f"The expanded size of the tensor (-1) isn't allowed in a leading, non-existing "
+                f"dimension {i}"
+            )
     target = tuple(shape[i - lead] if s == -1 else s for i, s in enumerate(sizes))
+    for i in range(len(shape)):
+        if shape[i] != 1 and shape[i] != target[lead + i]:
+            raise _tensor.ShapeMismatch(
+                f"The expanded size of the tensor ({target[lead + i]}) must match the existing "
+                f"size ({shape[i]}) at non-singleton dimension {lead + i}.  Target sizes: "
+                f"{list(sizes)}.  Tensor sizes: {list(shape)}"
+            )
     return apply1(O.EXPAND, x, target)
+
+
+_TENSOR_TYPES = {"float32": "Float", "float64": "Double", "int64": "Long", "bool": "Bool"}
+"""PyTorch's legacy type names, as its expand() message spells them."""
 
 
 @O.deffunction("x repeated along its size-1 axes to the given shape")
@@ -819,8 +876,22 @@ def cat(tensors: Tensors, dim: int = 0, *, axis: int | None = None) -> Tensor:
     ndim = items[0]._data.ndim
     if ndim == 0:
         raise RuntimeError("zero-dimensional tensor (at position 0) cannot be concatenated")
+    (axis,) = O._dims(dim, ndim)
+    first = items[0]._data.shape
+    for number, item in enumerate(items[1:], 1):
+        shape = item._data.shape
+        if len(shape) != ndim:
+            raise _tensor.ShapeMismatch(
+                f"Tensors must have same number of dimensions: got {ndim} and {len(shape)}"
+            )
+        for d in range(ndim):
+            if d != axis and shape[d] != first[d]:
+                raise _tensor.ShapeMismatch(
+                    f"Sizes of tensors must match except in dimension {axis}. Expected size "
+                    f"{first[d]} but got size {shape[d]} for tensor number {number} in the list."
+                )
     items = _common_dtype(items)
-    return applyn(O.CAT, items, O._dims(dim, ndim)[0])
+    return applyn(O.CAT, items, axis)
 
 
 @O.deffunction("tensors of one shape joined along a new axis", method=False)
@@ -828,6 +899,12 @@ def stack(tensors: Tensors, dim: int = 0) -> Tensor:
     items = _common_dtype([_as_tensor(t) for t in tensors])
     if not items:
         raise RuntimeError("stack expects a non-empty TensorList")
+    for number, item in enumerate(items[1:], 1):
+        if item._data.shape != items[0]._data.shape:
+            raise _tensor.ShapeMismatch(
+                f"stack expects each tensor to be equal size, but got {list(items[0].shape)} at "
+                f"entry 0 and {list(item.shape)} at entry {number}"
+            )
     ndim = items[0]._data.ndim + 1
     if not -ndim <= dim < ndim:
         raise IndexError(
@@ -1072,13 +1149,19 @@ def numel(input: Tensor) -> int:
     function=False,
     builtin=False,
 )
-def to(input: Any, *args: Any, dtype: Any = None, **kwargs: Any) -> Tensor:
-    """A copy in another dtype (differentiable); the tensor itself when nothing changes."""
+def to(input: Any, *args: Any, dtype: Any = None, device: Any = None, **kwargs: Any) -> Tensor:
+    """A copy in another dtype (differentiable); the tensor itself when nothing changes.
+    A device must be the CPU (``x.to("cpu")``, ``x.to(torch.device("cpu"), torch.float64)``)."""
     x = _as_tensor(input)
+    _tensor.check_device(device)
     for arg in args:
         if isinstance(arg, Tensor):
             dtype = arg._data.dtype
-        elif not (isinstance(arg, str) and arg in ("cpu", "cuda")):
+        elif isinstance(arg, _tensor.device) or (
+            isinstance(arg, str) and arg.partition(":")[0] in _tensor._DEVICE_TYPES
+        ):
+            _tensor.check_device(arg)
+        else:
             dtype = arg
     target = as_np_dtype(dtype)
     if target is None or target == x._data.dtype:

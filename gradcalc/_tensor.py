@@ -143,9 +143,107 @@ _DTYPES: dict[Any, dtype] = {}
 """NumPy dtype -> gradcalc dtype, filled when NumPy loads (:func:`_with_numpy`)."""
 
 
+_default_float = float32
+"""The dtype Python floats become (``set_default_dtype``); read it at call time
+through :func:`default_float` / :func:`get_default_dtype`."""
+
+
 def default_float() -> np.dtype:
-    """The NumPy dtype Python floats become in the Python API (float32, as in PyTorch)."""
-    return float32.np
+    """The NumPy dtype Python floats become in the Python API (float32 unless changed)."""
+    return _default_float.np
+
+
+def get_default_dtype() -> dtype:
+    """The dtype tensors made from Python floats get (float32 unless changed)."""
+    return _default_float
+
+
+def set_default_dtype(d: Any) -> None:
+    """Make Python floats (and int tensors promoted to floats) ``d``: float16, float32
+    or float64, as in PyTorch; process-wide."""
+    global _default_float
+    found = as_np_dtype(d) if isinstance(d, dtype | str) or d is float else None
+    if found is None or found.kind != "f":
+        raise TypeError("only floating-point types are supported as the default type")
+    _default_float = dtype_of(found)
+
+
+_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu", "meta", "hip", "xla", "ipu", "mtia", "hpu")
+
+
+class device:
+    """``torch.device``: gradcalc computes on the CPU; other devices can be named, not used."""
+
+    __slots__ = ("index", "type")
+
+    def __init__(self, type: Any, index: int | None = None) -> None:
+        if isinstance(type, device):
+            type, index = type.type, type.index if index is None else index
+        if not isinstance(type, str):
+            raise RuntimeError(
+                f"Expected a device type string, got {type!r}: gradcalc has no accelerators"
+            )
+        name, colon, number = type.partition(":")
+        if name not in _DEVICE_TYPES:
+            raise RuntimeError(
+                f"Expected one of {', '.join(_DEVICE_TYPES)} device type at start of "
+                f"device string: {type}"
+            )
+        if colon:
+            if not number.isdigit():
+                raise RuntimeError(f"Invalid device string: '{type}'")
+            if index is not None:
+                raise RuntimeError(
+                    "type (string) must not include an index because index was passed explicitly: "
+                    + type
+                )
+            index = int(number)
+        if index is not None and (not isinstance(index, int) or index < 0):
+            raise RuntimeError(f"Device index must not be negative, got {index}")
+        self.type = name
+        self.index = index
+
+    def __repr__(self) -> str:
+        index = "" if self.index is None else f", index={self.index}"
+        return f"device(type='{self.type}'{index})"
+
+    def __str__(self) -> str:
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, device):
+            return NotImplemented
+        return (self.type, self.index) == (other.type, other.index)
+
+    def __hash__(self) -> int:
+        return hash((self.type, self.index))
+
+
+_CPU = device("cpu")
+
+
+def check_device(value: Any) -> None:
+    """Accept ``device=`` arguments naming the CPU; others are a clear RuntimeError."""
+    if value is None or value is _CPU:
+        return
+    found = device(value) if isinstance(value, str | device) else None
+    if found is None:
+        raise TypeError(f"device must be a string or torch.device, not {type(value).__name__}")
+    if found.type != "cpu":
+        raise RuntimeError(
+            f"device '{found}' is not available: gradcalc computes on the CPU only "
+            "(use device='cpu', or leave device out)"
+        )
+
+
+def get_default_device() -> device:
+    """Where new tensors live: always the CPU."""
+    return _CPU
+
+
+def set_default_device(value: Any) -> None:
+    """Accepts the CPU (or None, PyTorch's reset); any other device is a RuntimeError."""
+    check_device(value)
 
 
 def as_np_dtype(value: Any) -> np.dtype | None:
@@ -312,12 +410,14 @@ def backward_passes() -> int:
 class _Meta:
     """A node's rarely used extras, kept apart so recording a node stays cheap."""
 
-    __slots__ = ("grad_value", "retain", "step", "value")
+    __slots__ = ("grad_value", "hooks", "retain", "step", "value")
 
     def __init__(self, value: Any = None) -> None:
         self.value = value
         self.grad_value = None
         self.retain = None
+        self.hooks: dict | None = None
+        """The output tensor's ``register_hook`` functions, in order (:class:`RemovableHandle`)."""
         self.step = -1
         """When backward reached the node: its place in the recorded passes (explain mode)."""
 
@@ -478,6 +578,62 @@ def node_class(grad_fn_name: str, op: Any) -> type[Node]:
     return type(grad_fn_name, (Node,), namespace)
 
 
+# ---------------------------------------------------------------- tensor hooks
+
+_hook_ids = iter(range(1 << 62))
+
+
+class _KeptNode:
+    """What a hooked leaf keeps in ``_accum`` instead of a weak reference: called like
+    one, it returns the AccumulateGrad node, which holds the leaf's hooks and must
+    live as long as the leaf (the leaf <-> node cycle is the garbage collector's)."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: AccumulateGrad) -> None:
+        self.node = node
+
+    def __call__(self) -> AccumulateGrad:
+        return self.node
+
+
+class RemovableHandle:
+    """What ``register_hook`` returns: ``remove()`` unregisters the hook (PyTorch's
+    ``torch.utils.hooks.RemovableHandle``, a context manager too)."""
+
+    __slots__ = ("_hooks", "id")
+
+    def __init__(self, hooks: dict, key: int) -> None:
+        self._hooks = hooks
+        self.id = key
+
+    def remove(self) -> None:
+        self._hooks.pop(self.id, None)
+
+    def __enter__(self) -> RemovableHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+def _call_hooks(hooks: dict, g: Any, recorded: bool) -> Any:
+    """Run a tensor's hooks in registration order on its gradient ``g`` (raw data, or a
+    Tensor in a recorded pass); a hook may return a replacement of the same shape."""
+    for hook in list(hooks.values()):
+        given = g if recorded else _wrap(_own(g))
+        out = hook(given)
+        if out is None:
+            continue
+        if not isinstance(out, Tensor):
+            raise TypeError(f"expected Variable, but hook returned {type(out).__name__!r}")
+        if np.shape(out._data) != np.shape(g._data if recorded else g):
+            name = getattr(hook, "__name__", type(hook).__name__)
+            raise GradError(f"hook {name!r} has changed the size of value")
+        g = out if recorded else _cast_like(out._data, g)
+    return g
+
+
 # ---------------------------------------------------------------- tensor
 
 
@@ -635,6 +791,32 @@ def apply1(op: Any, x: Tensor, *consts: Any) -> Tensor:
     return _wrap(data)
 
 
+class ShapeMismatch(RuntimeError, ValueError):
+    """Operands whose shapes do not fit (broadcasting, matmul, reshape): PyTorch's
+    RuntimeError and message (a ValueError too, what NumPy raised here before, so code
+    catching either still works)."""
+
+
+def _broadcast_error(xd: Any, yd: Any, exc: ValueError) -> Exception:
+    """PyTorch's message for shapes that do not broadcast (``exc`` itself otherwise):
+    the last dimension, counted in the broadcast result, where the sizes differ."""
+    a, b = np.shape(xd), np.shape(yd)
+    try:
+        np.broadcast_shapes(a, b)
+    except ValueError:
+        ndim = max(len(a), len(b))
+        for dim in range(ndim - 1, -1, -1):
+            i, j = dim - (ndim - len(a)), dim - (ndim - len(b))
+            size_a = a[i] if i >= 0 else 1
+            size_b = b[j] if j >= 0 else 1
+            if size_a != size_b and size_a != 1 and size_b != 1:
+                return ShapeMismatch(
+                    f"The size of tensor a ({size_a}) must match the size of tensor b "
+                    f"({size_b}) at non-singleton dimension {dim}"
+                )
+    return exc
+
+
 def apply2(op: Any, x: Any, y: Any, *consts: Any) -> Tensor:
     """Run a two-operand op; either operand may be a Python number (its edge is None)."""
     tx = type(x) is Tensor
@@ -644,22 +826,25 @@ def apply2(op: Any, x: Any, y: Any, *consts: Any) -> Tensor:
     rx = tx and x._requires_grad
     ry = ty and y._requires_grad
     data = None
-    if (tx and type(xd) in PYTHON_VALUES) or (ty and type(yd) in PYTHON_VALUES):
-        if type(xd) in _FLOATS and type(yd) in _FLOATS:
-            data = on_floats(op, (xd, yd, *consts))
-        if data is None:  # NumPy takes over
-            xd = x._data if tx else x
-            yd = y._data if ty else y
-    elif (
-        (rx or ry)
-        and (_grad_enabled or _grad_here())
-        and op.pooled is not None
-        and type(xd) is _ndarray
-        and xd.dtype.kind == "f"
-    ):
-        data = op.pooled(xd, yd, *consts)  # None: not a large float result
-    if data is None:
-        data = op.forward(xd, yd, *consts)
+    try:
+        if (tx and type(xd) in PYTHON_VALUES) or (ty and type(yd) in PYTHON_VALUES):
+            if type(xd) in _FLOATS and type(yd) in _FLOATS:
+                data = on_floats(op, (xd, yd, *consts))
+            if data is None:  # NumPy takes over
+                xd = x._data if tx else x
+                yd = y._data if ty else y
+        elif (
+            (rx or ry)
+            and (_grad_enabled or _grad_here())
+            and op.pooled is not None
+            and type(xd) is _ndarray
+            and xd.dtype.kind == "f"
+        ):
+            data = op.pooled(xd, yd, *consts)  # None: not a large float result
+        if data is None:
+            data = op.forward(xd, yd, *consts)
+    except ValueError as exc:
+        raise _broadcast_error(xd, yd, exc) from None
     if (rx or ry) and (_grad_enabled or _grad_here()) and op.node is not None:
         k0, k1 = op.keep2[rx + 2 * ry]
         p0 = _edge(x) if rx else None
@@ -771,7 +956,10 @@ def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
             ):
                 data = _recycle.binary(op.ufunc, xd, yd)  # a training step's array: pooled
             else:
-                data = op.forward(xd, yd)
+                try:
+                    data = op.forward(xd, yd)
+                except ValueError as exc:
+                    raise _broadcast_error(xd, yd, exc) from None
             if (rx or ry) and (_grad_enabled or _grad_here()):
                 k0, k1 = keep[rx + 2 * ry]
                 return _record(
@@ -1046,6 +1234,24 @@ class Tensor(_TensorSlots):
         fn = self._grad_fn
         return fn is not None and fn._retain is not None
 
+    def register_hook(self, hook: Any) -> RemovableHandle:
+        """Call ``hook(grad)`` each time this tensor's gradient is computed; a Tensor it
+        returns replaces the gradient (what flows on, or what a leaf accumulates)."""
+        if not self._requires_grad:
+            raise GradError("cannot register a hook on a tensor that doesn't require gradient")
+        fn = self._grad_fn
+        if fn is None:  # a leaf: its AccumulateGrad node holds the hooks, kept alive
+            fn = _edge(self)
+            if type(self._accum) is not _KeptNode:
+                self._accum = _KeptNode(fn)
+        meta = fn._meta()
+        if meta.hooks is None:
+            meta.hooks = {}
+        hooks = meta.hooks
+        key = next(_hook_ids)
+        hooks[key] = hook
+        return RemovableHandle(hooks, key)
+
     def backward(
         self,
         gradient: Any = None,
@@ -1116,12 +1322,25 @@ class Tensor(_TensorSlots):
         return dtype_of(raw.dtype)
 
     @property
-    def device(self) -> str:
-        return "cpu"
+    def device(self) -> device:
+        return _CPU
 
     @property
     def is_cuda(self) -> bool:
         return False
+
+    def cpu(self, memory_format: Any = None) -> Tensor:
+        """The tensor itself: it is on the CPU already."""
+        return self
+
+    def cuda(
+        self, device: Any = None, non_blocking: bool = False, memory_format: Any = None
+    ) -> Tensor:
+        """A RuntimeError: gradcalc computes on the CPU only."""
+        check_device(
+            "cuda" if device is None else f"cuda:{device}" if isinstance(device, int) else device
+        )
+        return self
 
     def is_floating_point(self) -> bool:
         return self.dtype.is_floating_point
@@ -1273,7 +1492,7 @@ class Tensor(_TensorSlots):
     def __repr__(self, *, tensor_contents: Any = None) -> str:
         from gradcalc._format import tensor_repr
 
-        return tensor_repr(self)
+        return tensor_repr(self, _default_float.name)
 
     __str__ = __repr__
 
@@ -1336,7 +1555,7 @@ def wrap(data: Any) -> Tensor:
 def _as_grad_tensor(value: Any, like: Tensor) -> Tensor:
     if isinstance(value, Tensor):
         return value
-    data = like._raw
+    data = like._raw if type(like._raw) is float else like._data
     if type(data) is float:
         return _wrap(float(value))
     return _wrap(np.asarray(value, dtype=data.dtype))
@@ -1360,6 +1579,7 @@ def _seed_gradients(outputs: Sequence[Tensor], gradients: Sequence[Any] | None) 
                 continue
             shape = ()
         else:
+            raw = out._data  # (a float backend bool as NumPy's)
             shape = np.shape(raw)
         if given is None:
             if np.size(raw) != 1:
@@ -1408,11 +1628,19 @@ def backward(
         retain_graph = create_graph
     grads = _seed_gradients(tensors, grad_tensors)
     roots = _roots(tensors)
-    targets = None
-    if inputs is not None:
-        if isinstance(inputs, Tensor):
-            inputs = [inputs]
-        targets = [_edge(t) for t in inputs]
+    if inputs is None:
+        run_backward(roots, grads, retain_graph, create_graph, None, accumulate=True)
+        return
+    # Only ``inputs`` accumulate: leaves among them, and non-leaves, which (as in
+    # PyTorch) retain their gradient from now on.
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    if not inputs:
+        raise GradError("`inputs` argument to `backward()` cannot be empty.")
+    for t in inputs:
+        if not t._requires_grad:
+            raise GradError("One of the differentiated Tensors does not require grad")
+        t.retain_grad()
+    targets = [_edge(t) for t in inputs]
     run_backward(roots, grads, retain_graph, create_graph, targets, accumulate=True)
 
 
@@ -1625,6 +1853,9 @@ class _BackwardPass:
         g = _pop_gradient(pending, node)
         if g is None:
             return None
+        meta = node.meta  # the tensor's hooks (leaves': on their AccumulateGrad)
+        if meta is not None and meta.hooks and (self.needed is None or node in self.needed):
+            g = _call_hooks(meta.hooks, g, self.recorded)
         if self.targets is not None and node in self.targets:
             self.captured[node] = g
         if node.kind < 0:  # AccumulateGrad: .grad may take g's buffer if nothing else holds it
@@ -1678,7 +1909,7 @@ class _BackwardPass:
         return {node: _wrap(_own(g)) for node, g in self.captured.items()}
 
     def _leaf(self, node: AccumulateGrad, g: Any, owned: bool) -> None:
-        if self.accumulate:
+        if self.accumulate and (self.targets is None or node in self.targets):
             if self.recorded:
                 _store_leaf_grad(node.variable, g)
             else:

@@ -15,6 +15,7 @@ apply them to JSON Lines as they are.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import json
 import math
@@ -79,15 +80,48 @@ __all__ = [
 
 DTYPES = ("float64", "float32")
 CHECK_TOLERANCE = 1e-4
-"""Largest relative error (magnitudes below 1 compared absolutely) ``check`` accepts."""
+"""Largest relative error (magnitudes below 1 compared absolutely) ``check`` accepts by
+default (``check_tolerance``, CLI ``--check-tolerance``): float64 central differences
+with a step of 1e-6 agree with a correct gradient to ~1e-8 on smooth formulas."""
 CHECK_MAX_ENTRIES = 1000
 """Gradient entries compared by finite differences per result; larger gradients are sampled."""
 
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 """A binding's text that is a plain number (it skips the interpreter's parser)."""
 _REQUEST_KEYS = frozenset(
-    {"id", "formula", "vars", "wrt", "of", "grad_output", "dtype", "seed", "check", "graph"}
+    {
+        "id",
+        "formula",
+        "vars",
+        "wrt",
+        "of",
+        "grad_output",
+        "dtype",
+        "seed",
+        "check",
+        "check_tolerance",
+        "graph",
+    }
 )
+
+
+_SURFACE: contextvars.ContextVar[str] = contextvars.ContextVar("surface", default="cli")
+"""Where the request came from ("cli", "batch" while :func:`run_request` runs, "repl"
+for :func:`interpreter`'s sessions): hints name what the user can change there."""
+_UNBOUND_HINTS = {
+    "cli": "bind it on the command line: {name}=2, or assign it first: {name} = 2",
+    "batch": 'add it to the request\'s vars ("vars": {{"{name}": 2}}), or assign it first: '
+    "{name} = 2",
+    "repl": "assign it first: {name} = 2",
+}
+
+
+def _option(name: str) -> str:
+    """An option as the current surface spells it: ``--grad-output``, or in batch the
+    request's key ``'grad_output'``."""
+    if _SURFACE.get() == "batch":
+        return f"request '{name}'"
+    return "--" + name.replace("_", "-")
 
 
 @dataclass(slots=True)
@@ -101,6 +135,7 @@ class Result:
     summed: bool = False
     notes: list[str] = field(default_factory=list)
     check: dict[str, float | None] | None = None
+    check_tolerance: float = CHECK_TOLERANCE
     graph: Graph | None = None
     output_name: str | None = None
     jacobian: dict[str, np.ndarray] | None = None
@@ -109,6 +144,14 @@ class Result:
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.value.shape)
+
+    @property
+    def check_passed(self) -> bool | None:
+        """Whether every checked gradient is within ``check_tolerance`` of finite
+        differences (names the formula defines are not checked); None without a check."""
+        if self.check is None:
+            return None
+        return all(err is None or err <= self.check_tolerance for err in self.check.values())
 
 
 # ---------------------------------------------------------------- evaluation
@@ -154,21 +197,39 @@ def evaluate(
     limits: Limits | None = None,
     *,
     retain_graph: bool = False,
+    check_tolerance: float | None = None,
 ) -> Result:
     """Run ``formula`` with ``bindings`` as differentiable leaves; return its value and gradients.
 
     Gradients are reported for ``wrt`` (bound variables or names the program
-    defines), by default for every bound variable and every leaf the program
-    creates. A non-scalar output is differentiated as its sum unless
-    ``grad_output`` gives the seed. ``retain_graph`` keeps the saved values
+    defines), by default for every bound variable (or, with none bound, every
+    leaf the program creates). A non-scalar output is differentiated as its sum unless
+    ``grad_output`` gives the seed. ``check`` compares them with finite
+    differences (``result.check_passed``: within ``check_tolerance``, default
+    :data:`CHECK_TOLERANCE`). ``retain_graph`` keeps the saved values
     of ``result.graph``'s nodes (explain mode reads them). Raises
     ``FormulaError`` subclasses only.
     """
     dtype = _check_dtype(dtype)
     limits = limits or DEFAULT_LIMITS
+    tolerance = _check_tolerance(check_tolerance)
     return _evaluate(
-        formula, bindings, wrt, of, grad_output, dtype, seed, check, graph, limits, retain_graph
-    )
+        formula, bindings, wrt, of, grad_output, dtype, seed, check, graph, limits, retain_graph,
+        tolerance,
+    )  # fmt: skip
+
+
+def _check_tolerance(value: Any) -> float:
+    """``check_tolerance`` as given (a non-negative number), or the default."""
+    if value is None:
+        return CHECK_TOLERANCE
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise FormulaValueError(
+            f"check_tolerance must be a non-negative number, not {value!r}",
+            hint=f"the largest relative error {_option('check')} accepts; default "
+            f"{CHECK_TOLERANCE:g}",
+        )
+    return float(value)
 
 
 @_releases_buffers
@@ -184,6 +245,7 @@ def _evaluate(
     graph: bool,
     limits: Limits,
     retain_graph: bool = False,
+    check_tolerance: float = CHECK_TOLERANCE,
 ) -> Result:
     """:func:`evaluate` on the engine (arguments checked)."""
     if check and seed is None:
@@ -195,6 +257,7 @@ def _evaluate(
             formula, values, wrt, of, grad_output, dtype, seed, limits, retain_graph
         )
     if check:
+        result.check_tolerance = check_tolerance
         base = {name: _as_float64(leaf._data) for name, leaf in run.leaves.items()}
         result.check = _finite_difference_check(formula, base, result, of, seed_array, seed, limits)
         _note_check(result)
@@ -216,6 +279,8 @@ def evaluate_json(
     check: bool = False,
     graph: bool = False,
     limits: Limits | None = None,
+    *,
+    check_tolerance: float | None = None,
 ) -> dict:
     """``result_to_json(evaluate(...))``, NumPy's floating-point warnings silenced.
 
@@ -224,10 +289,24 @@ def evaluate_json(
     """
     dtype = _check_dtype(dtype)
     limits = limits or DEFAULT_LIMITS
+    tolerance = _check_tolerance(check_tolerance)
     _checked_program(formula, limits)  # a syntax error is reported before NumPy loads
     with _numpy.errstate():
         return result_to_json(
-            _evaluate(formula, bindings, wrt, of, grad_output, dtype, seed, check, graph, limits)
+            _evaluate(
+                formula,
+                bindings,
+                wrt,
+                of,
+                grad_output,
+                dtype,
+                seed,
+                check,
+                graph,
+                limits,
+                False,
+                tolerance,
+            )
         )
 
 
@@ -288,7 +367,7 @@ def hessian(
         raise ShapeError(
             "the Hessian needs a scalar output; this one has shape "
             f"{_shape_text(interp_run.value)}",
-            hint="reduce it first, e.g. sum(...) or mean(...), or pick one with --of NAME",
+            hint=f"reduce it first, e.g. sum(...) or mean(...), or pick one with {_option('of')}",
         )
     targets = _targets(interp_run, wrt)
     total = sum(_size_of(t) for _, t in targets)
@@ -355,13 +434,15 @@ def interpreter(
         import gradcalc
 
         gradcalc.manual_seed(seed)  # torch.rand... draw from the default generator
-    return Interpreter(
+    interp = Interpreter(
         dtype=_check_dtype(dtype),
         seed=seed,
         limits=limits or DEFAULT_LIMITS,
         program=program,
         write=write,
     )
+    interp.unbound_hint = _UNBOUND_HINTS["repl"]
+    return interp
 
 
 def execute(interp: Interpreter, source: str) -> Outcome:
@@ -487,7 +568,8 @@ def _differentiate(
         seed_array = _constant_array(grad_output, dtype, seed, limits)
         if seed_array.shape != run.value.shape:
             raise ShapeError(
-                f"--grad-output has shape {_shape_text(seed_array)} but the output has shape "
+                f"{_option('grad_output')} has shape {_shape_text(seed_array)} but the output "
+                "has shape "
                 f"{_shape_text(run.value)}",
                 hint="the seed of a vector-Jacobian product has the output's shape",
             )
@@ -495,7 +577,7 @@ def _differentiate(
         result.summed = True
         result.notes.append(
             f"The output has shape {_shape_text(run.value)}; it was differentiated as its sum "
-            "(a seed of ones). Use --grad-output to give another seed."
+            f"(a seed of ones). Use {_option('grad_output')} to give another seed."
         )
     live = [(name, t) for name, t in targets if _requires_grad(t)]
     grads: Sequence[Any] = [None] * len(live)
@@ -533,6 +615,7 @@ def _execute(
     from gradcalc.interpreter import Interpreter
 
     interp = Interpreter(dtype=dtype, seed=seed, limits=limits)
+    interp.unbound_hint = _UNBOUND_HINTS[_SURFACE.get()]
     leaves = {}
     for name, value in values.items():
         _guarded(lambda: interp.bind(name, value))  # noqa: B023 (called at once)
@@ -546,8 +629,9 @@ def _execute(
     if of is not None:
         if of not in interp.env:
             raise UnknownNameError(
-                f"--of names '{of}', which the formula does not define",
-                hint="pick a variable the formula assigns, or leave --of out for the last value",
+                f"{_option('of')} names '{of}', which the formula does not define",
+                hint=f"pick a variable the formula assigns, or leave {_option('of')} out for "
+                "the last value",
             )
         output, name = interp.env[of], of
     else:
@@ -555,7 +639,7 @@ def _execute(
         if output is None:
             raise FormulaValueError(
                 "the formula produced no value",
-                hint="end it with an expression, or pick a variable with --of NAME",
+                hint=f"end it with an expression, or pick a variable with {_option('of')}",
             )
     tensor, value = _as_output(output, name)
     return _Run(interp, leaves, tensor, value, name)
@@ -621,12 +705,19 @@ _PROGRAM_CACHE_TEXT = 10_000
 
 
 def _targets(run: _Run, wrt: Sequence[str] | None) -> list[tuple[str, Any]]:
-    """The (name, tensor) pairs gradients are reported for, in a stable order."""
+    """The (name, tensor) pairs gradients are reported for, in a stable order.
+
+    By default the variables the user bound (``NAME=VALUE``, batch ``vars``): what
+    the formula assigns is its own data (``t = ones(3, 2)``), reported only when
+    ``wrt`` names it. A formula given no bindings reports the differentiable leaves
+    it assigns (``a = 2; b = 6; 3*a**3 - b**2``: seed 000 as a program)."""
     from gradcalc import Tensor
 
     env = run.interp.env
     if wrt is None:
         targets = list(run.leaves.items())
+        if targets:
+            return targets
         for name, value in env.items():
             if (
                 name not in run.leaves
@@ -644,12 +735,17 @@ def _targets(run: _Run, wrt: Sequence[str] | None) -> list[tuple[str, Any]]:
             targets.append((name, env[name]))
         elif name in env:
             raise FormulaTypeError(
-                f"--wrt names '{name}', which is a {_kind(env[name])}, not a tensor"
+                f"{_option('wrt')} names '{name}', which is a {_kind(env[name])}, not a tensor"
             )
         else:
             raise UnknownNameError(
-                f"--wrt names '{name}', which is neither bound nor defined by the formula",
-                hint="bind it with NAME=VALUE or name a variable the formula assigns",
+                f"{_option('wrt')} names '{name}', which is neither bound nor defined by the "
+                "formula",
+                hint=(
+                    "add it to the request's vars or name a variable the formula assigns"
+                    if _SURFACE.get() == "batch"
+                    else "bind it with NAME=VALUE or name a variable the formula assigns"
+                ),
             )
     return targets
 
@@ -811,7 +907,8 @@ def _finite_difference_check(
         report[name] = worst
         if len(indices) < point.size:
             result.notes.append(
-                f"--check compared {len(indices)} of {point.size} entries of the gradient of "
+                f"{_option('check')} compared {len(indices)} of {point.size} entries of the "
+                "gradient of "
                 f"'{name}'."
             )
     return report
@@ -829,17 +926,18 @@ def _note_check(result: Result) -> None:
     bad = [
         name
         for name, err in result.check.items()
-        if err is not None and not (err <= CHECK_TOLERANCE)
+        if err is not None and not (err <= result.check_tolerance)
     ]
     if bad:
         worst = ", ".join(f"{name} ({_short_float(result.check[name])})" for name in bad)
         result.notes.append(
-            f"--check: gradient disagrees with finite differences beyond {CHECK_TOLERANCE:g}: "
+            f"{_option('check')}: gradient disagrees with finite differences beyond "
+            f"{result.check_tolerance:g}: "
             f"{worst} (expected at kinks such as relu or abs at 0)."
         )
     if skipped:
         result.notes.append(
-            f"--check skipped names the formula defines itself: {', '.join(skipped)}."
+            f"{_option('check')} skipped names the formula defines itself: {', '.join(skipped)}."
         )
 
 
@@ -1032,6 +1130,7 @@ def run_request(request: Any, limits: Limits | None = None) -> dict:
     warnings are silenced: non-finite values are reported in ``note``.
     """
     request_id = request.get("id") if isinstance(request, dict) else None
+    surface = _SURFACE.set("batch")
     try:
         out = evaluate_json(**_request_arguments(request), limits=limits)
     except OverflowError as exc:  # an integer in the request beyond float64 (10**400)
@@ -1040,6 +1139,8 @@ def run_request(request: Any, limits: Limits | None = None) -> dict:
         )
     except Exception as exc:
         out = error_to_json(exc)
+    finally:
+        _SURFACE.reset(surface)
     return {"id": request_id, **out}
 
 
@@ -1169,6 +1270,7 @@ def _request_arguments(request: Any) -> dict[str, Any]:
         "grad_output": request.get("grad_output"),
         "dtype": request.get("dtype") or "float64",
         "seed": seed,
-        "check": bool(request.get("check", False)),
+        "check": bool(request.get("check", False)) or "check_tolerance" in request,
+        "check_tolerance": request.get("check_tolerance"),
         "graph": bool(request.get("graph", False)),
     }

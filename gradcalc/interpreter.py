@@ -1406,6 +1406,10 @@ class Interpreter:
     and values as before (gradients already accumulated are not rolled back).
     """
 
+    unbound_hint = "bind it on the command line: {name}=2, or assign it first: {name} = 2"
+    """How an undefined name can get a value, in the words of the surface running the
+    program (``gradcalc.api`` sets the batch's and the REPL's)."""
+
     def __init__(
         self,
         dtype: str = "float64",
@@ -1681,7 +1685,7 @@ class Interpreter:
                 f"there is no function '{name}'",
                 hint=f"{suggestion} ({other})" if suggestion else other,
             )
-        bind = f"bind it on the command line: {name}=2, or assign it first: {name} = 2"
+        bind = self.unbound_hint.format(name=name)
         return UnknownNameError(
             f"'{name}' is not defined",
             hint=f"{suggestion} Or {bind}" if suggestion else bind,

@@ -103,6 +103,8 @@ def result_to_json(result: Any) -> dict:
             name: (None if err is None else finite_or_text(err))
             for name, err in result.check.items()
         }
+        out["check_passed"] = result.check_passed
+        out["check_tolerance"] = result.check_tolerance
     if result.jacobian is not None:
         out["jacobian"] = {name: tensor_to_json(j) for name, j in result.jacobian.items()}
     if result.hessian is not None:

@@ -1416,8 +1416,12 @@ BMM = defop(
 
 
 def _reshape_forward(x: Any, shape: tuple) -> Any:
-    out = np.reshape(x, shape)
-    return out
+    try:
+        return np.reshape(x, shape)
+    except ValueError:
+        raise _tensor.ShapeMismatch(
+            f"shape '{list(shape)}' is invalid for input of size {np.size(x)}"
+        ) from None
 
 
 VIEW = defop(
@@ -1571,6 +1575,147 @@ STACK = defop(
     arity="n", saves=False,
     sample=Sample((((2, 3), (2, 3)), ((3,), (3,)), ((), ())), consts=((0,), (-1,))),
 )  # fmt: skip
+
+# ---------------------------------------------------------------- losses
+
+# PyTorch's fused loss nodes (MseLossBackward0, NllLossBackward0, ...), one node per
+# loss as users see them in grad_fn; the VJPs use registry ops, so they differentiate
+# again. ``reduction`` is "mean", "sum" or "none"; the gradient reaching each element
+# is ``g`` ("none": one per element; "sum": ``g`` broadcast; "mean": ``g / count``).
+
+
+def _reduced(loss: Any, reduction: str, count: Any = None) -> Any:
+    if reduction == "none":
+        return loss
+    total = np.sum(loss)
+    if reduction == "sum":
+        return total
+    return total / (np.size(loss) if count is None else count)
+
+
+def _seed(g: Any, reduction: str, count: Any) -> Any:
+    return g / count if reduction == "mean" else g
+
+
+def _broadcast_size(*operands: Any) -> int:
+    return int(np.prod(np.broadcast_shapes(*(_shape(x) for x in operands)), dtype=np.int64))
+
+
+def _mse_forward(x: Any, t: Any, reduction: str) -> Any:
+    diff = x - t
+    return _reduced(diff * diff, reduction)
+
+
+MSE_LOSS = defop(
+    "mse_loss", "MseLossBackward0", _mse_forward,
+    (
+        lambda g, a, x, t, red: unbroadcast(_seed(g, red, _broadcast_size(x, t)) * 2 * (x - t), x),
+        lambda g, a, x, t, red: unbroadcast(_seed(g, red, _broadcast_size(x, t)) * 2 * (t - x), t),
+    ),
+    arity="2",
+    sample=Sample(
+        (((2, 3), (2, 3)), ((3,), (3,)), ((), ()), ((2, 3), (3,)), ((2, 3), None)),
+        consts=(("mean",), ("sum",), ("none",)),
+    ),
+)  # fmt: skip
+
+
+def _bce_logits_forward(x: Any, t: Any, weight: Any, pos_weight: Any, reduction: str) -> Any:
+    """``(1 - t) x + (1 + (pos_weight - 1) t) log(1 + exp(-x))`` (times ``weight``),
+    stable for any ``x``: ``logaddexp(0, -x)``."""
+    softplus = np.logaddexp(0, -x)
+    if pos_weight is not None:
+        softplus = (1 + (pos_weight - 1) * t) * softplus
+    loss = (1 - t) * x + softplus
+    if weight is not None:
+        loss = loss * weight
+    return _reduced(loss, reduction)[()]
+
+
+def _bce_logits_x(g: Any, a: Any, x: Any, t: Any, w: Any, pw: Any, red: str) -> Any:
+    """d/dx = (1 - t) - (1 + (pw - 1) t) sigmoid(-x)."""
+    below = call1(SIGMOID, -x)
+    if pw is not None:
+        below = (1 + (pw - 1) * t) * below
+    local = (1 - t) - below
+    if w is not None:
+        local = local * w
+    return unbroadcast(_seed(g, red, _broadcast_size(x, t)) * local, x)
+
+
+def _bce_logits_t(g: Any, a: Any, x: Any, t: Any, w: Any, pw: Any, red: str) -> Any:
+    """d/dt = -x + (pw - 1) log(1 + exp(-x))."""
+    local = -x
+    if pw is not None:
+        local = local + (pw - 1) * call1(SOFTPLUS, -x, 1.0, math.inf)
+    if w is not None:
+        local = local * w
+    return unbroadcast(_seed(g, red, _broadcast_size(x, t)) * local, t)
+
+
+_LOSS_WEIGHTS = [0.5, 2.0, 1.5]
+BCE_WITH_LOGITS = defop(
+    "binary_cross_entropy_with_logits", "BinaryCrossEntropyWithLogitsBackward0",
+    _bce_logits_forward, (_bce_logits_x, _bce_logits_t),
+    arity="2",
+    sample=Sample(
+        (((2, 3), (2, 3)), ((3,), (3,)), ((), ()), ((2, 3), (2, 3)), ((2, 3), (2, 3))),
+        consts=lambda: (
+            (None, None, "mean"), (np.array(_LOSS_WEIGHTS), None, "sum"), (None, None, "none"),
+            (None, np.array(_LOSS_WEIGHTS), "mean"),
+            (np.array(_LOSS_WEIGHTS), np.array(_LOSS_WEIGHTS), "none"),
+        ),
+        paired=True, domain=("real", "unit"),
+    ),
+)  # fmt: skip
+
+
+def _nll_forward(logp: Any, negated: Any, class_dim: int, reduction: str, total: Any) -> Any:
+    """``negated`` holds -weight at each target's class and 0 elsewhere (0 everywhere for
+    an ignored target); ``total`` is the weight of the kept targets, what "mean" divides by."""
+    losses = np.sum(logp * negated, axis=class_dim)
+    return np.asarray(_reduced(losses, reduction, total), dtype=np.result_type(logp))[()]
+
+
+def _nll_vjp(g: Any, a: Any, logp: Any, negated: Any, class_dim: int, red: str, total: Any) -> Any:
+    if red == "none":
+        shape = list(_shape(logp))
+        shape[class_dim] = 1
+        g = call1(VIEW, g, tuple(shape))
+    return _seed(g, red, total) * _const(negated, g)
+
+
+def _nll_sample_mask(shape: tuple, class_dim: int, labels: list[int]) -> np.ndarray:
+    """A sample's ``negated``: the given class per target, weights 1, 2, 0.5, ..."""
+    mask = np.zeros(shape)
+    for index, label in zip(np.ndindex(*np.delete(shape, class_dim)), labels, strict=True):
+        where = list(index)
+        where.insert(class_dim, label)
+        mask[tuple(where)] = -(0.5 + 0.5 * label)
+    return mask
+
+
+def _nll_sample_consts() -> tuple:
+    mask_2x3 = _nll_sample_mask((2, 3), 1, [2, 0])
+    mask_2x3x2 = _nll_sample_mask((2, 3, 2), 1, [0, 2, 1, 1])
+    return (
+        (mask_2x3, 1, "mean", -np.sum(mask_2x3)),
+        (mask_2x3, 1, "none", None),
+        (_nll_sample_mask((3,), 0, [1]), 0, "sum", None),
+        (mask_2x3x2, 1, "mean", -np.sum(mask_2x3x2)),
+    )
+
+
+NLL_LOSS = defop(
+    "nll_loss", "NllLossBackward0", _nll_forward, (_nll_vjp,),
+    saves=False,
+    sample=Sample(
+        (((2, 3),), ((2, 3),), ((3,),), ((2, 3, 2),)),
+        consts=_nll_sample_consts,
+        paired=True,
+    ),
+)  # fmt: skip
+
 
 # ---------------------------------------------------------------- not differentiable
 
