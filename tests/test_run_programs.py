@@ -459,3 +459,15 @@ def test_assert_main_guard_and_self_documenting_fstrings() -> None:
     assert error.message == "AssertionError: sum is 2.0" and error.line == 3
     _, error = failure("assert []")
     assert error.message == "AssertionError"
+
+
+def test_a_lambda_is_called_back_as_a_hook() -> None:
+    import gradcalc
+
+    if not hasattr(gradcalc.Tensor, "register_hook"):
+        pytest.skip("Tensor.register_hook is not in this engine")
+    source = (
+        "import torch\nx = torch.tensor([1., 2.], requires_grad=True)\n"
+        "h = x.register_hook(lambda g: g * 2)\n(x * 3).sum().backward()\nprint(x.grad)"
+    )
+    assert run(source) == "tensor([6., 6.])\n"
