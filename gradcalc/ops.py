@@ -450,9 +450,33 @@ TENSOR_PAIRS = tuple(case for case in BINARY if None not in case)
 _NUMPY_SCALARS = frozenset((np.float64, np.float32, np.float16))
 
 
+class _NoSymbols:
+    """Stands for the symbolic backend's type until ``gradcalc.symbolic`` is imported."""
+
+
+_SYMBOLIC: type = _NoSymbols
+"""The symbolic backend's expression type (``gradcalc/symbolic.py``): a third kind
+of operand VJPs run on, beside raw data and Tensors, so derivatives as formulas
+come from these same VJPs (no second table of rules). :func:`call1`/:func:`call2`
+hand an op on such an operand to ``_SYMBOLIC.apply(op, operands, consts)`` (which
+builds the expression node), :func:`_d` reads its value at the point (``.value``);
+``_shape`` and :func:`unbroadcast` need nothing (it has ``.shape``), nor do Python
+operators. The checks come after the Tensor and ndarray ones, so those paths pay
+one identity test at most."""
+
+
+def use_symbolic(kind: type) -> None:
+    """Register the symbolic backend's expression type (see :data:`_SYMBOLIC`)."""
+    global _SYMBOLIC
+    _SYMBOLIC = kind
+
+
 def _d(v: Any) -> Any:
-    """The data of an operand: a Tensor's NumPy value, or the raw value itself."""
-    return v._data if type(v) is Tensor else v
+    """The data of an operand: a Tensor's NumPy value, or the raw value itself
+    (an expression's value at the point, for the symbolic backend)."""
+    if type(v) is Tensor:
+        return v._data
+    return v.value if type(v) is _SYMBOLIC else v
 
 
 def _shape(v: Any) -> tuple:
@@ -465,6 +489,8 @@ def call1(op: Op, x: Any, *consts: Any) -> Any:
         return apply1(op, x, *consts)
     if type(x) is np.ndarray and op.ufunc is not None and not consts and _recycle.poolable(x):
         return _recycle.unary(op.ufunc, x)
+    if type(x) is _SYMBOLIC:
+        return _SYMBOLIC.apply(op, (x,), consts)
     return op.forward(x, *consts)
 
 
@@ -472,6 +498,8 @@ def call2(op: Op, x: Any, y: Any, *consts: Any) -> Any:
     """Two-operand :func:`call1`."""
     if type(x) is Tensor or type(y) is Tensor:
         return apply2(op, x, y, *consts)
+    if type(x) is _SYMBOLIC or type(y) is _SYMBOLIC:
+        return _SYMBOLIC.apply(op, (x, y), consts)
     if op.pooled is not None and type(x) is np.ndarray and x.dtype.kind == "f":
         data = op.pooled(x, y, *consts)
         if data is not None:

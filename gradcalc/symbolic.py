@@ -1,0 +1,1097 @@
+"""Symbolic derivatives: the derivative of a formula as a formula (``gradcalc diff``).
+
+Nothing here knows a derivative rule. The formula runs once in the one
+interpreter at a point (the user's ``NAME=VALUE``s, or generic points); the
+engine records its graph as for any gradient. Each recorded node's saved
+operands and output are then replaced by expression nodes (:class:`Sym`: the
+forward as "op(args)", with its value at the point), and the engine's own
+backward loop (``_tensor.run_backward``) runs the registry's VJPs on them:
+the VJPs are written with Python operators, ``call1``/``call2``, ``_d`` and
+``unbroadcast``, and ``ops.use_symbolic`` makes those build expression nodes
+for a :class:`Sym` (the hook is documented in ``gradcalc/ops.py``). So every
+differentiable elementwise built-in has a symbolic derivative the day it is
+declared, and the printed derivative is what the engine computes.
+
+Why the trace and not symbolic values in the interpreter: the interpreter and
+every built-in work on Tensors (shapes, dtypes, broadcasting checks, method
+sugar), and control flow needs values anyway. Running it as it is, at a point,
+handles ``def``s (inlined by construction: the trace only has ops), loops and
+branches; the branch taken is the one at the point. Where the derivative
+depends on the point (``if``/``while``/comparisons, or a VJP that reads values:
+``relu``, ``abs``'s kink is symbolic, ``maximum``, ``clamp``, ``%``), the
+derivative is traced at several generic points too: without a point such a
+formula is an error asking for one, with a point the derivative is that of the
+branch taken there, and a note says so.
+
+The raw result is a DAG of registry ops. :class:`Builder` lowers it to a
+canonical algebra (sums of terms with numeric coefficients, products of bases
+with numeric exponents, powers, functions; hash-consed, so shared
+subexpressions exist once): constant folding, 0/1 identities, like terms and
+powers collected, a canonical order, numeric factors distributed over sums.
+Printing factors out common factors of sums, writes negative exponents as
+division and ``-`` as subtraction, and names repeated subexpressions
+(``t1 = exp(-a)``) when a derivative is long. Every walk is iterative.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from gradcalc import _tensor, ops
+from gradcalc import syntax as ast
+from gradcalc.errors import FormulaError, FormulaValueError, UnknownNameError
+from gradcalc.limits import DEFAULT_LIMITS, Limits
+
+# ---------------------------------------------------------------- ops the backend handles
+
+_IDENTITY = frozenset({"to", "clone"})
+"""Ops whose output is their operand (a dtype change or a copy)."""
+_SAME_SHAPE = frozenset({"view", "expand", "squeeze", "unsqueeze", "t", "transpose", "permute"})
+"""Shape ops: the identity when they keep the shape (a 0-d view), else not elementwise."""
+_OPERATORS = frozenset(
+    {"add", "sub", "mul", "div", "neg", "pow", "pow_tensor", "rpow", "rsub", "reciprocal"}
+)
+_CALLS = {
+    "remainder": "remainder",
+    "clamp": "clamp",
+    "softplus": "softplus",
+    "maximum": "maximum",
+    "minimum": "minimum",
+    "where": "where",
+    "round": "round",
+}
+"""Elementwise ops with consts or two operands, by the built-in that spells them."""
+
+
+def _public_name(op: ops.Op) -> str | None:
+    """The formula built-in an op is, when it is a public one-operand function."""
+    entry = ops.API.get(op.name)
+    if entry is not None and entry.op is op and entry.builtin:
+        return entry.name
+    return None
+
+
+def is_elementwise(op: ops.Op) -> bool:
+    """Whether the symbolic backend differentiates ``op`` (an elementwise or scalar op)."""
+    if op.vjps is None:
+        return False
+    return (
+        op.name in _OPERATORS
+        or op.name in _CALLS
+        or op.name in _IDENTITY
+        or _public_name(op) is not None
+        or (op.ufunc is not None and op.arity == "1")
+    )
+
+
+def _not_elementwise(op: ops.Op) -> FormulaError:
+    return FormulaValueError(
+        f"diff: {op.name}() is not elementwise; derivatives as formulas cover elementwise "
+        "formulas for now (a vector with a scalar needs a sum, reductions, shapes, matrices)",
+        hint="`gradcalc grad` gives its gradient at a point",
+    )
+
+
+# ---------------------------------------------------------------- raw expression nodes
+
+
+class Sym:
+    """An expression node of the raw derivative: a leaf (a name or a constant) or
+    ``op(args, consts)`` of a registry op, with its value at the point (``_d``
+    reads it; VJPs of kinks and masks need it)."""
+
+    __slots__ = ("args", "consts", "name", "op", "value")
+    __array_ufunc__ = None  # ndarray * Sym defers to Sym.__rmul__
+
+    def __init__(self, op: Any, args: tuple, consts: tuple, value: Any, name: Any = None) -> None:
+        self.op = op
+        self.args = args
+        self.consts = consts
+        self.value = value
+        self.name = name
+        """A variable's name; for a constant, False when only its shape is known."""
+
+    @property
+    def shape(self) -> tuple:
+        return np.shape(self.value)
+
+    @property
+    def ndim(self) -> int:
+        return np.ndim(self.value)
+
+    @classmethod
+    def apply(cls, op: ops.Op, operands: tuple, consts: tuple) -> Sym:
+        """``op(operands, consts)`` as a node (what ``call1``/``call2`` do for a Sym)."""
+        args = tuple(o if type(o) is Sym else constant(o) for o in operands)
+        with np.errstate(all="ignore"):
+            if op.arity == "n":
+                value = op.forward([a.value for a in args], *consts)
+            else:
+                value = op.forward(*(a.value for a in args), *consts)
+        if op.name in _SAME_SHAPE and np.shape(value) == args[0].shape:
+            return args[0]
+        if not is_elementwise(op):
+            raise _not_elementwise(op)
+        return cls(op, args, tuple(consts), value)
+
+    def __add__(self, other: Any) -> Sym:
+        return Sym.apply(ops.ADD, (self, other), ())
+
+    def __radd__(self, other: Any) -> Sym:
+        return Sym.apply(ops.ADD, (other, self), ())
+
+    def __sub__(self, other: Any) -> Sym:
+        return Sym.apply(ops.SUB, (self, other), ())
+
+    def __rsub__(self, other: Any) -> Sym:
+        return Sym.apply(ops.SUB, (other, self), ())
+
+    def __mul__(self, other: Any) -> Sym:
+        return Sym.apply(ops.MUL, (self, other), ())
+
+    def __rmul__(self, other: Any) -> Sym:
+        return Sym.apply(ops.MUL, (other, self), ())
+
+    def __truediv__(self, other: Any) -> Sym:
+        return Sym.apply(ops.DIV, (self, other), ())
+
+    def __rtruediv__(self, other: Any) -> Sym:
+        return Sym.apply(ops.DIV, (other, self), ())
+
+    def __neg__(self) -> Sym:
+        return Sym.apply(ops.NEG, (self,), ())
+
+    def __pos__(self) -> Sym:
+        return self
+
+    def __pow__(self, other: Any) -> Sym:
+        if type(other) is Sym:
+            return Sym.apply(ops.POW_TENSOR, (self, other), ())
+        return Sym.apply(ops.POW, (self,), (other,))
+
+    def __rpow__(self, other: Any) -> Sym:
+        return Sym.apply(ops.POW_TENSOR, (other, self), ())
+
+
+ops.use_symbolic(Sym)
+
+
+def constant(value: Any, known: bool = True) -> Sym:
+    """A constant leaf (a number or an array); ``known=False``: its values were not kept."""
+    if isinstance(value, bool | int | float):
+        value = np.float64(value)
+    return Sym(None, (), (), value, None if known else False)
+
+
+def variable(name: str, value: Any) -> Sym:
+    return Sym(None, (), (), value, name)
+
+
+# ---------------------------------------------------------------- canonical algebra
+
+NUM, VAR, ADD, MUL, POW, FN = range(6)
+_RANK = {NUM: 0, VAR: 1, FN: 2, POW: 3, MUL: 4, ADD: 5}
+
+
+class Expr:
+    """A canonical expression, interned by :class:`Builder` (equal means identical).
+
+    NUM ``a``: a float. VAR ``a``: a name. ADD ``a``: ((term, coefficient), ...),
+    ``b``: the constant. MUL ``a``: ((base, exponent), ...), ``b``: the coefficient.
+    POW: ``a ** b`` with ``b`` not a number. FN: ``a`` the op, ``b`` (args, consts).
+    """
+
+    __slots__ = ("a", "b", "digest", "key", "kind", "size")
+
+    def children(self) -> tuple[Expr, ...]:
+        kind = self.kind
+        if kind in (ADD, MUL):
+            return tuple(entry[0] for entry in self.a)
+        if kind == POW:
+            return (self.a, self.b)
+        if kind == FN:
+            return self.b[0]
+        return ()
+
+
+def _is_int(x: float) -> bool:
+    return math.isfinite(x) and x == int(x)
+
+
+class Builder:
+    """Makes canonical :class:`Expr` nodes, each structure once (hash-consing)."""
+
+    def __init__(self) -> None:
+        self.table: dict[tuple, Expr] = {}
+
+    def _make(self, kind: int, a: Any, b: Any) -> Expr:
+        key = (kind, a, b)
+        found = self.table.get(key)
+        if found is not None:
+            return found
+        e = Expr()
+        e.kind, e.a, e.b = kind, a, b
+        kids = e.children()
+        h = hashlib.blake2b(digest_size=8)
+        h.update(repr((kind, a if kind in (NUM, VAR) else None)).encode())
+        if kind in (ADD, MUL):
+            h.update(repr((b, [x for _, x in a])).encode())
+        if kind == FN:
+            h.update(repr((a.name, _consts_text(b[1]))).encode())
+        for kid in kids:
+            h.update(kid.digest)
+        e.digest = h.digest()
+        e.size = 1 + sum(k.size for k in kids)
+        e.key = (_RANK[kind], _sort_text(e), e.digest)
+        self.table[key] = e
+        return e
+
+    # -- atoms
+
+    def num(self, c: Any) -> Expr:
+        c = float(c)
+        return self._make(NUM, c + 0.0, None)  # -0.0 is 0
+
+    def var(self, name: str) -> Expr:
+        return self._make(VAR, name, None)
+
+    # -- sums and products
+
+    def add(self, *items: Expr) -> Expr:
+        const = 0.0
+        terms: dict[Expr, float] = {}
+        for x in items:
+            if x.kind == NUM:
+                const += x.a
+            elif x.kind == ADD:
+                const += x.b
+                for term, c in x.a:
+                    terms[term] = terms.get(term, 0.0) + c
+            else:
+                term, c = self._split(x)
+                terms[term] = terms.get(term, 0.0) + c
+        entries = tuple(sorted(((t, c) for t, c in terms.items() if c != 0), key=_entry_key))
+        if not entries:
+            return self.num(const)
+        if len(entries) == 1 and const == 0:
+            term, c = entries[0]
+            return term if c == 1 else self.mul(self.num(c), term)
+        return self._make(ADD, entries, const + 0.0)
+
+    def _split(self, x: Expr) -> tuple[Expr, float]:
+        """A term as (the term without its coefficient, the coefficient)."""
+        if x.kind == MUL and x.b != 1:
+            rest = x.a
+            if len(rest) == 1 and rest[0][1] == 1:
+                return rest[0][0], x.b
+            return self._make(MUL, rest, 1.0), x.b
+        return x, 1.0
+
+    def mul(self, *items: Expr) -> Expr:
+        coef = 1.0
+        bases: dict[Expr, float] = {}
+        for x in items:
+            if x.kind == NUM:
+                coef *= x.a
+            elif x.kind == MUL:
+                coef *= x.b
+                for base, p in x.a:
+                    bases[base] = bases.get(base, 0.0) + p
+            else:
+                bases[x] = bases.get(x, 0.0) + 1.0
+        if coef == 0 or not bases:
+            return self.num(coef)
+        entries = tuple(sorted(((b, p) for b, p in bases.items() if p != 0), key=_entry_key))
+        if not entries:
+            return self.num(coef)
+        if len(entries) == 1 and entries[0][1] == 1:
+            base = entries[0][0]
+            if coef == 1:
+                return base
+            if base.kind == ADD:  # 2*(x + 1) is 2*x + 2, as SymPy has it
+                return self.add(
+                    self.num(base.b * coef),
+                    *(self.mul(self.num(c * coef), t) for t, c in base.a),
+                )
+        return self._make(MUL, entries, coef + 0.0)
+
+    def pow(self, base: Expr, exponent: Expr) -> Expr:
+        if exponent.kind != NUM:
+            if base.kind == NUM and base.a == 1:
+                return base
+            return self._make(POW, base, exponent)
+        p = exponent.a
+        if p == 0:
+            return self.num(1)
+        if p == 1:
+            return base
+        if base.kind == NUM:
+            with np.errstate(all="ignore"):
+                return self.num(np.float64(base.a) ** p)
+        if base.kind == MUL and (_is_int(p) or all(_is_int(q * p) for _, q in base.a)):
+            if base.b >= 0 or _is_int(p):
+                with np.errstate(all="ignore"):
+                    coef = np.float64(base.b) ** p
+                return self.mul(
+                    self.num(coef), *(self._make(MUL, ((b, q * p),), 1.0) for b, q in base.a)
+                )
+        if base.kind == POW and _is_int(p):
+            return self._make(POW, base.a, self.mul(base.b, exponent))
+        return self._make(MUL, ((base, p),), 1.0)
+
+    def fn(self, op: ops.Op, args: tuple[Expr, ...], consts: tuple = ()) -> Expr:
+        if all(a.kind == NUM for a in args):
+            with np.errstate(all="ignore"):
+                value = op.forward(*(np.float64(a.a) for a in args), *consts)
+            value = float(np.asarray(value).reshape(-1)[0]) if np.size(value) else math.nan
+            if _is_int(value):
+                return self.num(value)
+        if op.name == "log" and args[0].kind == FN and args[0].a.name == "exp":
+            return args[0].b[0][0]
+        return self._make(FN, op, (tuple(args), tuple(consts)))
+
+
+def _entry_key(entry: tuple[Expr, float]) -> tuple:
+    return entry[0].key
+
+
+def _consts_text(consts: tuple) -> str:
+    return repr(tuple(c.tolist() if isinstance(c, np.ndarray) else c for c in consts))
+
+
+def _sort_text(e: Expr) -> str:
+    """A short text that orders like terms by name: ``a`` before ``b``, ``a**2`` near ``a``."""
+    kind = e.kind
+    if kind == NUM:
+        return ""
+    if kind == VAR:
+        return e.a
+    if kind == FN:
+        return e.b[0][0].key[1][:24] + "(" + e.a.name if e.b[0] else e.a.name
+    if kind == POW:
+        return e.a.key[1][:24] + "^"
+    if kind == MUL:
+        return "*".join(b.key[1][:16] for b, _ in e.a)[:40]
+    return "+".join(t.key[1][:16] for t, _ in e.a)[:40]
+
+
+# ---------------------------------------------------------------- lowering the raw DAG
+
+
+def _children(s: Sym) -> tuple:
+    return s.args
+
+
+def lower(roots: list[Sym], builder: Builder) -> list[Expr]:
+    """The canonical forms of raw expressions (iterative post-order, each node once)."""
+    done: dict[int, Expr] = {}
+    keep: list[Sym] = []  # ids stay valid while the nodes live
+    for root in roots:
+        stack = [(root, False)]
+        while stack:
+            s, ready = stack.pop()
+            if id(s) in done:
+                continue
+            if not ready:
+                stack.append((s, True))
+                stack.extend((a, False) for a in s.args if id(a) not in done)
+                continue
+            keep.append(s)
+            done[id(s)] = _lower_one(s, [done[id(a)] for a in s.args], builder)
+    return [done[id(r)] for r in roots]
+
+
+def _lower_one(s: Sym, args: list[Expr], b: Builder) -> Expr:
+    op = s.op
+    if op is None:
+        if s.name:
+            return b.var(s.name)
+        return _lower_constant(s, b)
+    name = op.name
+    c = s.consts
+    if name == "add":
+        return b.add(args[0], args[1])
+    if name == "sub":
+        return b.add(args[0], b.mul(b.num(-1), args[1]))
+    if name == "mul":
+        return b.mul(args[0], args[1])
+    if name == "div":
+        return b.mul(args[0], b.pow(args[1], b.num(-1)))
+    if name == "neg":
+        return b.mul(b.num(-1), args[0])
+    if name == "rsub":
+        return b.add(b.num(c[0]), b.mul(b.num(-1), args[0]))
+    if name == "reciprocal":
+        return b.pow(args[0], b.num(-1))
+    if name == "sqrt":
+        return b.pow(args[0], b.num(0.5))
+    if name == "pow":
+        return b.pow(args[0], b.num(c[0]))
+    if name == "pow_tensor":
+        return b.pow(args[0], args[1])
+    if name == "rpow":
+        return b.pow(b.num(c[0]), args[0])
+    if name in _IDENTITY:
+        return args[0]
+    if name == "where":
+        condition = np.asarray(c[0], dtype=bool)
+        if condition.all():
+            return args[0]
+        if not condition.any():
+            return args[1]
+    return b.fn(op, tuple(args), c)
+
+
+def _lower_constant(s: Sym, b: Builder) -> Expr:
+    value = np.asarray(s.value)
+    flat = value.reshape(-1)
+    if flat.size and (flat == flat[0]).all() and s.name is not False:
+        return b.num(flat[0])
+    if s.name is False:
+        raise FormulaValueError(
+            "diff: a constant vector beside the variables is not supported yet "
+            "(its values are not kept by the engine)",
+            hint="bind it as a NAME=VALUE and leave it out of --wrt",
+        )
+    return b._make(NUM, float("nan"), tuple(flat.tolist()))  # a list literal (see _number)
+
+
+# ---------------------------------------------------------------- printing
+
+_ADD_PREC, _MUL_PREC, _POW_PREC, _ATOM = 1, 2, 4, 5
+
+
+def _number(c: float) -> str:
+    if math.isnan(c):
+        return "(0/0)"
+    if math.isinf(c):
+        return "(1/0)" if c > 0 else "(-1/0)"
+    if _is_int(c) and abs(c) < 1e16:
+        return str(int(c))
+    return repr(c)
+
+
+def _fraction(c: float) -> tuple[int, int] | None:
+    """``c`` as p/q with a small q, when that is exactly the float ``c``."""
+    if not math.isfinite(c):
+        return None
+    f = Fraction(c).limit_denominator(1000)
+    return (f.numerator, f.denominator) if f.denominator > 1 and float(f) == c else None
+
+
+_NICE = [(f"log({k})", math.log(k)) for k in (2, 3, 5, 10)] + [
+    ("pi", math.pi),
+    ("e", math.e),
+    ("sqrt(pi)", math.sqrt(math.pi)),
+    ("2/sqrt(pi)", 2 / math.sqrt(math.pi)),
+]
+"""Numbers the registry's VJPs compute from constants (``2**x`` has ``log(2)``, erf
+``2/sqrt(pi)``), printed as the language spells them."""
+
+
+def _nice(c: float) -> str | None:
+    for text, value in _NICE:
+        if c == value:
+            return text
+        if c * value == 1 or 1 / value == c:
+            return f"1/{text}" if "/" not in text else None
+    return None
+
+
+class Printer:
+    """Language text of canonical expressions, with named shared subexpressions."""
+
+    def __init__(self, names: dict[Expr, str] | None = None) -> None:
+        self.names = names or {}
+        self.memo: dict[Expr, tuple[str, int]] = {}
+
+    def text(self, root: Expr) -> str:
+        return self._walk(root, top=True)[0]
+
+    def _walk(self, root: Expr, top: bool = False) -> tuple[str, int]:
+        stack = [(root, False)]
+        while stack:
+            e, ready = stack.pop()
+            if e in self.memo or (e in self.names and not (top and e is root)):
+                continue
+            if not ready:
+                stack.append((e, True))
+                stack.extend((k, False) for k in e.children())
+                continue
+            self.memo[e] = self._one(e)
+        if root in self.names and not top:
+            return self.names[root], _ATOM
+        return self.memo[root]
+
+    def _sub(self, e: Expr) -> tuple[str, int]:
+        if e in self.names:
+            return self.names[e], _ATOM
+        return self.memo[e]
+
+    def _wrap(self, e: Expr, prec: int) -> str:
+        text, p = self._sub(e)
+        return text if p >= prec else f"({text})"
+
+    def _one(self, e: Expr) -> tuple[str, int]:
+        kind = e.kind
+        if kind == NUM:
+            if e.b is not None:  # a list literal
+                return "[" + ", ".join(_number(v) for v in e.b) + "]", _ATOM
+            nice = _nice(abs(e.a))
+            text = nice if nice is not None else _number(abs(e.a))
+            if e.a < 0:
+                return "-" + (text if "/" not in text else f"({text})"), _MUL_PREC
+            return text, _ATOM if ("/" not in text and "." not in text) else _MUL_PREC
+        if kind == VAR:
+            return e.a, _ATOM
+        if kind == FN:
+            return self._call(e), _ATOM
+        if kind == POW:
+            return f"{self._wrap(e.a, _ATOM)}**{self._wrap(e.b, _ATOM)}", _POW_PREC
+        if kind == MUL:
+            return self._product(e)
+        return self._sum(e)
+
+    def _call(self, e: Expr) -> str:
+        op = e.a
+        args, consts = e.b
+        texts = [self._sub(a)[0] for a in args]
+        name = op.name
+        if name == "remainder":
+            return f"remainder({texts[0]}, {texts[1]})"
+        if name == "clamp":
+            lo, hi = consts
+            parts = [texts[0]]
+            parts += [f"min={_number(lo)}"] if lo is not None else []
+            parts += [f"max={_number(hi)}"] if hi is not None else []
+            return f"clamp({', '.join(parts)})"
+        if name == "softplus":
+            beta, threshold = consts
+            return f"softplus({texts[0]}, beta={_number(beta)}, threshold={_number(threshold)})"
+        if name == "where":
+            mask = np.asarray(consts[0], dtype=bool).reshape(-1).tolist()
+            cond = "[" + ", ".join("1" if m else "0" for m in mask) + "] > 0"
+            return f"where({cond}, {texts[0]}, {texts[1]})"
+        public = _public_name(op) or _CALLS.get(name)
+        if public is None:
+            raise FormulaValueError(f"diff: {name}() has no spelling in the formula language")
+        return f"{public}({', '.join(texts)})"
+
+    def _product(self, e: Expr) -> tuple[str, int]:
+        coef = e.b
+        top: list[str] = []
+        bottom: list[tuple[str, int]] = []
+        frac = _fraction(abs(coef))
+        nice = _nice(abs(coef))
+        if nice is not None:
+            if nice.startswith("1/"):
+                bottom.append((nice[2:], _ATOM if "(" in nice else _MUL_PREC))
+            else:
+                top.append(nice)
+        elif frac is not None:
+            if frac[0] != 1:
+                top.append(str(frac[0]))
+            bottom.append((str(frac[1]), _ATOM))
+        elif abs(coef) != 1:
+            top.append(_number(abs(coef)))
+        for base, p in e.a:
+            if p < 0:
+                bottom.append(self._power(base, -p))
+            else:
+                text, prec = self._power(base, p)
+                top.append(text if prec >= _MUL_PREC else f"({text})")
+        text = "*".join(top) if top else "1"
+        if bottom:
+            if len(bottom) == 1:
+                den, prec = bottom[0]
+                den = den if prec > _MUL_PREC else f"({den})"
+            else:
+                parts = [t if p >= _MUL_PREC else f"({t})" for t, p in bottom]
+                den = "(" + "*".join(parts) + ")"
+            text = f"{text}/{den}"
+        if coef < 0:
+            text = "-" + text
+        return text, _MUL_PREC
+
+    def _power(self, base: Expr, p: float) -> tuple[str, int]:
+        if p == 1:
+            return self._sub(base)
+        if p == 0.5:
+            return f"sqrt({self._sub(base)[0]})", _ATOM
+        frac = _fraction(p)
+        exponent = f"({frac[0]}/{frac[1]})" if frac is not None else _number(p)
+        return f"{self._wrap(base, _ATOM)}**{exponent}", _POW_PREC
+
+    def _sum(self, e: Expr) -> tuple[str, int]:
+        parts: list[tuple[float, Expr | None]] = [(c, t) for t, c in e.a]
+        if e.b != 0:
+            parts.append((e.b, None))
+        # a positive term first: a - b rather than -b + a
+        first = next((i for i, (c, _) in enumerate(parts) if c > 0), 0)
+        parts.insert(0, parts.pop(first))
+        out = []
+        for i, (c, term) in enumerate(parts):
+            if term is None:
+                text = _number(abs(c))
+            else:
+                text, prec = self._scaled(abs(c), term)
+                if prec < _MUL_PREC:
+                    text = f"({text})"
+            sign = "-" if c < 0 else "+"
+            out.append(text if i == 0 and c >= 0 else f"-{text}" if i == 0 else f" {sign} {text}")
+        return "".join(out), _ADD_PREC
+
+    def _scaled(self, c: float, term: Expr) -> tuple[str, int]:
+        if c == 1:
+            return self._sub(term)
+        if term.kind == MUL:
+            return self._product(_Scaled(term, c))
+        return self._product(_Scaled(_Single(term), c))
+
+
+class _Single:
+    """A base as a one-factor product (for printing ``c*term``)."""
+
+    __slots__ = ("a", "b")
+
+    def __init__(self, term: Expr) -> None:
+        self.a = ((term, 1.0),)
+        self.b = 1.0
+
+
+class _Scaled:
+    """A product with another coefficient (for printing, never interned)."""
+
+    __slots__ = ("a", "b")
+
+    def __init__(self, term: Any, c: float) -> None:
+        self.a = term.a
+        self.b = term.b * c
+
+
+def factor_common(roots: list[Expr], b: Builder) -> list[Expr]:
+    """Sums whose terms share a factor written as a product: ``t - a*t`` is ``(1 - a)*t``
+    (iterative, each node once)."""
+    done: dict[Expr, Expr] = {}
+    for root in roots:
+        stack = [(root, False)]
+        while stack:
+            e, ready = stack.pop()
+            if e in done:
+                continue
+            if not ready:
+                stack.append((e, True))
+                stack.extend((k, False) for k in e.children() if k not in done)
+                continue
+            done[e] = _rebuild(e, [done[k] for k in e.children()], b)
+    return [done[r] for r in roots]
+
+
+def _rebuild(e: Expr, kids: list[Expr], b: Builder) -> Expr:
+    kind = e.kind
+    if kind == ADD:
+        terms = [b.mul(b.num(c), k) for k, (_, c) in zip(kids, e.a, strict=True)]
+        if e.b != 0:
+            return b.add(b.num(e.b), *terms)
+        return _factored(terms, b)
+    if kind == MUL:
+        if all(k is t for k, (t, _) in zip(kids, e.a, strict=True)):
+            return e
+        return b.mul(b.num(e.b), *(b.pow(k, b.num(p)) for k, (_, p) in zip(kids, e.a, strict=True)))
+    if kind == POW:
+        return b.pow(kids[0], kids[1])
+    if kind == FN:
+        return b.fn(e.a, tuple(kids), e.b[1])
+    return e
+
+
+def _factors(e: Expr) -> dict[Expr, float]:
+    if e.kind == MUL:
+        return dict(e.a)
+    if e.kind == NUM:
+        return {}
+    return {e: 1.0}
+
+
+def _factored(terms: list[Expr], b: Builder) -> Expr:
+    maps = [_factors(t) for t in terms]
+    common: dict[Expr, float] = {}
+    for base, p in maps[0].items():
+        exps = [m.get(base) for m in maps]
+        if any(q is None for q in exps):
+            continue
+        if all(q > 0 for q in exps):
+            common[base] = min(exps)
+        elif all(q < 0 for q in exps):
+            common[base] = max(exps)
+    total = b.add(*terms)
+    if not common or len(terms) < 2:
+        return total
+    factor = b.mul(*(b.pow(base, b.num(p)) for base, p in common.items()))
+    inverse = b.pow(factor, b.num(-1))
+    rest = b.add(*(b.mul(t, inverse) for t in terms))
+    if rest.kind != ADD:
+        return total
+    product = b._make(MUL, tuple(sorted([*_factors(factor).items(), (rest, 1.0)], key=_entry_key)), 1.0)
+    return product
+
+
+def _name_shared(roots: list[Expr], taken: set[str]) -> dict[Expr, str]:
+    """Names (t1, t2, ...) for subexpressions used more than once in long derivatives."""
+    refs: dict[Expr, int] = {}
+    order: list[Expr] = []
+    seen: set[Expr] = set()
+    for root in roots:
+        refs[root] = refs.get(root, 0) + 1
+        stack = [(root, False)]
+        while stack:
+            e, ready = stack.pop()
+            if ready:
+                order.append(e)
+                continue
+            if e in seen:
+                continue
+            seen.add(e)
+            stack.append((e, True))
+            for k in e.children():
+                refs[k] = refs.get(k, 0) + 1
+                stack.append((k, False))
+    effective: dict[Expr, int] = {}
+    named: dict[Expr, str] = {}
+    counter = 0
+    for e in order:  # children before parents
+        size = 1 + sum(1 if k in named else effective[k] for k in e.children())
+        effective[e] = size
+        if refs.get(e, 0) >= 2 and size >= _SHARED_SIZE and e.kind in (ADD, MUL, POW, FN):
+            counter += 1
+            while f"t{counter}" in taken:
+                counter += 1
+            named[e] = f"t{counter}"
+    if max((effective[r] for r in roots), default=0) < _LONG:
+        return {}
+    return named
+
+
+_SHARED_SIZE = 4
+"""A repeated subexpression of at least this many nodes gets a name..."""
+_LONG = 24
+"""...when some derivative has at least this many nodes once named parts count as one."""
+
+
+# ---------------------------------------------------------------- the trace
+
+
+@dataclass
+class Derivatives:
+    """What ``gradcalc diff`` prints: each name's derivative as a formula."""
+
+    derivatives: dict[str, str]
+    intermediates: list[tuple[str, str]] = field(default_factory=list)
+    programs: dict[str, str] = field(default_factory=dict)
+    """Each derivative as a program that runs alone (its intermediates first)."""
+    notes: list[str] = field(default_factory=list)
+    point: dict[str, Any] | None = None
+
+
+def _has_branches(program: ast.Program) -> bool:
+    """Whether the program decides anything on values (if, while, comparisons, and/or)."""
+    stack: list[Any] = [program]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.If | ast.While | ast.IfExp | ast.Compare | ast.BoolOp):
+            return True
+        if isinstance(node, ast.UnaryOp) and node.op == "not":
+            return True
+        if isinstance(node, ast.Node):
+            stack.extend(getattr(node, name) for name in type(node).__match_args__)
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
+    return False
+
+
+_GENERIC = (0.7390851332151607, -1.3247179572447460, 1.6180339887498949)
+
+
+def _generic_value(k: int, i: int, like: Any = None) -> Any:
+    base = _GENERIC[k] + 0.1 * i if k != 2 else (_GENERIC[2] if i % 2 == 0 else -0.5772156649)
+    if like is None or np.ndim(like) == 0:
+        return base
+    return (np.full(np.shape(like), base) + 0.01 * np.arange(np.size(like)).reshape(np.shape(like))).tolist()
+
+
+def _name_at(error: FormulaError) -> str | None:
+    """The unknown name an UnknownNameError points at (its caret)."""
+    line = error.source_line() if error.line else None
+    if not line or not error.column:
+        return None
+    rest = line[error.column - 1 :]
+    end = 0
+    while end < len(rest) and (rest[end].isalnum() or rest[end] == "_"):
+        end += 1
+    name = rest[:end]
+    return name if name.isidentifier() else None
+
+
+def _run(formula: str, point: dict[str, Any], dtype: str, limits: Limits) -> tuple[Any, dict]:
+    """Run the formula with ``point`` bound as differentiable leaves; names the formula
+    reads but nobody bound are found on the way (each bound to a generic value)."""
+    from gradcalc.interpreter import Interpreter
+
+    point = dict(point)
+    for _ in range(256):
+        interp = Interpreter(dtype=dtype, limits=limits)
+        for name, value in point.items():
+            interp.bind(name, value)
+        try:
+            outcome = interp.execute(formula)
+        except UnknownNameError as exc:
+            name = _name_at(exc)
+            if name is None or name in point:
+                raise
+            point[name] = _generic_value(0, len(point))
+            continue
+        return outcome, {name: interp.env[name] for name in point}
+    raise FormulaValueError("diff: too many free names (256 at most)")
+
+
+def _forward(output: Any, leaves: dict[str, Any]) -> tuple[Sym, dict[str, Any]]:
+    """Expression nodes for the recorded graph of ``output``; saved operands and outputs of
+    its nodes replaced by them (so the engine's backward runs the VJPs on them)."""
+    by_id = {id(t): name for name, t in leaves.items()}
+    syms: dict[Any, Sym] = {}
+    targets: dict[str, Any] = {}
+    root = output.grad_fn
+    stack = [(root, False)]
+    while stack:
+        node, ready = stack.pop()
+        if node in syms:
+            continue
+        parents = node.parents if node.kind >= 0 else ()
+        if node.kind == 0:
+            raise _not_elementwise(node.op)
+        if not ready:
+            stack.append((node, True))
+            stack.extend((p, False) for p in parents if p is not None and p not in syms)
+            continue
+        if node.kind < 0:
+            tensor = node.variable
+            name = by_id.get(id(tensor))
+            if name is None:
+                syms[node] = constant(np.asarray(tensor._data))
+            else:
+                syms[node] = variable(name, tensor._data)
+                targets[name] = node
+            continue
+        saved = node.saved
+        args = []
+        for parent, value in zip(parents, saved, strict=True):
+            if parent is not None:
+                args.append(syms[parent])
+            else:
+                args.append(constant(value, known=not _is_stand_in(value)))
+        sym = Sym.apply(node.op, tuple(args), node.consts)
+        syms[node] = sym
+        if node.kind == 1:
+            node.s0 = args[0]
+        else:
+            node.s0, node.s1 = args
+        if node.ans is not None:
+            node.ans = sym
+    return syms[root], targets
+
+
+def _is_stand_in(value: Any) -> bool:
+    return (
+        type(value) is np.ndarray
+        and value.ndim > 0
+        and not any(value.strides)
+        and _tensor._stand_in(value) is value
+    )
+
+
+def _trace(
+    formula: str, point: dict[str, Any], dtype: str, limits: Limits
+) -> tuple[dict[str, Sym | None], dict[str, Any]]:
+    """Each free name's derivative as a raw expression (None: the output does not use it)."""
+    outcome, leaves = _run(formula, point, dtype, limits)
+    output = outcome.value
+    values = {name: leaf._data for name, leaf in leaves.items()}
+    if not isinstance(output, _tensor.Tensor):
+        raise FormulaValueError("diff: the formula produced no tensor value")
+    result: dict[str, Sym | None] = dict.fromkeys(leaves)
+    if not output.requires_grad:
+        return result, values
+    if output.grad_fn is None:  # the output is one of the names
+        for name, leaf in leaves.items():
+            if leaf is output:
+                result[name] = constant(np.ones_like(np.asarray(output._data)))
+        return result, values
+    with np.errstate(all="ignore"):
+        root, targets = _forward(output, leaves)
+        seed = constant(np.ones_like(np.asarray(output._data)))
+        found = _tensor.run_backward(
+            [output.grad_fn],
+            [_tensor._wrap(seed)],
+            retain_graph=True,
+            create_graph=False,
+            targets=list(targets.values()),
+            accumulate=False,
+        )
+    for name, node in targets.items():
+        g = found.get(node)
+        result[name] = None if g is None else g._data
+    del root
+    return result, values
+
+
+def _canonical(
+    raw: dict[str, Sym | None], wrt: list[str]
+) -> tuple[Builder, dict[str, Expr]]:
+    builder = Builder()
+    names = [n for n in wrt if raw.get(n) is not None]
+    lowered = lower([raw[n] for n in names], builder)
+    exprs = {n: builder.num(0) for n in wrt}
+    exprs.update(zip(names, lowered, strict=True))
+    return builder, exprs
+
+
+def _inline(exprs: dict[str, Expr]) -> dict[str, str]:
+    printer = Printer()
+    return {n: printer.text(e) for n, e in exprs.items()}
+
+
+def differentiate(
+    formula: str,
+    point: dict[str, Any] | None = None,
+    wrt: list[str] | None = None,
+    dtype: str = "float64",
+    limits: Limits | None = None,
+) -> Derivatives:
+    """The derivatives of ``formula`` as formulas (see the module docstring)."""
+    from gradcalc.parser import parse
+
+    limits = limits or DEFAULT_LIMITS
+    program = parse(formula, limits=limits)
+    branches = _has_branches(program)
+    given = dict(point or {})
+    raw, values = _trace(formula, given, dtype, limits)
+    names = list(raw)
+    if wrt:
+        for name in wrt:
+            if name not in raw:
+                raise UnknownNameError(
+                    f"--wrt names '{name}', which the formula does not use",
+                    hint=f"the formula's names: {', '.join(names) or 'none'}",
+                )
+        names = list(dict.fromkeys(wrt))
+    builder, exprs = _canonical(raw, names)
+    texts = _inline(exprs)
+    depends = branches or _depends_on_point(formula, values, names, texts, dtype, limits)
+    notes = []
+    if depends and not given:
+        raise FormulaValueError(
+            "diff: this formula's derivative depends on where it is taken "
+            + ("(if/while/comparisons on values)" if branches else "(a kink or a step: relu, "
+               "maximum, clamp, %...)"),
+            hint="give a point, e.g. "
+            + " ".join(f"{n}=1" for n in raw)
+            + ": the derivative is then that of the branch taken there",
+        )
+    if depends:
+        at = ", ".join(f"{n}={_short(v)}" for n, v in values.items())
+        notes.append(
+            f"The formula branches on values: this is the derivative of the branch taken at {at}."
+        )
+    return _printed(builder, exprs, notes, given or None)
+
+
+def _short(value: Any) -> str:
+    array = np.asarray(value)
+    if array.ndim == 0:
+        return _number(float(array))
+    return "[" + ", ".join(_number(float(v)) for v in array.reshape(-1)[:4]) + (
+        ", ...]" if array.size > 4 else "]"
+    )
+
+
+def _depends_on_point(
+    formula: str,
+    values: dict[str, Any],
+    names: list[str],
+    texts: dict[str, str],
+    dtype: str,
+    limits: Limits,
+) -> bool:
+    """Whether the derivative traced at generic points differs from ``texts``."""
+    for k in range(3):
+        point = {n: _generic_value(k, i, v) for i, (n, v) in enumerate(values.items())}
+        try:
+            raw, _ = _trace(formula, point, dtype, limits)
+            _, exprs = _canonical(raw, names)
+        except FormulaError:
+            return True
+        if _inline(exprs) != texts:
+            return True
+    return False
+
+
+def _printed(
+    builder: Builder, exprs: dict[str, Expr], notes: list[str], point: dict | None
+) -> Derivatives:
+    names = list(exprs)
+    roots = factor_common([exprs[n] for n in names], builder)
+    taken = set(names)
+    shared = _name_shared(roots, taken)
+    printer = Printer(shared)
+    texts = {n: printer.text(r) for n, r in zip(names, roots, strict=True)}
+    intermediates = []
+    order = _shared_order(shared, roots)
+    for e in order:
+        intermediates.append((shared[e], printer.text(e)))
+    programs = {}
+    for n, r in zip(names, roots, strict=True):
+        used = _used_names(r, shared)
+        lines = [f"{name} = {text}" for name, text in intermediates if name in used]
+        programs[n] = "; ".join([*lines, texts[n]])
+    return Derivatives(texts, intermediates, programs, notes, point)
+
+
+def _shared_order(shared: dict[Expr, str], roots: list[Expr]) -> list[Expr]:
+    """Named subexpressions, each after those it uses."""
+    order: list[Expr] = []
+    seen: set[Expr] = set()
+    for root in roots:
+        stack = [(root, False)]
+        while stack:
+            e, ready = stack.pop()
+            if ready:
+                if e in shared:
+                    order.append(e)
+                continue
+            if e in seen:
+                continue
+            seen.add(e)
+            stack.append((e, True))
+            stack.extend((k, False) for k in e.children())
+    return order
+
+
+def _used_names(root: Expr, shared: dict[Expr, str]) -> set[str]:
+    used: set[str] = set()
+    stack = [root]
+    seen: set[Expr] = set()
+    while stack:
+        e = stack.pop()
+        if e in seen:
+            continue
+        seen.add(e)
+        if e in shared and e is not root:
+            used.add(shared[e])
+        stack.extend(e.children())
+    return used
