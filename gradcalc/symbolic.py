@@ -39,6 +39,7 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -797,6 +798,15 @@ class Derivatives:
     """Each derivative as a program that runs alone (its intermediates first)."""
     notes: list[str] = field(default_factory=list)
     point: dict[str, Any] | None = None
+    inline: dict[str, str] = field(default_factory=dict)
+    """Each derivative written out in full (no named intermediates)."""
+
+    def lines(self) -> list[str]:
+        """The text ``gradcalc diff`` prints: intermediates, ``d/da = ...``, notes."""
+        out = [f"{name} = {text}" for name, text in self.intermediates]
+        out += [f"d/d{name} = {text}" for name, text in self.derivatives.items()]
+        out += [f"note: {note}" for note in self.notes]
+        return out
 
 
 def _has_branches(program: ast.Program) -> bool:
@@ -838,7 +848,9 @@ def _name_at(error: FormulaError) -> str | None:
     return name if name.isidentifier() else None
 
 
-def _run(formula: str, point: dict[str, Any], dtype: str, limits: Limits) -> tuple[Any, dict]:
+def _fresh_run(
+    formula: str, point: dict[str, Any], dtype: str, limits: Limits
+) -> tuple[Any, dict]:
     """Run the formula with ``point`` bound as differentiable leaves; names the formula
     reads but nobody bound are found on the way (each bound to a generic value)."""
     from gradcalc.interpreter import Interpreter
@@ -860,7 +872,7 @@ def _run(formula: str, point: dict[str, Any], dtype: str, limits: Limits) -> tup
     raise FormulaValueError("diff: too many free names (256 at most)")
 
 
-def _forward(output: Any, leaves: dict[str, Any]) -> tuple[Sym, dict[str, Any]]:
+def _forward(output: Any, leaves: dict[str, Any], saved_fields: list[tuple]) -> dict[str, Any]:
     """Expression nodes for the recorded graph of ``output``; saved operands and outputs of
     its nodes replaced by them (so the engine's backward runs the VJPs on them)."""
     by_id = {id(t): name for name, t in leaves.items()}
@@ -889,6 +901,7 @@ def _forward(output: Any, leaves: dict[str, Any]) -> tuple[Sym, dict[str, Any]]:
                 targets[name] = node
             continue
         saved = node.saved
+        saved_fields.append((node, node.s0, node.s1, node.ans))
         args = []
         for parent, value in zip(parents, saved, strict=True):
             if parent is not None:
@@ -903,7 +916,7 @@ def _forward(output: Any, leaves: dict[str, Any]) -> tuple[Sym, dict[str, Any]]:
             node.s0, node.s1 = args
         if node.ans is not None:
             node.ans = sym
-    return syms[root], targets
+    return targets
 
 
 def _is_stand_in(value: Any) -> bool:
@@ -915,15 +928,17 @@ def _is_stand_in(value: Any) -> bool:
     )
 
 
-def _trace(
-    formula: str, point: dict[str, Any], dtype: str, limits: Limits
-) -> tuple[dict[str, Sym | None], dict[str, Any]]:
-    """Each free name's derivative as a raw expression (None: the output does not use it)."""
-    outcome, leaves = _run(formula, point, dtype, limits)
+def _trace(run: Callable[[], tuple[Any, dict[str, Any]]]) -> tuple[dict[str, Sym | None], dict]:
+    """Each free name's derivative as a raw expression (None: the output does not use it),
+    and the point: ``run()`` executes the formula once and returns (outcome, leaves)."""
+    outcome, leaves = run()
     output = outcome.value
     values = {name: leaf._data for name, leaf in leaves.items()}
     if not isinstance(output, _tensor.Tensor):
-        raise FormulaValueError("diff: the formula produced no tensor value")
+        raise FormulaValueError(
+            "diff: the formula produced no tensor value",
+            hint="end it with an expression, such as 3*a**3 - b**2",
+        )
     result: dict[str, Sym | None] = dict.fromkeys(leaves)
     if not output.requires_grad:
         return result, values
@@ -932,21 +947,25 @@ def _trace(
             if leaf is output:
                 result[name] = constant(np.ones_like(np.asarray(output._data)))
         return result, values
-    with np.errstate(all="ignore"):
-        root, targets = _forward(output, leaves)
-        seed = constant(np.ones_like(np.asarray(output._data)))
-        found = _tensor.run_backward(
-            [output.grad_fn],
-            [_tensor._wrap(seed)],
-            retain_graph=True,
-            create_graph=False,
-            targets=list(targets.values()),
-            accumulate=False,
-        )
+    saved: list[tuple] = []
+    try:
+        with np.errstate(all="ignore"):
+            targets = _forward(output, leaves, saved)
+            seed = constant(np.ones_like(np.asarray(output._data)))
+            found = _tensor.run_backward(
+                [output.grad_fn],
+                [_tensor._wrap(seed)],
+                retain_graph=True,
+                create_graph=False,
+                targets=list(targets.values()),
+                accumulate=False,
+            )
+    finally:  # nodes an earlier REPL entry recorded may be backpropagated again later
+        for node, s0, s1, ans in saved:
+            node.s0, node.s1, node.ans = s0, s1, ans
     for name, node in targets.items():
         g = found.get(node)
         result[name] = None if g is None else g._data
-    del root
     return result, values
 
 
@@ -973,42 +992,92 @@ def differentiate(
     dtype: str = "float64",
     limits: Limits | None = None,
 ) -> Derivatives:
-    """The derivatives of ``formula`` as formulas (see the module docstring)."""
+    """The derivatives of ``formula`` as formulas, at ``point`` (needed only where the
+    derivative depends on it) with respect to ``wrt`` (default: every free name)."""
     from gradcalc.parser import parse
 
     limits = limits or DEFAULT_LIMITS
     program = parse(formula, limits=limits)
-    branches = _has_branches(program)
     given = dict(point or {})
-    raw, values = _trace(formula, given, dtype, limits)
+
+    def at(values: dict[str, Any]) -> Callable[[], tuple[Any, dict]]:
+        return lambda: _fresh_run(formula, values, dtype, limits)
+
+    return _derivatives(program, at(given), at, wrt, bool(given))
+
+
+def differentiate_in(interp: Any, source: str, wrt: list[str] | None = None) -> Derivatives:
+    """:func:`differentiate` against a session's names (the REPL's ``:diff``): with respect
+    to its variables (leaf tensors that require grad), at their values. Binds nothing."""
+    from gradcalc.interpreter import Interpreter
+    from gradcalc.parser import parse
+
+    program = parse(source, limits=interp.limits)
+    env = interp.env
+    leaves = {
+        n: t
+        for n, t in env.items()
+        if isinstance(t, _tensor.Tensor) and t.requires_grad and t.grad_fn is None
+    }
+
+    def here() -> tuple[Any, dict]:
+        saved = dict(env)
+        try:
+            return interp.execute(source), leaves
+        finally:
+            env.clear()
+            env.update(saved)
+
+    def at(values: dict[str, Any]) -> Callable[[], tuple[Any, dict]]:
+        def run() -> tuple[Any, dict]:
+            scratch = Interpreter(dtype=interp.dtype, limits=interp.limits)
+            scratch.env.update(env)
+            for name, value in values.items():
+                scratch.bind(name, value)
+            return scratch.execute(source), {n: scratch.env[n] for n in values}
+
+        return run
+
+    return _derivatives(program, here, at, wrt, True)
+
+
+def _derivatives(
+    program: ast.Program,
+    run: Callable[[], tuple[Any, dict]],
+    at: Callable[[dict[str, Any]], Callable[[], tuple[Any, dict]]],
+    wrt: list[str] | None,
+    given: bool,
+) -> Derivatives:
+    branches = _has_branches(program)
+    raw, values = _trace(run)
     names = list(raw)
     if wrt:
         for name in wrt:
             if name not in raw:
                 raise UnknownNameError(
-                    f"--wrt names '{name}', which the formula does not use",
-                    hint=f"the formula's names: {', '.join(names) or 'none'}",
+                    f"--wrt names '{name}', which is not a variable of the formula",
+                    hint=f"its variables: {', '.join(names) or 'none'}",
                 )
         names = list(dict.fromkeys(wrt))
     builder, exprs = _canonical(raw, names)
     texts = _inline(exprs)
-    depends = branches or _depends_on_point(formula, values, names, texts, dtype, limits)
+    depends = branches or _depends_on_point(at, values, names, texts)
     notes = []
     if depends and not given:
+        why = "if/while/comparisons on values" if branches else "a kink or a step: relu, %..."
         raise FormulaValueError(
-            "diff: this formula's derivative depends on where it is taken "
-            + ("(if/while/comparisons on values)" if branches else "(a kink or a step: relu, "
-               "maximum, clamp, %...)"),
+            f"diff: this formula's derivative depends on where it is taken ({why})",
             hint="give a point, e.g. "
             + " ".join(f"{n}=1" for n in raw)
             + ": the derivative is then that of the branch taken there",
         )
     if depends:
-        at = ", ".join(f"{n}={_short(v)}" for n, v in values.items())
+        point = ", ".join(f"{n}={_short(v)}" for n, v in values.items())
         notes.append(
-            f"The formula branches on values: this is the derivative of the branch taken at {at}."
+            "The derivative depends on the point (branches, kinks or steps): "
+            f"this is the derivative of the branch taken at {point}."
         )
-    return _printed(builder, exprs, notes, given or None)
+    return _printed(builder, exprs, notes, values if given else None)
 
 
 def _short(value: Any) -> str:
@@ -1021,18 +1090,16 @@ def _short(value: Any) -> str:
 
 
 def _depends_on_point(
-    formula: str,
+    at: Callable[[dict[str, Any]], Callable[[], tuple[Any, dict]]],
     values: dict[str, Any],
     names: list[str],
     texts: dict[str, str],
-    dtype: str,
-    limits: Limits,
 ) -> bool:
     """Whether the derivative traced at generic points differs from ``texts``."""
     for k in range(3):
         point = {n: _generic_value(k, i, v) for i, (n, v) in enumerate(values.items())}
         try:
-            raw, _ = _trace(formula, point, dtype, limits)
+            raw, _ = _trace(at(point))
             _, exprs = _canonical(raw, names)
         except FormulaError:
             return True
@@ -1059,7 +1126,9 @@ def _printed(
         used = _used_names(r, shared)
         lines = [f"{name} = {text}" for name, text in intermediates if name in used]
         programs[n] = "; ".join([*lines, texts[n]])
-    return Derivatives(texts, intermediates, programs, notes, point)
+    plain = Printer()
+    inline = {n: plain.text(r) for n, r in zip(names, roots, strict=True)}
+    return Derivatives(texts, intermediates, programs, notes, point, inline)
 
 
 def _shared_order(shared: dict[Expr, str], roots: list[Expr]) -> list[Expr]:
@@ -1095,3 +1164,64 @@ def _used_names(root: Expr, shared: dict[Expr, str]) -> set[str]:
             used.add(shared[e])
         stack.extend(e.children())
     return used
+
+
+# ---------------------------------------------------------------- SymPy (optional)
+
+_TO_SYMPY = {
+    "sigmoid": lambda sp: lambda x: 1 / (1 + sp.exp(-x)),
+    "relu": lambda sp: lambda x: sp.Max(x, 0),
+    "log1p": lambda sp: lambda x: sp.log(1 + x),
+    "abs": lambda sp: sp.Abs,
+    "ceil": lambda sp: sp.ceiling,
+    "e": lambda sp: sp.E,
+}
+_FROM_SYMPY = (("Abs(", "abs("), ("ceiling(", "ceil("), ("Max(", "maximum("), ("Min(", "minimum("))
+
+
+def sympy_simplify(found: Derivatives) -> Derivatives:
+    """``found`` with each derivative simplified by SymPy (``--simplify sympy``); a
+    derivative SymPy answers outside the formula language keeps gradcalc's form."""
+    import re
+
+    import sympy
+    from sympy.parsing.sympy_parser import parse_expr
+
+    from gradcalc import builtins
+    from gradcalc.parser import parse
+
+    texts: dict[str, str] = {}
+    notes = list(found.notes)
+    for name, text in found.inline.items():
+        identifiers = set(re.findall(r"[A-Za-z_]\w*", text))
+        local: dict[str, Any] = {}
+        for word in identifiers:
+            if word in _TO_SYMPY:
+                local[word] = _TO_SYMPY[word](sympy)
+            elif word == "pi":
+                local[word] = sympy.pi
+            elif hasattr(sympy, word) and word in builtins.FUNCTIONS:
+                local[word] = getattr(sympy, word)
+            else:
+                local[word] = sympy.Symbol(word, real=True)
+        try:
+            result = sympy.sstr(sympy.simplify(parse_expr(text, local_dict=local)))
+        except Exception:  # noqa: BLE001 (SymPy's failures are many; ours stands)
+            result = None
+        if result is not None:
+            for theirs, ours in _FROM_SYMPY:
+                result = result.replace(theirs, ours)
+            result = re.sub(r"\bE\b", "e", result)
+            allowed = set(found.inline) | set(builtins.FUNCTIONS) | set(builtins.CONSTANTS)
+            if set(re.findall(r"[A-Za-z_]\w*", result)) - allowed:
+                result = None
+            else:
+                try:
+                    parse(result)
+                except FormulaError:
+                    result = None
+        if result is None:
+            notes.append(f"SymPy's form of d/d{name} is not a gradcalc formula; gradcalc's is shown.")
+            result = text
+        texts[name] = result
+    return Derivatives(texts, [], dict(texts), notes, found.point, dict(texts))
