@@ -232,7 +232,7 @@ class Builder:
         self.table: dict[tuple, Expr] = {}
 
     def _make(self, kind: int, a: Any, b: Any) -> Expr:
-        key = (kind, a, b)
+        key = (kind, a, (b[0], _consts_text(b[1]))) if kind == FN else (kind, a, b)
         found = self.table.get(key)
         if found is not None:
             return found
@@ -308,6 +308,12 @@ class Builder:
                 bases[x] = bases.get(x, 0.0) + 1.0
         if coef == 0 or not bases:
             return self.num(coef)
+        for base, p in list(bases.items()):  # x*sign(x) is abs(x), 0 at 0 too
+            if base.kind == FN and base.a is ops.SIGN and p == 1 and bases.get(base.b[0][0]) == 1:
+                x = base.b[0][0]
+                del bases[base], bases[x]
+                absolute = self.fn(ops.ABS, (x,))
+                bases[absolute] = bases.get(absolute, 0.0) + 1.0
         entries = tuple(sorted(((b, p) for b, p in bases.items() if p != 0), key=_entry_key))
         if not entries:
             return self.num(coef)
@@ -460,7 +466,14 @@ def _lower_constant(s: Sym, b: Builder) -> Expr:
             "(its values are not kept by the engine)",
             hint="bind it as a NAME=VALUE and leave it out of --wrt",
         )
-    return b._make(NUM, float("nan"), tuple(flat.tolist()))  # a list literal (see _number)
+    return b.var(_list_literal(value))  # an opaque atom, printed as itself
+
+
+def _list_literal(value: np.ndarray) -> str:
+    """A constant array as the language's nested list literal."""
+    if value.ndim == 0:
+        return _number(float(value))
+    return "[" + ", ".join(_list_literal(row) for row in value) + "]"
 
 
 # ---------------------------------------------------------------- printing
@@ -542,8 +555,6 @@ class Printer:
     def _one(self, e: Expr) -> tuple[str, int]:
         kind = e.kind
         if kind == NUM:
-            if e.b is not None:  # a list literal
-                return "[" + ", ".join(_number(v) for v in e.b) + "]", _ATOM
             nice = _nice(abs(e.a))
             text = nice if nice is not None else _number(abs(e.a))
             if e.a < 0:
@@ -576,8 +587,7 @@ class Printer:
             beta, threshold = consts
             return f"softplus({texts[0]}, beta={_number(beta)}, threshold={_number(threshold)})"
         if name == "where":
-            mask = np.asarray(consts[0], dtype=bool).reshape(-1).tolist()
-            cond = "[" + ", ".join("1" if m else "0" for m in mask) + "] > 0"
+            cond = f"{np.asarray(consts[0], dtype=bool).astype(int).tolist()} > 0"
             return f"where({cond}, {texts[0]}, {texts[1]})"
         public = _public_name(op) or _CALLS.get(name)
         if public is None:
@@ -739,8 +749,15 @@ def _factored(terms: list[Expr], b: Builder) -> Expr:
     rest = b.add(*(b.mul(t, inverse) for t in terms))
     if rest.kind != ADD:
         return total
-    product = b._make(MUL, tuple(sorted([*_factors(factor).items(), (rest, 1.0)], key=_entry_key)), 1.0)
-    return product
+    coef = factor.b if factor.kind == MUL else 1.0
+    numbers = [c for _, c in rest.a] + ([rest.b] if rest.b else [])
+    if all(_is_int(c) for c in numbers):  # 2*a*(2*a**2 - 2) is 4*a*(a**2 - 1)
+        g = math.gcd(*(int(c) for c in numbers))
+        if g > 1:
+            rest = b.add(*(b.mul(b.num(c / g), t) for t, c in rest.a), b.num(rest.b / g))
+            coef *= g
+    entries = sorted([*_factors(factor).items(), (rest, 1.0)], key=_entry_key)
+    return b._make(MUL, tuple(entries), coef)
 
 
 def _name_shared(roots: list[Expr], taken: set[str]) -> dict[Expr, str]:
@@ -1055,7 +1072,7 @@ def _derivatives(
         for name in wrt:
             if name not in raw:
                 raise UnknownNameError(
-                    f"--wrt names '{name}', which is not a variable of the formula",
+                    f"diff: '{name}' is not a variable of the formula",
                     hint=f"its variables: {', '.join(names) or 'none'}",
                 )
         names = list(dict.fromkeys(wrt))
