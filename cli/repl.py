@@ -446,7 +446,7 @@ def _cmd_diff(session: Session, argument: str) -> bool:
         return session.fail("':diff' needs an expression", hint="e.g. :diff 3*a**3 - b**2 a")
     from gradcalc import api
 
-    source, wrt = _split_wrt(argument)
+    source, wrt = api.split_names(argument)
     found = api.derivatives_in(session.interp, source, wrt)
     if session.json:
         from gradcalc.jsonio import derivatives_to_json
@@ -461,23 +461,6 @@ def _cmd_diff(session: Session, argument: str) -> bool:
         else:
             session.print(Text(line))
     return True
-
-
-def _split_wrt(argument: str) -> tuple[str, list[str] | None]:
-    """``:diff EXPR [NAMES]``: a last word of comma-separated names after an expression
-    that parses on its own is the names to differentiate by."""
-    head, _, last = argument.strip().rpartition(" ")
-    names = [n for n in last.split(",") if n]
-    if not head.strip() or not names or not all(n.isidentifier() for n in names):
-        return argument, None
-    from gradcalc.errors import FormulaError
-    from gradcalc.parser import parse
-
-    try:
-        parse(head)
-    except FormulaError:
-        return argument, None
-    return head, names
 
 
 def _cmd_vars(session: Session, argument: str) -> bool:

@@ -87,6 +87,7 @@ __all__ = [
     "run_line",
     "run_lines",
     "run_request",
+    "split_names",
     "tensor_to_json",
     "value_to_json",
     "variables_to_json",
@@ -512,6 +513,22 @@ def derivatives_in(
     _check_simplifier(simplify)
     found = _session_errors(lambda: symbolic.differentiate_in(interp, source, list(wrt or [])))
     return symbolic.sympy_simplify(found) if simplify == "sympy" else found
+
+
+def split_names(argument: str) -> tuple[str, list[str] | None]:
+    """``EXPR [NAMES]`` (the REPL's ``:diff``): a last word of comma-separated names after
+    an expression that parses on its own is the names; otherwise it is all expression."""
+    head, _, last = argument.strip().rpartition(" ")
+    names = [n for n in last.split(",") if n]
+    if not head.strip() or not names or not all(n.isidentifier() for n in names):
+        return argument, None
+    from gradcalc.parser import parse
+
+    try:
+        parse(head)
+    except FormulaError:
+        return argument, None
+    return head, names
 
 
 def _check_simplifier(simplify: str) -> None:

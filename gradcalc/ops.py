@@ -30,7 +30,9 @@ The vocabulary, once for all entries
   ``_const(array, g)`` for a constant array beside ``g``. Binary ops wrap
   each gradient in :func:`unbroadcast`, which sums it back to the
   operand's shape. Order of operations matters: ``gradcalc/scalar.py``
-  replays these formulas on floats bit for bit.
+  replays these formulas on floats bit for bit. A third backend runs them
+  on expression nodes (``gradcalc/symbolic.py``, ``gradcalc diff``: see
+  :data:`_SYMBOLIC`), so derivatives as formulas need no rules of their own.
 * ``reads[i]``: which operands' *values* VJP ``i`` reads (default: all,
   or none with ``saves=False``). A node keeps only those values (others
   keep a zero-memory stand-in with shape and dtype), and backward frees
