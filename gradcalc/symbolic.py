@@ -37,9 +37,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -341,13 +341,14 @@ class Builder:
         if base.kind == NUM:
             with np.errstate(all="ignore"):
                 return self.num(np.float64(base.a) ** p)
-        if base.kind == MUL and (_is_int(p) or all(_is_int(q * p) for _, q in base.a)):
-            if base.b >= 0 or _is_int(p):
-                with np.errstate(all="ignore"):
-                    coef = np.float64(base.b) ** p
-                return self.mul(
-                    self.num(coef), *(self._make(MUL, ((b, q * p),), 1.0) for b, q in base.a)
-                )
+        if base.kind == MUL and (
+            _is_int(p) or (base.b >= 0 and all(_is_int(q * p) for _, q in base.a))
+        ):
+            with np.errstate(all="ignore"):
+                coef = np.float64(base.b) ** p
+            return self.mul(
+                self.num(coef), *(self._make(MUL, ((b, q * p),), 1.0) for b, q in base.a)
+            )
         if base.kind == POW and _is_int(p):
             return self._make(POW, base.a, self.mul(base.b, exponent))
         return self._make(MUL, ((base, p),), 1.0)
@@ -733,7 +734,7 @@ def _factors(e: Expr) -> dict[Expr, float]:
 def _factored(terms: list[Expr], b: Builder) -> Expr:
     maps = [_factors(t) for t in terms]
     common: dict[Expr, float] = {}
-    for base, p in maps[0].items():
+    for base in maps[0]:
         exps = [m.get(base) for m in maps]
         if any(q is None for q in exps):
             continue
@@ -849,7 +850,9 @@ def _generic_value(k: int, i: int, like: Any = None) -> Any:
     base = _GENERIC[k] + 0.1 * i if k != 2 else (_GENERIC[2] if i % 2 == 0 else -0.5772156649)
     if like is None or np.ndim(like) == 0:
         return base
-    return (np.full(np.shape(like), base) + 0.01 * np.arange(np.size(like)).reshape(np.shape(like))).tolist()
+    return (
+        np.full(np.shape(like), base) + 0.01 * np.arange(np.size(like)).reshape(np.shape(like))
+    ).tolist()
 
 
 def _name_at(error: FormulaError) -> str | None:
@@ -865,9 +868,7 @@ def _name_at(error: FormulaError) -> str | None:
     return name if name.isidentifier() else None
 
 
-def _fresh_run(
-    formula: str, point: dict[str, Any], dtype: str, limits: Limits
-) -> tuple[Any, dict]:
+def _fresh_run(formula: str, point: dict[str, Any], dtype: str, limits: Limits) -> tuple[Any, dict]:
     """Run the formula with ``point`` bound as differentiable leaves; names the formula
     reads but nobody bound are found on the way (each bound to a generic value)."""
     from gradcalc.interpreter import Interpreter
@@ -986,9 +987,7 @@ def _trace(run: Callable[[], tuple[Any, dict[str, Any]]]) -> tuple[dict[str, Sym
     return result, values
 
 
-def _canonical(
-    raw: dict[str, Sym | None], wrt: list[str]
-) -> tuple[Builder, dict[str, Expr]]:
+def _canonical(raw: dict[str, Sym | None], wrt: list[str]) -> tuple[Builder, dict[str, Expr]]:
     builder = Builder()
     names = [n for n in wrt if raw.get(n) is not None]
     lowered = lower([raw[n] for n in names], builder)
@@ -1101,8 +1100,10 @@ def _short(value: Any) -> str:
     array = np.asarray(value)
     if array.ndim == 0:
         return _number(float(array))
-    return "[" + ", ".join(_number(float(v)) for v in array.reshape(-1)[:4]) + (
-        ", ...]" if array.size > 4 else "]"
+    return (
+        "["
+        + ", ".join(_number(float(v)) for v in array.reshape(-1)[:4])
+        + (", ...]" if array.size > 4 else "]")
     )
 
 
@@ -1223,7 +1224,7 @@ def sympy_simplify(found: Derivatives) -> Derivatives:
                 local[word] = sympy.Symbol(word, real=True)
         try:
             result = sympy.sstr(sympy.simplify(parse_expr(text, local_dict=local)))
-        except Exception:  # noqa: BLE001 (SymPy's failures are many; ours stands)
+        except Exception:
             result = None
         if result is not None:
             for theirs, ours in _FROM_SYMPY:
@@ -1238,7 +1239,9 @@ def sympy_simplify(found: Derivatives) -> Derivatives:
                 except FormulaError:
                     result = None
         if result is None:
-            notes.append(f"SymPy's form of d/d{name} is not a gradcalc formula; gradcalc's is shown.")
+            notes.append(
+                f"SymPy's form of d/d{name} is not a gradcalc formula; gradcalc's is shown."
+            )
             result = text
         texts[name] = result
     return Derivatives(texts, [], dict(texts), notes, found.point, dict(texts))

@@ -1,4 +1,5 @@
-"""``gradcalc diff`` on the command line and ``:diff`` in the REPL: text, JSON, errors, exit codes."""
+"""``gradcalc diff`` on the command line and ``:diff`` in the REPL: text, JSON, errors,
+exit codes."""
 
 from __future__ import annotations
 
@@ -111,7 +112,7 @@ def replay(text: str) -> tuple[int, str, str]:
 
 
 def test_repl_diff_against_the_sessions_variables():
-    code, out, err = replay("a = 2\nb = 3\n:diff 3*a**3 - b**2\n:diff a*b b\n")
+    _, out, _ = replay("a = 2\nb = 3\n:diff 3*a**3 - b**2\n:diff a*b b\n")
     assert "d/da = 9*a**2" in out and "d/db = -2*b" in out
     assert out.rstrip().endswith("d/db = a")
 
@@ -123,7 +124,7 @@ def test_repl_diff_inlines_functions_and_leaves_names_alone():
 
 
 def test_repl_diff_through_an_earlier_entry_keeps_its_graph():
-    _, out, err = replay("a = 2\ny = a*a\n:diff y*a\ny.backward()\na.grad\n")
+    _, out, _ = replay("a = 2\ny = a*a\n:diff y*a\ny.backward()\na.grad\n")
     assert "d/da = 3*a**2" in out
     assert out.rstrip().endswith("tensor(4., dtype=torch.float64)"), out  # y's graph intact
 
@@ -132,6 +133,8 @@ def test_repl_diff_json_and_errors():
     _, out, _ = replay(":json on\na = 2\n:diff a**2\n:diff\n:diff relu(a)\n")
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert {"schema_version": 1, "derivatives": {"a": "2*a"}} in lines
-    assert any(line.get("error", {}).get("message") == "':diff' needs an expression" for line in lines)
+    assert any(
+        line.get("error", {}).get("message") == "':diff' needs an expression" for line in lines
+    )
     relu = [line for line in lines if line.get("derivatives", {}).get("a") == "1"]
     assert relu and relu[0]["notes"]
