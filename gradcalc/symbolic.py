@@ -710,8 +710,12 @@ def _rebuild(e: Expr, kids: list[Expr], b: Builder) -> Expr:
     if kind == ADD:
         terms = [b.mul(b.num(c), k) for k, (_, c) in zip(kids, e.a, strict=True)]
         if e.b != 0:
-            return b.add(b.num(e.b), *terms)
-        return _factored(terms, b)
+            terms.append(b.num(e.b))
+        candidates = [_factored(terms, b)]
+        together = _together(terms, b)
+        if together is not None:
+            candidates.append(together)
+        return min(candidates, key=lambda x: x.size)  # the first of the shortest
     if kind == MUL:
         if all(k is t for k, (t, _) in zip(kids, e.a, strict=True)):
             return e
@@ -721,6 +725,53 @@ def _rebuild(e: Expr, kids: list[Expr], b: Builder) -> Expr:
     if kind == FN:
         return b.fn(e.a, tuple(kids), e.b[1])
     return e
+
+
+_EXPAND_TERMS = 64
+"""Products of sums are multiplied out only up to this many terms."""
+
+
+def _expand(x: Expr, b: Builder) -> Expr | None:
+    """A product with sums among its factors (whole powers up to 4) multiplied out,
+    or None when that would pass :data:`_EXPAND_TERMS` terms."""
+    if x.kind != MUL:
+        return x
+    partial = [b.num(x.b)]
+    for base, p in x.a:
+        if base.kind == ADD and _is_int(p) and 0 < p <= 4:
+            items = [t if c == 1 else b.mul(b.num(c), t) for t, c in base.a]
+            items += [b.num(base.b)] if base.b else []
+            for _ in range(int(p)):
+                if len(partial) * len(items) > _EXPAND_TERMS:
+                    return None
+                partial = [b.mul(u, v) for u in partial for v in items]
+        else:
+            factor = b.pow(base, b.num(p))
+            partial = [b.mul(u, factor) for u in partial]
+    return b.add(*partial)
+
+
+def _together(terms: list[Expr], b: Builder) -> Expr | None:
+    """A sum with denominators over one denominator, the numerator multiplied out:
+    ``(1 - a)/(a + 1) + 1`` is ``2/(a + 1)``. None when no term has a denominator."""
+    denominators: dict[Expr, float] = {}
+    for term in terms:
+        for base, p in _factors(term).items():
+            if p < 0:
+                denominators[base] = min(denominators.get(base, 0.0), p)
+    if not denominators:
+        return None
+    inverse = b.mul(*(b.pow(base, b.num(p)) for base, p in denominators.items()))
+    numerators = []
+    for term in terms:
+        expanded = _expand(b.mul(term, b.pow(inverse, b.num(-1))), b)
+        if expanded is None:
+            return None
+        numerators.append(expanded)
+    numerator = b.add(*numerators)
+    if numerator.kind == ADD and numerator.b == 0:
+        numerator = _factored([b.mul(b.num(c), t) for t, c in numerator.a], b)
+    return b.mul(numerator, inverse)
 
 
 def _factors(e: Expr) -> dict[Expr, float]:
@@ -742,6 +793,10 @@ def _factored(terms: list[Expr], b: Builder) -> Expr:
             common[base] = min(exps)
         elif all(q < 0 for q in exps):
             common[base] = max(exps)
+        else:
+            continue
+        if not all(_is_int(q - common[base]) or _fraction(q - common[base]) for q in exps):
+            del common[base]  # a**(-2/3) over a**(-1/2) would leave a**-0.16666666666666674
     total = b.add(*terms)
     if not common or len(terms) < 2:
         return total
