@@ -500,6 +500,15 @@ def _fraction(c: float) -> tuple[int, int] | None:
     return (f.numerator, f.denominator) if f.denominator > 1 and float(f) == c else None
 
 
+def _as_fraction(c: float) -> tuple[int, int] | None:
+    """How a coefficient prints as p/q: 1/3 rather than 0.3333333333333333, x/2 rather
+    than 0.5*x, but 0.3 and 0.25 as they are."""
+    frac = _fraction(c)
+    if frac is None or (frac[1] != 2 and len(repr(c)) <= 4):
+        return None
+    return frac
+
+
 _NICE = [(f"log({k})", math.log(k)) for k in (2, 3, 5, 10)] + [
     ("pi", math.pi),
     ("e", math.e),
@@ -557,7 +566,8 @@ class Printer:
         kind = e.kind
         if kind == NUM:
             nice = _nice(abs(e.a))
-            text = nice if nice is not None else _number(abs(e.a))
+            frac = _as_fraction(abs(e.a))
+            text = nice or (f"{frac[0]}/{frac[1]}" if frac else _number(abs(e.a)))
             if e.a < 0:
                 return "-" + (text if "/" not in text else f"({text})"), _MUL_PREC
             return text, _ATOM if ("/" not in text and "." not in text) else _MUL_PREC
@@ -599,7 +609,7 @@ class Printer:
         coef = e.b
         top: list[str] = []
         bottom: list[tuple[str, int]] = []
-        frac = _fraction(abs(coef))
+        frac = _as_fraction(abs(coef))
         nice = _nice(abs(coef))
         if nice is not None:
             if nice.startswith("1/"):
@@ -650,7 +660,7 @@ class Printer:
         out = []
         for i, (c, term) in enumerate(parts):
             if term is None:
-                text = _number(abs(c))
+                text = self._one(_Constant(abs(c)))[0]
             else:
                 text, prec = self._scaled(abs(c), term)
                 if prec < _MUL_PREC:
@@ -665,6 +675,16 @@ class Printer:
         if term.kind == MUL:
             return self._product(_Scaled(term, c))
         return self._product(_Scaled(_Single(term), c))
+
+
+class _Constant:
+    """A number to print (a sum's constant term), never interned."""
+
+    __slots__ = ("a", "kind")
+
+    def __init__(self, c: float) -> None:
+        self.kind = NUM
+        self.a = c
 
 
 class _Single:
@@ -1109,7 +1129,26 @@ def differentiate_in(interp: Any, source: str, wrt: list[str] | None = None) -> 
 
         return run
 
-    return _derivatives(program, here, at, wrt, True)
+    recorded = sorted(
+        name
+        for name in _names_read(program)
+        if isinstance(env.get(name), _tensor.Tensor) and env[name].grad_fn is not None
+    )
+    return _derivatives(program, here, at, wrt, True, recorded)
+
+
+def _names_read(program: ast.Program) -> set[str]:
+    names: set[str] = set()
+    stack: list[Any] = [program]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        if isinstance(node, ast.Node):
+            stack.extend(getattr(node, name) for name in type(node).__match_args__)
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
+    return names
 
 
 def _derivatives(
@@ -1118,7 +1157,10 @@ def _derivatives(
     at: Callable[[dict[str, Any]], Callable[[], tuple[Any, dict]]],
     wrt: list[str] | None,
     given: bool,
+    recorded: list[str] | None = None,
 ) -> Derivatives:
+    """``recorded``: session tensors the formula reads that earlier entries computed (their
+    graphs cannot be re-run elsewhere, so no generic point is tried through them)."""
     branches = _has_branches(program)
     raw, values = _trace(run)
     names = list(raw)
@@ -1132,8 +1174,16 @@ def _derivatives(
         names = list(dict.fromkeys(wrt))
     builder, exprs = _canonical(raw, names)
     texts = _inline(exprs)
-    depends = branches or _depends_on_point(at, values, names, texts)
     notes = []
+    if recorded:
+        depends = branches
+        notes.append(
+            f"{', '.join(recorded)} came from earlier entries: the derivative through "
+            f"{'them' if len(recorded) > 1 else 'it'} is the one recorded there, at the "
+            "session's values."
+        )
+    else:
+        depends = branches or _depends_on_point(at, values, names, texts)
     if depends and not given:
         why = "if/while/comparisons on values" if branches else "a kink or a step: relu, %..."
         raise FormulaValueError(

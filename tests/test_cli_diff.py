@@ -126,6 +126,7 @@ def test_repl_diff_inlines_functions_and_leaves_names_alone():
 def test_repl_diff_through_an_earlier_entry_keeps_its_graph():
     _, out, _ = replay("a = 2\ny = a*a\n:diff y*a\ny.backward()\na.grad\n")
     assert "d/da = 3*a**2" in out
+    assert "y came from earlier entries" in out
     assert out.rstrip().endswith("tensor(4., dtype=torch.float64)"), out  # y's graph intact
 
 
