@@ -308,6 +308,21 @@ class Builder:
                 bases[x] = bases.get(x, 0.0) + 1.0
         if coef == 0 or not bases:
             return self.num(coef)
+        exps = [
+            (base, p)
+            for base, p in bases.items()
+            if base.kind == FN and base.a is ops.EXP and p != 0 and _is_int(p)
+        ]
+        if len(exps) > 1 or (exps and exps[0][1] != 1):  # exp(x)**2*exp(y) is exp(2*x + y)
+            for base, _ in exps:
+                del bases[base]
+            power = self.fn(
+                ops.EXP, (self.add(*(self.mul(self.num(p), x.b[0][0]) for x, p in exps)),)
+            )
+            if power.kind == NUM:
+                coef *= power.a
+            else:
+                bases[power] = bases.get(power, 0.0) + 1.0
         for base, p in list(bases.items()):  # x*sign(x) is abs(x), 0 at 0 too
             if base.kind == FN and base.a is ops.SIGN and p == 1 and bases.get(base.b[0][0]) == 1:
                 x = base.b[0][0]
@@ -1094,7 +1109,7 @@ def differentiate(
     def at(values: dict[str, Any]) -> Callable[[], tuple[Any, dict]]:
         return lambda: _fresh_run(formula, values, dtype, limits)
 
-    return _derivatives(program, at(given), at, wrt, bool(given))
+    return _derivatives(program, at(given), at, wrt, set(given))
 
 
 def differentiate_in(interp: Any, source: str, wrt: list[str] | None = None) -> Derivatives:
@@ -1134,7 +1149,7 @@ def differentiate_in(interp: Any, source: str, wrt: list[str] | None = None) -> 
         for name in _names_read(program)
         if isinstance(env.get(name), _tensor.Tensor) and env[name].grad_fn is not None
     )
-    return _derivatives(program, here, at, wrt, True, recorded)
+    return _derivatives(program, here, at, wrt, set(leaves), recorded)
 
 
 def _names_read(program: ast.Program) -> set[str]:
@@ -1156,7 +1171,7 @@ def _derivatives(
     run: Callable[[], tuple[Any, dict]],
     at: Callable[[dict[str, Any]], Callable[[], tuple[Any, dict]]],
     wrt: list[str] | None,
-    given: bool,
+    given: set[str],
     recorded: list[str] | None = None,
 ) -> Derivatives:
     """``recorded``: session tensors the formula reads that earlier entries computed (their
@@ -1184,12 +1199,13 @@ def _derivatives(
         )
     else:
         depends = branches or _depends_on_point(at, values, names, texts)
-    if depends and not given:
+    missing = [n for n in raw if n not in given]
+    if depends and missing:
         why = "if/while/comparisons on values" if branches else "a kink or a step: relu, %..."
         raise FormulaValueError(
             f"diff: this formula's derivative depends on where it is taken ({why})",
-            hint="give a point, e.g. "
-            + " ".join(f"{n}=1" for n in raw)
+            hint=("give a point, e.g. " if not given else "give a value to every name, e.g. ")
+            + " ".join(f"{n}=1" for n in missing)
             + ": the derivative is then that of the branch taken there",
         )
     if depends:

@@ -197,6 +197,13 @@ def test_the_branch_taken_at_the_point_with_a_note():
     assert api.derivatives("relu(a)", {"a": -1}).derivatives == {"a": "0"}
 
 
+def test_a_partial_point_is_not_enough_where_it_matters():
+    with pytest.raises(FormulaValueError, match="depends on where") as info:
+        api.derivatives("relu(a)*b", {"a": 2})
+    assert "b=1" in info.value.hint and "a=1" not in info.value.hint
+    assert api.derivatives("a*b", {"a": 2}).derivatives == {"a": "b", "b": "a"}
+
+
 def test_no_note_where_the_point_changes_nothing():
     found = api.derivatives("a**b", {"a": 2, "b": 3})
     assert found.notes == []
