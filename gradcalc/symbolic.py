@@ -277,6 +277,7 @@ class Builder:
             else:
                 term, c = self._split(x)
                 terms[term] = terms.get(term, 0.0) + c
+        const += self._pythagoras(terms)
         entries = tuple(sorted(((t, c) for t, c in terms.items() if c != 0), key=_entry_key))
         if not entries:
             return self.num(const)
@@ -284,6 +285,25 @@ class Builder:
             term, c = entries[0]
             return term if c == 1 else self.mul(self.num(c), term)
         return self._make(ADD, entries, const + 0.0)
+
+    def _pythagoras(self, terms: dict[Expr, float]) -> float:
+        """c*sin(x)**2 + c*cos(x)**2 is c; c*cos(x)**2 - c*sin(x)**2 is c*cos(2*x).
+        Changes ``terms``; returns what goes to the constant."""
+        const = 0.0
+        for term, c in list(terms.items()):
+            x = _trig_square(term, ops.SIN)
+            if x is None or not c or term not in terms:
+                continue
+            cosine = self._make(MUL, ((self.fn(ops.COS, (x,)), 2.0),), 1.0)
+            other = terms.get(cosine)
+            if other == c:
+                del terms[term], terms[cosine]
+                const += c
+            elif other == -c:
+                del terms[term], terms[cosine]
+                double = self.fn(ops.COS, (self.mul(self.num(2), x),))
+                terms[double] = terms.get(double, 0.0) + other
+        return const
 
     def _split(self, x: Expr) -> tuple[Expr, float]:
         """A term as (the term without its coefficient, the coefficient)."""
@@ -308,6 +328,14 @@ class Builder:
                 bases[x] = bases.get(x, 0.0) + 1.0
         if coef == 0 or not bases:
             return self.num(coef)
+        for base, p in list(bases.items()):  # sin(x)*cos(x) is sin(2*x)/2
+            if base.kind == FN and base.a is ops.SIN and p == 1:
+                cosine = self.fn(ops.COS, base.b[0])
+                if bases.get(cosine) == 1:
+                    del bases[base], bases[cosine]
+                    double = self.fn(ops.SIN, (self.mul(self.num(2), base.b[0][0]),))
+                    bases[double] = bases.get(double, 0.0) + 1.0
+                    coef /= 2
         exps = [
             (base, p)
             for base, p in bases.items()
@@ -378,6 +406,15 @@ class Builder:
         if op.name == "log" and args[0].kind == FN and args[0].a.name == "exp":
             return args[0].b[0][0]
         return self._make(FN, op, (tuple(args), tuple(consts)))
+
+
+def _trig_square(term: Expr, op: ops.Op) -> Expr | None:
+    """``x`` when ``term`` is ``op(x)**2``."""
+    if term.kind == MUL and term.b == 1 and len(term.a) == 1 and term.a[0][1] == 2:
+        base = term.a[0][0]
+        if base.kind == FN and base.a is op:
+            return base.b[0][0]
+    return None
 
 
 def _entry_key(entry: tuple[Expr, float]) -> tuple:
