@@ -562,6 +562,8 @@ def _as_fraction(c: float) -> tuple[int, int] | None:
 
 
 _NICE = [(f"log({k})", math.log(k)) for k in (2, 3, 5, 10)] + [
+    *((f"{k}*pi", k * math.pi) for k in range(2, 9)),
+    ("pi/2", math.pi / 2),
     ("pi", math.pi),
     ("e", math.e),
     ("sqrt(pi)", math.sqrt(math.pi)),
@@ -983,16 +985,12 @@ def _generic_value(k: int, i: int, like: Any = None) -> Any:
 
 
 def _name_at(error: FormulaError) -> str | None:
-    """The unknown name an UnknownNameError points at (its caret)."""
-    line = error.source_line() if error.line else None
-    if not line or not error.column:
-        return None
-    rest = line[error.column - 1 :]
-    end = 0
-    while end < len(rest) and (rest[end].isalnum() or rest[end] == "_"):
-        end += 1
-    name = rest[:end]
-    return name if name.isidentifier() else None
+    """The unknown variable an UnknownNameError names (``'b' is not defined``; its caret
+    may point at the enclosing expression). A function's name is not one."""
+    import re
+
+    found = re.match(r"'([A-Za-z_]\w*)' is not defined", error.message)
+    return found.group(1) if found else None
 
 
 def _fresh_run(formula: str, point: dict[str, Any], dtype: str, limits: Limits) -> tuple[Any, dict]:
@@ -1238,7 +1236,12 @@ def _derivatives(
         depends = branches or _depends_on_point(at, values, names, texts)
     missing = [n for n in raw if n not in given]
     if depends and missing:
-        why = "if/while/comparisons on values" if branches else "a kink or a step: relu, %..."
+        why = (
+            "if/while/comparisons on values"
+            if branches
+            else "values of the point enter it: kinks and steps of relu, maximum, clamp, %, "
+            "or const()/detach()"
+        )
         raise FormulaValueError(
             f"diff: this formula's derivative depends on where it is taken ({why})",
             hint=("give a point, e.g. " if not given else "give a value to every name, e.g. ")

@@ -316,3 +316,49 @@ def test_sympy_simplify_when_installed():
 def test_unknown_simplifier():
     with pytest.raises(FormulaValueError, match="unknown simplifier"):
         api.derivatives("a", simplify="maxima")
+
+
+# ---------------------------------------------------------------- random formulas
+
+
+def _random_formula(rng: np.random.Generator, depth: int) -> str:
+    """A random formula over a and b (built iteratively: a list of subformulas grows)."""
+    parts = ["a", "b", "a", "b", "2", "0.5", "3"]
+    for _ in range(depth):
+        x, y = (parts[int(i)] for i in rng.integers(0, len(parts), 2))
+        choice = int(rng.integers(0, 12))
+        parts.append(
+            [
+                f"({x} + {y})",
+                f"({x} - {y})",
+                f"({x} * {y})",
+                f"({x} / (1 + {y}**2))",
+                f"({x})**2",
+                f"({x})**3",
+                f"-({x})",
+                f"exp(-({x})**2)",
+                f"sin({x})",
+                f"cos({x})*{y}",
+                f"tanh({x})",
+                f"sqrt(1 + ({x})**2)",
+            ][choice]
+        )
+    return parts[-1] + " + a*b"
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_formulas_round_trip(seed: int):
+    rng = np.random.default_rng(seed)
+    formula = _random_formula(rng, int(rng.integers(3, 9)))
+    found = api.derivatives(formula)
+    for _ in range(2):
+        point = {"a": float(rng.uniform(-1.2, 1.2)), "b": float(rng.uniform(-1.2, 1.2))}
+        gradients = api.evaluate(formula, point).gradients
+        for name in ("a", "b"):
+            got = evaluate_text(found.programs[name], point)
+            np.testing.assert_allclose(
+                got, gradients[name], rtol=1e-8, atol=1e-10,
+                err_msg=f"{formula}: d/d{name} = {found.programs[name]}",
+            )  # fmt: skip
+            inline = evaluate_text(found.inline[name], point)
+            np.testing.assert_allclose(inline, got, rtol=1e-8, atol=1e-10)
