@@ -139,3 +139,18 @@ def test_repl_diff_json_and_errors():
     )
     relu = [line for line in lines if line.get("derivatives", {}).get("a") == "1"]
     assert relu and relu[0]["notes"]
+
+
+def test_simplify_sympy_when_installed(capsys):
+    pytest.importorskip("sympy")
+    code, out, _ = diff(capsys, "(a - 1)/(a + 1) + b*exp(b)", "--simplify", "sympy", "--json")
+    assert code == 0
+    derivatives = json.loads(out)["derivatives"]
+    assert derivatives["a"] == "2/(a + 1)**2"
+    assert run(["eval", derivatives["b"], "b=0.5"]) == 0
+
+
+def test_formula_from_a_file(capsys, tmp_path):
+    path = tmp_path / "f.gc"
+    path.write_text("def f(x):\n    return x**3\n\nf(a) - b**2\n")
+    assert diff(capsys, f"@{path}") == (0, "d/da = 3*a**2\nd/db = -2*b\n", "")

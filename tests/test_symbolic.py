@@ -362,3 +362,24 @@ def test_random_formulas_round_trip(seed: int):
             )  # fmt: skip
             inline = evaluate_text(found.inline[name], point)
             np.testing.assert_allclose(inline, got, rtol=1e-8, atol=1e-10)
+
+
+def test_a_new_elementwise_op_has_a_symbolic_derivative_the_day_it_is_declared():
+    """One defop entry (as in test_registry): `gradcalc diff` differentiates it at once."""
+    import subprocess
+    import sys
+
+    code = """
+from gradcalc import ops
+ops.defop(
+    "cube", "CubeBackward0", lambda x: x * x * x, (lambda g, a, x: g * 3 * x * x,),
+    scalar=lambda x: x * x * x, sample=ops.Sample(ops.UNARY), doc="x ** 3, elementwise",
+)
+from gradcalc import api
+found = api.derivatives("cube(sin(a))")
+assert found.derivatives == {"a": "3*cos(a)*sin(a)**2"}, found.derivatives
+found = api.derivatives("exp(cube(a))")
+assert found.derivatives == {"a": "3*a**2*exp(cube(a))"}, found.derivatives
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
