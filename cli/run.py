@@ -157,6 +157,14 @@ def _write_derivatives(formula: str, inv: Invocation) -> int:
 
     if inv.simplify not in api.SIMPLIFIERS:
         raise UsageProblem(f"--simplify takes gradcalc or sympy, not {inv.simplify!r}")
+    if inv.simplify == "sympy":
+        import importlib.util
+
+        if importlib.util.find_spec("sympy") is None:
+            raise UsageProblem(
+                "--simplify sympy needs SymPy, which is not installed: "
+                "pip install 'gradcalc[sympy]', or leave --simplify out"
+            )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # NumPy's floating-point warnings
         found = api.derivatives(

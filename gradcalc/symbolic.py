@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -129,6 +130,8 @@ class Sym:
     @classmethod
     def apply(cls, op: ops.Op, operands: tuple, consts: tuple) -> Sym:
         """``op(operands, consts)`` as a node (what ``call1``/``call2`` do for a Sym)."""
+        if op is ops.WHERE or any(isinstance(o, np.ndarray | np.generic) for o in operands):
+            _reads.count = getattr(_reads, "count", 0) + 1  # a mask or number made from values
         args = tuple(o if type(o) is Sym else constant(o) for o in operands)
         with np.errstate(all="ignore"):
             if op.arity == "n":
@@ -181,6 +184,9 @@ class Sym:
 
 
 ops.use_symbolic(Sym)
+_reads = threading.local()
+"""``count``: the constants the VJPs of the last trace in this thread made from the
+point's values (see ``Sym.apply``): with any, the derivative holds only near the point."""
 
 
 def constant(value: Any, known: bool = True) -> Sym:
@@ -1091,6 +1097,7 @@ def _trace(run: Callable[[], tuple[Any, dict[str, Any]]]) -> tuple[dict[str, Sym
                 result[name] = constant(np.ones_like(np.asarray(output._data)))
         return result, values
     saved: list[tuple] = []
+    _reads.count = 0
     try:
         with np.errstate(all="ignore"):
             targets = _forward(output, leaves, saved)
@@ -1213,6 +1220,7 @@ def _derivatives(
     graphs cannot be re-run elsewhere, so no generic point is tried through them)."""
     branches = _has_branches(program)
     raw, values = _trace(run)
+    reads = _reads.count
     names = list(raw)
     if wrt:
         for name in wrt:
@@ -1226,14 +1234,14 @@ def _derivatives(
     texts = _inline(exprs)
     notes = []
     if recorded:
-        depends = branches
+        depends = branches or reads > 0
         notes.append(
             f"{', '.join(recorded)} came from earlier entries: the derivative through "
             f"{'them' if len(recorded) > 1 else 'it'} is the one recorded there, at the "
             "session's values."
         )
     else:
-        depends = branches or _depends_on_point(at, values, names, texts)
+        depends = branches or reads > 0 or _depends_on_point(at, values, names, texts)
     missing = [n for n in raw if n not in given]
     if depends and missing:
         why = (

@@ -84,7 +84,11 @@ def test_sympy_missing_is_a_clear_error(capsys, monkeypatch):
         importlib.util, "find_spec", lambda name, *a: None if name == "sympy" else real(name, *a)
     )
     code, _, err = diff(capsys, "a*b", "--simplify", "sympy")
-    assert code == 1 and "needs SymPy" in err and "gradcalc[sympy]" in err
+    assert code == 2 and "needs SymPy" in err and "gradcalc[sympy]" in err
+    from gradcalc import api
+
+    with pytest.raises(api.FormulaValueError, match="needs SymPy"):
+        api.derivatives("a*b", simplify="sympy")
 
 
 def test_diff_is_read_directly():

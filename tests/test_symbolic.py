@@ -181,7 +181,18 @@ def test_branches_need_a_point():
     assert "a=1" in info.value.hint
 
 
-@pytest.mark.parametrize("formula", ["relu(a)", "maximum(a, b)", "clamp(a, -1, 1)", "a % b"])
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "relu(a)",
+        "maximum(a, b)",
+        "clamp(a, -1, 1)",
+        "a % b",
+        "maximum(a, 5)",
+        "relu(a - 3)",
+        "const(a)*a",
+    ],
+)
 def test_kinks_and_steps_need_a_point(formula: str):
     with pytest.raises(FormulaValueError, match="depends on where it is taken"):
         api.derivatives(formula)
