@@ -16,11 +16,12 @@ Why the trace and not symbolic values in the interpreter: the interpreter and
 every built-in work on Tensors (shapes, dtypes, broadcasting checks, method
 sugar), and control flow needs values anyway. Running it as it is, at a point,
 handles ``def``s (inlined by construction: the trace only has ops), loops and
-branches; the branch taken is the one at the point. Where the derivative
-depends on the point (``if``/``while``/comparisons, or a VJP that reads values:
-``relu``, ``abs``'s kink is symbolic, ``maximum``, ``clamp``, ``%``), the
-derivative is traced at several generic points too: without a point such a
-formula is an error asking for one, with a point the derivative is that of the
+branches; the branch taken is the one at the point. The derivative depends on
+the point where the program has ``if``/``while``/comparisons, where a VJP made
+a constant from values (relu's mask, maximum's share, ``%``'s quotient: counted
+by ``Sym.apply``; ``abs`` is ``sign(x)``, symbolic), or where it differs at
+three generic points (``const()``/``detach()`` values): without a point such
+a formula is an error asking for one; with one, the derivative is that of the
 branch taken there, and a note says so.
 
 The raw result is a DAG of registry ops. :class:`Builder` lowers it to a
