@@ -444,8 +444,8 @@ def _sort_text(e: Expr) -> str:
     if kind == POW:
         return e.a.key[1][:24] + "^"
     if kind == MUL:
-        return "*".join(b.key[1][:16] for b, _ in e.a)[:40]
-    return "+".join(t.key[1][:16] for t, _ in e.a)[:40]
+        return "*".join(b.key[1][:16] for b, _ in e.a[:3])[:40]
+    return "+".join(t.key[1][:16] for t, _ in e.a[:3])[:40]
 
 
 # ---------------------------------------------------------------- lowering the raw DAG
@@ -733,7 +733,7 @@ class Printer:
     def _scaled(self, c: float, term: Expr) -> tuple[str, int]:
         if c == 1:
             return self._sub(term)
-        if term.kind == MUL:
+        if term.kind == MUL and term not in self.names:
             return self._product(_Scaled(term, c))
         return self._product(_Scaled(_Single(term), c))
 
@@ -933,6 +933,8 @@ def _name_shared(roots: list[Expr], taken: set[str]) -> dict[Expr, str]:
     return named
 
 
+_INLINE_NODES = 20_000
+"""Derivatives are also written out in full (``Derivatives.inline``) up to this many nodes."""
 _SHARED_SIZE = 4
 """A repeated subexpression of at least this many nodes gets a name..."""
 _LONG = 24
@@ -953,7 +955,8 @@ class Derivatives:
     notes: list[str] = field(default_factory=list)
     point: dict[str, Any] | None = None
     inline: dict[str, str] = field(default_factory=dict)
-    """Each derivative written out in full (no named intermediates)."""
+    """Each derivative written out in full (no named intermediates); empty when that
+    would pass ``_INLINE_NODES`` nodes."""
 
     def lines(self) -> list[str]:
         """The text ``gradcalc diff`` prints: intermediates, ``d/da = ...``, notes."""
@@ -1232,7 +1235,6 @@ def _derivatives(
                 )
         names = list(dict.fromkeys(wrt))
     builder, exprs = _canonical(raw, names)
-    texts = _inline(exprs)
     notes = []
     if recorded:
         depends = branches or reads > 0
@@ -1242,7 +1244,7 @@ def _derivatives(
             "session's values."
         )
     else:
-        depends = branches or reads > 0 or _depends_on_point(at, values, names, texts)
+        depends = branches or reads > 0 or _depends_on_point(at, values, raw)
     missing = [n for n in raw if n not in given]
     if depends and missing:
         why = (
@@ -1280,20 +1282,54 @@ def _short(value: Any) -> str:
 def _depends_on_point(
     at: Callable[[dict[str, Any]], Callable[[], tuple[Any, dict]]],
     values: dict[str, Any],
-    names: list[str],
-    texts: dict[str, str],
+    raw: dict[str, Sym | None],
 ) -> bool:
-    """Whether the derivative traced at generic points differs from ``texts``."""
+    """Whether the raw derivative traced at generic points differs from ``raw`` (in its
+    ops or its constants: a value of the point that entered it)."""
+    mine = _fingerprint(raw)
     for k in range(3):
         point = {n: _generic_value(k, i, v) for i, (n, v) in enumerate(values.items())}
         try:
-            raw, _ = _trace(at(point))
-            _, exprs = _canonical(raw, names)
+            other, _ = _trace(at(point))
         except FormulaError:
             return True
-        if _inline(exprs) != texts:
+        if _reads.count or _fingerprint({n: other.get(n) for n in raw}) != mine:
             return True
     return False
+
+
+def _fingerprint(raw: dict[str, Sym | None]) -> bytes:
+    """A digest of raw derivatives: ops, consts, names and constants' values, in a
+    post-order walk (each node once), never the variables' values."""
+    h = hashlib.blake2b(digest_size=16)
+    index: dict[int, int] = {}
+    keep: list[Sym] = []
+    for name, root in raw.items():
+        h.update(f"{name}:".encode())
+        if root is None:
+            h.update(b"none;")
+            continue
+        stack = [(root, False)]
+        while stack:
+            s, ready = stack.pop()
+            if id(s) in index:
+                continue
+            if not ready:
+                stack.append((s, True))
+                stack.extend((a, False) for a in s.args if id(a) not in index)
+                continue
+            keep.append(s)
+            index[id(s)] = len(index)
+            if s.op is not None:
+                kids = [index[id(a)] for a in s.args]
+                h.update(f"{s.op.name}{_consts_text(s.consts)}{kids};".encode())
+            elif s.name:
+                h.update(f"var {s.name};".encode())
+            else:
+                value = np.asarray(s.value)
+                h.update(f"const {value.dtype}{value.shape}".encode() + value.tobytes())
+        h.update(f"root {index[id(root)]};".encode())
+    return h.digest()
 
 
 def _printed(
@@ -1314,8 +1350,10 @@ def _printed(
         used = _used_names(r, shared)
         lines = [f"{name} = {text}" for name, text in intermediates if name in used]
         programs[n] = "; ".join([*lines, texts[n]])
-    plain = Printer()
-    inline = {n: plain.text(r) for n, r in zip(names, roots, strict=True)}
+    inline = {}
+    if sum(r.size for r in roots) <= _INLINE_NODES:  # written out, a DAG can be exponential
+        plain = Printer()
+        inline = {n: plain.text(r) for n, r in zip(names, roots, strict=True)}
     return Derivatives(texts, intermediates, programs, notes, point, inline)
 
 
@@ -1380,6 +1418,11 @@ def sympy_simplify(found: Derivatives) -> Derivatives:
 
     texts: dict[str, str] = {}
     notes = list(found.notes)
+    if not found.inline:
+        notes.append("The derivatives are too long to hand to SymPy; gradcalc's are shown.")
+        return Derivatives(
+            found.derivatives, found.intermediates, found.programs, notes, found.point
+        )
     for name, text in found.inline.items():
         identifiers = set(re.findall(r"[A-Za-z_]\w*", text))
         local: dict[str, Any] = {}

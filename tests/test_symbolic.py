@@ -394,3 +394,13 @@ assert found.derivatives == {"a": "3*a**2*exp(cube(a))"}, found.derivatives
 """
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+
+
+def test_a_dag_whose_tree_is_exponential_prints_in_polynomial_size():
+    formula = "x = a\nfor i in range(60):\n    x = x*x + x\nx"  # 2**60 nodes as a tree
+    found = api.derivatives(formula)
+    assert found.inline == {}  # not written out
+    assert len(found.programs["a"]) < 200_000 and found.intermediates
+    point = {"a": 1e-3}
+    expected = api.evaluate(formula, point).gradients["a"]
+    np.testing.assert_allclose(evaluate_text(found.programs["a"], point), expected, rtol=1e-9)
