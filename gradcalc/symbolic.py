@@ -82,6 +82,16 @@ def _public_name(op: ops.Op) -> str | None:
 
 def is_elementwise(op: ops.Op) -> bool:
     """Whether the symbolic backend differentiates ``op`` (an elementwise or scalar op)."""
+    known = _ELEMENTWISE.get(op)
+    if known is None:
+        known = _ELEMENTWISE[op] = _is_elementwise(op)
+    return known
+
+
+_ELEMENTWISE: dict[ops.Op, bool] = {}
+
+
+def _is_elementwise(op: ops.Op) -> bool:
     if op.vjps is None:
         return False
     return (
@@ -109,7 +119,7 @@ class Sym:
     ``op(args, consts)`` of a registry op, with its value at the point (``_d``
     reads it; VJPs of kinks and masks need it)."""
 
-    __slots__ = ("args", "consts", "name", "op", "value")
+    __slots__ = ("args", "consts", "name", "op", "shape", "value")
     __array_ufunc__ = None  # ndarray * Sym defers to Sym.__rmul__
 
     def __init__(self, op: Any, args: tuple, consts: tuple, value: Any, name: Any = None) -> None:
@@ -119,10 +129,7 @@ class Sym:
         self.value = value
         self.name = name
         """A variable's name; for a constant, False when only its shape is known."""
-
-    @property
-    def shape(self) -> tuple:
-        return np.shape(self.value)
+        self.shape = np.shape(value)
 
     @property
     def ndim(self) -> int:
@@ -134,11 +141,12 @@ class Sym:
         if op is ops.WHERE or any(isinstance(o, np.ndarray | np.generic) for o in operands):
             _reads.count = getattr(_reads, "count", 0) + 1  # a mask or number made from values
         args = tuple(o if type(o) is Sym else constant(o) for o in operands)
-        with np.errstate(all="ignore"):
-            if op.arity == "n":
-                value = op.forward([a.value for a in args], *consts)
-            else:
-                value = op.forward(*(a.value for a in args), *consts)
+        if len(args) == 1:  # (under _trace's np.errstate)
+            value = op.forward(args[0].value, *consts)
+        elif op.arity == "n":
+            value = op.forward([a.value for a in args], *consts)
+        else:
+            value = op.forward(args[0].value, args[1].value, *consts)
         if op.name in _SAME_SHAPE and np.shape(value) == args[0].shape:
             return args[0]
         if not is_elementwise(op):
@@ -1003,10 +1011,13 @@ def _name_at(error: FormulaError) -> str | None:
     return found.group(1) if found else None
 
 
-def _fresh_run(formula: str, point: dict[str, Any], dtype: str, limits: Limits) -> tuple[Any, dict]:
-    """Run the formula with ``point`` bound as differentiable leaves; names the formula
-    reads but nobody bound are found on the way (each bound to a generic value)."""
-    from gradcalc.interpreter import Interpreter
+def _fresh_run(
+    code: list, source: str, point: dict[str, Any], dtype: str, limits: Limits
+) -> tuple[Any, dict]:
+    """Run the program with ``point`` bound as differentiable leaves; names it reads but
+    nobody bound are found on the way (each bound to a generic value). ``code`` holds
+    the program, compiled at its first run for all the others (``[program]`` at first)."""
+    from gradcalc.interpreter import Compiled, Interpreter
 
     point = dict(point)
     for _ in range(256):
@@ -1014,15 +1025,49 @@ def _fresh_run(formula: str, point: dict[str, Any], dtype: str, limits: Limits) 
         for name, value in point.items():
             interp.bind(name, value)
         try:
-            outcome = interp.execute(formula)
+            if type(code[0]) is not Compiled:
+                code[0] = interp.compile(code[0])
+            outcome = interp.execute(code[0])
         except UnknownNameError as exc:
             name = _name_at(exc)
             if name is None or name in point:
+                if exc.source is None:
+                    exc.source = source
                 raise
             point[name] = _generic_value(0, len(point))
             continue
+        except FormulaError as exc:
+            if exc.source is None:
+                exc.source = source
+            raise
         return outcome, {name: interp.env[name] for name in point}
     raise FormulaValueError("diff: too many free names (256 at most)")
+
+
+def _free_names(program: ast.Program) -> list[str]:
+    """Names the program reads and never assigns (nor defines, nor takes as a parameter)
+    and that are no built-in, in the order they first appear."""
+    from gradcalc import builtins
+
+    reads: dict[str, None] = {}
+    assigned: set[str] = set()
+    stack: list[Any] = [program]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Name):
+            reads.setdefault(node.id)
+        elif isinstance(node, ast.Assign | ast.AugAssign) and isinstance(node.target, ast.Name):
+            assigned.add(node.target.id)
+        elif isinstance(node, ast.For):
+            assigned.add(node.target)
+        elif isinstance(node, ast.FunctionDef | ast.Param):
+            assigned.add(node.name)
+        if isinstance(node, ast.Node):
+            stack.extend(reversed([getattr(node, f) for f in type(node).__match_args__]))
+        elif isinstance(node, list | tuple):
+            stack.extend(reversed(node))
+    known = assigned | set(builtins.FUNCTIONS) | set(builtins.CONSTANTS)
+    return [name for name in reads if name not in known]
 
 
 def _forward(output: Any, leaves: dict[str, Any], saved_fields: list[tuple]) -> dict[str, Any]:
@@ -1085,13 +1130,10 @@ def _trace(run: Callable[[], tuple[Any, dict[str, Any]]]) -> tuple[dict[str, Sym
     """Each free name's derivative as a raw expression (None: the output does not use it),
     and the point: ``run()`` executes the formula once and returns (outcome, leaves)."""
     outcome, leaves = run()
-    output = outcome.value
+    output = _output(outcome)
     values = {name: leaf._data for name, leaf in leaves.items()}
-    if not isinstance(output, _tensor.Tensor):
-        raise FormulaValueError(
-            "diff: the formula produced no tensor value",
-            hint="end it with an expression, such as 3*a**3 - b**2",
-        )
+    _reads.count = 0
+    _reads.graph = _graph_fingerprint(output, leaves)
     result: dict[str, Sym | None] = dict.fromkeys(leaves)
     if not output.requires_grad:
         return result, values
@@ -1101,7 +1143,6 @@ def _trace(run: Callable[[], tuple[Any, dict[str, Any]]]) -> tuple[dict[str, Sym
                 result[name] = constant(np.ones_like(np.asarray(output._data)))
         return result, values
     saved: list[tuple] = []
-    _reads.count = 0
     try:
         with np.errstate(all="ignore"):
             targets = _forward(output, leaves, saved)
@@ -1132,11 +1173,6 @@ def _canonical(raw: dict[str, Sym | None], wrt: list[str]) -> tuple[Builder, dic
     return builder, exprs
 
 
-def _inline(exprs: dict[str, Expr]) -> dict[str, str]:
-    printer = Printer()
-    return {n: printer.text(e) for n, e in exprs.items()}
-
-
 def differentiate(
     formula: str,
     point: dict[str, Any] | None = None,
@@ -1151,11 +1187,17 @@ def differentiate(
     limits = limits or DEFAULT_LIMITS
     program = parse(formula, limits=limits)
     given = dict(point or {})
+    first = dict(given)
+    for name in _free_names(program):  # found at once: one run rather than one per name
+        if name not in first:
+            first[name] = _generic_value(0, len(first))
+
+    code: list = [program]
 
     def at(values: dict[str, Any]) -> Callable[[], tuple[Any, dict]]:
-        return lambda: _fresh_run(formula, values, dtype, limits)
+        return lambda: _fresh_run(code, formula, values, dtype, limits)
 
-    return _derivatives(program, at(given), at, wrt, set(given))
+    return _derivatives(program, at(first), at, wrt, set(given))
 
 
 def differentiate_in(interp: Any, source: str, wrt: list[str] | None = None) -> Derivatives:
@@ -1244,7 +1286,7 @@ def _derivatives(
             "session's values."
         )
     else:
-        depends = branches or reads > 0 or _depends_on_point(at, values, raw)
+        depends = branches or reads > 0 or _depends_on_point(at, values)
     missing = [n for n in raw if n not in given]
     if depends and missing:
         why = (
@@ -1279,57 +1321,69 @@ def _short(value: Any) -> str:
     )
 
 
+def _output(outcome: Any) -> Any:
+    output = outcome.value
+    if not isinstance(output, _tensor.Tensor):
+        raise FormulaValueError(
+            "diff: the formula produced no tensor value",
+            hint="end it with an expression, such as 3*a**3 - b**2",
+        )
+    return output
+
+
 def _depends_on_point(
-    at: Callable[[dict[str, Any]], Callable[[], tuple[Any, dict]]],
-    values: dict[str, Any],
-    raw: dict[str, Sym | None],
+    at: Callable[[dict[str, Any]], Callable[[], tuple[Any, dict]]], values: dict[str, Any]
 ) -> bool:
-    """Whether the raw derivative traced at generic points differs from ``raw`` (in its
-    ops or its constants: a value of the point that entered it)."""
-    mine = _fingerprint(raw)
+    """Whether the recorded graph at generic points differs from the last trace's (in its
+    ops or its constants: a value of the point that entered the formula). VJPs that read
+    values are counted by the trace itself, so comparing forward graphs is enough."""
+    mine = _reads.graph
     for k in range(3):
         point = {n: _generic_value(k, i, v) for i, (n, v) in enumerate(values.items())}
         try:
-            other, _ = _trace(at(point))
+            outcome, leaves = at(point)()
+            if _graph_fingerprint(_output(outcome), leaves) != mine:
+                return True
         except FormulaError:
-            return True
-        if _reads.count or _fingerprint({n: other.get(n) for n in raw}) != mine:
             return True
     return False
 
 
-def _fingerprint(raw: dict[str, Sym | None]) -> bytes:
-    """A digest of raw derivatives: ops, consts, names and constants' values, in a
-    post-order walk (each node once), never the variables' values."""
-    h = hashlib.blake2b(digest_size=16)
-    index: dict[int, int] = {}
-    keep: list[Sym] = []
-    for name, root in raw.items():
-        h.update(f"{name}:".encode())
-        if root is None:
-            h.update(b"none;")
+def _graph_fingerprint(output: Any, leaves: dict[str, Any]) -> list:
+    """A recorded graph as comparable data: ops, consts, the leaves' names, the values of
+    constant operands and of leaves that are not variables (each node once)."""
+    by_id = {id(t): name for name, t in leaves.items()}
+    root = output.grad_fn
+    if root is None:
+        return [by_id.get(id(output), "constant"), str(np.asarray(output._data).dtype)]
+    out: list = []
+    index: dict[Any, int] = {}
+    stack = [(root, False)]
+    while stack:
+        node, ready = stack.pop()
+        if node in index:
             continue
-        stack = [(root, False)]
-        while stack:
-            s, ready = stack.pop()
-            if id(s) in index:
-                continue
-            if not ready:
-                stack.append((s, True))
-                stack.extend((a, False) for a in s.args if id(a) not in index)
-                continue
-            keep.append(s)
-            index[id(s)] = len(index)
-            if s.op is not None:
-                kids = [index[id(a)] for a in s.args]
-                h.update(f"{s.op.name}{_consts_text(s.consts)}{kids};".encode())
-            elif s.name:
-                h.update(f"var {s.name};".encode())
-            else:
-                value = np.asarray(s.value)
-                h.update(f"const {value.dtype}{value.shape}".encode() + value.tobytes())
-        h.update(f"root {index[id(root)]};".encode())
-    return h.digest()
+        parents = node.parents if node.kind >= 0 else ()
+        if not ready:
+            stack.append((node, True))
+            stack.extend((p, False) for p in parents if p is not None and p not in index)
+            continue
+        index[node] = len(index)
+        if node.kind < 0:
+            name = by_id.get(id(node.variable))
+            out.append(name or _value_key(node.variable._data))
+            continue
+        saved = node.saved or ()
+        entry = [node.op.name, _consts_text(node.consts) if node.consts else ""]
+        for parent, value in zip(parents, saved, strict=False):
+            entry.append(index[parent] if parent is not None else _value_key(value))
+        out.append(tuple(entry))
+    return out
+
+
+def _value_key(value: Any) -> tuple:
+    array = np.asarray(value)
+    return (str(array.dtype), array.shape, array.tobytes())
 
 
 def _printed(
