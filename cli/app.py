@@ -363,7 +363,8 @@ app = typer.Typer(
     "Examples:\n\n"
     "  gradcalc '3*a**3 - b**2' a=2 b=6\n\n"
     "  gradcalc 'sum(x**2)' x='[1, 2, 3]' --json\n\n"
-    "  gradcalc graph 'x*x + log(z)' x=5 z=3",
+    "  gradcalc graph 'x*x + log(z)' x=5 z=3\n\n"
+    "  gradcalc diff '3*a**3 - b**2'",
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
     invoke_without_command=True,
