@@ -378,7 +378,8 @@ app = typer.Typer(
     "Examples:\n\n"
     "  gradcalc '3*a**3 - b**2' a=2 b=6\n\n"
     "  gradcalc 'sum(x**2)' x='[1, 2, 3]' --json\n\n"
-    "  gradcalc graph 'x*x + log(z)' x=5 z=3",
+    "  gradcalc graph 'x*x + log(z)' x=5 z=3\n\n"
+    "  gradcalc diff '3*a**3 - b**2'",
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
     invoke_without_command=True,
@@ -613,6 +614,50 @@ def explain(
       gradcalc explain 'sum(tanh(x @ w))' x='ones(2, 3)' w='ones(3, 1)' --json
     """
     _run_formula("explain", formula, bindings, dtype, limits, wrt, of=of, json=json, seed=seed)
+
+
+Simplify = Annotated[
+    str,
+    typer.Option(
+        "--simplify",
+        help="Simplifier: gradcalc (its own, the default) or sympy (needs the optional "
+        "extra gradcalc[sympy]).",
+        metavar="gradcalc|sympy",
+    ),
+]
+
+
+@app.command(cls=FormulaCommand)
+@_with_limits
+def diff(
+    formula: Formula,
+    bindings: Bindings = None,
+    wrt: Wrt = None,
+    json: Json = False,
+    dtype: DTypeOpt = DType.float64,
+    simplify: Simplify = "gradcalc",
+    *,
+    limits: dict[str, int],
+) -> None:
+    """Each variable's derivative as a formula, simplified (valid gradcalc input).
+
+    Every free name is differentiated unless --wrt picks some. Shared parts of a
+    long derivative are printed once as named lines (t1 = ...). Formulas that
+    branch on values (if, while, comparisons, relu, %...) need a point
+    (NAME=VALUE): the derivative is then that of the branch taken there, and a
+    note says so. Vectors: elementwise formulas differentiate elementwise.
+
+    Examples:
+
+      gradcalc diff '3*a**3 - b**2'
+
+      gradcalc diff 'exp(-a)*sin(b)' --wrt a --json
+
+      gradcalc diff 'a**2 if a > 0 else -a' a=2
+
+      gradcalc diff 'x**2*sin(x)' x='[1, 2, 3]' --simplify sympy
+    """
+    _run_formula("diff", formula, bindings, dtype, limits, wrt, json=json, simplify=simplify)
 
 
 @app.command(cls=FormulaCommand)

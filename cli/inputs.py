@@ -24,7 +24,7 @@ class UsageProblem(Exception):
 class Invocation:
     """Everything a one-shot command needs, however its arguments were parsed."""
 
-    command: str  # grad | eval | graph | jacobian | hessian
+    command: str  # grad | eval | graph | jacobian | hessian | explain | diff
     formula: str  # as given: the text, "-" for standard input, "@path" for a file
     bindings: dict[str, str] = field(default_factory=dict)
     wrt: list[str] | None = None
@@ -39,6 +39,7 @@ class Invocation:
     limits: dict[str, int] = field(default_factory=dict)
     format: str = "tree"
     output: str | None = None
+    simplify: str = "gradcalc"
 
     def make_limits(self) -> Limits:
         return make_limits(self.limits)

@@ -114,6 +114,8 @@ def _run(inv: Invocation) -> int:
     }
     if inv.command == "explain":
         return _write_explanation(formula, inv, common)
+    if inv.command == "diff":
+        return _write_derivatives(formula, inv)
     if inv.command in ("grad", "eval", "graph"):
         grad = inv.command != "eval"
         common |= {
@@ -150,6 +152,38 @@ def _run(inv: Invocation) -> int:
         console.print(graph_tree(result.graph))
     sys.stdout.flush()
     return failed
+
+
+def _write_derivatives(formula: str, inv: Invocation) -> int:
+    """``gradcalc diff``: plain text (no Rich: formulas need no table) or JSON."""
+    from gradcalc import api
+    from gradcalc.jsonio import derivatives_to_json, dumps
+
+    if inv.simplify not in api.SIMPLIFIERS:
+        raise UsageProblem(f"--simplify takes gradcalc or sympy, not {inv.simplify!r}")
+    if inv.simplify == "sympy":
+        import importlib.util
+
+        if importlib.util.find_spec("sympy") is None:
+            raise UsageProblem(
+                "--simplify sympy needs SymPy, which is not installed: "
+                "pip install 'gradcalc[sympy]', or leave --simplify out"
+            )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NumPy's floating-point warnings
+        found = api.derivatives(
+            formula,
+            inv.bindings,
+            wrt=inv.wrt,
+            dtype=inv.dtype,
+            limits=inv.make_limits(),
+            simplify=inv.simplify,
+        )
+    if inv.json:
+        _write(dumps(derivatives_to_json(found)) + "\n")
+    else:
+        _write("".join(line + "\n" for line in found.lines()))
+    return EXIT_OK
 
 
 def _write_explanation(formula: str, inv: Invocation, common: dict[str, Any]) -> int:

@@ -50,6 +50,7 @@ from gradcalc.limits import DEFAULT_LIMITS, Limits
 if TYPE_CHECKING:
     from gradcalc.graph import Graph
     from gradcalc.interpreter import Interpreter, Outcome
+    from gradcalc.symbolic import Derivatives
 
 np = _numpy.bind(globals())
 """NumPy, imported at first use: work on the engine's float backend never needs it."""
@@ -58,6 +59,9 @@ __all__ = [
     "CHECK_TOLERANCE",
     "SCHEMA_VERSION",
     "Result",
+    "derivatives",
+    "derivatives_in",
+    "derivatives_json",
     "differentiate",
     "dumps",
     "error_to_json",
@@ -73,6 +77,7 @@ __all__ = [
     "run_line",
     "run_lines",
     "run_request",
+    "split_names",
     "tensor_to_json",
     "value_to_json",
     "variables_to_json",
@@ -475,6 +480,93 @@ def differentiate(
         tensors = [(name, t) for name, t in saved.items() if isinstance(t, Tensor)]
         result.graph = build_graph(output, tensors, result.gradients)
     return result
+
+
+SIMPLIFIERS = ("gradcalc", "sympy")
+"""``simplify=``: gradcalc's own simplifier, or SymPy's ``simplify`` after it (optional extra)."""
+
+
+def derivatives(
+    formula: str,
+    bindings: Mapping[str, Any] | None = None,
+    wrt: Sequence[str] | None = None,
+    dtype: str = "float64",
+    limits: Limits | None = None,
+    simplify: str = "gradcalc",
+) -> Derivatives:
+    """Each variable's derivative of ``formula`` as a formula (``gradcalc diff``).
+
+    ``bindings`` is the point: needed only where the derivative depends on it
+    (``if``/``while`` on values, kinks), and then the derivative is that of the
+    branch taken there (a note says so). Without ``wrt``, every free name.
+    Each derivative is valid formula text: evaluated at any point it equals
+    what :func:`evaluate` computes there. Raises ``FormulaError`` subclasses only.
+    """
+    from gradcalc import symbolic
+
+    dtype = _check_dtype(dtype)
+    limits = limits or DEFAULT_LIMITS
+    _check_simplifier(simplify)
+    values = _binding_values(bindings)
+    try:
+        found = _guarded(
+            lambda: symbolic.differentiate(formula, values, list(wrt or []), dtype, limits)
+        )
+    except FormulaError as exc:
+        if exc.source is None:
+            exc.source = formula
+        raise
+    return symbolic.sympy_simplify(found) if simplify == "sympy" else found
+
+
+def derivatives_json(formula: str, **options: Any) -> dict:
+    """``derivatives_to_json(derivatives(formula, **options))``."""
+    from gradcalc.jsonio import derivatives_to_json
+
+    return derivatives_to_json(derivatives(formula, **options))
+
+
+def derivatives_in(
+    interp: Interpreter, source: str, wrt: Sequence[str] | None = None, simplify: str = "gradcalc"
+) -> Derivatives:
+    """:func:`derivatives` of ``source`` against a session's variables at their values
+    (the REPL's ``:diff``). Binds nothing; raises ``FormulaError`` subclasses only."""
+    from gradcalc import symbolic
+
+    _check_simplifier(simplify)
+    found = _session_errors(lambda: symbolic.differentiate_in(interp, source, list(wrt or [])))
+    return symbolic.sympy_simplify(found) if simplify == "sympy" else found
+
+
+def split_names(argument: str) -> tuple[str, list[str] | None]:
+    """``EXPR [NAMES]`` (the REPL's ``:diff``): a last word of comma-separated names after
+    an expression that parses on its own is the names; otherwise it is all expression."""
+    head, _, last = argument.strip().rpartition(" ")
+    names = [n for n in last.split(",") if n]
+    if not head.strip() or not names or not all(n.isidentifier() for n in names):
+        return argument, None
+    from gradcalc.parser import parse
+
+    try:
+        parse(head)
+    except FormulaError:
+        return argument, None
+    return head, names
+
+
+def _check_simplifier(simplify: str) -> None:
+    if simplify not in SIMPLIFIERS:
+        raise FormulaValueError(
+            f"unknown simplifier '{simplify}'", hint="use gradcalc (the default) or sympy"
+        )
+    if simplify == "sympy":
+        import importlib.util
+
+        if importlib.util.find_spec("sympy") is None:
+            raise FormulaValueError(
+                "--simplify sympy needs SymPy, which is not installed",
+                hint="pip install 'gradcalc[sympy]', or leave --simplify out",
+            )
 
 
 def _gradients_in_session(output: Any, named: list[tuple[str, Any]], label: str | None) -> Result:
