@@ -44,12 +44,12 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-import numpy as np
-
-from gradcalc import _tensor, ops
+from gradcalc import _numpy, _tensor, ops
 from gradcalc import syntax as ast
 from gradcalc.errors import FormulaError, FormulaValueError, UnknownNameError
 from gradcalc.limits import DEFAULT_LIMITS, Limits
+
+np = _numpy.bind(globals())
 
 # ---------------------------------------------------------------- ops the backend handles
 
