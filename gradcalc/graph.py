@@ -21,7 +21,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
+from gradcalc import _numpy
+
+np = _numpy.bind(globals())
 
 INLINE_ELEMENTS = 6
 """Tensors up to this many elements are shown by value in labels; larger ones by shape."""
@@ -173,6 +175,11 @@ def short_text(
     """
     if array is None:
         return "?"
+    if _is_python_number(array):  # the float backend's values: no NumPy to ask
+        item = float(array) if isinstance(array, float) else array
+        if digits is not None and type(item) is float:
+            return _rounded(item, digits)
+        return repr(item) if type(item) is float else str(item)
     array = np.asarray(array)
     if array.ndim == 0:
         item = array.item()
@@ -185,6 +192,11 @@ def short_text(
     return np.array2string(
         array, separator=", ", max_line_width=10**6, threshold=10**6, **precision
     )
+
+
+def _is_python_number(value: Any) -> bool:
+    """A Python float, int or bool (or the float backend's ``Float64``), not NumPy's."""
+    return isinstance(value, float | int | bool) and type(value).__module__ != "numpy"
 
 
 def _scalar_text(array: np.ndarray) -> str:
