@@ -263,7 +263,7 @@ def _evaluate(
         )
     if check:
         result.check_tolerance = check_tolerance
-        base = {name: _as_float64(leaf._data) for name, leaf in run.leaves.items()}
+        base = {name: _check_point(leaf) for name, leaf in run.leaves.items()}
         result.check = _finite_difference_check(formula, base, result, of, seed_array, seed, limits)
         _note_check(result)
     if graph:
@@ -929,10 +929,15 @@ def _finite_difference_check(
 
     def objective(name: str, flat_index: int, step: float) -> float:
         perturbed = dict(base)
-        moved = base[name].copy()
-        moved.reshape(-1)[flat_index] += step
-        perturbed[name] = moved
+        if type(base[name]) is float:  # a scalar (the float backend: no NumPy)
+            perturbed[name] = base[name] + step
+        else:
+            moved = base[name].copy()
+            moved.reshape(-1)[flat_index] += step
+            perturbed[name] = moved
         run = _execute(formula, perturbed, of, "float64", seed, limits)
+        if weights is None and isinstance(run.value, float):
+            return float(run.value)
         out = np.asarray(run.value, dtype=np.float64)
         return float(np.sum(out if weights is None else out * weights))
 
@@ -943,9 +948,12 @@ def _finite_difference_check(
         if name not in base:
             report[name] = None
             continue
-        point = base[name].reshape(-1)
-        gradient = np.asarray(result.gradients[name], dtype=np.float64).reshape(-1)
-        indices = _sample_indices(point.size, budget)
+        if type(base[name]) is float:
+            point, gradient, indices = [base[name]], [float(result.gradients[name])], [0]
+        else:
+            point = base[name].reshape(-1)
+            gradient = np.asarray(result.gradients[name], dtype=np.float64).reshape(-1)
+            indices = _sample_indices(point.size, budget)
         worst = 0.0
         for i in indices:
             step = 1e-6 * max(1.0, abs(float(point[i])))
@@ -957,13 +965,20 @@ def _finite_difference_check(
             error = abs(g - estimate) / max(1.0, abs(g), abs(estimate))
             worst = max(worst, error) if not math.isnan(worst) else worst
         report[name] = worst
-        if len(indices) < point.size:
+        if len(indices) < len(point):
             result.notes.append(
                 f"{_option('check')} compared {len(indices)} of {point.size} entries of the "
                 "gradient of "
                 f"'{name}'."
             )
     return report
+
+
+def _check_point(leaf: Any) -> Any:
+    """A bound leaf's value in float64 for finite differences: a float for a scalar."""
+    if leaf.dtype.name == "float64" and not leaf.shape:
+        return float(leaf.item())
+    return _as_float64(leaf._data)
 
 
 def _sample_indices(size: int, budget: int) -> np.ndarray:

@@ -46,7 +46,9 @@ class GraphNode:
 
     @property
     def shape(self) -> tuple[int, ...] | None:
-        return None if self.value is None else tuple(np.shape(self.value))
+        if self.value is None:
+            return None
+        return () if _is_python_number(self.value) else tuple(np.shape(self.value))
 
     @property
     def is_leaf(self) -> bool:
@@ -151,15 +153,19 @@ def _node(
 
 
 def _data(tensor: Any) -> np.ndarray | None:
-    data = getattr(tensor, "_data", None)
-    return None if data is None else np.asarray(data)
+    if getattr(tensor, "_raw", None) is None:
+        return None
+    return _array_or_none(tensor)
 
 
-def _array_or_none(value: Any) -> np.ndarray | None:
+def _array_or_none(value: Any) -> np.ndarray | float | bool | None:
+    """An ndarray, or the float backend's Python float or bool as it is (no NumPy)."""
     if value is None:
         return None
-    data = getattr(value, "_data", value)  # a Tensor gradient, or an array
-    return np.asarray(data)
+    data = getattr(value, "_raw", value)  # a Tensor gradient, or an array
+    if _is_python_number(data):
+        return data
+    return np.asarray(getattr(value, "_data", value))
 
 
 # ---------------------------------------------------------------- labels

@@ -149,7 +149,7 @@ def graph_to_json(graph: Graph, max_value_elements: int = GRAPH_VALUE_ELEMENTS) 
     """``{"root", "nodes": [...], "edges": [{"from", "to"}]}``; big tensors carry only a shape."""
 
     def tensor(array: np.ndarray | None) -> Any:
-        if array is None or array.size > max_value_elements:
+        if array is None or getattr(array, "size", 1) > max_value_elements:
             return None
         return tensor_to_json(array)
 
