@@ -8,12 +8,14 @@ imported here.
 from __future__ import annotations
 
 import sys
+import dataclasses
 from dataclasses import dataclass, field, fields
 
 from gradcalc.limits import DEFAULT_LIMITS, Limits
 
 LIMIT_OPTIONS = {f"--{f.name.replace('_', '-')}": f.name for f in fields(Limits)}
-"""``--max-iterations`` -> ``max_iterations``, one option per Limits field."""
+"""``--max-iterations`` -> ``max_iterations`` (``--timeout`` -> ``timeout``), one option per
+Limits field."""
 
 
 class UsageProblem(Exception):
@@ -94,7 +96,8 @@ def read_formula(argument: str) -> str:
     return argument
 
 
-def make_limits(overrides: dict[str, int]) -> Limits:
+def make_limits(overrides: dict[str, int], base: Limits = DEFAULT_LIMITS) -> Limits:
+    """``base`` (the one-shot defaults, or `BATCH_LIMITS`) with the options given."""
     if not overrides:
-        return DEFAULT_LIMITS
-    return Limits(**overrides)
+        return base
+    return dataclasses.replace(base, **overrides)

@@ -18,7 +18,9 @@ from typer.testing import CliRunner
 
 from gradcalc.cli import app as app_module
 from gradcalc.cli import direct
-from gradcalc.cli.inputs import Invocation
+from gradcalc.cli.inputs import LIMIT_OPTIONS, Invocation
+
+LIMIT_FIELDS = set(LIMIT_OPTIONS.values())
 
 runner = CliRunner()
 
@@ -59,7 +61,7 @@ def test_the_option_table_is_the_apps(command: str) -> None:
     for option, (field, kind) in direct.OPTIONS[command].items():
         assert kind == declared[option][1], option
         assert field == declared[option][0], option
-        assert field in Invocation.__dataclass_fields__ or field.startswith("max_"), field
+        assert field in Invocation.__dataclass_fields__ or field in LIMIT_FIELDS, field
     assert tuple(choice.value for choice in app_module.DType) == direct.DTYPES
 
 
