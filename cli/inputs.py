@@ -7,8 +7,8 @@ imported here.
 
 from __future__ import annotations
 
-import sys
 import dataclasses
+import sys
 from dataclasses import dataclass, field, fields
 
 from gradcalc.limits import DEFAULT_LIMITS, Limits

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gradcalc import limits as budgets
 from gradcalc.errors import (
     FormulaError,
     FormulaTypeError,
@@ -43,7 +44,6 @@ from gradcalc.jsonio import (  # re-exported: the JSON encoding front ends use
     value_to_json,
     variables_to_json,
 )
-from gradcalc import limits as budgets
 from gradcalc.limits import BATCH_LIMITS, DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
@@ -1102,13 +1102,30 @@ def run_request(request: Any, limits: Limits | None = None) -> dict:
     except LimitError as exc:
         budgets.rehint(exc, "batch")
         out = error_to_json(exc)
+        _forget_frames(exc)
     except OverflowError as exc:  # an integer in the request beyond float64 (10**400)
         out = error_to_json(
             FormulaValueError(f"request holds a number too large for a float64 ({exc})")
         )
     except Exception as exc:
         out = error_to_json(exc)
+        _forget_frames(exc)
     return {"id": request_id, **out}
+
+
+def _forget_frames(exc: BaseException) -> None:
+    """Clear the locals of the frames an answered error's tracebacks hold: they form a
+    cycle with the exception (a frame holds it while it is raised) and would keep the
+    failed run's tensors and graph alive until the cyclic collector ran, so a batch
+    worker would carry each failed request's memory into the next ones."""
+    import traceback
+
+    seen = 0
+    error: BaseException | None = exc
+    while error is not None and seen < 8:
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__
+        seen += 1
 
 
 def run_line(

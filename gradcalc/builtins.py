@@ -37,7 +37,6 @@ from gradcalc.errors import (
     FormulaTypeError,
     FormulaValueError,
     GradError,
-    LimitError,
     ShapeError,
 )
 from gradcalc.limits import LARGE, Limits, limit_error

@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from gradcalc import builtins as lang
+from gradcalc import limits as budgets
 from gradcalc import syntax as ast
 from gradcalc._recycle import empty_cache
 from gradcalc.builtins import Builtin, Size, Tensor, truth
@@ -51,7 +52,6 @@ from gradcalc.errors import (
     ShapeError,
     UnknownNameError,
 )
-from gradcalc import limits as budgets
 from gradcalc.limits import DEFAULT_LIMITS, Limits
 
 __all__ = ["Compiled", "Interpreter", "Outcome"]

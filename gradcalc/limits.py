@@ -179,7 +179,9 @@ class Budget:
                 f"more than the memory budget of {limit:,} MiB"
             )
         else:
-            message = f"the run holds {_mib(used + nbytes)}, more than the memory budget of {limit:,} MiB"
+            message = (
+                f"the run holds {_mib(used + nbytes)}, more than the memory budget of {limit:,} MiB"
+            )
         return limit_error("max_memory", message, "use smaller tensors")
 
 
@@ -223,20 +225,35 @@ class running:
         if self.outer is not None:
             self.budget = self.outer
             return self.outer
-        self.budget = _LOCAL.budget = Budget(self.limits, self.alarm)
+        self.budget = _LOCAL.budget = _LATEST[0] = Budget(self.limits, self.alarm)
         return self.budget
 
     def __exit__(self, *exc: object) -> None:
         if self.outer is None:
-            _LOCAL.budget = None
+            _LOCAL.budget = _LATEST[0] = None
             if self.budget.armed:
                 _disarm()
+
+
+_LATEST: list[Budget | None] = [None]
+"""The budget of the last run started (in any thread) while it runs: what `overdue` reads."""
+
+
+def overdue(grace: float) -> bool:
+    """Whether the run in progress is ``grace`` seconds past its deadline: stuck in one long
+    call that no check interrupts (a watchdog thread asks, in a one-request-at-a-time
+    process such as a batch worker)."""
+    budget = _LATEST[0]
+    return budget is not None and time.monotonic() > budget.deadline + grace
 
 
 def _arm(budget: Budget) -> bool:
     import signal
 
-    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+    if (
+        not hasattr(signal, "setitimer")
+        or threading.current_thread() is not threading.main_thread()
+    ):
         return False
     if signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, _on_alarm):
         return False  # someone else's alarm: leave it alone
