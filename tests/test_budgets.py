@@ -309,3 +309,33 @@ def test_the_resident_size_is_read_from_this_process() -> None:
     assert resident_bytes() - before > 32 << 20
     del block
     assert os.getpid() > 0
+
+
+def test_batch_jobs_1_answers_a_request_that_exhausts_memory_and_goes_on(
+    tmp_path: object, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process (--jobs 1), a MemoryError or RecursionError from deep inside one request is
+    that request's error line; the lines after it are answered."""
+    from pathlib import Path
+
+    from gradcalc.cli.batch import run_batch
+
+    real = api.evaluate_json
+
+    def exhausting(formula: str, **kwargs: object) -> dict:
+        if formula == "boom":
+            raise MemoryError()
+        if formula == "deep":
+            raise RecursionError()
+        return real(formula, **kwargs)
+
+    monkeypatch.setattr(api, "evaluate_json", exhausting)
+    path = Path(str(tmp_path)) / "requests.jsonl"
+    lines = [{"id": 1, "formula": "boom"}, {"id": 2, "formula": "deep"}, {"id": 3, "formula": "2"}]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert run_batch(str(path), jobs=1, progress=False) == 1
+    replies = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
+    assert [reply["id"] for reply in replies] == [1, 2, 3]
+    assert replies[0]["error"]["type"] == "LimitError"
+    assert replies[1]["error"]["type"] == "LimitError"
+    assert replies[2]["value"] == 2.0
