@@ -13,7 +13,7 @@ batch line, a REPL entry) starts, and consulted only at checkpoints, never per
 operation: before a large tensor is allocated (its size is known from the
 shapes: creation functions, broadcasting, matmul) and every few thousand
 operations or iterations of the interpreter. Memory is what the process grew
-by since the run started (its resident set, read from ``/proc/self/statm``
+by since the run's first check (its resident set, read from ``/proc/self/statm``
 where there is one: tensors alive, their graph, everything), plus the
 allocation about to happen.
 """
@@ -132,7 +132,7 @@ class Budget:
         self.limits = limits
         self.deadline = time.monotonic() + limits.timeout
         self.memory = limits.max_memory * MiB
-        self.base = resident_bytes()
+        self.base = -1  # read at the first check: a run that never gets there costs no read
         self.work = 0
         self.alarm = alarm  # arm a timer at the first check (a run that gets that far)
         self.armed = False
@@ -144,6 +144,8 @@ class Budget:
             raise self.timeout_error()
         if self.alarm and not self.armed:
             self.armed = _arm(self)
+        if self.base < 0:
+            self.base = resident_bytes()  # (what the run made before, all small, is not counted)
         used = resident_bytes() - self.base if self.base else 0
         if used + nbytes > self.memory:
             raise self.memory_error(used, nbytes, what)

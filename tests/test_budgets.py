@@ -55,26 +55,26 @@ def test_a_tight_endless_loop_ends_in_about_a_second() -> None:
     error, seconds = limit_of("x = 0\nwhile True: x = 1")
     assert names(error, "max_iterations")
     assert "500,000 iterations" in error.message
-    assert seconds < 4
+    assert seconds < 6  # (17 s before; about 1 s on a quiet machine)
 
 
 def test_a_loop_making_large_tensors_ends_on_its_work() -> None:
     error, seconds = limit_of("while True: x = ones(1e6)")
     assert names(error, "max_work")
-    assert seconds < 4
+    assert seconds < 6
 
 
 def test_a_loop_over_a_large_tensor_ends_on_its_work_too() -> None:
     error, seconds = limit_of("y = const(ones(1e6))\nwhile True: z = y * 2 + y")
     assert names(error, "max_work")
-    assert seconds < 4
+    assert seconds < 6
 
 
 def test_a_doubly_recursive_function_of_depth_30_ends_on_the_graph_limit() -> None:
     program = "def f(n): return 1 if n <= 0 else f(n - 1) + f(n - 1)\nf(30)"
     error, seconds = limit_of(program)
     assert names(error, "max_graph_nodes")
-    assert seconds < 5
+    assert seconds < 10  # (87 s before)
 
 
 def test_raised_limits_let_a_long_loop_finish() -> None:
@@ -93,7 +93,7 @@ def test_the_timeout_ends_a_loop_the_counters_allow() -> None:
     error, seconds = limit_of("x = 0\nwhile True: x = 1", limits)
     assert names(error, "timeout")
     assert "more than 1 second" in error.message
-    assert 0.9 < seconds < 3
+    assert 0.9 < seconds < 4
 
 
 def test_a_batch_request_has_a_bounded_timeout_by_default() -> None:
@@ -113,7 +113,7 @@ def test_an_oversized_tensor_is_refused_before_it_is_allocated() -> None:
     error, seconds = limit_of("ones(1e8)*2")
     assert names(error, "max_memory")
     assert "would need 763 MiB" in error.message
-    assert seconds < 1
+    assert seconds < 2
 
 
 def test_a_budget_counts_the_tensors_already_alive() -> None:
