@@ -147,8 +147,6 @@ def test_the_one_shot_command_does_not_import_typer() -> None:
     assert '"gradients": {"a": 36.0, "b": -12.0}' in done.stdout
 
 
-
-
 @pytest.mark.parametrize("formula", ["3*a +", "sin(a + b", "exp(a)) * b"])
 def test_a_syntax_error_is_reported_before_numpy_loads(formula: str) -> None:
     import subprocess

@@ -140,19 +140,15 @@ def test_the_version_counts_in_place_changes() -> None:
         ),
         (
             "x = torch.tensor([1., 2, 3], requires_grad=True)\nv = x[0:2]\nv.add_(1)",
-            "a view of a leaf Variable that requires grad is being used in an in-place "
-            "operation.",
+            "a view of a leaf Variable that requires grad is being used in an in-place operation.",
         ),
         (
             "x = torch.tensor([1., 2, 3], requires_grad=True)\nv = x[0:2]\nv.zero_()",
-            "a view of a leaf Variable that requires grad is being used in an in-place "
-            "operation.",
+            "a view of a leaf Variable that requires grad is being used in an in-place operation.",
         ),
         (
-            "x = torch.tensor([[1., 2], [3, 4]], requires_grad=True)\nv = x.t()[0]\n"
-            "v.mul_(2)",
-            "a view of a leaf Variable that requires grad is being used in an in-place "
-            "operation.",
+            "x = torch.tensor([[1., 2], [3, 4]], requires_grad=True)\nv = x.t()[0]\nv.mul_(2)",
+            "a view of a leaf Variable that requires grad is being used in an in-place operation.",
         ),
     ],
 )

@@ -132,8 +132,10 @@ def answered(lines: list[str]) -> tuple[list, list[dict]]:
         error = reply.get("error")
         assert not (error and error.get("internal")), reply
         if error and error["type"] == "LimitError":
-            assert error.get("hint") is None or "gradcalc batch" in error["hint"] or (
-                "the limit is" not in error["hint"]
+            assert (
+                error.get("hint") is None
+                or "gradcalc batch" in error["hint"]
+                or ("the limit is" not in error["hint"])
             ), error
     requests_sent = [line for line in lines if line.strip()]
     assert seconds < len(requests_sent) * (LIMITS.timeout + SLACK_SECONDS), seconds
