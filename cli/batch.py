@@ -452,12 +452,12 @@ def _watch_worker() -> None:
     """A worker's watchdog thread: a request stuck past its timeout inside one long call
     (no check between operations can stop it) ends the worker; the parent then answers
     that request with an error line (`_after_a_worker_died`) and goes on."""
-    from gradcalc.limits import overdue
+    from gradcalc.limits import end_process, overdue
 
     while True:
         time.sleep(0.25)
         if overdue(HARD_STOP_GRACE):
-            os._exit(EXIT_TIMED_OUT)
+            end_process(EXIT_TIMED_OUT)
 
 
 def _start_worker() -> None:

@@ -55,7 +55,7 @@ def _watchdog(timeout: float, json_errors: bool) -> Any:
     and ends the process with exit code 1."""
     import threading
 
-    from gradcalc.limits import limit_error
+    from gradcalc.limits import end_process, limit_error
 
     error = limit_error(
         "timeout",
@@ -70,13 +70,7 @@ def _watchdog(timeout: float, json_errors: bool) -> Any:
     else:
         text, fd = f"{error}\n", 2
 
-    def stop() -> None:
-        try:
-            os.write(fd, text.encode("utf-8", "replace"))
-        finally:
-            os._exit(EXIT_FORMULA)
-
-    timer = threading.Timer(timeout + HARD_STOP_GRACE, stop)
+    timer = threading.Timer(timeout + HARD_STOP_GRACE, end_process, (EXIT_FORMULA, fd, text))
     timer.daemon = True
     timer.start()
     return timer

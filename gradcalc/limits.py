@@ -249,6 +249,16 @@ def overdue(grace: float) -> bool:
     return budget is not None and time.monotonic() > budget.deadline + grace
 
 
+def end_process(code: int, fd: int = -1, text: str = "") -> None:
+    """Write ``text`` to ``fd`` and end the process now (``os._exit``: no clean-up, which a
+    thread stuck in a long call could block): a watchdog's last resort."""
+    try:
+        if fd >= 0 and text:
+            os.write(fd, text.encode("utf-8", "replace"))
+    finally:
+        os._exit(code)
+
+
 def _arm(budget: Budget) -> bool:
     import signal
 
