@@ -244,7 +244,10 @@ def test_a_batch_worker_stuck_in_one_long_call_is_an_error_line_and_the_rest_go_
     assert [reply["id"] for reply in replies] == [1, "slow", 3]
     assert replies[0]["value"] == 1.0 and replies[2]["value"] == 2.0
     assert replies[1]["error"]["type"] == "LimitError"
-    assert "timeout" in replies[1]["error"]["message"]
+    # the watchdog's words, or (on a slow machine, where making x alone takes a second)
+    # the check before the first product's
+    message = replies[1]["error"]["message"]
+    assert "timeout" in message or "more than 1 second" in message
     assert "gradcalc batch --timeout" in replies[1]["error"]["hint"]
     assert run.returncode == 1
 
