@@ -268,7 +268,22 @@ Json = Annotated[bool, typer.Option("--json", help="Print one strict JSON object
 GraphFlag = Annotated[bool, typer.Option("--graph", help="Also show the computation graph.")]
 Check = Annotated[
     bool,
-    typer.Option("--check", help="Compare each gradient with central finite differences."),
+    typer.Option(
+        "--check",
+        help="Compare each gradient with central finite differences; exit code 1 when one "
+        "disagrees beyond --check-tolerance.",
+    ),
+]
+CheckTolerance = Annotated[
+    float | None,
+    typer.Option(
+        "--check-tolerance",
+        min=0.0,
+        help="Largest relative error --check accepts (magnitudes below 1 compared "
+        "absolutely); implies --check. [default: 1e-4]",
+        metavar="TOL",
+        show_default=False,
+    ),
 ]
 Seed = Annotated[
     int | None,
@@ -413,6 +428,7 @@ def grad(
     seed: Seed = None,
     dtype: DTypeOpt = DType.float64,
     check: Check = False,
+    check_tolerance: CheckTolerance = None,
     *,
     limits: dict[str, int],
 ) -> None:
@@ -429,6 +445,12 @@ def grad(
       gradcalc grad '3*a**3 - b**2' a='[2, 3]' b='[6, 4]' --json
 
       gradcalc grad 'r1 = x*x + z + log(z); y = r1 + sqrt(x)' x=5 z=3 --wrt x,r1 --check
+
+      gradcalc grad 'sum(exp(x))' x='[1, 2]' --check-tolerance 1e-6
+
+    Gradients are reported for the NAME=VALUE variables (or, with none, for the
+    variables the formula assigns); --wrt names others, intermediates included.
+    --check exits with code 1 when a gradient disagrees with finite differences.
     """
     _run_formula(
         "grad",
@@ -441,7 +463,8 @@ def grad(
         grad_output=grad_output,
         json=json,
         graph=graph,
-        check=check,
+        check=check or check_tolerance is not None,
+        check_tolerance=check_tolerance,
         seed=seed,
     )
 

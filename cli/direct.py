@@ -32,7 +32,9 @@ from gradcalc.cli.inputs import (
 )
 
 FLAG, TEXT, INTEGER, POSITIVE, DTYPE = "flag", "text", "integer", "positive", "dtype"
-"""Kinds of option: a flag; a value taken as text; an integer; an integer >= 1; a dtype."""
+NUMBER = "number"
+"""Kinds of option: a flag; a value taken as text; an integer; an integer >= 1; a dtype;
+a finite number >= 0."""
 
 _COMMON = {
     "--of": ("of", TEXT),
@@ -48,12 +50,14 @@ OPTIONS: dict[str, dict[str, tuple[str, str]]] = {
         "--grad-output": ("grad_output", TEXT),
         "--graph": ("graph", FLAG),
         "--check": ("check", FLAG),
+        "--check-tolerance": ("check_tolerance", NUMBER),
     },
     "eval": _COMMON,
 }
 """Per command, each option (its long name) -> (Invocation field, kind of value)."""
 DTYPES = ("float64", "float32")
 _INTEGER = re.compile(r"[+-]?\d+")
+_NUMBER = re.compile(r"[+]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 def parse(args: list[str]) -> Invocation | None:
@@ -106,10 +110,16 @@ def _invocation(
             value = int(value)
         elif kind == DTYPE and value not in DTYPES:
             return None
+        elif kind == NUMBER:
+            if not _NUMBER.fullmatch(str(value)):
+                return None
+            value = float(value)
         if field in LIMIT_OPTIONS.values():
             fields["limits"][field] = value
         else:
             fields[field] = value
+    if fields.get("check_tolerance") is not None:
+        fields["check"] = True  # --check-tolerance implies --check, as in the app
     try:
         fields["bindings"] = parse_bindings(positional[1:])
         fields["wrt"] = parse_names(fields.get("wrt"))

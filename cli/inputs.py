@@ -35,6 +35,7 @@ class Invocation:
     json: bool = False
     graph: bool = False
     check: bool = False
+    check_tolerance: float | None = None
     seed: int | None = None
     dtype: str = "float64"
     limits: dict[str, int] = field(default_factory=dict)
@@ -59,11 +60,16 @@ def parse_binding(text: str) -> tuple[str, str]:
 
 
 def parse_bindings(items: list[str] | None) -> dict[str, str]:
-    """NAME=VALUE arguments in order; a name given twice keeps its last value."""
+    """NAME=VALUE arguments in order; a name bound twice (``x=1 x=2``) is a usage
+    error: which value was meant cannot be guessed."""
     bindings: dict[str, str] = {}
     for item in items or []:
         name, value = parse_binding(item)
-        bindings.pop(name, None)
+        if name in bindings:
+            raise UsageProblem(
+                f"{name} is bound twice ({name}={bindings[name]} and {name}={value}); "
+                "give each variable one value"
+            )
         bindings[name] = value
     return bindings
 

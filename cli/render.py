@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from gradcalc.api import CHECK_TOLERANCE, Result
+from gradcalc.api import Result
 from gradcalc.errors import FormulaError
 from gradcalc.graph import LABEL_DIGITS, Graph, GraphNode, node_title, short_text
 
@@ -121,7 +121,11 @@ def gradients_table(result: Result, width: int, with_check: bool) -> Table:
             label.append(" (unused)", style="yellow")
         row: list[RenderableType] = [label, Text(shape), Text(array_text(gradient, room, 200))]
         if with_check:
-            row.append(_check_cell(None if result.check is None else result.check.get(name)))
+            row.append(
+                _check_cell(
+                    None if result.check is None else result.check.get(name), result.check_tolerance
+                )
+            )
         table.add_row(*row)
     return table
 
@@ -136,7 +140,11 @@ def gradients_blocks(result: Result, width: int, with_check: bool) -> Renderable
         heading.append(f"  shape {shape_text(tuple(gradient.shape))}", style="dim")
         if with_check:
             heading.append("  check ", style="dim")
-            heading.append(_check_cell(None if result.check is None else result.check.get(name)))
+            heading.append(
+                _check_cell(
+                    None if result.check is None else result.check.get(name), result.check_tolerance
+                )
+            )
         parts.append(heading)
         parts.append(Text(_indent(array_text(gradient, width - 2))))
     return Group(*parts)
@@ -156,10 +164,10 @@ def _indent(text: str) -> str:
     return "\n".join("  " + line for line in text.splitlines())
 
 
-def _check_cell(error: float | None) -> Text:
+def _check_cell(error: float | None, tolerance: float) -> Text:
     if error is None:
         return Text("not checked", style="dim")
-    if error <= CHECK_TOLERANCE:
+    if error <= tolerance:
         return Text(f"{error:.1e} ok", style="green")
     return Text(f"{error:.1e} MISMATCH", style="bold red")
 
@@ -339,8 +347,9 @@ def error_text(exc: BaseException, width: int = 80) -> Text:
     text.append(f"{exc.kind}: ", style="bold red")
     text.append(exc.message, style="red")
     if exc.line is not None:
-        where = f" (line {exc.line}" + (f", column {exc.column})" if exc.column else ")")
-        text.append(where, style="dim")
+        file = getattr(exc, "file", None)  # the REPL's :load FILE: lines are the file's
+        where = f" ({file}, line {exc.line}" if file else f" (line {exc.line}"
+        text.append(where + (f", column {exc.column})" if exc.column else ")"), style="dim")
     snippet = _caret_snippet(exc, max((width - 6) // 2, 10))
     if snippet is not None:
         source, caret = snippet

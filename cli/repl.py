@@ -266,14 +266,15 @@ class Session:
             self.failures += 1
         return ok
 
-    def run_code(self, entry: Entry, *, remember: bool = True) -> bool:
-        """Run a code entry (not a ``:command``); remembered for ``:save`` when it changes state."""
+    def run_code(self, entry: Entry, *, remember: bool = True, file: str | None = None) -> bool:
+        """Run a code entry (not a ``:command``); remembered for ``:save`` when it changes
+        state. ``file``: the entry is that file's text (``:load``), errors name it."""
         from gradcalc import api
 
         try:
             outcome = api.execute(self.interp, entry.text)
         except Exception as exc:  # FormulaError, or a bug: reported, never a traceback
-            self.report(exc, entry)
+            self.report(exc, entry, file=file)
             return False
         if remember and _changes_state(entry.text):
             self.definitions.append(entry.text)
@@ -292,20 +293,29 @@ class Session:
 
         self.print(Text(_value_text(value)))
 
-    def report(self, exc: BaseException, entry: Entry | None = None) -> None:
-        """A failure: the error with caret and hint (stderr), or a JSON error object (stdout)."""
+    def report(
+        self, exc: BaseException, entry: Entry | None = None, file: str | None = None
+    ) -> None:
+        """A failure: the error with caret and hint (stderr), or a JSON error object (stdout).
+        Its line is the piped input's when reading a script, the file's (named) for
+        ``:load FILE``."""
         from gradcalc.jsonio import error_to_json
 
         if self.json:
             payload = error_to_json(exc)
-            if self.script and entry is not None and "line" in payload["error"]:
+            if file is not None:
+                payload["error"]["file"] = file
+            elif self.script and entry is not None and "line" in payload["error"]:
                 payload["error"]["line"] += entry.line - 1
             self.write_json(payload)
             return
         from gradcalc.cli.render import error_text
 
         shown = exc if isinstance(exc, FormulaError) else _as_formula_error(exc)
-        if self.script and entry is not None:
+        if file is not None:
+            shown = copy.copy(shown)
+            shown.file = file  # type: ignore[attr-defined]
+        elif self.script and entry is not None:
             shown = _shift_lines(shown, entry.line - 1)
         self.err.print(error_text(shown))
         self.err.file.flush()
@@ -515,7 +525,7 @@ def _cmd_load(session: Session, argument: str) -> bool:
         text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return session.fail(f"cannot read {argument}: {getattr(exc, 'strerror', None) or exc}")
-    ok = session.run_code(Entry(text, 1), remember=False)
+    ok = session.run_code(Entry(text, 1), remember=False, file=argument)
     if ok:
         session.definitions.append(text.rstrip("\n"))
         session.note(f"loaded {argument}")

@@ -159,11 +159,14 @@ def _run(inv: Invocation) -> int:
             "check": inv.check and grad,
             "graph": inv.graph or inv.command == "graph",
         }
+        if inv.check and grad:
+            common["check_tolerance"] = inv.check_tolerance
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # NumPy's floating-point warnings: results say it
         if inv.json and inv.command in ("grad", "eval"):
-            _write(dumps(api.evaluate_json(formula, **common)) + "\n")
-            return EXIT_OK
+            payload = api.evaluate_json(formula, **common)
+            _write(dumps(payload) + "\n")
+            return EXIT_FORMULA if payload.get("check_passed") is False else EXIT_OK
         if inv.command == "jacobian":
             result = api.jacobian(formula, wrt=inv.wrt, **common)
         elif inv.command == "hessian":
@@ -172,9 +175,10 @@ def _run(inv: Invocation) -> int:
             result = api.evaluate(formula, **common)
     if inv.command == "graph":
         return _write_graph(result, inv)
+    failed = EXIT_FORMULA if result.check_passed is False else EXIT_OK  # --check: a mismatch
     if inv.json:
         _write(dumps(result_to_json(result)) + "\n")
-        return EXIT_OK
+        return failed
     from gradcalc.cli.render import graph_tree, make_console, print_result
 
     console = make_console(sys.stdout)
@@ -182,7 +186,7 @@ def _run(inv: Invocation) -> int:
     if inv.graph and result.graph is not None:
         console.print(graph_tree(result.graph))
     sys.stdout.flush()
-    return EXIT_OK
+    return failed
 
 
 def _write_explanation(formula: str, inv: Invocation, common: dict[str, Any]) -> int:

@@ -1,18 +1,29 @@
 """Tensor constructors with PyTorch's signatures and defaults, and the random generator.
 
-Defaults as PyTorch: float32 unless a dtype is given (``arange``/``full``
-infer int64 or bool from integer or boolean arguments), ``requires_grad=False``.
+Defaults as PyTorch: the default dtype (float32 unless ``set_default_dtype``)
+unless a dtype is given (``arange``/``full`` infer int64 or bool from integer or
+boolean arguments), ``requires_grad=False``; ``device=`` must name the CPU.
 Random numbers come from a NumPy PCG64 generator; ``manual_seed`` makes them
 reproducible (they are not PyTorch's streams).
 """
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
-import numpy as np
+from gradcalc import _numpy
+from gradcalc._tensor import (
+    Size,
+    Tensor,
+    as_np_dtype,
+    check_device,
+    default_float,
+    leaf,
+    make_tensor,
+)
 
-from gradcalc._tensor import DEFAULT_FLOAT, Size, Tensor, as_np_dtype, leaf, make_tensor
+np = _numpy.bind(globals())
 
 
 def _size(size: tuple, keyword: Any = None) -> tuple[int, ...]:
@@ -29,7 +40,7 @@ def _size(size: tuple, keyword: Any = None) -> tuple[int, ...]:
 
 def _float_dtype(dtype: Any) -> np.dtype:
     found = as_np_dtype(dtype)
-    return DEFAULT_FLOAT if found is None else found
+    return default_float() if found is None else found
 
 
 def tensor(
@@ -40,10 +51,12 @@ def tensor(
     pin_memory: bool = False,
 ) -> Tensor:
     """A new leaf holding a copy of ``data`` (floats → float32, ints → int64, bools → bool)."""
+    check_device(device)
     return make_tensor(data, dtype=dtype, requires_grad=requires_grad)
 
 
 def as_tensor(data: Any, dtype: Any = None, device: Any = None) -> Tensor:
+    check_device(device)
     if isinstance(data, Tensor) and (dtype is None or as_np_dtype(dtype) == data._data.dtype):
         return data
     return make_tensor(data, dtype=dtype)
@@ -62,6 +75,7 @@ def zeros(
     device: Any = None,
     out: Any = None,
 ) -> Tensor:
+    check_device(device)
     return leaf(np.zeros(_size(shape, size), dtype=_float_dtype(dtype)), requires_grad)
 
 
@@ -73,6 +87,7 @@ def ones(
     device: Any = None,
     out: Any = None,
 ) -> Tensor:
+    check_device(device)
     return leaf(np.ones(_size(shape, size), dtype=_float_dtype(dtype)), requires_grad)
 
 
@@ -84,6 +99,7 @@ def empty(
     device: Any = None,
     out: Any = None,
 ) -> Tensor:
+    check_device(device)
     return zeros(*shape, size=size, dtype=dtype, requires_grad=requires_grad)
 
 
@@ -95,6 +111,7 @@ def full(
     requires_grad: bool = False,
     device: Any = None,
 ) -> Tensor:
+    check_device(device)
     if isinstance(fill_value, Tensor):
         fill_value = fill_value.item()
     np_dtype = as_np_dtype(dtype)
@@ -104,7 +121,7 @@ def full(
         elif isinstance(fill_value, (int, np.integer)):
             np_dtype = np.dtype(np.int64)
         else:
-            np_dtype = DEFAULT_FLOAT
+            np_dtype = default_float()
     return leaf(np.full(_size((size,)), fill_value, dtype=np_dtype), requires_grad)
 
 
@@ -116,6 +133,7 @@ def _like(input: Tensor, dtype: Any) -> tuple[tuple[int, ...], np.dtype]:
 def zeros_like(
     input: Tensor, *, dtype: Any = None, requires_grad: bool = False, device: Any = None
 ) -> Tensor:
+    check_device(device)
     shape, np_dtype = _like(input, dtype)
     return leaf(np.zeros(shape, dtype=np_dtype), requires_grad)
 
@@ -123,6 +141,7 @@ def zeros_like(
 def ones_like(
     input: Tensor, *, dtype: Any = None, requires_grad: bool = False, device: Any = None
 ) -> Tensor:
+    check_device(device)
     shape, np_dtype = _like(input, dtype)
     return leaf(np.ones(shape, dtype=np_dtype), requires_grad)
 
@@ -130,6 +149,7 @@ def ones_like(
 def empty_like(
     input: Tensor, *, dtype: Any = None, requires_grad: bool = False, device: Any = None
 ) -> Tensor:
+    check_device(device)
     return zeros_like(input, dtype=dtype, requires_grad=requires_grad)
 
 
@@ -141,6 +161,7 @@ def full_like(
     requires_grad: bool = False,
     device: Any = None,
 ) -> Tensor:
+    check_device(device)
     shape, np_dtype = _like(input, dtype)
     return leaf(np.full(shape, fill_value, dtype=np_dtype), requires_grad)
 
@@ -155,6 +176,7 @@ def arange(
     device: Any = None,
 ) -> Tensor:
     """``[start, end)`` by ``step``; int64 when every argument is an integer, else float32."""
+    check_device(device)
     if end is None:
         start, end = 0, start
     values = [v.item() if isinstance(v, Tensor) else v for v in (start, end, step)]
@@ -163,7 +185,7 @@ def arange(
     np_dtype = as_np_dtype(dtype)
     if np_dtype is None:
         integral = all(isinstance(v, (int, np.integer)) for v in values)
-        np_dtype = np.dtype(np.int64) if integral else DEFAULT_FLOAT
+        np_dtype = np.dtype(np.int64) if integral else default_float()
     count = max(int(np.ceil((values[1] - values[0]) / values[2])), 0)
     data = (values[0] + np.arange(count, dtype=np.float64) * values[2]).astype(np_dtype)
     if np_dtype.kind in "iu":
@@ -180,6 +202,7 @@ def linspace(
     requires_grad: bool = False,
     device: Any = None,
 ) -> Tensor:
+    check_device(device)
     data = np.linspace(float(start), float(end), int(steps), dtype=np.float64)
     return leaf(data.astype(_float_dtype(dtype)), requires_grad)
 
@@ -192,6 +215,7 @@ def eye(
     requires_grad: bool = False,
     device: Any = None,
 ) -> Tensor:
+    check_device(device)
     return leaf(
         np.eye(int(n), None if m is None else int(m), dtype=_float_dtype(dtype)), requires_grad
     )
@@ -204,7 +228,7 @@ class Generator:
     """A seedable source of random tensors (``torch.Generator``), PCG64 underneath."""
 
     def __init__(self, device: Any = "cpu") -> None:
-        self._seed = int(np.random.SeedSequence().entropy % (2**63))
+        self._seed = secrets.randbits(63)
         self._rng: np.random.Generator | None = None
 
     def manual_seed(self, seed: int) -> Generator:
@@ -216,7 +240,7 @@ class Generator:
         return self._seed
 
     def seed(self) -> int:
-        self.manual_seed(int(np.random.SeedSequence().entropy % (2**63)))
+        self.manual_seed(secrets.randbits(63))
         return self._seed
 
     @property
@@ -256,6 +280,7 @@ def rand(
     out: Any = None,
 ) -> Tensor:
     """Uniform on [0, 1)."""
+    check_device(device)
     np_dtype = _float_dtype(dtype)
     data = _rng(generator).random(_size(shape, size), dtype=np.float64).astype(np_dtype)
     return leaf(np.asarray(data), requires_grad)
@@ -271,6 +296,7 @@ def randn(
     out: Any = None,
 ) -> Tensor:
     """Standard normal."""
+    check_device(device)
     np_dtype = _float_dtype(dtype)
     data = _rng(generator).standard_normal(_size(shape, size), dtype=np.float64).astype(np_dtype)
     return leaf(np.asarray(data), requires_grad)
@@ -286,6 +312,7 @@ def randint(
     requires_grad: bool = False,
     device: Any = None,
 ) -> Tensor:
+    check_device(device)
     if high is None:
         low, high = 0, low
     np_dtype = as_np_dtype(dtype) or np.dtype(np.int64)
@@ -296,6 +323,7 @@ def randint(
 def rand_like(
     input: Tensor, *, dtype: Any = None, requires_grad: bool = False, device: Any = None
 ) -> Tensor:
+    check_device(device)
     shape, np_dtype = _like(input, dtype)
     return rand(shape, dtype=np_dtype, requires_grad=requires_grad)
 
@@ -303,6 +331,7 @@ def rand_like(
 def randn_like(
     input: Tensor, *, dtype: Any = None, requires_grad: bool = False, device: Any = None
 ) -> Tensor:
+    check_device(device)
     shape, np_dtype = _like(input, dtype)
     return randn(shape, dtype=np_dtype, requires_grad=requires_grad)
 

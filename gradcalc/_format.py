@@ -13,7 +13,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+from gradcalc import _numpy
+
+np = _numpy.bind(globals())
 
 
 @dataclass
@@ -174,11 +176,21 @@ def _add_suffixes(text: str, suffixes: list[str], indent: int) -> str:
     return "".join(parts)
 
 
-_DEFAULT_DTYPES = ("float32", "int64", "bool", "complex64")
+_DEFAULT_DTYPES = ("int64", "bool")
+"""Dtypes a tensor prints without ``dtype=``, besides the default float dtype
+(``set_default_dtype``) and its complex counterpart, as PyTorch prints them."""
 
 
-def tensor_repr(t: Any) -> str:
-    """``tensor([-12.,  65.], grad_fn=<SubBackward0>)`` for a gradcalc Tensor."""
+def _is_default(name: str, default: str) -> bool:
+    return name in _DEFAULT_DTYPES or name == default or name == _COMPLEX.get(default)
+
+
+_COMPLEX = {"float32": "complex64", "float64": "complex128"}
+
+
+def tensor_repr(t: Any, default_float: str = "float32") -> str:
+    """``tensor([-12.,  65.], grad_fn=<SubBackward0>)`` for a gradcalc Tensor; the
+    default float dtype (``set_default_dtype``) prints no ``dtype=``."""
     prefix = "tensor("
     indent = len(prefix)
     values = np.asarray(t._data)
@@ -186,11 +198,11 @@ def tensor_repr(t: Any) -> str:
     if values.size == 0:
         if values.ndim != 1:
             suffixes.append(f"size={tuple(values.shape)}")
-        if values.dtype.name != "float32":
+        if values.dtype.name != default_float:
             suffixes.append(f"dtype=torch.{values.dtype.name}")
         body = "[]"
     else:
-        if values.dtype.name not in _DEFAULT_DTYPES:
+        if not _is_default(values.dtype.name, default_float):
             suffixes.append(f"dtype=torch.{values.dtype.name}")
         body = tensor_body(values, indent)
     fn = t._grad_fn

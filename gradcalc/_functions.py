@@ -23,12 +23,9 @@ from collections import namedtuple
 from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
-import numpy as np
-
-from gradcalc import _tensor
+from gradcalc import _numpy, _tensor
 from gradcalc import ops as O
 from gradcalc._tensor import (
-    DEFAULT_FLOAT,
     Size,
     Tensor,
     apply1,
@@ -36,9 +33,12 @@ from gradcalc._tensor import (
     applyn,
     as_np_dtype,
     binary_method,
+    default_float,
     dtype_of,
     unary_function,
 )
+
+np = _numpy.bind(globals())
 
 _wrap = _tensor.wrap
 _py_sum = builtins.sum
@@ -81,7 +81,7 @@ def _scalar_dtype(x: Any, base: np.dtype) -> np.dtype:
         return base
     if isinstance(x, int):
         return base if base.kind != "b" else np.dtype(np.int64)
-    return base if base.kind in "fc" else DEFAULT_FLOAT
+    return base if base.kind in "fc" else default_float()
 
 
 def _operand(x: Any) -> Any:
@@ -93,8 +93,14 @@ def _operand(x: Any) -> Any:
     return _as_tensor(x)
 
 
+def _inexact(x: Tensor) -> bool:
+    """Whether ``x`` holds floats (or complex numbers): a float backend's value does."""
+    raw = x._raw
+    return type(raw) is float or (type(raw) is not bool and raw.dtype.kind in "fc")
+
+
 def _float_of(x: Tensor) -> Tensor:
-    return _wrap(np.asarray(x._data).astype(DEFAULT_FLOAT)[()])
+    return _wrap(np.asarray(x._data).astype(default_float())[()])
 
 
 def _promote(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -117,11 +123,10 @@ def _binary(op: O.Op, x: Any, y: Any) -> Tensor:
     """A binary op with PyTorch's dtype rules for Python numbers and mixed tensors."""
     ty = type(y)
     if ty is Tensor:
-        dx, dy = x._data.dtype, y._data.dtype
-        if dx is not dy and dx != dy:
+        if x.dtype is not y.dtype:
             x, y = _promote(x, y)
     elif ty is float:
-        if x._data.dtype.kind not in "fc":
+        if not _inexact(x):
             x = _float_of(x)
     elif ty is not int and ty is not bool:
         if not isinstance(y, (Tensor, np.ndarray, np.generic, list, tuple)):
@@ -136,7 +141,7 @@ def _swapped(op: O.Op, x: Tensor, y: Any) -> Tensor:
     y = _operand(y)
     if type(y) is Tensor:
         return _binary(op, y, x)
-    if type(y) is float and x._data.dtype.kind not in "fc":
+    if type(y) is float and not _inexact(x):
         x = _float_of(x)
     return apply2(op, y, x)
 
@@ -176,7 +181,7 @@ def _rsub(x: Tensor, other: Any) -> Tensor:
     other = _operand(other)
     if type(other) is Tensor:
         return _binary(O.SUB, other, x)
-    if type(other) is float and x._data.dtype.kind not in "fc":
+    if type(other) is float and not _inexact(x):
         x = _float_of(x)
     return apply1(O.RSUB, x, other)
 
@@ -222,10 +227,10 @@ def pow(input: Any, exponent: Any) -> Tensor:
     if not isinstance(input, Tensor):
         return _rpow(_as_tensor(exponent), input)
     x = input
-    if isinstance(exponent, np.generic):
+    if _numpy.is_loaded() and isinstance(exponent, np.generic):
         exponent = exponent.item()
     if type(exponent) in (int, float):
-        if type(exponent) is float and x._data.dtype.kind not in "fc":
+        if type(exponent) is float and not _inexact(x):
             x = _float_of(x)
         return apply1(O.POW, x, exponent)
     exponent = _as_tensor(exponent)
@@ -238,7 +243,7 @@ def _rpow(x: Tensor, base: Any) -> Tensor:
     base = _operand(base)
     if type(base) is Tensor:
         return pow(base, x)
-    if type(base) is float and x._data.dtype.kind not in "fc":
+    if type(base) is float and not _inexact(x):
         x = _float_of(x)
     return apply1(O.RPOW, x, base)
 
@@ -335,7 +340,7 @@ def clamp(input: Any, min: Any = None, max: Any = None) -> Tensor:
         return out
     if min is None and max is None:
         raise ValueError("At least one of 'min' or 'max' must not be None")
-    if (type(min) is float or type(max) is float) and x._data.dtype.kind not in "fc":
+    if (type(min) is float or type(max) is float) and not _inexact(x):
         x = _float_of(x)
     return apply1(O.CLAMP, x, min, max)
 
@@ -373,9 +378,9 @@ def where(condition: Any, input: Any = None, other: Any = None) -> Any:
         x = _as_tensor(input)
     if type(x) is Tensor and type(y) is Tensor and x._data.dtype != y._data.dtype:
         x, y = _promote(x, y)
-    elif type(y) is float and type(x) is Tensor and x._data.dtype.kind not in "fc":
+    elif type(y) is float and type(x) is Tensor and not _inexact(x):
         x = _float_of(x)
-    elif type(x) is float and type(y) is Tensor and y._data.dtype.kind not in "fc":
+    elif type(x) is float and type(y) is Tensor and not _inexact(y):
         y = _float_of(y)
     return apply2(O.WHERE, x, y, cond)
 
@@ -409,7 +414,7 @@ def mean(
     x = _as_tensor(input)
     if dtype is not None:
         x = to(x, dtype)
-    if x._data.dtype.kind not in "fc":
+    if not _inexact(x):
         raise RuntimeError(
             "mean(): could not infer output dtype. Input dtype must be either a floating point "
             f"or complex dtype. Got: {dtype_of(x._data.dtype).name.capitalize()}"
@@ -458,10 +463,10 @@ def _extreme(op_all: O.Op, op_dim: O.Op, pair: Any, arg: Any, result: Any) -> An
 
 max = O.deffunction(
     "largest element, over all axes or the given axis (ties share the gradient)", name="max"
-)(_extreme(O.MAX, O.MAX_DIM, lambda x, y: maximum(x, y), np.argmax, return_max))
+)(_extreme(O.MAX, O.MAX_DIM, lambda x, y: maximum(x, y), O.late.argmax, return_max))
 min = O.deffunction(
     "smallest element, over all axes or the given axis (ties share the gradient)", name="min"
-)(_extreme(O.MIN, O.MIN_DIM, lambda x, y: minimum(x, y), np.argmin, return_min))
+)(_extreme(O.MIN, O.MIN_DIM, lambda x, y: minimum(x, y), O.late.argmin, return_min))
 max.__name__ = max.__qualname__ = "max"
 min.__name__ = min.__qualname__ = "min"
 
@@ -517,7 +522,7 @@ def norm(
     x = _as_tensor(input)
     if dtype is not None:
         x = to(x, dtype)
-    if x._data.dtype.kind not in "fc":
+    if not _inexact(x):
         raise RuntimeError(
             "linalg.vector_norm: Expected a floating point or complex tensor as input. "
             f"Got {dtype_of(x._data.dtype).name.capitalize()}"
@@ -537,7 +542,7 @@ def norm(
 @O.deffunction("log(sum(exp(x))) computed stably, over all axes or the given axis")
 def logsumexp(input: Any, dim: Dims = None, keepdim: bool = False) -> Tensor:
     x = _as_tensor(input)
-    if x._data.dtype.kind not in "fc":
+    if not _inexact(x):
         x = _float_of(x)
     return apply1(O.LOGSUMEXP, x, O._dims(dim, x._data.ndim), bool(keepdim))
 
@@ -613,6 +618,7 @@ def matmul(input: Any, other: Any) -> Tensor:
         raise RuntimeError(
             f"both arguments to matmul need to be at least 1D, but they are {nx}D and {ny}D"
         )
+    _check_matmul(x._data.shape, y._data.shape)
     if x._data.dtype != y._data.dtype:
         x, y = _promote(x, y)
     if nx == 1 and ny == 1:
@@ -628,6 +634,27 @@ def matmul(input: Any, other: Any) -> Tensor:
         out = apply2(O.BMM, x, apply1(O.VIEW, y, (-1, 1)))
         return apply1(O.VIEW, out, out._data.shape[:-1])
     return apply2(O.BMM, x, y)
+
+
+def _check_matmul(a: tuple, b: tuple) -> None:
+    """PyTorch's RuntimeError when the inner dimensions of a matmul differ."""
+    inner_a, inner_b = a[-1], b[0] if len(b) == 1 else b[-2]
+    if inner_a == inner_b:
+        return
+    if len(a) == 1 and len(b) == 1:
+        message = (
+            f"inconsistent tensor size, expected tensor [{a[0]}] and src [{b[0]}] to have the "
+            f"same number of elements, but got {a[0]} and {b[0]} elements respectively"
+        )
+    elif len(b) == 1:
+        rows = math.prod(a[:-1])
+        message = f"size mismatch, got input ({rows}), mat ({rows}x{a[-1]}), vec ({b[0]})"
+    else:
+        rows = 1 if len(a) == 1 else a[-2]
+        message = (
+            f"mat1 and mat2 shapes cannot be multiplied ({rows}x{inner_a} and {inner_b}x{b[-1]})"
+        )
+    raise _tensor.ShapeMismatch(message)
 
 
 @O.deffunction("matrix product of two matrices (PyTorch's x.mm(y))")
@@ -741,14 +768,25 @@ def transpose(input: Any, dim0: int | None = None, dim1: int | None = None) -> T
             return apply1(O.T, x)
         return apply1(O.PERMUTE, x, tuple(reversed(range(x._data.ndim))))
     ndim = _py_max(x._data.ndim, 1)
-    return apply1(O.TRANSPOSE, x, int(dim0) % ndim, int(dim1) % ndim)
+    (first,), (second,) = O._dims(int(dim0), ndim), O._dims(int(dim1), ndim)
+    return apply1(O.TRANSPOSE, x, first, second)
 
 
 @O.deffunction("the axes in a new order: permute(x, 2, 0, 1)")
 def permute(input: Any, *dims: int) -> Tensor:
     x = _as_tensor(input)
     dims = _shape_args(dims)
-    return apply1(O.PERMUTE, x, tuple(d % _py_max(x._data.ndim, 1) for d in dims))
+    ndim = x._data.ndim
+    if len(dims) != ndim:
+        raise _tensor.ShapeMismatch(
+            "permute(sparse_coo): number of dimensions in the tensor input does not match the "
+            "length of the desired ordering of dimensions i.e. input.dim() = "
+            f"{ndim} is not equal to len(dims) = {len(dims)}"
+        )
+    order = tuple(O._dims(d, ndim)[0] for d in dims)  # each in range, in the given order
+    if len(set(order)) != len(order):
+        raise RuntimeError("permute(): duplicate dims are not allowed.")
+    return apply1(O.PERMUTE, x, order)
 
 
 def _T(x: Tensor) -> Tensor:
@@ -788,8 +826,32 @@ def expand(input: Any, *sizes: int) -> Tensor:
     sizes = _shape_args(sizes)
     shape = x._data.shape
     lead = len(sizes) - len(shape)
+    if lead < 0:
+        kind = _TENSOR_TYPES.get(x._data.dtype.name, "")
+        raise RuntimeError(
+            f"expand(torch.{kind}Tensor{{{list(shape)}}}, size={list(sizes)}): the number of "
+            f"sizes provided ({len(sizes)}) must be greater or equal to the number of "
+            f"dimensions in the tensor ({len(shape)})"
+        )
+    for i in range(lead):
+        if sizes[i] == -1:
+            raise RuntimeError(
+                f"The expanded size of the tensor (-1) isn't allowed in a leading, non-existing "
+                f"dimension {i}"
+            )
     target = tuple(shape[i - lead] if s == -1 else s for i, s in enumerate(sizes))
+    for i in range(len(shape)):
+        if shape[i] != 1 and shape[i] != target[lead + i]:
+            raise _tensor.ShapeMismatch(
+                f"The expanded size of the tensor ({target[lead + i]}) must match the existing "
+                f"size ({shape[i]}) at non-singleton dimension {lead + i}.  Target sizes: "
+                f"{list(sizes)}.  Tensor sizes: {list(shape)}"
+            )
     return apply1(O.EXPAND, x, target)
+
+
+_TENSOR_TYPES = {"float32": "Float", "float64": "Double", "int64": "Long", "bool": "Bool"}
+"""PyTorch's legacy type names, as its expand() message spells them."""
 
 
 @O.deffunction("x repeated along its size-1 axes to the given shape")
@@ -814,8 +876,22 @@ def cat(tensors: Tensors, dim: int = 0, *, axis: int | None = None) -> Tensor:
     ndim = items[0]._data.ndim
     if ndim == 0:
         raise RuntimeError("zero-dimensional tensor (at position 0) cannot be concatenated")
+    (axis,) = O._dims(dim, ndim)
+    first = items[0]._data.shape
+    for number, item in enumerate(items[1:], 1):
+        shape = item._data.shape
+        if len(shape) != ndim:
+            raise _tensor.ShapeMismatch(
+                f"Tensors must have same number of dimensions: got {ndim} and {len(shape)}"
+            )
+        for d in range(ndim):
+            if d != axis and shape[d] != first[d]:
+                raise _tensor.ShapeMismatch(
+                    f"Sizes of tensors must match except in dimension {axis}. Expected size "
+                    f"{first[d]} but got size {shape[d]} for tensor number {number} in the list."
+                )
     items = _common_dtype(items)
-    return applyn(O.CAT, items, O._dims(dim, ndim)[0])
+    return applyn(O.CAT, items, axis)
 
 
 @O.deffunction("tensors of one shape joined along a new axis", method=False)
@@ -823,6 +899,12 @@ def stack(tensors: Tensors, dim: int = 0) -> Tensor:
     items = _common_dtype([_as_tensor(t) for t in tensors])
     if not items:
         raise RuntimeError("stack expects a non-empty TensorList")
+    for number, item in enumerate(items[1:], 1):
+        if item._data.shape != items[0]._data.shape:
+            raise _tensor.ShapeMismatch(
+                f"stack expects each tensor to be equal size, but got {list(items[0].shape)} at "
+                f"entry 0 and {list(item.shape)} at entry {number}"
+            )
     ndim = items[0]._data.ndim + 1
     if not -ndim <= dim < ndim:
         raise IndexError(
@@ -1055,7 +1137,8 @@ def is_tensor(obj: Any) -> bool:
 
 @O.deffunction("the number of elements", differentiable=False)
 def numel(input: Tensor) -> int:
-    return int(input._data.size)
+    raw = input._raw
+    return 1 if type(raw) in _tensor.PYTHON_VALUES else int(raw.size)
 
 
 # ---------------------------------------------------------------- dtype conversion
@@ -1066,13 +1149,19 @@ def numel(input: Tensor) -> int:
     function=False,
     builtin=False,
 )
-def to(input: Any, *args: Any, dtype: Any = None, **kwargs: Any) -> Tensor:
-    """A copy in another dtype (differentiable); the tensor itself when nothing changes."""
+def to(input: Any, *args: Any, dtype: Any = None, device: Any = None, **kwargs: Any) -> Tensor:
+    """A copy in another dtype (differentiable); the tensor itself when nothing changes.
+    A device must be the CPU (``x.to("cpu")``, ``x.to(torch.device("cpu"), torch.float64)``)."""
     x = _as_tensor(input)
+    _tensor.check_device(device)
     for arg in args:
         if isinstance(arg, Tensor):
             dtype = arg._data.dtype
-        elif not (isinstance(arg, str) and arg in ("cpu", "cuda")):
+        elif isinstance(arg, _tensor.device) or (
+            isinstance(arg, str) and arg.partition(":")[0] in _tensor._DEVICE_TYPES
+        ):
+            _tensor.check_device(arg)
+        else:
             dtype = arg
     target = as_np_dtype(dtype)
     if target is None or target == x._data.dtype:
@@ -1093,18 +1182,18 @@ def _method_to_dtype(name: str, target: Any) -> Any:
 
     convert.__name__ = convert.__qualname__ = name
     declare = O.deffunction(
-        f"a copy as {np.dtype(target).name} (x.{name}())", function=False, builtin=False
+        f"a copy as {target.name} (x.{name}())", function=False, builtin=False
     )
     return declare(convert)
 
 
 for _name, _target in (
-    ("float", np.float32),
-    ("double", np.float64),
-    ("half", np.float16),
-    ("long", np.int64),
-    ("int", np.int32),
-    ("bool", np.bool_),
+    ("float", _tensor.float32),
+    ("double", _tensor.float64),
+    ("half", _tensor.float16),
+    ("long", _tensor.int64),
+    ("int", _tensor.int32),
+    ("bool", _tensor.bool_),
 ):
     _method_to_dtype(_name, _target)
 

@@ -154,11 +154,53 @@ tensor_dealloc(TensorObject *self)
 }
 
 static PyMemberDef tensor_members[] = {
-    MEMBER("_data", data, TensorObject, "the value: an ndarray or a NumPy scalar"),
+    MEMBER("_raw", data, TensorObject,
+           "the value: an ndarray, a NumPy scalar, or a Python float (the float backend)"),
     MEMBER("_grad_fn", grad_fn, TensorObject, "the Node that made it, or None"),
     MEMBER("_requires_grad", requires_grad, TensorObject, "bool"),
     MEMBER("_grad", grad, TensorObject, "the accumulated gradient, or None"),
     MEMBER("_accum", accum, TensorObject, "a weak reference to a leaf's AccumulateGrad"),
+    {NULL},
+};
+
+/* `_data`: the value as NumPy holds it. A Python float or bool (the float
+ * backend's float64 or bool scalar, see _tensor.py) becomes NumPy's here, once,
+ * through _tensor._to_numpy: the one place the float backend meets NumPy. */
+static PyObject *to_numpy; /* set by setup() */
+
+static PyObject *
+tensor_get_data(TensorObject *self, void *Py_UNUSED(closure))
+{
+    PyObject *data = self->data;
+    if (data == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "_data");
+        return NULL;
+    }
+    if ((PyFloat_CheckExact(data) || PyBool_Check(data)) && to_numpy != NULL) {
+        PyObject *converted = PyObject_CallOneArg(to_numpy, data);
+        if (converted == NULL) {
+            return NULL;
+        }
+        Py_SETREF(self->data, Py_NewRef(converted));
+        return converted;
+    }
+    return Py_NewRef(data);
+}
+
+static int
+tensor_set_data(TensorObject *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete _data");
+        return -1;
+    }
+    Py_XSETREF(self->data, Py_NewRef(value));
+    return 0;
+}
+
+static PyGetSetDef tensor_getset[] = {
+    {"_data", (getter)tensor_get_data, (setter)tensor_set_data,
+     "the value as NumPy holds it (a float backend's Python float converted once)", NULL},
     {NULL},
 };
 
@@ -186,6 +228,7 @@ static PyTypeObject TensorBase_Type = {
     .tp_clear = (inquiry)tensor_clear,
     .tp_dealloc = (destructor)tensor_dealloc,
     .tp_members = tensor_members,
+    .tp_getset = tensor_getset,
     .tp_new = PyType_GenericNew,
 };
 
@@ -200,13 +243,13 @@ is_node(PyObject *obj)
 static PyObject *
 setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 8 || !PyType_Check(args[0]) ||
+    if (nargs != 9 || !PyType_Check(args[0]) ||
         !PyType_IsSubtype((PyTypeObject *)args[0], &TensorBase_Type) ||
         !PyTuple_CheckExact(args[2]) || !PyTuple_CheckExact(args[3]) ||
         !PyDict_Check(args[5])) {
         PyErr_SetString(PyExc_TypeError,
                         "setup(Tensor, FREED, scalar_grads, forward_types, ndarray, globals, "
-                        "edge, Meta)");
+                        "edge, Meta, to_numpy)");
         return NULL;
     }
     Py_XSETREF(tensor_type, (PyTypeObject *)Py_NewRef(args[0]));
@@ -217,6 +260,7 @@ setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_XSETREF(tensor_globals, Py_NewRef(args[5]));
     Py_XSETREF(edge_function, Py_NewRef(args[6]));
     Py_XSETREF(meta_class, Py_NewRef(args[7]));
+    Py_XSETREF(to_numpy, Py_NewRef(args[8]));
     Py_RETURN_NONE;
 }
 
@@ -534,6 +578,29 @@ pass_on(PyObject *pending, Stack *ready, PyObject *parent, PyObject *gi, long lo
 }
 
 /* Run one node the 0-d path took: its VJPs on (g, ans, s0[, s1], *consts). */
+/* A VJP raised ArithmeticError on Python floats (1.0 / 0.0, 0.0 ** -1): run it
+ * again through _tensor._retry_on_numpy, on NumPy float64s, which answer inf or
+ * nan as the array path does. Without that helper, the error stands. */
+static PyObject *
+retry_on_numpy(PyObject *vjp, PyObject *const *argv, Py_ssize_t argc)
+{
+    PyObject *helper = PyDict_GetItemString(tensor_globals, "_retry_on_numpy");
+    if (helper == NULL) {
+        return NULL;
+    }
+    PyErr_Clear();
+    PyObject *args = PyTuple_New(argc);
+    if (args == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < argc; i++) {
+        PyTuple_SET_ITEM(args, i, Py_NewRef(argv[i]));
+    }
+    PyObject *result = PyObject_CallFunctionObjArgs(helper, vjp, args, NULL);
+    Py_DECREF(args);
+    return result;
+}
+
 static int
 run_scalar_node(PyObject *node, PyObject *g, long kind, PyObject *vjps, PyObject *pending,
                 Stack *ready, long long base, int free_saved)
@@ -569,6 +636,9 @@ run_scalar_node(PyObject *node, PyObject *g, long kind, PyObject *vjps, PyObject
             continue;
         }
         PyObject *gi = PyObject_Vectorcall(PyTuple_GET_ITEM(vjps, i), argv, argc, NULL);
+        if (gi == NULL && PyErr_ExceptionMatches(PyExc_ArithmeticError)) {
+            gi = retry_on_numpy(PyTuple_GET_ITEM(vjps, i), argv, argc);
+        }
         failed = gi == NULL || pass_on(pending, ready, parents[i], gi, base) != 0;
         Py_XDECREF(gi);
     }
@@ -656,6 +726,7 @@ typedef struct {
     vectorcallfunc vectorcall;
     PyObject *python;     /* the Python function: fallback, name, doc */
     PyObject *compute;    /* op.forward */
+    PyObject *scalar;     /* op.scalar: the forward on Python floats (the float backend) */
     PyObject *node_class; /* op.node */
     int arity;            /* 1 or 2 */
     int uses_ans;
@@ -769,10 +840,77 @@ fast_result(FastOp *self, PyObject *data, PyObject *p0, PyObject *p1, PyObject *
 
 #define NOT_TAKEN NULL
 #define FAILED ((PyObject *)-1) /* an error is set */
+#define NOT_TAKEN_DATA ((PyObject *)-2) /* scalar_forward: the Python function decides */
+
+/* The float backend's case (see _tensor.on_floats): op.scalar on Python floats.
+ * Where it raises ArithmeticError or ValueError (math.log(0), 1.0 / 0.0), or
+ * answers other than a float or bool, the Python function runs instead, which
+ * hands the value to NumPy. No quiet check: math raises where NumPy warns. */
+static PyObject *
+scalar_forward(FastOp *self, PyObject *const *operands, Py_ssize_t n)
+{
+    PyObject *data = PyObject_Vectorcall(self->scalar, operands, n, NULL);
+    if (data == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_ArithmeticError) ||
+            PyErr_ExceptionMatches(PyExc_ValueError)) {
+            PyErr_Clear();
+            return NOT_TAKEN_DATA;
+        }
+        return NULL;
+    }
+    if (!PyFloat_CheckExact(data) && !PyBool_Check(data)) {
+        Py_DECREF(data);
+        return NOT_TAKEN_DATA;
+    }
+    return data;
+}
+
+static PyObject *
+fast_float_binary(FastOp *self, PyObject *x, PyObject *y)
+{
+    PyObject *xs = TENSOR(x)->data, *ys, *p0 = NULL, *p1 = NULL, *result = FAILED;
+    int number = PyFloat_CheckExact(y) || PyLong_CheckExact(y);
+    if (number) {
+        ys = y;
+    }
+    else if (Py_TYPE(y) == tensor_type && TENSOR(y)->data != NULL &&
+             PyFloat_CheckExact(TENSOR(y)->data)) {
+        ys = TENSOR(y)->data;
+    }
+    else {
+        return NOT_TAKEN;
+    }
+    PyObject *operands[2] = {xs, ys};
+    PyObject *data = scalar_forward(self, operands, 2);
+    if (data == NULL) {
+        return FAILED;
+    }
+    if (data == NOT_TAKEN_DATA) {
+        return NOT_TAKEN;
+    }
+    int rx = TENSOR(x)->requires_grad == Py_True;
+    int ry = !number && TENSOR(y)->requires_grad == Py_True;
+    if (!rx && !ry) {
+        result = new_tensor(data, Py_None);
+    }
+    else if ((!rx || (p0 = edge_of(x)) != NULL) && (!ry || (p1 = edge_of(y)) != NULL)) {
+        int *keep = self->keep[rx + 2 * ry];
+        int holds = number ? keep[0] : keep[0] || keep[1];
+        result = fast_result(self, data, p0, p1, xs, ys, holds); /* takes p0, p1 */
+    }
+    else {
+        Py_XDECREF(p0);
+    }
+    Py_DECREF(data);
+    return result == NULL ? FAILED : result;
+}
 
 static PyObject *
 fast_binary(FastOp *self, PyObject *x, PyObject *y)
 {
+    if (TENSOR(x)->data != NULL && PyFloat_CheckExact(TENSOR(x)->data)) {
+        return fast_float_binary(self, x, y);
+    }
     PyObject *xs = scalar_data(x), *ys = NULL, *data = NULL, *result = FAILED;
     PyObject *p0 = NULL, *p1 = NULL;
     int number = PyFloat_CheckExact(y) || PyLong_CheckExact(y);
@@ -820,11 +958,19 @@ fast_binary(FastOp *self, PyObject *x, PyObject *y)
 static PyObject *
 fast_unary(FastOp *self, PyObject *x)
 {
-    PyObject *xd = TENSOR(x)->data, *result = FAILED, *p0;
-    if (xd == NULL || !is_scalar(xd) || !quiet_unary(self, xd)) {
+    PyObject *xd = TENSOR(x)->data, *result = FAILED, *p0, *data;
+    if (xd != NULL && PyFloat_CheckExact(xd)) {
+        data = scalar_forward(self, &xd, 1); /* the float backend */
+        if (data == NOT_TAKEN_DATA) {
+            return NOT_TAKEN;
+        }
+    }
+    else if (xd == NULL || !is_scalar(xd) || !quiet_unary(self, xd)) {
         return NOT_TAKEN;
     }
-    PyObject *data = PyObject_CallOneArg(self->compute, xd);
+    else {
+        data = PyObject_CallOneArg(self->compute, xd);
+    }
     if (data == NULL) {
         return FAILED;
     }
@@ -862,21 +1008,21 @@ fastop_vectorcall(FastOp *self, PyObject *const *args, size_t nargsf, PyObject *
 static PyObject *
 fastop_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    PyObject *python, *compute, *node_class, *keep;
+    PyObject *python, *compute, *scalar, *node_class, *keep;
     int arity, uses_ans;
     double lo, hi;
     if (!READY()) {
         NOT_READY();
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "OOOipO(dd):FastOp", &python, &compute, &node_class, &arity,
-                          &uses_ans, &keep, &lo, &hi)) {
+    if (!PyArg_ParseTuple(args, "OOOOipO(dd):FastOp", &python, &compute, &scalar, &node_class,
+                          &arity, &uses_ans, &keep, &lo, &hi)) {
         return NULL;
     }
     if ((arity != 1 && arity != 2) || !PyType_Check(node_class) ||
         !PyType_IsSubtype((PyTypeObject *)node_class, &Node_Type)) {
         PyErr_SetString(PyExc_TypeError,
-                        "FastOp(python, compute, node_class, arity, uses_ans, keep, quiet)");
+                        "FastOp(python, compute, scalar, node_class, arity, uses_ans, keep, quiet)");
         return NULL;
     }
     FastOp *self = (FastOp *)type->tp_alloc(type, 0);
@@ -886,6 +1032,7 @@ fastop_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->vectorcall = (vectorcallfunc)fastop_vectorcall;
     self->python = Py_NewRef(python);
     self->compute = Py_NewRef(compute);
+    self->scalar = Py_NewRef(scalar);
     self->node_class = Py_NewRef(node_class);
     self->arity = arity;
     self->uses_ans = uses_ans;
@@ -922,6 +1069,7 @@ fastop_traverse(FastOp *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->python);
     Py_VISIT(self->compute);
+    Py_VISIT(self->scalar);
     Py_VISIT(self->node_class);
     return 0;
 }
@@ -931,6 +1079,7 @@ fastop_clear(FastOp *self)
 {
     Py_CLEAR(self->python);
     Py_CLEAR(self->compute);
+    Py_CLEAR(self->scalar);
     Py_CLEAR(self->node_class);
     return 0;
 }
@@ -972,10 +1121,26 @@ fastop_repr(FastOp *self)
     return PyObject_Repr(self->python);
 }
 
+static PyTypeObject FastOp_Type;
+
+/* set_forward(fastop, forward): the op's forward, once NumPy is loaded (the
+ * engine names NumPy's functions lazily, see gradcalc/_numpy.py). */
+static PyObject *
+set_forward(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyObject_TypeCheck(args[0], &FastOp_Type) || !PyCallable_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "set_forward(fastop, forward)");
+        return NULL;
+    }
+    Py_XSETREF(((FastOp *)args[0])->compute, Py_NewRef(args[1]));
+    Py_RETURN_NONE;
+}
+
 static PyTypeObject FastOp_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "gradcalc._native.FastOp",
-    .tp_doc = "FastOp(python, compute, node_class, arity, uses_ans, keep, (lo, hi)): see the module doc.",
+    .tp_doc = "FastOp(python, compute, scalar, node_class, arity, uses_ans, keep, (lo, hi)): "
+              "see the module doc.",
     .tp_basicsize = sizeof(FastOp),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
                 Py_TPFLAGS_METHOD_DESCRIPTOR,
@@ -997,12 +1162,15 @@ static PyTypeObject FastOp_Type = {
 
 static PyMethodDef methods[] = {
     {"setup", FASTCALL(setup),
-     "setup(Tensor, FREED, scalar_grads, forward_types, ndarray, globals, edge, Meta): once, "
+     "setup(Tensor, FREED, scalar_grads, forward_types, ndarray, globals, edge, Meta, "
+     "to_numpy): once, "
      "before the others."},
     {"record", FASTCALL(record),
      "record(node_class, data, p0, p1, s0, s1, consts, ans, holds): a node and its tensor."},
     {"count_dependencies", FASTCALL(count_dependencies),
      "count_dependencies(stack, base): count every reachable node's consumers."},
+    {"set_forward", FASTCALL(set_forward),
+     "set_forward(fastop, forward): the op's forward, once NumPy is loaded."},
     {"run_scalar_nodes", FASTCALL(run_scalar_nodes),
      "run_scalar_nodes(ready, pending, base, free): backward's 0-d fast path."},
     {NULL, NULL, 0, NULL},

@@ -23,7 +23,24 @@ import sys
 import threading
 from typing import Any
 
-import numpy as np
+from gradcalc import _numpy
+
+np = _numpy.bind(globals())
+
+
+class _NoArray:
+    """``np.ndarray`` until NumPy is loaded: no value is one (a type check must not load it)."""
+
+
+_ndarray: Any = _NoArray
+
+
+def _with_numpy(numpy: Any) -> None:
+    global _ndarray
+    _ndarray = numpy.ndarray
+
+
+_numpy.when_loaded(_with_numpy)
 
 MIN_BYTES = 1 << 20
 """Smaller arrays are left to malloc, which recycles them without faulting."""
@@ -48,12 +65,12 @@ def pooled(array: Any) -> int:
 
 def poolable(x: Any) -> bool:
     """Whether ``x`` is a float array large enough for its results to go to the pool."""
-    return type(x) is np.ndarray and x.dtype.kind == "f" and x.nbytes >= MIN_BYTES
+    return type(x) is _ndarray and x.dtype.kind == "f" and x.nbytes >= MIN_BYTES
 
 
 def _free_refs() -> int:
     """What getrefcount reports, in the loops below, for a buffer only the pool holds."""
-    arrays = [np.empty(0)]
+    arrays = [object()]  # any fresh object: reference counts do not depend on the type
     for array in arrays:
         return _getrefcount(array)
     return 0

@@ -40,9 +40,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
-
-from gradcalc import _recycle
+from gradcalc import _numpy, _recycle
 from gradcalc.errors import (
     DtypeGradError,
     FreedGraphError,
@@ -51,6 +49,8 @@ from gradcalc.errors import (
     InplaceLeafError,
     NoGradFnError,
 )
+
+np = _numpy.bind(globals())
 
 # log(0), 1/0, exp(1000): the engine answers -inf/inf/nan silently, as PyTorch
 # does. NumPy warns about them from the frame that called the ufunc, which is
@@ -74,8 +74,14 @@ _native = _load_native()
 
 _grad_enabled = True
 _recording = False
-_generic = np.generic
-_ndarray = np.ndarray
+
+
+class _NotLoaded:
+    """NumPy's array and scalar types until NumPy is loaded: nothing is an instance."""
+
+
+_generic: Any = _NotLoaded
+_ndarray: Any = _NotLoaded
 _RECYCLE_BYTES = _recycle.MIN_BYTES
 
 FREED_MESSAGE = (
@@ -91,15 +97,23 @@ FREED_MESSAGE = (
 
 
 class dtype:
-    """A dtype object printed as PyTorch prints it (``torch.float32``), NumPy's underneath."""
+    """A dtype object printed as PyTorch prints it (``torch.float32``), NumPy's underneath
+    (``.np``, made when first read: a float64 on the float backend needs no NumPy)."""
 
-    __slots__ = ("is_floating_point", "itemsize", "name", "np")
+    __slots__ = ("_np", "is_floating_point", "itemsize", "name")
 
-    def __init__(self, name: str, np_dtype: np.dtype) -> None:
+    def __init__(self, name: str, itemsize: int, np_dtype: Any = None) -> None:
         self.name = name
-        self.np = np.dtype(np_dtype)
-        self.is_floating_point = self.np.kind == "f"
-        self.itemsize = self.np.itemsize
+        self._np = np_dtype
+        self.is_floating_point = name.startswith("float")
+        self.itemsize = itemsize
+
+    @property
+    def np(self) -> np.dtype:
+        found = self._np
+        if found is None:
+            found = self._np = np.dtype(self.name)
+        return found
 
     def __repr__(self) -> str:
         return f"torch.{self.name}"
@@ -116,17 +130,120 @@ class dtype:
         return hash(self.np)
 
 
-float16 = dtype("float16", np.float16)
-float32 = dtype("float32", np.float32)
-float64 = dtype("float64", np.float64)
-int8 = dtype("int8", np.int8)
-int16 = dtype("int16", np.int16)
-int32 = dtype("int32", np.int32)
-int64 = dtype("int64", np.int64)
-uint8 = dtype("uint8", np.uint8)
-bool_ = dtype("bool", np.bool_)
-_DTYPES = {d.np: d for d in (float16, float32, float64, int8, int16, int32, int64, uint8, bool_)}
-DEFAULT_FLOAT = np.dtype(np.float32)
+float16 = dtype("float16", 2)
+float32 = dtype("float32", 4)
+float64 = dtype("float64", 8)
+int8 = dtype("int8", 1)
+int16 = dtype("int16", 2)
+int32 = dtype("int32", 4)
+int64 = dtype("int64", 8)
+uint8 = dtype("uint8", 1)
+bool_ = dtype("bool", 1)
+_DTYPES: dict[Any, dtype] = {}
+"""NumPy dtype -> gradcalc dtype, filled when NumPy loads (:func:`_with_numpy`)."""
+
+
+_default_float = float32
+"""The dtype Python floats become (``set_default_dtype``); read it at call time
+through :func:`default_float` / :func:`get_default_dtype`."""
+
+
+def default_float() -> np.dtype:
+    """The NumPy dtype Python floats become in the Python API (float32 unless changed)."""
+    return _default_float.np
+
+
+def get_default_dtype() -> dtype:
+    """The dtype tensors made from Python floats get (float32 unless changed)."""
+    return _default_float
+
+
+def set_default_dtype(d: Any) -> None:
+    """Make Python floats (and int tensors promoted to floats) ``d``: float16, float32
+    or float64, as in PyTorch; process-wide."""
+    global _default_float
+    found = as_np_dtype(d) if isinstance(d, dtype | str) or d is float else None
+    if found is None or found.kind != "f":
+        raise TypeError("only floating-point types are supported as the default type")
+    _default_float = dtype_of(found)
+
+
+_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu", "meta", "hip", "xla", "ipu", "mtia", "hpu")
+
+
+class device:
+    """``torch.device``: gradcalc computes on the CPU; other devices can be named, not used."""
+
+    __slots__ = ("index", "type")
+
+    def __init__(self, type: Any, index: int | None = None) -> None:
+        if isinstance(type, device):
+            type, index = type.type, type.index if index is None else index
+        if not isinstance(type, str):
+            raise RuntimeError(
+                f"Expected a device type string, got {type!r}: gradcalc has no accelerators"
+            )
+        name, colon, number = type.partition(":")
+        if name not in _DEVICE_TYPES:
+            raise RuntimeError(
+                f"Expected one of {', '.join(_DEVICE_TYPES)} device type at start of "
+                f"device string: {type}"
+            )
+        if colon:
+            if not number.isdigit():
+                raise RuntimeError(f"Invalid device string: '{type}'")
+            if index is not None:
+                raise RuntimeError(
+                    "type (string) must not include an index because index was passed explicitly: "
+                    + type
+                )
+            index = int(number)
+        if index is not None and (not isinstance(index, int) or index < 0):
+            raise RuntimeError(f"Device index must not be negative, got {index}")
+        self.type = name
+        self.index = index
+
+    def __repr__(self) -> str:
+        index = "" if self.index is None else f", index={self.index}"
+        return f"device(type='{self.type}'{index})"
+
+    def __str__(self) -> str:
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, device):
+            return NotImplemented
+        return (self.type, self.index) == (other.type, other.index)
+
+    def __hash__(self) -> int:
+        return hash((self.type, self.index))
+
+
+_CPU = device("cpu")
+
+
+def check_device(value: Any) -> None:
+    """Accept ``device=`` arguments naming the CPU; others are a clear RuntimeError."""
+    if value is None or value is _CPU:
+        return
+    found = device(value) if isinstance(value, str | device) else None
+    if found is None:
+        raise TypeError(f"device must be a string or torch.device, not {type(value).__name__}")
+    if found.type != "cpu":
+        raise RuntimeError(
+            f"device '{found}' is not available: gradcalc computes on the CPU only "
+            "(use device='cpu', or leave device out)"
+        )
+
+
+def get_default_device() -> device:
+    """Where new tensors live: always the CPU."""
+    return _CPU
+
+
+def set_default_device(value: Any) -> None:
+    """Accepts the CPU (or None, PyTorch's reset); any other device is a RuntimeError."""
+    check_device(value)
 
 
 def as_np_dtype(value: Any) -> np.dtype | None:
@@ -141,7 +258,7 @@ def as_np_dtype(value: Any) -> np.dtype | None:
             value, value
         )
     if value is float:
-        return DEFAULT_FLOAT
+        return default_float()
     return np.dtype(value)
 
 
@@ -149,7 +266,7 @@ def dtype_of(np_dtype: np.dtype) -> dtype:
     """The gradcalc dtype object for a NumPy dtype."""
     found = _DTYPES.get(np_dtype)
     if found is None:
-        found = _DTYPES[np_dtype] = dtype(np_dtype.name, np_dtype)
+        found = _DTYPES[np_dtype] = dtype(np_dtype.name, np_dtype.itemsize, np_dtype)
     return found
 
 
@@ -293,12 +410,14 @@ def backward_passes() -> int:
 class _Meta:
     """A node's rarely used extras, kept apart so recording a node stays cheap."""
 
-    __slots__ = ("grad_value", "retain", "step", "value")
+    __slots__ = ("grad_value", "hooks", "retain", "step", "value")
 
     def __init__(self, value: Any = None) -> None:
         self.value = value
         self.grad_value = None
         self.retain = None
+        self.hooks: dict | None = None
+        """The output tensor's ``register_hook`` functions, in order (:class:`RemovableHandle`)."""
         self.step = -1
         """When backward reached the node: its place in the recorded passes (explain mode)."""
 
@@ -459,6 +578,62 @@ def node_class(grad_fn_name: str, op: Any) -> type[Node]:
     return type(grad_fn_name, (Node,), namespace)
 
 
+# ---------------------------------------------------------------- tensor hooks
+
+_hook_ids = iter(range(1 << 62))
+
+
+class _KeptNode:
+    """What a hooked leaf keeps in ``_accum`` instead of a weak reference: called like
+    one, it returns the AccumulateGrad node, which holds the leaf's hooks and must
+    live as long as the leaf (the leaf <-> node cycle is the garbage collector's)."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: AccumulateGrad) -> None:
+        self.node = node
+
+    def __call__(self) -> AccumulateGrad:
+        return self.node
+
+
+class RemovableHandle:
+    """What ``register_hook`` returns: ``remove()`` unregisters the hook (PyTorch's
+    ``torch.utils.hooks.RemovableHandle``, a context manager too)."""
+
+    __slots__ = ("_hooks", "id")
+
+    def __init__(self, hooks: dict, key: int) -> None:
+        self._hooks = hooks
+        self.id = key
+
+    def remove(self) -> None:
+        self._hooks.pop(self.id, None)
+
+    def __enter__(self) -> RemovableHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+def _call_hooks(hooks: dict, g: Any, recorded: bool) -> Any:
+    """Run a tensor's hooks in registration order on its gradient ``g`` (raw data, or a
+    Tensor in a recorded pass); a hook may return a replacement of the same shape."""
+    for hook in list(hooks.values()):
+        given = g if recorded else _wrap(_own(g))
+        out = hook(given)
+        if out is None:
+            continue
+        if not isinstance(out, Tensor):
+            raise TypeError(f"expected Variable, but hook returned {type(out).__name__!r}")
+        if np.shape(out._data) != np.shape(g._data if recorded else g):
+            name = getattr(hook, "__name__", type(hook).__name__)
+            raise GradError(f"hook {name!r} has changed the size of value")
+        g = out if recorded else _cast_like(out._data, g)
+    return g
+
+
 # ---------------------------------------------------------------- tensor
 
 
@@ -487,7 +662,7 @@ def _modified(tensor: Tensor) -> None:
     if cell is None or cell[1]() is not tensor:
         forget = weakref.ref(tensor, lambda _, key=key: _versions.pop(key, None))
         cell = _versions[key] = [0, forget]
-    data = tensor._data
+    data = tensor._raw  # (a float backend's float as it is: what a node saved)
     _stale[id(data)] = (data, cell, cell[0], weakref.ref(tensor))
     cell[0] += 1
     if len(_stale) > _STALE_PRUNE[0]:
@@ -510,7 +685,7 @@ def _prune_stale() -> None:
 def _view_of_leaf(tensor: Tensor) -> bool:
     """Whether ``tensor`` is a view (shares memory) of a leaf that requires grad, through a
     chain of one-operand nodes (indexing, reshapes, transposes)."""
-    data = tensor._data
+    data = tensor._raw
     if not isinstance(data, _ndarray) or data.base is None:
         return False
     node = tensor._grad_fn
@@ -518,7 +693,7 @@ def _view_of_leaf(tensor: Tensor) -> bool:
         if node is None or node.kind == 0 or node.kind == 2:
             return False
         if node.kind == -1:
-            leaf = node.variable._data
+            leaf = node.variable._raw
             return isinstance(leaf, _ndarray) and np.may_share_memory(leaf, data)
         node = node.p0
     return False
@@ -551,7 +726,7 @@ _TORCH_TYPES = {"float32": "Float", "float64": "Double", "int64": "Long", "bool"
 
 def _version_message(node: Node, entry: tuple, output: bool) -> str:
     data, cell, expected, tensor_ref = entry
-    dtype = np.dtype(getattr(data, "dtype", np.float64))
+    dtype = np.dtype(bool if type(data) is bool else getattr(data, "dtype", np.float64))
     kind = _TORCH_TYPES.get(dtype.name, dtype.name.capitalize())
     shape = ", ".join(str(n) for n in np.shape(data))
     owner = node if output else getattr(tensor_ref(), "_grad_fn", None)
@@ -569,7 +744,7 @@ def _version_message(node: Node, entry: tuple, output: bool) -> str:
 
 def _wrap(data: Any) -> Tensor:
     t = _new_tensor(Tensor)
-    t._data = data
+    t._raw = data
     t._grad_fn = None
     t._requires_grad = False
     t._grad = None
@@ -606,7 +781,7 @@ def _record_py(
     node.deps = 0
     node.meta = _Meta(data) if _recording else None
     t = _new_tensor(Tensor)
-    t._data = data
+    t._raw = data
     t._grad_fn = node
     t._requires_grad = True
     t._grad = None
@@ -647,12 +822,68 @@ def _stand_in(data: Any) -> Any:
     return found
 
 
+# ---------------------------------------------------------------- the float backend
+#
+# A float64 0-d tensor made from a Python number holds a Python float
+# (``_raw``; see :func:`float_tensor`), and a comparison of such values a
+# Python bool (a 0-d bool tensor). Ops on such data run their Python-float
+# forward (``Op.scalar``, from :mod:`math` and :mod:`operator`), and backward
+# runs the same VJPs on floats, so all-scalar work, ``if`` and ``while``
+# included, needs no NumPy. Which backend runs is decided here, by the data:
+# :func:`on_floats` answers or declines, and a declined op (no ``scalar=``, an
+# operand that is an array, a result NumPy would type otherwise, or a value
+# NumPy answers with inf/nan where ``math`` raises) reads ``_data``, which
+# converts the value to NumPy's float64 or bool once, in one place
+# (``Tensor._data``). Results are the same bits as NumPy's for
+# ``+ - * / sqrt`` and within 1 ulp otherwise (tests/test_engine_scalar.py
+# walks the registry, tests/test_float_backend.py compares whole formulas).
+
+PYTHON_VALUES = frozenset((float, bool))
+"""What a float backend tensor's data is: a float (float64) or a bool (bool)."""
+_FLOATS = frozenset((float, int, bool))
+"""Operand types the float backend takes: its values, and Python ints beside them."""
+
+
+def on_floats(op: Any, args: tuple) -> float | bool | None:
+    """``op``'s forward on Python floats, or None where it declines (see above)."""
+    scalar = op.scalar
+    if scalar is None:
+        return None
+    try:
+        out = scalar(*args)
+    except (ArithmeticError, ValueError):
+        return None
+    return out if type(out) in PYTHON_VALUES else None
+
+
+def float_tensor(value: float) -> Tensor:
+    """A float64 0-d constant on the float backend (its data a Python float): what the
+    formula language's numbers are in float64 (``builtins.Context.zero_d``) and what
+    ``tensor(number, dtype=float64)`` makes."""
+    return _wrap(float(value))
+
+
+def _to_numpy(value: float | bool) -> Any:
+    """A float backend's value as the NumPy float64 or bool it stands for (``Tensor._data``)."""
+    return np.float64(value) if type(value) is float else np.bool_(value)
+
+
+def _retry_on_numpy(vjp: Any, args: tuple) -> Any:
+    """A VJP that raised ArithmeticError on Python floats (``1.0 / 0.0``, ``0.0 ** -1``)
+    runs again on NumPy float64s, which answer inf or nan as the array path does."""
+    return vjp(*[_to_numpy(a) if type(a) is float else a for a in args])
+
+
 def apply1(op: Any, x: Tensor, *consts: Any) -> Tensor:
     """Run a one-operand op (``x`` a Tensor) and record it when ``x`` requires grad."""
-    xd = x._data
+    xd = x._raw
     record = x._requires_grad and (_grad_enabled or _grad_here()) and op.node is not None
     data = None
-    if record and op.pooled is not None and type(xd) is _ndarray and _recycle.poolable(xd):
+    if type(xd) in PYTHON_VALUES:
+        data = on_floats(op, (xd, *consts))
+        if data is None:
+            xd = x._data
+    elif record and op.pooled is not None and type(xd) is _ndarray and _recycle.poolable(xd):
         data = op.pooled(xd, *consts)
     if data is None:
         data = op.forward(xd, *consts)
@@ -665,25 +896,60 @@ def apply1(op: Any, x: Tensor, *consts: Any) -> Tensor:
     return _wrap(data)
 
 
+class ShapeMismatch(RuntimeError, ValueError):
+    """Operands whose shapes do not fit (broadcasting, matmul, reshape): PyTorch's
+    RuntimeError and message (a ValueError too, what NumPy raised here before, so code
+    catching either still works)."""
+
+
+def _broadcast_error(xd: Any, yd: Any, exc: ValueError) -> Exception:
+    """PyTorch's message for shapes that do not broadcast (``exc`` itself otherwise):
+    the last dimension, counted in the broadcast result, where the sizes differ."""
+    a, b = np.shape(xd), np.shape(yd)
+    try:
+        np.broadcast_shapes(a, b)
+    except ValueError:
+        ndim = max(len(a), len(b))
+        for dim in range(ndim - 1, -1, -1):
+            i, j = dim - (ndim - len(a)), dim - (ndim - len(b))
+            size_a = a[i] if i >= 0 else 1
+            size_b = b[j] if j >= 0 else 1
+            if size_a != size_b and size_a != 1 and size_b != 1:
+                return ShapeMismatch(
+                    f"The size of tensor a ({size_a}) must match the size of tensor b "
+                    f"({size_b}) at non-singleton dimension {dim}"
+                )
+    return exc
+
+
 def apply2(op: Any, x: Any, y: Any, *consts: Any) -> Tensor:
     """Run a two-operand op; either operand may be a Python number (its edge is None)."""
     tx = type(x) is Tensor
     ty = type(y) is Tensor
-    xd = x._data if tx else x
-    yd = y._data if ty else y
+    xd = x._raw if tx else x
+    yd = y._raw if ty else y
     rx = tx and x._requires_grad
     ry = ty and y._requires_grad
     data = None
-    if (
-        (rx or ry)
-        and (_grad_enabled or _grad_here())
-        and op.pooled is not None
-        and type(xd) is _ndarray
-        and xd.dtype.kind == "f"
-    ):
-        data = op.pooled(xd, yd, *consts)  # None: not a large float result
-    if data is None:
-        data = op.forward(xd, yd, *consts)
+    try:
+        if (tx and type(xd) in PYTHON_VALUES) or (ty and type(yd) in PYTHON_VALUES):
+            if type(xd) in _FLOATS and type(yd) in _FLOATS:
+                data = on_floats(op, (xd, yd, *consts))
+            if data is None:  # NumPy takes over
+                xd = x._data if tx else x
+                yd = y._data if ty else y
+        elif (
+            (rx or ry)
+            and (_grad_enabled or _grad_here())
+            and op.pooled is not None
+            and type(xd) is _ndarray
+            and xd.dtype.kind == "f"
+        ):
+            data = op.pooled(xd, yd, *consts)  # None: not a large float result
+        if data is None:
+            data = op.forward(xd, yd, *consts)
+    except ValueError as exc:
+        raise _broadcast_error(xd, yd, exc) from None
     if (rx or ry) and (_grad_enabled or _grad_here()) and op.node is not None:
         k0, k1 = op.keep2[rx + 2 * ry]
         p0 = _edge(x) if rx else None
@@ -699,8 +965,6 @@ def apply2(op: Any, x: Any, y: Any, *consts: Any) -> Tensor:
 def unary_function(op: Any, slow: Any) -> Any:
     """A float elementwise op (``sin``, ``exp``) with the common case inlined: a float
     Tensor in, one node out. Anything else (ints, lists, numbers) goes through ``slow``."""
-    forward = op.forward
-    ufunc = op.ufunc
     node_class = op.node
     saves = op.saves
     uses_ans = op.uses_ans
@@ -708,15 +972,17 @@ def unary_function(op: Any, slow: Any) -> Any:
     def function(input: Any) -> Tensor:
         if type(input) is not Tensor:
             return slow(input)
-        xd = input._data
+        xd = input._raw
+        if type(xd) in PYTHON_VALUES:
+            return apply1(op, input) if type(xd) is float else slow(input)  # the float backend
         kind = xd.dtype.kind
         if kind not in "fc":
             return slow(input)
         record = input._requires_grad and (_grad_enabled or _grad_here())
-        if record and ufunc is not None and kind == "f" and xd.nbytes >= _RECYCLE_BYTES:
-            data = _recycle.unary(ufunc, xd)  # a training step's array: pooled
+        if record and op.ufunc is not None and kind == "f" and xd.nbytes >= _RECYCLE_BYTES:
+            data = _recycle.unary(op.ufunc, xd)  # a training step's array: pooled
         else:
-            data = forward(xd)
+            data = op.forward(xd)  # read per call: NumPy's own once loaded (see _numpy)
         if record:
             p0 = input._grad_fn or _edge(input)
             s0 = xd if saves else _stand_in(xd)
@@ -732,9 +998,15 @@ def _fast_op(python: Any, op: Any, arity: int, keep: Any) -> Any:
     """``python`` (an op's inlined Python path), or the C FastOp that runs its 0-d
     case where the op is quiet (``op.quiet``) and calls ``python`` for everything
     else (see ``_native.c``)."""
-    if _native is None or op.node is None or op.quiet is None:
+    if _native is None or op.node is None or op.quiet is None or op.scalar is None:
         return python
-    return _native.FastOp(python, op.forward, op.node, arity, op.uses_ans, keep, op.quiet)
+    fast = _native.FastOp(
+        python, op.forward, op.scalar, op.node, arity, op.uses_ans, keep, op.quiet
+    )
+    # its fast path takes NumPy scalars only, so it first runs once NumPy is loaded
+    # (the op's own hook, registered before this one, resolved op.forward by then)
+    _numpy.when_loaded(lambda numpy: _native.set_forward(fast, op.forward))
+    return fast
 
 
 def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
@@ -745,8 +1017,6 @@ def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
     promotion or conversion goes through ``slow`` (so does every non-float
     operand when ``float_only``: true division of integers gives float32).
     """
-    compute = op.forward
-    ufunc = op.ufunc
     node_class = op.node
     uses_ans = op.uses_ans
     keep = op.keep2
@@ -754,7 +1024,15 @@ def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
 
     def method(self: Tensor, other: Any) -> Tensor:
         kind = type(other)
-        xd = self._data
+        xd = self._raw
+        if type(xd) in PYTHON_VALUES:  # the float backend: float64 (or with a bool) stays
+            other_raw = other._raw if kind is Tensor else None
+            if (
+                type(xd) is float
+                and (kind is float or kind is int or type(other_raw) in PYTHON_VALUES)
+            ) or type(other_raw) is float:
+                return apply2(op, self, other)
+            return slow(self, other)
         if type(xd) is _ndarray and not xd.ndim:
             # A 0-d array (a leaf or a constant) as a NumPy scalar: arithmetic
             # with NumPy scalars is several times cheaper and, for + - * /,
@@ -776,14 +1054,17 @@ def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
                 (rx or ry)
                 and type(xd) is _ndarray
                 and xd.nbytes >= _RECYCLE_BYTES
-                and ufunc is not None
+                and op.ufunc is not None
                 and xd.shape == yd.shape
                 and xd.dtype.kind == "f"
                 and (_grad_enabled or _grad_here())
             ):
-                data = _recycle.binary(ufunc, xd, yd)  # a training step's array: pooled
+                data = _recycle.binary(op.ufunc, xd, yd)  # a training step's array: pooled
             else:
-                data = compute(xd, yd)
+                try:
+                    data = op.forward(xd, yd)
+                except ValueError as exc:
+                    raise _broadcast_error(xd, yd, exc) from None
             if (rx or ry) and (_grad_enabled or _grad_here()):
                 k0, k1 = keep[rx + 2 * ry]
                 return _record(
@@ -806,12 +1087,12 @@ def binary_method(op: Any, slow: Any, float_only: bool = False) -> Any:
                 record
                 and type(xd) is _ndarray
                 and xd.nbytes >= _RECYCLE_BYTES
-                and ufunc is not None
+                and op.ufunc is not None
                 and xd.dtype.kind == "f"
             ):
-                data = _recycle.binary(ufunc, xd, other)
+                data = _recycle.binary(op.ufunc, xd, other)
             else:
-                data = compute(xd, other)
+                data = op.forward(xd, other)
             if record:
                 return _record(
                     node_class,
@@ -863,10 +1144,10 @@ def _infer_array(data: Any, np_dtype: np.dtype | None) -> np.ndarray:
         data = _untensor(data)
     arr = np.array(data, dtype=np_dtype)
     if np_dtype is None:
-        if arr.dtype.kind == "f" and arr.dtype != DEFAULT_FLOAT and not _has_numpy(data):
+        if arr.dtype.kind == "f" and arr.dtype != default_float() and not _has_numpy(data):
             if arr.size and np.max(np.abs(arr)) >= 2.0**63 and _int_overflow(data):
                 raise ValueError(OVERFLOW_MESSAGE)  # [2**63, -1]: NumPy made floats of it
-            arr = arr.astype(DEFAULT_FLOAT)
+            arr = arr.astype(default_float())
         elif arr.dtype.kind in "iu" and arr.dtype != np.int64:
             if arr.dtype.kind == "u" and arr.size and arr.max() > _INT64_MAX:
                 raise ValueError(OVERFLOW_MESSAGE)  # NumPy chose uint64; PyTorch refuses
@@ -876,7 +1157,7 @@ def _infer_array(data: Any, np_dtype: np.dtype | None) -> np.ndarray:
                 raise ValueError(OVERFLOW_MESSAGE)  # an int past 64 bits
             if not all(type(v) in (int, float, bool) for v in _flat_items(data)):
                 raise TypeError(f"Could not infer dtype of {type(data).__name__}")
-            arr = np.array(data, dtype=np.float64).astype(DEFAULT_FLOAT)  # [1.5, 2**70]
+            arr = np.array(data, dtype=np.float64).astype(default_float())  # [1.5, 2**70]
     return arr
 
 
@@ -937,7 +1218,20 @@ else:
     class _TensorSlots:  # type: ignore[no-redef]
         """Tensor's slots; ``gradcalc._native.TensorBase`` has the same ones in C."""
 
-        __slots__ = ("_accum", "_data", "_grad", "_grad_fn", "_requires_grad")
+        __slots__ = ("_accum", "_grad", "_grad_fn", "_raw", "_requires_grad")
+
+        @property
+        def _data(self) -> Any:
+            """The value as NumPy holds it: a float backend's Python float becomes a
+            NumPy float64 here, once (the C type's ``_data`` does the same)."""
+            raw = self._raw
+            if type(raw) in PYTHON_VALUES:
+                raw = self._raw = _to_numpy(raw)
+            return raw
+
+        @_data.setter
+        def _data(self, value: Any) -> None:
+            self._raw = value
 
 
 _new_tensor = _TensorSlots.__new__
@@ -953,11 +1247,11 @@ class Tensor(_TensorSlots):
         """``Tensor([1, 0.1])`` (float32 data) or ``Tensor(2, 3)`` (a 2x3 float32 tensor)."""
         if len(args) == 1 and not isinstance(args[0], (int, np.integer)):
             data = _infer_array(args[0], None)
-            if data.dtype != DEFAULT_FLOAT:
-                data = data.astype(DEFAULT_FLOAT)
+            if data.dtype != default_float():
+                data = data.astype(default_float())
         else:
             shape = args[0] if len(args) == 1 and isinstance(args[0], tuple) else args
-            data = np.zeros(tuple(int(d) for d in shape), dtype=DEFAULT_FLOAT)
+            data = np.zeros(tuple(int(d) for d in shape), dtype=default_float())
         self._data = data
         self._grad_fn = None
         self._grad = None
@@ -994,7 +1288,7 @@ class Tensor(_TensorSlots):
                     "use var_no_grad = var.detach()."
                 )
             return self
-        if requires_grad:
+        if requires_grad and type(self._raw) is not float:  # a float backend float may
             _check_can_require_grad(self._data.dtype)
         self._requires_grad = bool(requires_grad)
         return self
@@ -1045,6 +1339,24 @@ class Tensor(_TensorSlots):
         fn = self._grad_fn
         return fn is not None and fn._retain is not None
 
+    def register_hook(self, hook: Any) -> RemovableHandle:
+        """Call ``hook(grad)`` each time this tensor's gradient is computed; a Tensor it
+        returns replaces the gradient (what flows on, or what a leaf accumulates)."""
+        if not self._requires_grad:
+            raise GradError("cannot register a hook on a tensor that doesn't require gradient")
+        fn = self._grad_fn
+        if fn is None:  # a leaf: its AccumulateGrad node holds the hooks, kept alive
+            fn = _edge(self)
+            if type(self._accum) is not _KeptNode:
+                self._accum = _KeptNode(fn)
+        meta = fn._meta()
+        if meta.hooks is None:
+            meta.hooks = {}
+        hooks = meta.hooks
+        key = next(_hook_ids)
+        hooks[key] = hook
+        return RemovableHandle(hooks, key)
+
     def backward(
         self,
         gradient: Any = None,
@@ -1059,7 +1371,7 @@ class Tensor(_TensorSlots):
 
     def detach(self) -> Tensor:
         """The same data, cut from the graph."""
-        return _wrap(self._data)
+        return _wrap(self._raw)
 
     def detach_(self) -> Tensor:
         self._grad_fn = None
@@ -1081,45 +1393,64 @@ class Tensor(_TensorSlots):
 
     # -- shape and dtype ----------------------------------------------------
 
+    # A float backend's value (a Python float) answers these without NumPy.
+
     @property
     def shape(self) -> Size:
-        return Size(self._data.shape)
+        return Size(_shape_of(self._raw))
 
     def size(self, dim: int | None = None) -> Any:
         if dim is None:
-            return Size(self._data.shape)
+            return self.shape
         return self._data.shape[dim]
 
     @property
     def ndim(self) -> int:
-        return self._data.ndim
+        return len(_shape_of(self._raw))
 
     def dim(self) -> int:
-        return self._data.ndim
+        return self.ndim
 
     def ndimension(self) -> int:
-        return self._data.ndim
+        return self.ndim
 
     def numel(self) -> int:
-        return int(self._data.size)
+        raw = self._raw
+        return 1 if type(raw) in PYTHON_VALUES else int(raw.size)
 
     def nelement(self) -> int:
-        return int(self._data.size)
+        return self.numel()
 
     @property
     def dtype(self) -> dtype:
-        return dtype_of(self._data.dtype)
+        raw = self._raw
+        if type(raw) in PYTHON_VALUES:
+            return float64 if type(raw) is float else bool_
+        return dtype_of(raw.dtype)
 
     @property
-    def device(self) -> str:
-        return "cpu"
+    def device(self) -> device:
+        return _CPU
 
     @property
     def is_cuda(self) -> bool:
         return False
 
+    def cpu(self, memory_format: Any = None) -> Tensor:
+        """The tensor itself: it is on the CPU already."""
+        return self
+
+    def cuda(
+        self, device: Any = None, non_blocking: bool = False, memory_format: Any = None
+    ) -> Tensor:
+        """A RuntimeError: gradcalc computes on the CPU only."""
+        check_device(
+            "cuda" if device is None else f"cuda:{device}" if isinstance(device, int) else device
+        )
+        return self
+
     def is_floating_point(self) -> bool:
-        return self._data.dtype.kind == "f"
+        return self.dtype.is_floating_point
 
     def __len__(self) -> int:
         if self._data.ndim == 0:
@@ -1134,6 +1465,9 @@ class Tensor(_TensorSlots):
     # -- conversions --------------------------------------------------------
 
     def item(self) -> Any:
+        raw = self._raw
+        if type(raw) in PYTHON_VALUES:
+            return raw
         if self._data.size != 1:
             raise GradError(
                 f"a Tensor with {self._data.size} elements cannot be converted to Scalar"
@@ -1141,7 +1475,8 @@ class Tensor(_TensorSlots):
         return self._data.item()
 
     def tolist(self) -> Any:
-        return self._data.tolist()
+        raw = self._raw
+        return raw if type(raw) in PYTHON_VALUES else raw.tolist()
 
     def numpy(self, force: bool = False) -> np.ndarray:
         if self._requires_grad and not force:
@@ -1169,6 +1504,8 @@ class Tensor(_TensorSlots):
         return int(self.item())
 
     def __bool__(self) -> bool:
+        if type(self._raw) in PYTHON_VALUES:
+            return bool(self._raw)
         if self._data.size != 1:
             raise GradError("Boolean value of Tensor with more than one value is ambiguous")
         return bool(self._data)
@@ -1278,13 +1615,13 @@ class Tensor(_TensorSlots):
     def __repr__(self, *, tensor_contents: Any = None) -> str:
         from gradcalc._format import tensor_repr
 
-        return tensor_repr(self)
+        return tensor_repr(self, _default_float.name)
 
     __str__ = __repr__
 
     def __format__(self, spec: str) -> str:
-        if self._data.ndim == 0:
-            return self._data.item().__format__(spec)
+        if self.ndim == 0:
+            return self.item().__format__(spec)
         return object.__format__(self, spec)
 
 
@@ -1307,6 +1644,10 @@ def _index_data(index: Any) -> Any:
 
 def make_tensor(data: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
     """``gradcalc.tensor``: copy ``data`` into a new leaf with PyTorch's dtype defaults."""
+    if (dtype is float64 or dtype == "float64") and type(data) in _FLOATS:
+        t = _wrap(float(data))  # a float64 number: the float backend (no NumPy)
+        t._requires_grad = bool(requires_grad)
+        return t
     arr = _infer_array(data, as_np_dtype(dtype))
     t = _wrap(arr)
     if requires_grad:
@@ -1316,10 +1657,12 @@ def make_tensor(data: Any, dtype: Any = None, requires_grad: bool = False) -> Te
 
 
 def leaf(data: Any, requires_grad: bool = False) -> Tensor:
-    """A leaf around an ndarray the caller owns (constructors), without copying."""
+    """A leaf around an ndarray the caller owns (constructors), without copying, or
+    around a Python float (the float backend)."""
     t = _wrap(data)
     if requires_grad:
-        _check_can_require_grad(data.dtype)
+        if type(data) is not float:
+            _check_can_require_grad(data.dtype)
         t._requires_grad = True
     return t
 
@@ -1335,7 +1678,7 @@ def wrap(data: Any) -> Tensor:
 def _as_grad_tensor(value: Any, like: Tensor) -> Tensor:
     if isinstance(value, Tensor):
         return value
-    data = like._data
+    data = like._raw if type(like._raw) is float else like._data
     if type(data) is float:
         return _wrap(float(value))
     return _wrap(np.asarray(value, dtype=data.dtype))
@@ -1352,14 +1695,22 @@ def _seed_gradients(outputs: Sequence[Tensor], gradients: Sequence[Any] | None) 
     grads = []
     for index, out in enumerate(outputs):
         given = None if gradients is None else gradients[index]
-        shape = np.shape(out._data)
+        raw = out._raw
+        if type(raw) is float:  # the float backend: a 0-d float64
+            if given is None:
+                grads.append(_wrap(1.0))
+                continue
+            shape = ()
+        else:
+            raw = out._data  # (a float backend bool as NumPy's)
+            shape = np.shape(raw)
         if given is None:
-            if np.size(out._data) != 1:
+            if np.size(raw) != 1:
                 raise ImplicitGradError("grad can be implicitly created only for scalar outputs")
-            given = _wrap(_ones_like(out._data))
+            given = _wrap(_ones_like(raw))
         else:
             given = _as_grad_tensor(given, out)
-            if np.shape(given._data) != shape:
+            if _shape_of(given._raw) != shape:
                 raise GradError(
                     f"Mismatch in shape: grad_output[{index}] has a shape of "
                     f"{Size(np.shape(given._data))!r} and output[{index}] has a shape of "
@@ -1367,6 +1718,10 @@ def _seed_gradients(outputs: Sequence[Tensor], gradients: Sequence[Any] | None) 
                 )
         grads.append(given)
     return grads
+
+
+def _shape_of(raw: Any) -> tuple:
+    return () if type(raw) in PYTHON_VALUES else np.shape(raw)
 
 
 def _roots(outputs: Sequence[Tensor]) -> list[Node]:
@@ -1396,11 +1751,19 @@ def backward(
         retain_graph = create_graph
     grads = _seed_gradients(tensors, grad_tensors)
     roots = _roots(tensors)
-    targets = None
-    if inputs is not None:
-        if isinstance(inputs, Tensor):
-            inputs = [inputs]
-        targets = [_edge(t) for t in inputs]
+    if inputs is None:
+        run_backward(roots, grads, retain_graph, create_graph, None, accumulate=True)
+        return
+    # Only ``inputs`` accumulate: leaves among them, and non-leaves, which (as in
+    # PyTorch) retain their gradient from now on.
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    if not inputs:
+        raise GradError("`inputs` argument to `backward()` cannot be empty.")
+    for t in inputs:
+        if not t._requires_grad:
+            raise GradError("One of the differentiated Tensors does not require grad")
+        t.retain_grad()
+    targets = [_edge(t) for t in inputs]
     run_backward(roots, grads, retain_graph, create_graph, targets, accumulate=True)
 
 
@@ -1445,8 +1808,8 @@ def grad(
                     f"The differentiated Tensor at index {index} appears to not have been used "
                     "in the graph. Set allow_unused=True if this is the desired behavior."
                 )
-        elif _cast_like(g._data, t._data) is not g._data:  # another dtype
-            g = g.to(t.dtype) if create_graph else _wrap(_cast_like(g._data, t._data))
+        elif _cast_like(g._raw, t._raw) is not g._raw:  # another dtype
+            g = g.to(t.dtype) if create_graph else _wrap(_cast_like(g._raw, t._raw))
         results.append(g)
     return tuple(results)
 
@@ -1456,7 +1819,7 @@ _FREED = object()
 _passes = 0
 """Backward passes run so far (see :func:`_count_consumers`)."""
 _NUMBERS = (int, float, bool)
-_SCALAR_GRADS = frozenset((float, np.float64, np.float32, np.float16))
+_SCALAR_GRADS = frozenset((float,))  # and NumPy's float scalars, once loaded
 """Gradients with no buffer behind them: backward's 0-d fast path takes these."""
 _NATIVE_BASE_LIMIT = 1 << 62
 """The C loops keep counts in 64-bit integers: passes beyond ~4 million use Python's."""
@@ -1479,7 +1842,7 @@ def _refs_when_alone() -> int:
     parameter's count depends on how the call was made (an interpreter's
     specialised call moves its arguments, a generic one adds a reference).
     """
-    alone = np.empty(0)
+    alone = object()  # any fresh object: reference counts do not depend on the type
     return _getrefcount(alone)
 
 
@@ -1527,7 +1890,7 @@ def run_backward(
         # computes on arrays and releases the buffers its pass did not use.
         previous_mode = _set_grad_enabled(True) if create_graph else True
         try:
-            with np.errstate(all="ignore"):
+            with _numpy.errstate():
                 _backpropagate(run, roots, grads)
         finally:
             if create_graph:
@@ -1550,7 +1913,7 @@ def _backpropagate(run: _BackwardPass, roots: Sequence[Node], grads: Sequence[Te
     run.prune(_count_consumers(roots, base, ordered=run.targets is not None))
     pending: dict[Node, Any] = {}
     for root, g in zip(roots, grads, strict=True):
-        run.add(pending, root, g if run.recorded else g._data)
+        run.add(pending, root, g if run.recorded else g._raw)
     ready = [root for root in dict.fromkeys(roots) if root.deps == base]
     scalar_nodes = run.scalar_path(base)
     while ready:
@@ -1617,6 +1980,9 @@ class _BackwardPass:
         g = _pop_gradient(pending, node)
         if g is None:
             return None
+        meta = node.meta  # the tensor's hooks (leaves': on their AccumulateGrad)
+        if meta is not None and meta.hooks and (self.needed is None or node in self.needed):
+            g = _call_hooks(meta.hooks, g, self.recorded)
         if self.targets is not None and node in self.targets:
             self.captured[node] = g
         if node.kind < 0:  # AccumulateGrad: .grad may take g's buffer if nothing else holds it
@@ -1656,7 +2022,12 @@ class _BackwardPass:
                 return _Negated(args[0])
             if self.free and node.kind > 0 and _takes_spare(vjp):
                 return vjp(*args, spare=_spare_buffers(node, args, index))
-        return vjp(*args)
+        try:
+            return vjp(*args)
+        except ArithmeticError:  # on the float backend's floats
+            if self.recorded:
+                raise
+            return _retry_on_numpy(vjp, args)
 
     def results(self) -> dict[Node, Any]:
         """The gradients captured at targets, as Tensors that alias nothing."""
@@ -1665,7 +2036,7 @@ class _BackwardPass:
         return {node: _wrap(_own(g)) for node, g in self.captured.items()}
 
     def _leaf(self, node: AccumulateGrad, g: Any, owned: bool) -> None:
-        if self.accumulate:
+        if self.accumulate and (self.targets is None or node in self.targets):
             if self.recorded:
                 _store_leaf_grad(node.variable, g)
             else:
@@ -1805,7 +2176,10 @@ def _scalar_nodes(ready: list, pending: dict, base: int, free: bool) -> None:
                 # p0 then p1, unrolled: a loop costs this path a fifth of its time
                 parent = node.p0
                 if parent is not None:
-                    gi = vjps[0](*args)
+                    try:
+                        gi = vjps[0](*args)
+                    except ArithmeticError:
+                        gi = _retry_on_numpy(vjps[0], args)
                     if gi is not None:
                         old = get(parent)
                         pending[parent] = gi if old is None else old + gi
@@ -1815,7 +2189,10 @@ def _scalar_nodes(ready: list, pending: dict, base: int, free: bool) -> None:
                         push(parent)
                 parent = node.p1
                 if parent is not None:
-                    gi = vjps[1](*args)
+                    try:
+                        gi = vjps[1](*args)
+                    except ArithmeticError:
+                        gi = _retry_on_numpy(vjps[1], args)
                     if gi is not None:
                         old = get(parent)
                         pending[parent] = gi if old is None else old + gi
@@ -1884,8 +2261,8 @@ def _saved_tensors(parents: tuple, saved: tuple) -> list:
 
 def _store_leaf_grad(leaf_tensor: Tensor, g: Tensor) -> None:
     """Add a recorded gradient ``g`` (``create_graph=True``) into ``leaf.grad``."""
-    data = _cast_like(g._data, leaf_tensor._data)
-    if data is not g._data:
+    data = _cast_like(g._raw, leaf_tensor._raw)
+    if data is not g._raw:
         g = _wrap(data)
     old = leaf_tensor._grad
     leaf_tensor._grad = g if old is None else old + g
@@ -1897,7 +2274,7 @@ def _store_leaf_data(leaf_tensor: Tensor, data: Any, owned: bool) -> None:
     ``owned``: nothing else references ``data``, so ``.grad`` may take its buffer.
     Later gradients are added in place into a ``.grad`` buffer of the same shape.
     """
-    cast = _cast_like(data, leaf_tensor._data)
+    cast = _cast_like(data, leaf_tensor._raw)
     if cast is not data:
         data, owned = cast, True
     old = leaf_tensor._grad
@@ -1906,7 +2283,7 @@ def _store_leaf_data(leaf_tensor: Tensor, data: Any, owned: bool) -> None:
         return
     if old._grad_fn is not None:
         old = old.detach()
-    old_data = old._data
+    old_data = old._raw
     if type(old_data) is _ndarray and old_data.flags.writeable and old_data.shape == np.shape(data):
         old_data += data
         leaf_tensor._grad = old
@@ -1959,14 +2336,30 @@ def _needed(reached: Sequence[Node], targets: Sequence[Node]) -> set[Node]:
     return needed
 
 
-if _native is not None:
-    _native.setup(
-        Tensor,
-        _FREED,
-        tuple(_SCALAR_GRADS),
-        (np.float64, np.float32),  # what FastOp takes
-        np.ndarray,
-        globals(),
-        _edge,
-        _Meta,
-    )
+def _setup_native(forward_types: tuple, ndarray: Any) -> None:
+    if _native is not None:
+        _native.setup(
+            Tensor,
+            _FREED,
+            tuple(_SCALAR_GRADS),
+            forward_types,  # what FastOp takes
+            ndarray,
+            globals(),
+            _edge,
+            _Meta,
+            _to_numpy,
+        )
+
+
+def _with_numpy(numpy: Any) -> None:
+    """What waits for NumPy (see ``gradcalc/_numpy.py``): its types, the dtype table."""
+    global _generic, _ndarray, _SCALAR_GRADS
+    _generic, _ndarray = numpy.generic, numpy.ndarray
+    _SCALAR_GRADS = frozenset((float, numpy.float64, numpy.float32, numpy.float16))
+    for d in (float16, float32, float64, int8, int16, int32, int64, uint8, bool_):
+        _DTYPES[d.np] = d
+    _setup_native((numpy.float64, numpy.float32), numpy.ndarray)
+
+
+_setup_native((), _NotLoaded)
+_numpy.when_loaded(_with_numpy)

@@ -15,6 +15,7 @@ apply them to JSON Lines as they are.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import json
 import math
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gradcalc import _numpy
 from gradcalc import limits as budgets
 from gradcalc.errors import (
     FormulaError,
@@ -47,23 +49,11 @@ from gradcalc.jsonio import (  # re-exported: the JSON encoding front ends use
 from gradcalc.limits import BATCH_LIMITS, DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from gradcalc.graph import Graph
     from gradcalc.interpreter import Interpreter, Outcome
-else:
 
-    class _NumPy:
-        """NumPy, imported at first use: batch workers answering only all-scalar requests
-        (``gradcalc.scalar``) never need it. The first attribute read rebinds ``np``."""
-
-        def __getattr__(self, name: str) -> Any:
-            import numpy
-
-            globals()["np"] = numpy
-            return getattr(numpy, name)
-
-    np = _NumPy()
+np = _numpy.bind(globals())
+"""NumPy, imported at first use: work on the engine's float backend never needs it."""
 
 __all__ = [
     "CHECK_TOLERANCE",
@@ -91,15 +81,48 @@ __all__ = [
 
 DTYPES = ("float64", "float32")
 CHECK_TOLERANCE = 1e-4
-"""Largest relative error (magnitudes below 1 compared absolutely) ``check`` accepts."""
+"""Largest relative error (magnitudes below 1 compared absolutely) ``check`` accepts by
+default (``check_tolerance``, CLI ``--check-tolerance``): float64 central differences
+with a step of 1e-6 agree with a correct gradient to ~1e-8 on smooth formulas."""
 CHECK_MAX_ENTRIES = 1000
 """Gradient entries compared by finite differences per result; larger gradients are sampled."""
 
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 """A binding's text that is a plain number (it skips the interpreter's parser)."""
 _REQUEST_KEYS = frozenset(
-    {"id", "formula", "vars", "wrt", "of", "grad_output", "dtype", "seed", "check", "graph"}
+    {
+        "id",
+        "formula",
+        "vars",
+        "wrt",
+        "of",
+        "grad_output",
+        "dtype",
+        "seed",
+        "check",
+        "check_tolerance",
+        "graph",
+    }
 )
+
+
+_SURFACE: contextvars.ContextVar[str] = contextvars.ContextVar("surface", default="cli")
+"""Where the request came from ("cli", "batch" while :func:`run_request` runs, "repl"
+for :func:`interpreter`'s sessions): hints name what the user can change there."""
+_UNBOUND_HINTS = {
+    "cli": "bind it on the command line: {name}=2, or assign it first: {name} = 2",
+    "batch": 'add it to the request\'s vars ("vars": {{"{name}": 2}}), or assign it first: '
+    "{name} = 2",
+    "repl": "assign it first: {name} = 2",
+}
+
+
+def _option(name: str) -> str:
+    """An option as the current surface spells it: ``--grad-output``, or in batch the
+    request's key ``'grad_output'``."""
+    if _SURFACE.get() == "batch":
+        return f"request '{name}'"
+    return "--" + name.replace("_", "-")
 
 
 @dataclass(slots=True)
@@ -113,6 +136,7 @@ class Result:
     summed: bool = False
     notes: list[str] = field(default_factory=list)
     check: dict[str, float | None] | None = None
+    check_tolerance: float = CHECK_TOLERANCE
     graph: Graph | None = None
     output_name: str | None = None
     jacobian: dict[str, np.ndarray] | None = None
@@ -121,6 +145,14 @@ class Result:
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.value.shape)
+
+    @property
+    def check_passed(self) -> bool | None:
+        """Whether every checked gradient is within ``check_tolerance`` of finite
+        differences (names the formula defines are not checked); None without a check."""
+        if self.check is None:
+            return None
+        return all(err is None or err <= self.check_tolerance for err in self.check.values())
 
 
 # ---------------------------------------------------------------- evaluation
@@ -166,27 +198,40 @@ def evaluate(
     limits: Limits | None = None,
     *,
     retain_graph: bool = False,
+    check_tolerance: float | None = None,
 ) -> Result:
     """Run ``formula`` with ``bindings`` as differentiable leaves; return its value and gradients.
 
     Gradients are reported for ``wrt`` (bound variables or names the program
-    defines), by default for every bound variable and every leaf the program
-    creates. A non-scalar output is differentiated as its sum unless
-    ``grad_output`` gives the seed. ``retain_graph`` keeps the saved values
+    defines), by default for every bound variable (or, with none bound, every
+    leaf the program creates). A non-scalar output is differentiated as its sum unless
+    ``grad_output`` gives the seed. ``check`` compares them with finite
+    differences (``result.check_passed``: within ``check_tolerance``, default
+    :data:`CHECK_TOLERANCE`). ``retain_graph`` keeps the saved values
     of ``result.graph``'s nodes (explain mode reads them). Raises
     ``FormulaError`` subclasses only.
     """
     dtype = _check_dtype(dtype)
     limits = limits or DEFAULT_LIMITS
-    found = _float_path(
-        formula, bindings, wrt, of, grad_output, dtype, check, graph, limits, as_json=False
-    )
-    if found is not None:
-        return found
+    tolerance = _check_tolerance(check_tolerance)
     with budgets.running(limits, alarm=True):
         return _evaluate(
-            formula, bindings, wrt, of, grad_output, dtype, seed, check, graph, limits, retain_graph
+            formula, bindings, wrt, of, grad_output, dtype, seed, check, graph, limits,
+            retain_graph, tolerance,
+        )  # fmt: skip
+
+
+def _check_tolerance(value: Any) -> float:
+    """``check_tolerance`` as given (a non-negative number), or the default."""
+    if value is None:
+        return CHECK_TOLERANCE
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise FormulaValueError(
+            f"check_tolerance must be a non-negative number, not {value!r}",
+            hint=f"the largest relative error {_option('check')} accepts; default "
+            f"{CHECK_TOLERANCE:g}",
         )
+    return float(value)
 
 
 @_releases_buffers
@@ -202,6 +247,7 @@ def _evaluate(
     graph: bool,
     limits: Limits,
     retain_graph: bool = False,
+    check_tolerance: float = CHECK_TOLERANCE,
 ) -> Result:
     """:func:`evaluate` on the engine (arguments checked)."""
     if check and seed is None:
@@ -213,6 +259,7 @@ def _evaluate(
             formula, values, wrt, of, grad_output, dtype, seed, limits, retain_graph
         )
     if check:
+        result.check_tolerance = check_tolerance
         base = {name: _as_float64(leaf._data) for name, leaf in run.leaves.items()}
         result.check = _finite_difference_check(formula, base, result, of, seed_array, seed, limits)
         _note_check(result)
@@ -234,61 +281,35 @@ def evaluate_json(
     check: bool = False,
     graph: bool = False,
     limits: Limits | None = None,
+    *,
+    check_tolerance: float | None = None,
 ) -> dict:
     """``result_to_json(evaluate(...))``, NumPy's floating-point warnings silenced.
 
-    What ``--json`` and ``gradcalc batch`` write. An all-scalar formula may be
-    answered without importing NumPy at all. Raises ``FormulaError`` subclasses only.
+    What ``--json`` and ``gradcalc batch`` write. All-scalar float64 work runs on the
+    engine's float backend and imports no NumPy. Raises ``FormulaError`` subclasses only.
     """
     dtype = _check_dtype(dtype)
     limits = limits or DEFAULT_LIMITS
-    found = _float_path(
-        formula, bindings, wrt, of, grad_output, dtype, check, graph, limits, as_json=True
-    )
-    if found is not None:
-        return found
+    tolerance = _check_tolerance(check_tolerance)
     _checked_program(formula, limits)  # a syntax error is reported before NumPy loads
-    with np.errstate(all="ignore"), budgets.running(limits, alarm=True):
+    with _numpy.errstate(), budgets.running(limits, alarm=True):
         return result_to_json(
-            _evaluate(formula, bindings, wrt, of, grad_output, dtype, seed, check, graph, limits)
+            _evaluate(
+                formula,
+                bindings,
+                wrt,
+                of,
+                grad_output,
+                dtype,
+                seed,
+                check,
+                graph,
+                limits,
+                False,
+                tolerance,
+            )
         )
-
-
-def _float_path(
-    formula: str,
-    bindings: Mapping[str, Any] | None,
-    wrt: Sequence[str] | None,
-    of: str | None,
-    grad_output: Any,
-    dtype: str,
-    check: bool,
-    graph: bool,
-    limits: Limits,
-    *,
-    as_json: bool,
-) -> Result | dict | None:
-    """The float path's answer (``gradcalc.scalar``, no NumPy), or None for the engine.
-
-    The only place this module calls ``gradcalc.scalar``: it answers float64
-    formulas of ``+ - * / ** sqrt`` over numbers, without ``of``,
-    ``grad_output``, ``check`` or ``graph``, with the engine's results bit for bit.
-    """
-    if dtype != "float64" or of is not None or grad_output is not None or check or graph:
-        return None
-    from gradcalc import scalar
-
-    found = scalar.run(formula, bindings, wrt, limits)
-    if found is None:
-        return None
-    if as_json:
-        return scalar.to_json(found)
-    return Result(
-        value=np.asarray(found.value),
-        dtype="float64",
-        gradients={name: np.asarray(g) for name, g in found.gradients.items()},
-        unused=list(found.unused),
-        notes=list(found.notes),
-    )
 
 
 @_releases_buffers
@@ -374,7 +395,7 @@ def _hessian(
         raise ShapeError(
             "the Hessian needs a scalar output; this one has shape "
             f"{_shape_text(interp_run.value)}",
-            hint="reduce it first, e.g. sum(...) or mean(...), or pick one with --of NAME",
+            hint=f"reduce it first, e.g. sum(...) or mean(...), or pick one with {_option('of')}",
         )
     targets = _targets(interp_run, wrt)
     total = sum(_size_of(t) for _, t in targets)
@@ -430,7 +451,9 @@ def interpreter(
     """
     from gradcalc.interpreter import Interpreter
 
-    return Interpreter(dtype=_check_dtype(dtype), seed=seed, limits=limits or DEFAULT_LIMITS)
+    interp = Interpreter(dtype=_check_dtype(dtype), seed=seed, limits=limits or DEFAULT_LIMITS)
+    interp.unbound_hint = _UNBOUND_HINTS["repl"]
+    return interp
 
 
 def execute(interp: Interpreter, source: str) -> Outcome:
@@ -484,7 +507,7 @@ def differentiate(
 
 
 def _gradients_in_session(output: Any, named: list[tuple[str, Any]], label: str | None) -> Result:
-    value = np.asarray(output._data)
+    value = _value_of(output)
     result = Result(value=value, dtype=str(value.dtype), output_name=label)
     if value.ndim > 0 and named:
         result.summed = True
@@ -504,9 +527,9 @@ def _gradients_in_session(output: Any, named: list[tuple[str, Any]], label: str 
         )
     for (name, tensor), gradient in zip(named, grads, strict=True):
         if gradient is not None:
-            result.gradients[name] = np.asarray(gradient._data)
+            result.gradients[name] = _value_of(gradient)
         elif tensor.is_leaf:
-            result.gradients[name] = np.zeros_like(np.asarray(tensor._data))
+            result.gradients[name] = _zeros_or(None, tensor, tensor.dtype.name)
             result.unused.append(name)
     if result.unused:
         result.notes.append(f"Not used (gradient 0): {', '.join(result.unused)}.")
@@ -563,7 +586,8 @@ def _differentiate(
         seed_array = _constant_array(grad_output, dtype, seed, limits)
         if seed_array.shape != run.value.shape:
             raise ShapeError(
-                f"--grad-output has shape {_shape_text(seed_array)} but the output has shape "
+                f"{_option('grad_output')} has shape {_shape_text(seed_array)} but the output "
+                "has shape "
                 f"{_shape_text(run.value)}",
                 hint="the seed of a vector-Jacobian product has the output's shape",
             )
@@ -571,7 +595,7 @@ def _differentiate(
         result.summed = True
         result.notes.append(
             f"The output has shape {_shape_text(run.value)}; it was differentiated as its sum "
-            "(a seed of ones). Use --grad-output to give another seed."
+            f"(a seed of ones). Use {_option('grad_output')} to give another seed."
         )
     live = [(name, t) for name, t in targets if _requires_grad(t)]
     grads: Sequence[Any] = [None] * len(live)
@@ -610,6 +634,7 @@ def _execute(
     from gradcalc.interpreter import Interpreter
 
     interp = Interpreter(dtype=dtype, seed=seed, limits=limits)
+    interp.unbound_hint = _UNBOUND_HINTS[_SURFACE.get()]
     leaves = {}
     for name, value in values.items():
         _guarded(lambda: interp.bind(name, value))  # noqa: B023 (called at once)
@@ -623,8 +648,9 @@ def _execute(
     if of is not None:
         if of not in interp.env:
             raise UnknownNameError(
-                f"--of names '{of}', which the formula does not define",
-                hint="pick a variable the formula assigns, or leave --of out for the last value",
+                f"{_option('of')} names '{of}', which the formula does not define",
+                hint=f"pick a variable the formula assigns, or leave {_option('of')} out for "
+                "the last value",
             )
         output, name = interp.env[of], of
     else:
@@ -632,7 +658,7 @@ def _execute(
         if output is None:
             raise FormulaValueError(
                 "the formula produced no value",
-                hint="end it with an expression, or pick a variable with --of NAME",
+                hint=f"end it with an expression, or pick a variable with {_option('of')}",
             )
     tensor, value = _as_output(output, name)
     return _Run(interp, leaves, tensor, value, name)
@@ -676,12 +702,19 @@ _PROGRAM_CACHE_TEXT = 10_000
 
 
 def _targets(run: _Run, wrt: Sequence[str] | None) -> list[tuple[str, Any]]:
-    """The (name, tensor) pairs gradients are reported for, in a stable order."""
+    """The (name, tensor) pairs gradients are reported for, in a stable order.
+
+    By default the variables the user bound (``NAME=VALUE``, batch ``vars``): what
+    the formula assigns is its own data (``t = ones(3, 2)``), reported only when
+    ``wrt`` names it. A formula given no bindings reports the differentiable leaves
+    it assigns (``a = 2; b = 6; 3*a**3 - b**2``: seed 000 as a program)."""
     from gradcalc import Tensor
 
     env = run.interp.env
     if wrt is None:
         targets = list(run.leaves.items())
+        if targets:
+            return targets
         for name, value in env.items():
             if (
                 name not in run.leaves
@@ -699,12 +732,17 @@ def _targets(run: _Run, wrt: Sequence[str] | None) -> list[tuple[str, Any]]:
             targets.append((name, env[name]))
         elif name in env:
             raise FormulaTypeError(
-                f"--wrt names '{name}', which is a {_kind(env[name])}, not a tensor"
+                f"{_option('wrt')} names '{name}', which is a {_kind(env[name])}, not a tensor"
             )
         else:
             raise UnknownNameError(
-                f"--wrt names '{name}', which is neither bound nor defined by the formula",
-                hint="bind it with NAME=VALUE or name a variable the formula assigns",
+                f"{_option('wrt')} names '{name}', which is neither bound nor defined by the "
+                "formula",
+                hint=(
+                    "add it to the request's vars or name a variable the formula assigns"
+                    if _SURFACE.get() == "batch"
+                    else "bind it with NAME=VALUE or name a variable the formula assigns"
+                ),
             )
     return targets
 
@@ -796,7 +834,7 @@ def _vjp_rows(output: Any, inputs: list[Any], dtype: str, create_graph: bool) ->
         seed = _tensor(onehot.reshape(shape), dtype)
         grads = _grad([output], inputs, seed, retain_graph=True, create_graph=create_graph)
         rows.append(
-            [_zeros_or(g, t, dtype).reshape(-1) for g, t in zip(grads, inputs, strict=True)]
+            [np.reshape(_zeros_or(g, t, dtype), -1) for g, t in zip(grads, inputs, strict=True)]
         )
     return rows
 
@@ -842,7 +880,7 @@ def _finite_difference_check(
         moved.reshape(-1)[flat_index] += step
         perturbed[name] = moved
         run = _execute(formula, perturbed, of, "float64", seed, limits)
-        out = run.value.astype(np.float64)
+        out = np.asarray(run.value, dtype=np.float64)
         return float(np.sum(out if weights is None else out * weights))
 
     checkable = [name for name in result.gradients if name in base]
@@ -868,7 +906,8 @@ def _finite_difference_check(
         report[name] = worst
         if len(indices) < point.size:
             result.notes.append(
-                f"--check compared {len(indices)} of {point.size} entries of the gradient of "
+                f"{_option('check')} compared {len(indices)} of {point.size} entries of the "
+                "gradient of "
                 f"'{name}'."
             )
     return report
@@ -886,17 +925,18 @@ def _note_check(result: Result) -> None:
     bad = [
         name
         for name, err in result.check.items()
-        if err is not None and not (err <= CHECK_TOLERANCE)
+        if err is not None and not (err <= result.check_tolerance)
     ]
     if bad:
         worst = ", ".join(f"{name} ({_short_float(result.check[name])})" for name in bad)
         result.notes.append(
-            f"--check: gradient disagrees with finite differences beyond {CHECK_TOLERANCE:g}: "
+            f"{_option('check')}: gradient disagrees with finite differences beyond "
+            f"{result.check_tolerance:g}: "
             f"{worst} (expected at kinks such as relu or abs at 0)."
         )
     if skipped:
         result.notes.append(
-            f"--check skipped names the formula defines itself: {', '.join(skipped)}."
+            f"{_option('check')} skipped names the formula defines itself: {', '.join(skipped)}."
         )
 
 
@@ -962,8 +1002,8 @@ def _as_output(value: Any, name: str | None) -> tuple[Any, np.ndarray]:
     from gradcalc import Tensor
 
     if isinstance(value, Tensor):
-        return value, np.asarray(value._data)
-    if isinstance(value, bool | int | float | np.generic | np.ndarray):
+        return value, _value_of(value)
+    if isinstance(value, bool | int | float) or type(value).__module__ == "numpy":
         return None, np.asarray(value)
     if isinstance(value, tuple | list) and _is_number_list(value):
         return None, np.asarray(value)
@@ -977,8 +1017,17 @@ def _result_from_run(run: _Run, dtype: str) -> Result:
 
 def _zeros_or(gradient: Any, tensor: Any, dtype: str) -> np.ndarray:
     if gradient is None:
+        if tensor.dtype.name == "float64" and not tensor.shape:
+            return _numpy.Float64(0.0)
         return np.zeros(_shape_of(tensor), dtype=_float_dtype(tensor, dtype))
-    return np.asarray(gradient._data)
+    return _value_of(gradient)
+
+
+def _value_of(tensor: Any) -> Any:
+    """A tensor's value for a Result: an ndarray, or a float backend's ``Float64``."""
+    if tensor.dtype.name == "float64" and not tensor.shape:
+        return _numpy.Float64(tensor.item())
+    return np.asarray(tensor._data)
 
 
 def _note_values(result: Result) -> None:
@@ -1023,16 +1072,16 @@ def _requires_grad(tensor: Any) -> bool:
 
 
 def _shape_of(tensor: Any) -> tuple[int, ...]:
-    return tuple(np.shape(tensor._data))
+    return tuple(tensor.shape)
 
 
 def _size_of(tensor: Any) -> int:
-    return int(np.size(tensor._data))
+    return tensor.numel()
 
 
 def _float_dtype(tensor: Any, dtype: str) -> str:
-    kind = np.asarray(tensor._data).dtype
-    return str(kind) if kind.kind == "f" else dtype
+    kind = tensor.dtype
+    return kind.name if kind.is_floating_point else dtype
 
 
 def _as_float64(value: Any) -> np.ndarray:
@@ -1097,6 +1146,7 @@ def run_request(request: Any, limits: Limits | None = None) -> dict:
     warnings are silenced: non-finite values are reported in ``note``.
     """
     request_id = request.get("id") if isinstance(request, dict) else None
+    surface = _SURFACE.set("batch")
     try:
         out = evaluate_json(**_request_arguments(request), limits=limits or BATCH_LIMITS)
     except LimitError as exc:
@@ -1110,6 +1160,8 @@ def run_request(request: Any, limits: Limits | None = None) -> dict:
     except Exception as exc:
         out = error_to_json(exc)
         _forget_frames(exc)
+    finally:
+        _SURFACE.reset(surface)
     return {"id": request_id, **out}
 
 
@@ -1254,6 +1306,7 @@ def _request_arguments(request: Any) -> dict[str, Any]:
         "grad_output": request.get("grad_output"),
         "dtype": request.get("dtype") or "float64",
         "seed": seed,
-        "check": bool(request.get("check", False)),
+        "check": bool(request.get("check", False)) or "check_tolerance" in request,
+        "check_tolerance": request.get("check_tolerance"),
         "graph": bool(request.get("graph", False)),
     }

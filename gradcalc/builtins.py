@@ -28,10 +28,8 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
-
 import gradcalc as engine
-from gradcalc import _tensor, ops
+from gradcalc import _numpy, _tensor, ops
 from gradcalc.errors import (
     FormulaError,
     FormulaTypeError,
@@ -42,6 +40,8 @@ from gradcalc.errors import (
 from gradcalc.limits import LARGE, Limits, limit_error
 from gradcalc.limits import current as current_budget
 from gradcalc.nn import functional as _nn_functional  # noqa: F401  (the registry, complete)
+
+np = _numpy.bind(globals())
 
 Tensor = _tensor.Tensor
 Size = _tensor.Size
@@ -283,7 +283,10 @@ def literal(array: Any) -> Any:
     else:
         array.flags.writeable = False
         data = array
-    tensor = _tensor.wrap(data)
+    return _remember_literal(_tensor.wrap(data))
+
+
+def _remember_literal(tensor: Any) -> Any:
     key = id(tensor)
     _LITERALS[key] = weakref.ref(tensor, lambda _, key=key: _LITERALS.pop(key, None))
     return tensor
@@ -295,8 +298,14 @@ def is_literal(value: Any) -> bool:
     return ref is not None and ref() is value
 
 
-TRUE = literal(np.array(True))
-FALSE = literal(np.array(False))
+def __getattr__(name: str) -> Any:
+    """``TRUE``/``FALSE``, the language's True and False: shared literals, as a
+    comparison's result is a tensor (of NumPy bools: made when first read)."""
+    if name in ("TRUE", "FALSE"):  # on the float backend: Python bools, no NumPy
+        made = globals().setdefault("TRUE", _remember_literal(_tensor.wrap(True)))
+        globals().setdefault("FALSE", _remember_literal(_tensor.wrap(False)))
+        return made if name == "TRUE" else globals()["FALSE"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 """The language's True and False: shared literals, as a comparison's result is a tensor."""
 
 
@@ -305,7 +314,6 @@ class Context:
 
     def __init__(self, dtype: str, limits: Limits, seed: int | None) -> None:
         self.dtype_name = dtype
-        self.np_dtype = np.dtype(dtype)
         self.dtype = _tensor.float64 if dtype == "float64" else _tensor.float32
         self.limits = limits
         self.generator = None
@@ -315,11 +323,20 @@ class Context:
         self.scopes: list[dict] = []
         self.literals = _LITERALS
 
+    @property
+    def np_dtype(self) -> Any:
+        """The language's dtype as NumPy's (loads NumPy: float64 scalars need none)."""
+        return self.dtype.np
+
     # -- making tensors
 
     def literal(self, array: Any) -> Any:
         """A constant tensor over ``array`` (no copy); see `literal`."""
         return literal(array)
+
+    def number_literal(self, number: float) -> Any:
+        """A number of the program as a literal tensor of the language's dtype."""
+        return _remember_literal(_tensor.wrap(self.zero_d(number)))
 
     def is_literal(self, value: Any) -> bool:
         return is_literal(value)
@@ -327,13 +344,27 @@ class Context:
     def constant(self, array: Any) -> Any:
         """A fresh constant tensor of the language's dtype."""
         data = np.asarray(array, dtype=self.np_dtype)
-        return _tensor.wrap(data[()] if data.ndim == 0 else data)
+        return _tensor.wrap(self.zero_d(data[()]) if data.ndim == 0 else data)
 
     def scalar(self, number: float) -> Any:
-        return _tensor.wrap(self.np_dtype.type(number))
+        return _tensor.wrap(self.zero_d(number))
+
+    def zero_d(self, number: Any) -> Any:
+        """A 0-d value's data in the language's dtype: float64 runs on the engine's float
+        backend (a Python float, no NumPy), float32 on a NumPy scalar. The one place the
+        language picks a backend (tests/test_float_backend.py switches it here)."""
+        if self.dtype_name == "float64":
+            return float(number)
+        return self.np_dtype.type(number)
 
     def leaf(self, value: Any, requires_grad: bool, label: str) -> Any:
         """A new leaf from a number, nested list, array or tensor, in the language's dtype."""
+        if (type(value) is float or (type(value) is int and abs(value) < 2**1023)) and (
+            self.dtype_name == "float64"
+        ):  # a number: no NumPy on the float backend
+            return _tensor.leaf(self.zero_d(value), requires_grad=bool(requires_grad))
+        if isinstance(value, Tensor) and type(value._raw) is float:
+            return _tensor.leaf(self.zero_d(value._raw), requires_grad=bool(requires_grad))
         if isinstance(value, Tensor):
             array = np.array(np.asarray(value._data), dtype=self.np_dtype)
         else:
@@ -341,8 +372,9 @@ class Context:
         self.check_elements(array.size, f"the value of {label}")
         # 0-d: a NumPy scalar, as the engine's own 0-d tensors hold (arithmetic between
         # scalars skips NumPy's array machinery, several times faster in a scalar chain)
-        data = array[()] if array.ndim == 0 else array
-        return _tensor.leaf(data, requires_grad=bool(requires_grad))
+        if array.ndim == 0:
+            return _tensor.leaf(self.zero_d(array[()]), requires_grad=bool(requires_grad))
+        return _tensor.leaf(array, requires_grad=bool(requires_grad))
 
     def promote(self, value: Any) -> Any:
         """The differentiable leaf an assignment of a fresh constant binds (data shared)."""
@@ -368,7 +400,9 @@ class Context:
 
     def check_broadcast(self, symbol: str, *tensors: Any) -> None:
         """Refuse an operation whose result would be too large, before it allocates."""
-        shapes = [np.shape(t._data) for t in tensors]
+        shapes = [tuple(t.shape) for t in tensors]
+        if not any(shapes):
+            return  # all 0-d
         if symbol == "@":
             shape = _matmul_shape(shapes[0], shapes[1])
         else:
@@ -385,12 +419,12 @@ class Context:
         if isinstance(value, RangeValue):
             return self._range_items(value)
         if isinstance(value, Tensor):
-            if np.ndim(value._data) == 0:
+            if value.ndim == 0:
                 raise FormulaTypeError(
                     "cannot loop over a 0-d tensor (a single number)",
                     hint="use range(n) to count, or a vector to loop over its items",
                 )
-            return (value[index] for index in range(np.shape(value._data)[0]))
+            return (value[index] for index in range(value.shape[0]))
         raise FormulaTypeError(
             f"a for loop needs range(...) or a tensor, not {kind_of(value)}",
             hint="for i in range(10): ...",
@@ -403,18 +437,18 @@ class Context:
         if isinstance(value, RangeValue):
             return range(value.start, value.stop, value.step)
         self.iterate(value)  # the same errors
-        return range(np.shape(value._data)[0])
+        return range(value.shape[0])
 
     def loop_item(self, value: Any, number: int) -> Any:
         """The item ``iterate(value)`` yields at ``number`` of `loop_span`."""
         if isinstance(value, RangeValue):
-            return _tensor.wrap(self.np_dtype.type(number))
+            return self.scalar(number)
         return value[number]
 
     def _range_items(self, span: RangeValue) -> Iterator:
-        wrap, number_type = _tensor.wrap, self.np_dtype.type
+        scalar = self.scalar
         for number in range(span.start, span.stop, span.step):
-            yield wrap(number_type(number))
+            yield scalar(number)
 
 
 # --------------------------------------------------------- values and conversions
@@ -447,6 +481,8 @@ def kind_of(value: Any) -> str:
 def truth(value: Any) -> bool:
     """Python's truth of a value; a tensor's only when it has exactly one element."""
     if isinstance(value, Tensor):
+        if type(value._raw) in _tensor.PYTHON_VALUES:  # the float backend
+            return bool(value._raw)
         data = value._data
         if data.size == 1:
             return bool(data)
@@ -462,13 +498,17 @@ def truth(value: Any) -> bool:
 
 def _as_number(value: Any, what: str) -> float:
     if isinstance(value, Tensor):
+        if type(value._raw) in _tensor.PYTHON_VALUES:  # the float backend
+            return float(value._raw)
         data = value._data
         if data.size != 1:
             raise FormulaValueError(
                 f"{what} must be a single number, not a tensor of shape {tuple(np.shape(data))}"
             )
         return float(np.asarray(data).reshape(()))
-    if isinstance(value, bool | int | float | np.number):
+    if isinstance(value, bool | int | float) or (
+        _numpy.is_loaded() and isinstance(value, np.number)
+    ):
         return float(value)
     raise FormulaTypeError(f"{what} must be a number, not {kind_of(value)}")
 
@@ -484,7 +524,7 @@ def as_int(value: Any, what: str) -> int:
 def _axis_of(x: Any, axis: Any, what: str, hint: str | None = None) -> int:
     """One axis of ``x``, checked: -ndim <= axis < ndim (0-d tensors accept 0 and -1)."""
     index = as_int(axis, f"{what}: axis")
-    ndim = max(np.ndim(x._data), 1)
+    ndim = max(x.ndim, 1)
     if not -ndim <= index < ndim:
         raise ShapeError(
             f"{what}: axis {index} is out of range for a tensor of shape {_shape(x)}",
@@ -515,7 +555,7 @@ def _shape_from(args: tuple, what: str) -> tuple[int, ...]:
 def _axes(axis: Any, what: str = "axis") -> int | tuple[int, ...] | None:
     if axis is None:
         return None
-    if isinstance(axis, Tensor) and np.ndim(axis._data) == 1:
+    if isinstance(axis, Tensor) and axis.ndim == 1:
         return tuple(as_int(float(v), what) for v in np.asarray(axis._data))
     return as_int(axis, what)
 
@@ -593,14 +633,14 @@ def set_items(ctx: Context, name: str, base: Any, keys: list, value: Any) -> Any
 def index_put(ctx: Context, name: str, x: Any, key: Any, value: Any) -> Any:
     """x with x[key] replaced by value, differentiable in both, from engine ops:
     ``where(mask, value gathered to x's positions, x)``."""
-    shape = tuple(np.shape(x._data))
+    shape = tuple(x.shape)
     count = int(np.prod(shape, dtype=np.int64))
     try:
         positions = np.arange(count).reshape(shape)[key]
     except IndexError as exc:
         raise ShapeError(f"index out of range for '{name}' of shape {shape}: {exc}") from None
     target = np.shape(positions)
-    source = np.shape(value._data)
+    source = tuple(value.shape)
     try:
         fits = np.broadcast_shapes(source, target) == target
     except ValueError:
@@ -631,9 +671,9 @@ def build_list(ctx: Context, items: list) -> Any:
             raise FormulaTypeError(f"a list item is {kind_of(item)}, not a number or tensor")
     first = np.shape(items[0]._data)
     for item in items[1:]:
-        if np.shape(item._data) != first:
+        if tuple(item.shape) != first:
             raise ShapeError(
-                f"list items have different shapes: {first} and {np.shape(item._data)}",
+                f"list items have different shapes: {first} and {tuple(item.shape)}",
                 hint="every item of a list needs the same shape",
             )
     ctx.check_elements(len(items) * math.prod(first), "the list")
@@ -644,7 +684,7 @@ def build_list(ctx: Context, items: list) -> Any:
 
 
 def _shape(value: Any) -> tuple[int, ...]:
-    return tuple(np.shape(value._data))
+    return tuple(value.shape)
 
 
 def _matmul_shape(a: tuple, b: tuple) -> tuple | None:
@@ -682,6 +722,8 @@ def matmul_problem(x: Any, y: Any, name: str = "matmul") -> str | None:
 def broadcast_problem(name: str, *values: Any) -> str | None:
     """Why elementwise ``name`` cannot combine these shapes, or None if it can."""
     shapes = [_shape(v) for v in values if isinstance(v, Tensor)]
+    if not any(shapes):
+        return None  # all 0-d (on the float backend: no NumPy to ask)
     try:
         np.broadcast_shapes(*shapes)
     except ValueError:
@@ -777,9 +819,9 @@ _HIDDEN = frozenset({"dtype", "memory_format"})
 def _rows(value: Any) -> list:
     """Tensors to join: a tensor stands for the list of its rows (``[a, b]`` is stacked)."""
     if isinstance(value, Tensor):
-        if np.ndim(value._data) == 0:
+        if value.ndim == 0:
             raise FormulaTypeError("expected a list of tensors, not a single number")
-        return [value[i] for i in range(np.shape(value._data)[0])]
+        return [value[i] for i in range(value.shape[0])]
     return list(value)
 
 
@@ -934,7 +976,7 @@ def _derive() -> None:
 @_override("pow", diagnose=lambda x, y: broadcast_problem("pow", x, y))
 def _pow(ctx: Context, x: Any, y: Any) -> Any:
     ctx.check_broadcast("pow", x, y)
-    if not y.requires_grad and np.ndim(y._data) == 0 and x._data.dtype.kind == "f":
+    if not y.requires_grad and y.ndim == 0 and x._data.dtype.kind == "f":
         return x ** float(y._data)  # a constant exponent: PyTorch's PowBackward0
     return x**y
 
@@ -983,9 +1025,9 @@ def _one_axis_reduction(method: str) -> Callable:
         keep = _flag(keepdim)
         if dim is None:
             result = getattr(x, method)()
-            return result.reshape((1,) * np.ndim(x._data)) if keep else result
+            return result.reshape((1,) * x.ndim) if keep else result
         dims = (dim,) if isinstance(dim, int) else dim
-        ndim = np.ndim(x._data)
+        ndim = x.ndim
         for one in dims:
             _axis_of(x, one, method, _EXTREMES.get(method))
         for one in sorted((d % ndim if ndim else d for d in dims), reverse=True):
@@ -1007,7 +1049,7 @@ def _norm(x: Any, p: Any = 2, axis: Any = None, keepdim: Any = False) -> Any:
     order = _as_number(p, "p")
     if dim is None:
         result = x.norm(p=order)
-        return result.reshape((1,) * np.ndim(x._data)) if _flag(keepdim) else result
+        return result.reshape((1,) * x.ndim) if _flag(keepdim) else result
     return x.norm(p=order, dim=dim, keepdim=_flag(keepdim))
 
 
@@ -1016,7 +1058,7 @@ def _logsumexp(x: Any, axis: Any = None, keepdim: Any = False) -> Any:
     dim = _axes(axis)
     if dim is None:
         result = x.reshape(-1).logsumexp(dim=0)
-        return result.reshape((1,) * np.ndim(x._data)) if _flag(keepdim) else result
+        return result.reshape((1,) * x.ndim) if _flag(keepdim) else result
     return x.logsumexp(dim=dim, keepdim=_flag(keepdim))
 
 
@@ -1025,7 +1067,7 @@ def _along_axis(method: str) -> Callable:
 
     def normalise(x: Any, axis: Any = -1) -> Any:
         dim = _axis_of(x, axis, method)
-        if np.ndim(x._data) == 0:
+        if x.ndim == 0:
             return getattr(x.reshape(1), method)(dim=0).reshape(())
         return getattr(x, method)(dim=dim)
 
@@ -1061,7 +1103,7 @@ def _dot(x: Any, y: Any) -> Any:
 
 @_override("transpose")
 def _transpose(x: Any, *axes: Any) -> Any:
-    ndim = np.ndim(x._data)
+    ndim = x.ndim
     if not axes:
         if ndim < 2:
             return x
@@ -1086,7 +1128,7 @@ def _reshape_problem(x: Any, *shape: Any) -> str | None:
         return None
     return (
         f"reshape: cannot reshape a tensor of shape {_shape(x)} "
-        f"({np.size(x._data)} elements) into {target}"
+        f"({x.numel()} elements) into {target}"
     )
 
 
@@ -1116,7 +1158,7 @@ _override("mm", diagnose=matmul_problem)(lambda ctx, x, y: _matmul(ctx, x, y))
 _override("view", diagnose=lambda x, *shape: _reshape_problem(x, *shape))(
     lambda x, *shape: _reshape(x, *shape)
 )
-_override("numel")(lambda ctx, x: ctx.scalar(np.size(x._data)))
+_override("numel")(lambda ctx, x: ctx.scalar(x.numel()))
 
 
 # ---------------------------------------------------------------- constructors
@@ -1246,10 +1288,10 @@ def _grad(ctx: Context, y: Any, x: Any, grad_output: Any = None) -> Any:
             "not wrapped in const()/detach()",
         )
     if not y.requires_grad:
-        return ctx.constant(np.zeros(np.shape(x._data)))
+        return ctx.constant(np.zeros(tuple(x.shape)))
     seed = grad_output
-    if (seed is None and np.size(y._data) != 1) or (seed is None and np.ndim(y._data) != 0):
-        seed = ctx.constant(np.ones(np.shape(y._data)))
+    if (seed is None and y.numel() != 1) or (seed is None and y.ndim != 0):
+        seed = ctx.constant(np.ones(tuple(y.shape)))
     (result,) = engine.autograd.grad(
         [y],
         [x],
@@ -1258,7 +1300,7 @@ def _grad(ctx: Context, y: Any, x: Any, grad_output: Any = None) -> Any:
         allow_unused=True,
     )
     if result is None:
-        return ctx.constant(np.zeros(np.shape(x._data)))
+        return ctx.constant(np.zeros(tuple(x.shape)))
     return result
 
 
@@ -1284,7 +1326,7 @@ def _zero_grad(ctx: Context) -> None:
 @_method_only("zero_", "set every element to 0 in place (for a.grad.zero_())")
 def _zero_(ctx: Context, x: Any) -> Any:
     if ctx.is_literal(x):  # never change a shared literal: give the zeros instead
-        return ctx.constant(np.zeros(np.shape(x._data)))
+        return ctx.constant(np.zeros(tuple(x.shape)))
     return x.zero_()
 
 
@@ -1326,15 +1368,15 @@ def _range(start: Any, stop: Any = None, step: Any = 1) -> RangeValue:
 def _len(ctx: Context, x: Any) -> Any:
     if isinstance(x, RangeValue):
         return ctx.scalar(len(x))
-    if not isinstance(x, Tensor) or np.ndim(x._data) == 0:
+    if not isinstance(x, Tensor) or x.ndim == 0:
         what = "a 0-d tensor" if isinstance(x, Tensor) else kind_of(x)
         raise FormulaTypeError(f"len() needs a vector or a range, not {what}")
-    return ctx.scalar(np.shape(x._data)[0])
+    return ctx.scalar(x.shape[0])
 
 
 @_function("shape", "the shape (same as x.shape)", method=False)
 def _shape_of(ctx: Context, x: Any) -> Any:
-    return Size(np.shape(x._data))
+    return Size(tuple(x.shape))
 
 
 _derive()
@@ -1350,7 +1392,7 @@ def _t(ctx: Context, x: Any) -> Any:
 
 
 _attribute("shape", "the shape, torch.Size([2, 3]); a vector of sizes in arithmetic")(
-    lambda ctx, x: Size(np.shape(x._data))
+    lambda ctx, x: Size(tuple(x.shape))
 )
 _attribute("grad", "the gradient accumulated by backward(), or None")(lambda ctx, x: x.grad)
 _attribute("requires_grad", "whether gradients flow to this tensor")(
@@ -1361,4 +1403,4 @@ _attribute("is_leaf", "whether this tensor is a leaf of the graph")(
 )
 _attribute("grad_fn", "the graph node that made this tensor, or None")(lambda ctx, x: x.grad_fn)
 _attribute("data", "the values without the graph (like detach())")(lambda ctx, x: x.detach())
-_attribute("ndim", "the number of axes")(lambda ctx, x: ctx.scalar(np.ndim(x._data)))
+_attribute("ndim", "the number of axes")(lambda ctx, x: ctx.scalar(x.ndim))

@@ -37,6 +37,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+from gradcalc import _numpy, _tensor
 from gradcalc import builtins as lang
 from gradcalc import limits as budgets
 from gradcalc import syntax as ast
@@ -609,7 +610,7 @@ class _Compiler:
         yield from ()
 
     def _bool(self, node: ast.Bool) -> Iterator:
-        self.emit(LOAD_CONST, self.interp._true if node.value else self.interp._false, node)
+        self.emit(LOAD_CONST, lang.TRUE if node.value else lang.FALSE, node)
         yield from ()
 
     def _name(self, node: ast.Name) -> Iterator:
@@ -1028,9 +1029,8 @@ def _calls_one_tensor(site: _CallSite, builtin: Any) -> bool:
 
 
 def _short(value: Any) -> str:
-    data = getattr(value, "_data", None)
-    if data is not None and data.ndim == 0:
-        number = float(data)
+    if type(value) is Tensor and value.ndim == 0:
+        number = float(value.item())
         return str(int(number)) if number.is_integer() else repr(number)
     return "..."
 
@@ -1096,6 +1096,10 @@ class Interpreter:
     and values as before (gradients already accumulated are not rolled back).
     """
 
+    unbound_hint = "bind it on the command line: {name}=2, or assign it first: {name} = 2"
+    """How an undefined name can get a value, in the words of the surface running the
+    program (``gradcalc.api`` sets the batch's and the REPL's)."""
+
     def __init__(
         self, dtype: str = "float64", seed: int | None = None, limits: Limits | None = None
     ) -> None:
@@ -1108,8 +1112,6 @@ class Interpreter:
         self.limits = limits if limits is not None else DEFAULT_LIMITS
         self.env: dict[str, Any] = {}
         self.context = lang.Context(dtype, self.limits, seed)
-        self._true = lang.TRUE
-        self._false = lang.FALSE
         self._builtin_values: dict[str, Any] = {}
 
     # -- public API
@@ -1167,9 +1169,7 @@ class Interpreter:
                 compiled = _cached_compile(self, source_or_program)
             env = self.env
             saved = {name: env.get(name, _MISSING) for name in compiled.binds}
-            import numpy as np  # (not at import: a run of floats may need none, one day)
-
-            with np.errstate(all="ignore"), warnings.catch_warnings():
+            with _numpy.errstate(), warnings.catch_warnings():
                 # NumPy's own warnings (mean of an empty slice) say what the
                 # non-finite value already shows; they must not reach a terminal
                 warnings.simplefilter("ignore", RuntimeWarning)
@@ -1194,9 +1194,7 @@ class Interpreter:
     # -- values made by the compiler
 
     def _literal(self, number: float) -> Any:
-        import numpy as np
-
-        return self.context.literal(np.array(number, dtype=self.dtype))
+        return self.context.number_literal(number)
 
     def _literal_array(self, numbers: list) -> Any:
         return self.context.literal(lang.nested_list_array(numbers, self.context))
@@ -1231,9 +1229,7 @@ class Interpreter:
             return value
         constant = lang.CONSTANTS.get(name)
         if constant is not None:
-            import numpy as np
-
-            value = self.context.literal(np.array(constant.value, dtype=self.dtype))
+            value = self.context.number_literal(constant.value)
         else:
             value = lang.FUNCTIONS.get(name)
         if value is None:
@@ -1272,7 +1268,7 @@ class Interpreter:
                 f"there is no function '{name}'",
                 hint=f"{suggestion} ({other})" if suggestion else other,
             )
-        bind = f"bind it on the command line: {name}=2, or assign it first: {name} = 2"
+        bind = self.unbound_hint.format(name=name)
         return UnknownNameError(
             f"'{name}' is not defined",
             hint=f"{suggestion} Or {bind}" if suggestion else bind,
@@ -1415,16 +1411,18 @@ class _Machine:
     def run(self) -> None:
         """Dispatch instructions until HALT; on an exception, `fault` is where it rose.
 
-        The opcodes written out here cost no call, and a name load runs in the round of
-        the instruction after it. The counters live in locals, and in the machine while
-        a handler runs. Opcodes and limits are locals: faster to read than globals.
+        Opcodes written out cost no call; counters, checkpoints, opcodes are fast locals.
         """
         ops, args, pc, stack, scope = self.ops, self.args, self.pc, self.stack, self.scope
         operations, iterations, limits = self.operations, self.iterations, self.limits
         max_operations, max_iterations = self.next_operations, self.next_iterations
-        max_elements, float_dtype = limits.max_elements, self.context.np_dtype
-        large = budgets.LARGE
-        float_scalar, handlers = float_dtype.type, _HANDLERS
+        max_elements, handlers, large = limits.max_elements, _HANDLERS, budgets.LARGE
+        # float64 on the float backend needs no NumPy (a NumPy value: the general path)
+        float_dtype = self.context.np_dtype if self.context.dtype_name != "float64" else None
+        if float_dtype is None and _numpy.is_loaded():
+            float_dtype = self.context.np_dtype
+        float_scalar = float if float_dtype is None else float_dtype.type
+        python_values = _tensor.PYTHON_VALUES
         load_name, binary_number, binary, call1 = LOAD_NAME, BINARY_NUMBER, BINARY, CALL_BUILTIN1
         store, last_inline, for_span, for_iter = STORE, LAST_INLINE, FOR_SPAN, FOR_ITER
         try:
@@ -1444,8 +1442,9 @@ class _Machine:
                     value = stack[-1]
                     operations += 1
                     if type(value) is Tensor and (
-                        type(data := value._data) is float_scalar
-                        or (data.dtype is float_dtype and data.size < large)
+                        (kind := type(data := value._raw)) is float
+                        or kind is float_scalar
+                        or (kind is not bool and data.dtype is float_dtype and data.size < large)
                     ):
                         result = arg[4](value, arg[2])  # the literal as a number, as in PyTorch
                         if result is not NotImplemented:
@@ -1457,9 +1456,9 @@ class _Machine:
                     right = stack[-1]
                     if type(left) is not Tensor or type(right) is not Tensor:
                         left, right = _operands(self.context, arg[1], left, right)
-                    if (n := left._data.size) * (k := right._data.size) > max_elements or (
-                        n > large or k > large
-                    ):
+                    n = 1 if type(ld := left._raw) in python_values else ld.size
+                    k = 1 if type(rd := right._raw) in python_values else rd.size
+                    if n * k > max_elements or n > large or k > large:  # (a float: one element)
                         self.context.check_broadcast(arg[1], left, right)
                     operations += 1
                     result = arg[2](left, right)
@@ -1473,7 +1472,7 @@ class _Machine:
                     if (
                         arg.fast is not None
                         and type(value) is Tensor
-                        and (type(data := value._data) is float_scalar or data.size < large)
+                        and (type(data := value._raw) in python_values or data.size < large)
                     ):
                         stack[-1] = arg.fast(value)
                     else:  # (an error is explained with the argument the built-in saw)
@@ -1500,9 +1499,7 @@ class _Machine:
                         continue
                     iterations += 1
                     if iterations > max_iterations or operations > max_operations:
-                        self.operations, self.iterations = operations, iterations
-                        self.checkpoint()
-                        max_operations, max_iterations = self.next_operations, self.next_iterations
+                        max_operations, max_iterations = self.checkpoint(operations, iterations)
                     if op == for_iter:
                         scope[arg[1]] = item
                     pc = arg[2]
@@ -1512,9 +1509,12 @@ class _Machine:
             self.fault = pc - 1
             raise
 
-    def checkpoint(self) -> None:
-        """A loop or call went past the next checkpoint: raise the limit crossed, or check
-        the budget's time and memory and set the next checkpoints."""
+    def checkpoint(self, operations: int = -1, iterations: int = -1) -> tuple[int, int]:
+        """A loop or call went past the next checkpoint (the run's counters, if given, are
+        stored first): raise the limit crossed, or check the budget's time and memory and
+        set the next checkpoints, returned as (operations, iterations)."""
+        if operations >= 0:
+            self.operations, self.iterations = operations, iterations
         limits = self.limits
         if self.iterations > limits.max_iterations or self.operations > limits.max_graph_nodes:
             raise _over_limit(limits, self.iterations, self.operations)
@@ -1522,6 +1522,7 @@ class _Machine:
             self.budget.check()
         self.next_iterations = min(limits.max_iterations, self.iterations + _CHECK_EVERY)
         self.next_operations = min(limits.max_graph_nodes, self.operations + _CHECK_EVERY)
+        return self.next_operations, self.next_iterations
 
     def error(
         self, exc: Exception, source: str | None
@@ -1595,7 +1596,7 @@ def _store_fresh(m: _Machine, arg: tuple[str, tuple[str, ...]], pc: int) -> int:
     if (
         type(value) is Tensor
         and not value.requires_grad
-        and value._data.dtype.kind == "f"
+        and value.dtype.is_floating_point
         and not m.interp._any_users(names, m.scope, m.function)
     ):
         value = m.context.promote(value)
@@ -1655,8 +1656,8 @@ def _unary(m: _Machine, arg: tuple, pc: int) -> int:
         raise FormulaTypeError(
             f"unary '{arg[1]}' needs a tensor, but this is {lang.kind_of(value)}"
         )
-    if value._data.size >= budgets.LARGE:
-        m.context.check_elements(value._data.size, f"the result of unary '{arg[1]}'")
+    if _size(value) >= budgets.LARGE:
+        m.context.check_elements(_size(value), f"the result of unary '{arg[1]}'")
     m.operations += 1
     m.stack[-1] = arg[0](value)
     return pc
@@ -1691,7 +1692,7 @@ def _comparison(m: _Machine, arg: Any, left: Any, right: Any) -> Any:
         return lang.TRUE if arg[0](left, right) else lang.FALSE  # as tuples
     if type(left) is not Tensor or type(right) is not Tensor:
         left, right = _operands(m.context, arg[1], left, right)
-    if left._data.size * right._data.size > m.limits.max_elements:
+    if left.numel() * right.numel() > m.limits.max_elements:
         m.context.check_broadcast(arg[1], left, right)
     return arg[0](left, right)
 
@@ -1954,8 +1955,8 @@ def _number_operator(context: Any, arg: tuple, value: Any) -> Any:
     left, right = (arg[3], value) if arg[5] else (value, arg[3])
     if type(value) is not Tensor:
         left, right = _operands(context, arg[1], left, right)
-    elif value._data.size >= budgets.LARGE:
-        context.check_elements(value._data.size, f"the result of '{arg[1]}'")
+    elif _size(value) >= budgets.LARGE:
+        context.check_elements(_size(value), f"the result of '{arg[1]}'")
     return arg[0](left, right)
 
 
@@ -1963,8 +1964,14 @@ def _spend(m: _Machine, argv: Any) -> None:
     """A built-in about to read large tensors: their elements are work, and the budget's
     time and memory are checked (its result's size is the built-in's to check)."""
     for value in argv:
-        if type(value) is Tensor and value._data.size >= budgets.LARGE and m.budget is not None:
-            m.budget.spend(value._data.size)
+        if type(value) is Tensor and _size(value) >= budgets.LARGE and m.budget is not None:
+            m.budget.spend(_size(value))
+
+
+def _size(tensor: Tensor) -> int:
+    """A tensor's element count, without making NumPy of a float backend's value."""
+    raw = tensor._raw
+    return 1 if type(raw) in _tensor.PYTHON_VALUES else raw.size
 
 
 def _unshape_all(context: Any, values: list) -> list:

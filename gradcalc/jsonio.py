@@ -7,7 +7,7 @@ lists, non-finite numbers are the strings ``"NaN"``, ``"Infinity"`` and
 ``"-Infinity"``, and :func:`dumps` refuses anything else.
 
 Nothing here imports NumPy or the engine until a tensor is encoded: a JSON
-error, or an answer of the float path, costs only ``json``.
+error, or an answer of the float backend, costs only ``json``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ def tensor_to_json(array: Any) -> Any:
     float32 values are written with their shortest float32 spelling (0.1, not
     0.10000000149011612).
     """
+    if isinstance(array, float) and type(array).__module__ != "numpy":
+        return finite_or_text(float(array))  # the float backend's value (no NumPy)
     import numpy as np
 
     array = np.asarray(array)
@@ -101,6 +103,8 @@ def result_to_json(result: Any) -> dict:
             name: (None if err is None else finite_or_text(err))
             for name, err in result.check.items()
         }
+        out["check_passed"] = result.check_passed
+        out["check_tolerance"] = result.check_tolerance
     if result.jacobian is not None:
         out["jacobian"] = {name: tensor_to_json(j) for name, j in result.jacobian.items()}
     if result.hessian is not None:

@@ -8,7 +8,9 @@ The vocabulary, once for all entries
   the operands' data (ndarrays, NumPy scalars or Python numbers) and the
   op's non-tensor arguments (``consts``: a dim, an exponent, an index).
 * ``scalar(*operands, *consts)``: the same forward on Python floats (from
-  :mod:`math`), for a float backend; elementwise and arithmetic ops only.
+  :mod:`math`), for the float backend (``_tensor.on_floats``: a float64 0-d
+  tensor made from a number holds a Python float, and all-scalar work then
+  never imports NumPy); elementwise and arithmetic ops only.
   It agrees with ``forward`` on float64 bit for bit for ``+ - * /`` and
   ``sqrt`` and within 1 ulp otherwise (tests/test_engine_scalar.py walks
   the registry). Where NumPy answers inf or nan it may raise instead
@@ -29,8 +31,9 @@ The vocabulary, once for all entries
   for registry ops, :func:`_d`/:func:`_shape` to read values and shapes,
   ``_const(array, g)`` for a constant array beside ``g``. Binary ops wrap
   each gradient in :func:`unbroadcast`, which sums it back to the
-  operand's shape. Order of operations matters: ``gradcalc/scalar.py``
-  replays these formulas on floats bit for bit.
+  operand's shape. They run a third way too: on the float backend's Python
+  floats (see ``_tensor.on_floats``), where ``call1``/``call2`` run the ops'
+  ``scalar`` forwards, so a VJP reads no NumPy attribute on a float.
 * ``reads[i]``: which operands' *values* VJP ``i`` reads (default: all,
   or none with ``saves=False``). A node keeps only those values (others
   keep a zero-memory stand-in with shape and dtype), and backward frees
@@ -95,9 +98,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from gradcalc import _recycle, _tensor
+from gradcalc import _numpy, _recycle, _tensor
 from gradcalc._tensor import (
     Tensor,
     apply1,
@@ -106,7 +107,11 @@ from gradcalc._tensor import (
     node_class,
 )
 
+np = _numpy.bind(globals())
+late = _numpy.late
+
 _wrap = _tensor.wrap
+_FLOATS = _tensor._FLOATS
 _py_sum = builtins.sum
 _py_max = builtins.max
 _py_min = builtins.min
@@ -136,30 +141,33 @@ class Sample:
     """
 
     shapes: tuple
-    consts: tuple = ((),)
+    consts: tuple | Callable[[], tuple] = ((),)
     domain: str | tuple[str, ...] = "real"
     second_order: bool = True
     paired: bool = False
 
     def cases(self) -> list[tuple[tuple, tuple]]:
-        """(operand shapes, consts) pairs to check."""
+        """(operand shapes, consts) pairs to check. ``consts`` may be a function
+        returning them, for consts that are NumPy arrays (made when the check runs)."""
+        every = self.consts() if callable(self.consts) else self.consts
         if self.paired:
-            return list(zip(self.shapes, self.consts, strict=True))
-        return [(shapes, consts) for shapes in self.shapes for consts in self.consts]
+            return list(zip(self.shapes, every, strict=True))
+        return [(shapes, consts) for shapes in self.shapes for consts in every]
 
 
 _OPERATOR_UFUNCS = {
-    operator.add: np.add,
-    operator.sub: np.subtract,
-    operator.mul: np.multiply,
-    operator.truediv: np.true_divide,
+    operator.add: "add",
+    operator.sub: "subtract",
+    operator.mul: "multiply",
+    operator.truediv: "true_divide",
 }
 
 
 def _elementwise_ufunc(forward: Callable, arity: str) -> np.ufunc | None:
     """The NumPy ufunc ``forward`` is when its float results keep the operands'
     shape and dtype (so a pooled buffer can take them, see ``_recycle``), else None."""
-    ufunc = _OPERATOR_UFUNCS.get(forward, forward)
+    name = _OPERATOR_UFUNCS.get(forward)
+    ufunc = forward if name is None else getattr(np, name)
     nin = {"1": 1, "2": 2}.get(arity)
     if not isinstance(ufunc, np.ufunc) or ufunc.nin != nin or ufunc.signature is not None:
         return None
@@ -230,11 +238,18 @@ class Op:
             for mask in range(4)
         ]
         self.node = None if vjps is None else node_class(grad_fn or name, self)
-        self.ufunc = _elementwise_ufunc(forward, arity)
-        # forward into a pooled buffer (see _recycle) for a large float array; None: not poolable
-        if pooled is None and self.ufunc is not None and arity == "1":
-            pooled = functools.partial(_recycle.unary, self.ufunc)
+        self.ufunc = None  # and pooled: set when NumPy loads (no array exists before)
         self.pooled = pooled
+        _numpy.when_loaded(self._with_numpy)
+
+    def _with_numpy(self, numpy: Any) -> None:
+        """A forward named before NumPy loaded (``late.exp``) becomes NumPy's own; the
+        ufunc it is, and its pooled form (forward into a buffer of ``_recycle`` for
+        a large float array; None: not poolable)."""
+        self.forward = _numpy.resolve(self.forward)
+        self.ufunc = _elementwise_ufunc(self.forward, self.arity)
+        if self.pooled is None and self.ufunc is not None and self.arity == "1":
+            self.pooled = functools.partial(_recycle.unary, self.ufunc)
 
     def __repr__(self) -> str:
         return f"<op {self.name} ({self.grad_fn or 'not differentiable'})>"
@@ -397,11 +412,21 @@ def deffunction(
     return declare
 
 
-def nondiff(name: str, forward: Callable, *, sample: Sample, arity: str = "1") -> Op:
+def nondiff(
+    name: str,
+    forward: Callable,
+    *,
+    sample: Sample,
+    arity: str = "1",
+    scalar: Callable | None = None,
+) -> Op:
     """Declare an op without a derivative: its results never require grad."""
     if name in REGISTRY:
         raise ValueError(f"op {name!r} is declared twice")
-    op = Op(name, None, forward, None, sample=sample, arity=arity, saves=False, uses_ans=False)
+    op = Op(
+        name, None, forward, None, sample=sample, arity=arity, saves=False, uses_ans=False,
+        scalar=scalar,
+    )  # fmt: skip
     REGISTRY[name] = op
     return op
 
@@ -447,7 +472,23 @@ TENSOR_PAIRS = tuple(case for case in BINARY if None not in case)
 # ---------------------------------------------------------------- helpers for VJPs
 
 
-_NUMPY_SCALARS = frozenset((np.float64, np.float32, np.float16))
+_SCALARS = frozenset((float,))
+"""A 0-d gradient: the float backend's Python float or a NumPy float scalar (added
+when NumPy loads)."""
+
+
+_ndarray: Any = _tensor._NotLoaded
+"""``np.ndarray`` once NumPy is loaded (a type check must not load it)."""
+
+
+def _with_numpy(numpy: Any) -> None:
+    global _SCALARS, _ndarray
+    _SCALARS = frozenset((float, numpy.float64, numpy.float32, numpy.float16))
+    _ndarray = numpy.ndarray
+
+
+_numpy.when_loaded(_with_numpy)
+_on_floats = _tensor.on_floats
 
 
 def _d(v: Any) -> Any:
@@ -456,14 +497,22 @@ def _d(v: Any) -> Any:
 
 
 def _shape(v: Any) -> tuple:
-    return np.shape(v._data if type(v) is Tensor else v)
+    if type(v) is Tensor:
+        v = v._raw
+    return () if type(v) in _tensor.PYTHON_VALUES else np.shape(v)
 
 
 def call1(op: Op, x: Any, *consts: Any) -> Any:
-    """Run ``op`` inside a VJP: recorded on a Tensor, plain NumPy on raw data."""
+    """Run ``op`` inside a VJP: recorded on a Tensor, plain NumPy on raw data, the
+    float backend on a Python float."""
     if type(x) is Tensor:
         return apply1(op, x, *consts)
-    if type(x) is np.ndarray and op.ufunc is not None and not consts and _recycle.poolable(x):
+    if type(x) is float:
+        out = _on_floats(op, (x, *consts))
+        if out is not None:
+            return out
+        x = np.float64(x)
+    if type(x) is _ndarray and op.ufunc is not None and not consts and _recycle.poolable(x):
         return _recycle.unary(op.ufunc, x)
     return op.forward(x, *consts)
 
@@ -472,7 +521,14 @@ def call2(op: Op, x: Any, y: Any, *consts: Any) -> Any:
     """Two-operand :func:`call1`."""
     if type(x) is Tensor or type(y) is Tensor:
         return apply2(op, x, y, *consts)
-    if op.pooled is not None and type(x) is np.ndarray and x.dtype.kind == "f":
+    if type(x) is float or type(y) is float:
+        if type(x) in _FLOATS and type(y) in _FLOATS:
+            out = _on_floats(op, (x, y, *consts))
+            if out is not None:
+                return out
+        x = np.float64(x) if type(x) is float else x
+        y = np.float64(y) if type(y) is float else y
+    if op.pooled is not None and type(x) is _ndarray and x.dtype.kind == "f":
         data = op.pooled(x, y, *consts)
         if data is not None:
             return data
@@ -481,7 +537,7 @@ def call2(op: Op, x: Any, y: Any, *consts: Any) -> Any:
 
 def unbroadcast(g: Any, x: Any) -> Any:
     """Sum ``g`` down to ``x``'s shape: undo NumPy broadcasting (incl. size-1 dims)."""
-    if type(g) in _NUMPY_SCALARS:
+    if type(g) in _SCALARS:
         return g  # a 0-d output: every operand was 0-d too
     shape = x.shape
     if g.shape == shape:
@@ -556,8 +612,8 @@ def _spare_for(out: Any, a: Any, b: Any, spare: tuple) -> bool:
     for buffer in spare:
         if out is buffer:
             if (
-                type(a) is np.ndarray
-                and type(b) is np.ndarray
+                type(a) is _ndarray
+                and type(b) is _ndarray
                 and a.shape == b.shape
                 and a.dtype == b.dtype
             ):
@@ -573,9 +629,9 @@ def _is_broadcast_one(a: Any, like: Any) -> bool:
     """Whether ``a`` is a reduction's gradient of 1 spread over ``like``'s shape and
     dtype: a read-only stride-0 view, the identity of ``*`` (``sum()``'s gradient)."""
     return (
-        type(a) is np.ndarray
+        type(a) is _ndarray
         and a.base is not None
-        and type(like) is np.ndarray
+        and type(like) is _ndarray
         and not any(a.strides)
         and a.shape == like.shape
         and a.dtype == like.dtype
@@ -592,7 +648,7 @@ def _mul(a: Any, b: Any, spare: tuple = ()) -> Any:
     returns the other factor itself: backward never writes into a buffer
     something else still holds, and ``.grad`` copies what it does not own.
     """
-    if type(a) is np.ndarray and _is_broadcast_one(a, b):
+    if type(a) is _ndarray and _is_broadcast_one(a, b):
         return b
     if spare:
         if _spare_for(a, a, b, spare):
@@ -634,11 +690,11 @@ def _is_number(x: Any) -> bool:
 
 def _add_vjp_x(g: Any, a: Any, x: Any, y: Any) -> Any:
     """``g`` passed on to operand ``x``, summed down to its shape."""
-    return g if type(g) in _NUMPY_SCALARS else unbroadcast(g, x)
+    return g if type(g) in _SCALARS else unbroadcast(g, x)
 
 
 def _add_vjp_y(g: Any, a: Any, x: Any, y: Any) -> Any:
-    return g if type(g) in _NUMPY_SCALARS else unbroadcast(g, y)
+    return g if type(g) in _SCALARS else unbroadcast(g, y)
 
 
 ADD = defop(
@@ -661,13 +717,13 @@ RSUB = defop(
 
 
 def _mul_vjp_x(g: Any, a: Any, x: Any, y: Any, *, spare: tuple = ()) -> Any:
-    if type(g) in _NUMPY_SCALARS:
+    if type(g) in _SCALARS:
         return g * y  # 0-d: nothing to unbroadcast, no buffer to spare
     return unbroadcast(_mul(g, y, spare), x)
 
 
 def _mul_vjp_y(g: Any, a: Any, x: Any, y: Any, *, spare: tuple = ()) -> Any:
-    if type(g) in _NUMPY_SCALARS:
+    if type(g) in _SCALARS:
         return g * x
     return unbroadcast(_mul(g, x, spare), y)
 
@@ -694,7 +750,7 @@ RECIPROCAL = defop(
     uses_ans=True, saves=False, sample=Sample(UNARY, domain="nonzero"),
 )  # fmt: skip
 NEG = defop(
-    "neg", "NegBackward0", np.negative, (lambda g, a, x, *, spare=(): _neg(g, spare),),
+    "neg", "NegBackward0", late.negative, (lambda g, a, x, *, spare=(): _neg(g, spare),),
     scalar=operator.neg,
     saves=False, negates=True, sample=Sample(UNARY),
     doc="-x, elementwise", aliases=("negative",), keeps_ints=True,
@@ -726,8 +782,10 @@ POW = defop(
 
 def _pow_exponent_vjp(g: Tensor, a: Tensor, x: Any, y: Any) -> Tensor:
     base = _d(x)
-    mask = (np.asarray(base) == 0) & (np.asarray(_d(y)) >= 0)
     factor = a * call1(LOG, x) if not _is_number(x) else a * math.log(x) if x > 0 else a * math.nan
+    if type(base) in _FLOATS and type(_d(y)) in _FLOATS:  # the float backend
+        return g * (0.0 if base == 0 and _d(y) >= 0 else factor)
+    mask = (np.asarray(base) == 0) & (np.asarray(_d(y)) >= 0)
     if mask.any():
         factor = call2(WHERE, 0.0, factor, mask)
     return unbroadcast(g * factor, y)
@@ -748,11 +806,14 @@ RPOW = defop(
 
 
 def _remainder_divisor_vjp(g: Tensor, a: Any, x: Any, y: Any) -> Tensor:
-    return unbroadcast(-g * _const(np.floor_divide(_d(x), _d(y)), g), y)
+    xd, yd = _d(x), _d(y)
+    if type(xd) in _FLOATS and type(yd) in _FLOATS:
+        return -g * (xd // yd)  # Python's float floor division is NumPy's algorithm
+    return unbroadcast(-g * _const(np.floor_divide(xd, yd), g), y)
 
 
 REMAINDER = defop(
-    "remainder", "RemainderBackward0", np.remainder,
+    "remainder", "RemainderBackward0", late.remainder,
     (lambda g, a, x, y: unbroadcast(g, x), _remainder_divisor_vjp),
     arity="2", reads=((), (0, 1)), scalar=operator.mod,
     sample=Sample(TENSOR_PAIRS, domain=("positive", "positive"), second_order=True),
@@ -761,31 +822,31 @@ REMAINDER = defop(
 # ---------------------------------------------------------------- elementwise functions
 
 EXP = defop(
-    "exp", "ExpBackward0", np.exp, (lambda g, a, x, *, spare=(): _mul(g, a, spare),),
+    "exp", "ExpBackward0", late.exp, (lambda g, a, x, *, spare=(): _mul(g, a, spare),),
     scalar=math.exp,
     uses_ans=True, saves=False, quiet=(-_BOUND, 88.0), sample=Sample(UNARY),
     doc="e to the power x, elementwise",
 )  # fmt: skip
 LOG = defop(
-    "log", "LogBackward0", np.log, (lambda g, a, x: g / x,),
+    "log", "LogBackward0", late.log, (lambda g, a, x: g / x,),
     scalar=math.log,
     quiet=(5e-324, _BOUND), sample=Sample(UNARY, domain="positive"),
     doc="natural logarithm, elementwise (log(-1) is NaN)",
 )  # fmt: skip
 LOG1P = defop(
-    "log1p", "Log1PBackward0", np.log1p, (lambda g, a, x: g / (x + 1),),
+    "log1p", "Log1PBackward0", late.log1p, (lambda g, a, x: g / (x + 1),),
     scalar=math.log1p,
     quiet=(-0.99, _BOUND), sample=Sample(UNARY, domain="positive"),
     doc="log(1 + x), accurate for small x",
 )  # fmt: skip
 SQRT = defop(
-    "sqrt", "SqrtBackward0", np.sqrt, (lambda g, a, x: g / (2 * a),),
+    "sqrt", "SqrtBackward0", late.sqrt, (lambda g, a, x: g / (2 * a),),
     scalar=math.sqrt,
     uses_ans=True, saves=False, quiet=(0.0, _BOUND), sample=Sample(UNARY, domain="positive"),
     doc="square root, elementwise",
 )  # fmt: skip
 ABS = defop(
-    "abs", "AbsBackward0", np.abs,
+    "abs", "AbsBackward0", late.abs,
     (lambda g, a, x, *, spare=(): _mul(g, call1(SIGN, x), spare),),
     scalar=_py_abs,
     sample=Sample(UNARY, domain="nonzero"),
@@ -794,35 +855,36 @@ ABS = defop(
 
 
 def _sin_vjp(g: Any, a: Any, x: Any, *, spare: tuple = ()) -> Any:
-    if type(g) in _NUMPY_SCALARS:
-        return g * np.cos(x)  # 0-d (scalar chains): no buffers to reuse, no recording
+    if type(g) in _SCALARS:
+        # 0-d (scalar chains): no buffers to reuse, no recording
+        return g * (call1(COS, x) if type(x) is float else np.cos(x))
     return _mul(g, call1(COS, x), spare)
 
 
 def _cos_vjp(g: Any, a: Any, x: Any) -> Any:
-    if type(g) in _NUMPY_SCALARS:
-        return g * -np.sin(x)
+    if type(g) in _SCALARS:
+        return g * -(call1(SIN, x) if type(x) is float else np.sin(x))
     return g * -call1(SIN, x)
 
 
 SIN = defop(
-    "sin", "SinBackward0", np.sin, (_sin_vjp,),
+    "sin", "SinBackward0", late.sin, (_sin_vjp,),
     scalar=math.sin,
     quiet=_FINITE, sample=Sample(UNARY), doc="sine, elementwise (radians)",
 )  # fmt: skip
 COS = defop(
-    "cos", "CosBackward0", np.cos, (_cos_vjp,),
+    "cos", "CosBackward0", late.cos, (_cos_vjp,),
     scalar=math.cos,
     quiet=_FINITE, sample=Sample(UNARY), doc="cosine, elementwise (radians)",
 )  # fmt: skip
 TAN = defop(
-    "tan", "TanBackward0", np.tan,
+    "tan", "TanBackward0", late.tan,
     (lambda g, a, x, *, spare=(): _mul(g, _one_plus_square(a, 1), spare),),
     scalar=math.tan, uses_ans=True, saves=False, quiet=_FINITE,
     sample=Sample(UNARY, domain="unit"), doc="tangent, elementwise (radians)",
 )  # fmt: skip
 TANH = defop(
-    "tanh", "TanhBackward0", np.tanh,
+    "tanh", "TanhBackward0", late.tanh,
     (lambda g, a, x, *, spare=(): _mul(g, _one_plus_square(a, -1), spare),),
     scalar=math.tanh, uses_ans=True, saves=False, quiet=_FINITE, sample=Sample(UNARY),
     doc="hyperbolic tangent, elementwise",
@@ -934,6 +996,13 @@ def _softplus(x: Any, beta: float, threshold: float) -> Any:
     return np.where(scaled > threshold, x, soft).astype(np.result_type(x), copy=False)[()]
 
 
+def _softplus_vjp(g: Any, x: Any, beta: float, threshold: float) -> Any:
+    linear = _d(x) * beta > threshold
+    if type(linear) is bool:  # the float backend
+        return g if linear else g * call1(SIGMOID, x * beta)
+    return call2(WHERE, g, g * call1(SIGMOID, x * beta), linear)
+
+
 def _softplus_scalar(x: float, beta: float, threshold: float) -> float:
     scaled = x * beta
     return x if scaled > threshold else _logaddexp0(scaled) / beta
@@ -942,9 +1011,7 @@ def _softplus_scalar(x: float, beta: float, threshold: float) -> float:
 SOFTPLUS = defop(
     "softplus", "SoftplusBackward0", _softplus,
     (
-        lambda g, a, x, beta, threshold: call2(
-            WHERE, g, g * call1(SIGMOID, x * beta), _d(x) * beta > threshold
-        ),
+        lambda g, a, x, beta, threshold: _softplus_vjp(g, x, beta, threshold),
     ),
     scalar=_softplus_scalar, sample=Sample(UNARY, consts=((1.0, 20.0), (2.0, 1.0))),
 )  # fmt: skip
@@ -970,6 +1037,9 @@ def _clamp_scalar(x: float, lo: float | None, hi: float | None) -> float:
 
 def _clamp_vjp(g: Tensor, a: Any, x: Tensor, lo: Any, hi: Any) -> Tensor:
     data = _d(x)
+    if type(data) is float:  # the float backend
+        inside = (lo is None or data >= lo) and (hi is None or data <= hi)
+        return g if inside else g * 0.0
     inside = np.ones(np.shape(data), dtype=bool)
     if lo is not None:
         inside &= data >= lo
@@ -991,6 +1061,8 @@ def _tie_vjp(pick: Callable, mine: int) -> Callable:
     def vjp(g: Tensor, a: Any, x: Any, y: Any) -> Tensor:
         xd, yd = _d(x), _d(y)
         win = pick(xd, yd) if mine == 0 else pick(yd, xd)
+        if type(xd) is float and type(yd) is float:  # the float backend
+            return g * (1.0 if win else 0.5 if xd == yd else 0.0)
         share = np.where(win, 1.0, np.where(xd == yd, 0.5, 0.0)).astype(np.result_type(_d(g)))
         return unbroadcast(g * _const(share, g), x if mine == 0 else y)
 
@@ -998,14 +1070,14 @@ def _tie_vjp(pick: Callable, mine: int) -> Callable:
 
 
 MAXIMUM = defop(
-    "maximum", "MaximumBackward0", np.maximum,
-    (_tie_vjp(np.greater, 0), _tie_vjp(np.greater, 1)),
+    "maximum", "MaximumBackward0", late.maximum,
+    (_tie_vjp(operator.gt, 0), _tie_vjp(operator.gt, 1)),
     scalar=lambda x, y: x if x >= y or x != x else y,  # NumPy's rule: NaN wins
     arity="2", sample=Sample(TENSOR_PAIRS, domain="distinct"),
 )  # fmt: skip
 MINIMUM = defop(
-    "minimum", "MinimumBackward0", np.minimum,
-    (_tie_vjp(np.less, 0), _tie_vjp(np.less, 1)),
+    "minimum", "MinimumBackward0", late.minimum,
+    (_tie_vjp(operator.lt, 0), _tie_vjp(operator.lt, 1)),
     scalar=lambda x, y: x if x <= y or x != x else y,
     arity="2", sample=Sample(TENSOR_PAIRS, domain="distinct"),
 )  # fmt: skip
@@ -1025,7 +1097,7 @@ WHERE = defop(
     arity="2", saves=False,
     sample=Sample(
         (((2, 3), (2, 3)), ((3,), (2, 3)), ((2, 3), None)),
-        consts=((np.array([[True, False, True], [False, False, True]]),),),
+        consts=lambda: ((np.array([[True, False, True], [False, False, True]]),),),
     ),
 )  # fmt: skip
 
@@ -1033,22 +1105,22 @@ WHERE = defop(
 # (math.floor/ceil/round answer ints: float() of them, which raises for inf and NaN.)
 _ZERO = (lambda g, a, x: g * 0,)
 SIGN = defop(
-    "sign", "SignBackward0", np.sign, _ZERO, saves=False, sample=Sample(UNARY),
+    "sign", "SignBackward0", late.sign, _ZERO, saves=False, sample=Sample(UNARY),
     scalar=lambda x: 1.0 if x > 0 else -1.0 if x < 0 else 0.0 if x == 0 else x,
     doc="-1, 0 or 1 by the sign of x, elementwise (derivative 0)", keeps_ints=True,
 )  # fmt: skip
 FLOOR = defop(
-    "floor", "FloorBackward0", np.floor, _ZERO, saves=False, sample=Sample(UNARY),
+    "floor", "FloorBackward0", late.floor, _ZERO, saves=False, sample=Sample(UNARY),
     scalar=lambda x: float(math.floor(x)),
     doc="largest whole number <= x, elementwise (derivative 0)", keeps_ints=True,
 )  # fmt: skip
 CEIL = defop(
-    "ceil", "CeilBackward0", np.ceil, _ZERO, saves=False, sample=Sample(UNARY),
+    "ceil", "CeilBackward0", late.ceil, _ZERO, saves=False, sample=Sample(UNARY),
     scalar=lambda x: float(math.ceil(x)),
     doc="smallest whole number >= x, elementwise (derivative 0)", keeps_ints=True,
 )  # fmt: skip
 ROUND = defop(
-    "round", "RoundBackward0", np.round, _ZERO, saves=False, sample=Sample(UNARY),
+    "round", "RoundBackward0", late.round, _ZERO, saves=False, sample=Sample(UNARY),
     scalar=lambda x: float(round(x)),
 )  # fmt: skip
 
@@ -1172,12 +1244,12 @@ def _extreme_dim_vjp(arg: Callable) -> Callable:
 
 MAX_DIM = defop(
     "max_dim", "MaxBackward0", lambda x, dim, keepdim: _select_along(x, dim, keepdim, np.argmax),
-    (_extreme_dim_vjp(np.argmax),), saves=True,
+    (_extreme_dim_vjp(late.argmax),), saves=True,
     sample=Sample((((2, 3),),), consts=((0, False), (1, True)), domain="distinct"),
 )  # fmt: skip
 MIN_DIM = defop(
     "min_dim", "MinBackward0", lambda x, dim, keepdim: _select_along(x, dim, keepdim, np.argmin),
-    (_extreme_dim_vjp(np.argmin),), saves=True,
+    (_extreme_dim_vjp(late.argmin),), saves=True,
     sample=Sample((((2, 3),),), consts=((0, False), (1, True)), domain="distinct"),
 )  # fmt: skip
 
@@ -1304,7 +1376,7 @@ def _matmul_vjp_y(g: Tensor, a: Any, x: Tensor, y: Tensor) -> Tensor:
 
 def _mm_pooled(x: np.ndarray, y: Any) -> np.ndarray | None:
     """``x @ y`` of two float matrices into a pooled buffer when the result is large."""
-    if type(y) is not np.ndarray or y.dtype != x.dtype or x.ndim != 2 or y.ndim != 2:
+    if type(y) is not _ndarray or y.dtype != x.dtype or x.ndim != 2 or y.ndim != 2:
         return None
     shape = (x.shape[0], y.shape[1])
     if shape[0] * shape[1] * x.itemsize < _recycle.MIN_BYTES:
@@ -1313,7 +1385,7 @@ def _mm_pooled(x: np.ndarray, y: Any) -> np.ndarray | None:
 
 
 MM = defop(
-    "mm", "MmBackward0", np.matmul,
+    "mm", "MmBackward0", late.matmul,
     (
         lambda g, a, x, y: call2(MM, g, call1(T, y)),
         lambda g, a, x, y: call2(MM, call1(T, x), g),
@@ -1322,7 +1394,7 @@ MM = defop(
     pooled=_mm_pooled,
 )  # fmt: skip
 MV = defop(
-    "mv", "MvBackward0", np.matmul,
+    "mv", "MvBackward0", late.matmul,
     (
         lambda g, a, x, y: call2(MUL, call1(VIEW, g, (-1, 1)), call1(VIEW, y, (1, -1))),
         lambda g, a, x, y: call2(MV, call1(T, x), g),
@@ -1330,12 +1402,12 @@ MV = defop(
     arity="2", reads=((1,), (0,)), sample=Sample((((2, 3), (3,)),)),
 )  # fmt: skip
 DOT = defop(
-    "dot", "DotBackward0", np.dot,
+    "dot", "DotBackward0", late.dot,
     (lambda g, a, x, y: g * y, lambda g, a, x, y: g * x),
     arity="2", reads=((1,), (0,)), sample=Sample((((3,), (3,)),)),
 )  # fmt: skip
 BMM = defop(
-    "bmm", "BmmBackward0", np.matmul, (_matmul_vjp_x, _matmul_vjp_y),
+    "bmm", "BmmBackward0", late.matmul, (_matmul_vjp_x, _matmul_vjp_y),
     arity="2", reads=((1,), (0,)),
     sample=Sample((((2, 2, 3), (2, 3, 4)), ((2, 2, 3), (3, 4)), ((2, 3), (2, 3, 2)))),
 )  # fmt: skip
@@ -1344,8 +1416,12 @@ BMM = defop(
 
 
 def _reshape_forward(x: Any, shape: tuple) -> Any:
-    out = np.reshape(x, shape)
-    return out
+    try:
+        return np.reshape(x, shape)
+    except ValueError:
+        raise _tensor.ShapeMismatch(
+            f"shape '{list(shape)}' is invalid for input of size {np.size(x)}"
+        ) from None
 
 
 VIEW = defop(
@@ -1368,7 +1444,7 @@ T = defop(
     saves=False, sample=Sample(UNARY),
 )  # fmt: skip
 PERMUTE = defop(
-    "permute", "PermuteBackward0", np.transpose,
+    "permute", "PermuteBackward0", late.transpose,
     (lambda g, a, x, dims: call1(PERMUTE, g, None if dims is None else _inverse(dims)),),
     saves=False,
     sample=Sample(
@@ -1390,7 +1466,7 @@ UNSQUEEZE = defop(
 TO = defop(
     "to", "ToCopyBackward0", lambda x, dtype: np.asarray(x).astype(dtype)[()],
     (lambda g, a, x, dtype: call1(TO, g, _d(x).dtype),),
-    saves=False, sample=Sample(UNARY, consts=((np.dtype(np.float64),),)),
+    saves=False, sample=Sample(UNARY, consts=lambda: ((np.dtype(np.float64),),)),
 )  # fmt: skip
 CLONE = defop(
     "clone", "CloneBackward0", lambda x: np.array(x, copy=True)[()], (lambda g, a, x: g,),
@@ -1432,7 +1508,7 @@ INDEX_ADD = defop(
     saves=False,
     sample=Sample(
         (((2,),), ((2, 3),)),
-        consts=(((3,), (np.array([0, 2]),)), ((4, 3), (np.array([1, 1]),))),
+        consts=lambda: (((3,), (np.array([0, 2]),)), ((4, 3), (np.array([1, 1]),))),
         paired=True,
     ),
 )  # fmt: skip
@@ -1452,7 +1528,7 @@ INDEX = defop(
     saves=False,
     sample=Sample(
         (((3,),), ((3, 2),)),
-        consts=((np.array([0, 2, 2, 0]),), (np.array([True, False, True]),)),
+        consts=lambda: ((np.array([0, 2, 2, 0]),), (np.array([True, False, True]),)),
     ),
 )  # fmt: skip
 
@@ -1500,21 +1576,162 @@ STACK = defop(
     sample=Sample((((2, 3), (2, 3)), ((3,), (3,)), ((), ())), consts=((0,), (-1,))),
 )  # fmt: skip
 
+# ---------------------------------------------------------------- losses
+
+# PyTorch's fused loss nodes (MseLossBackward0, NllLossBackward0, ...), one node per
+# loss as users see them in grad_fn; the VJPs use registry ops, so they differentiate
+# again. ``reduction`` is "mean", "sum" or "none"; the gradient reaching each element
+# is ``g`` ("none": one per element; "sum": ``g`` broadcast; "mean": ``g / count``).
+
+
+def _reduced(loss: Any, reduction: str, count: Any = None) -> Any:
+    if reduction == "none":
+        return loss
+    total = np.sum(loss)
+    if reduction == "sum":
+        return total
+    return total / (np.size(loss) if count is None else count)
+
+
+def _seed(g: Any, reduction: str, count: Any) -> Any:
+    return g / count if reduction == "mean" else g
+
+
+def _broadcast_size(*operands: Any) -> int:
+    return int(np.prod(np.broadcast_shapes(*(_shape(x) for x in operands)), dtype=np.int64))
+
+
+def _mse_forward(x: Any, t: Any, reduction: str) -> Any:
+    diff = x - t
+    return _reduced(diff * diff, reduction)
+
+
+MSE_LOSS = defop(
+    "mse_loss", "MseLossBackward0", _mse_forward,
+    (
+        lambda g, a, x, t, red: unbroadcast(_seed(g, red, _broadcast_size(x, t)) * 2 * (x - t), x),
+        lambda g, a, x, t, red: unbroadcast(_seed(g, red, _broadcast_size(x, t)) * 2 * (t - x), t),
+    ),
+    arity="2",
+    sample=Sample(
+        (((2, 3), (2, 3)), ((3,), (3,)), ((), ()), ((2, 3), (3,)), ((2, 3), None)),
+        consts=(("mean",), ("sum",), ("none",)),
+    ),
+)  # fmt: skip
+
+
+def _bce_logits_forward(x: Any, t: Any, weight: Any, pos_weight: Any, reduction: str) -> Any:
+    """``(1 - t) x + (1 + (pos_weight - 1) t) log(1 + exp(-x))`` (times ``weight``),
+    stable for any ``x``: ``logaddexp(0, -x)``."""
+    softplus = np.logaddexp(0, -x)
+    if pos_weight is not None:
+        softplus = (1 + (pos_weight - 1) * t) * softplus
+    loss = (1 - t) * x + softplus
+    if weight is not None:
+        loss = loss * weight
+    return _reduced(loss, reduction)[()]
+
+
+def _bce_logits_x(g: Any, a: Any, x: Any, t: Any, w: Any, pw: Any, red: str) -> Any:
+    """d/dx = (1 - t) - (1 + (pw - 1) t) sigmoid(-x)."""
+    below = call1(SIGMOID, -x)
+    if pw is not None:
+        below = (1 + (pw - 1) * t) * below
+    local = (1 - t) - below
+    if w is not None:
+        local = local * w
+    return unbroadcast(_seed(g, red, _broadcast_size(x, t)) * local, x)
+
+
+def _bce_logits_t(g: Any, a: Any, x: Any, t: Any, w: Any, pw: Any, red: str) -> Any:
+    """d/dt = -x + (pw - 1) log(1 + exp(-x))."""
+    local = -x
+    if pw is not None:
+        local = local + (pw - 1) * call1(SOFTPLUS, -x, 1.0, math.inf)
+    if w is not None:
+        local = local * w
+    return unbroadcast(_seed(g, red, _broadcast_size(x, t)) * local, t)
+
+
+_LOSS_WEIGHTS = [0.5, 2.0, 1.5]
+BCE_WITH_LOGITS = defop(
+    "binary_cross_entropy_with_logits", "BinaryCrossEntropyWithLogitsBackward0",
+    _bce_logits_forward, (_bce_logits_x, _bce_logits_t),
+    arity="2",
+    sample=Sample(
+        (((2, 3), (2, 3)), ((3,), (3,)), ((), ()), ((2, 3), (2, 3)), ((2, 3), (2, 3))),
+        consts=lambda: (
+            (None, None, "mean"), (np.array(_LOSS_WEIGHTS), None, "sum"), (None, None, "none"),
+            (None, np.array(_LOSS_WEIGHTS), "mean"),
+            (np.array(_LOSS_WEIGHTS), np.array(_LOSS_WEIGHTS), "none"),
+        ),
+        paired=True, domain=("real", "unit"),
+    ),
+)  # fmt: skip
+
+
+def _nll_forward(logp: Any, negated: Any, class_dim: int, reduction: str, total: Any) -> Any:
+    """``negated`` holds -weight at each target's class and 0 elsewhere (0 everywhere for
+    an ignored target); ``total`` is the weight of the kept targets, what "mean" divides by."""
+    losses = np.sum(logp * negated, axis=class_dim)
+    return np.asarray(_reduced(losses, reduction, total), dtype=np.result_type(logp))[()]
+
+
+def _nll_vjp(g: Any, a: Any, logp: Any, negated: Any, class_dim: int, red: str, total: Any) -> Any:
+    if red == "none":
+        shape = list(_shape(logp))
+        shape[class_dim] = 1
+        g = call1(VIEW, g, tuple(shape))
+    return _seed(g, red, total) * _const(negated, g)
+
+
+def _nll_sample_mask(shape: tuple, class_dim: int, labels: list[int]) -> np.ndarray:
+    """A sample's ``negated``: the given class per target, weights 1, 2, 0.5, ..."""
+    mask = np.zeros(shape)
+    for index, label in zip(np.ndindex(*np.delete(shape, class_dim)), labels, strict=True):
+        where = list(index)
+        where.insert(class_dim, label)
+        mask[tuple(where)] = -(0.5 + 0.5 * label)
+    return mask
+
+
+def _nll_sample_consts() -> tuple:
+    mask_2x3 = _nll_sample_mask((2, 3), 1, [2, 0])
+    mask_2x3x2 = _nll_sample_mask((2, 3, 2), 1, [0, 2, 1, 1])
+    return (
+        (mask_2x3, 1, "mean", -np.sum(mask_2x3)),
+        (mask_2x3, 1, "none", None),
+        (_nll_sample_mask((3,), 0, [1]), 0, "sum", None),
+        (mask_2x3x2, 1, "mean", -np.sum(mask_2x3x2)),
+    )
+
+
+NLL_LOSS = defop(
+    "nll_loss", "NllLossBackward0", _nll_forward, (_nll_vjp,),
+    saves=False,
+    sample=Sample(
+        (((2, 3),), ((2, 3),), ((3,),), ((2, 3, 2),)),
+        consts=_nll_sample_consts,
+        paired=True,
+    ),
+)  # fmt: skip
+
+
 # ---------------------------------------------------------------- not differentiable
 
 _CMP = Sample(TENSOR_PAIRS)
-EQ = nondiff("eq", np.equal, arity="2", sample=_CMP)
-NE = nondiff("ne", np.not_equal, arity="2", sample=_CMP)
-LT = nondiff("lt", np.less, arity="2", sample=_CMP)
-LE = nondiff("le", np.less_equal, arity="2", sample=_CMP)
-GT = nondiff("gt", np.greater, arity="2", sample=_CMP)
-GE = nondiff("ge", np.greater_equal, arity="2", sample=_CMP)
-FLOOR_DIVIDE = nondiff("floor_divide", np.floor_divide, arity="2", sample=_CMP)
-LOGICAL_AND = nondiff("logical_and", np.logical_and, arity="2", sample=_CMP)
-LOGICAL_OR = nondiff("logical_or", np.logical_or, arity="2", sample=_CMP)
-LOGICAL_NOT = nondiff("logical_not", np.logical_not, sample=Sample(UNARY))
-ISNAN = nondiff("isnan", np.isnan, sample=Sample(UNARY))
-ISFINITE = nondiff("isfinite", np.isfinite, sample=Sample(UNARY))
+EQ = nondiff("eq", late.equal, arity="2", sample=_CMP, scalar=operator.eq)
+NE = nondiff("ne", late.not_equal, arity="2", sample=_CMP, scalar=operator.ne)
+LT = nondiff("lt", late.less, arity="2", sample=_CMP, scalar=operator.lt)
+LE = nondiff("le", late.less_equal, arity="2", sample=_CMP, scalar=operator.le)
+GT = nondiff("gt", late.greater, arity="2", sample=_CMP, scalar=operator.gt)
+GE = nondiff("ge", late.greater_equal, arity="2", sample=_CMP, scalar=operator.ge)
+FLOOR_DIVIDE = nondiff("floor_divide", late.floor_divide, arity="2", sample=_CMP)
+LOGICAL_AND = nondiff("logical_and", late.logical_and, arity="2", sample=_CMP)
+LOGICAL_OR = nondiff("logical_or", late.logical_or, arity="2", sample=_CMP)
+LOGICAL_NOT = nondiff("logical_not", late.logical_not, sample=Sample(UNARY))
+ISNAN = nondiff("isnan", late.isnan, sample=Sample(UNARY), scalar=math.isnan)
+ISFINITE = nondiff("isfinite", late.isfinite, sample=Sample(UNARY), scalar=math.isfinite)
 ARGMAX = nondiff(
     "argmax", lambda x, dim, keepdim: _arg(np.argmax, x, dim, keepdim),
     sample=Sample(UNARY, consts=((None, False),)),

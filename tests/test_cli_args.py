@@ -58,10 +58,10 @@ PARSED = [
         {"bindings": {"x": "-1"}, "grad_output": "[1, 2]", "seed": -3},
     ),
     (
-        ["x", "x=1", "x=2", "--max-iterations", "5", "--max-elements=100"],
+        ["x", "x=1", "y=2", "--max-iterations", "5", "--max-elements=100"],
         "grad",
         "x",
-        {"bindings": {"x": "2"}, "limits": {"max_iterations": 5, "max_elements": 100}},
+        {"bindings": {"x": "1", "y": "2"}, "limits": {"max_iterations": 5, "max_elements": 100}},
     ),
     (["-", "a=ones(3,1)"], "grad", "-", {"bindings": {"a": "ones(3,1)"}}),
     (
@@ -135,6 +135,9 @@ def test_the_app_builds_the_invocation(
         ["grad"],
         ["graph", "x", "x=1", "--format", "png"],
         ["batch", "-", "--jobs", "-1"],
+        ["x", "x=1", "x=2"],  # a name bound twice
+        ["eval", "x", "x=1", "y=0", "x=1"],
+        ["x", "x=1", "--check-tolerance", "-0.1"],
     ],
 )
 def test_usage_errors_exit_2_on_stderr(args: list[str]) -> None:
@@ -182,8 +185,10 @@ def test_top_level_help_lists_commands() -> None:
         assert command in result.stdout
 
 
-def test_bindings_keep_order_and_last_value_wins() -> None:
-    assert inputs.parse_bindings(["b=1", "a=2", "b=3"]) == {"a": "2", "b": "3"}
+def test_bindings_keep_order_and_a_name_bound_twice_is_refused() -> None:
+    assert list(inputs.parse_bindings(["b=1", "a=2"]).items()) == [("b", "1"), ("a", "2")]
+    with pytest.raises(UsageProblem, match=r"b is bound twice \(b=1 and b=3\)"):
+        inputs.parse_bindings(["b=1", "a=2", "b=3"])
     assert inputs.parse_binding("x=a=b") == ("x", "a=b")
     for bad in ["a", "=2", "1x=2", "a b=1", "a="]:
         with pytest.raises(UsageProblem):

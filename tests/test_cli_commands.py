@@ -94,8 +94,11 @@ def test_check_reports_agreement_with_finite_differences() -> None:
 
 
 def test_check_flags_a_kink() -> None:
-    out = ok_json("relu(x)", "x=0", "--check")
+    result = runner.invoke(app, ["relu(x)", "x=0", "--check", "--json"])
+    assert result.exit_code == 1  # a gradient beyond the tolerance fails the command
+    out = strict(result.stdout)
     assert out["check"]["x"] > 1e-4 and "--check" in out["note"]
+    assert out["check_passed"] is False and out["check_tolerance"] == 1e-4
 
 
 def test_graph_option_in_text_and_json() -> None:

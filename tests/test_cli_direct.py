@@ -47,6 +47,9 @@ def declared_options(command: str) -> dict[str, tuple[str, str]]:
             kind = direct.DTYPE
         elif base is int:
             kind = direct.POSITIVE if info.min == 1 else direct.INTEGER
+        elif base is float:
+            assert info.min == 0, long_name  # what direct.NUMBER accepts
+            kind = direct.NUMBER
         else:
             assert base is str, (long_name, base)
             kind = direct.TEXT
@@ -98,6 +101,11 @@ CORPUS = [
     ["eval", "a*b", "a=2", "b=3", "--json", "--of", "a"],
     ["eval", "a", "a=2", "--wrt", "a"],
     ["eval", "a", "a=2", "--check"],
+    ["relu(x)", "x=0", "--check-tolerance", "0.5"],
+    ["relu(x)", "x=0", "--check-tolerance=1e-3", "--check", "--json"],
+    ["relu(x)", "x=0", "--check-tolerance", "-1"],
+    ["relu(x)", "x=0", "--check-tolerance", "nan"],
+    ["relu(x)", "x=0", "--check-tolerance", "inf"],
     ["x*2", "x=1", "x=5"],
     ["2*x", "bad binding"],
     ["2*x", "1x=2"],

@@ -202,20 +202,6 @@ def test_an_internal_error_is_one_line(
     assert error["internal"] is True and "simulated bug" in error["message"]
 
 
-def test_an_internal_error_in_the_float_path_is_one_line(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from gradcalc import scalar
-
-    def broken(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("simulated bug")
-
-    monkeypatch.setattr(scalar, "_evaluate", broken)
-    assert main_module.run(["3*a", "a=1", "--json"]) == 1
-    error = strict(capsys.readouterr().out)["error"]
-    assert error["internal"] is True and "simulated bug" in error["message"]
-
-
 def test_bare_gradcalc_on_a_terminal_starts_the_repl() -> None:
     pexpect = pytest.importorskip("pexpect")
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"} | {"TERM": "dumb"}

@@ -59,7 +59,7 @@ _TIMES = _tensor.node_class("TimesBackward0", _Times)
 
 
 def times(x: Any, k: float) -> Any:
-    return _tensor._record(_TIMES, x._data * k, _tensor._edge(x), None, x._data, None, (k,),
+    return _tensor._record(_TIMES, x._raw * k, _tensor._edge(x), None, x._raw, None, (k,),
                            None, True)  # fmt: skip
 
 
@@ -70,9 +70,9 @@ def test_python_float_gradients_flow_through_both_paths() -> None:
     x._requires_grad = True
     y = times(times(times(x, 2.0), 3.0), 0.5)
     y.backward()
-    assert type(x.grad._data) is float and x.grad._data == 3.0
+    assert type(x.grad._raw) is float and x.grad._raw == 3.0
     (gx,) = grad(times(x, 2.0), x)
-    assert type(gx._data) is float and gx._data == 2.0
+    assert type(gx._raw) is float and gx._raw == 2.0
 
 
 def test_vjps_without_spare_get_no_buffers(monkeypatch) -> None:

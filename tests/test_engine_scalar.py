@@ -32,12 +32,14 @@ def _ulps(a: float, b: float) -> float:
     return abs(a - b) / math.ulp(max(abs(a), abs(b)))
 
 
-def _numpy(op: ops.Op, values: tuple, consts: tuple) -> tuple[float, float]:
-    """The NumPy forward on float64 scalars, and on one-element arrays."""
+def _numpy(op: ops.Op, values: tuple, consts: tuple) -> tuple[float, float, type]:
+    """The NumPy forward on float64 scalars, and on one-element arrays; and the Python
+    type the float backend must answer with (bool for a comparison's bool result)."""
     with np.errstate(all="ignore"):
         scalar = op.forward(*(np.float64(v) for v in values), *consts)
         array = op.forward(*(np.array([v]) for v in values), *consts)
-    return float(scalar), float(np.asarray(array).reshape(-1)[0])
+    kind = bool if np.asarray(scalar).dtype == bool else float
+    return float(scalar), float(np.asarray(array).reshape(-1)[0]), kind
 
 
 def _inputs(op: ops.Op, rng: np.random.Generator) -> list[tuple]:
@@ -58,14 +60,14 @@ def test_scalar_forward_agrees_with_numpy(name: str) -> None:
     tolerance = 0.0 if name in BIT_EXACT else 1.0
     for consts in {consts for _, consts in op.sample.cases()}:
         for values in _inputs(op, rng):
-            expected, from_array = _numpy(op, values, consts)
+            expected, from_array, kind = _numpy(op, values, consts)
             try:
                 got = op.scalar(*values, *consts)
             except (ArithmeticError, ValueError):
                 # The backend falls back to NumPy here: only where NumPy left the reals.
                 assert not math.isfinite(expected), (name, values, consts, expected)
                 continue
-            assert type(got) is float, (name, values, type(got))
+            assert type(got) is kind, (name, values, type(got))
             assert _ulps(got, expected) <= tolerance, (name, values, consts, got, expected)
             if tolerance == 0.0:
                 assert math.copysign(1, got) == math.copysign(1, expected) or got != got

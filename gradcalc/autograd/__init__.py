@@ -1,7 +1,9 @@
-"""``gradcalc.autograd``: ``grad``, ``backward`` and the legacy ``Variable``.
+"""``gradcalc.autograd``: ``grad``, ``backward``, ``Function``, ``gradcheck`` and the
+legacy ``Variable``.
 
 ``grad`` differentiates with respect to leaves *or* intermediate tensors
-and never touches ``.grad``; ``functional`` has ``jacobian`` and ``hessian``.
+and never touches ``.grad``; ``functional`` has ``jacobian``, ``hessian``,
+``vjp``, ``jvp``, ``vhp`` and ``hvp``; ``Function`` is a user-written derivative.
 """
 
 from __future__ import annotations
@@ -13,8 +15,22 @@ from gradcalc._tensor import enable_grad as enable_grad
 from gradcalc._tensor import no_grad as no_grad
 from gradcalc._tensor import set_grad_enabled as set_grad_enabled
 from gradcalc.autograd import functional
+from gradcalc.autograd.checks import GradcheckError as GradcheckError
+from gradcalc.autograd.checks import gradcheck as gradcheck
+from gradcalc.autograd.checks import gradgradcheck as gradgradcheck
+from gradcalc.autograd.function import Function as Function
+from gradcalc.autograd.function import FunctionCtx as FunctionCtx
 
-__all__ = ["Variable", "backward", "functional", "grad"]
+__all__ = [
+    "Function",
+    "GradcheckError",
+    "Variable",
+    "backward",
+    "functional",
+    "grad",
+    "gradcheck",
+    "gradgradcheck",
+]
 
 
 def Variable(data: Any, requires_grad: bool = False, volatile: bool = False) -> Tensor:
