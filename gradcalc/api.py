@@ -1108,7 +1108,8 @@ OUTPUT_BYTES = 64
 
 def _check_output(result: Result) -> None:
     """The output (value and gradients) must fit the run's memory budget as text too."""
-    elements = int(np.size(result.value)) + sum(int(np.size(g)) for g in result.gradients.values())
+    sizes = [result.value, *result.gradients.values()]
+    elements = sum(getattr(v, "size", 1) for v in sizes)  # (a float backend's float: one)
     budget = budgets.current()
     if budget is not None and elements >= budgets.LARGE:
         budget.check(elements * OUTPUT_BYTES, f"the output ({elements:,} numbers)")
