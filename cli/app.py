@@ -25,6 +25,7 @@ from typer.core import TyperCommand, TyperGroup
 from gradcalc.cli import inputs
 from gradcalc.cli.inputs import Invocation, UsageProblem
 from gradcalc.cli.run import run_functions, run_invocation, run_repl
+from gradcalc.limits import BATCH_LIMITS
 
 
 class PlainValue:
@@ -292,6 +293,7 @@ DTypeOpt = Annotated[DType, typer.Option("--dtype", help="Floating-point type of
 
 
 def _limit_option(name: str, help_text: str) -> Any:
+    """A --max-* (or --timeout) option: an integer of at least 1, in the Limits panel."""
     return Annotated[
         int | None,
         typer.Option(
@@ -308,6 +310,9 @@ LIMIT_OPTIONS = {
         ("--max-nesting", "Raise the limit on bracket nesting."),
         ("--max-elements", "Raise the limit on elements of one tensor."),
         ("--max-graph-nodes", "Raise the limit on recorded operations."),
+        ("--max-work", "Raise the limit on elements computed in one run."),
+        ("--max-memory", "Memory budget of one run, in MiB (default 512)."),
+        ("--timeout", "Seconds one run may take (default 60; batch: 10 per request)."),
     )
 }
 """The --max-* options by parameter name, in the order help lists them."""
@@ -790,7 +795,7 @@ def batch(
             partition_size=partition_size,
             max_line_bytes=max_line_bytes,
             progress=progress,
-            limits=inputs.make_limits(limits),
+            limits=inputs.make_limits(limits, BATCH_LIMITS),
         )
     )
 

@@ -36,7 +36,44 @@ FORMAT_SUFFIXES = {
 def run_invocation(inv: Invocation) -> int:
     """Run one one-shot command; returns its exit code."""
     json_errors = inv.json or (inv.command == "graph" and inv.format == "json")
-    return guarded(lambda: _run(inv), json_errors=json_errors)
+    watchdog = _watchdog(inv.make_limits().timeout, json_errors)
+    try:
+        return guarded(lambda: _run(inv), json_errors=json_errors)
+    finally:
+        watchdog.cancel()
+
+
+HARD_STOP_GRACE = 2.0
+"""Seconds past ``--timeout`` before the watchdog ends the process (the run's own checks,
+between operations, normally stop it at the timeout)."""
+
+
+def _watchdog(timeout: float, json_errors: bool) -> Any:
+    """The hard backstop of ``--timeout``: a thread that, if the command is still running
+    ``HARD_STOP_GRACE`` seconds after its timeout (inside one long NumPy call, which no
+    check interrupts; NumPy lets other threads run meanwhile), writes the timeout's error
+    and ends the process with exit code 1."""
+    import threading
+
+    from gradcalc.limits import end_process, limit_error
+
+    error = limit_error(
+        "timeout",
+        f"the run took more than {timeout:,} second{'s' * (timeout != 1)} "
+        "(stopped inside one long computation)",
+        "is a tensor larger than intended?",
+    )
+    if json_errors:
+        import json
+
+        text, fd = json.dumps({"error": error.to_json()}) + "\n", 1
+    else:
+        text, fd = f"{error}\n", 2
+
+    timer = threading.Timer(timeout + HARD_STOP_GRACE, end_process, (EXIT_FORMULA, fd, text))
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def guarded(action: Callable[[], int], *, json_errors: bool = False) -> int:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gradcalc import _numpy
+from gradcalc import limits as budgets
 from gradcalc.errors import (
     FormulaError,
     FormulaTypeError,
@@ -45,7 +46,7 @@ from gradcalc.jsonio import (  # re-exported: the JSON encoding front ends use
     value_to_json,
     variables_to_json,
 )
-from gradcalc.limits import DEFAULT_LIMITS, Limits
+from gradcalc.limits import BATCH_LIMITS, DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
     from gradcalc.graph import Graph
@@ -218,10 +219,11 @@ def evaluate(
     dtype = _check_dtype(dtype)
     limits = limits or DEFAULT_LIMITS
     tolerance = _check_tolerance(check_tolerance)
-    return _evaluate(
-        formula, bindings, wrt, of, grad_output, dtype, seed, check, graph, limits, retain_graph,
-        tolerance,
-    )  # fmt: skip
+    with budgets.running(limits, alarm=True):
+        return _evaluate(
+            formula, bindings, wrt, of, grad_output, dtype, seed, check, graph, limits,
+            retain_graph, tolerance,
+        )  # fmt: skip
 
 
 def _check_tolerance(value: Any) -> float:
@@ -296,7 +298,7 @@ def evaluate_json(
     limits = limits or DEFAULT_LIMITS
     tolerance = _check_tolerance(check_tolerance)
     _checked_program(formula, limits)  # a syntax error is reported before NumPy loads
-    with _numpy.errstate():
+    with _numpy.errstate(), budgets.running(limits, alarm=True):
         return result_to_json(
             _evaluate(
                 formula,
@@ -331,6 +333,19 @@ def jacobian(
     """
     dtype = _check_dtype(dtype)
     limits = limits or DEFAULT_LIMITS
+    with budgets.running(limits, alarm=True):
+        return _jacobian(formula, bindings, wrt, of, dtype, seed, limits)
+
+
+def _jacobian(
+    formula: str,
+    bindings: Mapping[str, Any] | None,
+    wrt: Sequence[str] | None,
+    of: str | None,
+    dtype: str,
+    seed: int | None,
+    limits: Limits,
+) -> Result:
     values = _binding_values(bindings)
     result, run, _ = _differentiate(
         formula, values, wrt, of, None, dtype, seed, limits, retain_graph=True
@@ -366,6 +381,19 @@ def hessian(
     """
     dtype = _check_dtype(dtype)
     limits = limits or DEFAULT_LIMITS
+    with budgets.running(limits, alarm=True):
+        return _hessian(formula, bindings, wrt, of, dtype, seed, limits)
+
+
+def _hessian(
+    formula: str,
+    bindings: Mapping[str, Any] | None,
+    wrt: Sequence[str] | None,
+    of: str | None,
+    dtype: str,
+    seed: int | None,
+    limits: Limits,
+) -> Result:
     values = _binding_values(bindings)
     interp_run = _execute(formula, values, of, dtype, seed, limits)
     if interp_run.value.size != 1 or interp_run.value.ndim != 0:
@@ -438,9 +466,10 @@ def execute(interp: Interpreter, source: str) -> Outcome:
 
     Transactional: if it raises, every name is as before. Autograd misuse (a
     second backward through a freed graph, ...) and exhaustion are raised as
-    contract errors with a hint; raises ``FormulaError`` subclasses only.
+    contract errors with a hint; raises ``FormulaError`` subclasses only. The entry runs
+    under its own budget (``interp.limits``: time, memory, work).
     """
-    return _session_errors(lambda: interp.execute(source))
+    return _session_errors(lambda: interp.execute(source), interp.limits)
 
 
 def differentiate(
@@ -462,7 +491,7 @@ def differentiate(
     saved = dict(env)
     try:
         with _recorder() if graph else contextlib.nullcontext():
-            outcome = _session_errors(lambda: interp.execute(source))
+            outcome = _session_errors(lambda: interp.execute(source), interp.limits)
             output = outcome.value
             if not isinstance(output, Tensor):
                 raise FormulaValueError(
@@ -601,10 +630,15 @@ def _gradients_in_session(output: Any, named: list[tuple[str, Any]], label: str 
     return result
 
 
-def _session_errors(action: Callable[[], Any]) -> Any:
-    """Autograd misuse and exhaustion as contract errors, each with a hint where one helps."""
+def _session_errors(action: Callable[[], Any], limits: Limits | None = None) -> Any:
+    """Autograd misuse and exhaustion as contract errors, each with a hint where one helps;
+    run under a budget of ``limits`` (or the one already running), hinted for the REPL."""
     try:
-        return action()
+        with budgets.running(limits or DEFAULT_LIMITS, alarm=True):
+            return action()
+    except LimitError as exc:
+        budgets.rehint(exc, "repl")
+        raise
     except GradError as exc:
         from gradcalc.builtins import grad_error_hint
 
@@ -615,7 +649,9 @@ def _session_errors(action: Callable[[], Any]) -> Any:
             )
         raise FormulaValueError(str(exc), hint=hint) from None
     except MemoryError:
-        raise LimitError("not enough memory for this computation") from None
+        error = budgets.limit_error("max_memory", "not enough memory for this computation")
+        budgets.rehint(error, "repl")
+        raise error from None
     except RecursionError:
         raise LimitError("the computation nests too deeply") from None
 
@@ -674,6 +710,7 @@ def _differentiate(
     if result.unused:
         names = ", ".join(result.unused)
         result.notes.append(f"Not used by the output (gradient 0): {names}.")
+    _check_output(result)
     _note_values(result)
     return result, run, seed_array
 
@@ -880,7 +917,10 @@ def _vjp_rows(output: Any, inputs: list[Any], dtype: str, create_graph: bool) ->
     shape = _shape_of(output)
     size = int(np.prod(shape, dtype=np.int64))
     rows = []
+    budget = budgets.current()
     for flat_index in range(size):
+        if budget is not None and flat_index % 64 == 63:
+            budget.check()  # a row is a backward pass: thousands of them take a while
         onehot = np.zeros(size, dtype=dtype)
         onehot[flat_index] = 1.0
         seed = _tensor(onehot.reshape(shape), dtype)
@@ -901,9 +941,8 @@ def _guarded(action: Callable[[], Any]) -> Any:
     except GradError as exc:
         raise FormulaValueError(str(exc)) from None
     except MemoryError:
-        raise LimitError(
-            "not enough memory for this computation",
-            hint="use smaller tensors, or raise --max-elements only if the machine can hold them",
+        raise budgets.limit_error(
+            "max_memory", "not enough memory for this computation", "use smaller tensors"
         ) from None
     except RecursionError:
         raise LimitError("the computation nests too deeply") from None
@@ -1157,12 +1196,30 @@ def _as_float64(value: Any) -> np.ndarray:
 
 
 def _check_size(elements: int, what: str, limits: Limits) -> None:
+    """Before a result of ``elements`` is computed: one tensor's size limit, and the run's
+    budget for the array and its output (`OUTPUT_BYTES` each)."""
     if elements > limits.max_elements:
-        raise LimitError(
+        raise budgets.limit_error(
+            "max_elements",
             f"{what} would have {elements:,} elements, more than the limit of "
             f"{limits.max_elements:,}",
-            hint="raise it with --max-elements if the machine can hold it",
         )
+    budget = budgets.current()
+    if budget is not None and elements >= budgets.LARGE:
+        budget.allocate(elements, np.dtype(np.float64).itemsize + OUTPUT_BYTES, what)
+
+
+OUTPUT_BYTES = 64
+"""Memory an output element costs on its way out (a Python float in a list, its text)."""
+
+
+def _check_output(result: Result) -> None:
+    """The output (value and gradients) must fit the run's memory budget as text too."""
+    sizes = [result.value, *result.gradients.values()]
+    elements = sum(getattr(v, "size", 1) for v in sizes)  # (a float backend's float: one)
+    budget = budgets.current()
+    if budget is not None and elements >= budgets.LARGE:
+        budget.check(elements * OUTPUT_BYTES, f"the output ({elements:,} numbers)")
 
 
 def _check_dtype(dtype: str) -> str:
@@ -1199,16 +1256,36 @@ def run_request(request: Any, limits: Limits | None = None) -> dict:
     request_id = request.get("id") if isinstance(request, dict) else None
     surface = _SURFACE.set("batch")
     try:
-        out = evaluate_json(**_request_arguments(request), limits=limits)
+        out = evaluate_json(**_request_arguments(request), limits=limits or BATCH_LIMITS)
+    except LimitError as exc:
+        budgets.rehint(exc, "batch")
+        out = error_to_json(exc)
+        _forget_frames(exc)
     except OverflowError as exc:  # an integer in the request beyond float64 (10**400)
         out = error_to_json(
             FormulaValueError(f"request holds a number too large for a float64 ({exc})")
         )
     except Exception as exc:
         out = error_to_json(exc)
+        _forget_frames(exc)
     finally:
         _SURFACE.reset(surface)
     return {"id": request_id, **out}
+
+
+def _forget_frames(exc: BaseException) -> None:
+    """Clear the locals of the frames an answered error's tracebacks hold: they form a
+    cycle with the exception (a frame holds it while it is raised) and would keep the
+    failed run's tensors and graph alive until the cyclic collector ran, so a batch
+    worker would carry each failed request's memory into the next ones."""
+    import traceback
+
+    seen = 0
+    error: BaseException | None = exc
+    while error is not None and seen < 8:
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__
+        seen += 1
 
 
 def run_line(
