@@ -25,6 +25,7 @@ from typer.core import TyperCommand, TyperGroup
 from gradcalc.cli import inputs
 from gradcalc.cli.inputs import Invocation, UsageProblem
 from gradcalc.cli.run import run_functions, run_invocation, run_program, run_repl
+from gradcalc.limits import BATCH_LIMITS
 
 
 class PlainValue:
@@ -292,6 +293,7 @@ DTypeOpt = Annotated[DType, typer.Option("--dtype", help="Floating-point type of
 
 
 def _limit_option(name: str, help_text: str) -> Any:
+    """A --max-* (or --timeout) option: an integer of at least 1, in the Limits panel."""
     return Annotated[
         int | None,
         typer.Option(
@@ -308,6 +310,9 @@ LIMIT_OPTIONS = {
         ("--max-nesting", "Raise the limit on bracket nesting."),
         ("--max-elements", "Raise the limit on elements of one tensor."),
         ("--max-graph-nodes", "Raise the limit on recorded operations."),
+        ("--max-work", "Raise the limit on elements computed in one run."),
+        ("--max-memory", "Memory budget of one run, in MiB (default 512)."),
+        ("--timeout", "Seconds one run may take (default 60; batch: 10 per request)."),
     )
 }
 """The --max-* options by parameter name, in the order help lists them."""
@@ -378,7 +383,8 @@ app = typer.Typer(
     "Examples:\n\n"
     "  gradcalc '3*a**3 - b**2' a=2 b=6\n\n"
     "  gradcalc 'sum(x**2)' x='[1, 2, 3]' --json\n\n"
-    "  gradcalc graph 'x*x + log(z)' x=5 z=3",
+    "  gradcalc graph 'x*x + log(z)' x=5 z=3\n\n"
+    "  gradcalc diff '3*a**3 - b**2'",
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
     invoke_without_command=True,
@@ -615,6 +621,50 @@ def explain(
     _run_formula("explain", formula, bindings, dtype, limits, wrt, of=of, json=json, seed=seed)
 
 
+Simplify = Annotated[
+    str,
+    typer.Option(
+        "--simplify",
+        help="Simplifier: gradcalc (its own, the default) or sympy (needs the optional "
+        "extra gradcalc[sympy]).",
+        metavar="gradcalc|sympy",
+    ),
+]
+
+
+@app.command(cls=FormulaCommand)
+@_with_limits
+def diff(
+    formula: Formula,
+    bindings: Bindings = None,
+    wrt: Wrt = None,
+    json: Json = False,
+    dtype: DTypeOpt = DType.float64,
+    simplify: Simplify = "gradcalc",
+    *,
+    limits: dict[str, int],
+) -> None:
+    """Each variable's derivative as a formula, simplified (valid gradcalc input).
+
+    Every free name is differentiated unless --wrt picks some. Shared parts of a
+    long derivative are printed once as named lines (t1 = ...). Formulas that
+    branch on values (if, while, comparisons, relu, %...) need a point
+    (NAME=VALUE): the derivative is then that of the branch taken there, and a
+    note says so. Vectors: elementwise formulas differentiate elementwise.
+
+    Examples:
+
+      gradcalc diff '3*a**3 - b**2'
+
+      gradcalc diff 'exp(-a)*sin(b)' --wrt a --json
+
+      gradcalc diff 'a**2 if a > 0 else -a' a=2
+
+      gradcalc diff 'x**2*sin(x)' x='[1, 2, 3]' --simplify sympy
+    """
+    _run_formula("diff", formula, bindings, dtype, limits, wrt, json=json, simplify=simplify)
+
+
 @app.command(cls=FormulaCommand)
 @_with_limits
 def hessian(
@@ -745,7 +795,7 @@ def batch(
             partition_size=partition_size,
             max_line_bytes=max_line_bytes,
             progress=progress,
-            limits=inputs.make_limits(limits),
+            limits=inputs.make_limits(limits, BATCH_LIMITS),
         )
     )
 

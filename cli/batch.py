@@ -327,6 +327,8 @@ class _Pool:
             if code is not None and code < 0:
                 with contextlib.suppress(ValueError):
                     return f"killed by {signal.Signals(-code).name}"
+            if code == EXIT_TIMED_OUT:
+                return TIMED_OUT
             if code:
                 return f"exit code {code}"
         return "it ended"
@@ -412,10 +414,18 @@ def _died_reply(line: bytes, number: int, how: str) -> str:
         "it may need more memory than the machine has"
     )
     error = {"type": "LimitError", "message": message}
+    if how == TIMED_OUT:
+        from gradcalc.limits import hint_for
+
+        message = (
+            f"input line {number}: the request ran past its timeout inside one long computation"
+        )
+        error = {"type": "LimitError", "message": message, "hint": hint_for("timeout", "batch")}
     return json.dumps({"id": request_id, "error": error})
 
 
 _END = object()
+TIMED_OUT = "timed out"
 
 
 def _read_ahead(blocks: Iterator[tuple[bytes, int]], events: Any, slots: Any, stop: Any) -> None:
@@ -432,9 +442,31 @@ def _read_ahead(blocks: Iterator[tuple[bytes, int]], events: Any, slots: Any, st
         events.put(_END)
 
 
+EXIT_TIMED_OUT = 124
+"""A worker's exit code when its watchdog ended it (as timeout(1) exits)."""
+HARD_STOP_GRACE = 2.0
+"""Seconds past a request's ``--timeout`` before its worker's watchdog ends the worker."""
+
+
+def _watch_worker() -> None:
+    """A worker's watchdog thread: a request stuck past its timeout inside one long call
+    (no check between operations can stop it) ends the worker; the parent then answers
+    that request with an error line (`_after_a_worker_died`) and goes on."""
+    from gradcalc.limits import end_process, overdue
+
+    while True:
+        time.sleep(0.25)
+        if overdue(HARD_STOP_GRACE):
+            end_process(EXIT_TIMED_OUT)
+
+
 def _start_worker() -> None:
     """Workers leave Ctrl-C to the parent, which stops the batch without their tracebacks
-    (and ends them); on Linux they also end if the parent dies without doing so."""
+    (and ends them); on Linux they also end if the parent dies without doing so. Each
+    has a watchdog (`_watch_worker`)."""
+    import threading
+
+    threading.Thread(target=_watch_worker, daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler, forked with it
     if sys.platform.startswith("linux"):

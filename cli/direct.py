@@ -7,13 +7,13 @@ ms. With every command line going through Typer, ``gradcalc '3*a**3 - b**2'
 a=2 b=6 --json`` took 95 ms (1.36x qalc, issue 6's W1 target is <= 1.0x)
 against 40 ms with a direct read: Typer's import alone is the whole budget.
 
-So this module reads exactly one shape of command line, ``gradcalc [grad|eval]
+So this module reads exactly one shape of command line, ``gradcalc [grad|eval|diff]
 FORMULA [NAME=VALUE]... [options]``, when every token is one it fully
 understands, and returns None for anything else (``--help``, other commands,
 an unknown option, a malformed value), which the Typer app then parses and
 explains as it always does. It is a second reader of one declaration, not a
 second declaration: :data:`OPTIONS` restates the grad and eval commands'
-options of ``gradcalc.cli.app``, and ``tests/test_cli_direct.py`` fails the
+options of ``gradcalc.cli.app`` (and ``diff``'s), and ``tests/test_cli_direct.py`` fails the
 moment the two differ (names, flags, kinds of value), and checks on a corpus of
 command lines that both build the same `Invocation`, or that this module
 declines.
@@ -53,6 +53,13 @@ OPTIONS: dict[str, dict[str, tuple[str, str]]] = {
         "--check-tolerance": ("check_tolerance", NUMBER),
     },
     "eval": _COMMON,
+    "diff": {
+        "--wrt": ("wrt", TEXT),
+        "--json": ("json", FLAG),
+        "--dtype": ("dtype", DTYPE),
+        "--simplify": ("simplify", TEXT),
+        **{option: (field, POSITIVE) for option, field in LIMIT_OPTIONS.items()},
+    },
 }
 """Per command, each option (its long name) -> (Invocation field, kind of value)."""
 DTYPES = ("float64", "float32")
@@ -61,7 +68,8 @@ _NUMBER = re.compile(r"[+]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 def parse(args: list[str]) -> Invocation | None:
-    """The `Invocation` of a plain ``grad``/``eval`` command line, or None for the Typer app."""
+    """The `Invocation` of a plain ``grad``/``eval``/``diff`` command line, or None for the
+    Typer app."""
     command = "grad"
     if args and args[0] in OPTIONS:
         command, args = args[0], args[1:]

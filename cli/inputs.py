@@ -7,13 +7,15 @@ imported here.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass, field, fields
 
 from gradcalc.limits import DEFAULT_LIMITS, Limits
 
 LIMIT_OPTIONS = {f"--{f.name.replace('_', '-')}": f.name for f in fields(Limits)}
-"""``--max-iterations`` -> ``max_iterations``, one option per Limits field."""
+"""``--max-iterations`` -> ``max_iterations`` (``--timeout`` -> ``timeout``), one option per
+Limits field."""
 
 
 class UsageProblem(Exception):
@@ -24,7 +26,7 @@ class UsageProblem(Exception):
 class Invocation:
     """Everything a one-shot command needs, however its arguments were parsed."""
 
-    command: str  # grad | eval | graph | jacobian | hessian
+    command: str  # grad | eval | graph | jacobian | hessian | explain | diff
     formula: str  # as given: the text, "-" for standard input, "@path" for a file
     bindings: dict[str, str] = field(default_factory=dict)
     wrt: list[str] | None = None
@@ -39,6 +41,7 @@ class Invocation:
     limits: dict[str, int] = field(default_factory=dict)
     format: str = "tree"
     output: str | None = None
+    simplify: str = "gradcalc"
 
     def make_limits(self) -> Limits:
         return make_limits(self.limits)
@@ -100,7 +103,8 @@ def read_formula(argument: str) -> str:
     return argument
 
 
-def make_limits(overrides: dict[str, int]) -> Limits:
+def make_limits(overrides: dict[str, int], base: Limits = DEFAULT_LIMITS) -> Limits:
+    """``base`` (the one-shot defaults, or `BATCH_LIMITS`) with the options given."""
     if not overrides:
-        return DEFAULT_LIMITS
-    return Limits(**overrides)
+        return base
+    return dataclasses.replace(base, **overrides)

@@ -11,9 +11,8 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import numpy as np
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
@@ -23,6 +22,12 @@ from rich.tree import Tree
 from gradcalc.api import Result
 from gradcalc.errors import FormulaError
 from gradcalc.graph import LABEL_DIGITS, Graph, GraphNode, node_title, short_text
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# NumPy is imported where an array is laid out: a scalar result (the engine's float
+# backend) is printed without it, which is most of a one-shot command's start-up.
 
 TREE_MAX_NODES = 200
 """Nodes drawn in a text tree before it is cut short (JSON/DOT/Mermaid carry the whole graph)."""
@@ -59,11 +64,19 @@ def make_console(stream: IO[str] | None = None) -> Console:
 
 def scalar_text(array: np.ndarray) -> str:
     """``-12.0``, ``0.1`` (float32 spelled as float32), ``True``, ``3``."""
+    if isinstance(array, float | int | bool) and type(array).__module__ != "numpy":
+        return short_text(array)
+    import numpy as np
+
     return short_text(np.asarray(array).reshape(()))
 
 
 def array_text(array: Any, width: int = 80, threshold: int = 1000) -> str:
     """NumPy's layout for a tensor (summarised with ``...`` when large); Python's for a scalar."""
+    if getattr(array, "ndim", None) == 0 or isinstance(array, float | int | bool):
+        return scalar_text(array)
+    import numpy as np
+
     array = np.asarray(array)
     if array.ndim == 0:
         return scalar_text(array)
@@ -478,6 +491,8 @@ def _gradient_sums(explanation: Any) -> Text:
         parts = [f"{_explain_value(value)} (from #{source})" for source, value in found]
         if len(parts) > EXPLAIN_TERMS:
             parts[EXPLAIN_TERMS:] = [f"… ({len(parts) - EXPLAIN_TERMS:,} more)"]
+        import numpy as np
+
         added = sum(np.asarray(value, dtype=float) for _, value in found)
         if found and not np.allclose(added, gradient, equal_nan=True):
             parts.append("operations of earlier entries")  # the REPL's :explain
@@ -494,4 +509,4 @@ def _gradient_sums(explanation: Any) -> Text:
 
 
 def _explain_value(array: Any) -> str:
-    return short_text(None if array is None else np.asarray(array), digits=LABEL_DIGITS)
+    return short_text(array, digits=LABEL_DIGITS)

@@ -528,6 +528,28 @@ def _cmd_explain(session: Session, argument: str) -> bool:
     return True
 
 
+def _cmd_diff(session: Session, argument: str) -> bool:
+    if not argument:
+        return session.fail("':diff' needs an expression", hint="e.g. :diff 3*a**3 - b**2 a")
+    from gradcalc import api
+
+    source, wrt = api.split_names(argument)
+    found = api.derivatives_in(session.interp, source, wrt)
+    if session.json:
+        from gradcalc.jsonio import derivatives_to_json
+
+        session.write_json(derivatives_to_json(found))
+        return True
+    from rich.text import Text
+
+    for line in found.lines():
+        if line.startswith("note: "):
+            session.note(line[len("note: ") :])
+        else:
+            session.print(Text(line))
+    return True
+
+
 def _cmd_vars(session: Session, argument: str) -> bool:
     names = session.names
     if session.json:
@@ -797,6 +819,7 @@ COMMANDS: dict[str, Command] = {
     ":grad": Command(_cmd_grad, ":grad EXPR", "value and gradients w.r.t. every variable"),
     ":graph": Command(_cmd_graph, ":graph EXPR", "the operations behind EXPR, as a tree"),
     ":explain": Command(_cmd_explain, ":explain EXPR", "the chain rule behind EXPR, step by step"),
+    ":diff": Command(_cmd_diff, ":diff EXPR [NAMES]", "derivatives of EXPR as formulas"),
     ":vars": Command(_cmd_vars, ":vars", "names, shapes, values and stored .grad"),
     ":reset": Command(_cmd_reset, ":reset", "forget every name"),
     ":load": Command(_cmd_load, ":load FILE", "run a program file in this session"),

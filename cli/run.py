@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from gradcalc.cli.inputs import Invocation, UsageProblem, make_limits, read_formula
 from gradcalc.errors import FormulaError
+from gradcalc.limits import rehint
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -36,7 +37,44 @@ FORMAT_SUFFIXES = {
 def run_invocation(inv: Invocation) -> int:
     """Run one one-shot command; returns its exit code."""
     json_errors = inv.json or (inv.command == "graph" and inv.format == "json")
-    return guarded(lambda: _run(inv), json_errors=json_errors)
+    watchdog = _watchdog(inv.make_limits().timeout, json_errors)
+    try:
+        return guarded(lambda: _run(inv), json_errors=json_errors)
+    finally:
+        watchdog.cancel()
+
+
+HARD_STOP_GRACE = 2.0
+"""Seconds past ``--timeout`` before the watchdog ends the process (the run's own checks,
+between operations, normally stop it at the timeout)."""
+
+
+def _watchdog(timeout: float, json_errors: bool) -> Any:
+    """The hard backstop of ``--timeout``: a thread that, if the command is still running
+    ``HARD_STOP_GRACE`` seconds after its timeout (inside one long NumPy call, which no
+    check interrupts; NumPy lets other threads run meanwhile), writes the timeout's error
+    and ends the process with exit code 1."""
+    import threading
+
+    from gradcalc.limits import end_process, limit_error
+
+    error = limit_error(
+        "timeout",
+        f"the run took more than {timeout:,} second{'s' * (timeout != 1)} "
+        "(stopped inside one long computation)",
+        "is a tensor larger than intended?",
+    )
+    if json_errors:
+        import json
+
+        text, fd = json.dumps({"error": error.to_json()}) + "\n", 1
+    else:
+        text, fd = f"{error}\n", 2
+
+    timer = threading.Timer(timeout + HARD_STOP_GRACE, end_process, (EXIT_FORMULA, fd, text))
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def guarded(action: Callable[[], int], *, json_errors: bool = False) -> int:
@@ -114,6 +152,8 @@ def _run(inv: Invocation) -> int:
     }
     if inv.command == "explain":
         return _write_explanation(formula, inv, common)
+    if inv.command == "diff":
+        return _write_derivatives(formula, inv)
     if inv.command in ("grad", "eval", "graph"):
         grad = inv.command != "eval"
         common |= {
@@ -150,6 +190,38 @@ def _run(inv: Invocation) -> int:
         console.print(graph_tree(result.graph))
     sys.stdout.flush()
     return failed
+
+
+def _write_derivatives(formula: str, inv: Invocation) -> int:
+    """``gradcalc diff``: plain text (no Rich: formulas need no table) or JSON."""
+    from gradcalc import api
+    from gradcalc.jsonio import derivatives_to_json, dumps
+
+    if inv.simplify not in api.SIMPLIFIERS:
+        raise UsageProblem(f"--simplify takes gradcalc or sympy, not {inv.simplify!r}")
+    if inv.simplify == "sympy":
+        import importlib.util
+
+        if importlib.util.find_spec("sympy") is None:
+            raise UsageProblem(
+                "--simplify sympy needs SymPy, which is not installed: "
+                "pip install 'gradcalc[sympy]', or leave --simplify out"
+            )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NumPy's floating-point warnings
+        found = api.derivatives(
+            formula,
+            inv.bindings,
+            wrt=inv.wrt,
+            dtype=inv.dtype,
+            limits=inv.make_limits(),
+            simplify=inv.simplify,
+        )
+    if inv.json:
+        _write(dumps(derivatives_to_json(found)) + "\n")
+    else:
+        _write("".join(line + "\n" for line in found.lines()))
+    return EXIT_OK
 
 
 def _write_explanation(formula: str, inv: Invocation, common: dict[str, Any]) -> int:
@@ -298,6 +370,9 @@ def run_program(path: str, seed: int | None = None, limits: Limits | None = None
             api.execute(interp, source)
         except _OutputClosed:
             raise BrokenPipeError from None
+        except FormulaError as exc:
+            rehint(exc, "cli")  # a limit is raised with this command's --max-* options
+            raise
         finally:
             try:
                 sys.stdout.flush()  # what it printed comes before an error's report

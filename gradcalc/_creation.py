@@ -233,7 +233,7 @@ class Generator:
 
     def manual_seed(self, seed: int) -> Generator:
         self._seed = int(seed)
-        self._rng = np.random.Generator(np.random.PCG64(self._seed))
+        self._rng = None  # made at the first draw (a seeded run of scalars draws none)
         return self
 
     def initial_seed(self) -> int:

@@ -637,6 +637,111 @@ def _call_hooks(hooks: dict, g: Any, recorded: bool) -> Any:
 # ---------------------------------------------------------------- tensor
 
 
+# ---------------------------------------------------------------- version counter
+# PyTorch bumps a tensor's version at each in-place change, and a backward pass
+# refuses a node whose saved tensor's version moved since it was saved. Here an
+# in-place change marks the data object it changes as stale (`_stale`, by identity)
+# and gives the tensor a new view of the same memory, so nodes recorded afterwards
+# save an object that is not stale. Backward looks for stale saved data only when
+# something was ever marked (`_check_versions`): nothing is added to recording.
+
+_versions: dict[int, list] = {}
+"""id(tensor) -> [its version, a weak reference that forgets it], for tensors changed in
+place at least once (by identity: a Tensor's == compares elements)."""
+_stale: dict[int, tuple] = {}
+"""id(data object) -> (the object, its tensor's version cell, the version it had, a weak
+reference to the tensor): data some node may have saved before an in-place change."""
+_STALE_PRUNE = [256]
+"""Size of `_stale` at which entries nothing else holds any more are dropped."""
+
+
+def _modified(tensor: Tensor) -> None:
+    """Record an in-place change of ``tensor`` about to happen (see above)."""
+    key = id(tensor)
+    cell = _versions.get(key)
+    if cell is None or cell[1]() is not tensor:
+        forget = weakref.ref(tensor, lambda _, key=key: _versions.pop(key, None))
+        cell = _versions[key] = [0, forget]
+    data = tensor._raw  # (a float backend's float as it is: what a node saved)
+    _stale[id(data)] = (data, cell, cell[0], weakref.ref(tensor))
+    cell[0] += 1
+    if len(_stale) > _STALE_PRUNE[0]:
+        _prune_stale()
+        _STALE_PRUNE[0] = max(256, 2 * len(_stale))
+
+
+def _prune_stale() -> None:
+    """Forget stale data nothing but `_stale` holds (no node can have saved it): its data is
+    held by the entry, a local name and getrefcount's argument, and, when its tensor still
+    views that memory, by the view's ``base`` (its data, made a view by the change)."""
+    getrefcount = sys.getrefcount
+    for key, (data, _, _, tensor_ref) in list(_stale.items()):
+        tensor = tensor_ref()
+        viewed = tensor is not None and getattr(tensor._data, "base", None) is data
+        if getrefcount(data) <= 3 + viewed:  # (the entry, this name, the argument)
+            del _stale[key]
+
+
+def _view_of_leaf(tensor: Tensor) -> bool:
+    """Whether ``tensor`` is a view (shares memory) of a leaf that requires grad, through a
+    chain of one-operand nodes (indexing, reshapes, transposes)."""
+    data = tensor._raw
+    if not isinstance(data, _ndarray) or data.base is None:
+        return False
+    node = tensor._grad_fn
+    for _ in range(64):
+        if node is None or node.kind == 0 or node.kind == 2:
+            return False
+        if node.kind == -1:
+            leaf = node.variable._raw
+            return isinstance(leaf, _ndarray) and np.may_share_memory(leaf, data)
+        node = node.p0
+    return False
+
+
+def _check_versions(roots: Sequence[Node]) -> None:
+    """Raise PyTorch's error if a node about to run saved data an in-place change has
+    since modified. Called by a backward pass only after some in-place change."""
+    seen: set[int] = set()
+    todo = [root for root in roots if root is not None]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        kind = node.kind
+        if kind == -1 or node.holds is _FREED:
+            continue
+        parents = node.p0 if kind == 0 else (node.p0, node.p1) if kind == 2 else (node.p0,)
+        saved = node.s0 if kind == 0 else (node.s0, node.s1) if kind == 2 else (node.s0,)
+        for index, data in enumerate((*saved, node.ans)):
+            entry = _stale.get(id(data))
+            if entry is not None and entry[0] is data:
+                raise GradError(_version_message(node, entry, index == len(saved)))
+        todo.extend(p for p in parents if p is not None)
+
+
+_TORCH_TYPES = {"float32": "Float", "float64": "Double", "int64": "Long", "bool": "Bool"}
+
+
+def _version_message(node: Node, entry: tuple, output: bool) -> str:
+    data, cell, expected, tensor_ref = entry
+    dtype = np.dtype(bool if type(data) is bool else getattr(data, "dtype", np.float64))
+    kind = _TORCH_TYPES.get(dtype.name, dtype.name.capitalize())
+    shape = ", ".join(str(n) for n in np.shape(data))
+    owner = node if output else getattr(tensor_ref(), "_grad_fn", None)
+    which = ""
+    if owner is not None and type(owner) is not AccumulateGrad:
+        which = f", which is output 0 of {owner.name().split('Backward')[0]},"
+    return (
+        "one of the variables needed for gradient computation has been modified by an "
+        f"inplace operation: [torch.{kind}Tensor [{shape}]]{which} is at version {cell[0]}; "
+        f"expected version {expected} instead. Hint: enable anomaly detection to find the "
+        "operation that failed to compute its gradient, with "
+        "torch.autograd.set_detect_anomaly(True, check_nan=False)."
+    )
+
+
 def _wrap(data: Any) -> Tensor:
     t = _new_tensor(Tensor)
     t._raw = data
@@ -1275,10 +1380,12 @@ class Tensor(_TensorSlots):
 
     @property
     def data(self) -> Tensor:
-        """The same storage, without history (changes through it are not tracked)."""
+        """The same storage, without history (changes through it are not tracked: its
+        data is another view of the memory, so in-place changes through it leave what
+        nodes saved unmarked, as PyTorch exempts ``.data``)."""
         if isinstance(self._data, _generic):
             self._data = np.array(self._data)
-        return _wrap(self._data)
+        return _wrap(self._data.view())
 
     @data.setter
     def data(self, value: Tensor) -> None:
@@ -1412,15 +1519,30 @@ class Tensor(_TensorSlots):
     # -- in-place updates ---------------------------------------------------
 
     def _check_inplace(self) -> None:
-        if (_grad_enabled or _grad_here()) and self._requires_grad and self._grad_fn is None:
-            raise InplaceLeafError(
-                "a leaf Variable that requires grad is being used in an in-place operation."
-            )
+        """PyTorch's refusals of an in-place change, then the change's version bump."""
+        if (_grad_enabled or _grad_here()) and self._requires_grad:
+            if self._grad_fn is None:
+                raise InplaceLeafError(
+                    "a leaf Variable that requires grad is being used in an in-place operation."
+                )
+            if _view_of_leaf(self):
+                raise InplaceLeafError(
+                    "a view of a leaf Variable that requires grad is being used in an "
+                    "in-place operation."
+                )
+        _modified(self)
+
+    @property
+    def _version(self) -> int:
+        """How many in-place changes this tensor has had (PyTorch's version counter)."""
+        cell = _versions.get(id(self))
+        return 0 if cell is None or cell[1]() is not self else cell[0]
 
     def _set_data(self, value: Any) -> Tensor:
         data = self._data
         if isinstance(data, _ndarray) and data.flags.writeable:
             data[...] = value
+            self._data = data.view()  # a new object: what nodes saved before is now stale
         else:
             self._data = (
                 np.asarray(value, dtype=data.dtype)[()]
@@ -1486,6 +1608,7 @@ class Tensor(_TensorSlots):
         if isinstance(self._data, _generic):
             self._data = np.array(self._data)
         self._data[_index_data(index)] = value._data if isinstance(value, Tensor) else value
+        self._data = self._data.view()  # (see _set_data)
 
     # -- printing -----------------------------------------------------------
 
@@ -1757,6 +1880,10 @@ def run_backward(
     gradients. With ``targets``, only the part of the graph leading to them runs
     and the total gradient arriving at each target node is returned.
     """
+    if _stale:  # some tensor was changed in place: what the pass reads must be as saved
+        _prune_stale()
+        if _stale:
+            _check_versions(roots)
     run = _BackwardPass(retain_graph, create_graph, accumulate, targets)
     with _backward_lock:
         # A recorded backward records (grad mode on in this thread); a raw one

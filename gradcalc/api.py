@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gradcalc import _numpy
+from gradcalc import limits as budgets
 from gradcalc.errors import (
     FormulaError,
     FormulaTypeError,
@@ -45,11 +46,12 @@ from gradcalc.jsonio import (  # re-exported: the JSON encoding front ends use
     value_to_json,
     variables_to_json,
 )
-from gradcalc.limits import DEFAULT_LIMITS, Limits
+from gradcalc.limits import BATCH_LIMITS, DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
     from gradcalc.graph import Graph
     from gradcalc.interpreter import Interpreter, Outcome
+    from gradcalc.symbolic import Derivatives
 
 np = _numpy.bind(globals())
 """NumPy, imported at first use: work on the engine's float backend never needs it."""
@@ -58,6 +60,9 @@ __all__ = [
     "CHECK_TOLERANCE",
     "SCHEMA_VERSION",
     "Result",
+    "derivatives",
+    "derivatives_in",
+    "derivatives_json",
     "differentiate",
     "dumps",
     "error_to_json",
@@ -73,6 +78,7 @@ __all__ = [
     "run_line",
     "run_lines",
     "run_request",
+    "split_names",
     "tensor_to_json",
     "value_to_json",
     "variables_to_json",
@@ -213,10 +219,11 @@ def evaluate(
     dtype = _check_dtype(dtype)
     limits = limits or DEFAULT_LIMITS
     tolerance = _check_tolerance(check_tolerance)
-    return _evaluate(
-        formula, bindings, wrt, of, grad_output, dtype, seed, check, graph, limits, retain_graph,
-        tolerance,
-    )  # fmt: skip
+    with budgets.running(limits, alarm=True):
+        return _evaluate(
+            formula, bindings, wrt, of, grad_output, dtype, seed, check, graph, limits,
+            retain_graph, tolerance,
+        )  # fmt: skip
 
 
 def _check_tolerance(value: Any) -> float:
@@ -258,7 +265,7 @@ def _evaluate(
         )
     if check:
         result.check_tolerance = check_tolerance
-        base = {name: _as_float64(leaf._data) for name, leaf in run.leaves.items()}
+        base = {name: _check_point(leaf) for name, leaf in run.leaves.items()}
         result.check = _finite_difference_check(formula, base, result, of, seed_array, seed, limits)
         _note_check(result)
     if graph:
@@ -291,7 +298,7 @@ def evaluate_json(
     limits = limits or DEFAULT_LIMITS
     tolerance = _check_tolerance(check_tolerance)
     _checked_program(formula, limits)  # a syntax error is reported before NumPy loads
-    with _numpy.errstate():
+    with _numpy.errstate(), budgets.running(limits, alarm=True):
         return result_to_json(
             _evaluate(
                 formula,
@@ -326,6 +333,19 @@ def jacobian(
     """
     dtype = _check_dtype(dtype)
     limits = limits or DEFAULT_LIMITS
+    with budgets.running(limits, alarm=True):
+        return _jacobian(formula, bindings, wrt, of, dtype, seed, limits)
+
+
+def _jacobian(
+    formula: str,
+    bindings: Mapping[str, Any] | None,
+    wrt: Sequence[str] | None,
+    of: str | None,
+    dtype: str,
+    seed: int | None,
+    limits: Limits,
+) -> Result:
     values = _binding_values(bindings)
     result, run, _ = _differentiate(
         formula, values, wrt, of, None, dtype, seed, limits, retain_graph=True
@@ -361,6 +381,19 @@ def hessian(
     """
     dtype = _check_dtype(dtype)
     limits = limits or DEFAULT_LIMITS
+    with budgets.running(limits, alarm=True):
+        return _hessian(formula, bindings, wrt, of, dtype, seed, limits)
+
+
+def _hessian(
+    formula: str,
+    bindings: Mapping[str, Any] | None,
+    wrt: Sequence[str] | None,
+    of: str | None,
+    dtype: str,
+    seed: int | None,
+    limits: Limits,
+) -> Result:
     values = _binding_values(bindings)
     interp_run = _execute(formula, values, of, dtype, seed, limits)
     if interp_run.value.size != 1 or interp_run.value.ndim != 0:
@@ -450,9 +483,10 @@ def execute(interp: Interpreter, source: str) -> Outcome:
 
     Transactional: if it raises, every name is as before. Autograd misuse (a
     second backward through a freed graph, ...) and exhaustion are raised as
-    contract errors with a hint; raises ``FormulaError`` subclasses only.
+    contract errors with a hint; raises ``FormulaError`` subclasses only. The entry runs
+    under its own budget (``interp.limits``: time, memory, work).
     """
-    return _session_errors(lambda: interp.execute(source))
+    return _session_errors(lambda: interp.execute(source), interp.limits)
 
 
 def differentiate(
@@ -474,7 +508,7 @@ def differentiate(
     saved = dict(env)
     try:
         with _recorder() if graph else contextlib.nullcontext():
-            outcome = _session_errors(lambda: interp.execute(source))
+            outcome = _session_errors(lambda: interp.execute(source), interp.limits)
             output = outcome.value
             if not isinstance(output, Tensor):
                 raise FormulaValueError(
@@ -492,6 +526,93 @@ def differentiate(
         tensors = [(name, t) for name, t in saved.items() if isinstance(t, Tensor)]
         result.graph = build_graph(output, tensors, result.gradients)
     return result
+
+
+SIMPLIFIERS = ("gradcalc", "sympy")
+"""``simplify=``: gradcalc's own simplifier, or SymPy's ``simplify`` after it (optional extra)."""
+
+
+def derivatives(
+    formula: str,
+    bindings: Mapping[str, Any] | None = None,
+    wrt: Sequence[str] | None = None,
+    dtype: str = "float64",
+    limits: Limits | None = None,
+    simplify: str = "gradcalc",
+) -> Derivatives:
+    """Each variable's derivative of ``formula`` as a formula (``gradcalc diff``).
+
+    ``bindings`` is the point: needed only where the derivative depends on it
+    (``if``/``while`` on values, kinks), and then the derivative is that of the
+    branch taken there (a note says so). Without ``wrt``, every free name.
+    Each derivative is valid formula text: evaluated at any point it equals
+    what :func:`evaluate` computes there. Raises ``FormulaError`` subclasses only.
+    """
+    from gradcalc import symbolic
+
+    dtype = _check_dtype(dtype)
+    limits = limits or DEFAULT_LIMITS
+    _check_simplifier(simplify)
+    values = _binding_values(bindings)
+    try:
+        found = _guarded(
+            lambda: symbolic.differentiate(formula, values, list(wrt or []), dtype, limits)
+        )
+    except FormulaError as exc:
+        if exc.source is None:
+            exc.source = formula
+        raise
+    return symbolic.sympy_simplify(found) if simplify == "sympy" else found
+
+
+def derivatives_json(formula: str, **options: Any) -> dict:
+    """``derivatives_to_json(derivatives(formula, **options))``."""
+    from gradcalc.jsonio import derivatives_to_json
+
+    return derivatives_to_json(derivatives(formula, **options))
+
+
+def derivatives_in(
+    interp: Interpreter, source: str, wrt: Sequence[str] | None = None, simplify: str = "gradcalc"
+) -> Derivatives:
+    """:func:`derivatives` of ``source`` against a session's variables at their values
+    (the REPL's ``:diff``). Binds nothing; raises ``FormulaError`` subclasses only."""
+    from gradcalc import symbolic
+
+    _check_simplifier(simplify)
+    found = _session_errors(lambda: symbolic.differentiate_in(interp, source, list(wrt or [])))
+    return symbolic.sympy_simplify(found) if simplify == "sympy" else found
+
+
+def split_names(argument: str) -> tuple[str, list[str] | None]:
+    """``EXPR [NAMES]`` (the REPL's ``:diff``): a last word of comma-separated names after
+    an expression that parses on its own is the names; otherwise it is all expression."""
+    head, _, last = argument.strip().rpartition(" ")
+    names = [n for n in last.split(",") if n]
+    if not head.strip() or not names or not all(n.isidentifier() for n in names):
+        return argument, None
+    from gradcalc.parser import parse
+
+    try:
+        parse(head)
+    except FormulaError:
+        return argument, None
+    return head, names
+
+
+def _check_simplifier(simplify: str) -> None:
+    if simplify not in SIMPLIFIERS:
+        raise FormulaValueError(
+            f"unknown simplifier '{simplify}'", hint="use gradcalc (the default) or sympy"
+        )
+    if simplify == "sympy":
+        import importlib.util
+
+        if importlib.util.find_spec("sympy") is None:
+            raise FormulaValueError(
+                "--simplify sympy needs SymPy, which is not installed",
+                hint="pip install 'gradcalc[sympy]', or leave --simplify out",
+            )
 
 
 def _gradients_in_session(output: Any, named: list[tuple[str, Any]], label: str | None) -> Result:
@@ -526,10 +647,15 @@ def _gradients_in_session(output: Any, named: list[tuple[str, Any]], label: str 
     return result
 
 
-def _session_errors(action: Callable[[], Any]) -> Any:
-    """Autograd misuse and exhaustion as contract errors, each with a hint where one helps."""
+def _session_errors(action: Callable[[], Any], limits: Limits | None = None) -> Any:
+    """Autograd misuse and exhaustion as contract errors, each with a hint where one helps;
+    run under a budget of ``limits`` (or the one already running), hinted for the REPL."""
     try:
-        return action()
+        with budgets.running(limits or DEFAULT_LIMITS, alarm=True):
+            return action()
+    except LimitError as exc:
+        budgets.rehint(exc, "repl")
+        raise
     except GradError as exc:
         from gradcalc.builtins import grad_error_hint
 
@@ -540,7 +666,9 @@ def _session_errors(action: Callable[[], Any]) -> Any:
             )
         raise FormulaValueError(str(exc), hint=hint) from None
     except MemoryError:
-        raise LimitError("not enough memory for this computation") from None
+        error = budgets.limit_error("max_memory", "not enough memory for this computation")
+        budgets.rehint(error, "repl")
+        raise error from None
     except RecursionError:
         raise LimitError("the computation nests too deeply") from None
 
@@ -600,6 +728,7 @@ def _differentiate(
     if result.unused:
         names = ", ".join(result.unused)
         result.notes.append(f"Not used by the output (gradient 0): {names}.")
+    _check_output(result)
     _note_values(result)
     return result, run, seed_array
 
@@ -828,7 +957,10 @@ def _vjp_rows(output: Any, inputs: list[Any], dtype: str, create_graph: bool) ->
     shape = _shape_of(output)
     size = int(np.prod(shape, dtype=np.int64))
     rows = []
+    budget = budgets.current()
     for flat_index in range(size):
+        if budget is not None and flat_index % 64 == 63:
+            budget.check()  # a row is a backward pass: thousands of them take a while
         onehot = np.zeros(size, dtype=dtype)
         onehot[flat_index] = 1.0
         seed = _tensor(onehot.reshape(shape), dtype)
@@ -849,9 +981,8 @@ def _guarded(action: Callable[[], Any]) -> Any:
     except GradError as exc:
         raise FormulaValueError(str(exc)) from None
     except MemoryError:
-        raise LimitError(
-            "not enough memory for this computation",
-            hint="use smaller tensors, or raise --max-elements only if the machine can hold them",
+        raise budgets.limit_error(
+            "max_memory", "not enough memory for this computation", "use smaller tensors"
         ) from None
     except RecursionError:
         raise LimitError("the computation nests too deeply") from None
@@ -877,10 +1008,15 @@ def _finite_difference_check(
 
     def objective(name: str, flat_index: int, step: float) -> float:
         perturbed = dict(base)
-        moved = base[name].copy()
-        moved.reshape(-1)[flat_index] += step
-        perturbed[name] = moved
+        if type(base[name]) is float:  # a scalar (the float backend: no NumPy)
+            perturbed[name] = base[name] + step
+        else:
+            moved = base[name].copy()
+            moved.reshape(-1)[flat_index] += step
+            perturbed[name] = moved
         run = _execute(formula, perturbed, of, "float64", seed, limits)
+        if weights is None and isinstance(run.value, float):
+            return float(run.value)
         out = np.asarray(run.value, dtype=np.float64)
         return float(np.sum(out if weights is None else out * weights))
 
@@ -891,9 +1027,12 @@ def _finite_difference_check(
         if name not in base:
             report[name] = None
             continue
-        point = base[name].reshape(-1)
-        gradient = np.asarray(result.gradients[name], dtype=np.float64).reshape(-1)
-        indices = _sample_indices(point.size, budget)
+        if type(base[name]) is float:
+            point, gradient, indices = [base[name]], [float(result.gradients[name])], [0]
+        else:
+            point = base[name].reshape(-1)
+            gradient = np.asarray(result.gradients[name], dtype=np.float64).reshape(-1)
+            indices = _sample_indices(point.size, budget)
         worst = 0.0
         for i in indices:
             step = 1e-6 * max(1.0, abs(float(point[i])))
@@ -905,13 +1044,20 @@ def _finite_difference_check(
             error = abs(g - estimate) / max(1.0, abs(g), abs(estimate))
             worst = max(worst, error) if not math.isnan(worst) else worst
         report[name] = worst
-        if len(indices) < point.size:
+        if len(indices) < len(point):
             result.notes.append(
                 f"{_option('check')} compared {len(indices)} of {point.size} entries of the "
                 "gradient of "
                 f"'{name}'."
             )
     return report
+
+
+def _check_point(leaf: Any) -> Any:
+    """A bound leaf's value in float64 for finite differences: a float for a scalar."""
+    if leaf.dtype.name == "float64" and not leaf.shape:
+        return float(leaf.item())
+    return _as_float64(leaf._data)
 
 
 def _sample_indices(size: int, budget: int) -> np.ndarray:
@@ -1090,12 +1236,30 @@ def _as_float64(value: Any) -> np.ndarray:
 
 
 def _check_size(elements: int, what: str, limits: Limits) -> None:
+    """Before a result of ``elements`` is computed: one tensor's size limit, and the run's
+    budget for the array and its output (`OUTPUT_BYTES` each)."""
     if elements > limits.max_elements:
-        raise LimitError(
+        raise budgets.limit_error(
+            "max_elements",
             f"{what} would have {elements:,} elements, more than the limit of "
             f"{limits.max_elements:,}",
-            hint="raise it with --max-elements if the machine can hold it",
         )
+    budget = budgets.current()
+    if budget is not None and elements >= budgets.LARGE:
+        budget.allocate(elements, np.dtype(np.float64).itemsize + OUTPUT_BYTES, what)
+
+
+OUTPUT_BYTES = 64
+"""Memory an output element costs on its way out (a Python float in a list, its text)."""
+
+
+def _check_output(result: Result) -> None:
+    """The output (value and gradients) must fit the run's memory budget as text too."""
+    sizes = [result.value, *result.gradients.values()]
+    elements = sum(getattr(v, "size", 1) for v in sizes)  # (a float backend's float: one)
+    budget = budgets.current()
+    if budget is not None and elements >= budgets.LARGE:
+        budget.check(elements * OUTPUT_BYTES, f"the output ({elements:,} numbers)")
 
 
 def _check_dtype(dtype: str) -> str:
@@ -1132,16 +1296,36 @@ def run_request(request: Any, limits: Limits | None = None) -> dict:
     request_id = request.get("id") if isinstance(request, dict) else None
     surface = _SURFACE.set("batch")
     try:
-        out = evaluate_json(**_request_arguments(request), limits=limits)
+        out = evaluate_json(**_request_arguments(request), limits=limits or BATCH_LIMITS)
+    except LimitError as exc:
+        budgets.rehint(exc, "batch")
+        out = error_to_json(exc)
+        _forget_frames(exc)
     except OverflowError as exc:  # an integer in the request beyond float64 (10**400)
         out = error_to_json(
             FormulaValueError(f"request holds a number too large for a float64 ({exc})")
         )
     except Exception as exc:
         out = error_to_json(exc)
+        _forget_frames(exc)
     finally:
         _SURFACE.reset(surface)
     return {"id": request_id, **out}
+
+
+def _forget_frames(exc: BaseException) -> None:
+    """Clear the locals of the frames an answered error's tracebacks hold: they form a
+    cycle with the exception (a frame holds it while it is raised) and would keep the
+    failed run's tensors and graph alive until the cyclic collector ran, so a batch
+    worker would carry each failed request's memory into the next ones."""
+    import traceback
+
+    seen = 0
+    error: BaseException | None = exc
+    while error is not None and seen < 8:
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__
+        seen += 1
 
 
 def run_line(

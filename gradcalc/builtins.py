@@ -35,10 +35,10 @@ from gradcalc.errors import (
     FormulaTypeError,
     FormulaValueError,
     GradError,
-    LimitError,
     ShapeError,
 )
-from gradcalc.limits import Limits
+from gradcalc.limits import LARGE, Limits, limit_error
+from gradcalc.limits import current as current_budget
 from gradcalc.nn import functional as _nn_functional  # noqa: F401  (the registry, complete)
 
 np = _numpy.bind(globals())
@@ -389,13 +389,17 @@ class Context:
     # -- limits
 
     def check_elements(self, count: int, what: str) -> None:
+        """Before a tensor of ``count`` elements is made: the limit on one tensor's size,
+        and for a large one the run's budget (work, memory, time; `gradcalc.limits`)."""
         limit = self.limits.max_elements
         if count > limit:
-            raise LimitError(
+            raise limit_error(
+                "max_elements",
                 f"{what} would have {count:,} elements, more than the limit of {limit:,}",
-                hint="use a smaller size, or raise max_elements (CLI: --max-elements) "
-                "if the machine can hold it",
+                "use a smaller size",
             )
+        if count >= LARGE and (budget := current_budget()) is not None:
+            budget.allocate(count, self.np_dtype.itemsize, what)
 
     def check_shape(self, shape: tuple[int, ...], what: str) -> None:
         self.check_elements(math.prod(shape), what)

@@ -21,7 +21,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
+from gradcalc import _numpy
+
+np = _numpy.bind(globals())
 
 INLINE_ELEMENTS = 6
 """Tensors up to this many elements are shown by value in labels; larger ones by shape."""
@@ -44,7 +46,9 @@ class GraphNode:
 
     @property
     def shape(self) -> tuple[int, ...] | None:
-        return None if self.value is None else tuple(np.shape(self.value))
+        if self.value is None:
+            return None
+        return () if _is_python_number(self.value) else tuple(np.shape(self.value))
 
     @property
     def is_leaf(self) -> bool:
@@ -149,15 +153,19 @@ def _node(
 
 
 def _data(tensor: Any) -> np.ndarray | None:
-    data = getattr(tensor, "_data", None)
-    return None if data is None else np.asarray(data)
+    if getattr(tensor, "_raw", getattr(tensor, "_data", None)) is None:
+        return None
+    return _array_or_none(tensor)
 
 
-def _array_or_none(value: Any) -> np.ndarray | None:
+def _array_or_none(value: Any) -> np.ndarray | float | bool | None:
+    """An ndarray, or the float backend's Python float or bool as it is (no NumPy)."""
     if value is None:
         return None
-    data = getattr(value, "_data", value)  # a Tensor gradient, or an array
-    return np.asarray(data)
+    data = getattr(value, "_raw", value)  # a Tensor gradient, or an array
+    if _is_python_number(data):
+        return data
+    return np.asarray(getattr(value, "_data", value))
 
 
 # ---------------------------------------------------------------- labels
@@ -173,6 +181,11 @@ def short_text(
     """
     if array is None:
         return "?"
+    if _is_python_number(array):  # the float backend's values: no NumPy to ask
+        item = float(array) if isinstance(array, float) else array
+        if digits is not None and type(item) is float:
+            return _rounded(item, digits)
+        return repr(item) if type(item) is float else str(item)
     array = np.asarray(array)
     if array.ndim == 0:
         item = array.item()
@@ -185,6 +198,11 @@ def short_text(
     return np.array2string(
         array, separator=", ", max_line_width=10**6, threshold=10**6, **precision
     )
+
+
+def _is_python_number(value: Any) -> bool:
+    """A Python float, int or bool (or the float backend's ``Float64``), not NumPy's."""
+    return isinstance(value, float | int | bool) and type(value).__module__ != "numpy"
 
 
 def _scalar_text(array: np.ndarray) -> str:

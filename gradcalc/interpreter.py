@@ -40,6 +40,7 @@ from typing import Any
 
 from gradcalc import _numpy, _tensor, pylang
 from gradcalc import builtins as lang
+from gradcalc import limits as budgets
 from gradcalc import syntax as ast
 from gradcalc._recycle import empty_cache
 from gradcalc.builtins import Builtin, Size, Tensor, truth
@@ -100,6 +101,9 @@ FOR_SPAN = 5  # specialised FOR_ITER: counts without making the items nothing re
 FOR_ITER = 6  # a for loop's bottom: next item into arg[1], go to arg[2]; or pop, go to arg[0]
 LOAD_CONST = 7  # push arg
 LAST_INLINE = 7
+_CHECK_EVERY = 1 << 14
+"""Iterations or operations between two checks of the run's budget (time, memory): a
+few milliseconds of a scalar loop, so a check costs nothing measurable."""
 STORE_FRESH = 8  # like STORE, but a fresh constant becomes a leaf; arg = (name, names)
 STORE_QUIET = 9  # store without becoming the output (def)
 STORE_ITEM = 10  # functional x[i][j] = v; arg = (name, depth)
@@ -1698,7 +1702,8 @@ class Interpreter:
         user sees, at the position of the instruction that failed."""
         machine = _Machine(self, compiled)
         try:
-            machine.run()
+            with budgets.running(self.limits) as machine.budget:
+                machine.run()
         except Exception as exc:
             error, cause = machine.error(exc, source)
             raise error from cause
@@ -1807,12 +1812,16 @@ class _Machine:
 
     Operations are counted one by one, but the graph-size limit is compared where a run
     may go on indefinitely (loop back-edges, calls) and at the end; between two
-    comparisons only a stretch of straight code runs.
+    comparisons only a stretch of straight code runs. What is compared there is the
+    next checkpoint (`next_iterations`, `next_operations`: every `_CHECK_EVERY` at most,
+    sooner when the limits are lower), where `checkpoint` checks the limits and the
+    run's `Budget` (time, memory) at no cost to the operations in between.
     """
 
     __slots__ = (
         "args",
         "argv",
+        "budget",
         "builtin_values",
         "callee",
         "context",
@@ -1826,6 +1835,8 @@ class _Machine:
         "last_value",
         "limits",
         "managers",
+        "next_iterations",
+        "next_operations",
         "nodes",
         "operations",
         "ops",
@@ -1845,6 +1856,9 @@ class _Machine:
         self.frames: list[tuple] = []  # the callers' (ops, args, nodes, pc, stack, scope, function)
         self.iterations = 0  # both limits count per run
         self.operations = 0
+        self.budget: budgets.Budget | None = None  # set by Interpreter._run
+        self.next_iterations = min(self.limits.max_iterations, _CHECK_EVERY)
+        self.next_operations = min(self.limits.max_graph_nodes, _CHECK_EVERY)
         self.last_value: Any = None
         self.last_name: str | None = None
         self.callee: Any = None  # the last call's callee and arguments, to explain a failure
@@ -1869,16 +1883,13 @@ class _Machine:
     def run(self) -> None:
         """Dispatch instructions until HALT; on an exception, `fault` is where it rose.
 
-        The opcodes written out here cost no call, and a name load runs in the round of
-        the instruction after it. The counters live in locals, and in the machine while
-        a handler runs. Opcodes and limits are locals: faster to read than globals.
+        Opcodes written out cost no call; counters, checkpoints, opcodes are fast locals.
         """
         ops, args, pc, stack, scope = self.ops, self.args, self.pc, self.stack, self.scope
         operations, iterations, limits = self.operations, self.iterations, self.limits
-        max_operations, max_iterations = limits.max_graph_nodes, limits.max_iterations
-        max_elements, handlers = limits.max_elements, _HANDLERS
-        # float64 on the float backend needs no NumPy; a NumPy value met while it is
-        # not loaded (only then) takes the general path below, with the same result
+        max_operations, max_iterations = self.next_operations, self.next_iterations
+        max_elements, handlers, large = limits.max_elements, _HANDLERS, budgets.LARGE
+        # float64 on the float backend needs no NumPy (a NumPy value: the general path)
         float_dtype = self.context.np_dtype if self.context.dtype_name != "float64" else None
         if float_dtype is None and _numpy.is_loaded():
             float_dtype = self.context.np_dtype
@@ -1905,7 +1916,7 @@ class _Machine:
                     if type(value) is Tensor and (
                         (kind := type(data := value._raw)) is float
                         or kind is float_scalar
-                        or (kind is not bool and data.dtype is float_dtype)
+                        or (kind is not bool and data.dtype is float_dtype and data.size < large)
                     ):
                         result = arg[4](value, arg[2])  # the literal as a number, as in PyTorch
                         if result is not NotImplemented:
@@ -1917,11 +1928,9 @@ class _Machine:
                     right = stack[-1]
                     if type(left) is not Tensor or type(right) is not Tensor:
                         left, right = _operands(self.context, arg[1], left, right)
-                    if (
-                        type(ld := left._raw) not in python_values
-                        and type(rd := right._raw) not in python_values
-                        and ld.size * rd.size > max_elements
-                    ):  # a float backend's value has one element
+                    n = 1 if type(ld := left._raw) in python_values else ld.size
+                    k = 1 if type(rd := right._raw) in python_values else rd.size
+                    if n * k > max_elements or n > large or k > large:  # (a float: one element)
                         self.context.check_broadcast(arg[1], left, right)
                     operations += 1
                     result = arg[2](left, right)
@@ -1932,10 +1941,15 @@ class _Machine:
                 elif op == call1:  # W2 +4%
                     value = stack[-1]
                     operations += 1
-                    if arg.fast is not None and type(value) is Tensor:
+                    if (
+                        arg.fast is not None
+                        and type(value) is Tensor
+                        and (type(data := value._raw) in python_values or data.size < large)
+                    ):
                         stack[-1] = arg.fast(value)
                     else:  # (an error is explained with the argument the built-in saw)
                         value = stack[-1] = lang.unshape(self.context, value)
+                        _spend(self, (value,))
                         stack[-1] = arg.builtin.impl(value)
                 elif op == store:  # W2 +3%, for_i +5%
                     self.last_value = scope[arg] = stack.pop()
@@ -1944,6 +1958,7 @@ class _Machine:
                     self.operations, self.iterations = operations, iterations
                     pc = handlers[op](self, arg, pc)
                     operations, iterations = self.operations, self.iterations
+                    max_operations, max_iterations = self.next_operations, self.next_iterations
                     if pc < 0:  # a call, a return or the end: another frame, or none
                         if self.done:
                             return
@@ -1956,7 +1971,7 @@ class _Machine:
                         continue
                     iterations += 1
                     if iterations > max_iterations or operations > max_operations:
-                        raise _over_limit(limits, iterations, operations)
+                        max_operations, max_iterations = self.checkpoint(operations, iterations)
                     if op == for_iter:
                         scope[arg[1]] = item
                     pc = arg[2]
@@ -1965,6 +1980,21 @@ class _Machine:
         except Exception:
             self.fault = pc - 1
             raise
+
+    def checkpoint(self, operations: int = -1, iterations: int = -1) -> tuple[int, int]:
+        """A loop or call went past the next checkpoint (the run's counters, if given, are
+        stored first): raise the limit crossed, or check the budget's time and memory and
+        set the next checkpoints, returned as (operations, iterations)."""
+        if operations >= 0:
+            self.operations, self.iterations = operations, iterations
+        limits = self.limits
+        if self.iterations > limits.max_iterations or self.operations > limits.max_graph_nodes:
+            raise _over_limit(limits, self.iterations, self.operations)
+        if self.budget is not None:
+            self.budget.check()
+        self.next_iterations = min(limits.max_iterations, self.iterations + _CHECK_EVERY)
+        self.next_operations = min(limits.max_graph_nodes, self.operations + _CHECK_EVERY)
+        return self.next_operations, self.next_iterations
 
     def error(
         self, exc: Exception, source: str | None
@@ -2102,6 +2132,8 @@ def _unary(m: _Machine, arg: tuple, pc: int) -> int:
         raise FormulaTypeError(
             f"unary '{arg[1]}' needs a tensor, but this is {lang.kind_of(value)}"
         )
+    if _size(value) >= budgets.LARGE:
+        m.context.check_elements(_size(value), f"the result of unary '{arg[1]}'")
     m.operations += 1
     m.stack[-1] = arg[0](value)
     return pc
@@ -2173,8 +2205,8 @@ def _loop_if_true(m: _Machine, arg: int, pc: int) -> int:
     if not truth(m.stack.pop()):
         return pc
     m.iterations += 1
-    if m.iterations > m.limits.max_iterations or m.operations > m.limits.max_graph_nodes:
-        raise _over_limit(m.limits, m.iterations, m.operations)
+    if m.iterations > m.next_iterations or m.operations > m.next_operations:
+        m.checkpoint()
     return arg
 
 
@@ -2296,8 +2328,8 @@ def _call(m: _Machine, site: _CallSite, callee: Any, pc: int) -> int:
     argv = stack[first:]
     del stack[first:]
     m.operations += 1
-    if m.operations > m.limits.max_graph_nodes:
-        raise _graph_limit(m.limits)
+    if m.operations > m.next_operations:
+        m.checkpoint()
     if type(callee) is Builtin:
         stack.append(_call_builtin(m, site, callee, argv))
         return pc
@@ -2306,10 +2338,10 @@ def _call(m: _Machine, site: _CallSite, callee: Any, pc: int) -> int:
         return pc
     depth = m.limits.max_call_depth
     if len(m.frames) >= depth:
-        raise LimitError(
+        raise budgets.limit_error(
+            "max_call_depth",
             f"calls nest deeper than {depth} "
             f"(in {callee.name}(): is the recursion missing a base case?)",
-            hint="the limit is max_call_depth (CLI: --max-call-depth) if the depth is intended",
         )
     local = callee.bind_arguments(argv, site.nargs, site.kwnames)
     m.frames.append((m.ops, m.args, m.nodes, pc, stack, m.scope, m.function))
@@ -2323,6 +2355,7 @@ def _call_builtin(m: _Machine, site: _CallSite, callee: Builtin, argv: list) -> 
         if type(value) is Size:  # a shape is a vector of sizes
             argv = _unshape_all(m.context, argv)
             break
+    _spend(m, argv)
     m.callee, m.argv = callee, argv
     impl, nargs = callee.impl, site.nargs
     if site.kwnames:
@@ -2379,7 +2412,7 @@ def _py_binary(m: _Machine, arg: str, pc: int) -> int:
     left, right = stack[-2], stack[-1]
     if _large(m, left, right):
         m.context.check_broadcast(arg, left, right)
-    m.operations += 1
+    m.operations += type(left) is Tensor or type(right) is Tensor  # (graph operations only)
     result = pylang.binary(arg, left, right, m.limits)
     del stack[-1]
     stack[-1] = result
@@ -2393,7 +2426,7 @@ def _py_inplace(m: _Machine, arg: str, pc: int) -> int:
         left, right = _operands(m.context, arg, left, right)
     elif _large(m, left, right):
         m.context.check_broadcast(arg, left, right)
-    m.operations += 1
+    m.operations += type(left) is Tensor or type(right) is Tensor
     result = pylang.binary(arg, left, right, m.limits, inplace=True)
     del stack[-1]
     stack[-1] = result
@@ -2410,7 +2443,7 @@ def _large(m: _Machine, left: Any, right: Any) -> bool:
 
 
 def _py_unary(m: _Machine, arg: str, pc: int) -> int:
-    m.operations += 1
+    m.operations += type(m.stack[-1]) is Tensor
     m.stack[-1] = -m.stack[-1] if arg == "-" else +m.stack[-1]
     return pc
 
@@ -2660,7 +2693,23 @@ def _number_operator(context: Any, arg: tuple, value: Any) -> Any:
     left, right = (arg[3], value) if arg[5] else (value, arg[3])
     if type(value) is not Tensor:
         left, right = _operands(context, arg[1], left, right)
+    elif _size(value) >= budgets.LARGE:
+        context.check_elements(_size(value), f"the result of '{arg[1]}'")
     return arg[0](left, right)
+
+
+def _spend(m: _Machine, argv: Any) -> None:
+    """A built-in about to read large tensors: their elements are work, and the budget's
+    time and memory are checked (its result's size is the built-in's to check)."""
+    for value in argv:
+        if type(value) is Tensor and _size(value) >= budgets.LARGE and m.budget is not None:
+            m.budget.spend(_size(value))
+
+
+def _size(tensor: Tensor) -> int:
+    """A tensor's element count, without making NumPy of a float backend's value."""
+    raw = tensor._raw
+    return 1 if type(raw) in _tensor.PYTHON_VALUES else raw.size
 
 
 def _unshape_all(context: Any, values: list) -> list:
@@ -2671,17 +2720,18 @@ def _unshape_all(context: Any, values: list) -> list:
 
 
 def _iteration_limit(limits: Limits) -> LimitError:
-    return LimitError(
+    return budgets.limit_error(
+        "max_iterations",
         f"loops ran more than {limits.max_iterations:,} iterations",
-        hint="is a while condition never false? The limit is max_iterations "
-        "(CLI: --max-iterations)",
+        "is a while condition never false?",
     )
 
 
 def _graph_limit(limits: Limits) -> LimitError:
-    return LimitError(
+    return budgets.limit_error(
+        "max_graph_nodes",
         f"more than {limits.max_graph_nodes:,} operations in one run",
-        hint="the limit is max_graph_nodes (CLI: --max-graph-nodes)",
+        "is a loop or a recursion running away?",
     )
 
 
@@ -2763,9 +2813,8 @@ def _convert(exc: BaseException) -> FormulaError:
     if isinstance(exc, RecursionError):
         return LimitError("the computation nests too deeply")
     if isinstance(exc, MemoryError):
-        return LimitError(
-            "not enough memory for this computation",
-            hint="use smaller tensors (the limit on elements is max_elements, CLI: --max-elements)",
+        return budgets.limit_error(
+            "max_memory", "not enough memory for this computation", "use smaller tensors"
         )
     if isinstance(exc, TypeError):
         return FormulaTypeError(str(exc))

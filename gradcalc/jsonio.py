@@ -149,7 +149,7 @@ def graph_to_json(graph: Graph, max_value_elements: int = GRAPH_VALUE_ELEMENTS) 
     """``{"root", "nodes": [...], "edges": [{"from", "to"}]}``; big tensors carry only a shape."""
 
     def tensor(array: np.ndarray | None) -> Any:
-        if array is None or array.size > max_value_elements:
+        if array is None or getattr(array, "size", 1) > max_value_elements:
             return None
         return tensor_to_json(array)
 
@@ -288,3 +288,14 @@ def functions_to_json(functions: Mapping[str, Any]) -> list[dict]:
         {"name": name, "signature": spec.signature, "doc": spec.doc}
         for name, spec in functions.items()
     ]
+
+
+def derivatives_to_json(found: Any) -> dict:
+    """``gradcalc diff --json``: each variable's derivative as formula text that runs
+    alone (named intermediates first, ``t1 = ...; ...``), and notes when there are any."""
+    out: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "derivatives": dict(found.programs)}
+    if found.intermediates:
+        out["intermediates"] = {name: text for name, text in found.intermediates}
+    if found.notes:
+        out["notes"] = list(found.notes)
+    return out

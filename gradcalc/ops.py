@@ -33,7 +33,9 @@ The vocabulary, once for all entries
   each gradient in :func:`unbroadcast`, which sums it back to the
   operand's shape. They run a third way too: on the float backend's Python
   floats (see ``_tensor.on_floats``), where ``call1``/``call2`` run the ops'
-  ``scalar`` forwards, so a VJP reads no NumPy attribute on a float.
+  ``scalar`` forwards, so a VJP reads no NumPy attribute on a float. A fourth
+  runs them on expression nodes (``gradcalc/symbolic.py``, ``gradcalc diff``:
+  see :data:`_SYMBOLIC`), so derivatives as formulas need no rules of their own.
 * ``reads[i]``: which operands' *values* VJP ``i`` reads (default: all,
   or none with ``saves=False``). A node keeps only those values (others
   keep a zero-memory stand-in with shape and dtype), and backward frees
@@ -491,9 +493,33 @@ _numpy.when_loaded(_with_numpy)
 _on_floats = _tensor.on_floats
 
 
+class _NoSymbols:
+    """Stands for the symbolic backend's type until ``gradcalc.symbolic`` is imported."""
+
+
+_SYMBOLIC: type = _NoSymbols
+"""The symbolic backend's expression type (``gradcalc/symbolic.py``): a third kind
+of operand VJPs run on, beside raw data and Tensors, so derivatives as formulas
+come from these same VJPs (no second table of rules). :func:`call1`/:func:`call2`
+hand an op on such an operand to ``_SYMBOLIC.apply(op, operands, consts)`` (which
+builds the expression node), :func:`_d` reads its value at the point (``.value``);
+``_shape`` and :func:`unbroadcast` need nothing (it has ``.shape``), nor do Python
+operators. The checks come after the Tensor and ndarray ones, so those paths pay
+one identity test at most."""
+
+
+def use_symbolic(kind: type) -> None:
+    """Register the symbolic backend's expression type (see :data:`_SYMBOLIC`)."""
+    global _SYMBOLIC
+    _SYMBOLIC = kind
+
+
 def _d(v: Any) -> Any:
-    """The data of an operand: a Tensor's NumPy value, or the raw value itself."""
-    return v._data if type(v) is Tensor else v
+    """The data of an operand: a Tensor's NumPy value, or the raw value itself
+    (an expression's value at the point, for the symbolic backend)."""
+    if type(v) is Tensor:
+        return v._data
+    return v.value if type(v) is _SYMBOLIC else v
 
 
 def _shape(v: Any) -> tuple:
@@ -514,6 +540,8 @@ def call1(op: Op, x: Any, *consts: Any) -> Any:
         x = np.float64(x)
     if type(x) is _ndarray and op.ufunc is not None and not consts and _recycle.poolable(x):
         return _recycle.unary(op.ufunc, x)
+    if type(x) is _SYMBOLIC:
+        return _SYMBOLIC.apply(op, (x,), consts)
     return op.forward(x, *consts)
 
 
@@ -528,6 +556,8 @@ def call2(op: Op, x: Any, y: Any, *consts: Any) -> Any:
                 return out
         x = np.float64(x) if type(x) is float else x
         y = np.float64(y) if type(y) is float else y
+    if type(x) is _SYMBOLIC or type(y) is _SYMBOLIC:
+        return _SYMBOLIC.apply(op, (x, y), consts)
     if op.pooled is not None and type(x) is _ndarray and x.dtype.kind == "f":
         data = op.pooled(x, y, *consts)
         if data is not None:

@@ -9,7 +9,7 @@ from gradcalc.cli import app as app_module
 from gradcalc.cli import inputs
 from gradcalc.cli.app import app
 from gradcalc.cli.inputs import Invocation, UsageProblem
-from gradcalc.limits import Limits
+from gradcalc.limits import BATCH_LIMITS, Limits
 
 runner = CliRunner()
 
@@ -237,8 +237,9 @@ BATCH_PARSED = [
     ),
     (
         ["--max-graph-nodes", "100", "--max-nesting=50", "x.jsonl"],
-        {"source": "x.jsonl", "limits": Limits(max_graph_nodes=100, max_nesting=50)},
+        {"source": "x.jsonl", "limits": Limits(max_graph_nodes=100, max_nesting=50, timeout=10)},
     ),
+    (["--timeout", "3", "x.jsonl"], {"source": "x.jsonl", "limits": Limits(timeout=3)}),
     (["--max-line-bytes", "1MiB", "--force-jobs"], {"max_line_bytes": 1 << 20, "force_jobs": True}),
 ]
 
@@ -253,7 +254,7 @@ def test_batch_arguments(monkeypatch: pytest.MonkeyPatch, args: list[str], given
     )
     result = runner.invoke(app, ["batch", *args])
     assert result.exit_code == 0, result.output
-    defaults = {"source": "-", "jobs": 1, "progress": None, "limits": Limits()}
+    defaults = {"source": "-", "jobs": 1, "progress": None, "limits": BATCH_LIMITS}
     defaults |= {"max_line_bytes": 16 << 20, "force_jobs": False}
     assert seen == [defaults | given]
 

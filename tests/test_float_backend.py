@@ -262,3 +262,26 @@ def test_the_python_api_loads_numpy_when_it_needs_it() -> None:
 def test_numpy_loaded_first_is_used_from_the_start() -> None:
     assert _numpy.is_loaded() and _numpy.numpy is not None  # this process imported it
     assert np.float64 in ops._SCALARS
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["3*a**3 - b**2", "a=2", "b=6"],
+        ["eval", "exp(a) * sin(b)", "a=2", "b=6"],
+        ["3*a +", "a=1"],
+        ["3*a + c", "a=2"],
+    ],
+)
+def test_scalar_text_output_imports_no_numpy(argv: list[str]) -> None:
+    # Rich renders the text; the scalar values it shows need no NumPy.
+    code = (
+        "import sys, contextlib, io\n"
+        "from gradcalc.cli.main import run\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):\n"
+        f"    code = run({argv!r})\n"
+        "print(code, 'numpy' in sys.modules, bool(out.getvalue()))\n"
+    )
+    _, numpy_loaded, printed = _python(code).split()
+    assert (numpy_loaded, printed) == ("False", "True")

@@ -34,7 +34,15 @@ def repl(tmp_path):
     )
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "gradcalc", "repl", "--max-iterations", "1000000000"],
+        [
+            "-m",
+            "gradcalc",
+            "repl",
+            "--max-iterations",
+            "1000000000",
+            "--max-graph-nodes",
+            "1000000000",
+        ],
         env=env,
         encoding="utf-8",
         timeout=TIMEOUT,
