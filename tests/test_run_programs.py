@@ -471,3 +471,17 @@ def test_a_lambda_is_called_back_as_a_hook() -> None:
         "h = x.register_hook(lambda g: g * 2)\n(x * 3).sum().backward()\nprint(x.grad)"
     )
     assert run(source) == "tensor([6., 6.])\n"
+
+
+def test_python_arithmetic_is_not_counted_as_graph_operations() -> None:
+    from gradcalc.limits import Limits
+
+    limits = Limits(max_graph_nodes=1000, max_iterations=10_000)
+    out: list[str] = []
+    source = "s = 0\nfor i in range(3000):\n    s += i * 2 - 1\nprint(s)"
+    Interpreter(program=True, limits=limits, write=out.append).execute(source)
+    assert out == ["8994000\n"]
+    with pytest.raises(LimitError, match="operations"):
+        Interpreter(program=True, limits=limits, write=out.append).execute(
+            "import torch\nx = torch.ones(1)\nfor i in range(3000):\n    x = x * 1"
+        )
