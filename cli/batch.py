@@ -324,6 +324,13 @@ class _Pool:
             with contextlib.suppress(Exception):
                 process.join(1)
             code = process.exitcode
+            # The pool's own thread may reap the process first: our wait then finds no
+            # child and reads no code until that thread records it, a moment later.
+            for _ in range(50):
+                if code is not None:
+                    break
+                time.sleep(0.02)
+                code = process.exitcode
             if code is not None and code < 0:
                 with contextlib.suppress(ValueError):
                     return f"killed by {signal.Signals(-code).name}"

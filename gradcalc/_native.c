@@ -1,19 +1,20 @@
 /* What a long scalar graph does per node, in C, with CPython's public C API only.
  *
- * Measured gain (W2, the 100,000-node 0-d chain `y = sin(y*c + x)*k`, CPython
- * 3.11, a 2-core machine shared with other jobs, load ~5, so wall figures
- * spread by ~50%): with this module the Python API takes 1.1-1.8 µs/node, 0.12x
- * PyTorch eager (formula language 0.15-0.19x); without it 3.7-3.9 µs/node,
- * 0.24-0.42x (formula 0.27-0.47x): about 2.2x, and the API target (<= 0.25x)
- * holds only with it. Instructions per node (callgrind): forward 5,629 with
- * it vs 12,942 without, backward 3,946 vs 11,768. Re-measure when the forwards
- * run on Python floats (then FastOp, which takes NumPy scalars, runs nothing):
- * if the Python path meets the target alone, delete this file.
+ * Measured gain (W2, the 0-d chain `y = sin(y*c + x)*k` in float64, which since
+ * the float backend runs on Python floats; `benchmarks/run.py --only W2 --quick`,
+ * CPython 3.11, a 2-core machine shared with other jobs, both runs interleaved
+ * with PyTorch 2.13 in the same process tree): with this module the Python API
+ * takes 2.0 us/node, 0.075x PyTorch eager (formula language 0.125x); without it
+ * 7.8 us/node, 0.35x (formula 0.43x): about 3.9x, and the API target (<= 0.25x)
+ * and the formula target (<= 0.4x) hold only with it. Before the float backend
+ * (NumPy scalars) the gain was 2.2x; FastOp now also runs op.scalar on floats.
  *
  * Node, TensorBase: the slots of every grad_fn node and of every tensor, as C
  *     structs with PyMemberDef members. _tensor.Node and _tensor.Tensor derive
  *     from them; without this module they derive from Python classes with the
  *     same attribute names, and the engine reads and writes them by name.
+ *     TensorBase's `_raw` slot may hold a Python float or bool (the float
+ *     backend); its `_data` getter converts those to NumPy once.
  * record(cls, data, p0, p1, s0, s1, consts, ans, holds): the one way a node
  *     and its output tensor are made (_tensor._record is the same in Python).
  * count_dependencies(stack, base): the consumers of every node reachable
@@ -26,7 +27,8 @@
  *     first node that needs the general path.
  * FastOp: the common case of a float elementwise op on 0-d tensors (what
  *     _tensor.binary_method / unary_function do in Python), taken when the
- *     operands' data are NumPy float64/float32 scalars (or 0-d arrays), grad
+ *     operands' data are Python floats (op.scalar: the float backend) or
+ *     NumPy float64/float32 scalars (or 0-d arrays), grad
  *     mode is on everywhere and the values lie where the op raises no
  *     floating-point warning (op.quiet); anything else calls the Python
  *     function it wraps, which it also answers for (name, doc, signature).
