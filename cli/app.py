@@ -24,7 +24,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from gradcalc.cli import inputs
 from gradcalc.cli.inputs import Invocation, UsageProblem
-from gradcalc.cli.run import run_functions, run_invocation, run_repl
+from gradcalc.cli.run import run_functions, run_invocation, run_program, run_repl
 from gradcalc.limits import BATCH_LIMITS
 
 
@@ -821,6 +821,35 @@ def repl(
       printf 'a = 2\\nb = 6\\nP = 3*a**3 - b**2\\nP.backward()\\na.grad\\n' | gradcalc repl
     """
     _exit_with(run_repl(seed=seed, dtype=dtype.value, limits=inputs.make_limits(limits)))
+
+
+@app.command("run", cls=Command)
+@_with_limits
+def run_(
+    file: Annotated[
+        str, typer.Argument(metavar="FILE", help="The program file, or - for standard input.")
+    ],
+    seed: Seed = None,
+    *,
+    limits: dict[str, int],
+) -> None:
+    """Run a program as `python FILE` would: PyTorch autograd snippets with `import torch`.
+
+    Only what print() writes reaches standard output; the first error stops the program
+    with its line and column in FILE (exit code 1). Programs have Python's values and
+    built-ins (print, range, len, zip, enumerate...), str.format and f-strings, and import
+    torch, torch.nn.functional, torch.autograd and math from gradcalc; never Python's
+    own modules, eval or attributes beyond the Python API's.
+
+    Examples:
+
+      gradcalc run tutorial.py
+
+      printf 'import torch\\nprint(torch.ones(2) * 3)\\n' | gradcalc run -
+
+      gradcalc run train.py --seed 0 --max-iterations 100000000
+    """
+    _exit_with(run_program(file, seed=seed, limits=inputs.make_limits(limits)))
 
 
 @app.command(cls=Command)

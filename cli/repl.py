@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAILED = 0, 1
 INDENT = "    "
-BLOCK_KEYWORDS = ("if", "elif", "else", "while", "for", "def")
+BLOCK_KEYWORDS = ("if", "elif", "else", "while", "for", "def", "with")
 """A line starting with one of these opens a block that a blank line finishes (as in Python)."""
 CONTINUATION_KEYWORDS = ("elif", "else")
 """Unindented lines that continue a block instead of starting a new statement."""
@@ -67,20 +67,57 @@ class Entry:
         return self.text.startswith(":")
 
 
+def _scan(text: str) -> tuple[int, bool, list[int]]:
+    """Brackets still open at the end of ``text`` (an unfinished triple-quoted string counts
+    as one), whether it ends inside such a string, and where each line's comment starts
+    (-1: none): a ``#`` or bracket inside a string is text."""
+    depth, quote, comments = 0, "", []
+    index, size, comment = 0, len(text), -1
+    line_start = 0
+    while index < size:
+        char = text[index]
+        if quote:
+            if char == "\\":
+                index += 2
+                continue
+            if text.startswith(quote, index):
+                index += len(quote)
+                quote = ""
+                continue
+            if char == "\n" and len(quote) == 1:
+                quote = ""  # an unterminated one-line string ends with its line
+        elif char in "'\"":
+            quote = (
+                text[index : index + 3] if text[index : index + 3] in ("'" * 3, '"' * 3) else char
+            )
+            index += len(quote)
+            continue
+        elif char == "#":
+            comment = index - line_start
+            end = text.find("\n", index)
+            index = size if end < 0 else end
+            continue
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        if char == "\n":
+            comments.append(comment)
+            comment, line_start = -1, index + 1
+        index += 1
+    comments.append(comment)
+    in_string = len(quote) == 3
+    return depth + in_string, in_string, comments
+
+
 def _code_part(line: str) -> str:
-    """The line without a trailing ``# comment`` (the language has no strings to confuse it)."""
-    return line.split("#", 1)[0].rstrip()
+    """The line without a trailing ``# comment`` (one inside a string is no comment)."""
+    start = _scan(line)[2][0]
+    return (line if start < 0 else line[:start]).rstrip()
 
 
 def _open_brackets(text: str) -> int:
-    depth = 0
-    for line in text.splitlines():
-        for char in _code_part(line):
-            if char in "([{":
-                depth += 1
-            elif char in ")]}":
-                depth -= 1
-    return depth
+    return _scan(text)[0]
 
 
 def _first_word(line: str) -> str:
@@ -185,6 +222,11 @@ class Command:
     doc: str
 
 
+class OutputClosed(BaseException):
+    """The reader of the session's output went away (``gradcalc repl < f | head``) while a
+    program printed: no error of the program, so not an Exception its run would report."""
+
+
 @dataclass(slots=True)
 class Session:
     """One interpreter, the entries that defined its state, and where output goes.
@@ -205,6 +247,8 @@ class Session:
     """Successful code entries that change state, in order: what ``:save`` writes."""
     failures: int = 0
     quit: bool = False
+    program: bool = False
+    """Python's values (`gradcalc run`'s language): from the first ``import torch`` on."""
     _interp: Any = None
     """The session's interpreter (``gradcalc.api.interpreter``), made at first use."""
     _out: Console | None = None
@@ -217,8 +261,30 @@ class Session:
         if self._interp is None:
             from gradcalc import api
 
-            self._interp = api.interpreter(dtype=self.dtype, seed=self.seed, limits=self.limits)
+            self._interp = api.interpreter(
+                dtype=self.dtype,
+                seed=self.seed,
+                limits=self.limits,
+                program=self.program,
+                write=self._write,
+            )
         return self._interp
+
+    def _write(self, text: str) -> None:
+        """Where ``print`` writes: the session's output, at once."""
+        stream = self.stdout or sys.stdout
+        try:
+            stream.write(text)
+            stream.flush()
+        except BrokenPipeError:
+            raise OutputClosed from None
+
+    def _to_program(self) -> None:
+        """From a formula session to a program one (an entry imports torch): the names stay."""
+        names = dict(self.names)
+        self.program = True
+        self._interp = None
+        self.interp.env.update(names)
 
     @property
     def names(self) -> dict[str, Any]:
@@ -271,6 +337,8 @@ class Session:
         state. ``file``: the entry is that file's text (``:load``), errors name it."""
         from gradcalc import api
 
+        if not self.program and _IMPORTS_TORCH.search(entry.text):
+            self._to_program()
         try:
             outcome = api.execute(self.interp, entry.text)
         except Exception as exc:  # FormulaError, or a bug: reported, never a traceback
@@ -280,6 +348,9 @@ class Session:
             self.definitions.append(entry.text)
         if outcome.name is None and outcome.value is not None:
             self.show_value(outcome.value)
+        if not self.program and not self.json:
+            for note in api.formula_notes(entry.text, self.limits):
+                self.note(f"note: {note}")
         return True
 
     def show_value(self, value: Any) -> None:
@@ -291,7 +362,7 @@ class Session:
             return
         from rich.text import Text
 
-        self.print(Text(_value_text(value)))
+        self.print(Text(self.interp.show(value) if self.program else _value_text(value)))
 
     def report(
         self, exc: BaseException, entry: Entry | None = None, file: str | None = None
@@ -337,9 +408,15 @@ class Session:
             return False
 
     def reset(self) -> None:
-        """Forget every name and every remembered definition."""
+        """Forget every name and every remembered definition (and Python mode)."""
         self._interp = None
+        self.program = False
         self.definitions.clear()
+
+
+_IMPORTS_TORCH = re.compile(r"^[ \t]*(?:import|from)[ \t]+(?:torch|gradcalc)\b", re.M)
+"""An entry that imports torch turns the session into `gradcalc run`'s language (Python's
+values: ``2`` is an int, ``torch.tensor(...)`` makes tensors, ``print`` prints)."""
 
 
 def _as_formula_error(exc: BaseException) -> FormulaError:
@@ -728,7 +805,9 @@ Type statements of the formula language; names persist; an expression prints.
   P = 3*a**3 - b**2
   P.backward()          accumulates into a.grad and b.grad, as in PyTorch
   a.grad                36; zero_grad() clears every stored gradient
-A line ending in ':' opens a block (def, if, while, for); a blank line ends it.
+A line ending in ':' opens a block (def, if, while, for, with); a blank line ends it.
+`import torch` switches to Python's values, as `gradcalc run` has them: paste a
+PyTorch snippet (torch.tensor(...), print(...)) as it is.
 Commands:"""
 
 HELP_KEYS = """\

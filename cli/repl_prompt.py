@@ -97,10 +97,26 @@ class ReplCompleter(Completer):
         word = match.group(0) if match else ""
         before = text[: len(text) - len(word)].rstrip()
         after_dot = before.endswith(".")
-        candidates = _attribute_names() if after_dot else _global_names(self._names())
+        module = _MODULE_PATH.search(before) if after_dot else None
+        members = _module_members(module.group(1)) if module else []
+        if members:  # torch.<Tab>, F.<Tab>: the module's functions
+            candidates = [(name, "torch") for name in members]
+        elif after_dot:
+            candidates = _attribute_names()
+        else:
+            candidates = _global_names(self._names())
         for name, meta in candidates:
             if name.startswith(word) and name != word:
                 yield Completion(name, -len(word), display_meta=meta)
+
+
+_MODULE_PATH = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\.$")
+
+
+def _module_members(path: str) -> list[str]:
+    from gradcalc import api
+
+    return api.module_members(path)
 
 
 def _spec_meta(spec: Any) -> str:

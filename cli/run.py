@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from gradcalc.cli.inputs import Invocation, UsageProblem, make_limits, read_formula
 from gradcalc.errors import FormulaError
+from gradcalc.limits import rehint
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -335,6 +336,65 @@ def run_functions(as_json: bool) -> int:
     return guarded(action, json_errors=as_json)
 
 
+class _OutputClosed(BaseException):
+    """The reader of a program's output went away (``gradcalc run prog.py | head``): not an
+    error of the program, so not an Exception the interpreter would report as one."""
+
+
+def _program_write(text: str) -> None:
+    try:
+        sys.stdout.write(text)
+        if _LINE_BUFFERED[0]:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        raise _OutputClosed from None
+
+
+_LINE_BUFFERED = [False]
+
+
+def run_program(path: str, seed: int | None = None, limits: Limits | None = None) -> int:
+    """``gradcalc run FILE``: run a program as ``python FILE`` would; only ``print`` writes
+    (flushed at once on a terminal). Returns 0, or 1 at the first error (reported with
+    the file's line and column)."""
+
+    def action() -> int:
+        from gradcalc import api
+
+        source = read_program(path)
+        _LINE_BUFFERED[0] = _is_terminal(sys.stdout)
+        interp = api.interpreter(
+            seed=seed, limits=limits or make_limits({}), program=True, write=_program_write
+        )
+        try:
+            api.execute(interp, source)
+        except _OutputClosed:
+            raise BrokenPipeError from None
+        except FormulaError as exc:
+            rehint(exc, "cli")  # a limit is raised with this command's --max-* options
+            raise
+        finally:
+            try:
+                sys.stdout.flush()  # what it printed comes before an error's report
+            except BrokenPipeError:
+                silence_stdout()
+        return EXIT_OK
+
+    return guarded(action)
+
+
+def read_program(path: str) -> str:
+    """A program's text: standard input for ``-``, else the file."""
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        with open(path, encoding="utf-8-sig") as handle:  # (as Python, a BOM is no character)
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UsageProblem(f"cannot read program file {path!r}: {reason}") from None
+
+
 def run_repl(dtype: str = "float64", seed: int | None = None, limits: Limits | None = None) -> int:
     """``gradcalc repl``: a session on the terminal, or standard input replayed as one.
 
@@ -342,12 +402,15 @@ def run_repl(dtype: str = "float64", seed: int | None = None, limits: Limits | N
     """
 
     def action() -> int:
-        from gradcalc.cli.repl import Session, run_script
+        from gradcalc.cli.repl import OutputClosed, Session, run_script
 
         session = Session(dtype=dtype, seed=seed, limits=limits or make_limits({}))
         if not (_is_terminal(sys.stdin) and _is_terminal(sys.stdout)):
             session.script = True
-            return run_script(sys.stdin or (), session)
+            try:
+                return run_script(sys.stdin or (), session)
+            except OutputClosed:
+                raise BrokenPipeError from None
         try:
             from gradcalc.cli.repl_prompt import interact
         except ImportError as exc:

@@ -447,16 +447,33 @@ def _hessian(
 
 
 def interpreter(
-    dtype: str = "float64", seed: int | None = None, limits: Limits | None = None
+    dtype: str = "float64",
+    seed: int | None = None,
+    limits: Limits | None = None,
+    *,
+    program: bool = False,
+    write: Any = None,
 ) -> Interpreter:
     """A fresh interpreter for a session whose names persist from entry to entry (the REPL).
 
     Run entries with :func:`execute` and differentiate expressions against
     its names with :func:`differentiate`; ``interp.env`` maps each name to its value.
+    ``program=True`` runs programs as Python does (``gradcalc run``: ``import torch``,
+    ``print``...; `gradcalc.pylang`), ``print`` calling ``write(text)``.
     """
     from gradcalc.interpreter import Interpreter
 
-    interp = Interpreter(dtype=_check_dtype(dtype), seed=seed, limits=limits or DEFAULT_LIMITS)
+    if program and seed is not None:
+        import gradcalc
+
+        gradcalc.manual_seed(seed)  # torch.rand... draw from the default generator
+    interp = Interpreter(
+        dtype=_check_dtype(dtype),
+        seed=seed,
+        limits=limits or DEFAULT_LIMITS,
+        program=program,
+        write=write,
+    )
     interp.unbound_hint = _UNBOUND_HINTS["repl"]
     return interp
 
@@ -672,6 +689,7 @@ def _differentiate(
     run = _execute(formula, values, of, dtype, seed, limits)
     fresh = _backward_passes() == passes  # the program itself ran no backward or grad()
     result = _result_from_run(run, dtype)
+    result.notes += formula_notes(formula, limits)
     targets = _targets(run, wrt)
     seed_array = None
     if grad_output is not None:
@@ -754,6 +772,28 @@ def _execute(
             )
     tensor, value = _as_output(output, name)
     return _Run(interp, leaves, tensor, value, name)
+
+
+def module_members(dotted: str) -> list[str]:
+    """The members of a module programs can import, by the name a session uses for it
+    (``torch``, ``torch.nn.functional``, ``F``, ``math``): for completion. Empty if none."""
+    from gradcalc import pylang
+
+    path = {"F": "torch.nn.functional", "nn": "torch.nn"}.get(dotted, dotted)
+    module = pylang.MODULES.get(path)
+    if module is None or module.name == "numpy":
+        return []
+    return sorted(name for name in module.members if not name.startswith("_"))
+
+
+def formula_notes(formula: str, limits: Limits | None = None) -> list[str]:
+    """What a formula probably did not mean (``max(x, 0)`` reduces along axis 0)."""
+    from gradcalc.interpreter import axis_notes
+
+    try:
+        return axis_notes(_program(formula, limits or DEFAULT_LIMITS))
+    except FormulaError:
+        return []
 
 
 def _checked_program(formula: str, limits: Limits) -> None:

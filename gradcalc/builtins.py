@@ -222,6 +222,8 @@ ATTRIBUTES: dict[str, Attribute] = {}
 CONSTANTS: dict[str, Constant] = {
     "pi": Constant("pi", "π = 3.14159…", math.pi),
     "e": Constant("e", "Euler's number e = 2.71828…", math.e),
+    "inf": Constant("inf", "positive infinity (-inf is negative infinity)", math.inf),
+    "nan": Constant("nan", "not a number, as NaN results print", math.nan),
 }
 
 
@@ -296,6 +298,10 @@ def is_literal(value: Any) -> bool:
     """Whether ``value`` is a literal tensor (which in-place methods must leave alone)."""
     ref = _LITERALS.get(id(value))
     return ref is not None and ref() is value
+
+
+GRAD_MODES = (_tensor._GradModeContext,)
+"""What ``with`` accepts: ``no_grad()``, ``enable_grad()``, ``set_grad_enabled(mode)``."""
 
 
 def __getattr__(name: str) -> Any:
@@ -418,6 +424,8 @@ class Context:
     def iterate(self, value: Any) -> Iterator:
         if isinstance(value, RangeValue):
             return self._range_items(value)
+        if isinstance(value, list | tuple | str | range | zip | enumerate | Size):
+            return iter(value)  # Python's values (programs)
         if isinstance(value, Tensor):
             if value.ndim == 0:
                 raise FormulaTypeError(
@@ -493,7 +501,11 @@ def truth(value: Any) -> bool:
         )
     if type(value) is Size:
         return len(value) > 0  # as Python's: torch.Size([]) is false
-    return value is not None
+    if value is None:
+        return False
+    if isinstance(value, int | float | str | list | tuple | range):
+        return bool(value)  # Python's values (programs): 0, '', [] are false
+    return True
 
 
 def _as_number(value: Any, what: str) -> float:

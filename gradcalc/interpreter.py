@@ -32,12 +32,13 @@ from __future__ import annotations
 import gc
 import itertools
 import keyword
+import math
 import operator
 import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from gradcalc import _numpy, _tensor
+from gradcalc import _numpy, _tensor, pylang
 from gradcalc import builtins as lang
 from gradcalc import limits as budgets
 from gradcalc import syntax as ast
@@ -135,6 +136,27 @@ LOAD_BUILTIN = 35  # specialised LOAD_NAME: a built-in no name of the run can sh
 GET_SPAN = 36  # specialised GET_ITER for FOR_SPAN: push (iterable, span), iterator;
 # W2 +12%, a def +9%
 END_SPAN = 37  # specialised POP_TOP after a break out of a FOR_SPAN loop; arg = name
+# Program mode (Python's values, `gradcalc.pylang`) and the statements both modes share:
+PY_BINARY = 38  # pop r, l; push l op r with Python's meaning; arg = symbol
+PY_INPLACE = 39  # the same for augmented assignment (x -= ... in place on a tensor)
+PY_UNARY = 40  # arg = "-" or "+"
+PY_COMPARE = 41  # arg = symbol ("is", "in", "<"...)
+PY_COMPARE_CHAIN = 42  # arg = [symbol, end]
+BUILD_TUPLE = 43  # arg = item count
+BUILD_PYLIST = 44  # arg = item count: a Python list
+LIST_APPEND = 45  # pop an item onto the list arg items below the top (comprehensions)
+BUILD_STRING = 46  # arg = part count: join the strings
+FORMAT = 47  # format the top value; arg = (conversion, spec)
+GET_MEMBER = 48  # value.name by `pylang.get_member`; arg = name
+SET_MEMBER = 49  # pop obj, value; obj.name = value; arg = name
+UNPACK = 50  # pop a sequence of arg items; push them last first
+WITH_ENTER = 51  # pop a context manager, enter it; arg = whether to push what it returns
+WITH_EXIT = 52  # leave the innermost context manager entered
+STORE_SUBSCR = 53  # pop key, obj, value; obj[key] = value
+DELETE_NAME = 54  # forget a hidden name (an unpacked loop item); arg = name
+DUP_TOP = 55  # push the top value again (a = b = value)
+ASSERT_FAIL = 56  # raise AssertionError (with the message on the stack if arg)
+_LAST_OP = 56
 
 _MISSING = object()
 
@@ -216,6 +238,7 @@ class Compiled:
         "lazy_names",
         "limits",
         "program",
+        "python",
         "source",
     )
 
@@ -238,6 +261,8 @@ class Compiled:
         """Loop variables the specialised code leaves unset until their loop ends."""
         self.source: str | None = None
         """The text it was compiled from, if any, for the caret of a run's errors."""
+        self.python = False
+        """Compiled for program mode (Python's values)."""
         self.binds: frozenset[str] = _top_level_binds(code)
         """The names a run can bind in ``env`` (function bodies bind in their own scopes):
         all that `Interpreter.execute` saves to undo a failed run, so an entry costs the
@@ -306,10 +331,11 @@ class Function:
 
 
 class _Loop:
-    __slots__ = ("breaks", "continues", "is_for")
+    __slots__ = ("breaks", "continues", "is_for", "withs")
 
-    def __init__(self, is_for: bool) -> None:
+    def __init__(self, is_for: bool, withs: int = 0) -> None:
         self.is_for = is_for
+        self.withs = withs  # with blocks open where the loop starts
         self.breaks: list[int] = []
         self.continues: list[int] = []
 
@@ -320,6 +346,7 @@ _BINARY = {
     "*": operator.mul,
     "/": operator.truediv,
     "%": operator.mod,
+    "//": operator.floordiv,
     "**": operator.pow,
     "@": operator.matmul,
 }
@@ -338,6 +365,7 @@ _DUNDER = {
     "*": "mul",
     "/": "truediv",
     "%": "mod",
+    "//": "floordiv",
     "**": "pow",
     "@": "matmul",
 }
@@ -362,6 +390,8 @@ _NOT_FRESH_CALLS = frozenset(
 _NOT_FRESH_ATTRIBUTES = frozenset({"grad", "data", "grad_fn", "requires_grad", "is_leaf"})
 _KEYWORDS = frozenset(keyword.kwlist) | {"True", "False"}
 _MODULE_NAMES = frozenset({"torch", "np", "numpy", "math", "F", "nn"})
+_FORMULA_MODULES = {"torch": "torch", "gradcalc": "gradcalc", "F": "torch.nn.functional"}
+"""Prefixes a formula may use without importing them: ``torch.exp(x)`` is ``exp(x)``."""
 
 
 def _fresh_names(expr: ast.Node) -> tuple[str, ...] | None:
@@ -470,6 +500,9 @@ class _Compiler:
         self.constants: dict[str, Any] = {}
         self.codes: list[_Code] = [self.code]
         self.fors: list[tuple[_Code, int, int, int | None, str]] = []
+        self.program = interp.program  # Python's values (`gradcalc run`)
+        self.withs = 0  # with blocks open in the code being compiled
+        self.hidden = 0  # hidden names made so far (unpacked loop items)
 
     # -- plumbing
 
@@ -482,9 +515,20 @@ class _Compiler:
             self.code, program, interp.dtype, interp.limits, builtin_names, lazy_names
         )
         compiled.source = self.source
+        compiled.python = self.program
         return compiled
 
     def _specialise(self) -> tuple[frozenset[str], frozenset[str]]:
+        if self.program:  # names are Python's built-ins, nothing to specialise
+            for code in self.codes:
+                code.reads = frozenset(
+                    a for o, a in zip(code.ops, code.args, strict=True) if o == LOAD_NAME
+                )
+                code.unit = self.code
+            return frozenset(), frozenset()
+        return self._specialise_formula()
+
+    def _specialise_formula(self) -> tuple[frozenset[str], frozenset[str]]:
         """Rewrite what the whole program shows to be safe, keeping the generic twin:
         a call or load of a built-in name the program never assigns goes straight to the
         built-in (unless, at run time, ``env`` holds that name), and a ``for`` loop whose
@@ -569,7 +613,8 @@ class _Compiler:
             if kind is ast.Name:
                 self.emit(LOAD_NAME, child.id, child)
             elif kind is ast.Num:
-                self.emit(LOAD_CONST, self._number(child.value), child)
+                value = child.value if self.program else self._number(child.value)
+                self.emit(LOAD_CONST, value, child)
             else:
                 visitor = visitors.get(kind)
                 if visitor is None:
@@ -597,7 +642,11 @@ class _Compiler:
         return kind(message, hint=hint, line=line, column=column, source=self.source)
 
     def _number(self, value: float) -> Any:
-        key = float(value).hex()
+        try:
+            value = float(value)
+        except OverflowError:  # an int literal beyond floats
+            value = math.inf
+        key = value.hex()
         constant = self.constants.get(key)
         if constant is None:
             constant = self.constants[key] = self.interp._literal(float(value))
@@ -606,18 +655,157 @@ class _Compiler:
     # -- expressions
 
     def _num(self, node: ast.Num) -> Iterator:
-        self.emit(LOAD_CONST, self._number(node.value), node)
+        self.emit(LOAD_CONST, node.value if self.program else self._number(node.value), node)
         yield from ()
 
     def _bool(self, node: ast.Bool) -> Iterator:
-        self.emit(LOAD_CONST, lang.TRUE if node.value else lang.FALSE, node)
+        if self.program:
+            self.emit(LOAD_CONST, node.value, node)
+        else:
+            self.emit(LOAD_CONST, lang.TRUE if node.value else lang.FALSE, node)
         yield from ()
+
+    def _str(self, node: ast.Str) -> Iterator:
+        self.emit(LOAD_CONST, node.value, node)
+        yield from ()
+
+    def _none(self, node: ast.NoneLit) -> Iterator:
+        self.emit(LOAD_CONST, None, node)
+        yield from ()
+
+    def _fstring(self, node: ast.FString) -> Iterator:
+        for part in node.parts:
+            if type(part) is str:
+                self.emit(LOAD_CONST, part, node)
+            else:
+                yield part.value
+                self.emit(FORMAT, (part.conversion, part.spec), part)
+        self.emit(BUILD_STRING, len(node.parts), node)
+
+    def _listcomp(self, node: ast.ListComp) -> Iterator:
+        # As in Python 3, a function called at once: its loop variables stay its own.
+        outer = (self.code, self.loops, self.in_function, self.withs)
+        body = _Code("<listcomp>")
+        self.codes.append(body)
+        self.code, self.loops, self.in_function, self.withs = body, [], True, 0
+        yield from self._comprehension(node)
+        self.emit(RETURN, None, node)
+        self.code, self.loops, self.in_function, self.withs = outer
+        self.emit(MAKE_FUNCTION, _FunctionTemplate("<listcomp>", (), 0, body), node)
+        self.emit(CALL_VALUE, _CallSite("<listcomp>", 0, ()), node)
+
+    def _comprehension(self, node: ast.ListComp) -> Iterator:
+        self.emit(BUILD_PYLIST if self.program else BUILD_LIST, 0, node)
+        loops = []
+        for generator in node.generators:
+            yield generator.iter
+            self.emit(GET_ITER, None, generator.iter)
+            to_next = self.emit(JUMP, None, generator)
+            head = [None, None, self.here()]
+            head[1] = self._loop_target(generator.target, generator)
+            skips = []
+            for condition in generator.ifs:
+                yield condition
+                skips.append(self.emit(JUMP_IF_FALSE, None, condition))
+            loops.append((to_next, head, skips, generator))
+        yield node.elt
+        self.emit(LIST_APPEND, len(node.generators) + 1, node)
+        for to_next, head, skips, generator in reversed(loops):
+            self.patch(to_next)
+            for index in skips:
+                self.patch(index)
+            self.emit(FOR_ITER, head, generator)
+            head[0] = self.here()
+
+    def _loop_target(self, target: str | list[str], node: ast.Node) -> str:
+        """The name a loop's FOR_ITER binds; for ``for a, b in ...`` a hidden one, unpacked
+        into the names at the top of the body."""
+        if type(target) is str:
+            self._check_target_name(target, node)
+            return target
+        self.hidden += 1
+        hidden = f".item{self.hidden}"
+        self.emit(LOAD_NAME, hidden, node)
+        self.emit(UNPACK, len(target), node)
+        for name in target:
+            self._check_target_name(name, node)
+            self.emit(STORE_QUIET, name, node)
+        return hidden
+
+    def _import(self, node: ast.Import) -> Iterator:
+        from gradcalc import pylang
+
+        for alias in node.names:
+            try:
+                module = pylang.import_module(alias.name)
+                if alias.asname is None and "." in alias.name:
+                    name, module = (
+                        alias.name.split(".")[0],
+                        pylang.import_module(alias.name.split(".")[0]),
+                    )
+                else:
+                    name = alias.asname or alias.name
+            except FormulaError as exc:
+                self.emit(
+                    RAISE, exc.at(alias.line or None, alias.column or None, self.source), alias
+                )
+                continue
+            self.emit(LOAD_CONST, module, alias)
+            self.emit(STORE_QUIET, name, alias)
+        yield from ()
+
+    def _import_from(self, node: ast.ImportFrom) -> Iterator:
+        from gradcalc import pylang
+
+        for alias in node.names:
+            try:
+                module = pylang.import_module(node.module)
+                full = f"{node.module}.{alias.name}"
+                if full in pylang.MODULES:
+                    value = pylang.MODULES[full]
+                elif alias.name in module.members:
+                    value = module.members[alias.name]
+                else:
+                    raise UnknownNameError(
+                        f"cannot import name '{alias.name}' from '{node.module}'",
+                        hint=_did_you_mean(alias.name, module.members),
+                    )
+            except FormulaError as exc:
+                self.emit(
+                    RAISE, exc.at(alias.line or None, alias.column or None, self.source), alias
+                )
+                continue
+            self.emit(LOAD_CONST, value, alias)
+            self.emit(STORE_QUIET, alias.asname or alias.name, alias)
+        yield from ()
+
+    def _with(self, node: ast.With) -> Iterator:
+        for item in node.items:
+            yield item.context
+            self.emit(WITH_ENTER, item.name is not None, item)
+            if item.name is not None:
+                self._check_target_name(item.name, item)
+                self.emit(STORE_QUIET, item.name, item)
+            self.withs += 1
+        yield from node.body
+        for item in reversed(node.items):
+            self.emit(WITH_EXIT, None, item)
+            self.withs -= 1
+
+    def _exit_withs(self, count: int, node: ast.Node) -> None:
+        for _ in range(count):
+            self.emit(WITH_EXIT, None, node)
 
     def _name(self, node: ast.Name) -> Iterator:
         self.emit(LOAD_NAME, node.id, node)
         yield from ()
 
     def _list(self, node: ast.ListExpr | ast.TupleExpr) -> Iterator:
+        if self.program:
+            yield from node.items
+            op = BUILD_PYLIST if type(node) is ast.ListExpr else BUILD_TUPLE
+            self.emit(op, len(node.items), node)
+            return
         numbers = _constant_list(node)
         if numbers is not None:
             try:
@@ -638,6 +826,10 @@ class _Compiler:
 
     def _unary(self, node: ast.UnaryOp) -> Iterator:
         operand = node.operand
+        if self.program:
+            yield operand
+            self.emit(NOT if node.op == "not" else PY_UNARY, node.op, node)
+            return
         if node.op == "-" and type(operand) is ast.Num:
             self.emit(LOAD_CONST, self._number(-float(operand.value)), node)
             return
@@ -648,6 +840,17 @@ class _Compiler:
             self.emit(UNARY, (_UNARY[node.op], node.op), node)
 
     def _binop(self, node: ast.BinOp) -> Iterator:
+        if self.program:  # a left-deep chain down its left spine, as below
+            spine = []
+            current: Any = node
+            while type(current) is ast.BinOp:
+                spine.append(current)
+                current = current.left
+            yield current
+            for binop in reversed(spine):
+                yield binop.right
+                self.emit(PY_BINARY, binop.op, binop)
+            return
         # A left-deep chain (a + b + c + ...) is walked down its left spine in a loop,
         # one generator for the whole chain. A literal operand reaches the engine as a
         # Python number, as in PyTorch, so x**2 records PowBackward0, 1 - x RsubBackward1.
@@ -670,7 +873,10 @@ class _Compiler:
 
     def _right_operand(self, node: ast.BinOp) -> Iterator:
         number = _literal_number(node.right)
-        if number is None:
+        if number is None and (type(node.left) in _STRINGS or type(node.right) in _STRINGS):
+            yield node.right  # 'x = ' + ...: Python's operator (sizes checked)
+            self.emit(PY_BINARY, node.op, node)
+        elif number is None:
             yield node.right
             self._emit_binary(node.op, node)
         else:
@@ -707,9 +913,15 @@ class _Compiler:
         yield node.left
         chain = []
         last = len(node.ops) - 1
+        python = self.program or any(op not in _COMPARE for op in node.ops)
         for index, (symbol, right) in enumerate(zip(node.ops, node.comparators, strict=True)):
             yield right
-            if index < last:
+            if python:
+                if index < last:
+                    chain.append(self.emit(PY_COMPARE_CHAIN, [symbol, None], node))
+                else:
+                    self.emit(PY_COMPARE, symbol, node)
+            elif index < last:
                 chain.append(self.emit(COMPARE_CHAIN, [_COMPARE[symbol], symbol, None], node))
             else:
                 self.emit(COMPARE, (_COMPARE[symbol], symbol), node)
@@ -730,7 +942,12 @@ class _Compiler:
         kwnames = tuple(k.name for k in node.keywords)
         if len(set(kwnames)) != len(kwnames):
             raise self.error(ParseError, "a keyword argument is repeated", node)
-        if type(func) is ast.Attribute:
+        if type(func) is ast.Attribute and (self.program or _on_module(func)):
+            yield func
+            yield from node.args
+            yield from (k.value for k in node.keywords)
+            self.emit(CALL_VALUE, _CallSite(func.attr, len(node.args), kwnames), func)
+        elif type(func) is ast.Attribute:
             spec = lang.METHODS.get(func.attr)
             if spec is None:
                 raise self._unknown_member(func, method=True)
@@ -750,6 +967,10 @@ class _Compiler:
             self.emit(CALL_VALUE, _CallSite("", len(node.args), kwnames), node)
 
     def _attribute(self, node: ast.Attribute) -> Iterator:
+        if self.program or _on_module(node):
+            yield node.value
+            self.emit(GET_MEMBER, node.attr, node)
+            return
         if node.attr not in lang.ATTRIBUTES:
             raise self._unknown_member(node, method=False)
         yield node.value
@@ -828,6 +1049,15 @@ class _Compiler:
 
     def _assign(self, node: ast.Assign) -> Iterator:
         target = node.target
+        kind = type(target)
+        if (self.program and kind is not ast.Subscript) or kind in (
+            ast.Attribute,
+            ast.TupleExpr,
+            ast.ListExpr,
+        ):
+            yield node.value
+            yield from self._store_target(target, node)
+            return
         if type(target) is ast.Name:
             self._check_target_name(target.id, target)
             yield node.value
@@ -860,12 +1090,48 @@ class _Compiler:
                 target,
             )
 
+    def _store_target(self, target: ast.Node, node: ast.Node) -> Iterator:
+        """Store the value on the stack into ``target`` (a name, x.attr, x[i], or a tuple of
+        those, unpacked)."""
+        kind = type(target)
+        if kind is ast.Name:
+            self._check_target_name(target.id, target)
+            self.emit(STORE, target.id, node)
+        elif kind is ast.Attribute:
+            yield target.value
+            self.emit(SET_MEMBER, target.attr, target)
+        elif kind is ast.Subscript and self.program:
+            yield target.value
+            yield from self._index(target.index)
+            self.emit(STORE_SUBSCR, None, target)
+        elif kind is ast.Subscript:
+            self.hidden += 1
+            hidden = f".value{self.hidden}"
+            self.emit(STORE_QUIET, hidden, node)
+            yield from self._assign(
+                ast.Assign(target, ast.Name(hidden), line=node.line, column=node.column)
+            )
+            self.emit(DELETE_NAME, hidden, node)
+        elif kind is ast.TupleExpr or kind is ast.ListExpr:
+            self.emit(UNPACK, len(target.items), target)
+            for item in target.items:
+                yield from self._store_target(item, node)
+        else:
+            raise self.error(ParseError, "cannot assign to this", target)
+
     def _check_target_name(self, name: str, node: ast.Node) -> None:
         if name in _KEYWORDS:
             raise self.error(ParseError, f"'{name}' is a keyword and cannot be assigned", node)
 
     def _augassign(self, node: ast.AugAssign) -> Iterator:
         target = node.target
+        if self.program or type(target) is ast.Attribute:
+            # x op= v: in place where the value allows it (a tensor under no_grad), as Python
+            yield target
+            yield node.value
+            self.emit(PY_INPLACE, node.op, node)
+            yield from self._store_target(target, node)
+            return
         if type(target) is ast.Name:
             self._check_target_name(target.id, target)
             self.emit(LOAD_NAME, target.id, target)
@@ -899,7 +1165,7 @@ class _Compiler:
     def _while(self, node: ast.While) -> Iterator:
         to_test = self.emit(JUMP, None, node)
         body = self.here()
-        loop = _Loop(is_for=False)
+        loop = _Loop(is_for=False, withs=self.withs)
         self.loops.append(loop)
         yield from node.body
         self.loops.pop()
@@ -912,12 +1178,13 @@ class _Compiler:
             self.patch(index)
 
     def _for(self, node: ast.For) -> Iterator:
-        self._check_target_name(node.target, node)
         yield node.iter
         get_iter = self.emit(GET_ITER, None, node.iter)
         to_next = self.emit(JUMP, None, node)
-        head = [None, node.target, self.here()]  # [end, variable, body]
-        loop = _Loop(is_for=True)
+        body = self.here()
+        target = self._loop_target(node.target, node)
+        head = [None, target, body]  # [end, variable, body]
+        loop = _Loop(is_for=True, withs=self.withs)
         self.loops.append(loop)
         yield from node.body
         self.loops.pop()
@@ -931,10 +1198,21 @@ class _Compiler:
             for index in loop.breaks:
                 self.patch(index, pad)
         head[0] = self.here()
-        self.fors.append((self.code, get_iter, next_item, pad, node.target))
+        if not self.program and target == node.target:
+            self.fors.append((self.code, get_iter, next_item, pad, target))
 
     def _def(self, node: ast.FunctionDef) -> Iterator:
         self._check_target_name(node.name, node)
+        yield from self._function(node.name, node.params, node.body, node)
+        self.emit(STORE_QUIET, node.name, node)
+
+    def _lambda(self, node: ast.Lambda) -> Iterator:
+        body = [ast.Return(node.body, line=node.body.line, column=node.body.column)]
+        yield from self._function("<lambda>", node.params, body, node)
+
+    def _function(self, name: str, params: list, statements: list, node: ast.Node) -> Iterator:
+        """MAKE_FUNCTION of a body compiled into its own code (defaults evaluated here)."""
+        node = ast.FunctionDef(name, params, statements, line=node.line, column=node.column)
         names = [p.name for p in node.params]
         if len(set(names)) != len(names):
             raise self.error(ParseError, f"{node.name}(): a parameter name is repeated", node)
@@ -950,18 +1228,34 @@ class _Compiler:
                     "with a default",
                     param,
                 )
-        outer = (self.code, self.loops, self.in_function)
+        outer = (self.code, self.loops, self.in_function, self.withs)
         body = _Code(node.name)
         self.codes.append(body)
-        self.code, self.loops, self.in_function = body, [], True
+        self.code, self.loops, self.in_function, self.withs = body, [], True, 0
         yield from node.body
         self.emit(LOAD_CONST, None, node)
         self.emit(RETURN, None, node)
-        self.code, self.loops, self.in_function = outer
+        self.code, self.loops, self.in_function, self.withs = outer
         ndefaults = sum(p.default is not None for p in node.params)
         template = _FunctionTemplate(node.name, tuple(names), ndefaults, body)
         self.emit(MAKE_FUNCTION, template, node)
-        self.emit(STORE_QUIET, node.name, node)
+
+    def _assert(self, node: ast.Assert) -> Iterator:
+        yield node.test
+        to_fail = self.emit(JUMP_IF_FALSE, None, node)
+        to_end = self.emit(JUMP, None, node)
+        self.patch(to_fail)
+        if node.msg is not None:
+            yield node.msg
+        self.emit(ASSERT_FAIL, node.msg is not None, node)
+        self.patch(to_end)
+
+    def _chain_assign(self, node: ast.ChainAssign) -> Iterator:
+        yield node.value
+        for target in node.targets[:-1]:
+            self.emit(DUP_TOP, None, node)
+            yield from self._store_target(target, node)
+        yield from self._store_target(node.targets[-1], node)
 
     def _return(self, node: ast.Return) -> Iterator:
         if not self.in_function:
@@ -970,6 +1264,7 @@ class _Compiler:
             self.emit(LOAD_CONST, None, node)
         else:
             yield node.value
+        self._exit_withs(self.withs, node)
         self.emit(RETURN, None, node)
 
     def _pass(self, node: ast.Pass) -> Iterator:
@@ -978,12 +1273,14 @@ class _Compiler:
     def _break(self, node: ast.Break) -> Iterator:
         if not self.loops:
             raise self.error(ParseError, "'break' outside a loop", node)
+        self._exit_withs(self.withs - self.loops[-1].withs, node)
         self.loops[-1].breaks.append(self.emit(JUMP, None, node))
         yield from ()
 
     def _continue(self, node: ast.Continue) -> Iterator:
         if not self.loops:
             raise self.error(ParseError, "'continue' outside a loop", node)
+        self._exit_withs(self.withs - self.loops[-1].withs, node)
         self.loops[-1].continues.append(self.emit(JUMP, None, node))
         yield from ()
 
@@ -1017,7 +1314,24 @@ _VISITORS = {
     ast.Pass: _Compiler._pass,
     ast.Break: _Compiler._break,
     ast.Continue: _Compiler._continue,
+    ast.Str: _Compiler._str,
+    ast.NoneLit: _Compiler._none,
+    ast.FString: _Compiler._fstring,
+    ast.ListComp: _Compiler._listcomp,
+    ast.Import: _Compiler._import,
+    ast.ImportFrom: _Compiler._import_from,
+    ast.With: _Compiler._with,
+    ast.Lambda: _Compiler._lambda,
+    ast.ChainAssign: _Compiler._chain_assign,
+    ast.Assert: _Compiler._assert,
 }
+
+
+def _on_module(node: ast.Attribute) -> bool:
+    """``torch.x``, ``F.x``, ``math.x``: a member of a module (resolved at run time)."""
+    return type(node.value) is ast.Name and (
+        node.value.id in _MODULE_NAMES or node.value.id in _FORMULA_MODULES
+    )
 
 
 # ---------------------------------------------------------------------- helpers
@@ -1062,7 +1376,7 @@ def _compile(interp: Interpreter, program: ast.Program, source: str | None) -> C
             gc.enable()
 
 
-_CACHE: dict[tuple[int, str, Limits], Compiled] = {}
+_CACHE: dict[tuple[int, str, Limits, bool], Compiled] = {}
 _CACHE_SIZE = 256
 _CACHE_INSTRUCTIONS = 20_000
 """Only programs up to this many instructions are kept (a 1 MB formula is not)."""
@@ -1072,7 +1386,7 @@ def _cached_compile(interp: Interpreter, program: ast.Program) -> Compiled:
     """The compiled form of a Program object, kept while the cache holds it (the entry
     holds the program, so its id cannot be reused by another): a batch or a finite-
     difference check runs one parsed program many times."""
-    key = (id(program), interp.dtype, interp.limits)
+    key = (id(program), interp.dtype, interp.limits, interp.program)
     compiled = _CACHE.get(key)
     if compiled is not None and compiled.program is program:
         return compiled
@@ -1101,7 +1415,13 @@ class Interpreter:
     program (``gradcalc.api`` sets the batch's and the REPL's)."""
 
     def __init__(
-        self, dtype: str = "float64", seed: int | None = None, limits: Limits | None = None
+        self,
+        dtype: str = "float64",
+        seed: int | None = None,
+        limits: Limits | None = None,
+        *,
+        program: bool = False,
+        write: Any = None,
     ) -> None:
         if dtype not in ("float64", "float32"):
             raise FormulaValueError(
@@ -1113,6 +1433,16 @@ class Interpreter:
         self.env: dict[str, Any] = {}
         self.context = lang.Context(dtype, self.limits, seed)
         self._builtin_values: dict[str, Any] = {}
+        self.program = program
+        """Python's values and built-ins (``gradcalc run``): ``2`` is an int, ``[1, 2]`` a
+        list, names are Python's (`gradcalc.pylang`); else the formula language's."""
+        self.run_context = pylang.RunContext(self.limits, write or pylang.stdout_write)
+        self._callbacks = 0  # program functions the Python API is calling back, nested
+        self._source: str | None = None  # the text being run, for callbacks' errors
+        self.prints = program or write is not None
+        """Whether ``print`` is a built-in: in programs, and in formula sessions that say
+        where it writes (the REPL); a one-shot formula's output is its value."""
+        """Where ``print`` writes (``write(text)``), and the limits Python's values obey."""
 
     # -- public API
 
@@ -1163,7 +1493,11 @@ class Interpreter:
             elif type(source_or_program) is Compiled:
                 compiled = source_or_program
                 source = compiled.source
-                if compiled.dtype != self.dtype or compiled.limits != self.limits:
+                if (
+                    compiled.dtype != self.dtype
+                    or compiled.limits != self.limits
+                    or compiled.python != self.program
+                ):
                     compiled = _compile(self, compiled.program, source)
             else:
                 compiled = _cached_compile(self, source_or_program)
@@ -1173,6 +1507,7 @@ class Interpreter:
                 # NumPy's own warnings (mean of an empty slice) say what the
                 # non-finite value already shows; they must not reach a terminal
                 warnings.simplefilter("ignore", RuntimeWarning)
+                self._source = source
                 try:
                     return self._run(compiled, source)
                 finally:
@@ -1216,6 +1551,8 @@ class Interpreter:
     # -- name resolution (slow path: enclosing scopes, globals, built-ins)
 
     def _lookup(self, name: str, function: Function | None, called: bool = False) -> Any:
+        if self.program:
+            return self._lookup_python(name, function)
         if function is not None:
             for scope in function.scopes:
                 value = scope.get(name, _MISSING)
@@ -1227,6 +1564,10 @@ class Interpreter:
         value = self._builtin_values.get(name)
         if value is not None:
             return value
+        if name == "print" and self.prints:
+            return pylang.BUILTINS["print"]
+        if name in _FORMULA_MODULES:  # torch.exp(x): the language's exp
+            return pylang.MODULES[_FORMULA_MODULES[name]]
         constant = lang.CONSTANTS.get(name)
         if constant is not None:
             value = self.context.number_literal(constant.value)
@@ -1236,6 +1577,86 @@ class Interpreter:
             raise self._unknown_name(name, function, called)
         self._builtin_values[name] = value
         return value
+
+    def python_callable(self, function: Function) -> Any:
+        """A program's function as a Python callable, for the Python API to call back
+        (``torch.autograd.functional.jacobian(f, x)``, ``x.register_hook(hook)``): each
+        call runs the function's code on a machine of its own, under the same limits."""
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._call_back(function, args, kwargs)
+
+        call.__name__ = call.__qualname__ = function.name
+        return call
+
+    def _call_back(self, function: Function, args: tuple, kwargs: dict) -> Any:
+        depth = max(self.limits.max_call_depth // 10, 1)
+        if self._callbacks >= depth:
+            raise LimitError(
+                f"the Python API calls back the program's functions more than {depth} deep",
+                hint="the limit is a tenth of max_call_depth (CLI: --max-call-depth)",
+            )
+        code = _Code(function.name)
+        count = 1 + len(args) + len(kwargs)
+        code.ops += [LOAD_CONST] * count + [CALL_VALUE, HALT]
+        code.args += [function, *args, *kwargs.values()]
+        code.args += [_CallSite(function.name, len(args), tuple(kwargs)), None]
+        code.nodes += [None] * len(code.ops)
+        code.unit = code
+        compiled = Compiled(
+            code, ast.Program([]), self.dtype, self.limits, frozenset(), frozenset()
+        )
+        compiled.python = self.program
+        scopes = self.context.scopes
+        self._callbacks += 1
+        machine = _Machine(self, compiled)
+        try:
+            machine.run()
+        except Exception as exc:
+            error, cause = machine.error(exc, self._source)
+            raise error from cause
+        finally:
+            self._callbacks -= 1
+            self.context.scopes = scopes
+            while machine.managers:
+                machine.managers.pop().__exit__(None, None, None)
+        return machine.stack[-1]
+
+    def show(self, value: Any) -> str:
+        """``repr(value)`` as this interpreter's programs print it (a grad_fn with its
+        stable number, `pylang.show`): what the REPL shows of an expression."""
+        return pylang.show(value, self.run_context)
+
+    def _lookup_python(self, name: str, function: Function | None) -> Any:
+        if function is not None:
+            for scope in function.scopes:
+                value = scope.get(name, _MISSING)
+                if value is not _MISSING:
+                    return value
+        value = self.env.get(name, _MISSING)
+        if value is not _MISSING:
+            return value
+        value = pylang.BUILTINS.get(name)
+        if value is not None:
+            return value
+        if name == "__name__":
+            return "__main__"  # (a program runs as python's main module)
+        if name in _MODULE_NAMES:
+            hint = (
+                "import it first: import torch"
+                if name != "F"
+                else ("import it first: import torch.nn.functional as F")
+            )
+        else:
+            candidates = [*pylang.BUILTINS, *itertools.islice(reversed(self.env), _SUGGEST_FROM)]
+            if function is not None:
+                for scope in function.scopes:
+                    candidates += scope
+            hint = _did_you_mean(name, candidates)
+            if hint is None and name in lang.FUNCTIONS:
+                hint = f"did you mean torch.{name}? (import torch first)"
+        return_error = UnknownNameError(f"name '{name}' is not defined", hint=hint)
+        raise return_error
 
     def _any_users(self, names: tuple[str, ...], scope: dict, function: Function | None) -> bool:
         """Whether the user has bound any of these built-in names."""
@@ -1257,7 +1678,7 @@ class Interpreter:
                 f"'{name}' is not defined: functions and methods need no module prefix",
                 hint="write exp(x) or x.exp(), not torch.exp(x)",
             )
-        if called and name == "print":
+        if called and name == "print" and not self.prints:
             return UnknownNameError(
                 "there is no print(): a program shows the value of its last statement",
                 hint="end the program with the name to show (or pick it with --of NAME)",
@@ -1288,6 +1709,10 @@ class Interpreter:
             raise error from cause
         finally:
             self.context.scopes = [self.env]
+            while machine.managers:  # an error inside `with torch.no_grad():`
+                machine.managers.pop().__exit__(None, None, None)
+        if self.program and _ends_without_value(compiled.program):
+            return Outcome(None)  # (what a notebook cell shows: only a last expression)
         return Outcome(machine.last_value, machine.last_name)
 
     def _needs_generic(self, compiled: Compiled) -> bool:
@@ -1316,6 +1741,51 @@ class Interpreter:
                 for scope in function.scopes:
                     todo.extend(v for v in scope.values() if type(v) is Function)
         return False
+
+
+def axis_notes(program: ast.Program) -> list[str]:
+    """Notes for ``max(x, 0)``/``min(x, 0)`` in a formula: the number is an axis (as in
+    PyTorch's ``torch.max(x, dim)``), which is seldom what was meant by it."""
+    notes: list[str] = []
+    todo: list[Any] = [program]
+    while todo:  # (iterative: the program may nest as deep as the limits allow)
+        node = todo.pop()
+        if isinstance(node, ast.Node):
+            if (
+                type(node) is ast.Call
+                and type(node.func) is ast.Name
+                and node.func.id in ("max", "min")
+                and len(node.args) == 2
+                and _literal_number(node.args[1]) is not None
+            ):
+                name = node.func.id
+                other = "maximum" if name == "max" else "minimum"
+                x, number = parse_pretty(node.args[0]), parse_pretty(node.args[1])
+                which = "larger" if name == "max" else "smaller"
+                note = (
+                    f"{name}({x}, {number}) reduces along axis {number} (as PyTorch's "
+                    f"torch.{name}(x, dim)); the elementwise {which} of {x} and {number} "
+                    f"is {other}({x}, {number})"
+                )
+                if note not in notes:
+                    notes.append(note)
+            todo += [getattr(node, name) for name in type(node).__match_args__]
+        elif type(node) is list:
+            todo += node
+    return notes
+
+
+def parse_pretty(node: ast.Node) -> str:
+    from gradcalc.parser import pretty
+
+    return pretty(node)
+
+
+def _ends_without_value(program: ast.Program | None) -> bool:
+    """A program whose last statement is a block, an import...: it shows no value."""
+    if program is None or not program.body:
+        return True
+    return type(program.body[-1]) not in (ast.ExprStmt, ast.Assign, ast.AugAssign)
 
 
 def _functions_named(env: dict[str, Any], names: frozenset[str]) -> list[Function]:
@@ -1364,6 +1834,7 @@ class _Machine:
         "last_name",
         "last_value",
         "limits",
+        "managers",
         "next_iterations",
         "next_operations",
         "nodes",
@@ -1394,6 +1865,7 @@ class _Machine:
         self.argv: list = []
         self.done = False
         self.fault = -1  # the index of the instruction that raised
+        self.managers: list = []  # context managers entered (with), innermost last
         self.unit = None if interp._needs_generic(compiled) else compiled.code
         self.start(compiled.code, interp.env, None)
 
@@ -1534,6 +2006,9 @@ class _Machine:
         if error is None:  # not explained: the generic words, and a bug's traceback
             error = _convert(exc)
             cause = _unexpected(exc)
+            if self.interp.program and cause is None and not isinstance(exc, FormulaError):
+                error.message = pylang.python_error(exc)  # as Python reports it
+                error.hint = None  # (the formula language's advice does not apply)
         node = self.nodes[self.fault]
         if node is not None:
             error.at(node.line or None, node.column or None, source)
@@ -1541,7 +2016,8 @@ class _Machine:
             caller_nodes, return_pc = self.frames[-1][2], self.frames[-1][3]
             call_node = caller_nodes[return_pc - 1]
             where = f" at line {call_node.line}" if call_node is not None and call_node.line else ""
-            note = f"in {self.function.name}(), called{where}"
+            called = f"called{where}" if call_node is not None else "called back by the Python API"
+            note = f"in {self.function.name}(), {called}"
             error.hint = f"{error.hint}; {note}" if error.hint else note
         return error, cause
 
@@ -1625,7 +2101,7 @@ def _store_item(m: _Machine, arg: tuple[str, int], pc: int) -> int:
 
 def _expr_stmt(m: _Machine, arg: None, pc: int) -> int:
     value = m.stack.pop()
-    if value is not None:
+    if value is not None or m.interp.program:  # a program shows its last statement's value
         m.last_value = value
         m.last_name = None
     return pc
@@ -1663,7 +2139,10 @@ def _unary(m: _Machine, arg: tuple, pc: int) -> int:
     return pc
 
 
-def _not(m: _Machine, arg: None, pc: int) -> int:
+def _not(m: _Machine, arg: Any, pc: int) -> int:
+    if m.interp.program:
+        m.stack[-1] = not truth(m.stack[-1])
+        return pc
     m.stack[-1] = lang.FALSE if truth(m.stack[-1]) else lang.TRUE
     return pc
 
@@ -1764,6 +2243,12 @@ def _subscript(m: _Machine, arg: None, pc: int) -> int:
     stack = m.stack
     key = stack.pop()
     value = stack[-1]
+    if m.interp.program:
+        m.operations += 1
+        if type(key) is tuple and type(value) is not Tensor:
+            raise FormulaTypeError(f"{pylang.type_name(value)} indices must be integers or slices")
+        stack[-1] = value[key]
+        return pc
     if type(value) is Size:  # x.shape[0] is a number, x.shape[1:] a shape
         stack[-1] = _shape_part(lang.get_item(lang.unshape(m.context, value), key))
         return pc
@@ -1778,7 +2263,7 @@ def _build_slice(m: _Machine, arg: tuple[bool, bool, bool], pc: int) -> int:
     stack = m.stack
     parts = [stack.pop() if given else None for given in reversed(arg)]
     parts.reverse()
-    stack.append(lang.make_slice(*parts))
+    stack.append(slice(*parts) if m.interp.program else lang.make_slice(*parts))
     return pc
 
 
@@ -1849,7 +2334,8 @@ def _call(m: _Machine, site: _CallSite, callee: Any, pc: int) -> int:
         stack.append(_call_builtin(m, site, callee, argv))
         return pc
     if type(callee) is not Function:
-        raise _not_callable(site.name, callee)
+        stack.append(_call_python(m, site, callee, argv))
+        return pc
     depth = m.limits.max_call_depth
     if len(m.frames) >= depth:
         raise budgets.limit_error(
@@ -1882,6 +2368,23 @@ def _call_builtin(m: _Machine, site: _CallSite, callee: Builtin, argv: list) -> 
     return impl(*argv)
 
 
+def _call_python(m: _Machine, site: _CallSite, callee: Any, argv: list) -> Any:
+    """Call one of Python's built-ins (`pylang.BUILTINS`, a string's method) or a function
+    of the Python API reached through a module or a tensor (``torch.ones``, ``x.sum``)."""
+    nargs = site.nargs
+    kwargs = dict(zip(site.kwnames, argv[nargs:], strict=True))
+    if type(callee) is pylang.PyBuiltin:
+        return callee.fn(m.interp.run_context, *argv[:nargs], **kwargs)
+    if isinstance(callee, pylang.Namespace) or not callable(callee):
+        raise _not_callable(site.name, callee)
+    pylang.check_creation(callee, argv[:nargs], kwargs, m.limits)
+    if any(type(value) is Function for value in argv):  # jacobian(f, x), register_hook(h)
+        wrap = m.interp.python_callable
+        argv = [wrap(v) if type(v) is Function else v for v in argv]
+        kwargs = {k: wrap(v) if type(v) is Function else v for k, v in kwargs.items()}
+    return callee(*argv[:nargs], **kwargs)
+
+
 def _return(m: _Machine, arg: None, pc: int) -> int:
     value = m.stack.pop()
     m.ops, m.args, m.nodes, m.pc, m.stack, m.scope, m.function = m.frames.pop()
@@ -1901,7 +2404,233 @@ def _make_function(m: _Machine, arg: _FunctionTemplate, pc: int) -> int:
     return pc
 
 
+# ---- handlers: Python's values (program mode) and the statements both modes share
+
+
+def _py_binary(m: _Machine, arg: str, pc: int) -> int:
+    stack = m.stack
+    left, right = stack[-2], stack[-1]
+    if _large(m, left, right):
+        m.context.check_broadcast(arg, left, right)
+    m.operations += type(left) is Tensor or type(right) is Tensor  # (graph operations only)
+    result = pylang.binary(arg, left, right, m.limits)
+    del stack[-1]
+    stack[-1] = result
+    return pc
+
+
+def _py_inplace(m: _Machine, arg: str, pc: int) -> int:
+    stack = m.stack
+    left, right = stack[-2], stack[-1]
+    if not m.interp.program:
+        left, right = _operands(m.context, arg, left, right)
+    elif _large(m, left, right):
+        m.context.check_broadcast(arg, left, right)
+    m.operations += type(left) is Tensor or type(right) is Tensor
+    result = pylang.binary(arg, left, right, m.limits, inplace=True)
+    del stack[-1]
+    stack[-1] = result
+    return pc
+
+
+def _large(m: _Machine, left: Any, right: Any) -> bool:
+    """Two tensors whose broadcast result may be over the limit (checked exactly then)."""
+    return (
+        type(left) is Tensor
+        and type(right) is Tensor
+        and left.numel() * right.numel() > m.limits.max_elements
+    )
+
+
+def _py_unary(m: _Machine, arg: str, pc: int) -> int:
+    m.operations += type(m.stack[-1]) is Tensor
+    m.stack[-1] = -m.stack[-1] if arg == "-" else +m.stack[-1]
+    return pc
+
+
+def _py_compare(m: _Machine, arg: str, pc: int) -> int:
+    stack = m.stack
+    result = _py_comparison(m, arg, stack[-2], stack[-1])
+    del stack[-1]
+    stack[-1] = result
+    return pc
+
+
+def _py_comparison(m: _Machine, symbol: str, left: Any, right: Any) -> Any:
+    if not m.interp.program and symbol in _COMPARE:
+        return _comparison(m, (_COMPARE[symbol], symbol), left, right)
+    result = pylang.binary(symbol, left, right, m.limits)
+    if not m.interp.program and type(result) is bool:
+        return lang.TRUE if result else lang.FALSE
+    return result
+
+
+def _py_compare_chain(m: _Machine, arg: list, pc: int) -> int:
+    stack = m.stack
+    result = _py_comparison(m, arg[0], stack[-2], stack[-1])
+    if truth(result):
+        del stack[-2]
+        return pc
+    del stack[-1]
+    stack[-1] = result
+    return arg[1]
+
+
+def _build_tuple(m: _Machine, arg: int, pc: int) -> int:
+    stack = m.stack
+    items = tuple(stack[-arg:]) if arg else ()
+    if arg:
+        del stack[-arg:]
+    stack.append(items)
+    return pc
+
+
+def _build_pylist(m: _Machine, arg: int, pc: int) -> int:
+    stack = m.stack
+    items = stack[-arg:] if arg else []
+    if arg:
+        del stack[-arg:]
+    stack.append(items)
+    return pc
+
+
+def _list_append(m: _Machine, arg: int, pc: int) -> int:
+    item = m.stack.pop()
+    target = m.stack[-arg]
+    if type(target) is list:
+        if len(target) >= m.limits.max_elements:
+            pylang.items(range(len(target) + 1), m.limits, "the list")
+        target.append(item)
+    else:  # the formula language's list: a tensor of the items, made when the list ends
+        m.stack[-arg] = lang.build_list(m.context, [*_rows_of(target), item])
+    return pc
+
+
+def _rows_of(value: Any) -> list:
+    if type(value) is Tensor:
+        return [value[i] for i in range(value.shape[0])] if value.ndim else []
+    return list(value)
+
+
+def _build_string(m: _Machine, arg: int, pc: int) -> int:
+    stack = m.stack
+    parts = stack[-arg:] if arg else []
+    if arg:
+        del stack[-arg:]
+    pylang.items(range(sum(len(p) for p in parts)), m.limits, "the string")
+    stack.append("".join(parts))
+    return pc
+
+
+def _format(m: _Machine, arg: tuple, pc: int) -> int:
+    m.stack[-1] = pylang.format_value(m.stack[-1], arg[0], arg[1], m.interp.run_context)
+    return pc
+
+
+def _get_member(m: _Machine, arg: str, pc: int) -> int:
+    value = m.stack[-1]
+    if not m.interp.program:
+        if type(value) is Size:
+            value = lang.unshape(m.context, value)
+        elif type(value) is pylang.Namespace and value.name != "math":
+            # a formula's torch.exp is the language's exp (its numbers, its axis=)
+            if arg in lang.FUNCTIONS:
+                m.stack[-1] = lang.FUNCTIONS[arg]
+                return pc
+            if arg in lang.CONSTANTS:
+                m.stack[-1] = m.interp._lookup(arg, None)
+                return pc
+    m.stack[-1] = pylang.get_member(value, arg, m.limits)
+    return pc
+
+
+def _set_member(m: _Machine, arg: str, pc: int) -> int:
+    target = m.stack.pop()
+    value = m.stack.pop()
+    pylang.set_member(target, arg, value)
+    return pc
+
+
+def _unpack(m: _Machine, arg: int, pc: int) -> int:
+    value = m.stack.pop()
+    items = pylang.items(value, m.limits, "the value unpacked")
+    if len(items) != arg:
+        if len(items) > arg:
+            message = f"too many values to unpack (expected {arg}, got {len(items)})"
+        else:
+            message = f"not enough values to unpack (expected {arg}, got {len(items)})"
+        raise FormulaValueError(message)
+    items.reverse()
+    m.stack += items
+    return pc
+
+
+def _with_enter(m: _Machine, arg: bool, pc: int) -> int:
+    manager = m.stack.pop()
+    if not isinstance(manager, lang.GRAD_MODES):
+        raise FormulaTypeError(
+            f"'{pylang.type_name(manager)}' object does not support the context manager protocol",
+            hint="with torch.no_grad():, torch.enable_grad() or torch.set_grad_enabled(mode)",
+        )
+    entered = manager.__enter__()
+    m.managers.append(manager)
+    if arg:
+        m.stack.append(entered)
+    return pc
+
+
+def _with_exit(m: _Machine, arg: None, pc: int) -> int:
+    m.managers.pop().__exit__(None, None, None)
+    return pc
+
+
+def _store_subscr(m: _Machine, arg: None, pc: int) -> int:
+    stack = m.stack
+    key = stack.pop()
+    target = stack.pop()
+    value = stack.pop()
+    if type(target) is list or type(target) is Tensor:
+        m.operations += 1
+        target[key] = value
+        return pc
+    raise FormulaTypeError(f"'{pylang.type_name(target)}' object does not support item assignment")
+
+
+def _assert_fail(m: _Machine, arg: bool, pc: int) -> int:
+    message = pylang.show(m.stack.pop(), m.interp.run_context, as_str=True) if arg else ""
+    raise FormulaValueError(f"AssertionError: {message}" if message else "AssertionError")
+
+
+def _dup_top(m: _Machine, arg: None, pc: int) -> int:
+    m.stack.append(m.stack[-1])
+    return pc
+
+
+def _delete_name(m: _Machine, arg: str, pc: int) -> int:
+    m.scope.pop(arg, None)
+    return pc
+
+
 _HANDLER_OF = {
+    PY_BINARY: _py_binary,
+    PY_INPLACE: _py_inplace,
+    PY_UNARY: _py_unary,
+    PY_COMPARE: _py_compare,
+    PY_COMPARE_CHAIN: _py_compare_chain,
+    BUILD_TUPLE: _build_tuple,
+    BUILD_PYLIST: _build_pylist,
+    LIST_APPEND: _list_append,
+    BUILD_STRING: _build_string,
+    FORMAT: _format,
+    GET_MEMBER: _get_member,
+    SET_MEMBER: _set_member,
+    UNPACK: _unpack,
+    WITH_ENTER: _with_enter,
+    WITH_EXIT: _with_exit,
+    STORE_SUBSCR: _store_subscr,
+    DELETE_NAME: _delete_name,
+    DUP_TOP: _dup_top,
+    ASSERT_FAIL: _assert_fail,
     STORE_FRESH: _store_fresh,
     STORE_QUIET: _store_quiet,
     STORE_ITEM: _store_item,
@@ -1933,7 +2662,7 @@ _HANDLER_OF = {
     GET_SPAN: _get_span,
     END_SPAN: _end_span,
 }
-_HANDLERS = [_HANDLER_OF.get(op) for op in range(END_SPAN + 1)]
+_HANDLERS = [_HANDLER_OF.get(op) for op in range(_LAST_OP + 1)]
 """Each opcode's handler, by opcode (None for those `_Machine.run` writes out)."""
 
 
@@ -1949,9 +2678,18 @@ def _operands(context: Any, symbol: str, left: Any, right: Any) -> tuple[Any, An
     return left, right
 
 
+_STRINGS = (ast.Str, ast.FString)
+_PYTHON_VALUES = frozenset({str, list, tuple})
+"""Values the formula language's operators leave to Python (strings; a program's lists)."""
+
+
 def _number_operator(context: Any, arg: tuple, value: Any) -> Any:
     """``x op 2`` / ``2 op x`` when x is not a float tensor: the literal as a tensor,
     so the engine promotes as NumPy does (or the operands are refused)."""
+    if type(value) in _PYTHON_VALUES:  # 'ab' * 3: the literal as a Python number
+        number = int(arg[2]) if float(arg[2]).is_integer() else arg[2]
+        left, right = (number, value) if arg[5] else (value, number)
+        return pylang.binary(arg[1], left, right, context.limits)
     left, right = (arg[3], value) if arg[5] else (value, arg[3])
     if type(value) is not Tensor:
         left, right = _operands(context, arg[1], left, right)

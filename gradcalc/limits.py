@@ -37,7 +37,9 @@ class Limits:
     max_nesting: int = 500
     """Bracket / expression nesting depth of the source; 200 must always work."""
     max_elements: int = 100_000_000
-    """Elements of any one tensor, checked before allocating."""
+    """Elements of any one tensor, checked before allocating; in programs also the
+    characters of a string and the items of a list (and a hundredth of it the bits of
+    an int), checked before they are made."""
     max_graph_nodes: int = 500_000
     """Operations recorded in one run (about a second of them, ~75 MB of graph)."""
     max_work: int = 1_000_000_000

@@ -365,8 +365,8 @@ _OPERATORS = {
 }  # fmt: skip
 _COMPOUND = {"IF", "ELIF", "ELSE", "WHILE", "FOR", "DEF"}
 _PYTHON_ONLY = {
-    "lambda", "import", "from", "class", "with", "try", "except", "finally", "raise", "assert",
-    "del", "global", "nonlocal", "yield", "async", "await", "is", "as",
+    "class", "try", "except", "finally", "raise",
+    "del", "global", "nonlocal", "yield", "async", "await",
 }  # fmt: skip
 _CLOSER_OF = {"LPAR": "RPAR", "LSQB": "RSQB"}
 
@@ -410,7 +410,9 @@ _ACTIONS = {
     "LPAR": _ACT_OPEN, "LSQB": _ACT_OPEN, "RPAR": _ACT_CLOSE, "RSQB": _ACT_CLOSE,
     "MINUS": _ACT_SIGN, "PLUS": _ACT_SIGN, "POW": _ACT_POW,
     "STAR": _ACT_BINARY, "SLASH": _ACT_BINARY, "PERCENT": _ACT_BINARY, "AT": _ACT_BINARY,
-    "COMP_OP": _ACT_BINARY, "NOT": _ACT_NOT, "AND": _ACT_BOOL, "OR": _ACT_BOOL, "IF": _ACT_BOOL,
+    "COMP_OP": _ACT_BINARY, "FLOORDIV": _ACT_BINARY, "IS": _ACT_BINARY, "IS_NOT": _ACT_BINARY,
+    "IN": _ACT_BINARY, "NOT_IN": _ACT_BINARY, "NOT": _ACT_NOT, "AND": _ACT_BOOL,
+    "OR": _ACT_BOOL, "IF": _ACT_BOOL,
     "ELSE": _ACT_ELSE, "COMMA": _ACT_SEPARATOR, "COLON": _ACT_SEPARATOR,
     "SEMICOLON": _ACT_SEPARATOR, "EQUAL": _ACT_SEPARATOR, "AUGASSIGN": _ACT_SEPARATOR,
     "_NEWLINE": _ACT_NEWLINE,
@@ -651,7 +653,81 @@ class _ToAst:
     # -- atoms
     def number(self, children: list) -> ast.Num:
         (token,) = children
-        return ast.Num(float(token.value), **_tok(token))
+        text = token.value
+        if "." in text or "e" in text or "E" in text or len(text) > 308:  # (floats beyond)
+            return ast.Num(float(text), **_tok(token))
+        return ast.Num(int(text), **_tok(token))  # an int, as in Python (`7 // 2` is 3)
+
+    def none(self, children: list) -> ast.NoneLit:
+        return ast.NoneLit(**_tok(children[0]))
+
+    def string(self, children: list) -> ast.Str | ast.FString:
+        """Adjacent literals joined ('a' 'b'); f-strings split into text and fields."""
+        parts: list[Any] = []
+        for token in children:
+            for part in _string_parts(token):
+                if type(part) is str and parts and type(parts[-1]) is str:
+                    parts[-1] += part
+                else:
+                    parts.append(part)
+        if all(type(part) is str for part in parts):
+            return ast.Str("".join(parts), **_tok(children[0]))
+        return ast.FString(parts, **_tok(children[0]))
+
+    def listcomp(self, children: list) -> ast.ListComp:
+        opener, element, *generators = children
+        return ast.ListComp(element, generators, **_tok(opener))
+
+    def genexp(self, children: list) -> ast.ListComp:
+        if isinstance(children[0], ast.Node):  # an argument: f(x for x in xs)
+            element, *generators = children
+            return ast.ListComp(element, generators, **_at(element))
+        opener, element, *generators = children
+        return ast.ListComp(element, generators, **_tok(opener))
+
+    def comp_for(self, children: list) -> ast.Comprehension:
+        keyword, targets, _, iterable, *conditions = children
+        ifs = [c for c in conditions if isinstance(c, ast.Node)]
+        return ast.Comprehension(targets, iterable, ifs, **_tok(keyword))
+
+    def targets(self, children: list) -> str | list[str]:
+        names = [c.value for c in children if c.type == "NAME"]
+        if len(names) == 1 and children[0].type != "LPAR":
+            return names[0]
+        return names
+
+    def bare_tuple(self, children: list) -> ast.TupleExpr:
+        return ast.TupleExpr(list(children), **_at(children[0]))
+
+    # -- imports and with
+    def dotted_name(self, children: list) -> Any:
+        token = children[0]
+        return _Token("DOTTED", ".".join(c.value for c in children), 0, token.line, token.column)
+
+    def dotted_as_name(self, children: list) -> ast.Alias:
+        name, _, asname = children
+        return ast.Alias(name.value, asname.value if asname else None, **_tok(name))
+
+    def import_as_name(self, children: list) -> ast.Alias:
+        name, _, asname = children
+        return ast.Alias(name.value, asname.value if asname else None, **_tok(name))
+
+    def import_stmt(self, children: list) -> ast.Import:
+        keyword, *names = children
+        return ast.Import(names, **_tok(keyword))
+
+    def from_stmt(self, children: list) -> ast.ImportFrom:
+        keyword, module, _, *names = children
+        aliases = [n for n in names if isinstance(n, ast.Alias)]
+        return ast.ImportFrom(module.value, aliases, **_tok(keyword))
+
+    def with_item(self, children: list) -> ast.WithItem:
+        context, _, name = children
+        return ast.WithItem(context, name.value if name else None, **_at(context))
+
+    def with_stmt(self, children: list) -> ast.With:
+        keyword, *items, body = children
+        return ast.With(items, body, **_tok(keyword))
 
     def name(self, children: list) -> ast.Name:
         (token,) = children
@@ -744,11 +820,12 @@ class _ToAst:
     mul = _binary("*")
     div = _binary("/")
     mod = _binary("%")
+    floordiv = _binary("//")
     matmul = _binary("@")
 
     def comparison(self, children: list) -> ast.Compare:
         left = children[0]
-        ops = [token.value for token in children[1::2]]
+        ops = [" ".join(token.value.split()) for token in children[1::2]]  # "is  not"
         return ast.Compare(left, ops, children[2::2], **_at(left))
 
     def and_test(self, children: list) -> ast.BoolOp:
@@ -766,10 +843,21 @@ class _ToAst:
         (value,) = children
         return ast.ExprStmt(value, **_at(value))
 
-    def assign(self, children: list) -> ast.Assign:
-        target, value = children
-        _check_target(target, "=")
-        return ast.Assign(target, value, **_at(target))
+    def assign(self, children: list) -> ast.Assign | ast.ChainAssign:
+        *targets, value = children
+        for target in targets:
+            _check_target(target, "=")
+        if len(targets) > 1:
+            return ast.ChainAssign(targets, value, **_at(targets[0]))
+        return ast.Assign(targets[0], value, **_at(targets[0]))
+
+    def assert_stmt(self, children: list) -> ast.Assert:
+        keyword, test, message = children
+        return ast.Assert(test, message, **_tok(keyword))
+
+    def lambdef(self, children: list) -> ast.Lambda:
+        keyword, params, body = children
+        return ast.Lambda(params or [], body, **_tok(keyword))
 
     def aug_assign(self, children: list) -> ast.AugAssign:
         target, op, value = children
@@ -815,8 +903,8 @@ class _ToAst:
         return ast.While(test, body, **_tok(keyword))
 
     def for_stmt(self, children: list) -> ast.For:
-        keyword, target, iterable, body = children
-        return ast.For(target.value, iterable, body, **_tok(keyword))
+        keyword, targets, _, iterable, body = children
+        return ast.For(targets, iterable, body, **_tok(keyword))
 
     def funcdef(self, children: list) -> ast.FunctionDef:
         keyword, name, params, body = children
@@ -852,7 +940,20 @@ class _ToAst:
 
 
 def _check_target(target: ast.Node, op: str) -> None:
-    if isinstance(target, ast.Name | ast.Subscript):
+    if isinstance(target, ast.Name | ast.Subscript) or (
+        op != "=" and isinstance(target, ast.Attribute)
+    ):
+        return
+    if op == "=" and isinstance(target, ast.Attribute):
+        return  # x.requires_grad = True (the interpreter says which attributes can be set)
+    if op == "=" and isinstance(target, ast.TupleExpr | ast.ListExpr):
+        todo = list(target.items)  # a, b = 1, 2; (a, b), c = ... (iterative)
+        while todo:
+            item = todo.pop()
+            if isinstance(item, ast.TupleExpr | ast.ListExpr):
+                todo += item.items
+            elif not isinstance(item, ast.Name | ast.Subscript | ast.Attribute):
+                _check_target(item, "unpack")
         return
     what = {
         ast.Call: "a call",
@@ -865,6 +966,145 @@ def _check_target(target: ast.Node, op: str) -> None:
     if isinstance(target, ast.Compare) or (op == "=" and isinstance(target, ast.BoolOp)):
         hint += "; to compare, use '=='"
     raise ParseError(f"cannot assign to {what}", hint=hint, **_at(target))
+
+
+# ------------------------------------------------------------------ strings
+
+
+def _unescape(text: str, token: Any) -> str:
+    """Python's backslash escapes decoded (any character may be written as itself)."""
+    if "\\" not in text:
+        return text
+    try:
+        return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError as exc:
+        raise ParseError(
+            f"bad escape in a string: {exc.reason}",
+            hint="write a backslash as \\\\, or use a raw string r'...'",
+            **_tok(token),
+        ) from None
+
+
+def _string_parts(token: Any) -> list[Any]:
+    """A STRING token's text, or for an f-string its text and `FormattedValue` fields."""
+    value = token.value
+    quote_at = min(i for i in (value.find("'"), value.find('"')) if i >= 0)
+    prefix = value[:quote_at].lower()
+    body = value[quote_at:]
+    quote = 3 if body[:3] in ("'" * 3, '"' * 3) and len(body) >= 6 else 1
+    body = body[quote:-quote]
+    raw = "r" in prefix
+    if "f" not in prefix:
+        return [body if raw else _unescape(body, token)]
+    return _fstring_parts(body, raw, token)
+
+
+def _fstring_parts(body: str, raw: bool, token: Any) -> list[Any]:
+    """Split an f-string's body into text and ``{expression!conversion:spec}`` fields."""
+    parts: list[Any] = []
+    text: list[str] = []
+    index, size = 0, len(body)
+
+    def fail(message: str) -> ParseError:
+        return ParseError(
+            f"f-string: {message}", hint="fields look like {x}, {x:.4f}, {x!r}", **_tok(token)
+        )
+
+    def flush() -> None:
+        if text:
+            joined = "".join(text)
+            parts.append(joined if raw else _unescape(joined, token))
+            text.clear()
+
+    while index < size:
+        char = body[index]
+        if char == "}":
+            if body[index : index + 2] != "}}":
+                raise fail("single '}' is not allowed")
+            text.append("}")
+            index += 2
+            continue
+        if char != "{":
+            text.append(char)
+            index += 1
+            continue
+        if body[index : index + 2] == "{{":
+            text.append("{")
+            index += 2
+            continue
+        # a field: the expression ends at a top-level '!', ':' or '}'
+        depth, start, index = 0, index + 1, index + 1
+        quote_char = None
+        while index < size:
+            char = body[index]
+            if quote_char is not None:
+                if char == quote_char:
+                    quote_char = None
+            elif char in "'\"":
+                quote_char = char
+            elif char in "([{":
+                depth += 1
+            elif char in ")]}" and depth:
+                depth -= 1
+            elif depth == 0 and (
+                char in ":}" or (char == "!" and body[index + 1 : index + 2] != "=")
+            ):
+                break
+            index += 1
+        expression = body[start:index]
+        conversion = spec = None
+        if index < size and body[index] == "!":
+            conversion = body[index + 1 : index + 2]
+            if conversion not in ("r", "s", "a"):
+                raise fail("the conversion after '!' must be r, s or a")
+            index += 2
+        if index < size and body[index] == ":":
+            end = body.find("}", index)
+            if end < 0:
+                raise fail("expected '}'")
+            spec = body[index + 1 : end]
+            if "{" in spec:
+                raise fail("nested fields in a format spec are not supported")
+            index = end
+        if index >= size or body[index] != "}":
+            raise fail("expected '}'")
+        index += 1
+        if not expression.strip():
+            raise fail("empty expression not allowed")
+        bare = expression.rstrip()
+        if bare.endswith("=") and bare[-2:] not in ("==", "!=", "<=", ">="):
+            text.append(expression)  # f"{x=}": the text, then the value (its repr)
+            expression = bare[:-1]
+            if conversion is None and spec is None:
+                conversion = "r"
+        flush()
+        field = ast.FormattedValue(_field(expression, token), conversion, spec, **_tok(token))
+        parts.append(field)
+    flush()
+    return parts
+
+
+def _field(expression: str, token: Any) -> ast.Node:
+    """An f-string field's expression, parsed; its nodes take the string's position."""
+    scan = getattr(_current, "scan", None)  # (this parse runs inside another)
+    try:
+        program = parse("(" + expression.replace("\n", " ") + ")")
+    except ParseError as exc:
+        raise ParseError(
+            f"in the f-string field {{{expression}}}: {exc.message}", hint=exc.hint, **_tok(token)
+        ) from None
+    finally:
+        _current.scan = scan
+    node = program.body[0].value
+    todo: list[Any] = [node]
+    while todo:  # (iterative: the field may nest as deep as the limits allow)
+        current = todo.pop()
+        if isinstance(current, ast.Node):
+            current.line, current.column = token.line, token.column
+            todo += [getattr(current, name) for name in type(current).__match_args__]
+        elif type(current) is list:
+            todo += current
+    return node
 
 
 # -------------------------------------------------------- friendly errors
@@ -1014,7 +1254,7 @@ def _unknown_character(error: Any, source: str) -> ParseError:
     char = error.char
     line, column = error.line, error.column
     if char in "\"'":
-        message, hint = "strings are not part of the language", "use numbers and names only"
+        message, hint = "unterminated string", f"close it with the {char} it opens with"
     elif char == "!":
         message, hint = "unknown character '!'", "use 'not' for negation, '!=' to compare"
     elif char in "&|~":
@@ -1213,6 +1453,12 @@ class _FastDriver:
                     line_start = start + value.rfind("\n") + 1
             elif kind == "_REJECT":
                 raise _Rejected
+            elif kind == "STRING" and "\n" in value:  # a triple-quoted string over lines
+                token = _Token(kind, value, start, line, start - line_start + 1)
+                line += value.count("\n")
+                line_start = start + value.rfind("\n") + 1
+                token.end_line, token.end_column, token.end_pos = line, end - line_start + 1, end
+                yield token
             else:
                 column = start - line_start + 1
                 yield _Token(kind, value, start, line, column, line, column + end - start, end)
@@ -1281,7 +1527,9 @@ class _FastDriver:
 # ----------------------------------------------------------- pretty-printer
 # Binding strength of each form (higher binds tighter), Python's table.
 _IFEXP, _OR, _AND, _NOTP, _CMP, _ARITHP, _TERM, _UNARY, _POWER, _POSTFIX, _ATOM = range(1, 12)
-_BINARY_PREC = {"+": _ARITHP, "-": _ARITHP, "*": _TERM, "/": _TERM, "%": _TERM, "@": _TERM}
+_BINARY_PREC = {
+    "+": _ARITHP, "-": _ARITHP, "*": _TERM, "/": _TERM, "//": _TERM, "%": _TERM, "@": _TERM,
+}  # fmt: skip
 
 
 def _precedence(node: ast.Node) -> int:
@@ -1296,12 +1544,16 @@ def _precedence(node: ast.Node) -> int:
         return _CMP
     if kind is ast.IfExp:
         return _IFEXP
+    if kind is ast.Lambda:
+        return _IFEXP - 1
     if kind in (ast.Call, ast.Attribute, ast.Subscript):
         return _POSTFIX
     return _ATOM
 
 
 def _number(value: float) -> str:
+    if type(value) is int:
+        return str(value)
     if value != value:
         raise ValueError("NaN has no source form")
     if value == float("inf"):
@@ -1342,7 +1594,8 @@ def _item(node: ast.Node, level: int) -> tuple:
 
 _STATEMENTS = (
     ast.ExprStmt, ast.Assign, ast.AugAssign, ast.If, ast.While, ast.For, ast.FunctionDef,
-    ast.Return, ast.Pass, ast.Break, ast.Continue,
+    ast.Return, ast.Pass, ast.Break, ast.Continue, ast.Import, ast.ImportFrom, ast.With,
+    ast.ChainAssign, ast.Assert,
 )  # fmt: skip
 
 
@@ -1361,6 +1614,16 @@ def _push_statement(work: list, node: ast.Node, depth: int) -> None:
         work += ["\n", ("e", node.value, _IFEXP), indent]
     elif kind is ast.Assign:
         work += ["\n", ("e", node.value, _IFEXP), " = ", ("e", node.target, _IFEXP), indent]
+    elif kind is ast.Assert:
+        work.append("\n")
+        if node.msg is not None:
+            work += [("e", node.msg, _IFEXP), ", "]
+        work += [("e", node.test, _IFEXP), indent + "assert "]
+    elif kind is ast.ChainAssign:
+        work += ["\n", ("e", node.value, _IFEXP)]
+        for target in reversed(node.targets):
+            work += [" = ", ("e", target, _IFEXP)]
+        work.append(indent)
     elif kind is ast.AugAssign:
         op = f" {node.op}= "
         work += ["\n", ("e", node.value, _IFEXP), op, ("e", node.target, _IFEXP), indent]
@@ -1394,7 +1657,23 @@ def _push_statement(work: list, node: ast.Node, depth: int) -> None:
         work += [":\n", ("e", node.test, _IFEXP), indent + "while "]
     elif kind is ast.For:
         _push_block(work, node.body, depth + 1)
-        work += [":\n", ("e", node.iter, _IFEXP), f"{indent}for {node.target} in "]
+        target = node.target if type(node.target) is str else _names(node.target)
+        work += [":\n", ("e", node.iter, _IFEXP), f"{indent}for {target} in "]
+    elif kind is ast.Import:
+        work.append(f"{indent}import {_aliases(node.names)}\n")
+    elif kind is ast.ImportFrom:
+        work.append(f"{indent}from {node.module} import {_aliases(node.names)}\n")
+    elif kind is ast.With:
+        _push_block(work, node.body, depth + 1)
+        work.append(":\n")
+        for position in range(len(node.items) - 1, -1, -1):
+            item = node.items[position]
+            if item.name is not None:
+                work.append(f" as {item.name}")
+            work.append(("e", item.context, _IFEXP))
+            if position:
+                work.append(", ")
+        work.append(f"{indent}with ")
     elif kind is ast.FunctionDef:
         _push_block(work, node.body, depth + 1)
         work.append("):\n")
@@ -1405,6 +1684,34 @@ def _push_statement(work: list, node: ast.Node, depth: int) -> None:
         work.append(f"{indent}def {node.name}(")
     else:
         raise TypeError(f"pretty: not a statement: {type(node).__name__}")
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names) + ("," if len(names) == 1 else "")
+
+
+def _aliases(names: list[ast.Alias]) -> str:
+    return ", ".join(a.name if a.asname is None else f"{a.name} as {a.asname}" for a in names)
+
+
+def _string(text: str) -> str:
+    """A string literal for ``text`` in single quotes (braces doubled by the caller)."""
+    return text.encode("unicode_escape").decode("ascii").replace("'", "\\'")
+
+
+def _push_fstring(work: list, node: ast.FString) -> None:
+    work.append("'")
+    for part in reversed(node.parts):
+        if type(part) is str:
+            work.append(_string(part).replace("{", "{{").replace("}", "}}"))
+            continue
+        work.append("}")
+        if part.spec is not None:
+            work.append(":" + part.spec)
+        if part.conversion is not None:
+            work.append("!" + part.conversion)
+        work += [("e", part.value, _IFEXP), "{"]
+    work.append("f'")
 
 
 def _push_index(work: list, index: ast.Node) -> None:
@@ -1498,6 +1805,29 @@ def _push_expression(work: list, node: ast.Node, minimum: int) -> None:
         work.append("[" if kind is ast.ListExpr else "(")
     elif kind is ast.Slice:
         _push_index(work, node)
+    elif kind is ast.Str:
+        work.append("'" + _string(node.value) + "'")
+    elif kind is ast.FString:
+        _push_fstring(work, node)
+    elif kind is ast.NoneLit:
+        work.append("None")
+    elif kind is ast.Lambda:
+        work += [("e", node.body, _IFEXP), ": "]
+        for position in range(len(node.params) - 1, -1, -1):
+            param = node.params[position]
+            if param.default is not None:
+                work += [("e", param.default, _IFEXP), "="]
+            work.append(param.name if position == 0 else ", " + param.name)
+        work.append("lambda " if node.params else "lambda")
+    elif kind is ast.ListComp:
+        work.append("]")
+        for generator in reversed(node.generators):
+            for condition in reversed(generator.ifs):
+                work += [("e", condition, _OR), " if "]
+            target = generator.target
+            target = target if type(target) is str else _names(target)
+            work += [("e", generator.iter, _OR), f" for {target} in "]
+        work += [("e", node.elt, _IFEXP), "["]
     elif kind is ast.Keyword:
         work += [("e", node.value, _IFEXP), f"{node.name}="]
     elif kind is ast.Param:

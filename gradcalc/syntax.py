@@ -103,9 +103,9 @@ def _repr(node: Node) -> str:
 
 @_node
 class Num(Node):
-    """A number literal (always a float)."""
+    """A number literal: an int when written without '.' or exponent (``2``), else a float."""
 
-    value: float
+    value: int | float
 
     def __init__(self, value: float, *, line: int = 0, column: int = 0) -> None:
         self.value = value
@@ -162,6 +162,117 @@ class TupleExpr(Node):
 
 
 @_node
+class Str(Node):
+    """A string literal (adjacent literals already joined, escapes decoded)."""
+
+    value: str
+
+    def __init__(self, value: str, *, line: int = 0, column: int = 0) -> None:
+        self.value = value
+        self.line = line
+        self.column = column
+
+
+@_node
+class FormattedValue(Node):
+    """One ``{value!conversion:spec}`` field of an f-string."""
+
+    value: Expr
+    conversion: str | None = None  # "r", "s", "a" or None
+    spec: str | None = None
+
+    def __init__(
+        self,
+        value: Expr,
+        conversion: str | None = None,
+        spec: str | None = None,
+        *,
+        line: int = 0,
+        column: int = 0,
+    ) -> None:
+        self.value = value
+        self.conversion = conversion
+        self.spec = spec
+        self.line = line
+        self.column = column
+
+
+@_node
+class FString(Node):
+    """An f-string: literal text (str) and `FormattedValue` fields in order."""
+
+    parts: list[Any]
+
+    def __init__(self, parts: list[Any], *, line: int = 0, column: int = 0) -> None:
+        self.parts = parts
+        self.line = line
+        self.column = column
+
+
+@_node
+class NoneLit(Node):
+    """``None``."""
+
+    def __init__(self, *, line: int = 0, column: int = 0) -> None:
+        self.line = line
+        self.column = column
+
+
+@_node
+class Comprehension(Node):
+    """``for targets in iter if cond...`` of a list comprehension."""
+
+    target: str | list[str]
+    iter: Expr
+    ifs: list[Expr]
+
+    def __init__(
+        self,
+        target: str | list[str],
+        iter: Expr,
+        ifs: list[Expr],
+        *,
+        line: int = 0,
+        column: int = 0,
+    ) -> None:
+        self.target = target
+        self.iter = iter
+        self.ifs = ifs
+        self.line = line
+        self.column = column
+
+
+@_node
+class ListComp(Node):
+    """``[elt for ... in ... if ...]``."""
+
+    elt: Expr
+    generators: list[Comprehension]
+
+    def __init__(
+        self, elt: Expr, generators: list[Comprehension], *, line: int = 0, column: int = 0
+    ) -> None:
+        self.elt = elt
+        self.generators = generators
+        self.line = line
+        self.column = column
+
+
+@_node
+class Lambda(Node):
+    """``lambda params: body``."""
+
+    params: list[Param]
+    body: Expr
+
+    def __init__(self, params: list[Param], body: Expr, *, line: int = 0, column: int = 0):
+        self.params = params
+        self.body = body
+        self.line = line
+        self.column = column
+
+
+@_node
 class UnaryOp(Node):
     """A prefix operator: ``-``, ``+`` or ``not``."""
 
@@ -179,7 +290,7 @@ class UnaryOp(Node):
 class BinOp(Node):
     """A binary arithmetic operator."""
 
-    op: str  # "+", "-", "*", "/", "%", "**", "@"
+    op: str  # "+", "-", "*", "/", "//", "%", "**", "@"
     left: Expr
     right: Expr
 
@@ -210,7 +321,7 @@ class Compare(Node):
     """A comparison chain: ``a < b <= c`` is one Compare."""
 
     left: Expr
-    ops: list[str]  # "<", "<=", ">", ">=", "==", "!="
+    ops: list[str]  # "<", "<=", ">", ">=", "==", "!=", "is", "is not", "in", "not in"
     comparators: list[Expr]
 
     def __init__(
@@ -352,6 +463,11 @@ Expr = (
     | Attribute
     | Slice
     | Subscript
+    | Str
+    | FString
+    | NoneLit
+    | ListComp
+    | Lambda
 )
 
 # ----------------------------------------------------------------- statements
@@ -443,12 +559,18 @@ class While(Node):
 class For(Node):
     """``for target in iter:`` and its block."""
 
-    target: str
+    target: str | list[str]  # one name, or the names a tuple item is unpacked into
     iter: Expr
     body: list[Stmt]
 
     def __init__(
-        self, target: str, iter: Expr, body: list[Stmt], *, line: int = 0, column: int = 0
+        self,
+        target: str | list[str],
+        iter: Expr,
+        body: list[Stmt],
+        *,
+        line: int = 0,
+        column: int = 0,
     ) -> None:
         self.target = target
         self.iter = iter
@@ -536,6 +658,104 @@ class Continue(Node):
         self.column = column
 
 
+@_node
+class Alias(Node):
+    """``name [as asname]`` of an import (``name`` may be dotted: ``torch.nn.functional``)."""
+
+    name: str
+    asname: str | None = None
+
+    def __init__(self, name: str, asname: str | None = None, *, line: int = 0, column: int = 0):
+        self.name = name
+        self.asname = asname
+        self.line = line
+        self.column = column
+
+
+@_node
+class Import(Node):
+    """``import torch``, ``import torch.nn.functional as F``."""
+
+    names: list[Alias]
+
+    def __init__(self, names: list[Alias], *, line: int = 0, column: int = 0) -> None:
+        self.names = names
+        self.line = line
+        self.column = column
+
+
+@_node
+class ImportFrom(Node):
+    """``from torch.autograd import Variable``."""
+
+    module: str
+    names: list[Alias]
+
+    def __init__(self, module: str, names: list[Alias], *, line: int = 0, column: int = 0):
+        self.module = module
+        self.names = names
+        self.line = line
+        self.column = column
+
+
+@_node
+class WithItem(Node):
+    """``context [as name]`` of a with statement."""
+
+    context: Expr
+    name: str | None = None
+
+    def __init__(self, context: Expr, name: str | None = None, *, line: int = 0, column: int = 0):
+        self.context = context
+        self.name = name
+        self.line = line
+        self.column = column
+
+
+@_node
+class With(Node):
+    """``with torch.no_grad():`` and its block."""
+
+    items: list[WithItem]
+    body: list[Stmt]
+
+    def __init__(
+        self, items: list[WithItem], body: list[Stmt], *, line: int = 0, column: int = 0
+    ) -> None:
+        self.items = items
+        self.body = body
+        self.line = line
+        self.column = column
+
+
+@_node
+class ChainAssign(Node):
+    """``a = b = value``: the value stored into each target, left to right."""
+
+    targets: list[Expr]
+    value: Expr
+
+    def __init__(self, targets: list[Expr], value: Expr, *, line: int = 0, column: int = 0):
+        self.targets = targets
+        self.value = value
+        self.line = line
+        self.column = column
+
+
+@_node
+class Assert(Node):
+    """``assert test, message``."""
+
+    test: Expr
+    msg: Expr | None = None
+
+    def __init__(self, test: Expr, msg: Expr | None = None, *, line: int = 0, column: int = 0):
+        self.test = test
+        self.msg = msg
+        self.line = line
+        self.column = column
+
+
 Stmt = (
     ExprStmt
     | Assign
@@ -548,6 +768,11 @@ Stmt = (
     | Pass
     | Break
     | Continue
+    | Import
+    | ImportFrom
+    | With
+    | ChainAssign
+    | Assert
 )
 
 

@@ -31,7 +31,8 @@ FUZZ = settings(
 
 KEYWORDS = {
     "if", "elif", "else", "while", "for", "in", "def", "return", "pass", "break", "continue",
-    "and", "or", "not", "True", "False",
+    "and", "or", "not", "True", "False", "None", "is", "import", "from", "as", "with",
+    "lambda", "assert",
 }  # fmt: skip
 
 # ---------------------------------------------------------------- AST strategies

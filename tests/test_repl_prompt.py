@@ -198,3 +198,17 @@ def test_unwritable_history_falls_back_to_memory(tmp_path: Path):
 def test_lexer_is_pygments_python():
     pytest.importorskip("pygments")
     assert repl_prompt.make_lexer() is not None
+
+
+def test_completion_after_a_module_prefix_offers_its_members():
+    from gradcalc.cli.repl_prompt import ReplCompleter
+
+    completer = ReplCompleter(lambda: ["x"])
+
+    def complete(text: str) -> list[str]:
+        return [c.text for c in completer.get_completions(Document(text), CompleteEvent())]
+
+    assert complete("torch.zeros_l") == ["zeros_like"]
+    assert complete("F.mse") == ["mse_loss"]
+    assert {"Variable", "backward", "functional", "grad"} <= set(complete("y = torch.autograd."))
+    assert "sum" in complete("x.su")
