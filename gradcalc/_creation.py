@@ -9,7 +9,7 @@ reproducible (they are not PyTorch's streams).
 
 from __future__ import annotations
 
-import secrets
+import os
 from typing import Any
 
 from gradcalc import _numpy
@@ -228,7 +228,7 @@ class Generator:
     """A seedable source of random tensors (``torch.Generator``), PCG64 underneath."""
 
     def __init__(self, device: Any = "cpu") -> None:
-        self._seed = secrets.randbits(63)
+        self._seed = int.from_bytes(os.urandom(8)) >> 1
         self._rng: np.random.Generator | None = None
 
     def manual_seed(self, seed: int) -> Generator:
@@ -240,7 +240,7 @@ class Generator:
         return self._seed
 
     def seed(self) -> int:
-        self.manual_seed(secrets.randbits(63))
+        self.manual_seed(int.from_bytes(os.urandom(8)) >> 1)
         return self._seed
 
     @property
