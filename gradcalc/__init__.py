@@ -84,23 +84,35 @@ _ENGINE_NAMES = {
 }
 """Where each public name outside the registry lives (constructors, classes, grad
 mode); the registry's functions (``gradcalc.ops.API``) come from ``_functions.exported()``."""
+_HOME = {name: module for module, names in _ENGINE_NAMES.items() for name in names}
+"""A name outside the registry is served from its own module (``from gradcalc import Tensor``
+in the engine imports ``_tensor`` only, not every module ``_load`` binds)."""
 _SUBMODULES = frozenset(
     {
         "api",
+        "autograd",
         "builtins",
         "cli",
         "cuda",
+        "distributed",
         "errors",
+        "explain",
         "grammar",
         "graph",
         "interpreter",
+        "jsonio",
         "limits",
+        "lines",
+        "nn",
         "ops",
         "parser",
-        "scalar",
+        "pylang",
+        "symbolic",
         "syntax",
     }
 )
+"""Public submodules: ``from gradcalc import pylang`` imports that module alone, never the
+whole engine (``tests/test_boundaries.py`` checks the list against the package)."""
 _state = {"loading": False, "loaded": False}
 
 
@@ -132,6 +144,12 @@ def __getattr__(name: str) -> Any:
     # Any other public name may be one of the engine's: load it once, then look again.
     # (Private names never load it: ``from gradcalc import _tensor`` imports a module.)
     public = name == "__all__" or not name.startswith("_")
+    home = _HOME.get(name)
+    if home is not None and not _state["loaded"]:
+        importlib.import_module("gradcalc.nn.functional")  # the registry, complete: methods
+        value = getattr(importlib.import_module(home), name)
+        globals()[name] = value
+        return value
     if public and not _state["loaded"] and not _state["loading"]:
         _load()
         if name in globals():

@@ -1181,9 +1181,7 @@ def _method_to_dtype(name: str, target: Any) -> Any:
         return to(self, target)
 
     convert.__name__ = convert.__qualname__ = name
-    declare = O.deffunction(
-        f"a copy as {target.name} (x.{name}())", function=False, builtin=False
-    )
+    declare = O.deffunction(f"a copy as {target.name} (x.{name}())", function=False, builtin=False)
     return declare(convert)
 
 

@@ -312,6 +312,8 @@ def __getattr__(name: str) -> Any:
         globals().setdefault("FALSE", _remember_literal(_tensor.wrap(False)))
         return made if name == "TRUE" else globals()["FALSE"]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 """The language's True and False: shared literals, as a comparison's result is a tensor."""
 
 
@@ -383,8 +385,10 @@ class Context:
         return _tensor.leaf(array, requires_grad=bool(requires_grad))
 
     def promote(self, value: Any) -> Any:
-        """The differentiable leaf an assignment of a fresh constant binds (data shared)."""
-        return _tensor.leaf(value._data, requires_grad=True)
+        """The differentiable leaf an assignment of a fresh constant binds (data shared;
+        a float stays a float, so a scalar program never loads NumPy)."""
+        raw = value._raw
+        return _tensor.leaf(raw if type(raw) is float else value._data, requires_grad=True)
 
     # -- limits
 

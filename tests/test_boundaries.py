@@ -270,3 +270,36 @@ def test_no_function_is_longer_than_150_lines(path: Path) -> None:
         and node.end_lineno - node.lineno + 1 > LONGEST_FUNCTION
     ]
     assert long == []
+
+
+def test_every_public_module_imports_alone() -> None:
+    """``from gradcalc import NAME`` of a module must not load the whole engine through the
+    package's lazy ``__getattr__`` (it did for ``pylang``: 14 ms of every one-shot command)."""
+    import gradcalc
+
+    package = ROOT / "gradcalc"
+    modules = {
+        path.stem if path.suffix == ".py" else path.name
+        for path in package.iterdir()
+        if (path.suffix == ".py" or (path / "__init__.py").exists())
+        and not path.name.startswith("_")
+    }
+    modules |= {"cli", "grammar"}
+    assert modules == gradcalc._SUBMODULES
+
+
+def test_a_one_shot_command_never_loads_the_whole_engine() -> None:
+    """The engine's own ``from gradcalc import Tensor`` resolves in ``_tensor``; binding every
+    public name (``_load``) is left to users of ``gradcalc.<name>`` and ``__all__``."""
+    import subprocess
+    import sys
+
+    code = (
+        "import gradcalc, contextlib, io\n"
+        "from gradcalc.cli.main import run\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    run(['3*a**3 - b**2', 'a=2', 'b=6', '--json'])\n"
+        "print(gradcalc._state['loaded'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
