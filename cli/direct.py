@@ -7,16 +7,16 @@ ms. With every command line going through Typer, ``gradcalc '3*a**3 - b**2'
 a=2 b=6 --json`` took 95 ms (1.36x qalc, issue 6's W1 target is <= 1.0x)
 against 40 ms with a direct read: Typer's import alone is the whole budget.
 
-So this module reads exactly one shape of command line, ``gradcalc [grad|eval|diff]
-FORMULA [NAME=VALUE]... [options]``, when every token is one it fully
-understands, and returns None for anything else (``--help``, other commands,
-an unknown option, a malformed value), which the Typer app then parses and
-explains as it always does. It is a second reader of one declaration, not a
-second declaration: :data:`OPTIONS` restates the grad and eval commands'
-options of ``gradcalc.cli.app`` (and ``diff``'s), and ``tests/test_cli_direct.py`` fails the
-moment the two differ (names, flags, kinds of value), and checks on a corpus of
-command lines that both build the same `Invocation`, or that this module
-declines.
+So this module reads exactly one shape of command line, ``gradcalc
+[grad|eval|diff|graph|jacobian|hessian|explain] FORMULA [NAME=VALUE]... [options]``,
+when every token is one it fully understands, and returns None for anything
+else (``--help``, other commands, an unknown option, a short option, a
+malformed value), which the Typer app then parses and explains as it always
+does. It is a second reader of one declaration, not a second declaration:
+:data:`OPTIONS` restates those commands' options of ``gradcalc.cli.app``, and
+``tests/test_cli_direct.py`` fails the moment the two differ (names, flags,
+kinds of value), and checks on a corpus of command lines that both build the
+same `Invocation`, or that this module declines.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from gradcalc.cli.inputs import (
 )
 
 FLAG, TEXT, INTEGER, POSITIVE, DTYPE = "flag", "text", "integer", "positive", "dtype"
-NUMBER = "number"
+NUMBER, GRAPH_FORMAT = "number", "graph format"
 """Kinds of option: a flag; a value taken as text; an integer; an integer >= 1; a dtype;
-a finite number >= 0."""
+a finite number >= 0; one of `GRAPH_FORMATS`."""
 
 _COMMON = {
     "--of": ("of", TEXT),
@@ -53,6 +53,16 @@ OPTIONS: dict[str, dict[str, tuple[str, str]]] = {
         "--check-tolerance": ("check_tolerance", NUMBER),
     },
     "eval": _COMMON,
+    **{
+        command: {**_COMMON, "--wrt": ("wrt", TEXT)}
+        for command in ("jacobian", "hessian", "explain")
+    },
+    "graph": {
+        **_COMMON,
+        "--grad-output": ("grad_output", TEXT),
+        "--format": ("format", GRAPH_FORMAT),
+        "--output": ("output", TEXT),
+    },
     "diff": {
         "--wrt": ("wrt", TEXT),
         "--json": ("json", FLAG),
@@ -63,13 +73,14 @@ OPTIONS: dict[str, dict[str, tuple[str, str]]] = {
 }
 """Per command, each option (its long name) -> (Invocation field, kind of value)."""
 DTYPES = ("float64", "float32")
+GRAPH_FORMATS = ("tree", "json", "dot", "mermaid", "svg", "png", "pdf")
 _INTEGER = re.compile(r"[+-]?\d+")
 _NUMBER = re.compile(r"[+]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 def parse(args: list[str]) -> Invocation | None:
-    """The `Invocation` of a plain ``grad``/``eval``/``diff`` command line, or None for the
-    Typer app."""
+    """The `Invocation` of a plain formula command line (a command of `OPTIONS`), or None
+    for the Typer app."""
     command = "grad"
     if args and args[0] in OPTIONS:
         command, args = args[0], args[1:]
@@ -116,7 +127,9 @@ def _invocation(
             if not _INTEGER.fullmatch(str(value)) or (kind == POSITIVE and int(value) < 1):
                 return None
             value = int(value)
-        elif kind == DTYPE and value not in DTYPES:
+        elif (kind == DTYPE and value not in DTYPES) or (
+            kind == GRAPH_FORMAT and value not in GRAPH_FORMATS
+        ):
             return None
         elif kind == NUMBER:
             if not _NUMBER.fullmatch(str(value)):
@@ -126,6 +139,8 @@ def _invocation(
             fields["limits"][field] = value
         else:
             fields[field] = value
+    if command == "graph" and fields.pop("json", False):
+        fields["format"] = "json"  # graph's --json is --format json, as in the app
     if fields.get("check_tolerance") is not None:
         fields["check"] = True  # --check-tolerance implies --check, as in the app
     try:

@@ -153,7 +153,7 @@ def _node(
 
 
 def _data(tensor: Any) -> np.ndarray | None:
-    if getattr(tensor, "_raw", getattr(tensor, "_data", None)) is None:
+    if getattr(tensor, "_raw", None) is None and getattr(tensor, "_data", None) is None:
         return None
     return _array_or_none(tensor)
 

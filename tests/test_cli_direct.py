@@ -43,8 +43,11 @@ def declared_options(command: str) -> dict[str, tuple[str, str]]:
         base = next((a for a in typing.get_args(annotation) if a is not type(None)), annotation)
         if param.is_flag:
             kind = direct.FLAG
-        elif isinstance(base, type) and issubclass(base, enum.Enum):
+        elif base is app_module.DType:
             kind = direct.DTYPE
+        elif isinstance(base, type) and issubclass(base, enum.Enum):
+            assert tuple(choice.value for choice in base) == direct.GRAPH_FORMATS, long_name
+            kind = direct.GRAPH_FORMAT
         elif base is int:
             kind = direct.POSITIVE if info.min == 1 else direct.INTEGER
         elif base is float:
@@ -119,6 +122,19 @@ CORPUS = [
     ["2*x", "x=1", "--", "--json"],
     ["graph", "x*x", "x=1"],
     ["hessian", "x**3", "x=1"],
+    ["hessian", "sum(x**4)", "x=[1, 2]", "--json", "--wrt", "x", "--of", "x"],
+    ["jacobian", "softmax(x)", "x=[1, 2, 3]", "--json", "--seed", "2", "--dtype", "float32"],
+    ["jacobian", "w @ x", "w=[[1, 2], [3, 4]]", "x=[5, 6]", "--wrt=x", "--max-iterations", "9"],
+    ["explain", "3*a**3 - b**2", "a=2", "b=6", "--json"],
+    ["explain", "x", "x=1", "--check"],
+    ["jacobian", "x", "-o", "f"],
+    ["graph", "x*x + log(z)", "x=1", "z=2", "--json"],
+    ["graph", "x*x", "x=1", "--format", "dot", "--grad-output", "2", "--of", "x"],
+    ["graph", "x*x", "x=1", "--format=mermaid", "--json"],
+    ["graph", "x*x", "x=1", "--format", "gif"],
+    ["graph", "x*x", "x=1", "--output", "g.dot"],
+    ["graph", "x*x", "x=1", "-f", "dot"],
+    ["graph", "x*x", "x=1", "--wrt", "x"],
     ["2*x", "x=1", "--of", "--json"],
     [],
 ]
@@ -137,6 +153,8 @@ def test_direct_reading_builds_the_apps_invocation_or_declines(
 def test_the_common_lines_are_read_directly() -> None:
     for args in (CORPUS[0], CORPUS[1], CORPUS[3], CORPUS[5], CORPUS[15]):
         assert direct.parse(list(args)) is not None, args
+    for command in ("graph", "jacobian", "hessian", "explain"):
+        assert direct.parse([command, "x**3", "x=[1, 2]", "--json"]) is not None, command
 
 
 def test_the_one_shot_command_does_not_import_typer() -> None:
