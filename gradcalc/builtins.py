@@ -314,9 +314,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-"""The language's True and False: shared literals, as a comparison's result is a tensor."""
-
-
 class Context:
     """What adapters need from the interpreter: dtype, limits, random generator, scopes."""
 
