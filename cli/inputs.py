@@ -7,13 +7,12 @@ imported here.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-from dataclasses import dataclass, field, fields
+from collections import namedtuple
 
-from gradcalc.limits import DEFAULT_LIMITS, Limits
+from gradcalc.limits import DEFAULT_LIMITS, LIMIT_DEFAULTS, Limits
 
-LIMIT_OPTIONS = {f"--{f.name.replace('_', '-')}": f.name for f in fields(Limits)}
+LIMIT_OPTIONS = {f"--{f.replace('_', '-')}": f for f in LIMIT_DEFAULTS}
 """``--max-iterations`` -> ``max_iterations`` (``--timeout`` -> ``timeout``), one option per
 Limits field."""
 
@@ -22,26 +21,57 @@ class UsageProblem(Exception):
     """A command-line argument that cannot be used as given (exit code 2)."""
 
 
-@dataclass(slots=True)
-class Invocation:
-    """Everything a one-shot command needs, however its arguments were parsed."""
+_INVOCATION_DEFAULTS = {
+    "bindings": {},  # NAME=VALUE, in order
+    "wrt": None,
+    "of": None,
+    "grad_output": None,
+    "json": False,
+    "graph": False,
+    "check": False,
+    "check_tolerance": None,
+    "seed": None,
+    "dtype": "float64",
+    "limits": {},  # Limits fields given as options
+    "format": "tree",
+    "output": None,
+    "simplify": "gradcalc",
+}
 
-    command: str  # grad | eval | graph | jacobian | hessian | explain | diff
-    formula: str  # as given: the text, "-" for standard input, "@path" for a file
-    bindings: dict[str, str] = field(default_factory=dict)
-    wrt: list[str] | None = None
-    of: str | None = None
-    grad_output: str | None = None
-    json: bool = False
-    graph: bool = False
-    check: bool = False
-    check_tolerance: float | None = None
-    seed: int | None = None
-    dtype: str = "float64"
-    limits: dict[str, int] = field(default_factory=dict)
-    format: str = "tree"
-    output: str | None = None
-    simplify: str = "gradcalc"
+
+class Invocation(
+    namedtuple(
+        "Invocation",
+        ["command", "formula", *_INVOCATION_DEFAULTS],
+        defaults=_INVOCATION_DEFAULTS.values(),
+    )
+):
+    """Everything a one-shot command needs, however its arguments were parsed: ``command``
+    (grad, eval, graph, jacobian, hessian, explain or diff), ``formula`` as given (the
+    text, ``-`` for standard input, ``@path`` for a file), then the options.
+
+    Immutable (its dict defaults are shared and never mutated); ``collections.namedtuple``,
+    not a dataclass or ``typing.NamedTuple``, which cost milliseconds of start-up.
+    """
+
+    __slots__ = ()
+
+    command: str
+    formula: str
+    bindings: dict[str, str]
+    wrt: list[str] | None
+    of: str | None
+    grad_output: str | None
+    json: bool
+    graph: bool
+    check: bool
+    check_tolerance: float | None
+    seed: int | None
+    dtype: str
+    limits: dict[str, int]
+    format: str
+    output: str | None
+    simplify: str
 
     def make_limits(self) -> Limits:
         return make_limits(self.limits)
@@ -107,4 +137,4 @@ def make_limits(overrides: dict[str, int], base: Limits = DEFAULT_LIMITS) -> Lim
     """``base`` (the one-shot defaults, or `BATCH_LIMITS`) with the options given."""
     if not overrides:
         return base
-    return dataclasses.replace(base, **overrides)
+    return base.replace(**overrides)

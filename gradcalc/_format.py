@@ -10,7 +10,6 @@ as Python floats of the stored value (so a float32 prints as PyTorch prints it).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 from gradcalc import _numpy
@@ -18,13 +17,25 @@ from gradcalc import _numpy
 np = _numpy.bind(globals())
 
 
-@dataclass
 class PrintOptions:
-    precision: int = 4
-    threshold: float = 1000
-    edgeitems: int = 3
-    linewidth: int = 80
-    sci_mode: bool | None = None
+    """PyTorch's print options, changed by `set_printoptions` (a plain class: importing
+    ``dataclasses`` costs milliseconds of start-up)."""
+
+    __slots__ = ("edgeitems", "linewidth", "precision", "sci_mode", "threshold")
+
+    def __init__(
+        self,
+        precision: int = 4,
+        threshold: float = 1000,
+        edgeitems: int = 3,
+        linewidth: int = 80,
+        sci_mode: bool | None = None,
+    ) -> None:
+        self.precision = precision
+        self.threshold = threshold
+        self.edgeitems = edgeitems
+        self.linewidth = linewidth
+        self.sci_mode = sci_mode
 
 
 PRINT_OPTS = PrintOptions()

@@ -21,8 +21,8 @@ import json
 import math
 import os
 import re
+from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gradcalc import _numpy
@@ -130,22 +130,60 @@ def _option(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-@dataclass(slots=True)
 class Result:
-    """What a run produced: the output value, its gradients, and what the reader should know."""
+    """What a run produced: the output value, its gradients, and what the reader should know.
 
-    value: np.ndarray
-    dtype: str
-    gradients: dict[str, np.ndarray] = field(default_factory=dict)
-    unused: list[str] = field(default_factory=list)
-    summed: bool = False
-    notes: list[str] = field(default_factory=list)
-    check: dict[str, float | None] | None = None
-    check_tolerance: float = CHECK_TOLERANCE
-    graph: Graph | None = None
-    output_name: str | None = None
-    jacobian: dict[str, np.ndarray] | None = None
-    hessian: dict[str, dict[str, np.ndarray]] | None = None
+    A plain slotted class, not a dataclass: importing ``dataclasses`` (and ``inspect``
+    with it) cost ~5 ms of every one-shot command's start-up.
+    """
+
+    _FIELDS = (
+        "value",
+        "dtype",
+        "gradients",
+        "unused",
+        "summed",
+        "notes",
+        "check",
+        "check_tolerance",
+        "graph",
+        "output_name",
+        "jacobian",
+        "hessian",
+    )
+    __slots__ = _FIELDS
+
+    def __init__(
+        self,
+        value: np.ndarray,
+        dtype: str,
+        gradients: dict[str, np.ndarray] | None = None,
+        unused: list[str] | None = None,
+        summed: bool = False,
+        notes: list[str] | None = None,
+        check: dict[str, float | None] | None = None,
+        check_tolerance: float = CHECK_TOLERANCE,
+        graph: Graph | None = None,
+        output_name: str | None = None,
+        jacobian: dict[str, np.ndarray] | None = None,
+        hessian: dict[str, dict[str, np.ndarray]] | None = None,
+    ) -> None:
+        self.value = value
+        self.dtype = dtype
+        self.gradients = {} if gradients is None else gradients
+        self.unused = [] if unused is None else unused
+        self.summed = summed
+        self.notes = [] if notes is None else notes
+        self.check = check
+        self.check_tolerance = check_tolerance
+        self.graph = graph
+        self.output_name = output_name
+        self.jacobian = jacobian
+        self.hessian = hessian
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
+        return f"Result({fields})"
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -163,13 +201,15 @@ class Result:
 # ---------------------------------------------------------------- evaluation
 
 
-@dataclass(slots=True)
-class _Run:
-    """One execution of the program: the interpreter, the bound leaves and the chosen output."""
+class _Run(namedtuple("_Run", "interp leaves output value output_name")):
+    """One execution of the program: the interpreter, the bound leaves (name -> Tensor),
+    the chosen output (a Tensor, or None when it is not a tensor), its value and name."""
+
+    __slots__ = ()
 
     interp: Any
     leaves: dict[str, Any]
-    output: Any  # a Tensor, or None when the output is not a tensor
+    output: Any
     value: np.ndarray
     output_name: str | None
 
@@ -625,14 +665,12 @@ def _gradients_in_session(output: Any, named: list[tuple[str, Any]], label: str 
         )
     grads: Sequence[Any] = [None] * len(named)
     if output.requires_grad and named:
-        from gradcalc import autograd
+        from gradcalc._tensor import grad
 
         seed = [_tensor(np.ones_like(value), result.dtype)] if value.ndim > 0 else None
         inputs = [t for _, t in named]
         grads = _session_errors(
-            lambda: autograd.grad(
-                [output], inputs, grad_outputs=seed, retain_graph=True, allow_unused=True
-            )
+            lambda: grad([output], inputs, grad_outputs=seed, retain_graph=True, allow_unused=True)
         )
     for (name, tensor), gradient in zip(named, grads, strict=True):
         if gradient is not None:
@@ -887,10 +925,10 @@ def _grad(
     retain_graph: bool = False,
     create_graph: bool = False,
 ) -> Sequence[Any]:
-    from gradcalc import autograd
+    from gradcalc._tensor import grad
 
     def run() -> Sequence[Any]:
-        return autograd.grad(
+        return grad(
             outputs,
             inputs,
             grad_outputs=None if seed is None else [seed],
@@ -942,12 +980,10 @@ def _owns_every_leaf(run: _Run, inputs: list[Any]) -> bool:
 
 def _backward_into(output: Any, inputs: list[Any], seed: Any, retain_graph: bool) -> list[Any]:
     """``autograd.grad(output, inputs)`` by way of ``backward``: each input's new ``.grad``."""
-    from gradcalc import autograd
+    from gradcalc._tensor import backward
 
     _guarded(
-        lambda: autograd.backward(
-            [output], None if seed is None else [seed], retain_graph=retain_graph
-        )
+        lambda: backward([output], None if seed is None else [seed], retain_graph=retain_graph)
     )
     return [tensor.grad for tensor in inputs]
 

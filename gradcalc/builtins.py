@@ -21,12 +21,11 @@ An adapter whose first parameter is ``ctx`` receives the interpreter's
 
 from __future__ import annotations
 
-import inspect
 import math
 import re
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradcalc as engine
 from gradcalc import _numpy, _tensor, ops
@@ -40,6 +39,9 @@ from gradcalc.errors import (
 from gradcalc.limits import LARGE, Limits, limit_error
 from gradcalc.limits import current as current_budget
 from gradcalc.nn import functional as _nn_functional  # noqa: F401  (the registry, complete)
+
+if TYPE_CHECKING:
+    import inspect
 
 np = _numpy.bind(globals())
 
@@ -96,6 +98,8 @@ class Builtin:
         if code is not None and not getattr(impl, "__wrapped__", None):
             self.context = code.co_argcount > 0 and code.co_varnames[0] == "ctx"
         else:
+            import inspect
+
             self.context = next(iter(inspect.signature(impl).parameters), None) == "ctx"
         """The adapter's first parameter is ``ctx``: it receives the `Context`."""
         self._signature_of = signature
@@ -111,6 +115,8 @@ class Builtin:
             if self._signature_of is not None:
                 visible = self._visible = self._signature_of()
             else:
+                import inspect
+
                 parameters = list(inspect.signature(self.impl).parameters.values())
                 visible = self._visible = inspect.Signature(parameters[self.context :])
         return visible
@@ -865,6 +871,8 @@ class _RegistryCall:
     __slots__ = ("keywords", "plain", "positional", "signature", "star")
 
     def __init__(self, name: str, impl: Callable) -> None:
+        import inspect
+
         parameters = inspect.signature(impl).parameters
         shown = []
         self.positional: list[Callable | None] = []

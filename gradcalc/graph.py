@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from gradcalc import _numpy
@@ -31,18 +30,40 @@ LABEL_DIGITS = 6
 """Significant digits of numbers in graph labels (tree, DOT, Mermaid); JSON keeps them all."""
 
 
-@dataclass(slots=True)
 class GraphNode:
-    id: int
-    op: str
-    """The grad_fn's name (``MulBackward0``), or ``AccumulateGrad`` for a leaf."""
-    name: str | None = None
-    """The variable this node's output is bound to, when it has one."""
-    value: np.ndarray | None = None
-    grad: np.ndarray | None = None
-    """The gradient of the output with respect to this node's output."""
-    source: Any = field(default=None, repr=False, compare=False)
-    """The engine's grad_fn behind this node (for explain mode's per-node VJPs)."""
+    """One operation (or leaf) of a recorded graph, as the renderers and explain see it.
+
+    Plain slotted classes here, not dataclasses: importing ``dataclasses`` (and
+    ``inspect`` with it) cost ~5 ms of every ``gradcalc graph`` start-up.
+    """
+
+    __slots__ = ("grad", "id", "name", "op", "source", "value")
+
+    def __init__(
+        self,
+        id: int,
+        op: str,
+        name: str | None = None,
+        value: np.ndarray | None = None,
+        grad: np.ndarray | None = None,
+        source: Any = None,
+    ) -> None:
+        self.id = id
+        self.op = op
+        """The grad_fn's name (``MulBackward0``), or ``AccumulateGrad`` for a leaf."""
+        self.name = name
+        """The variable this node's output is bound to, when it has one."""
+        self.value = value
+        self.grad = grad
+        """The gradient of the output with respect to this node's output."""
+        self.source = source
+        """The engine's grad_fn behind this node (for explain mode's per-node VJPs)."""
+
+    def __repr__(self) -> str:
+        return (
+            f"GraphNode(id={self.id!r}, op={self.op!r}, name={self.name!r}, "
+            f"value={self.value!r}, grad={self.grad!r})"
+        )
 
     @property
     def shape(self) -> tuple[int, ...] | None:
@@ -55,11 +76,20 @@ class GraphNode:
         return self.op == "AccumulateGrad"
 
 
-@dataclass(slots=True)
 class Graph:
-    nodes: list[GraphNode] = field(default_factory=list)
-    edges: list[tuple[int, int]] = field(default_factory=list)
-    """(consumer id, input id) pairs, in each node's ``next_functions`` order."""
+    """The nodes (root first) and edges of a recorded graph."""
+
+    __slots__ = ("edges", "nodes")
+
+    def __init__(
+        self, nodes: list[GraphNode] | None = None, edges: list[tuple[int, int]] | None = None
+    ) -> None:
+        self.nodes = [] if nodes is None else nodes
+        self.edges = [] if edges is None else edges
+        """(consumer id, input id) pairs, in each node's ``next_functions`` order."""
+
+    def __repr__(self) -> str:
+        return f"Graph(nodes={self.nodes!r}, edges={self.edges!r})"
 
     @property
     def root(self) -> int | None:

@@ -23,32 +23,58 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
+from collections import namedtuple
 
 MiB = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_iterations: int = 500_000
-    """Total loop iterations (``while`` and ``for``) in one run (about a second of a tight loop)."""
-    max_call_depth: int = 200
-    """Nested user-function calls (recursion depth)."""
-    max_nesting: int = 500
-    """Bracket / expression nesting depth of the source; 200 must always work."""
-    max_elements: int = 100_000_000
-    """Elements of any one tensor, checked before allocating; in programs also the
-    characters of a string and the items of a list (and a hundredth of it the bits of
-    an int), checked before they are made."""
-    max_graph_nodes: int = 500_000
-    """Operations recorded in one run (about a second of them, ~75 MB of graph)."""
-    max_work: int = 1_000_000_000
-    """Elements computed in one run, summed over the operations on large tensors
-    (a loop making a million-element tensor each time ends in about a second)."""
-    max_memory: int = 512
-    """MiB the run may add to the process: tensors alive, their graph and the output."""
-    timeout: int = 60
-    """Wall-clock seconds for one run (a one-shot command, a REPL entry)."""
+LIMIT_DEFAULTS: dict[str, int] = {
+    # Total loop iterations (``while`` and ``for``) in one run (about a second of a tight loop).
+    "max_iterations": 500_000,
+    # Nested user-function calls (recursion depth).
+    "max_call_depth": 200,
+    # Bracket / expression nesting depth of the source; 200 must always work.
+    "max_nesting": 500,
+    # Elements of any one tensor, checked before allocating; in programs also the characters
+    # of a string and the items of a list (and a hundredth of it the bits of an int), checked
+    # before they are made.
+    "max_elements": 100_000_000,
+    # Operations recorded in one run (about a second of them, ~75 MB of graph).
+    "max_graph_nodes": 500_000,
+    # Elements computed in one run, summed over the operations on large tensors (a loop
+    # making a million-element tensor each time ends in about a second).
+    "max_work": 1_000_000_000,
+    # MiB the run may add to the process: tensors alive, their graph and the output.
+    "max_memory": 512,
+    # Wall-clock seconds for one run (a one-shot command, a REPL entry).
+    "timeout": 60,
+}
+"""Each limit of a run and its default (the comments say what each one counts)."""
+
+
+class Limits(namedtuple("Limits", LIMIT_DEFAULTS, defaults=LIMIT_DEFAULTS.values())):
+    """What one run may use: ``Limits(timeout=5)``, ``limits.replace(max_memory=1024)``;
+    the fields and their defaults are `LIMIT_DEFAULTS`.
+
+    A named tuple (immutable, hashable: compiled programs are cached per limits) made by
+    ``collections.namedtuple``: a dataclass's import, or ``typing.NamedTuple``'s compiling
+    of each string annotation, cost milliseconds of every command's start-up.
+    """
+
+    __slots__ = ()
+
+    max_iterations: int
+    max_call_depth: int
+    max_nesting: int
+    max_elements: int
+    max_graph_nodes: int
+    max_work: int
+    max_memory: int
+    timeout: int
+
+    def replace(self, **changes: int) -> Limits:
+        """These limits with ``changes`` (``Limits().replace(timeout=5)``)."""
+        return self._replace(**changes)
 
 
 DEFAULT_LIMITS = Limits()

@@ -96,8 +96,8 @@ import builtins
 import functools
 import math
 import operator
+from collections import namedtuple
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from gradcalc import _numpy, _recycle, _tensor
@@ -130,9 +130,15 @@ _FINITE = (-1e30, 1e30)
 # ---------------------------------------------------------------- the registry
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """How the generic gradient check exercises an op.
+class Sample(
+    namedtuple(
+        "Sample",
+        "shapes consts domain second_order paired",
+        defaults=(((),), "real", True, False),
+    )
+):
+    """How the generic gradient check exercises an op (``collections.namedtuple``:
+    ``typing.NamedTuple`` compiles each string annotation at import).
 
     ``shapes``: cases, each a tuple with one shape per operand (``None`` for
     a Python-number operand). ``consts``: the non-tensor argument tuples to
@@ -142,11 +148,13 @@ class Sample:
     through ``create_graph=True``).
     """
 
+    __slots__ = ()
+
     shapes: tuple
-    consts: tuple | Callable[[], tuple] = ((),)
-    domain: str | tuple[str, ...] = "real"
-    second_order: bool = True
-    paired: bool = False
+    consts: tuple | Callable[[], tuple]
+    domain: str | tuple[str, ...]
+    second_order: bool
+    paired: bool
 
     def cases(self) -> list[tuple[tuple, tuple]]:
         """(operand shapes, consts) pairs to check. ``consts`` may be a function

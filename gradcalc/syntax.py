@@ -1,6 +1,6 @@
 """The typed AST of the formula language.
 
-The parser's one Transformer turns Lark's tree into these dataclasses; the
+The parser's one Transformer turns Lark's tree into these classes; the
 interpreter and the pretty-printer see nothing else. Positions (1-based line
 and column of the node's first token) are keyword-only and excluded from
 equality, so ``parse(pretty(tree)) == tree`` compares structure only.
@@ -8,33 +8,47 @@ equality, so ``parse(pretty(tree)) == tree`` compares structure only.
 Operators are kept as their source spelling (``"+"``, ``"**"``, ``"and"``,
 ``"<="``); ``^`` is normalised to ``"**"`` by the parser.
 
-The classes are slotted dataclasses (``fields``, ``replace`` and ``match``
-work), but their ``__init__``, ``__eq__`` and ``__repr__`` are written here
-rather than generated: generating them ``exec``s one function per method and
-class at import, which made this module cost ~10 ms of every start-up, and
-the generated ``__eq__`` and ``__repr__`` recurse, so they failed on a flat
-sum of a few thousand terms. Equality and repr walk the tree with an explicit
-stack and compare or show the fields in ``__match_args__`` (the positional
-fields, which are all but the positions). Every class has a docstring: the
-dataclass decorator computes a signature (slowly) for classes without one.
+The classes are slotted, and ``__match_args__`` lists each one's fields (so
+``match`` works), as ``@dataclass(slots=True)`` made them; their ``__init__``,
+``__eq__`` and ``__repr__`` are written here. The dataclass decorator cost ~10
+ms of every start-up (it ``exec``s generated methods, rebuilds each class for
+its slots, and importing it imports ``inspect``), and its generated ``__eq__``
+and ``__repr__`` recursed, so they failed on a flat sum of a few thousand terms.
+Here a metaclass derives ``__slots__`` and ``__match_args__`` from the class's
+annotations, as ``ast.AST``'s ``_fields`` do; equality and repr walk the tree
+with an explicit stack and compare or show the fields in ``__match_args__`` (the
+positional fields, which are all but the positions).
 """
 
 from __future__ import annotations
 
-from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
-# The decorator adds fields, __match_args__ and __slots__; the methods are below.
-_node = dataclass(slots=True, init=False, repr=False, eq=False)
+POSITION_FIELDS = ("line", "column")
+"""Keyword-only in every constructor, excluded from equality and repr."""
 
 
-@_node
-class Node:
+class NodeType(type):
+    """Makes a node class slotted with its annotated fields, and ``__match_args__`` its
+    bases' fields then its own, the positions excepted (defaults live in ``__init__``)."""
+
+    def __new__(mcls, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> NodeType:
+        own = tuple(namespace.get("__annotations__", ()))
+        for field_name in own:
+            namespace.pop(field_name, None)
+        namespace["__slots__"] = own
+        inherited = tuple(field for base in bases for field in getattr(base, "__match_args__", ()))
+        namespace["__match_args__"] = inherited + tuple(
+            field for field in own if field not in POSITION_FIELDS
+        )
+        return super().__new__(mcls, name, bases, namespace)
+
+
+class Node(metaclass=NodeType):
     """Base of every AST node: a position, and iterative equality and repr."""
 
-    _: KW_ONLY
-    line: int = field(default=0, compare=False, repr=False)
-    column: int = field(default=0, compare=False, repr=False)
+    line: int
+    column: int
 
     def __init__(self, *, line: int = 0, column: int = 0) -> None:
         self.line = line
@@ -101,7 +115,6 @@ def _repr(node: Node) -> str:
 # ---------------------------------------------------------------- expressions
 
 
-@_node
 class Num(Node):
     """A number literal: an int when written without '.' or exponent (``2``), else a float."""
 
@@ -113,7 +126,6 @@ class Num(Node):
         self.column = column
 
 
-@_node
 class Bool(Node):
     """``True`` or ``False``."""
 
@@ -125,7 +137,6 @@ class Bool(Node):
         self.column = column
 
 
-@_node
 class Name(Node):
     """A variable or function name."""
 
@@ -137,7 +148,6 @@ class Name(Node):
         self.column = column
 
 
-@_node
 class ListExpr(Node):
     """``[a, b, ...]``."""
 
@@ -149,7 +159,6 @@ class ListExpr(Node):
         self.column = column
 
 
-@_node
 class TupleExpr(Node):
     """Comma-separated items; appears as a subscript index (``x[:, 0]``)."""
 
@@ -161,7 +170,6 @@ class TupleExpr(Node):
         self.column = column
 
 
-@_node
 class Str(Node):
     """A string literal (adjacent literals already joined, escapes decoded)."""
 
@@ -173,7 +181,6 @@ class Str(Node):
         self.column = column
 
 
-@_node
 class FormattedValue(Node):
     """One ``{value!conversion:spec}`` field of an f-string."""
 
@@ -197,7 +204,6 @@ class FormattedValue(Node):
         self.column = column
 
 
-@_node
 class FString(Node):
     """An f-string: literal text (str) and `FormattedValue` fields in order."""
 
@@ -209,7 +215,6 @@ class FString(Node):
         self.column = column
 
 
-@_node
 class NoneLit(Node):
     """``None``."""
 
@@ -218,7 +223,6 @@ class NoneLit(Node):
         self.column = column
 
 
-@_node
 class Comprehension(Node):
     """``for targets in iter if cond...`` of a list comprehension."""
 
@@ -242,7 +246,6 @@ class Comprehension(Node):
         self.column = column
 
 
-@_node
 class ListComp(Node):
     """``[elt for ... in ... if ...]``."""
 
@@ -258,7 +261,6 @@ class ListComp(Node):
         self.column = column
 
 
-@_node
 class Lambda(Node):
     """``lambda params: body``."""
 
@@ -272,7 +274,6 @@ class Lambda(Node):
         self.column = column
 
 
-@_node
 class UnaryOp(Node):
     """A prefix operator: ``-``, ``+`` or ``not``."""
 
@@ -286,7 +287,6 @@ class UnaryOp(Node):
         self.column = column
 
 
-@_node
 class BinOp(Node):
     """A binary arithmetic operator."""
 
@@ -302,7 +302,6 @@ class BinOp(Node):
         self.column = column
 
 
-@_node
 class BoolOp(Node):
     """``a and b and ...`` or ``a or b or ...``."""
 
@@ -316,7 +315,6 @@ class BoolOp(Node):
         self.column = column
 
 
-@_node
 class Compare(Node):
     """A comparison chain: ``a < b <= c`` is one Compare."""
 
@@ -340,7 +338,6 @@ class Compare(Node):
         self.column = column
 
 
-@_node
 class IfExp(Node):
     """``body if test else orelse``."""
 
@@ -358,7 +355,6 @@ class IfExp(Node):
         self.column = column
 
 
-@_node
 class Keyword(Node):
     """A keyword argument ``name=value`` of a call."""
 
@@ -372,7 +368,6 @@ class Keyword(Node):
         self.column = column
 
 
-@_node
 class Call(Node):
     """``func(args, name=value)``; ``func`` is a Name, or an Attribute for method sugar."""
 
@@ -396,7 +391,6 @@ class Call(Node):
         self.column = column
 
 
-@_node
 class Attribute(Node):
     """``value.attr``."""
 
@@ -410,7 +404,6 @@ class Attribute(Node):
         self.column = column
 
 
-@_node
 class Slice(Node):
     """``lower:upper:step`` in a subscript; missing parts are None."""
 
@@ -434,7 +427,6 @@ class Slice(Node):
         self.column = column
 
 
-@_node
 class Subscript(Node):
     """``value[index]``."""
 
@@ -473,7 +465,6 @@ Expr = (
 # ----------------------------------------------------------------- statements
 
 
-@_node
 class ExprStmt(Node):
     """An expression on its own line (its value is the program's result if last)."""
 
@@ -485,7 +476,6 @@ class ExprStmt(Node):
         self.column = column
 
 
-@_node
 class Assign(Node):
     """``target = value``."""
 
@@ -499,7 +489,6 @@ class Assign(Node):
         self.column = column
 
 
-@_node
 class AugAssign(Node):
     """``target op= value``."""
 
@@ -517,7 +506,6 @@ class AugAssign(Node):
         self.column = column
 
 
-@_node
 class If(Node):
     """``elif`` chains are nested Ifs in ``orelse``."""
 
@@ -541,7 +529,6 @@ class If(Node):
         self.column = column
 
 
-@_node
 class While(Node):
     """``while test:`` and its block."""
 
@@ -555,7 +542,6 @@ class While(Node):
         self.column = column
 
 
-@_node
 class For(Node):
     """``for target in iter:`` and its block."""
 
@@ -579,7 +565,6 @@ class For(Node):
         self.column = column
 
 
-@_node
 class Param(Node):
     """A function parameter, with its default expression if it has one."""
 
@@ -595,7 +580,6 @@ class Param(Node):
         self.column = column
 
 
-@_node
 class FunctionDef(Node):
     """``def name(params):`` and its block."""
 
@@ -619,7 +603,6 @@ class FunctionDef(Node):
         self.column = column
 
 
-@_node
 class Return(Node):
     """``return`` with a value or None."""
 
@@ -631,7 +614,6 @@ class Return(Node):
         self.column = column
 
 
-@_node
 class Pass(Node):
     """``pass``."""
 
@@ -640,7 +622,6 @@ class Pass(Node):
         self.column = column
 
 
-@_node
 class Break(Node):
     """``break``."""
 
@@ -649,7 +630,6 @@ class Break(Node):
         self.column = column
 
 
-@_node
 class Continue(Node):
     """``continue``."""
 
@@ -658,7 +638,6 @@ class Continue(Node):
         self.column = column
 
 
-@_node
 class Alias(Node):
     """``name [as asname]`` of an import (``name`` may be dotted: ``torch.nn.functional``)."""
 
@@ -672,7 +651,6 @@ class Alias(Node):
         self.column = column
 
 
-@_node
 class Import(Node):
     """``import torch``, ``import torch.nn.functional as F``."""
 
@@ -684,7 +662,6 @@ class Import(Node):
         self.column = column
 
 
-@_node
 class ImportFrom(Node):
     """``from torch.autograd import Variable``."""
 
@@ -698,7 +675,6 @@ class ImportFrom(Node):
         self.column = column
 
 
-@_node
 class WithItem(Node):
     """``context [as name]`` of a with statement."""
 
@@ -712,7 +688,6 @@ class WithItem(Node):
         self.column = column
 
 
-@_node
 class With(Node):
     """``with torch.no_grad():`` and its block."""
 
@@ -728,7 +703,6 @@ class With(Node):
         self.column = column
 
 
-@_node
 class ChainAssign(Node):
     """``a = b = value``: the value stored into each target, left to right."""
 
@@ -742,7 +716,6 @@ class ChainAssign(Node):
         self.column = column
 
 
-@_node
 class Assert(Node):
     """``assert test, message``."""
 
@@ -776,7 +749,6 @@ Stmt = (
 )
 
 
-@_node
 class Program(Node):
     """A whole formula or program: its statements in order."""
 
