@@ -14,14 +14,15 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from gradcalc.cli.inputs import Invocation, UsageProblem, make_limits, read_formula
 from gradcalc.errors import FormulaError
 from gradcalc.limits import rehint
 
+TYPE_CHECKING = False  # (not typing's: importing typing costs ~3 ms of start-up)
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
 
     from gradcalc.limits import Limits
 

@@ -10,9 +10,12 @@ as Python floats of the stored value (so a float32 prints as PyTorch prints it).
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from gradcalc import _numpy
+
+TYPE_CHECKING = False  # (not typing's: importing typing costs ~3 ms of start-up)
+if TYPE_CHECKING:
+    from typing import Any
 
 np = _numpy.bind(globals())
 

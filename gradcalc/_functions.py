@@ -21,7 +21,6 @@ import builtins
 import math
 from collections import namedtuple
 from collections.abc import Callable, Sequence
-from typing import Any, TypeAlias
 
 from gradcalc import _numpy, _tensor
 from gradcalc import ops as O
@@ -38,6 +37,10 @@ from gradcalc._tensor import (
     unary_function,
 )
 
+TYPE_CHECKING = False  # (not typing's: importing typing costs ~3 ms of start-up)
+if TYPE_CHECKING:
+    from typing import Any, TypeAlias
+
 np = _numpy.bind(globals())
 
 _wrap = _tensor.wrap
@@ -52,7 +55,7 @@ _KIND_RANK = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
 
 Dims: TypeAlias = "int | Sequence[int] | None"
 """One dim or several (a reduction's ``dim``)."""
-Indices: TypeAlias = Any
+Indices: TypeAlias = "Any"
 """Whole-number indices: a tensor, array or list of them."""
 Tensors: TypeAlias = "Sequence[Any]"
 """Tensors to join (``cat``, ``stack``); a tensor stands for the list of its rows."""

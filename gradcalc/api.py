@@ -23,7 +23,6 @@ import os
 import re
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
 
 from gradcalc import _numpy
 from gradcalc import limits as budgets
@@ -48,7 +47,10 @@ from gradcalc.jsonio import (  # re-exported: the JSON encoding front ends use
 )
 from gradcalc.limits import BATCH_LIMITS, DEFAULT_LIMITS, Limits
 
+TYPE_CHECKING = False  # (not typing's: importing typing costs ~3 ms of start-up)
 if TYPE_CHECKING:
+    from typing import Any
+
     from gradcalc.graph import Graph
     from gradcalc.interpreter import Interpreter, Outcome
     from gradcalc.symbolic import Derivatives

@@ -25,7 +25,6 @@ import math
 import re
 import weakref
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
 
 import gradcalc as engine
 from gradcalc import _numpy, _tensor, ops
@@ -40,8 +39,10 @@ from gradcalc.limits import LARGE, Limits, limit_error
 from gradcalc.limits import current as current_budget
 from gradcalc.nn import functional as _nn_functional  # noqa: F401  (the registry, complete)
 
+TYPE_CHECKING = False  # (not typing's: importing typing costs ~3 ms of start-up)
 if TYPE_CHECKING:
     import inspect
+    from typing import Any
 
 np = _numpy.bind(globals())
 

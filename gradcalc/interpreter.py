@@ -36,7 +36,6 @@ import math
 import operator
 import warnings
 from collections.abc import Iterator
-from typing import Any
 
 from gradcalc import _numpy, _tensor, pylang
 from gradcalc import builtins as lang
@@ -55,6 +54,10 @@ from gradcalc.errors import (
     UnknownNameError,
 )
 from gradcalc.limits import DEFAULT_LIMITS, Limits
+
+TYPE_CHECKING = False  # (not typing's: importing typing costs ~3 ms of start-up)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Compiled", "Interpreter", "Outcome"]
 
