@@ -246,10 +246,7 @@ class Op:
         self.reads = reads
         # keep2[rx + 2*ry]: which operands' values a binary node keeps when
         # operand 0 / 1 requires grad (the others keep only shape and dtype).
-        self.keep2 = [
-            tuple(any(j in reads[i] for i in (0, 1) if mask >> i & 1) for j in (0, 1))
-            for mask in range(4)
-        ]
+        self.keep2 = _keep2(reads)
         self.node = None if vjps is None else node_class(grad_fn or name, self)
         self.ufunc = None  # and pooled: set when NumPy loads (no array exists before)
         self.pooled = pooled
@@ -277,6 +274,15 @@ class Op:
         if self.arity == "n":
             return 1
         return int(self.arity)
+
+
+@functools.cache
+def _keep2(reads: tuple[tuple[int, ...], ...]) -> tuple[tuple[bool, ...], ...]:
+    """`Op.keep2` for ``reads`` (a handful of distinct ones: shared, computed once each)."""
+    return tuple(
+        tuple(any(j in reads[i] for i in (0, 1) if mask >> i & 1) for j in (0, 1))
+        for mask in range(4)
+    )
 
 
 REGISTRY: dict[str, Op] = {}
