@@ -36,7 +36,7 @@ import gc
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from gradcalc import syntax as ast
 from gradcalc.errors import LimitError, ParseError
@@ -73,11 +73,13 @@ def _run(parser: _Parser, source: str, max_nesting: int, fast: bool = True) -> a
     gc.disable()
     try:
         if fast:
+            scan = _current.scan = _ScanState(max_nesting)
             try:
-                _current.scan = _ScanState(max_nesting)
                 return parser.fast.parse(text, parser.postlex)
-            except _Rejected:
-                pass
+            except _Rejected as rejected:
+                explained = _explain_rejected(rejected, source, scan)
+                if explained is not None:
+                    raise explained from None
         scan = _current.scan = _ScanState(max_nesting)
         try:
             return parser.lark.parse(text)
@@ -1115,12 +1117,98 @@ def _explain(error: Any, source: str, scan: _ScanState, parser: _Parser) -> Pars
     """Turn a Lark exception into a ParseError that says what went wrong in words."""
     errors = parser.errors
     if isinstance(error, errors.UnexpectedCharacters):
-        return _unknown_character(error, source)
+        return _unknown_character(error.char, error.line, error.column, source)
     if not isinstance(error, errors.UnexpectedToken):
         line, column = getattr(error, "line", None), getattr(error, "column", None)
         return ParseError("invalid syntax", line=line, column=column, source=source)
-    token = error.token
-    expected = set(error.expected)
+    explained = _unexpected_token(
+        error.token, set(error.expected), source, scan, lambda: _match_example(error, parser)
+    )
+    assert explained is not None
+    return explained
+
+
+def _explain_rejected(rejected: _Rejected, source: str, scan: _ScanState) -> ParseError | None:
+    """The fast driver's rejection in words, as `_explain` words Lark's exception for the
+    same input, or None where only Lark can say (a typical mistake is recognised by
+    re-parsing examples with Lark's parser).
+
+    Importing Lark's parser to explain an error cost a one-shot command ~25 ms (its
+    runtime imports logging, dataclasses, inspect, typing, pickle); the fast driver
+    stops at the same token in the same parse state, so it knows what Lark's exception
+    would: the token, or the character no terminal matches, and the state's terminals.
+    """
+    if rejected.char is not None:
+        return _unknown_character(rejected.char, rejected.line, rejected.column, source)
+    if rejected.token is None:
+        return None
+    return _unexpected_token(
+        rejected.token, rejected.expected, source, scan, lambda: _match_rejected(rejected)
+    )
+
+
+def _match_rejected(rejected: _Rejected) -> tuple[str, str] | None:
+    """Lark's ``match_examples`` (``use_accepts=True``) for a fast-driver rejection: the
+    label of the first example that fails with the same token value in the same parse
+    state, stack depth and set of acceptable terminals, else of the first that fails in
+    the same state with the same acceptable terminals."""
+    driver = _parser().fast
+    accepts = _accepts(driver.actions, rejected.stack)
+    candidate = None
+    saved = getattr(_current, "scan", None)
+    try:
+        for label, examples in _MISTAKES.items():
+            for example in examples:
+                _current.scan = _ScanState(DEFAULT_LIMITS.max_nesting)
+                try:
+                    driver.parse(example, _parser().postlex)
+                    continue
+                except Exception as failed:  # as Lark's: an example that fails otherwise
+                    other = failed if isinstance(failed, _Rejected) else None
+                    if other is None or (
+                        other.token is None
+                        or len(other.stack) != len(rejected.stack)
+                        or other.stack[-1] != rejected.stack[-1]
+                        or _accepts(driver.actions, other.stack) != accepts
+                    ):
+                        continue
+                    if other.token.value == rejected.token.value:
+                        return label
+                    candidate = candidate or label
+    finally:
+        _current.scan = saved
+    return candidate
+
+
+def _accepts(actions: Any, stack: list[int]) -> set[str]:
+    """The terminals that would be shifted after the reductions they call for, from the
+    parse state ``stack`` (Lark's ``InteractiveParser.accepts``)."""
+    accepted = set()
+    for terminal in _terminals(actions[stack[-1]]):
+        states = list(stack)
+        while True:
+            action = actions[states[-1]].get(terminal)
+            if action is None:
+                break
+            if action.__class__ is int:
+                accepted.add(terminal)
+                break
+            size, origin = action[0], action[1]
+            if size:
+                del states[-size:]
+            states.append(actions[states[-1]][origin])
+    return accepted
+
+
+def _unexpected_token(
+    token: Any,
+    expected: set[str],
+    source: str,
+    scan: _ScanState,
+    match_example: Callable[[], tuple[str, str] | None] | None,
+) -> ParseError | None:
+    """A token the parser cannot take, in words; None if that takes ``match_example``
+    and there is none."""
     previous = scan.previous if token is scan.last else scan.last
     line, column = token.line, token.column
     if token.type in ("$END", "_DEDENT", "_NEWLINE") and token.type not in expected:
@@ -1178,7 +1266,9 @@ def _explain(error: Any, source: str, scan: _ScanState, parser: _Parser) -> Pars
             f"expected ':' to end the '{start.value}' line, but {found}",
             f"write '{start.value} ...:' and then the block",
         )
-    label = _match_example(error, parser)
+    if match_example is None:
+        return None
+    label = match_example()
     if label is not None:
         return fail(*label)
     return fail(f"unexpected {_shown(token)}", _expected_hint(expected))
@@ -1251,9 +1341,7 @@ def _match_example(error: Any, parser: _Parser) -> tuple[str, str] | None:
         _current.scan = saved
 
 
-def _unknown_character(error: Any, source: str) -> ParseError:
-    char = error.char
-    line, column = error.line, error.column
+def _unknown_character(char: str, line: int, column: int, source: str) -> ParseError:
     if char in "\"'":
         message, hint = "unterminated string", f"close it with the {char} it opens with"
     elif char == "!":
@@ -1276,7 +1364,33 @@ def _unknown_character(error: Any, source: str) -> ParseError:
 
 
 class _Rejected(Exception):
-    """The fast driver met input it cannot parse; Lark's parser will explain why."""
+    """The fast driver met input it cannot parse: the token it could not take (with the
+    terminals its parse state has, as Lark's ``UnexpectedToken.expected``), or the
+    character no terminal matches (Lark's ``UnexpectedCharacters``)."""
+
+    def __init__(
+        self,
+        token: _Token | None = None,
+        stack: list[int] | None = None,
+        actions: Any = None,
+        char: str | None = None,
+        line: int = 0,
+        column: int = 0,
+    ) -> None:
+        super().__init__()
+        self.token = token
+        self.stack = stack or []
+        """The parse states, as Lark's ``ParserState.state_stack`` at the same error."""
+        self.expected = set() if actions is None else _terminals(actions[self.stack[-1]])
+        self.char = char
+        self.line = line
+        self.column = column
+
+
+def _terminals(row: dict[str, Any]) -> set[str]:
+    """The terminals a parse-table row has actions for (its other keys are rules' gotos),
+    as Lark's parser lists them in ``UnexpectedToken.expected``."""
+    return {symbol for symbol in row if symbol.isupper()}
 
 
 class _Token:
@@ -1453,7 +1567,7 @@ class _FastDriver:
                     line += value.count("\n")
                     line_start = start + value.rfind("\n") + 1
             elif kind == "_REJECT":
-                raise _Rejected
+                raise _Rejected(char=value, line=line, column=start - line_start + 1)
             elif kind == "STRING" and "\n" in value:  # a triple-quoted string over lines
                 token = _Token(kind, value, start, line, start - line_start + 1)
                 line += value.count("\n")
@@ -1479,12 +1593,13 @@ class _FastDriver:
         top = self.start
         states = [top]
         values: list[Any] = []
+        token = None
         for token in postlex.process(self.tokens(text)):
             kind = token.type
             while True:
                 action = actions[top].get(kind)
                 if action is None:
-                    raise _Rejected
+                    raise _Rejected(token, states, actions)
                 if action.__class__ is int:
                     states.append(action)
                     values.append(token)
@@ -1510,7 +1625,10 @@ class _FastDriver:
         end = self.end
         while True:
             action = actions[states[-1]].get("$END")
-            if action is None or action.__class__ is int:
+            if action is None:
+                last = _Token("$END", "", 0, 1, 1) if token is None else token
+                raise _Rejected(last.new_borrow_pos("$END", "", last), states, actions)
+            if action.__class__ is int:
                 raise _Rejected
             size, origin, callback = action
             if size:
