@@ -586,7 +586,7 @@ def unbroadcast(g: Any, x: Any) -> Any:
     """Sum ``g`` down to ``x``'s shape: undo NumPy broadcasting (incl. size-1 dims)."""
     if type(g) in _SCALARS:
         return g  # a 0-d output: every operand was 0-d too
-    shape = x.shape
+    shape = () if type(x) in _tensor.PYTHON_VALUES else x.shape  # a float operand is 0-d
     if g.shape == shape:
         return g
     shape = tuple(shape)

@@ -291,3 +291,28 @@ def test_scalar_text_output_imports_no_numpy(argv: list[str]) -> None:
     )
     _, numpy_loaded, printed = _python(code).split()
     assert (numpy_loaded, printed) == ("False", "True")
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "a*b*b",
+        "exp(a)*sin(b)",
+        "a/b - b**3 + a",
+        "tanh(a*b) + log(b)",
+        "relu(a)*b**2 - sqrt(a)",
+        "maximum(a, b)*a",
+        "a**b",
+    ],
+)
+def test_scalar_hessian_equals_the_array_paths(formula: str) -> None:
+    """Second order through the float backend (a float operand saved by a recorded VJP,
+    which once had no ``.shape`` for ``unbroadcast``) equals the 1-element array path."""
+    from gradcalc import api
+
+    floats = api.hessian(formula, bindings={"a": "2", "b": "3"}).hessian
+    arrays = api.hessian(f"sum({formula})", bindings={"a": "[2.0]", "b": "[3.0]"}).hessian
+    assert floats is not None and arrays is not None
+    for row, columns in arrays.items():
+        for column, block in columns.items():
+            assert float(floats[row][column]) == pytest.approx(float(block.reshape(-1)[0]))
