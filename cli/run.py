@@ -118,13 +118,17 @@ def _report_error(exc: BaseException, json_errors: bool) -> int:
         sys.stdout.write(dumps(payload) + "\n")
         sys.stdout.flush()
         return EXIT_FORMULA
-    from gradcalc.cli.render import error_text, make_console
+    from gradcalc.cli.plain import write_error
 
     body = payload["error"]
     if body.get("internal"):
         sys.stderr.write(f"gradcalc: internal error: {type(exc).__name__}: {exc}\n")
         return EXIT_FORMULA
     shown = exc if isinstance(exc, FormulaError) else _as_formula_error(body)
+    if write_error(shown, sys.stderr):  # no colour: the same text without importing Rich
+        return EXIT_FORMULA
+    from gradcalc.cli.render import error_text, make_console
+
     console = make_console(sys.stderr)
     console.print(error_text(shown, console.width), soft_wrap=not console.is_terminal)
     return EXIT_FORMULA
@@ -183,6 +187,11 @@ def _run(inv: Invocation) -> int:
     if inv.json:
         _write(dumps(result_to_json(result)) + "\n")
         return failed
+    from gradcalc.cli.plain import write_result
+
+    graph = result.graph if inv.graph else None
+    if write_result(result, sys.stdout, command=inv.command, with_check=inv.check, graph=graph):
+        return failed  # no colour: the same text without importing Rich
     from gradcalc.cli.render import graph_tree, make_console, print_result
 
     console = make_console(sys.stdout)
@@ -264,6 +273,10 @@ def _write_graph(result: Any, inv: Invocation) -> int:
                 "--output needs --format json, dot or mermaid, or a name ending in "
                 ".dot, .mmd, .json, .svg, .png or .pdf"
             )
+        from gradcalc.cli.plain import write_tree
+
+        if write_tree(result.graph, sys.stdout):  # no colour: the same text without Rich
+            return EXIT_OK
         from gradcalc.cli.render import graph_tree, make_console
 
         make_console(sys.stdout).print(graph_tree(result.graph))
@@ -327,6 +340,10 @@ def run_functions(as_json: bool) -> int:
             from gradcalc.jsonio import dumps, functions_to_json
 
             _write(dumps(functions_to_json(FUNCTIONS)) + "\n")
+            return EXIT_OK
+        from gradcalc.cli.plain import write_functions
+
+        if write_functions(FUNCTIONS, sys.stdout):  # no colour: the same text without Rich
             return EXIT_OK
         from gradcalc.cli.render import functions_table, make_console
 
