@@ -10,7 +10,6 @@ reproducible (they are not PyTorch's streams).
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from gradcalc import _numpy
 from gradcalc._tensor import (
@@ -22,6 +21,10 @@ from gradcalc._tensor import (
     leaf,
     make_tensor,
 )
+
+TYPE_CHECKING = False  # (not typing's: importing typing costs ~3 ms of start-up)
+if TYPE_CHECKING:
+    from typing import Any
 
 np = _numpy.bind(globals())
 
