@@ -1,4 +1,4 @@
-"""The plain one-shot formula command, read without importing Typer.
+"""Plain command lines (one-shot formulas, ``functions``, ``repl``), read without importing Typer.
 
 Why this exists (measured, a quiet 2-core machine, installed copy, medians of
 15 interleaved runs): ``python -c "import typer"`` takes 69 ms where ``python
@@ -17,19 +17,33 @@ does. It is a second reader of one declaration, not a second declaration:
 ``tests/test_cli_direct.py`` fails the moment the two differ (names, flags,
 kinds of value), and checks on a corpus of command lines that both build the
 same `Invocation`, or that this module declines.
+
+``gradcalc functions [--json]`` and ``gradcalc repl [options]`` (and bare
+``gradcalc`` on a terminal, which starts the REPL) are read the same way by
+:func:`parse_call`, for the runners of ``gradcalc.cli.run``: their issue 12
+targets (functions <= 1.0x ``import numpy``, the REPL's first prompt <= 1.5x)
+leave no room for Typer's import either. :data:`RUNNER_OPTIONS` restates their
+options, checked against the app's by the same tests.
 """
 
 from __future__ import annotations
 
 import re
+import sys
+from collections import namedtuple
 
 from gradcalc.cli.inputs import (
     LIMIT_OPTIONS,
     Invocation,
     UsageProblem,
+    make_limits,
     parse_bindings,
     parse_names,
 )
+
+TYPE_CHECKING = False  # (not typing's: importing typing costs ~3 ms of start-up)
+if TYPE_CHECKING:
+    from typing import Any
 
 FLAG, TEXT, INTEGER, POSITIVE, DTYPE = "flag", "text", "integer", "positive", "dtype"
 NUMBER, GRAPH_FORMAT = "number", "graph format"
@@ -72,10 +86,35 @@ OPTIONS: dict[str, dict[str, tuple[str, str]]] = {
     },
 }
 """Per command, each option (its long name) -> (Invocation field, kind of value)."""
+RUNNER_OPTIONS: dict[str, dict[str, tuple[str, str]]] = {
+    "functions": {"--json": ("json", FLAG)},
+    "repl": {
+        "--seed": ("seed", INTEGER),
+        "--dtype": ("dtype", DTYPE),
+        **{option: (field, POSITIVE) for option, field in LIMIT_OPTIONS.items()},
+    },
+}
+"""The other commands read here, which call a runner of ``gradcalc.cli.run``: each option
+-> (the app's parameter, kind of value)."""
 DTYPES = ("float64", "float32")
 GRAPH_FORMATS = ("tree", "json", "dot", "mermaid", "svg", "png", "pdf")
 _INTEGER = re.compile(r"[+-]?\d+")
 _NUMBER = re.compile(r"[+]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+class Call(namedtuple("Call", ["runner", "arguments"])):
+    """A command line read for a runner of ``gradcalc.cli.run`` other than `run_invocation`:
+    the runner's name (``run_functions`` or ``run_repl``) and its keyword arguments, as the
+    app passes them. (``collections.namedtuple``: ``typing`` costs milliseconds to import.)"""
+
+    __slots__ = ()
+
+    runner: str
+    arguments: dict[str, Any]
+
+
+class _Declined(Exception):
+    """A token not fully understood here: the Typer app reads the command line."""
 
 
 def parse(args: list[str]) -> Invocation | None:
@@ -87,8 +126,52 @@ def parse(args: list[str]) -> Invocation | None:
     elif args and args[0].isidentifier():
         return None  # another command (or a formula that is a bare name): Typer tells which
     declared = OPTIONS[command]
+    try:
+        positional, given = _read(args, declared)
+        if not positional:
+            return None
+        return _invocation(command, positional, given, declared)
+    except _Declined:
+        return None
+
+
+def parse_call(args: list[str]) -> Call | None:
+    """The runner `Call` of ``gradcalc functions [--json]``, ``gradcalc repl [options]`` or
+    bare ``gradcalc`` on a terminal (the REPL, as the app starts it), or None for the app."""
+    if not args:
+        return Call("run_repl", {}) if on_terminal() else None
+    declared = RUNNER_OPTIONS.get(args[0])
+    if declared is None:
+        return None
+    try:
+        positional, given = _read(args[1:], declared)
+    except _Declined:
+        return None
+    if positional:
+        return None  # neither command takes arguments: the app says so
+    values = {declared[option][0]: value for option, value in given.items()}
+    if args[0] == "functions":
+        return Call("run_functions", {"as_json": values.get("json", False)})
+    limits = {field: values[field] for field in LIMIT_OPTIONS.values() if field in values}
+    arguments = {"seed": values.get("seed"), "dtype": values.get("dtype", DTYPES[0])}
+    return Call("run_repl", {**arguments, "limits": make_limits(limits)})
+
+
+def on_terminal() -> bool:
+    """What the app's callback asks before starting the REPL for bare ``gradcalc``."""
+    try:
+        return sys.stdin.isatty() and sys.stdout.isatty()
+    except (AttributeError, ValueError):  # no stream, or a closed one: the app explains
+        return False
+
+
+def _read(
+    args: list[str], declared: dict[str, tuple[str, str]]
+) -> tuple[list[str], dict[str, Any]]:
+    """The positional tokens, and each option given (the last time) with its value converted;
+    raises `_Declined` at the first token not fully understood."""
     positional: list[str] = []
-    given: dict[str, str | bool] = {}
+    given: dict[str, Any] = {}
     i = 0
     while i < len(args):
         token = args[i]
@@ -96,45 +179,48 @@ def parse(args: list[str]) -> Invocation | None:
             name, eq, inline = token.partition("=")
             kind = declared.get(name, (None, None))[1]
             if kind is None or (kind == FLAG and eq):
-                return None
+                raise _Declined
             if kind == FLAG:
                 given[name] = True
             elif eq:
-                given[name] = inline
+                given[name] = _value(kind, inline)
             elif i + 1 < len(args):
                 i += 1
-                given[name] = args[i]
+                given[name] = _value(kind, args[i])
             else:
-                return None
+                raise _Declined
         else:
             positional.append(token)  # a formula may start with '-': gradcalc '-a**2' a=3
         i += 1
-    if not positional:
-        return None
-    return _invocation(command, positional, given, declared)
+    return positional, given
+
+
+def _value(kind: str, text: str) -> Any:
+    """An option's text as the app converts it (raises `_Declined` where it would refuse)."""
+    if kind in (INTEGER, POSITIVE):
+        if not _INTEGER.fullmatch(text) or (kind == POSITIVE and int(text) < 1):
+            raise _Declined
+        return int(text)
+    if kind == NUMBER:
+        if not _NUMBER.fullmatch(text):
+            raise _Declined
+        return float(text)
+    if (kind == DTYPE and text not in DTYPES) or (
+        kind == GRAPH_FORMAT and text not in GRAPH_FORMATS
+    ):
+        raise _Declined
+    return text
 
 
 def _invocation(
     command: str,
     positional: list[str],
-    given: dict[str, str | bool],
+    given: dict[str, Any],
     declared: dict[str, tuple[str, str]],
 ) -> Invocation | None:
     fields: dict = {"limits": {}}
     for option, value in given.items():
-        field, kind = declared[option]
-        if kind in (INTEGER, POSITIVE):
-            if not _INTEGER.fullmatch(str(value)) or (kind == POSITIVE and int(value) < 1):
-                return None
-            value = int(value)
-        elif (kind == DTYPE and value not in DTYPES) or (
-            kind == GRAPH_FORMAT and value not in GRAPH_FORMATS
-        ):
-            return None
-        elif kind == NUMBER:
-            if not _NUMBER.fullmatch(str(value)):
-                return None
-            value = float(value)
+        field = declared[option][0]
         if field in LIMIT_OPTIONS.values():
             fields["limits"][field] = value
         else:

@@ -1,15 +1,18 @@
 """The ``gradcalc`` console script (and ``python -m gradcalc``): the Typer app, and nothing escapes.
 
 Every command line, ``--help`` and every usage error go through the Typer app
-in ``gradcalc.cli.app``, except the plain one-shot formula command, which
+in ``gradcalc.cli.app``, except the plain one-shot formula commands,
+``functions`` and ``repl`` (and bare ``gradcalc`` on a terminal), which
 ``gradcalc.cli.direct`` reads without importing Typer (its docstring says why,
-with the numbers). This module turns the exit into a code and keeps
-tracebacks from users (a closed pipe, Ctrl-C, a bug).
+with the numbers) when it understands every token. This module turns the exit
+into a code and keeps tracebacks from users (a closed pipe, Ctrl-C, a bug).
 """
 
 from __future__ import annotations
 
 import sys
+
+from gradcalc.cli import direct
 
 EXIT_FORMULA, EXIT_INTERRUPTED = 1, 130
 
@@ -22,13 +25,15 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(args: list[str]) -> int:
     """Run the command line ``args`` and return the exit code; nothing escapes as a traceback."""
-    from gradcalc.cli import direct
     from gradcalc.cli.run import run_invocation, silence_stdout
 
     try:
         invocation = direct.parse(args)
         if invocation is not None:
             return run_invocation(invocation)
+        call = direct.parse_call(args)
+        if call is not None:
+            return _run_call(call)
         return _run_typer(args)
     except BrokenPipeError:
         silence_stdout()
@@ -38,6 +43,23 @@ def run(args: list[str]) -> int:
     except Exception as exc:  # a bug: one line, never a traceback
         sys.stderr.write(f"gradcalc: internal error: {type(exc).__name__}: {exc}\n")
         return EXIT_FORMULA
+
+
+def _run_call(call: direct.Call) -> int:
+    """Call the runner; the REPL on a terminal starts with the garbage collector paused
+    until its first prompt is drawn (``gradcalc.cli.repl.pause_gc`` says why)."""
+    from gradcalc.cli import run as runners
+
+    runner = getattr(runners, call.runner)
+    if call.runner != "run_repl" or not direct.on_terminal():
+        return runner(**call.arguments)
+    from gradcalc.cli.repl import pause_gc, resume_gc
+
+    pause_gc()
+    try:
+        return runner(**call.arguments)
+    finally:
+        resume_gc()
 
 
 def _run_typer(args: list[str]) -> int:

@@ -5,6 +5,14 @@ cannot be written); Tab completes names, built-in functions, methods after a
 ``.`` and ``:commands``, or indents on an empty line; Python's Pygments lexer
 colours the input; Ctrl-R searches the history (prompt_toolkit's own binding).
 Imported only when a session starts on a terminal.
+
+Issue 12 wants the first prompt within 1.5x ``python -c "import numpy"``, and
+prompt_toolkit's own import is about that much already. So nothing else is
+loaded before the prompt is on screen: the banner is written without Rich
+(:func:`write_banner`), Pygments loads at the first text to colour
+(:class:`PythonColours`), and a thread started once the prompt is drawn
+(:class:`_WarmUp`) loads Pygments, the engine and Rich while the person
+types; completion tables load at the first Tab.
 """
 
 from __future__ import annotations
@@ -12,11 +20,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application.current import get_app
@@ -24,10 +31,11 @@ from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
 from prompt_toolkit.filters import Condition
+from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.input import Input
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
-from prompt_toolkit.lexers import Lexer, PygmentsLexer
+from prompt_toolkit.lexers import Lexer, PygmentsLexer, SimpleLexer
 from prompt_toolkit.output import Output
 
 from gradcalc.cli.repl import (
@@ -37,7 +45,11 @@ from gradcalc.cli.repl import (
     INDENT,
     EntryCollector,
     Session,
+    resume_gc,
 )
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 PROMPT, CONTINUATION = ">>> ", "... "
 KEYWORDS = ("if", "elif", "else", "while", "for", "in", "def", "return", "pass", "break")
@@ -49,21 +61,29 @@ BANNER = "gradcalc {version} — names persist; :help lists the commands; Ctrl-D
 
 def history_path() -> Path:
     """``$XDG_STATE_HOME/gradcalc/history``, ``~/.local/state/gradcalc/history`` by default."""
+    from pathlib import Path
+
+    return Path(_history_file())
+
+
+def _history_file() -> str:
+    """`history_path` without pathlib, which nothing else imports before the first prompt."""
     base = os.environ.get("XDG_STATE_HOME", "")
-    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".local" / "state"
-    return root / "gradcalc" / "history"
+    if not (base and os.path.isabs(base)):
+        base = os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "gradcalc", "history")
 
 
 def open_history(path: Path | None = None) -> History:
     """The persistent history, or an in-memory one when its file cannot be written."""
-    path = path or history_path()
+    file = _history_file() if path is None else os.fspath(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8"):
+        os.makedirs(os.path.dirname(file) or ".", exist_ok=True)
+        with open(file, "a", encoding="utf-8"):
             pass
     except OSError:
         return InMemoryHistory()
-    return FileHistory(str(path))
+    return FileHistory(file)
 
 
 class ReplCompleter(Completer):
@@ -147,13 +167,91 @@ def _global_names(user_names: Iterable[str]) -> list[tuple[str, str]]:
     return sorted(found.items())
 
 
-def make_lexer() -> Lexer | None:
-    """Python's Pygments lexer (Pygments comes with Rich); no colouring if it is missing."""
+def make_lexer() -> PythonColours:
+    """Python's Pygments lexer (Pygments comes with Rich), loaded at the first text to colour;
+    no colouring if Pygments is missing."""
+    return PythonColours()
+
+
+class PythonColours(Lexer):
+    """Python's Pygments lexer, loaded when there is text to colour (or by the warm-up).
+
+    The first prompt shows an empty line, which needs no lexer; loading Pygments'
+    Python lexer (importing it and compiling its patterns) costs ~10 ms of the start.
+    """
+
+    def __init__(self) -> None:
+        self._lexer: Lexer | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> Lexer:
+        """The Pygments lexer (a lexer that colours nothing if Pygments is missing)."""
+        with self._lock:
+            if self._lexer is None:
+                try:
+                    from pygments.lexers.python import PythonLexer
+                except ImportError:
+                    self._lexer = SimpleLexer()
+                else:
+                    self._lexer = PygmentsLexer(PythonLexer)
+            return self._lexer
+
+    def lex_document(self, document: Document) -> Callable[[int], StyleAndTextTuples]:
+        if self._lexer is None and not document.text:
+            return _no_colours
+        return self.load().lex_document(document)
+
+
+def _no_colours(lineno: int) -> StyleAndTextTuples:
+    return []
+
+
+def write_banner(session: Session) -> None:
+    """The banner, as ``session.note`` prints it: dim on a colour terminal, else plain.
+
+    Written without Rich when it certainly fits on one line (Rich, with
+    ``gradcalc.cli.render``, costs ~25 ms before the first prompt); else by Rich,
+    which wraps it. ``tests/test_repl_prompt.py`` checks both write the same bytes.
+    """
+    from gradcalc import __version__
+
+    text = BANNER.format(version=__version__)
+    stream = session.stdout or sys.stdout
+    if sys.platform == "win32" or len(text) >= _narrowest_width():
+        session.note(text)
+        return
+    if _dim(stream):
+        text = f"\x1b[2m{text}\x1b[0m"
+    stream.write(text + "\n")
+    stream.flush()
+
+
+def _dim(stream: Any) -> bool:
+    """Whether Rich, as ``gradcalc.cli.render.make_console`` sets it up, would style the text:
+    a terminal, ``NO_COLOR`` unset, and a ``TERM`` that is not dumb."""
+    if os.environ.get("NO_COLOR"):
+        return False
     try:
-        from pygments.lexers.python import PythonLexer
-    except ImportError:
-        return None
-    return PygmentsLexer(PythonLexer)
+        terminal = bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+    return terminal and os.environ.get("TERM", "").lower() not in ("dumb", "unknown")
+
+
+def _narrowest_width() -> int:
+    """The narrowest of the widths Rich's console may take: ``$COLUMNS``, 80 (a dumb terminal,
+    or no terminal), or the terminal's."""
+    widths = [80]
+    columns = os.environ.get("COLUMNS")
+    if columns is not None and columns.isdigit():
+        widths.append(int(columns))
+    for fd in (0, 1, 2):
+        try:
+            widths.append(os.get_terminal_size(fd).columns or 80)
+        except (AttributeError, ValueError, OSError):
+            continue
+        break
+    return min(widths)
 
 
 def _key_bindings() -> KeyBindings:
@@ -199,12 +297,11 @@ def interact(
 ) -> int:
     """Read, run and print until Ctrl-D or ``:quit``; Ctrl-C clears the line or stops an entry."""
     prompt = make_prompt_session(session, input=input, output=output, history=history)
-    warm_up = _warm_up_engine()
+    warm_up = _WarmUp(prompt.lexer)
+    prompt.app.after_render += warm_up.start
     collector = EntryCollector()
     if banner:
-        from gradcalc import __version__
-
-        session.note(BANNER.format(version=__version__))
+        write_banner(session)
     while not session.quit:
         try:
             line = prompt.prompt(
@@ -228,23 +325,37 @@ def interact(
     return EXIT_OK
 
 
-def _warm_up_engine() -> threading.Thread:
-    """Import the interpreter and the engine (NumPy) while the first prompt waits for typing.
+class _WarmUp:
+    """Loads what the first keys and the first entry need while the first prompt waits.
 
-    The prompt needs neither; the first entry needs both, and a person types
-    slower than they load (~100 ms). The thread first lets the prompt draw (an
-    import holds the GIL, so loading at once would only delay the prompt); an
-    entry typed sooner waits on the import lock for what is left, so nothing
+    Started once the prompt is drawn (prompt_toolkit's ``after_render``), never
+    before: an import holds the GIL, so loading sooner would only delay the
+    prompt. First Pygments (the first key colours the line), then the
+    interpreter and the engine (the first entry runs them), then Rich (it
+    prints the first value); a person types slower than this loads (~100 ms).
+    An entry typed sooner waits on the import lock for what is left, so nothing
     is imported twice or half.
     """
 
-    def load() -> None:
-        time.sleep(0.15)
-        with contextlib.suppress(Exception):  # the first entry will report any real problem
+    def __init__(self, lexer: Lexer | None) -> None:
+        self._lexer = lexer
+        self._thread: threading.Thread | None = None
+
+    def start(self, _app: object = None) -> None:
+        resume_gc()  # the prompt is on screen (`gradcalc.cli.repl.pause_gc`)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._load, name="gradcalc-warm-up", daemon=True)
+            self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout=timeout)
+
+    def _load(self) -> None:
+        with contextlib.suppress(Exception):  # the first key or entry will report a real problem
+            if isinstance(self._lexer, PythonColours):
+                self._lexer.load()
             from gradcalc import api
 
             api.interpreter()  # imports the interpreter, its built-ins and the engine
-
-    thread = threading.Thread(target=load, name="gradcalc-warm-up", daemon=True)
-    thread.start()
-    return thread
+            from gradcalc.cli import render  # noqa: F401  (Rich: the first value printed)

@@ -1,15 +1,20 @@
-"""The direct reader of plain grad/eval command lines agrees with the Typer app, its source.
+"""The direct reader of plain command lines agrees with the Typer app, its source.
 
-``gradcalc.cli.direct`` restates the options of the app's grad and eval
-commands (to start without importing Typer); these tests fail the moment the
-two differ, and check on a corpus of command lines that the reader builds the
-very `Invocation` the app builds, or declines and leaves the line to the app.
+``gradcalc.cli.direct`` restates the options of the app's formula commands,
+``functions`` and ``repl`` (to start without importing Typer); these tests fail
+the moment the two differ, and check on corpora of command lines that the
+reader builds the very `Invocation` the app builds (or calls the very runner
+with the very arguments), or declines and leaves the line to the app.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import inspect
+import io
+import subprocess
+import sys
 import typing
 
 import pytest
@@ -18,9 +23,11 @@ from typer.testing import CliRunner
 
 from gradcalc.cli import app as app_module
 from gradcalc.cli import direct
+from gradcalc.cli import run as run_module
 from gradcalc.cli.inputs import LIMIT_OPTIONS, Invocation
 
 LIMIT_FIELDS = set(LIMIT_OPTIONS.values())
+INVOCATION_FIELDS = set(getattr(Invocation, "_fields", None) or Invocation.__dataclass_fields__)
 
 runner = CliRunner()
 
@@ -67,7 +74,7 @@ def test_the_option_table_is_the_apps(command: str) -> None:
     for option, (field, kind) in direct.OPTIONS[command].items():
         assert kind == declared[option][1], option
         assert field == declared[option][0], option
-        assert field in Invocation.__dataclass_fields__ or field in LIMIT_FIELDS, field
+        assert field in INVOCATION_FIELDS or field in LIMIT_FIELDS, field
     assert tuple(choice.value for choice in app_module.DType) == direct.DTYPES
 
 
@@ -188,3 +195,140 @@ def test_a_syntax_error_is_reported_before_numpy_loads(formula: str) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert '"type": "ParseError"' in done.stdout
+
+
+# ---------------------------------------------------------------- functions, repl
+
+
+@pytest.mark.parametrize("command", sorted(direct.RUNNER_OPTIONS))
+def test_the_runner_option_table_is_the_apps(command: str) -> None:
+    declared = declared_options(command)
+    assert direct.RUNNER_OPTIONS[command] == declared
+
+
+def bound(runner: str, args: tuple, kwargs: dict) -> direct.Call:
+    """A runner's call with every argument named and defaults filled in, for comparing."""
+    signature = inspect.signature(getattr(run_module, runner))
+    arguments = signature.bind(*args, **kwargs)
+    arguments.apply_defaults()
+    return direct.Call(runner, dict(arguments.arguments))
+
+
+def typer_call(args: list[str], monkeypatch: pytest.MonkeyPatch) -> direct.Call | None:
+    """The runner the app calls for ``args``, with its arguments (None: usage error or help)."""
+    seen: list[direct.Call] = []
+    for name in ("run_functions", "run_repl"):
+
+        def capture(*a: object, _name: str = name, **kw: object) -> int:
+            seen.append(bound(_name, a, kw))
+            return 0
+
+        monkeypatch.setattr(app_module, name, capture)
+    runner.invoke(app_module.app, args)
+    return seen[0] if seen else None
+
+
+def direct_call(args: list[str]) -> direct.Call | None:
+    call = direct.parse_call(list(args))
+    return None if call is None else bound(call.runner, (), call.arguments)
+
+
+CALL_CORPUS = [
+    ["functions"],
+    ["functions", "--json"],
+    ["functions", "--json", "--json"],
+    ["functions", "--json=1"],
+    ["functions", "-h"],
+    ["functions", "--help"],
+    ["functions", "extra"],
+    ["functions", "--seed", "1"],
+    ["functions", "--", "--json"],
+    ["repl"],
+    ["repl", "--seed", "0", "--dtype", "float32"],
+    ["repl", "--seed=-7", "--dtype=float64"],
+    ["repl", "--seed", "+3", "--seed", "4"],
+    ["repl", "--seed", "1.5"],
+    ["repl", "--seed"],
+    ["repl", "--dtype", "float16"],
+    ["repl", "--max-iterations", "1000000000", "--max-graph-nodes", "1000000000"],
+    ["repl", "--timeout=5", "--max-memory", "64", "--max-work", "10"],
+    ["repl", "--max-nesting", "0"],
+    ["repl", "--max-call-depth", "-1"],
+    ["repl", "--json"],
+    ["repl", "-s", "1"],
+    ["repl", "file.gc"],
+    ["repl", "--help"],
+    ["repl", "-h"],
+    ["repl", "--"],
+    ["Repl"],
+    ["--version"],
+]
+
+
+@pytest.mark.parametrize("args", CALL_CORPUS, ids=" ".join)
+def test_direct_reading_calls_the_apps_runner_or_declines(
+    args: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = direct_call(args)
+    if mine is None:
+        return  # the app reads it
+    assert mine == typer_call(list(args), monkeypatch)
+
+
+def test_functions_and_repl_lines_are_read_directly() -> None:
+    for args in (CALL_CORPUS[0], CALL_CORPUS[1], CALL_CORPUS[9], CALL_CORPUS[10], CALL_CORPUS[16]):
+        assert direct.parse_call(list(args)) is not None, args
+    for args in (["functions", "--help"], ["repl", "-h"], ["repl", "x"], ["batch"], ["2*x"]):
+        assert direct.parse_call(args) is None, args
+    assert direct.parse(["functions", "--json"]) is None  # not a formula command
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_bare_gradcalc_starts_the_repl_on_a_terminal_as_the_app_does(
+    terminal: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = Terminal if terminal else io.StringIO
+    monkeypatch.setattr(sys, "stdin", stream())
+    monkeypatch.setattr(sys, "stdout", stream())
+    mine = direct_call([])
+    seen: list[direct.Call] = []
+
+    def capture(*a: object, **kw: object) -> int:
+        seen.append(bound("run_repl", a, kw))
+        return 0
+
+    monkeypatch.setattr(app_module, "run_repl", capture)
+    with contextlib.suppress(SystemExit):
+        app_module.app(args=[], prog_name="gradcalc")
+    if terminal:
+        assert mine is not None and [mine] == seen
+    else:
+        assert mine is None and seen == []
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "expected"),
+    [
+        (["functions", "--json"], "", '"name": "sigmoid"'),
+        (["functions"], "", "sigmoid"),
+        (["repl", "--seed", "0"], "a = 2\nb = 6\nP = 3*a**3 - b**2\nP.backward()\na.grad\n", "36"),
+    ],
+)
+def test_functions_and_repl_do_not_import_typer(args: list[str], stdin: str, expected: str) -> None:
+    code = (
+        "import sys\n"
+        "from gradcalc.cli.main import run\n"
+        f"code = run({args!r})\n"
+        "assert code == 0, code\n"
+        "assert 'typer' not in sys.modules and 'click' not in sys.modules\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], input=stdin, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert expected in done.stdout

@@ -1,10 +1,13 @@
-"""The REPL's prompt_toolkit layer, driven by a pipe input: typing, blocks, Ctrl-C, completion."""
+"""The REPL's prompt_toolkit layer, driven by a pipe input: typing, blocks, Ctrl-C, completion;
+what its start defers (Pygments, the engine, Rich, the garbage collector) and its banner."""
 
 from __future__ import annotations
 
+import gc
 import io
 import re
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,9 +17,11 @@ from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.lexers import PygmentsLexer
 from prompt_toolkit.output import DummyOutput
 
-from gradcalc.cli import repl_prompt
+from gradcalc import __version__
+from gradcalc.cli import repl, repl_prompt
 from gradcalc.cli.repl import Entry, Session
 from gradcalc.cli.repl_prompt import ReplCompleter, history_path, interact, open_history
 
@@ -197,7 +202,89 @@ def test_unwritable_history_falls_back_to_memory(tmp_path: Path):
 
 def test_lexer_is_pygments_python():
     pytest.importorskip("pygments")
-    assert repl_prompt.make_lexer() is not None
+    lexer = repl_prompt.make_lexer()
+    assert lexer is not None
+    assert isinstance(lexer.load(), PygmentsLexer)
+
+
+def test_pygments_loads_at_the_first_text_and_colours_as_its_lexer():
+    pygments_python = pytest.importorskip("pygments.lexers.python")
+    lexer = repl_prompt.PythonColours()
+    assert lexer.lex_document(Document(""))(0) == []  # the first prompt's empty line
+    assert lexer._lexer is None
+    typed = Document("def f(x): return x**2 + 1  # square")
+    expected = PygmentsLexer(pygments_python.PythonLexer).lex_document(typed)(0)
+    assert lexer.lex_document(typed)(0) == expected
+    assert lexer._lexer is not None
+
+
+def test_the_warm_up_loads_pygments_the_engine_and_rich():
+    lexer = repl_prompt.PythonColours()
+    warm_up = repl_prompt._WarmUp(lexer)
+    warm_up.start()
+    warm_up.join(timeout=60)
+    assert lexer._lexer is not None
+    assert {"gradcalc.interpreter", "gradcalc.cli.render", "rich.console"} <= set(sys.modules)
+
+
+def test_the_first_prompt_resumes_the_garbage_collector():
+    assert gc.isenabled()
+    repl.pause_gc()
+    try:
+        assert not gc.isenabled()
+        code, _, err, _ = type_into_session("a = 1\r")
+        assert (code, err) == (0, "")
+        assert gc.isenabled()  # resumed once the prompt was drawn
+    finally:
+        repl.resume_gc()
+    gc.disable()  # someone else's pause is not ours to undo
+    try:
+        repl.resume_gc()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+class TerminalText(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+BANNER_ENVIRONMENT = ("NO_COLOR", "TERM", "COLUMNS", "LINES", "FORCE_COLOR", "TTY_COMPATIBLE")
+
+
+@pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "file"])
+@pytest.mark.parametrize(
+    "environment",
+    [
+        {},
+        {"TERM": "xterm-256color"},
+        {"NO_COLOR": "1"},
+        {"TERM": "dumb"},
+        {"TERM": "UNKNOWN", "COLUMNS": "120"},
+        {"COLUMNS": "100", "LINES": "40"},
+        {"COLUMNS": "74"},
+        {"COLUMNS": "73"},
+        {"COLUMNS": "72"},
+        {"COLUMNS": "40"},
+        {"FORCE_COLOR": "1"},
+        {"TTY_COMPATIBLE": "0"},
+    ],
+    ids=lambda env: " ".join(f"{k}={v}" for k, v in env.items()) or "(none)",
+)
+def test_the_banner_is_written_as_rich_writes_it(
+    terminal: bool, environment: dict[str, str], monkeypatch
+):
+    for name in BANNER_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    stream = TerminalText if terminal else io.StringIO
+    written = Session(stdout=stream(), stderr=io.StringIO())
+    repl_prompt.write_banner(written)
+    by_rich = Session(stdout=stream(), stderr=io.StringIO())
+    by_rich.note(repl_prompt.BANNER.format(version=__version__))
+    assert written.stdout.getvalue() == by_rich.stdout.getvalue()
 
 
 def test_completion_after_a_module_prefix_offers_its_members():

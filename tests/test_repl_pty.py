@@ -8,6 +8,7 @@ generous timeouts for a slow CI machine.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -111,3 +112,75 @@ def test_seed_000_blocks_errors_and_ctrl_c_in_a_terminal(repl, tmp_path):
     repl.close()
     assert repl.exitstatus == 0
     assert (tmp_path / "state" / "gradcalc" / "history").read_text().count("a.grad") >= 2
+
+
+LOADED_AFTER_THE_PROMPT = (
+    "numpy",
+    "rich",
+    "typer",
+    "click",
+    "pygments",
+    "gradcalc.api",
+    "gradcalc.interpreter",
+    "gradcalc.builtins",
+    "gradcalc.cli.app",
+    "gradcalc.cli.render",
+)
+"""What the first prompt of ``gradcalc repl`` must not wait for (issue 12: <= 1.5x the start of
+``python -c "import numpy"``, which prompt_toolkit alone nearly takes). (Nor pathlib, in an
+installed copy; an editable install's import finder loads it.)"""
+
+SNAPSHOT_AT_THE_PROMPT = """
+import gc, json, sys
+from gradcalc.cli import repl_prompt
+from gradcalc.cli.main import main
+
+start = repl_prompt._WarmUp.start
+
+def snapshot(self, app=None):
+    first = getattr(self, "_thread", None) is None
+    modules = sorted(sys.modules)
+    gc_paused = not gc.isenabled()
+    start(self, app)
+    if first:
+        with open(sys.argv[1], "w") as out:
+            state = {"modules": modules, "gc_paused": gc_paused, "gc_after": gc.isenabled()}
+            json.dump(state, out)
+
+repl_prompt._WarmUp.start = snapshot
+main(sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize("args", [["repl"], []], ids=["repl", "bare"])
+def test_the_first_prompt_waits_for_nothing_it_does_not_need(tmp_path, args):
+    found = tmp_path / "at-prompt.json"
+    env = dict(os.environ, TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1", COLUMNS="100", LINES="40")
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    child = pexpect.spawn(
+        sys.executable,
+        ["-c", SNAPSHOT_AT_THE_PROMPT, str(found), *args],
+        env=env,
+        encoding="utf-8",
+        timeout=TIMEOUT,
+        dimensions=(40, 100),
+    )
+    child.expect("names persist")  # the banner, then the prompt
+    child.expect_exact(PROMPT)
+    enter(child, "a = 2; b = 6; P = 3*a**3 - b**2; P.backward(); a.grad")
+    child.expect(r"tensor\(36\.")
+    child.expect_exact(PROMPT)
+    child.sendcontrol("d")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    state = json.loads(found.read_text())
+    loaded = [
+        name
+        for name in state["modules"]
+        for package in LOADED_AFTER_THE_PROMPT
+        if name == package or name.startswith(package + ".")
+    ]
+    assert loaded == []
+    assert "prompt_toolkit" in state["modules"]
+    assert state["gc_paused"] and state["gc_after"]  # paused until the prompt, then resumed
