@@ -32,22 +32,42 @@ powers collected, a canonical order, numeric factors distributed over sums.
 Printing factors out common factors of sums, writes negative exponents as
 division and ``-`` as subtraction, and names repeated subexpressions
 (``t1 = exp(-a)``) when a derivative is long. Every walk is iterative.
+
+Scalar formulas need no NumPy here (``gradcalc diff`` has the one-shot start-up
+target of ``gradcalc eval``): where the engine ran the formula on its float
+backend (the names and the output hold Python floats), expression nodes hold
+Python floats too: their values come from the ops' ``scalar`` forwards, the
+VJPs take their float paths, and the algebra folds with :mod:`math`. The float
+paths decide on values with Python ``if``s where the NumPy ones make a mask or
+number that ``Sym.apply`` counts, so the trace counts those itself
+(:data:`_STEPS`). A value only NumPy gives (an op without a float forward, a
+VJP that raises on floats) has the trace run again on NumPy values, as vectors
+have it: the derivative is the same either way. (The engine still loads NumPy
+where :mod:`math` has no answer, as at a generic point outside a function's
+domain: see :func:`_depends_on_point`.)
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
+import struct
+import sys
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from fractions import Fraction
-from typing import Any
 
 from gradcalc import _numpy, _tensor, ops
 from gradcalc import syntax as ast
 from gradcalc.errors import FormulaError, FormulaValueError, UnknownNameError
 from gradcalc.limits import DEFAULT_LIMITS, Limits
+
+try:  # what hashlib.blake2b is, without hashlib's OpenSSL bindings (2 ms of every command)
+    from _blake2 import blake2b as _blake2b
+except ImportError:  # pragma: no cover (a Python built without it)
+    from hashlib import blake2b as _blake2b
+
+TYPE_CHECKING = False  # (not typing's: importing typing costs ~3 ms of start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 np = _numpy.bind(globals())
 
@@ -129,25 +149,20 @@ class Sym:
         self.value = value
         self.name = name
         """A variable's name; for a constant, False when only its shape is known."""
-        self.shape = np.shape(value)
+        self.shape = _shape(value)
 
     @property
     def ndim(self) -> int:
-        return np.ndim(self.value)
+        return len(self.shape)
 
     @classmethod
     def apply(cls, op: ops.Op, operands: tuple, consts: tuple) -> Sym:
         """``op(operands, consts)`` as a node (what ``call1``/``call2`` do for a Sym)."""
-        if op is ops.WHERE or any(isinstance(o, np.ndarray | np.generic) for o in operands):
+        if op is ops.WHERE or any(_is_numpy(o) for o in operands):
             _reads.count = getattr(_reads, "count", 0) + 1  # a mask or number made from values
         args = tuple(o if type(o) is Sym else constant(o) for o in operands)
-        if len(args) == 1:  # (under _trace's np.errstate)
-            value = op.forward(args[0].value, *consts)
-        elif op.arity == "n":
-            value = op.forward([a.value for a in args], *consts)
-        else:
-            value = op.forward(args[0].value, args[1].value, *consts)
-        if op.name in _SAME_SHAPE and np.shape(value) == args[0].shape:
+        value = _forward_value(op, [a.value for a in args], consts)
+        if op.name in _SAME_SHAPE and _shape(value) == args[0].shape:
             return args[0]
         if not is_elementwise(op):
             raise _not_elementwise(op)
@@ -199,14 +214,53 @@ point's values (see ``Sym.apply``): with any, the derivative holds only near the
 
 
 def constant(value: Any, known: bool = True) -> Sym:
-    """A constant leaf (a number or an array); ``known=False``: its values were not kept."""
-    if isinstance(value, bool | int | float):
-        value = np.float64(value)
+    """A constant leaf (a number or an array); ``known=False``: its values were not kept.
+    A Python number is a float64: a Python float in a trace on floats (see ``_trace``)."""
+    if isinstance(value, bool | int | float) and not _is_numpy(value):
+        value = float(value) if getattr(_reads, "floats", False) else np.float64(value)
     return Sym(None, (), (), value, None if known else False)
 
 
 def variable(name: str, value: Any) -> Sym:
     return Sym(None, (), (), value, name)
+
+
+_PYTHON = frozenset((float, int, bool))
+"""Values that need no NumPy: the float backend's floats and bools, Python ints."""
+
+
+def _is_numpy(value: Any) -> bool:
+    """Whether ``value`` is a NumPy array or scalar (asked without loading NumPy)."""
+    return _numpy.is_loaded() and isinstance(value, np.ndarray | np.generic)
+
+
+def _is_array(value: Any) -> bool:
+    return _numpy.is_loaded() and isinstance(value, np.ndarray)
+
+
+def _shape(value: Any) -> tuple:
+    return () if type(value) in _PYTHON else np.shape(value)
+
+
+def _forward_value(op: ops.Op, values: list, consts: tuple) -> Any:
+    """``op``'s value on the operands' values: its float forward on Python numbers, as the
+    engine's float backend runs it; NumPy's where that declines and on arrays."""
+    if op.arity != "n" and all(type(v) in _PYTHON for v in values):
+        out = _tensor.on_floats(op, (*values, *consts))
+        if out is not None:
+            return out
+        values = [v if type(v) is int else _tensor._to_numpy(v) for v in values]  # as the
+        with np.errstate(all="ignore"):  # engine reads them then; NumPy may load just now
+            return _numpy_forward(op, values, consts)
+    return _numpy_forward(op, values, consts)  # (under _trace's errstate)
+
+
+def _numpy_forward(op: ops.Op, values: list, consts: tuple) -> Any:
+    if len(values) == 1:
+        return op.forward(values[0], *consts)
+    if op.arity == "n":
+        return op.forward(values, *consts)
+    return op.forward(values[0], values[1], *consts)
 
 
 # ---------------------------------------------------------------- canonical algebra
@@ -254,7 +308,7 @@ class Builder:
         e = Expr()
         e.kind, e.a, e.b = kind, a, b
         kids = e.children()
-        h = hashlib.blake2b(digest_size=8)
+        h = _blake2b(digest_size=8)
         h.update(repr((kind, a if kind in (NUM, VAR) else None)).encode())
         if kind in (ADD, MUL):
             h.update(repr((b, [x for _, x in a])).encode())
@@ -397,13 +451,11 @@ class Builder:
         if p == 1:
             return base
         if base.kind == NUM:
-            with np.errstate(all="ignore"):
-                return self.num(np.float64(base.a) ** p)
+            return self.num(_power(base.a, p))
         if base.kind == MUL and (
             _is_int(p) or (base.b >= 0 and all(_is_int(q * p) for _, q in base.a))
         ):
-            with np.errstate(all="ignore"):
-                coef = np.float64(base.b) ** p
+            coef = _power(base.b, p)
             return self.mul(
                 self.num(coef), *(self._make(MUL, ((b, q * p),), 1.0) for b, q in base.a)
             )
@@ -413,14 +465,34 @@ class Builder:
 
     def fn(self, op: ops.Op, args: tuple[Expr, ...], consts: tuple = ()) -> Expr:
         if all(a.kind == NUM for a in args):
-            with np.errstate(all="ignore"):
-                value = op.forward(*(np.float64(a.a) for a in args), *consts)
-            value = float(np.asarray(value).reshape(-1)[0]) if np.size(value) else math.nan
+            value = _fold(op, [a.a for a in args], consts)
             if _is_int(value):
                 return self.num(value)
         if op.name == "log" and args[0].kind == FN and args[0].a.name == "exp":
             return args[0].b[0][0]
         return self._make(FN, op, (tuple(args), tuple(consts)))
+
+
+def _power(x: float, p: float) -> float:
+    """``x ** p`` as NumPy's float64 has it (C's pow): :func:`math.pow`, which raises
+    where C answers inf or nan (0 ** -1, overflow, (-8) ** (1/3)); NumPy then."""
+    try:
+        return math.pow(x, p)
+    except (ArithmeticError, ValueError):
+        with np.errstate(all="ignore"):
+            return float(np.float64(x) ** p)
+
+
+def _fold(op: ops.Op, numbers: list[float], consts: tuple) -> float:
+    """``op`` on numbers, for folding: its float forward (the one the engine ran on the
+    point's floats); NumPy's where that declines."""
+    if op.arity != "n":
+        out = _tensor.on_floats(op, (*numbers, *consts))
+        if out is not None:
+            return float(out)
+    with np.errstate(all="ignore"):
+        value = op.forward(*(np.float64(x) for x in numbers), *consts)
+    return float(np.asarray(value).reshape(-1)[0]) if np.size(value) else math.nan
 
 
 def _trig_square(term: Expr, op: ops.Op) -> Expr | None:
@@ -437,7 +509,7 @@ def _entry_key(entry: tuple[Expr, float]) -> tuple:
 
 
 def _consts_text(consts: tuple) -> str:
-    return repr(tuple(c.tolist() if isinstance(c, np.ndarray) else c for c in consts))
+    return repr(tuple(c.tolist() if _is_array(c) else c for c in consts))
 
 
 def _sort_text(e: Expr) -> str:
@@ -524,7 +596,10 @@ def _lower_one(s: Sym, args: list[Expr], b: Builder) -> Expr:
 
 
 def _lower_constant(s: Sym, b: Builder) -> Expr:
-    value = np.asarray(s.value)
+    value = s.value
+    if type(value) in _PYTHON:  # (a float's NaN is no number either: an opaque atom)
+        return b.num(value) if value == value else b.var(_number(float(value)))
+    value = np.asarray(value)
     flat = value.reshape(-1)
     if flat.size and (flat == flat[0]).all() and s.name is not False:
         return b.num(flat[0])
@@ -563,8 +638,34 @@ def _fraction(c: float) -> tuple[int, int] | None:
     """``c`` as p/q with a small q, when that is exactly the float ``c``."""
     if not math.isfinite(c):
         return None
-    f = Fraction(c).limit_denominator(1000)
-    return (f.numerator, f.denominator) if f.denominator > 1 and float(f) == c else None
+    p, q = _closest_fraction(c, 1000)
+    return (p, q) if q > 1 and p / q == c else None
+
+
+def _closest_fraction(c: float, most: int) -> tuple[int, int]:
+    """``Fraction(c).limit_denominator(most)`` as (numerator, denominator), the same
+    algorithm (convergents, then the closer bound; the simpler one on a tie) without
+    importing :mod:`fractions`, which imports :mod:`decimal` (2 ms of every command)."""
+    n0, d0 = c.as_integer_ratio()
+    if d0 <= most:
+        return n0, d0
+    p0, q0, p1, q1 = 0, 1, 1, 0
+    n, d = n0, d0
+    while True:
+        a = n // d
+        q2 = q0 + a * q1
+        if q2 > most:
+            break
+        p0, q0, p1, q1 = p1, q1, p0 + a * p1, q2
+        n, d = d, n - a * d
+    k = (most - q0) // q1
+    p, q = p0 + k * p1, q0 + k * q1
+    g = math.gcd(p, q)
+    p, q = p // g, q // g
+    # |p1/q1 - c| <= |p/q - c|, over the common denominator d0*q1*q
+    if abs(p1 * d0 - n0 * q1) * q <= abs(p * d0 - n0 * q) * q1:
+        return p1, q1
+    return p, q
 
 
 def _as_fraction(c: float) -> tuple[int, int] | None:
@@ -952,19 +1053,43 @@ _LONG = 24
 # ---------------------------------------------------------------- the trace
 
 
-@dataclass
 class Derivatives:
-    """What ``gradcalc diff`` prints: each name's derivative as a formula."""
+    """What ``gradcalc diff`` prints: each name's derivative as a formula.
 
-    derivatives: dict[str, str]
-    intermediates: list[tuple[str, str]] = field(default_factory=list)
-    programs: dict[str, str] = field(default_factory=dict)
-    """Each derivative as a program that runs alone (its intermediates first)."""
-    notes: list[str] = field(default_factory=list)
-    point: dict[str, Any] | None = None
-    inline: dict[str, str] = field(default_factory=dict)
-    """Each derivative written out in full (no named intermediates); empty when that
-    would pass ``_INLINE_NODES`` nodes."""
+    (A plain class: :mod:`dataclasses` imports :mod:`inspect`, 6 ms of every command.)
+    """
+
+    _FIELDS = ("derivatives", "intermediates", "programs", "notes", "point", "inline")
+
+    def __init__(
+        self,
+        derivatives: dict[str, str],
+        intermediates: list[tuple[str, str]] | None = None,
+        programs: dict[str, str] | None = None,
+        notes: list[str] | None = None,
+        point: dict[str, Any] | None = None,
+        inline: dict[str, str] | None = None,
+    ) -> None:
+        self.derivatives = derivatives
+        self.intermediates = [] if intermediates is None else intermediates
+        self.programs = {} if programs is None else programs
+        """Each derivative as a program that runs alone (its intermediates first)."""
+        self.notes = [] if notes is None else notes
+        self.point = point
+        self.inline = {} if inline is None else inline
+        """Each derivative written out in full (no named intermediates); empty when that
+        would pass ``_INLINE_NODES`` nodes."""
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
+        return f"Derivatives({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Derivatives:
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self._FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
 
     def lines(self) -> list[str]:
         """The text ``gradcalc diff`` prints: intermediates, ``d/da = ...``, notes."""
@@ -995,7 +1120,7 @@ _GENERIC = (0.7390851332151607, -1.3247179572447460, 1.6180339887498949)
 
 def _generic_value(k: int, i: int, like: Any = None) -> Any:
     base = _GENERIC[k] + 0.1 * i if k != 2 else (_GENERIC[2] if i % 2 == 0 else -0.5772156649)
-    if like is None or np.ndim(like) == 0:
+    if like is None or not _shape(like):
         return base
     return (
         np.full(np.shape(like), base) + 0.01 * np.arange(np.size(like)).reshape(np.shape(like))
@@ -1070,11 +1195,15 @@ def _free_names(program: ast.Program) -> list[str]:
     return [name for name in reads if name not in known]
 
 
-def _forward(output: Any, leaves: dict[str, Any], saved_fields: list[tuple]) -> dict[str, Any]:
+def _forward(
+    output: Any, leaves: dict[str, Any], saved_fields: list[tuple], floats: bool
+) -> dict[str, Any]:
     """Expression nodes for the recorded graph of ``output``; saved operands and outputs of
-    its nodes replaced by them (so the engine's backward runs the VJPs on them)."""
+    its nodes replaced by them (so the engine's backward runs the VJPs on them). With
+    ``floats``, leaves are their Python floats, and :data:`_STEPS` are counted."""
     by_id = {id(t): name for name, t in leaves.items()}
     syms: dict[Any, Sym] = {}
+    reaching: set[Any] = set()  # nodes with a path to a name: backward runs their VJPs
     targets: dict[str, Any] = {}
     root = output.grad_fn
     stack = [(root, False)]
@@ -1090,14 +1219,13 @@ def _forward(output: Any, leaves: dict[str, Any], saved_fields: list[tuple]) -> 
             stack.extend((p, False) for p in parents if p is not None and p not in syms)
             continue
         if node.kind < 0:
-            tensor = node.variable
-            name = by_id.get(id(tensor))
-            if name is None:
-                syms[node] = constant(np.asarray(tensor._data))
-            else:
-                syms[node] = variable(name, tensor._data)
-                targets[name] = node
+            syms[node] = _leaf(node.variable, by_id, floats)
+            if syms[node].name:
+                targets[syms[node].name] = node
+                reaching.add(node)
             continue
+        if floats and node.op.scalar is None:
+            raise _NeedsNumPy  # a value NumPy computed: a VJP may read it as NumPy's
         saved = node.saved
         saved_fields.append((node, node.s0, node.s1, node.ans))
         args = []
@@ -1108,6 +1236,10 @@ def _forward(output: Any, leaves: dict[str, Any], saved_fields: list[tuple]) -> 
                 args.append(constant(value, known=not _is_stand_in(value)))
         sym = Sym.apply(node.op, tuple(args), node.consts)
         syms[node] = sym
+        if any(p in reaching for p in parents):
+            reaching.add(node)
+            if floats and _steps_read(node.op, parents, args):
+                _reads.count += 1
         if node.kind == 1:
             node.s0 = args[0]
         else:
@@ -1117,9 +1249,45 @@ def _forward(output: Any, leaves: dict[str, Any], saved_fields: list[tuple]) -> 
     return targets
 
 
+def _leaf(tensor: Any, by_id: dict[int, str], floats: bool) -> Sym:
+    """A leaf of the graph: a variable when it is one of the names, else a constant."""
+    name = by_id.get(id(tensor))
+    raw = tensor._raw
+    if name is None:
+        return constant(raw if floats and type(raw) in _PYTHON else np.asarray(tensor._data))
+    return variable(name, raw if floats else tensor._data)
+
+
+class _NeedsNumPy(Exception):
+    """A trace on floats met a value only NumPy gives (see ``_trace``)."""
+
+
+_STEPS = {
+    "relu": (0,),
+    "clamp": (0,),
+    "softplus": (0,),
+    "maximum": (0, 1),
+    "minimum": (0, 1),
+    "remainder": (1,),
+}
+"""Ops whose VJPs, on floats, decide on the point's values with Python ``if``s (or make
+a number of them: %'s quotient), where on NumPy values they make a mask or number that
+``Sym.apply`` counts; by the operands whose VJP does. ``pow_tensor``'s exponent VJP
+does at a zero base only (:func:`_steps_read`). tests/test_symbolic.py runs every
+elementwise op both ways, so an op this misses fails there."""
+
+
+def _steps_read(op: ops.Op, parents: tuple, args: list[Sym]) -> bool:
+    """Whether ``op``'s VJPs, run on floats, read the point where NumPy's count it."""
+    if op is ops.POW_TENSOR:  # 0**y: the NumPy VJP masks log(0) out, the float one picks 0
+        return parents[1] is not None and args[0].value == 0 and args[1].value >= 0
+    return any(parents[i] is not None for i in _STEPS.get(op.name, ()))
+
+
 def _is_stand_in(value: Any) -> bool:
     return (
-        type(value) is np.ndarray
+        _is_array(value)
+        and type(value) is np.ndarray
         and value.ndim > 0
         and not any(value.strides)
         and _tensor._stand_in(value) is value
@@ -1128,39 +1296,59 @@ def _is_stand_in(value: Any) -> bool:
 
 def _trace(run: Callable[[], tuple[Any, dict[str, Any]]]) -> tuple[dict[str, Sym | None], dict]:
     """Each free name's derivative as a raw expression (None: the output does not use it),
-    and the point: ``run()`` executes the formula once and returns (outcome, leaves)."""
+    and the point: ``run()`` executes the formula once and returns (outcome, leaves).
+
+    On Python floats where the engine ran the formula on its float backend (the names
+    and the output hold floats), so a scalar formula needs no NumPy; on NumPy values
+    otherwise, and when the floats meet a value only NumPy gives."""
     outcome, leaves = run()
     output = _output(outcome)
-    values = {name: leaf._data for name, leaf in leaves.items()}
-    _reads.count = 0
     _reads.graph = _graph_fingerprint(output, leaves)
+    if type(output._raw) in _tensor.PYTHON_VALUES and all(
+        type(t._raw) is float for t in leaves.values()
+    ):
+        try:
+            return _backward(output, leaves, floats=True)
+        except (_NeedsNumPy, ArithmeticError):  # 1/0 in a VJP on floats: inf on NumPy's
+            pass
+    return _backward(output, leaves, floats=False)
+
+
+def _backward(
+    output: Any, leaves: dict[str, Any], floats: bool
+) -> tuple[dict[str, Sym | None], dict]:
+    """:func:`_trace` on Python floats or on NumPy values (``floats``)."""
+    values = {name: leaf._raw if floats else leaf._data for name, leaf in leaves.items()}
+    _reads.count = 0
     result: dict[str, Sym | None] = dict.fromkeys(leaves)
     if not output.requires_grad:
         return result, values
-    if output.grad_fn is None:  # the output is one of the names
-        for name, leaf in leaves.items():
-            if leaf is output:
-                result[name] = constant(np.ones_like(np.asarray(output._data)))
-        return result, values
+    _reads.floats = floats
+    ones = 1.0 if floats else np.ones_like(np.asarray(output._data))
     saved: list[tuple] = []
     try:
-        with np.errstate(all="ignore"):
-            targets = _forward(output, leaves, saved)
-            seed = constant(np.ones_like(np.asarray(output._data)))
+        if output.grad_fn is None:  # the output is one of the names
+            for name, leaf in leaves.items():
+                if leaf is output:
+                    result[name] = constant(ones)
+            return result, values
+        with _numpy.errstate():
+            targets = _forward(output, leaves, saved, floats)
             found = _tensor.run_backward(
                 [output.grad_fn],
-                [_tensor._wrap(seed)],
+                [_tensor._wrap(constant(ones))],
                 retain_graph=True,
                 create_graph=False,
                 targets=list(targets.values()),
                 accumulate=False,
             )
     finally:  # nodes an earlier REPL entry recorded may be backpropagated again later
+        _reads.floats = False
         for node, s0, s1, ans in saved:
             node.s0, node.s1, node.ans = s0, s1, ans
     for name, node in targets.items():
         g = found.get(node)
-        result[name] = None if g is None else g._data
+        result[name] = None if g is None else g._raw
     return result, values
 
 
@@ -1311,6 +1499,8 @@ def _derivatives(
 
 
 def _short(value: Any) -> str:
+    if type(value) in _PYTHON:
+        return _number(float(value))
     array = np.asarray(value)
     if array.ndim == 0:
         return _number(float(array))
@@ -1340,13 +1530,25 @@ def _depends_on_point(
     mine = _reads.graph
     for k in range(3):
         point = {n: _generic_value(k, i, v) for i, (n, v) in enumerate(values.items())}
-        try:
-            outcome, leaves = at(point)()
-            if _graph_fingerprint(_output(outcome), leaves) != mine:
-                return True
-        except FormulaError:
+        loaded = _numpy.is_loaded()
+        differs = _differs(at(point), mine)
+        if not loaded and _numpy.is_loaded():
+            # NumPy loaded in the middle of that run (log(-1.3) is NaN on NumPy's float64):
+            # the interpreter then records a**-2 as pow_tensor, where a run that starts
+            # with NumPy loaded records pow, as on floats (it picks its fast path for
+            # numbers as it starts), so the run again
+            differs = _differs(at(point), mine)
+        if differs:
             return True
     return False
+
+
+def _differs(run: Callable[[], tuple[Any, dict]], mine: list) -> bool:
+    try:
+        outcome, leaves = run()
+        return _graph_fingerprint(_output(outcome), leaves) != mine
+    except FormulaError:
+        return True
 
 
 def _graph_fingerprint(output: Any, leaves: dict[str, Any]) -> list:
@@ -1355,7 +1557,7 @@ def _graph_fingerprint(output: Any, leaves: dict[str, Any]) -> list:
     by_id = {id(t): name for name, t in leaves.items()}
     root = output.grad_fn
     if root is None:
-        return [by_id.get(id(output), "constant"), str(np.asarray(output._data).dtype)]
+        return [by_id.get(id(output), "constant"), _dtype_name(output._raw)]
     out: list = []
     index: dict[Any, int] = {}
     stack = [(root, False)]
@@ -1371,7 +1573,7 @@ def _graph_fingerprint(output: Any, leaves: dict[str, Any]) -> list:
         index[node] = len(index)
         if node.kind < 0:
             name = by_id.get(id(node.variable))
-            out.append(name or _value_key(node.variable._data))
+            out.append(name or _value_key(node.variable._raw))
             continue
         saved = node.saved or ()
         entry = [node.op.name, _consts_text(node.consts) if node.consts else ""]
@@ -1382,8 +1584,22 @@ def _graph_fingerprint(output: Any, leaves: dict[str, Any]) -> list:
 
 
 def _value_key(value: Any) -> tuple:
+    """A value as comparable data, the same for a Python float and NumPy's float64 of it
+    (a run at another point may have computed it on NumPy)."""
+    if isinstance(value, float):  # (NumPy's float64 is a float)
+        return ("float64", (), struct.pack("=d", value))
+    if type(value) is bool:
+        return ("bool", (), bytes((value,)))
+    if type(value) is int and -(2**63) <= value < 2**63:
+        return ("int64", (), value.to_bytes(8, sys.byteorder, signed=True))
     array = np.asarray(value)
     return (str(array.dtype), array.shape, array.tobytes())
+
+
+def _dtype_name(value: Any) -> str:
+    if isinstance(value, float):
+        return "float64"
+    return "bool" if type(value) is bool else str(np.asarray(value).dtype)
 
 
 def _printed(

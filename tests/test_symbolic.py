@@ -9,14 +9,21 @@ A length table against hand-written expected forms (SymPy-like) for 30+ formulas
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import random
 import statistics
+import subprocess
+import sys
+from fractions import Fraction
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 import gradcalc as torch
-from gradcalc import api, ops, symbolic
+from gradcalc import _tensor, api, ops, symbolic
 from gradcalc.autograd import grad
 from gradcalc.errors import FormulaError, FormulaValueError, UnknownNameError
 
@@ -84,6 +91,182 @@ def test_symbolic_derivative_of_each_op_equals_the_engines_gradient(op: ops.Op):
                 np.broadcast_to(got, want.shape), want, rtol=RTOL, atol=1e-12,
                 err_msg=f"{op.name} {consts} d/d{name} = {found.programs[name]}",
             )  # fmt: skip
+
+
+# ---------------------------------------------------------------- floats and NumPy values
+
+SCALAR_ELEMENTWISE = [op for op in ELEMENTWISE if op.scalar is not None]
+POINTS_1 = [(0.0,), (1.5,), (-0.7,), (2.0,), (-3.0,), (30.0,), (0.3,)]
+POINTS_2 = [
+    (1.5, 1.5), (0.0, 2.0), (0.0, 0.0), (2.0, 0.5), (-1.5, 0.7), (0.0, -1.0), (3.0, -2.0),
+    (0.7, 3.0), (-2.0, -2.0),
+]  # fmt: skip
+"""Kinks, ties and zero bases among them: where the VJPs decide on values."""
+
+
+def _trace_both_ways(op: ops.Op, point: tuple, consts: tuple, grads: tuple) -> list[tuple]:
+    """The derivative's programs and whether it depends on the point, traced on the float
+    backend's floats and on NumPy float64 values (``_data``: what the engine reads when
+    it leaves the floats), with operands that require grad where ``grads`` says."""
+    found = []
+    for on_numpy in (False, True):
+        operands, leaves = [], {}
+        for i, (value, requires) in enumerate(zip(point, grads, strict=True)):
+            operand = _tensor.leaf(value, requires_grad=requires)
+            if on_numpy:
+                operand._data  # noqa: B018 (converts, as the engine does)
+            operands.append(operand)
+            if requires:
+                leaves[f"x{i}"] = operand
+        output = ops.invoke(op, operands, consts)
+        raw, values = symbolic._trace(lambda: (SimpleNamespace(value=output), leaves))  # noqa: B023
+        reads = symbolic._reads.count > 0
+        builder, exprs = symbolic._canonical(raw, list(leaves))
+        programs = symbolic._printed(builder, exprs, [], None).programs
+        floats = all(type(v) is float for v in values.values())
+        found.append((programs, reads, floats))
+    return found
+
+
+@pytest.mark.parametrize("op", SCALAR_ELEMENTWISE, ids=lambda op: op.name)
+def test_a_trace_on_floats_is_the_trace_on_numpy_values(op: ops.Op):
+    # On floats the VJPs take their float paths, which decide on values with Python ifs
+    # where the NumPy ones make masks that count as reading the point: symbolic._STEPS
+    # counts those. An op whose float VJP reads the point and is not there fails here.
+    on_floats = 0
+    for shapes, consts in op.sample.cases():
+        if any(shape != () for shape in shapes):
+            continue
+        points = POINTS_1 if len(shapes) == 1 else POINTS_2
+        variants = [(True,)] if len(shapes) == 1 else [(True, True), (True, False), (False, True)]
+        for point in points:
+            for grads in variants:
+                floats, numpy_values = _trace_both_ways(op, point, consts, grads)
+                assert floats[:2] == numpy_values[:2], (op.name, consts, point, grads)
+                assert not numpy_values[2]
+                on_floats += floats[2]
+    assert on_floats, f"{op.name}: no trace ran on floats"
+
+
+def test_fractions_are_fractions_limit_denominator():
+    rng = random.Random(4)
+    numbers = [1 / 3, 2 / 3, 0.1, 0.3, 1 / 999, 1 / 1001, 1 / 2000, math.pi, -1 / 7, 1e-5, 1e300]
+    numbers += [rng.uniform(-5, 5) for _ in range(2000)]
+    numbers += [rng.randint(-3000, 3000) / rng.randint(1, 3000) for _ in range(2000)]
+    for c in numbers:
+        expected = Fraction(c).limit_denominator(1000)
+        assert symbolic._closest_fraction(c, 1000) == (expected.numerator, expected.denominator)
+
+
+def _python(code: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    return done.stdout
+
+
+def _diff_commands(commands: list[list[str]]) -> str:
+    """Code that runs ``gradcalc diff`` for each argv and prints, as JSON, each one's exit
+    code and output, then the heavy modules it imported."""
+    return (
+        "import contextlib, io, json, sys\n"
+        "from gradcalc.cli.main import run\n"
+        "found = []\n"
+        f"for argv in {commands!r}:\n"
+        "    out = io.StringIO()\n"
+        "    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):\n"
+        "        found.append([run(['diff', *argv]), out.getvalue()])\n"
+        "heavy = ('numpy', 'fractions', 'decimal', 'dataclasses', '_hashlib')\n"
+        "print(json.dumps([found, [m for m in heavy if m in sys.modules]]))\n"
+    )
+
+
+PROGRAM = "def f(x):\n    if x > 1:\n        return x*x*b\n    return -x\nf(a) + log(b)"
+NOTE = (
+    "The derivative depends on the point (branches, kinks or steps): "
+    "this is the derivative of the branch taken at "
+)
+SCALAR_DIFFS = [
+    (
+        ["3*a**3 - b**2", "--json"],
+        '{"schema_version": 1, "derivatives": {"a": "9*a**2", "b": "-2*b"}}\n',
+    ),
+    (["(a - 1)/(a + 1)*b"], "d/da = 2*b/(a + 1)**2\nd/db = (a - 1)/(a + 1)\n"),
+    (
+        ["exp(-a)*sin(b) + tanh(a*b) + log(1 + a*a)"],
+        "d/da = 2*a/(a**2 + 1) - exp(-a)*sin(b) + b*(1 - tanh(a*b)**2)\n"
+        "d/db = exp(-a)*cos(b) + a*(1 - tanh(a*b)**2)\n",
+    ),
+    (
+        ["exp(-a)*sin(b) + tanh(a*b) - log(a)*relu(b)", "a=1", "b=2"],
+        "d/da = b*(1 - tanh(a*b)**2) - exp(-a)*sin(b) - relu(b)/a\n"
+        "d/db = exp(-a)*cos(b) - log(a) + a*(1 - tanh(a*b)**2)\n"
+        f"note: {NOTE}a=1, b=2.\n",
+    ),
+    (
+        ["sigmoid(a)*relu(b) + erf(a)", "a=0.5", "b=2", "--json"],
+        json.dumps({
+            "schema_version": 1,
+            "derivatives": {
+                "a": "2/sqrt(pi)*exp(-a**2) + sigmoid(a)*relu(b)*(1 - sigmoid(a))",
+                "b": "sigmoid(a)",
+            },
+            "notes": [f"{NOTE}a=0.5, b=2."],
+        }) + "\n",
+    ),
+    (
+        [PROGRAM, "a=2", "b=3"],
+        f"d/da = 2*a*b\nd/db = a**2 + 1/b\nnote: {NOTE}a=2, b=3.\n",
+    ),
+    (
+        [PROGRAM, "a=0.5", "b=3", "--json"],
+        json.dumps({
+            "schema_version": 1,
+            "derivatives": {"a": "-1", "b": "1/b"},
+            "notes": [f"{NOTE}a=0.5, b=3."],
+        }) + "\n",
+    ),
+    (
+        ["maximum(a, b) + minimum(a, b)*b + a % b + softplus(a)", "a=0.5", "b=2"],
+        f"d/da = b + sigmoid(a) + 1\nd/db = minimum(a, b) + 1\nnote: {NOTE}a=0.5, b=2.\n",
+    ),
+]  # fmt: skip
+
+
+def test_scalar_diff_commands_import_no_numpy():
+    # The one-shot start-up target: a scalar formula's derivatives on the float backend,
+    # without NumPy (nor fractions and decimal, dataclasses, hashlib's OpenSSL).
+    found, heavy = json.loads(_python(_diff_commands([argv for argv, _ in SCALAR_DIFFS])))
+    assert found == [[0, out] for _, out in SCALAR_DIFFS]
+    assert heavy == []
+
+
+def test_derivatives_that_need_numpy_still_come_out_the_same():
+    # A vector loads NumPy; so does a generic point outside a function's domain (the
+    # derivative of sqrt(a) is looked at near a=-1.3 too, where NumPy gives NaN): the
+    # runs after that are on NumPy values, and the answer is the same.
+    commands = [
+        ["x**2*sin(x)", "x=[1, 2, 3]"],
+        ["a**0.5 + a**-2 + 2**a"],
+        ["relu(a)"],
+        ["x*relu(x - 1)", "x=[0.5, 2]", "--json"],
+    ]
+    found, heavy = json.loads(_python(_diff_commands(commands)))
+    assert found == [
+        [0, "d/dx = x*(2*sin(x) + x*cos(x))\n"],
+        [0, "d/da = log(2)*2**a - 2/a**3 + 1/(2*sqrt(a))\n"],
+        [
+            1,
+            "ValueError: diff: this formula's derivative depends on where it is taken (values "
+            "of the point enter it: kinks and steps of relu, maximum, clamp, %, or "
+            "const()/detach())\nhint: give a point, e.g. a=1: the derivative is then that of "
+            "the branch taken there\n",
+        ],
+        [0, found[3][1]],
+    ]
+    assert "numpy" in heavy
+    assert json.loads(found[3][1])["derivatives"] == {"x": "relu(x - 1) + [0, 1]*x"}
 
 
 # ---------------------------------------------------------------- formulas: round trip
