@@ -68,6 +68,8 @@ ROWS: dict[str, Row] = {
     "hessian json": Row("hessian, JSON", "numpy+rich", 1.3, "issue's row has one floor"),
     "jacobian text": Row("jacobian of a small vector formula, text", "numpy+rich", 1.3),
     "jacobian json": Row("jacobian, JSON", "numpy+rich", 1.3, "issue's row has one floor"),
+    "diff text": Row("diff (symbolic) of a scalar formula, text", "numpy", 0.7, "issue 14"),
+    "diff json": Row("diff of a scalar formula, JSON", "numpy", 0.5, "issue 14"),
     "check text": Row("--check of a scalar formula, text", "numpy", 0.7, "scalar text limit"),
     "check json": Row("--check of a scalar formula, JSON", "numpy", 0.5, "scalar JSON limit"),
     "parse text": Row("parse error, text", "numpy", 0.6),
@@ -317,6 +319,44 @@ def error_check(kind: str, column: int, culprit: str, json_mode: bool):
                 f"expected a {kind} at column {column} naming {culprit!r}, got "
                 f"{(stdout if json_mode else stderr)[:500]!r}"
             )
+
+    return check
+
+
+_DERIVATIVE_NAMESPACE = {
+    "exp": np.exp,
+    "log": np.log,
+    "log1p": np.log1p,
+    "sin": np.sin,
+    "cos": np.cos,
+    "tanh": np.tanh,
+    "sqrt": np.sqrt,
+    "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+}
+"""What the printed derivatives of `DIFFS` call, in NumPy (a derivative is checked by
+evaluating it at the point and comparing with finite differences)."""
+
+
+def diff_check(expected: Expected, point: dict[str, Array], json_mode: bool):
+    """Symbolic derivatives, one per name, whose values at ``point`` are the gradients."""
+
+    def check(stdout: str, stderr: str) -> None:
+        if json_mode:
+            found = json.loads(stdout).get("derivatives") or {}
+        else:
+            found = dict(
+                line[len("d/d") :].split(" = ", 1)
+                for line in stdout.splitlines()
+                if line.startswith("d/d")
+            )
+        if set(found) != set(expected.gradients):
+            raise AssertionError(f"derivatives for {sorted(found)}: {stdout[:300]!r}")
+        for name, text in found.items():
+            value = eval(text.replace("^", "**"), {**_DERIVATIVE_NAMESPACE}, dict(point))
+            if not close(value, expected.gradients[name], 1e-6, 1e-6):
+                raise AssertionError(
+                    f"d/d{name} = {text} is {value} at the point, not {expected.gradients[name]}"
+                )
 
     return check
 
@@ -654,6 +694,20 @@ def cases(workdir: Path) -> list[Case]:
         for case in _formula_cases(command, formulas, workdir, **{option: True}):
             case.arguments = [command, *case.arguments]
             found.append(case)
+    for formula in (*POLYNOMIALS[:2], *TRANSCENDENTAL[:2]):
+        expected = reference(formula.numpy, formula.inputs())
+        arguments = ["diff", *formula.arguments(workdir)]
+        found += [
+            Case(
+                "diff text", formula.label, arguments, diff_check(expected, formula.inputs(), False)
+            ),
+            Case(
+                "diff json",
+                formula.label,
+                [*arguments, "--json"],
+                diff_check(expected, formula.inputs(), True),
+            ),
+        ]
     for formula in (SEED, TRANSCENDENTAL[0]):
         expected = reference(formula.numpy, formula.inputs())
         names = list(formula.variables)
