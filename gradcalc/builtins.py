@@ -64,6 +64,8 @@ class Builtin:
     """
 
     __slots__ = (
+        "_names",
+        "_names_of",
         "_signature_of",
         "_visible",
         "context",
@@ -84,6 +86,7 @@ class Builtin:
         diagnose: Callable[..., str | None] | None = None,
         fast: Callable[[Any], Any] | None = None,
         signature: Callable[[], inspect.Signature] | None = None,
+        names: Callable[[], tuple[str, ...]] | None = None,
     ) -> None:
         self.name = name
         self.doc = doc
@@ -107,6 +110,23 @@ class Builtin:
         """Makes the signature a user sees, when it is not the adapter's own (a registry
         function's, in the language's words)."""
         self._visible: inspect.Signature | None = None
+        self._names_of = names
+        """Makes the parameters' names alone, when `signature` is given."""
+        self._names: tuple[str, ...] | None = None
+
+    def _parameter_names(self) -> tuple[str, ...]:
+        """The parameters' names as a user spells them, without building a signature
+        (``inspect``'s import cost a call with keywords ~5 ms of start-up)."""
+        names = self._names
+        if names is None:
+            if self._names_of is not None:
+                names = self._names_of()
+            elif self._signature_of is not None:
+                names = tuple(self._parameters.parameters)
+            else:
+                names = tuple(p[0] for p in _parameters_of(self.impl)[self.context :])
+            self._names = names
+        return names
 
     @property
     def _parameters(self) -> inspect.Signature:
@@ -147,7 +167,7 @@ class Builtin:
 
     def keywords(self, names: tuple[str, ...], values: list) -> dict[str, Any]:
         """Keyword arguments with PyTorch's spellings mapped to the language's (dim -> axis)."""
-        params = self._parameters.parameters
+        params = self._parameter_names()
         out = {}
         for name, value in zip(names, values, strict=True):
             if name not in params:
@@ -865,43 +885,120 @@ def _converter(annotation: str, what: str) -> Callable[[Any], Any] | None:
     return None
 
 
+_CO_VARARGS, _CO_VARKEYWORDS = 0x04, 0x08
+
+
+def _parameters_of(impl: Callable) -> list[tuple[str, str, str, Any]]:
+    """(name, kind, annotation text, default) of each parameter of ``impl``, in
+    ``inspect.signature``'s order; kind is "positional", "star" or "keyword" (only) and the
+    default `_NO_DEFAULT` when there is none. Read from the code object of a plain function:
+    importing ``inspect`` cost a formula calling ``maximum(a, b)`` ~5 ms of start-up."""
+    code = getattr(impl, "__code__", None)
+    if code is None or hasattr(impl, "__wrapped__") or code.co_flags & _CO_VARKEYWORDS:
+        import inspect
+
+        kinds = {
+            inspect.Parameter.VAR_POSITIONAL: "star",
+            inspect.Parameter.KEYWORD_ONLY: "keyword",
+        }
+        return [
+            (
+                param.name,
+                kinds.get(param.kind, "positional"),
+                param.annotation if isinstance(param.annotation, str) else "",
+                _NO_DEFAULT if param.default is param.empty else param.default,
+            )
+            for param in inspect.signature(impl).parameters.values()
+        ]
+    names = code.co_varnames
+    count, keyword_count = code.co_argcount, code.co_kwonlyargcount
+    defaults = impl.__defaults__ or ()
+    keyword_defaults = impl.__kwdefaults__ or {}
+    annotations = getattr(impl, "__annotations__", {})
+
+    def text(name: str) -> str:
+        annotation = annotations.get(name, "")
+        return annotation if isinstance(annotation, str) else ""
+
+    first_default = count - len(defaults)
+    found = [
+        (
+            name,
+            "positional",
+            text(name),
+            defaults[index - first_default] if index >= first_default else _NO_DEFAULT,
+        )
+        for index, name in enumerate(names[:count])
+    ]
+    if code.co_flags & _CO_VARARGS:
+        star = names[count + keyword_count]
+        found.append((star, "star", text(star), _NO_DEFAULT))
+    found += [
+        (name, "keyword", text(name), keyword_defaults.get(name, _NO_DEFAULT))
+        for name in names[count : count + keyword_count]
+    ]
+    return found
+
+
+_NO_DEFAULT = object()
+"""A parameter without a default (``inspect.Parameter.empty``)."""
+
+
 class _RegistryCall:
     """A registry function's language signature and argument conversion, built on first use
     (reading signatures at import would cost every start-up several milliseconds)."""
 
-    __slots__ = ("keywords", "plain", "positional", "signature", "star")
+    __slots__ = ("_shown", "keywords", "plain", "positional", "star")
 
     def __init__(self, name: str, impl: Callable) -> None:
-        import inspect
-
-        parameters = inspect.signature(impl).parameters
-        shown = []
+        parameters = _parameters_of(impl)
+        names = {parameter[0] for parameter in parameters}
+        self._shown: list[tuple[str, str, Any]] = []
         self.positional: list[Callable | None] = []
         self.keywords: dict[str, tuple[str, Callable | None]] = {}
         self.star: Callable | None = None
-        for param in parameters.values():
-            annotation = param.annotation if isinstance(param.annotation, str) else ""
+        for python_name, kind, annotation, default in parameters:
             if (
-                param.name in _HIDDEN
+                python_name in _HIDDEN
                 or re.search(r"\bstr\b", annotation)
-                or (param.name == "axis" and "dim" in parameters)  # PyTorch's alias of dim
+                or (python_name == "axis" and "dim" in names)  # PyTorch's alias of dim
             ):
                 continue
-            language = _LANGUAGE_NAMES.get(param.name, param.name)
+            language = _LANGUAGE_NAMES.get(python_name, python_name)
             convert = _converter(annotation, f"{name}(): {language}")
-            if param.kind is param.VAR_POSITIONAL:
+            if kind == "star":
                 self.star = self._sizes(f"a dimension of {name}()")
             else:
-                if param.kind is not param.KEYWORD_ONLY:
+                if kind != "keyword":
                     self.positional.append(convert)
-                self.keywords[language] = (param.name, convert)
-            shown.append(param.replace(name=language, annotation=param.empty))
-        self.signature = inspect.Signature(shown)
+                self.keywords[language] = (python_name, convert)
+            self._shown.append((language, kind, default))
         self.plain = 0
         """How many leading positional arguments go to the engine as they are (tensors):
         a call with no more than these and no keywords converts nothing."""
         while self.plain < len(self.positional) and self.positional[self.plain] is None:
             self.plain += 1
+
+    @property
+    def signature(self) -> inspect.Signature:
+        """The signature a user sees, in the language's names (for messages and listings)."""
+        import inspect
+
+        kinds = {
+            "positional": inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            "star": inspect.Parameter.VAR_POSITIONAL,
+            "keyword": inspect.Parameter.KEYWORD_ONLY,
+        }
+        return inspect.Signature(
+            [
+                inspect.Parameter(
+                    language,
+                    kinds[kind],
+                    default=inspect.Parameter.empty if default is _NO_DEFAULT else default,
+                )
+                for language, kind, default in self._shown
+            ]
+        )
 
     @staticmethod
     def _sizes(what: str) -> Callable[[tuple], list[int]]:
@@ -965,6 +1062,7 @@ def _generic(entry: Any, name: str, doc: str) -> Builtin:
         diagnose=diagnose,
         fast=impl if entry.op is not None else None,  # an op's function of one tensor
         signature=lambda: call().signature,
+        names=lambda: tuple(shown[0] for shown in call()._shown),
     )
 
 
