@@ -96,6 +96,15 @@ def _operand(x: Any) -> Any:
     return _as_tensor(x)
 
 
+def _kind(x: Tensor) -> str:
+    """NumPy's dtype kind of ``x``'s data ("f" for a float backend's float, "b" for its
+    bool), without making a NumPy value of it (which imports NumPy)."""
+    raw = x._raw
+    if type(raw) is float:
+        return "f"
+    return "b" if type(raw) is bool else raw.dtype.kind
+
+
 def _inexact(x: Tensor) -> bool:
     """Whether ``x`` holds floats (or complex numbers): a float backend's value does."""
     raw = x._raw
@@ -201,8 +210,8 @@ def div(input: Any, other: Any, *, rounding_mode: str | None = None) -> Tensor:
         return floor_divide(x, other)
     if rounding_mode == "trunc":
         return trunc(div(x, other))
-    if x._data.dtype.kind in "biu":
-        other_kind = other._data.dtype.kind if isinstance(other, Tensor) else "i"
+    if _kind(x) in "biu":
+        other_kind = _kind(other) if isinstance(other, Tensor) else "i"
         if not isinstance(other, float) and other_kind in "biu":
             x = _float_of(x)
     return _binary(O.DIV, x, other)
@@ -212,7 +221,7 @@ def _rdiv(x: Tensor, other: Any) -> Tensor:
     other = _operand(other)
     if type(other) is Tensor:
         return div(other, x)
-    if x._data.dtype.kind in "biu":
+    if _kind(x) in "biu":
         x = _float_of(x)
     return apply2(O.MUL, apply1(O.RECIPROCAL, x), other)
 
@@ -220,7 +229,7 @@ def _rdiv(x: Tensor, other: Any) -> Tensor:
 @O.deffunction("1 / x, elementwise", elementwise=True)
 def reciprocal(input: Any) -> Tensor:
     x = _as_tensor(input)
-    if x._data.dtype.kind in "biu":
+    if _kind(x) in "biu":
         x = _float_of(x)
     return apply1(O.RECIPROCAL, x)
 
@@ -237,7 +246,7 @@ def pow(input: Any, exponent: Any) -> Tensor:
             x = _float_of(x)
         return apply1(O.POW, x, exponent)
     exponent = _as_tensor(exponent)
-    if exponent._data.dtype != x._data.dtype:
+    if exponent.dtype is not x.dtype:
         x, exponent = _promote(x, exponent)
     return apply2(O.POW_TENSOR, x, exponent)
 
@@ -282,7 +291,7 @@ def floor_divide(input: Any, other: Any) -> Tensor:
 def _floating(input: Any) -> Tensor:
     """``input`` as a Tensor, ints and bools as the default float (PyTorch's float ops)."""
     x = _as_tensor(input)
-    return _float_of(x) if x._data.dtype.kind in "biu" else x
+    return _float_of(x) if _kind(x) in "biu" else x
 
 
 @O.deffunction(
@@ -379,7 +388,7 @@ def where(condition: Any, input: Any = None, other: Any = None) -> Any:
     y = _operand(other)
     if type(x) is not Tensor and type(y) is not Tensor:
         x = _as_tensor(input)
-    if type(x) is Tensor and type(y) is Tensor and x._data.dtype != y._data.dtype:
+    if type(x) is Tensor and type(y) is Tensor and x.dtype is not y.dtype:
         x, y = _promote(x, y)
     elif type(y) is float and type(x) is Tensor and not _inexact(x):
         x = _float_of(x)
@@ -402,7 +411,7 @@ def sum(
     x = _as_tensor(input)
     if dtype is not None:
         x = to(x, dtype)
-    elif x._data.dtype.kind == "b":
+    elif _kind(x) == "b":
         x = to(x, np.int64)
     dim = _dim_arg(dim, axis)
     if dim is None and not keepdim:

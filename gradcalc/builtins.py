@@ -1111,7 +1111,7 @@ def _clamp(ctx: Context, x: Any, min: Any = None, max: Any = None) -> Any:
             ctx.check_broadcast("clamp", x, bound)
             # a constant scalar bound goes as a number: PyTorch's ClampBackward1
             bounds[key] = (
-                bound if bound.requires_grad or bound._data.size != 1 else _as_number(bound, key)
+                bound if bound.requires_grad or bound.numel() != 1 else _as_number(bound, key)
             )
     return x.clamp(**bounds)
 

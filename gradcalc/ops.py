@@ -1773,10 +1773,18 @@ LT = nondiff("lt", late.less, arity="2", sample=_CMP, scalar=operator.lt)
 LE = nondiff("le", late.less_equal, arity="2", sample=_CMP, scalar=operator.le)
 GT = nondiff("gt", late.greater, arity="2", sample=_CMP, scalar=operator.gt)
 GE = nondiff("ge", late.greater_equal, arity="2", sample=_CMP, scalar=operator.ge)
-FLOOR_DIVIDE = nondiff("floor_divide", late.floor_divide, arity="2", sample=_CMP)
-LOGICAL_AND = nondiff("logical_and", late.logical_and, arity="2", sample=_CMP)
-LOGICAL_OR = nondiff("logical_or", late.logical_or, arity="2", sample=_CMP)
-LOGICAL_NOT = nondiff("logical_not", late.logical_not, sample=Sample(UNARY))
+FLOOR_DIVIDE = nondiff(
+    "floor_divide", late.floor_divide, arity="2", sample=_CMP,
+    scalar=operator.floordiv,  # Python's float floor division is NumPy's algorithm
+)  # fmt: skip
+LOGICAL_AND = nondiff(
+    "logical_and", late.logical_and, arity="2", sample=_CMP,
+    scalar=lambda x, y: bool(x) and bool(y),
+)  # fmt: skip
+LOGICAL_OR = nondiff(
+    "logical_or", late.logical_or, arity="2", sample=_CMP, scalar=lambda x, y: bool(x) or bool(y)
+)
+LOGICAL_NOT = nondiff("logical_not", late.logical_not, sample=Sample(UNARY), scalar=operator.not_)
 ISNAN = nondiff("isnan", late.isnan, sample=Sample(UNARY), scalar=math.isnan)
 ISFINITE = nondiff("isfinite", late.isfinite, sample=Sample(UNARY), scalar=math.isfinite)
 ARGMAX = nondiff(

@@ -212,6 +212,13 @@ HEAVY = ("numpy", "rich", "typer", "dataclasses", "inspect", "typing", "gradcalc
     [
         ["3*a**3 - b**2", "a=2", "b=6", "--json"],
         ["sin(a) * exp(b) + tanh(a/b) - relu(a) + log(b) / sqrt(a)", "a=2", "b=6", "--json"],
+        [
+            "1/a + a**0.5 - a**b + clamp(a, 0, 1) + a // 2 + 2**a + maximum(a, b)",
+            "a=2",
+            "b=3",
+            "--json",
+        ],
+        ["reciprocal(a) + clamp(b, min=0) * (a % b) - minimum(a, b)", "a=2", "b=3", "--json"],
         ["@PROGRAM", "a=2", "--json"],
     ],
 )
