@@ -783,10 +783,10 @@ def batch(
 
       gradcalc batch 'requests-*.jsonl' --dask tcp://scheduler:8786 --output-dir results/
     """
-    from gradcalc.cli.distributed import run_batch_files
+    from gradcalc.cli import distributed  # (its runner read when called: tests replace it)
 
     _exit_with(
-        run_batch_files(
+        distributed.run_batch_files(
             sources or ["-"],
             dask=dask,
             jobs=jobs,

@@ -24,6 +24,10 @@ same `Invocation`, or that this module declines.
 targets (functions <= 1.0x ``import numpy``, the REPL's first prompt <= 1.5x)
 leave no room for Typer's import either. :data:`RUNNER_OPTIONS` restates their
 options, checked against the app's by the same tests.
+
+``gradcalc batch [FILE]... [options]`` is read there too: its issue 12 target (a mixed
+batch within 1.5x of a hand-written NumPy worker, start-up included) gave Typer's import
+~10% of the whole run (a worker's entire start-up is ``import numpy``).
 """
 
 from __future__ import annotations
@@ -40,15 +44,16 @@ from gradcalc.cli.inputs import (
     parse_bindings,
     parse_names,
 )
+from gradcalc.limits import BATCH_LIMITS
 
 TYPE_CHECKING = False  # (not typing's: importing typing costs ~3 ms of start-up)
 if TYPE_CHECKING:
     from typing import Any
 
 FLAG, TEXT, INTEGER, POSITIVE, DTYPE = "flag", "text", "integer", "positive", "dtype"
-NUMBER, GRAPH_FORMAT = "number", "graph format"
+NUMBER, GRAPH_FORMAT, COUNT = "number", "graph format", "count"
 """Kinds of option: a flag; a value taken as text; an integer; an integer >= 1; a dtype;
-a finite number >= 0; one of `GRAPH_FORMATS`."""
+a finite number >= 0; one of `GRAPH_FORMATS`; an integer >= 0."""
 
 _COMMON = {
     "--of": ("of", TEXT),
@@ -93,9 +98,19 @@ RUNNER_OPTIONS: dict[str, dict[str, tuple[str, str]]] = {
         "--dtype": ("dtype", DTYPE),
         **{option: (field, POSITIVE) for option, field in LIMIT_OPTIONS.items()},
     },
+    "batch": {
+        "--jobs": ("jobs", COUNT),
+        "--progress": ("progress", FLAG),  # (its other spelling, --no-progress: the app's)
+        "--force-jobs": ("force_jobs", FLAG),
+        "--max-line-bytes": ("max_line_bytes", TEXT),
+        "--dask": ("dask", TEXT),
+        "--output-dir": ("output_dir", TEXT),
+        "--partition-size": ("partition_size", TEXT),
+        **{option: (field, POSITIVE) for option, field in LIMIT_OPTIONS.items()},
+    },
 }
-"""The other commands read here, which call a runner of ``gradcalc.cli.run``: each option
--> (the app's parameter, kind of value)."""
+"""The other commands read here, which call a runner (`RUNNERS`): each option -> (the
+app's parameter, kind of value)."""
 DTYPES = ("float64", "float32")
 GRAPH_FORMATS = ("tree", "json", "dot", "mermaid", "svg", "png", "pdf")
 _INTEGER = re.compile(r"[+-]?\d+")
@@ -103,9 +118,10 @@ _NUMBER = re.compile(r"[+]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 class Call(namedtuple("Call", ["runner", "arguments"])):
-    """A command line read for a runner of ``gradcalc.cli.run`` other than `run_invocation`:
-    the runner's name (``run_functions`` or ``run_repl``) and its keyword arguments, as the
-    app passes them. (``collections.namedtuple``: ``typing`` costs milliseconds to import.)"""
+    """A command line read for a runner other than `run_invocation`: the runner's name (one
+    of `RUNNERS`: ``run_functions``, ``run_repl``, ``run_batch_files``) and its keyword
+    arguments, as the app passes them. (``collections.namedtuple``: ``typing`` costs
+    milliseconds to import.)"""
 
     __slots__ = ()
 
@@ -136,8 +152,9 @@ def parse(args: list[str]) -> Invocation | None:
 
 
 def parse_call(args: list[str]) -> Call | None:
-    """The runner `Call` of ``gradcalc functions [--json]``, ``gradcalc repl [options]`` or
-    bare ``gradcalc`` on a terminal (the REPL, as the app starts it), or None for the app."""
+    """The runner `Call` of ``gradcalc functions [--json]``, ``gradcalc repl [options]``,
+    ``gradcalc batch [FILE]... [options]`` or bare ``gradcalc`` on a terminal (the REPL, as
+    the app starts it), or None for the app."""
     if not args:
         return Call("run_repl", {}) if on_terminal() else None
     declared = RUNNER_OPTIONS.get(args[0])
@@ -147,14 +164,35 @@ def parse_call(args: list[str]) -> Call | None:
         positional, given = _read(args[1:], declared)
     except _Declined:
         return None
-    if positional:
-        return None  # neither command takes arguments: the app says so
     values = {declared[option][0]: value for option, value in given.items()}
+    limits = {field: values.pop(field) for field in LIMIT_OPTIONS.values() if field in values}
+    if args[0] == "batch":
+        if any(source.startswith("-") and source != "-" for source in positional):
+            return None  # a short option (-j 2), or a name the app refuses as one
+        arguments = {"sources": positional or ["-"], **values}
+        return Call("run_batch_files", {**arguments, "limits": make_limits(limits, BATCH_LIMITS)})
+    if positional:
+        return None  # neither functions nor repl takes arguments: the app says so
     if args[0] == "functions":
         return Call("run_functions", {"as_json": values.get("json", False)})
-    limits = {field: values[field] for field in LIMIT_OPTIONS.values() if field in values}
     arguments = {"seed": values.get("seed"), "dtype": values.get("dtype", DTYPES[0])}
     return Call("run_repl", {**arguments, "limits": make_limits(limits)})
+
+
+RUNNERS = {
+    "run_functions": "gradcalc.cli.run",
+    "run_repl": "gradcalc.cli.run",
+    "run_batch_files": "gradcalc.cli.distributed",
+}
+"""Each runner a `Call` names -> its module."""
+
+
+def runner(name: str) -> Any:
+    """The runner function a `Call` names, its module imported now (``gradcalc.cli.run``
+    does not import ``batch``'s modules, which import it)."""
+    import importlib
+
+    return getattr(importlib.import_module(RUNNERS[name]), name)
 
 
 def on_terminal() -> bool:
@@ -197,10 +235,13 @@ def _read(
 
 def _value(kind: str, text: str) -> Any:
     """An option's text as the app converts it (raises `_Declined` where it would refuse)."""
-    if kind in (INTEGER, POSITIVE):
-        if not _INTEGER.fullmatch(text) or (kind == POSITIVE and int(text) < 1):
+    if kind in (INTEGER, POSITIVE, COUNT):
+        if not _INTEGER.fullmatch(text):
             raise _Declined
-        return int(text)
+        number = int(text)
+        if (kind == POSITIVE and number < 1) or (kind == COUNT and number < 0):
+            raise _Declined
+        return number
     if kind == NUMBER:
         if not _NUMBER.fullmatch(text):
             raise _Declined

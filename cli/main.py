@@ -2,7 +2,7 @@
 
 Every command line, ``--help`` and every usage error go through the Typer app
 in ``gradcalc.cli.app``, except the plain one-shot formula commands,
-``functions`` and ``repl`` (and bare ``gradcalc`` on a terminal), which
+``functions``, ``repl`` and ``batch`` (and bare ``gradcalc`` on a terminal), which
 ``gradcalc.cli.direct`` reads without importing Typer (its docstring says why,
 with the numbers) when it understands every token. This module turns the exit
 into a code and keeps tracebacks from users (a closed pipe, Ctrl-C, a bug).
@@ -48,9 +48,7 @@ def run(args: list[str]) -> int:
 def _run_call(call: direct.Call) -> int:
     """Call the runner; the REPL on a terminal starts with the garbage collector paused
     until its first prompt is drawn (``gradcalc.cli.repl.pause_gc`` says why)."""
-    from gradcalc.cli import run as runners
-
-    runner = getattr(runners, call.runner)
+    runner = direct.runner(call.runner)
     if call.runner != "run_repl" or not direct.on_terminal():
         return runner(**call.arguments)
     from gradcalc.cli.repl import pause_gc, resume_gc

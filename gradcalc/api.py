@@ -17,10 +17,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import itertools
 import json
 import math
 import os
 import re
+import sys
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -37,6 +39,7 @@ from gradcalc.errors import (
 )
 from gradcalc.jsonio import (  # re-exported: the JSON encoding front ends use
     SCHEMA_VERSION,
+    all_finite,
     dumps,
     error_to_json,
     graph_to_json,
@@ -57,6 +60,34 @@ if TYPE_CHECKING:
 
 np = _numpy.bind(globals())
 """NumPy, imported at first use: work on the engine's float backend never needs it."""
+
+
+class _Engine:
+    """The engine's modules and names a request uses, imported at the first request (not
+    with this module: a syntax error or ``--help`` pays for no engine), then read as
+    attributes: ``from x import y`` inside a function costs ~1 µs a call, and a batch
+    request of a small formula made a dozen of them."""
+
+    __slots__ = ("Interpreter", "Tensor", "tensor")
+
+    def __init__(self) -> None:
+        from gradcalc import _tensor
+        from gradcalc.interpreter import Interpreter
+
+        self.Interpreter = Interpreter
+        self.Tensor = _tensor.Tensor
+        self.tensor = _tensor
+
+
+_ENGINE: list[_Engine] = []
+
+
+def _engine() -> _Engine:
+    """The engine's names (see `_Engine`), imported on the first call."""
+    if not _ENGINE:
+        _ENGINE.append(_Engine())
+    return _ENGINE[0]
+
 
 __all__ = [
     "CHECK_TOLERANCE",
@@ -225,9 +256,9 @@ def _releases_buffers(entry: Callable[..., Result]) -> Callable[..., Result]:
         try:
             return entry(*args, **kwargs)
         finally:
-            from gradcalc import _recycle
-
-            _recycle.empty_cache()
+            recycle = sys.modules.get("gradcalc._recycle")
+            if recycle is not None:  # (never imported: it holds no buffer)
+                recycle.empty_cache()
 
     return run
 
@@ -725,9 +756,10 @@ def _differentiate(
     retain_graph: bool = False,
 ) -> tuple[Result, _Run, np.ndarray | None]:
     _checked_program(formula, limits)  # a syntax error is reported before NumPy loads
-    passes = _backward_passes()
+    engine = _engine()
+    passes = engine.tensor.backward_passes()
     run = _execute(formula, values, of, dtype, seed, limits)
-    fresh = _backward_passes() == passes  # the program itself ran no backward or grad()
+    fresh = engine.tensor.backward_passes() == passes  # the program ran no backward or grad()
     result = _result_from_run(run, dtype)
     result.notes += formula_notes(formula, limits)
     targets = _targets(run, wrt)
@@ -747,9 +779,9 @@ def _differentiate(
             f"The output has shape {_shape_text(run.value)}; it was differentiated as its sum "
             f"(a seed of ones). Use {_option('grad_output')} to give another seed."
         )
-    live = [(name, t) for name, t in targets if _requires_grad(t)]
+    live = [(name, t) for name, t in targets if t.requires_grad]  # (targets are tensors)
     grads: Sequence[Any] = [None] * len(live)
-    if run.output is not None and _requires_grad(run.output) and live:
+    if run.output is not None and run.output.requires_grad and live:
         seed_tensor = None
         if run.value.ndim > 0 or seed_array is not None:
             ones = np.ones(run.value.shape, dtype=dtype)
@@ -781,20 +813,33 @@ def _execute(
     seed: int | None,
     limits: Limits,
 ) -> _Run:
-    from gradcalc.interpreter import Interpreter
-
-    interp = Interpreter(dtype=dtype, seed=seed, limits=limits)
+    interp = _engine().Interpreter(dtype=dtype, seed=seed, limits=limits)
     interp.unbound_hint = _UNBOUND_HINTS[_SURFACE.get()]
     leaves = {}
-    for name, value in values.items():
-        _guarded(lambda: interp.bind(name, value))  # noqa: B023 (called at once)
-        leaves[name] = interp.env[name]
+    env = interp.env
+    try:  # (what `_guarded` does, without a closure per call)
+        for name, value in values.items():
+            interp.bind(name, value)
+            leaves[name] = env[name]
+    except FormulaError:
+        raise
+    except Exception as exc:
+        error = _contract_error(exc)
+        if error is None:
+            raise
+        raise error from None
     try:
-        outcome = _guarded(lambda: interp.execute(_program(formula, limits)))
+        outcome = interp.execute(_program(formula, limits))
     except FormulaError as exc:
         if exc.source is None:
             exc.source = formula  # a cached program carries no text; the caret needs it
         raise
+    except Exception as exc:
+        error = _contract_error(exc)
+        if error is None:
+            raise
+        error.source = formula  # type: ignore[attr-defined] (a FormulaError)
+        raise error from None
     if of is not None:
         if of not in interp.env:
             raise UnknownNameError(
@@ -894,8 +939,7 @@ def _targets(run: _Run, wrt: Sequence[str] | None) -> list[tuple[str, Any]]:
     the formula assigns is its own data (``t = ones(3, 2)``), reported only when
     ``wrt`` names it. A formula given no bindings reports the differentiable leaves
     it assigns (``a = 2; b = 6; 3*a**3 - b**2``: seed 000 as a program)."""
-    from gradcalc import Tensor
-
+    Tensor = _engine().Tensor
     env = run.interp.env
     if wrt is None:
         targets = list(run.leaves.items())
@@ -956,13 +1000,6 @@ def _grad(
     return _guarded(run)
 
 
-def _backward_passes() -> int:
-    """How many backward passes the engine has run (``backward`` and ``grad`` alike)."""
-    from gradcalc import _tensor
-
-    return _tensor.backward_passes()
-
-
 def _owns_every_leaf(run: _Run, inputs: list[Any]) -> bool:
     """True when a plain backward into ``.grad`` gives exactly ``autograd.grad``'s answer.
 
@@ -975,19 +1012,21 @@ def _owns_every_leaf(run: _Run, inputs: list[Any]) -> bool:
     none). Other named leaves send us to ``grad`` too: their gradients would be
     wasted work (an unnamed leaf the program made still gets one, unseen).
     """
-    from gradcalc import Tensor, _tensor
-
-    if _tensor.is_recording_values():
+    engine = _engine()
+    if engine.tensor.is_recording_values():
         return False
+    Tensor = engine.Tensor
     chosen = set(map(id, inputs))
+    # (the slots behind ``is_leaf``, ``grad`` of a leaf and ``requires_grad``: read once
+    # per tensor of every request, the properties cost more than the rest of this test)
     for tensor in inputs:
-        if not tensor.is_leaf or tensor.grad is not None:
+        if tensor._grad_fn is not None or tensor._grad is not None:
             return False
     for value in (*run.leaves.values(), *run.interp.env.values()):
         if (
             isinstance(value, Tensor)
-            and value.requires_grad
-            and value.is_leaf
+            and value._requires_grad
+            and value._grad_fn is None
             and id(value) not in chosen
         ):
             return False
@@ -996,11 +1035,17 @@ def _owns_every_leaf(run: _Run, inputs: list[Any]) -> bool:
 
 def _backward_into(output: Any, inputs: list[Any], seed: Any, retain_graph: bool) -> list[Any]:
     """``autograd.grad(output, inputs)`` by way of ``backward``: each input's new ``.grad``."""
-    from gradcalc._tensor import backward
-
-    _guarded(
-        lambda: backward([output], None if seed is None else [seed], retain_graph=retain_graph)
-    )
+    try:  # (what `_guarded` does, without a closure per call)
+        _engine().tensor.backward(
+            [output], None if seed is None else [seed], retain_graph=retain_graph
+        )
+    except FormulaError:
+        raise
+    except Exception as exc:
+        error = _contract_error(exc)
+        if error is None:
+            raise
+        raise error from None
     return [tensor.grad for tensor in inputs]
 
 
@@ -1030,14 +1075,25 @@ def _guarded(action: Callable[[], Any]) -> Any:
         return action()
     except FormulaError:
         raise
-    except GradError as exc:
-        raise FormulaValueError(str(exc)) from None
-    except MemoryError:
-        raise budgets.limit_error(
+    except Exception as exc:
+        error = _contract_error(exc)
+        if error is None:
+            raise
+        raise error from None
+
+
+def _contract_error(exc: Exception) -> Exception | None:
+    """The contract error `_guarded` raises for ``exc`` (autograd misuse, exhaustion), or
+    None for any other exception, which goes on as it is."""
+    if isinstance(exc, GradError):
+        return FormulaValueError(str(exc))
+    if isinstance(exc, MemoryError):
+        return budgets.limit_error(
             "max_memory", "not enough memory for this computation", "use smaller tensors"
-        ) from None
-    except RecursionError:
-        raise LimitError("the computation nests too deeply") from None
+        )
+    if isinstance(exc, RecursionError):
+        return LimitError("the computation nests too deeply")
+    return None
 
 
 # ---------------------------------------------------------------- finite differences
@@ -1152,9 +1208,7 @@ def _binding_values(bindings: Mapping[str, Any] | None) -> dict[str, Any]:
         if isinstance(value, str):
             text = value.strip()
             values[name] = float(text) if _NUMBER.fullmatch(text) else value
-        elif isinstance(value, bool | int | float | np.ndarray | np.generic) or _is_number_list(
-            value
-        ):
+        elif isinstance(value, (bool, int, float)) or _is_number_list(value) or _is_numpy(value):
             values[name] = value
         elif _is_tensor(value):
             values[name] = value.detach()
@@ -1164,6 +1218,12 @@ def _binding_values(bindings: Mapping[str, Any] | None) -> dict[str, Any]:
                 "of numbers, or a constant formula as a string"
             )
     return values
+
+
+def _is_numpy(value: Any) -> bool:
+    """An ndarray or a NumPy scalar, asked without loading NumPy (a value cannot be one
+    before it is imported; a request of plain numbers must not load it)."""
+    return "numpy" in sys.modules and isinstance(value, np.ndarray | np.generic)
 
 
 def _is_tensor(value: Any) -> bool:
@@ -1181,6 +1241,10 @@ def _constant_array(value: Any, dtype: str, seed: int | None, limits: Limits) ->
     return np.asarray(interp.env["grad_output"]._data)
 
 
+_NUMBER_TYPES = frozenset((bool, int, float))
+_LIST_TYPES = frozenset((list, tuple))
+
+
 def _is_number_list(value: Any) -> bool:
     """True for (nested) lists of numbers, checked iteratively (depth is the caller's)."""
     if not isinstance(value, list | tuple):
@@ -1188,6 +1252,12 @@ def _is_number_list(value: Any) -> bool:
     stack = [value]
     while stack:
         items = stack.pop()
+        kinds = set(map(type, items))  # (the common lists at C speed; others item by item)
+        if kinds <= _NUMBER_TYPES:
+            continue
+        if kinds <= _LIST_TYPES:  # rows: their items in one list (a leaf is a number or not)
+            stack.append(list(itertools.chain.from_iterable(items)))
+            continue
         for item in items:
             if isinstance(item, list | tuple):
                 stack.append(item)
@@ -1198,9 +1268,7 @@ def _is_number_list(value: Any) -> bool:
 
 def _as_output(value: Any, name: str | None) -> tuple[Any, np.ndarray]:
     """(tensor or None, ndarray) for a program output; non-numbers are a TypeError."""
-    from gradcalc import Tensor
-
-    if isinstance(value, Tensor):
+    if isinstance(value, _engine().Tensor):
         return value, _value_of(value)
     if isinstance(value, bool | int | float) or type(value).__module__ == "numpy":
         return None, np.asarray(value)
@@ -1211,12 +1279,23 @@ def _as_output(value: Any, name: str | None) -> tuple[Any, np.ndarray]:
 
 
 def _result_from_run(run: _Run, dtype: str) -> Result:
-    return Result(value=run.value, dtype=str(run.value.dtype), output_name=run.output_name)
+    return Result(value=run.value, dtype=_dtype_name(run.value.dtype), output_name=run.output_name)
+
+
+def _dtype_name(dtype: Any) -> str:
+    """``str(dtype)``, remembered: NumPy spells a dtype in Python (~2.5 µs a call)."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype)
+    return name
+
+
+_DTYPE_NAMES: dict[Any, str] = {}
 
 
 def _zeros_or(gradient: Any, tensor: Any, dtype: str) -> np.ndarray:
     if gradient is None:
-        if tensor.dtype.name == "float64" and not tensor.shape:
+        if _is_0d_float64(tensor._raw):
             return _numpy.Float64(0.0)
         return np.zeros(_shape_of(tensor), dtype=_float_dtype(tensor, dtype))
     return _value_of(gradient)
@@ -1224,9 +1303,21 @@ def _zeros_or(gradient: Any, tensor: Any, dtype: str) -> np.ndarray:
 
 def _value_of(tensor: Any) -> Any:
     """A tensor's value for a Result: an ndarray, or a float backend's ``Float64``."""
-    if tensor.dtype.name == "float64" and not tensor.shape:
-        return _numpy.Float64(tensor.item())
+    raw = tensor._raw
+    if type(raw) is float:
+        return _numpy.Float64(raw)
+    if _is_0d_float64(raw):
+        return _numpy.Float64(raw.item())
     return np.asarray(tensor._data)
+
+
+def _is_0d_float64(raw: Any) -> bool:
+    """Whether a tensor's data (``_raw``) is a 0-d float64 (``tensor.dtype`` and ``shape``
+    say so too, at a few times the cost: they build a dtype and a Size)."""
+    kind = type(raw)
+    if kind is float:
+        return True
+    return kind is not bool and raw.ndim == 0 and raw.dtype.char == "d"  # (.name: ~2 µs)
 
 
 def _note_values(result: Result) -> None:
@@ -1238,11 +1329,13 @@ def _note_values(result: Result) -> None:
 
 
 def _all_finite(array: np.ndarray) -> bool:
+    if type(array) is _numpy.Float64:
+        return math.isfinite(array)
     if array.dtype.kind != "f":
         return True
     if array.ndim == 0:
         return math.isfinite(array.item())
-    return bool(np.isfinite(array).all())
+    return all_finite(array)
 
 
 def _named_tensors(run: _Run) -> list[tuple[str, Any]]:

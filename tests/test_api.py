@@ -269,3 +269,28 @@ def test_a_request_leaves_no_free_engine_buffers_behind() -> None:
     descent = "for i in range(3):\n    g = grad(sum(sin(x*w)**2), w)\n    w = w - 0.1*g\nsum(w)"
     evaluate(descent, {"x": "linspace(0, 1, 300000)", "w": "ones(300000)"})
     assert _recycle.held_bytes() == 0  # the program's graph died with the request
+
+
+@pytest.mark.parametrize(
+    "value",
+    [[1, 2.5, True], [[1.0, 2.0], [3.0, 4.0]], [[[1], [2]], [[3], [4]]], [(1, 2), [3, 4]], [[]]],
+)
+def test_nested_lists_of_numbers_are_values(value: list) -> None:
+    result = api.evaluate("sum(x)", {"x": value})
+    np.testing.assert_array_equal(result.gradients["x"], np.ones(np.shape(value)))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [1, "2"],
+        [[1.0, 2.0], [3.0, None]],
+        [[1, 2], [3, {"a": 4}]],
+        [[[1]], [[2, "x"]]],
+        [1, [2, {}]],
+    ],
+)
+def test_lists_holding_anything_but_numbers_are_refused(value: list) -> None:
+    # (a string in a list would become a number in NumPy's hands: refused before)
+    with pytest.raises(FormulaError, match="expected a number, a list of numbers"):
+        api.evaluate("sum(x)", {"x": value})

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from gradcalc import api
+from gradcalc import api, jsonio
 from gradcalc.api import Result, error_to_json, result_to_json, tensor_to_json
 from gradcalc.errors import GradError, LimitError, ParseError
 
@@ -40,6 +40,27 @@ def strict_loads(text: str) -> object:
 def test_tensor_to_json(array: np.ndarray, expected: object) -> None:
     assert tensor_to_json(array) == expected
     strict_loads(api.dumps(tensor_to_json(array)))
+
+
+def _spelled(items: object) -> object:
+    """What the contract writes for ``array.tolist()``: non-finite floats as text."""
+    if isinstance(items, list):
+        return [_spelled(item) for item in items]
+    return jsonio.finite_or_text(items) if isinstance(items, float) else items
+
+
+@pytest.mark.parametrize("size", [1, 5, jsonio.SMALL_ARRAY, jsonio.SMALL_ARRAY + 1, 500])
+def test_small_and_large_arrays_are_checked_for_non_finite_entries_alike(size: int) -> None:
+    # Small arrays are checked on their list, large ones by NumPy: the same answers.
+    values = np.random.default_rng(size).standard_normal(size)
+    for bad in (None, np.nan, np.inf, -np.inf):
+        array = values.copy()
+        if bad is not None:
+            array[size // 2] = bad
+        assert jsonio.all_finite(array) == bool(np.isfinite(array).all())
+        for shape in ((size,), (1, size), (size, 1)):
+            shaped = array.reshape(shape)
+            assert tensor_to_json(shaped) == _spelled(shaped.tolist())
 
 
 def test_result_has_every_contract_key_and_exact_numbers() -> None:

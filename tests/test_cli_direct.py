@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import importlib
 import inspect
 import io
 import subprocess
@@ -23,7 +24,6 @@ from typer.testing import CliRunner
 
 from gradcalc.cli import app as app_module
 from gradcalc.cli import direct
-from gradcalc.cli import run as run_module
 from gradcalc.cli.inputs import LIMIT_OPTIONS, Invocation
 
 LIMIT_FIELDS = set(LIMIT_OPTIONS.values())
@@ -56,7 +56,7 @@ def declared_options(command: str) -> dict[str, tuple[str, str]]:
             assert tuple(choice.value for choice in base) == direct.GRAPH_FORMATS, long_name
             kind = direct.GRAPH_FORMAT
         elif base is int:
-            kind = direct.POSITIVE if info.min == 1 else direct.INTEGER
+            kind = {1: direct.POSITIVE, 0: direct.COUNT}.get(info.min, direct.INTEGER)
         elif base is float:
             assert info.min == 0, long_name  # what direct.NUMBER accepts
             kind = direct.NUMBER
@@ -206,9 +206,13 @@ def test_the_runner_option_table_is_the_apps(command: str) -> None:
     assert direct.RUNNER_OPTIONS[command] == declared
 
 
+RUNNER_SIGNATURES = {name: inspect.signature(direct.runner(name)) for name in direct.RUNNERS}
+"""(Read before any test replaces a runner by its stand-in.)"""
+
+
 def bound(runner: str, args: tuple, kwargs: dict) -> direct.Call:
     """A runner's call with every argument named and defaults filled in, for comparing."""
-    signature = inspect.signature(getattr(run_module, runner))
+    signature = RUNNER_SIGNATURES[runner]
     arguments = signature.bind(*args, **kwargs)
     arguments.apply_defaults()
     return direct.Call(runner, dict(arguments.arguments))
@@ -217,13 +221,15 @@ def bound(runner: str, args: tuple, kwargs: dict) -> direct.Call:
 def typer_call(args: list[str], monkeypatch: pytest.MonkeyPatch) -> direct.Call | None:
     """The runner the app calls for ``args``, with its arguments (None: usage error or help)."""
     seen: list[direct.Call] = []
-    for name in ("run_functions", "run_repl"):
+    for name, module in direct.RUNNERS.items():
 
         def capture(*a: object, _name: str = name, **kw: object) -> int:
             seen.append(bound(_name, a, kw))
             return 0
 
-        monkeypatch.setattr(app_module, name, capture)
+        # the app's own reference, or (batch: imported when called) the runner's module's
+        owner = app_module if hasattr(app_module, name) else importlib.import_module(module)
+        monkeypatch.setattr(owner, name, capture)
     runner.invoke(app_module.app, args)
     return seen[0] if seen else None
 
@@ -262,6 +268,21 @@ CALL_CORPUS = [
     ["repl", "--"],
     ["Repl"],
     ["--version"],
+    ["batch"],
+    ["batch", "-"],
+    ["batch", "requests.jsonl", "--jobs", "1"],
+    ["batch", "a.jsonl", "b.jsonl", "--jobs=0", "--force-jobs", "--progress"],
+    ["batch", "a.jsonl", "--jobs", "-1"],
+    ["batch", "a.jsonl", "--jobs", "two"],
+    ["batch", "a.jsonl", "-j", "2"],
+    ["batch", "a.jsonl", "--no-progress"],
+    ["batch", "a.jsonl", "--max-line-bytes", "1MiB", "--max-iterations", "10", "--timeout=3"],
+    ["batch", "a.jsonl", "--max-work", "0"],
+    ["batch", "a-*.jsonl", "--dask", "local", "--partition-size", "64k", "--output-dir", "out"],
+    ["batch", "--jobs", "2", "--", "-weird.jsonl"],
+    ["batch", "-weird.jsonl"],
+    ["batch", "--seed", "1"],
+    ["batch", "--help"],
 ]
 
 
@@ -275,10 +296,12 @@ def test_direct_reading_calls_the_apps_runner_or_declines(
     assert mine == typer_call(list(args), monkeypatch)
 
 
-def test_functions_and_repl_lines_are_read_directly() -> None:
+def test_functions_repl_and_batch_lines_are_read_directly() -> None:
     for args in (CALL_CORPUS[0], CALL_CORPUS[1], CALL_CORPUS[9], CALL_CORPUS[10], CALL_CORPUS[16]):
         assert direct.parse_call(list(args)) is not None, args
-    for args in (["functions", "--help"], ["repl", "-h"], ["repl", "x"], ["batch"], ["2*x"]):
+    for args in (CALL_CORPUS[28], CALL_CORPUS[30], CALL_CORPUS[31], CALL_CORPUS[36]):
+        assert direct.parse_call(list(args)) is not None, args
+    for args in (["functions", "--help"], ["repl", "-h"], ["repl", "x"], ["batch", "-j1"], ["2*x"]):
         assert direct.parse_call(args) is None, args
     assert direct.parse(["functions", "--json"]) is None  # not a formula command
 
@@ -317,9 +340,10 @@ def test_bare_gradcalc_starts_the_repl_on_a_terminal_as_the_app_does(
         (["functions", "--json"], "", '"name": "sigmoid"'),
         (["functions"], "", "sigmoid"),
         (["repl", "--seed", "0"], "a = 2\nb = 6\nP = 3*a**3 - b**2\nP.backward()\na.grad\n", "36"),
+        (["batch", "--jobs", "1"], '{"id": 7, "formula": "2*x", "vars": {"x": 3}}\n', '"id": 7'),
     ],
 )
-def test_functions_and_repl_do_not_import_typer(args: list[str], stdin: str, expected: str) -> None:
+def test_runner_commands_do_not_import_typer(args: list[str], stdin: str, expected: str) -> None:
     code = (
         "import sys\n"
         "from gradcalc.cli.main import run\n"

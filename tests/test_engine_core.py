@@ -850,3 +850,34 @@ def test_ints_at_the_int64_edges_and_floats_beside_big_ints_still_work() -> None
     assert torch.tensor([-(2**63), 2**63 - 1]).tolist() == [-(2**63), 2**63 - 1]
     assert torch.tensor([1.5, 2**63]).dtype == torch.float32
     assert torch.tensor([1.5, 2**70]).tolist() == [1.5, float(2**70)]  # a float: a float tensor
+
+
+def test_errstate_silences_numpy_once_per_thread() -> None:
+    # Nested blocks (a request, its interpreter, its backward pass) silence NumPy once;
+    # another thread is silenced by its own block only, as NumPy's state is per thread.
+    from gradcalc import _numpy
+
+    seen: dict[str, str] = {}
+
+    def other_thread() -> None:
+        seen["before"] = np.geterr()["divide"]
+        with _numpy.errstate():
+            seen["inside"] = np.geterr()["divide"]
+        seen["after"] = np.geterr()["divide"]
+
+    _numpy.load()  # (before gradcalc loads NumPy there is nothing of its own to silence)
+    with np.errstate(all="raise"):
+        with _numpy.errstate():
+            assert set(np.geterr().values()) == {"ignore"}
+            with _numpy.errstate():
+                assert set(np.geterr().values()) == {"ignore"}
+            assert set(np.geterr().values()) == {"ignore"}  # the inner block changed nothing
+            thread = threading.Thread(target=other_thread)
+            thread.start()
+            thread.join()
+            assert np.float64(1.0) / np.float64(0.0) == np.inf  # no FloatingPointError
+        assert set(np.geterr().values()) == {"raise"}
+        with _numpy.errstate():  # not nested any more: silences again
+            assert set(np.geterr().values()) == {"ignore"}
+    assert seen == {"before": seen["after"], "inside": "ignore", "after": seen["before"]}
+    assert seen["before"] != "ignore"

@@ -323,3 +323,22 @@ def test_scalar_hessian_equals_the_array_paths(formula: str) -> None:
     for row, columns in arrays.items():
         for column, block in columns.items():
             assert float(floats[row][column]) == pytest.approx(float(block.reshape(-1)[0]))
+
+
+def test_a_batch_of_plain_numbers_imports_no_numpy() -> None:
+    # JSON numbers reach the API as floats and ints: asking whether one is an ndarray
+    # must not load NumPy (it did, for every batch of scalar requests: ~60 ms).
+    code = (
+        "import sys, json\n"
+        "from gradcalc import api\n"
+        "lines = [json.dumps({'id': i, 'formula': '3*a**3 - b**2 + a*b', "
+        "'vars': {'a': i, 'b': 1.5, 'c': -2}}) for i in range(3)]\n"
+        "out = [api.run_line(line) for line in lines]\n"
+        "print(json.dumps([json.loads(text) for text, _ in out]))\n"
+        "print('numpy' in sys.modules)\n"
+    )
+    first, last = _python(code).strip().splitlines()
+    assert last == "False"
+    answers = json.loads(first)
+    assert [a["gradients"]["a"] for a in answers] == [1.5, 10.5, 37.5]
+    assert answers[2]["unused"] == ["c"] and answers[2]["value"] == 24 - 2.25 + 3.0
