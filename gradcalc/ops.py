@@ -868,6 +868,31 @@ REMAINDER = defop(
 
 # ---------------------------------------------------------------- elementwise functions
 
+_INVALID = math.inf - math.inf
+"""The NaN an invalid operation makes on this machine (x86: sign bit set), which NumPy's
+``sqrt(-1)`` and ``log(-1)`` return too."""
+
+
+def _log(x: float) -> float:
+    """``math.log`` with NumPy's answers where it raises: -inf at 0, NaN below."""
+    if x > 0.0 or x != x:
+        return math.log(x)
+    return -math.inf if x == 0.0 else _INVALID
+
+
+def _log1p(x: float) -> float:
+    """``math.log1p`` with NumPy's answers where it raises: -inf at -1, NaN below."""
+    if x > -1.0 or x != x:
+        return math.log1p(x)
+    return -math.inf if x == -1.0 else _INVALID
+
+
+def _sqrt(x: float) -> float:
+    """``math.sqrt`` with NumPy's NaN below 0 (a derivative sampled at a negative point
+    stays on the float backend instead of loading NumPy for one NaN)."""
+    return math.sqrt(x) if x >= 0.0 or x != x else _INVALID
+
+
 EXP = defop(
     "exp", "ExpBackward0", late.exp, (lambda g, a, x, *, spare=(): _mul(g, a, spare),),
     scalar=math.exp,
@@ -876,19 +901,19 @@ EXP = defop(
 )  # fmt: skip
 LOG = defop(
     "log", "LogBackward0", late.log, (lambda g, a, x: g / x,),
-    scalar=math.log,
+    scalar=_log,
     quiet=(5e-324, _BOUND), sample=Sample(UNARY, domain="positive"),
     doc="natural logarithm, elementwise (log(-1) is NaN)",
 )  # fmt: skip
 LOG1P = defop(
     "log1p", "Log1PBackward0", late.log1p, (lambda g, a, x: g / (x + 1),),
-    scalar=math.log1p,
+    scalar=_log1p,
     quiet=(-0.99, _BOUND), sample=Sample(UNARY, domain="positive"),
     doc="log(1 + x), accurate for small x",
 )  # fmt: skip
 SQRT = defop(
     "sqrt", "SqrtBackward0", late.sqrt, (lambda g, a, x: g / (2 * a),),
-    scalar=math.sqrt,
+    scalar=_sqrt,
     uses_ans=True, saves=False, quiet=(0.0, _BOUND), sample=Sample(UNARY, domain="positive"),
     doc="square root, elementwise",
 )  # fmt: skip
@@ -1119,13 +1144,13 @@ def _tie_vjp(pick: Callable, mine: int) -> Callable:
 MAXIMUM = defop(
     "maximum", "MaximumBackward0", late.maximum,
     (_tie_vjp(operator.gt, 0), _tie_vjp(operator.gt, 1)),
-    scalar=lambda x, y: x if x >= y or x != x else y,  # NumPy's rule: NaN wins
+    scalar=lambda x, y: x if x > y or x != x else y,  # NumPy's: NaN wins; a tie gives y
     arity="2", sample=Sample(TENSOR_PAIRS, domain="distinct"),
 )  # fmt: skip
 MINIMUM = defop(
     "minimum", "MinimumBackward0", late.minimum,
     (_tie_vjp(operator.lt, 0), _tie_vjp(operator.lt, 1)),
-    scalar=lambda x, y: x if x <= y or x != x else y,
+    scalar=lambda x, y: x if x < y or x != x else y,
     arity="2", sample=Sample(TENSOR_PAIRS, domain="distinct"),
 )  # fmt: skip
 
@@ -1158,17 +1183,17 @@ SIGN = defop(
 )  # fmt: skip
 FLOOR = defop(
     "floor", "FloorBackward0", late.floor, _ZERO, saves=False, sample=Sample(UNARY),
-    scalar=lambda x: float(math.floor(x)),
+    scalar=lambda x: math.copysign(math.floor(x), x),  # floor(-0.0) is -0.0
     doc="largest whole number <= x, elementwise (derivative 0)", keeps_ints=True,
 )  # fmt: skip
 CEIL = defop(
     "ceil", "CeilBackward0", late.ceil, _ZERO, saves=False, sample=Sample(UNARY),
-    scalar=lambda x: float(math.ceil(x)),
+    scalar=lambda x: math.copysign(math.ceil(x), x),  # ceil(-0.5) is -0.0
     doc="smallest whole number >= x, elementwise (derivative 0)", keeps_ints=True,
 )  # fmt: skip
 ROUND = defop(
     "round", "RoundBackward0", late.round, _ZERO, saves=False, sample=Sample(UNARY),
-    scalar=lambda x: float(round(x)),
+    scalar=lambda x: math.copysign(round(x), x),  # round(-0.4) is -0.0
 )  # fmt: skip
 
 # ---------------------------------------------------------------- reductions

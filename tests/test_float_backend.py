@@ -14,6 +14,7 @@ import json
 import math
 import os
 import random
+import struct
 import subprocess
 import sys
 
@@ -342,3 +343,54 @@ def test_a_batch_of_plain_numbers_imports_no_numpy() -> None:
     answers = json.loads(first)
     assert [a["gradients"]["a"] for a in answers] == [1.5, 10.5, 37.5]
     assert answers[2]["unused"] == ["c"] and answers[2]["value"] == 24 - 2.25 + 3.0
+
+
+EDGES = [-math.inf, -1e300, -2.0, -1.0, -0.5, -5e-324, -0.0, 0.0, 5e-324, 0.5, 1.0, 2.0, 1e300,
+         math.inf, math.nan]  # fmt: skip
+"""Inputs where a float forward's library function raises or rounds at the edge."""
+
+
+ROUNDED_BY_THE_LIBRARY = {"exp", "log", "log1p", "sin", "cos", "tan", "tanh", "erf", "sigmoid",
+                          "softplus"}  # fmt: skip
+"""Ops whose float forward is a libm function NumPy may compute its own way (within 4 ulps,
+as ``tests/test_engine_scalar.py`` holds them); every other op must give NumPy's bits."""
+
+
+def _bits(value: object) -> object:
+    return value if isinstance(value, bool | np.bool_) else struct.pack("<d", float(value))
+
+
+def _agree(op: ops.Op, got: object, want: object) -> bool:
+    if _bits(got) == _bits(want):
+        return True
+    if op.name not in ROUNDED_BY_THE_LIBRARY or not (math.isfinite(got) and math.isfinite(want)):
+        return False
+    return math.copysign(1, got) == math.copysign(1, want) and abs(got - want) <= 4 * math.ulp(
+        max(abs(got), abs(want))
+    )
+
+
+@pytest.mark.parametrize(
+    "op",
+    [op for op in ops.REGISTRY.values() if op.scalar is not None and op.arity in ("1", "2")],
+    ids=lambda op: op.name,
+)
+def test_a_float_forward_answers_numpys_bits_where_it_answers(op: ops.Op) -> None:
+    """Walks the registry: wherever an op's float forward gives an answer (it may decline
+    by raising, and NumPy then answers), the answer is NumPy's, bit for bit, on edge
+    inputs (signed zeros, subnormals, infinities, NaN, domain edges)."""
+    _numpy.load()
+    consts = [c for _, c in op.sample.cases() if all(type(v) in (int, float) for v in c)]
+    pairs = [(x,) for x in EDGES] if op.arity == "1" else [(x, y) for x in EDGES for y in EDGES]
+    compared = 0
+    for operands in pairs:
+        for const in dict.fromkeys(consts or [()]):
+            try:
+                got = op.scalar(*operands, *const)
+            except (ArithmeticError, ValueError):
+                continue
+            with np.errstate(all="ignore"):
+                want = op.forward(*(np.float64(x) for x in operands), *const)
+            assert _agree(op, got, want), (op.name, operands, const, got, want)
+            compared += 1
+    assert compared
