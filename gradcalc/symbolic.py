@@ -50,7 +50,6 @@ domain: see :func:`_depends_on_point`.)
 from __future__ import annotations
 
 import math
-import struct
 import sys
 import threading
 
@@ -1587,7 +1586,7 @@ def _value_key(value: Any) -> tuple:
     """A value as comparable data, the same for a Python float and NumPy's float64 of it
     (a run at another point may have computed it on NumPy)."""
     if isinstance(value, float):  # (NumPy's float64 is a float)
-        return ("float64", (), struct.pack("=d", value))
+        return ("float64", (), value.hex())  # (not struct.pack: struct's import ~0.4 ms)
     if type(value) is bool:
         return ("bool", (), bytes((value,)))
     if type(value) is int and -(2**63) <= value < 2**63:
