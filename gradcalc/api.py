@@ -51,7 +51,7 @@ from gradcalc.limits import BATCH_LIMITS, DEFAULT_LIMITS, Limits
 
 TYPE_CHECKING = False  # (not typing's: importing typing costs ~3 ms of start-up)
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, NoReturn
 
     from gradcalc.graph import Graph
     from gradcalc.interpreter import Interpreter, Outcome
@@ -331,7 +331,7 @@ def _evaluate(
         # Finite differences re-run the program: they must see the same random draws.
         seed = int.from_bytes(os.urandom(4)) >> 1
     values = _binding_values(bindings)
-    with _recorder() if graph else _NOT_RECORDING:
+    with _recorder() if graph else _numpy.NOTHING:
         result, run, seed_array = _differentiate(
             formula, values, wrt, of, grad_output, dtype, seed, limits, retain_graph
         )
@@ -579,7 +579,7 @@ def differentiate(
     env = interp.env
     saved = dict(env)
     try:
-        with _recorder() if graph else _NOT_RECORDING:
+        with _recorder() if graph else _numpy.NOTHING:
             outcome = _session_errors(lambda: interp.execute(source), interp.limits)
             output = outcome.value
             if not isinstance(output, Tensor):
@@ -823,10 +823,7 @@ def _execute(
     except FormulaError:
         raise
     except Exception as exc:
-        error = _contract_error(exc)
-        if error is None:
-            raise
-        raise error from None
+        _reraise(exc)
     try:
         outcome = interp.execute(_program(formula, limits))
     except FormulaError as exc:
@@ -1041,10 +1038,7 @@ def _backward_into(output: Any, inputs: list[Any], seed: Any, retain_graph: bool
     except FormulaError:
         raise
     except Exception as exc:
-        error = _contract_error(exc)
-        if error is None:
-            raise
-        raise error from None
+        _reraise(exc)
     return [tensor.grad for tensor in inputs]
 
 
@@ -1067,6 +1061,14 @@ def _vjp_rows(output: Any, inputs: list[Any], dtype: str, create_graph: bool) ->
     return rows
 
 
+def _reraise(exc: Exception) -> NoReturn:
+    """Raise ``exc`` as its contract error (`_contract_error`), or as it is when it has none."""
+    error = _contract_error(exc)
+    if error is None:
+        raise exc
+    raise error from None
+
+
 def _guarded(action: Callable[[], Any]) -> Any:
     """Run engine/interpreter work, turning resource exhaustion and autograd misuse into
     contract errors (``LimitError``/``ValueError``) instead of Python exceptions."""
@@ -1075,10 +1077,7 @@ def _guarded(action: Callable[[], Any]) -> Any:
     except FormulaError:
         raise
     except Exception as exc:
-        error = _contract_error(exc)
-        if error is None:
-            raise
-        raise error from None
+        _reraise(exc)
 
 
 def _contract_error(exc: Exception) -> Exception | None:
@@ -1344,21 +1343,6 @@ def _named_tensors(run: _Run) -> list[tuple[str, Any]]:
     named = list(run.leaves.items())
     named += [(name, t) for name, t in run.interp.env.items() if isinstance(t, Tensor)]
     return named
-
-
-class _NoRecording:
-    """``contextlib.nullcontext()``, without importing ``contextlib`` (~1 ms of start-up)."""
-
-    __slots__ = ()
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None
-
-
-_NOT_RECORDING = _NoRecording()
 
 
 def _recorder() -> Any:
