@@ -78,14 +78,10 @@ class _Engine:
         self.tensor = _tensor
 
 
-_ENGINE: list[_Engine] = []
-
-
+@functools.cache
 def _engine() -> _Engine:
     """The engine's names (see `_Engine`), imported on the first call."""
-    if not _ENGINE:
-        _ENGINE.append(_Engine())
-    return _ENGINE[0]
+    return _Engine()
 
 
 __all__ = [
