@@ -1096,8 +1096,8 @@ def _derive() -> None:
 @_override("pow", diagnose=lambda x, y: broadcast_problem("pow", x, y))
 def _pow(ctx: Context, x: Any, y: Any) -> Any:
     ctx.check_broadcast("pow", x, y)
-    if not y.requires_grad and y.ndim == 0 and x._data.dtype.kind == "f":
-        return x ** float(y._data)  # a constant exponent: PyTorch's PowBackward0
+    if not y.requires_grad and y.ndim == 0 and x.is_floating_point():
+        return x ** float(y.item())  # a constant exponent: PyTorch's PowBackward0
     return x**y
 
 

@@ -1204,6 +1204,15 @@ ROUND = defop(
 # reduction, the whole cost of one over a small tensor.
 
 
+def _numel(v: Any) -> int:
+    """Elements of an operand (1 for a float backend's value, without NumPy)."""
+    if type(v) is Tensor:
+        v = v._raw
+    elif type(v) is _SYMBOLIC:
+        v = v.value
+    return 1 if type(v) in _tensor.PYTHON_VALUES else int(np.size(v))
+
+
 def _sum_all(x: Any) -> Any:
     return np.add.reduce(x, axis=None)
 
@@ -1211,6 +1220,7 @@ def _sum_all(x: Any) -> Any:
 SUM = defop(
     "sum", "SumBackward0", _sum_all,
     (lambda g, a, x: _expand_back(g, _shape(x), (), True),),
+    scalar=lambda x: x + 0.0,  # a 0-d sum is its element (NumPy's: -0.0 + 0.0 is 0.0)
     saves=False, sample=Sample(UNARY),
 )  # fmt: skip
 SUM_DIM = defop(
@@ -1222,7 +1232,8 @@ SUM_DIM = defop(
 )  # fmt: skip
 MEAN = defop(
     "mean", "MeanBackward0", lambda x: np.mean(x),
-    (lambda g, a, x: _expand_back(g / max(np.size(_d(x)), 1), _shape(x), (), True),),
+    (lambda g, a, x: _expand_back(g / max(_numel(x), 1), _shape(x), (), True),),
+    scalar=lambda x: (x + 0.0) / 1.0,  # a 0-d mean is its element (-0.0's is 0.0)
     saves=False, sample=Sample(UNARY),
 )  # fmt: skip
 MEAN_DIM = defop(

@@ -220,6 +220,7 @@ HEAVY = ("numpy", "rich", "typer", "dataclasses", "inspect", "typing", "gradcalc
             "--json",
         ],
         ["reciprocal(a) + clamp(b, min=0) * (a % b) - minimum(a, b)", "a=2", "b=3", "--json"],
+        ["pow(a, 2) + sum(a*b) - mean(b)", "a=2", "b=3", "--json"],
         ["@PROGRAM", "a=2", "--json"],
     ],
 )
