@@ -61,6 +61,15 @@ def enter(child, line: str) -> None:
     child.send(line + "\r")
 
 
+def leave_at_prompt(child) -> int:
+    """Ctrl-D at the next prompt; the REPL's exit code."""
+    child.expect_exact(PROMPT)
+    child.sendcontrol("d")
+    child.expect(pexpect.EOF)
+    child.close()
+    return child.exitstatus
+
+
 def test_seed_000_blocks_errors_and_ctrl_c_in_a_terminal(repl, tmp_path):
     # Lines that print nothing are typed ahead; each check waits for a result
     # that cannot be an echo of the input (an echo never contains "tensor(").
@@ -106,11 +115,7 @@ def test_seed_000_blocks_errors_and_ctrl_c_in_a_terminal(repl, tmp_path):
     repl.expect(r"tensor\(101\.")
 
     # Ctrl-D leaves with exit code 0.
-    repl.expect_exact(PROMPT)
-    repl.sendcontrol("d")
-    repl.expect(pexpect.EOF)
-    repl.close()
-    assert repl.exitstatus == 0
+    assert leave_at_prompt(repl) == 0
     assert (tmp_path / "state" / "gradcalc" / "history").read_text().count("a.grad") >= 2
 
 
@@ -169,11 +174,7 @@ def test_the_first_prompt_waits_for_nothing_it_does_not_need(tmp_path, args):
     child.expect_exact(PROMPT)
     enter(child, "a = 2; b = 6; P = 3*a**3 - b**2; P.backward(); a.grad")
     child.expect(r"tensor\(36\.")
-    child.expect_exact(PROMPT)
-    child.sendcontrol("d")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    assert leave_at_prompt(child) == 0
     state = json.loads(found.read_text())
     loaded = [
         name
