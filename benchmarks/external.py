@@ -116,6 +116,80 @@ def torch_w4(dtype: str, repeats: int, rows: int) -> dict[str, Any]:
     return {"samples": samples, "error": error, "threads": torch.get_num_threads()}
 
 
+def _torch_mixed_formulas() -> dict[str, Callable[..., Any]]:
+    """W6's kinds of request written with PyTorch's ops, by the formula they stand for."""
+    import torch
+
+    def loop(x: Any, a: Any) -> Any:
+        y = x
+        for _ in range(4):
+            y = torch.sin(y) * a + x
+        return y
+
+    formulas = baselines.MIXED_FORMULAS
+    return {
+        formulas["polynomial"]: lambda a, b: 3 * a**3 - b**2 + a * b,
+        formulas["transcendental"]: lambda a, b: (
+            torch.exp(-a) * torch.sin(b) + torch.tanh(a * b) + torch.log(1 + b**2)
+        ),
+        formulas["softmax"]: lambda x, t: torch.sum(torch.softmax(x, 0) * t),
+        formulas["matmul loss"]: lambda x, w, t: torch.mean((x @ w - t) ** 2),
+        formulas["loop program"]: loop,
+    }
+
+
+def torch_w6(per_kind: int, repeats: int) -> dict[str, Any]:
+    """W6's mixed requests answered one by one with PyTorch eager autograd, each kind
+    timed on its own: JSON in, tensors, forward, backward, JSON out (as the worker does).
+    ``samples`` maps a kind to seconds per request; ``error`` is the largest difference
+    from the hand-written worker's answers, relative to the larger of 1 and their size
+    (as W6 compares gradcalc's)."""
+    import torch
+
+    torch_formulas = _torch_mixed_formulas()
+
+    def answer(line: str) -> str:
+        request = json.loads(line)
+        leaves = {
+            name: torch.tensor(value, dtype=torch.float64, requires_grad=True)
+            for name, value in request["vars"].items()
+        }
+        value = torch_formulas[request["formula"]](**leaves)
+        value.backward()
+        return json.dumps(
+            {
+                "id": request["id"],
+                "schema_version": 1,
+                "value": value.item(),
+                "shape": [],
+                "dtype": "float64",
+                "gradients": {name: leaf.grad.tolist() for name, leaf in leaves.items()},
+            }
+        )
+
+    requests = baselines.mixed_requests(per_kind * len(baselines.MIXED_FORMULAS), seed=1)
+    samples: dict[str, list[float]] = {}
+    error = 0.0
+    for kind, formula in baselines.MIXED_FORMULAS.items():
+        lines = [json.dumps(r) for r in requests if r["formula"] == formula]
+        for line in lines[:5]:
+            got = json.loads(answer(line))
+            want = baselines.answer_mixed(json.loads(line))
+            pairs = [(got["value"], want["value"])]
+            pairs += [(got["gradients"][n], grad) for n, grad in want["gradients"].items()]
+            for mine, theirs in pairs:
+                mine, theirs = np.asarray(mine), np.asarray(theirs)
+                scale = max(1.0, float(np.max(np.abs(theirs))))
+                error = max(error, float(np.max(np.abs(mine - theirs))) / scale)
+
+        def run(lines: list[str] = lines) -> None:
+            for line in lines:
+                answer(line)
+
+        samples[kind] = [s / len(lines) for s in _timed(run, repeats)]
+    return {"samples": samples, "error": error, "threads": torch.get_num_threads()}
+
+
 def jax_w3(n: int, dtype: str, repeats: int) -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
@@ -153,6 +227,7 @@ RUNNERS: dict[tuple[str, str], Callable[..., dict[str, Any]]] = {
     ("torch", "w2"): torch_w2,
     ("torch", "w3"): torch_w3,
     ("torch", "w4"): torch_w4,
+    ("torch", "w6"): torch_w6,
     ("jax", "w3"): jax_w3,
     ("jax", "w4"): jax_w4,
 }

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import baselines
-from benchmarks.harness import REPO, Config, Report, attempt, interleaved, run_process
+from benchmarks.harness import REPO, Config, Report, attempt, external, interleaved, run_process
 
 FORMULA = "3*a**3 - b**2"
 
@@ -264,6 +264,7 @@ def mixed_by_kind(config: Config, report: Report) -> None:
 
     per_kind = config.size(full=2_000, quick=300)
     requests = baselines.mixed_requests(per_kind * len(baselines.MIXED_FORMULAS), seed=1)
+    worker: dict[str, float] = {}
     for kind, formula in baselines.MIXED_FORMULAS.items():
         lines = [json.dumps(r) for r in requests if r["formula"] == formula]
         for line in lines[:5]:
@@ -299,3 +300,25 @@ def mixed_by_kind(config: Config, report: Report) -> None:
         found[
             "gradcalc"
         ].note = f"{found['gradcalc'].median / found['worker'].median:.1f}x the worker"
+        worker[kind] = found["worker"].median
+    if config.torch_python is not None:
+        attempt(
+            report, "W6", "PyTorch eager by kind", lambda: torch_by_kind(config, report, worker)
+        )
+
+
+def torch_by_kind(config: Config, report: Report, worker: dict[str, float]) -> None:
+    """The same requests answered by PyTorch eager autograd (benchmarks/external.py,
+    another interpreter): what a general tape-based engine costs per request here."""
+    per_kind = config.size(full=2_000, quick=300)
+    answer = external(
+        config, "torch", "w6", per_kind=per_kind, repeats=config.runs(full=5, quick=2)
+    )
+    if answer["error"] > MIXED_TOLERANCE:
+        raise AssertionError(f"PyTorch differs from the worker by {answer['error']:.2g}")
+    for kind, samples in answer["samples"].items():
+        found = report.measure(
+            "W6", f"in-process {kind}: PyTorch eager", [s * 1e6 for s in samples], "µs/request"
+        )
+        if kind in worker:
+            found.note = f"{found.median / worker[kind]:.1f}x the worker"
