@@ -239,7 +239,13 @@ def pow(input: Any, exponent: Any) -> Tensor:
     if not isinstance(input, Tensor):
         return _rpow(_as_tensor(exponent), input)
     x = input
-    if _numpy.is_loaded() and isinstance(exponent, np.generic):
+    kind = type(exponent)
+    if (
+        kind is not int
+        and kind is not float
+        and _numpy.is_loaded()
+        and isinstance(exponent, np.generic)
+    ):
         exponent = exponent.item()
     if type(exponent) in (int, float):
         if type(exponent) is float and not _inexact(x):

@@ -889,7 +889,13 @@ def apply1(op: Any, x: Tensor, *consts: Any) -> Tensor:
         data = on_floats(op, (xd, *consts))
         if data is None:
             xd = x._data
-    elif record and op.pooled is not None and type(xd) is _ndarray and _recycle.poolable(xd):
+    elif (
+        record
+        and op.pooled is not None
+        and type(xd) is _ndarray
+        and xd.nbytes >= _RECYCLE_BYTES
+        and _recycle.poolable(xd)
+    ):
         data = op.pooled(xd, *consts)
     if data is None:
         data = op.forward(xd, *consts)
@@ -958,8 +964,8 @@ def apply2(op: Any, x: Any, y: Any, *consts: Any) -> Tensor:
         raise _broadcast_error(xd, yd, exc) from None
     if (rx or ry) and (_grad_enabled or _grad_here()) and op.node is not None:
         k0, k1 = op.keep2[rx + 2 * ry]
-        p0 = _edge(x) if rx else None
-        p1 = _edge(y) if ry else None
+        p0 = (x._grad_fn or _edge(x)) if rx else None
+        p1 = (y._grad_fn or _edge(y)) if ry else None
         s0 = xd if k0 else _stand_in(xd)
         s1 = yd if k1 else _stand_in(yd)
         ans = data if op.uses_ans else None
@@ -1146,7 +1152,7 @@ def _infer_array(data: Any, np_dtype: np.dtype | None) -> np.ndarray:
         return arr
     if isinstance(data, (np.ndarray, np.generic)):
         return np.array(data, dtype=np_dtype, copy=True)
-    if isinstance(data, (list, tuple)) and any(isinstance(v, Tensor) for v in _flat_items(data)):
+    if isinstance(data, (list, tuple)) and _holds_tensor(data):
         data = _untensor(data)
     arr = np.array(data, dtype=np_dtype)
     if np_dtype is None:
@@ -1174,6 +1180,29 @@ def _int_overflow(data: Any) -> bool:
     return all(type(v) in (int, bool) for v in items) and any(
         not -_INT64_MAX - 1 <= v <= _INT64_MAX for v in items
     )
+
+
+_ROWS = frozenset((list, tuple))
+
+
+def _holds_tensor(data: list | tuple) -> bool:
+    """Whether nested lists and tuples hold a Tensor (what :func:`_flat_items` would
+    yield), read without a generator step per number."""
+    stack = [data]
+    while stack:
+        items = stack.pop()
+        kinds = set(map(type, items))  # (read at C speed)
+        if kinds <= _FLOATS:  # a row of numbers
+            continue
+        if kinds <= _ROWS:  # rows
+            stack.extend(items)
+            continue
+        for item in items:
+            if isinstance(item, (list, tuple)):
+                stack.append(item)
+            elif isinstance(item, Tensor):
+                return True
+    return False
 
 
 def _flat_items(data: Any) -> Iterator[Any]:
@@ -1924,23 +1953,30 @@ def _backpropagate(run: _BackwardPass, roots: Sequence[Node], grads: Sequence[Te
         run.add(pending, root, g if run.recorded else g._raw)
     ready = [root for root in dict.fromkeys(roots) if root.deps == base]
     scalar_nodes = run.scalar_path(base)
+    arguments, vjp, add, free = run.arguments, run.vjp, run.add, run.free
     while ready:
         if scalar_nodes is not None:
-            scalar_nodes(ready, pending, base, run.free)  # this loop, for 0-d nodes
+            scalar_nodes(ready, pending, base, free)  # this loop, for 0-d nodes
             if not ready:
                 break
         node = ready.pop()
-        args = run.arguments(node, pending)  # None: nothing flows on
-        for index, parent in enumerate(node.parents):
+        args = arguments(node, pending)  # None: nothing flows on
+        kind = node.kind
+        parents = (node.p0,) if kind == 1 else (node.p0, node.p1) if kind == 2 else node.parents
+        for index, parent in enumerate(parents):
             if parent is None:
                 continue
             if args is not None:
-                gi = run.vjp(node, index, args)
+                gi = vjp(node, index, args)
                 if gi is not None:
-                    run.add(pending, parent, gi)
+                    if parent in pending:
+                        add(pending, parent, gi)
+                    else:  # (what ``add`` does with the first gradient to arrive)
+                        pending[parent] = gi
                 gi = None  # held in ``pending`` alone: a later sum may go into it
-            parent.deps -= 1
-            if parent.deps == base:
+            count = parent.deps - 1
+            parent.deps = count
+            if count == base:
                 ready.append(parent)
         args = None  # the same for ``g`` and the saved data
 
@@ -1985,15 +2021,18 @@ class _BackwardPass:
         it, leaves accumulate it, recorded values and ``retain_grad`` keep it.
         Returns its VJPs' arguments ``(g, ans, *operands, *consts)`` (freeing the
         node's saved data unless ``retain_graph``), or None when nothing flows on."""
-        g = _pop_gradient(pending, node)
-        if g is None:
+        g = pending.pop(node, None)
+        if type(g) is _Negated:
+            g = _negated_total(g)
+        elif g is None:
             return None
         meta = node.meta  # the tensor's hooks (leaves': on their AccumulateGrad)
         if meta is not None and meta.hooks and (self.needed is None or node in self.needed):
             g = _call_hooks(meta.hooks, g, self.recorded)
         if self.targets is not None and node in self.targets:
             self.captured[node] = g
-        if node.kind < 0:  # AccumulateGrad: .grad may take g's buffer if nothing else holds it
+        kind = node.kind
+        if kind < 0:  # AccumulateGrad: .grad may take g's buffer if nothing else holds it
             owned = _getrefcount(g) - _pooled(g) == _ALONE and _owns_memory(g)
             self._leaf(node, g, owned and not self.recorded)
             return None
@@ -2001,22 +2040,28 @@ class _BackwardPass:
             self._keep(node.meta, g)
         if self.needed is not None and node not in self.needed:
             return None
-        if node.holds is _FREED or node.ans is _FREED:
-            raise FreedGraphError(FREED_MESSAGE)
-        saved = node.saved
+        holds = node.holds
         ans = node.ans
+        if holds is _FREED or ans is _FREED:
+            raise FreedGraphError(FREED_MESSAGE)
         if self.recorded:
-            saved = _saved_tensors(node.parents, saved)
+            saved = _saved_tensors(node.parents, node.saved)
             if ans is not None:  # the output again, hanging from this node
                 ans = _wrap(ans)
                 ans._grad_fn = node
                 ans._requires_grad = True
-        args = (g, ans, *saved, *node.consts)
+            args = (g, ans, *saved, *node.consts)
+        elif kind == 2:
+            args = (g, ans, node.s0, node.s1, *node.consts)
+        elif kind == 1:
+            args = (g, ans, node.s0, *node.consts)
+        else:
+            args = (g, ans, *node.s0, *node.consts)
         if self.free:
-            if node.holds:
+            if holds:
                 node.holds = _FREED
                 node.s0 = node.s1 = None
-            if node.ans is not None:
+            if ans is not None:
                 node.ans = _FREED
         return args
 
@@ -2025,11 +2070,15 @@ class _BackwardPass:
         computed but folded into the operand's sum, and VJPs that take ``spare=``
         get the buffers they may write their result into."""
         vjp = node.vjps[index]
-        if not self.recorded and type(args[0]) is _ndarray:
+        if type(args[0]) is _ndarray and not self.recorded:
             if node.negates and args[0].ndim:
                 return _Negated(args[0])
-            if self.free and node.kind > 0 and _takes_spare(vjp):
-                return vjp(*args, spare=_spare_buffers(node, args, index))
+            if self.free and node.kind > 0:
+                takes = _spare_takers.get(vjp)
+                if takes is None:
+                    takes = _remember_takes_spare(vjp)
+                if takes:
+                    return vjp(*args, spare=_spare_buffers(node, args, index))
         try:
             return vjp(*args)
         except ArithmeticError:  # on the float backend's floats
@@ -2106,13 +2155,11 @@ class _Negated:
         self.array = array
 
 
-def _pop_gradient(pending: dict, node: Node) -> Any:
-    """The node's total gradient (None if none reached it), out of ``pending``."""
-    g = pending.pop(node, None)
-    if type(g) is not _Negated:
-        return g
-    array = g.array
-    g = None
+def _negated_total(wrapper: _Negated) -> Any:
+    """The gradient a :class:`_Negated` taken out of ``pending`` stands for: its array
+    negated, in place when nothing else holds it."""
+    array = wrapper.array
+    wrapper.array = None  # (the caller's wrapper no longer holds it)
     alone = _getrefcount(array) - _pooled(array) == _ALONE
     return np.negative(array, out=array) if alone and _owns_memory(array) else -array
 
@@ -2224,6 +2271,17 @@ def _takes_spare(vjp: Any) -> bool:
     return "spare" in code.co_varnames[start : start + code.co_kwonlyargcount]
 
 
+_spare_takers: dict[Any, bool] = {}
+"""VJP -> whether it takes ``spare=`` (:func:`_takes_spare`, read once per function)."""
+
+
+def _remember_takes_spare(vjp: Any) -> bool:
+    if len(_spare_takers) > 4096:  # (user-made node classes come and go)
+        _spare_takers.clear()
+    takes = _spare_takers[vjp] = _takes_spare(vjp)
+    return takes
+
+
 def _spare_buffers(node: Node, args: tuple, index: int) -> tuple:
     """The arguments VJP ``index`` of ``node`` may write its result into (buffer donation).
 
@@ -2234,19 +2292,23 @@ def _spare_buffers(node: Node, args: tuple, index: int) -> tuple:
     as the op's ``reads`` declares). VJPs take them as ``spare=`` and pass
     them to ``ops._mul``/``ops._neg``, saving an allocation and its page faults.
     """
+    kind = node.kind
     later = None
-    if node.kind == 2 and index == 0 and node.p1 is not None:
+    if kind == 2 and index == 0 and node.p1 is not None:
         later = node.op.reads[1]
-    spare = []
-    for position in range(2 + node.kind):
+    spare = ()
+    for position in range(2 + kind):
         if later is not None and (position < 2 or position - 2 in later):
+            continue
+        if type(args[position]) is not _ndarray or args[position].base is not None:
             continue
         # held by ``args`` alone (the count of an item read as a temporary,
         # as of a local): no new tuple or variable may hold it before the test
-        alone = _getrefcount(args[position]) - _pooled(args[position]) == _ALONE
-        if alone and _owns_memory(args[position]):
-            spare.append(args[position])
-    return tuple(spare)
+        count = _getrefcount(args[position])
+        alone = count == _ALONE or (count == _ALONE + 1 and _pooled(args[position]))
+        if alone and args[position].flags.writeable:
+            spare += (args[position],)
+    return spare
 
 
 def _saved_tensors(parents: tuple, saved: tuple) -> list:
@@ -2282,9 +2344,11 @@ def _store_leaf_data(leaf_tensor: Tensor, data: Any, owned: bool) -> None:
     ``owned``: nothing else references ``data``, so ``.grad`` may take its buffer.
     Later gradients are added in place into a ``.grad`` buffer of the same shape.
     """
-    cast = _cast_like(data, leaf_tensor._raw)
-    if cast is not data:
-        data, owned = cast, True
+    like = leaf_tensor._raw
+    if type(data) is not _ndarray or type(like) is not _ndarray or data.dtype is not like.dtype:
+        cast = _cast_like(data, like)
+        if cast is not data:
+            data, owned = cast, True
     old = leaf_tensor._grad
     if old is None:
         leaf_tensor._grad = _wrap(data if owned else _own(data))

@@ -19,6 +19,7 @@ import functools
 import itertools
 import json
 import math
+import operator
 import os
 import re
 import sys
@@ -251,11 +252,16 @@ def _releases_buffers(entry: Callable[..., Result]) -> Callable[..., Result]:
         try:
             return entry(*args, **kwargs)
         finally:
-            recycle = sys.modules.get("gradcalc._recycle")
-            if recycle is not None:  # (never imported: it holds no buffer)
-                recycle.empty_cache()
+            _empty_cache()
 
     return run
+
+
+def _empty_cache() -> None:
+    """The engine's free step buffers back to malloc (see `_releases_buffers`)."""
+    recycle = sys.modules.get("gradcalc._recycle")
+    if recycle is not None:  # (never imported: it holds no buffer)
+        recycle.empty_cache()
 
 
 def evaluate(
@@ -288,10 +294,13 @@ def evaluate(
     limits = limits or DEFAULT_LIMITS
     tolerance = _check_tolerance(check_tolerance)
     with budgets.running(limits, alarm=True):
-        return _evaluate(
-            formula, bindings, wrt, of, grad_output, dtype, seed, check, graph, limits,
-            retain_graph, tolerance,
-        )  # fmt: skip
+        try:
+            return _evaluate(
+                formula, bindings, wrt, of, grad_output, dtype, seed, check, graph, limits,
+                retain_graph, tolerance,
+            )  # fmt: skip
+        finally:
+            _empty_cache()  # (as `_releases_buffers` does: once the run's frame is gone)
 
 
 def _check_tolerance(value: Any) -> float:
@@ -307,7 +316,6 @@ def _check_tolerance(value: Any) -> float:
     return float(value)
 
 
-@_releases_buffers
 def _evaluate(
     formula: str,
     bindings: Mapping[str, Any] | None,
@@ -321,15 +329,23 @@ def _evaluate(
     limits: Limits,
     retain_graph: bool = False,
     check_tolerance: float = CHECK_TOLERANCE,
+    program: Any = None,
 ) -> Result:
-    """:func:`evaluate` on the engine (arguments checked)."""
+    """:func:`evaluate` on the engine (arguments checked; ``program`` is ``formula``
+    parsed, if the caller has it). The caller releases the engine's buffers after it
+    (`_empty_cache`): a wrapper's packing of its dozen arguments cost more."""
     if check and seed is None:
         # Finite differences re-run the program: they must see the same random draws.
         seed = int.from_bytes(os.urandom(4)) >> 1
     values = _binding_values(bindings)
-    with _recorder() if graph else _numpy.NOTHING:
+    if graph:
+        with _recorder():
+            result, run, seed_array = _differentiate(
+                formula, values, wrt, of, grad_output, dtype, seed, limits, retain_graph, program
+            )
+    else:
         result, run, seed_array = _differentiate(
-            formula, values, wrt, of, grad_output, dtype, seed, limits, retain_graph
+            formula, values, wrt, of, grad_output, dtype, seed, limits, retain_graph, program
         )
     if check:
         result.check_tolerance = check_tolerance
@@ -365,10 +381,10 @@ def evaluate_json(
     dtype = _check_dtype(dtype)
     limits = limits or DEFAULT_LIMITS
     tolerance = _check_tolerance(check_tolerance)
-    _checked_program(formula, limits)  # a syntax error is reported before NumPy loads
+    program = _checked_program(formula, limits)  # a syntax error is reported before NumPy loads
     with _numpy.errstate(), budgets.running(limits, alarm=True):
-        return result_to_json(
-            _evaluate(
+        try:
+            result = _evaluate(
                 formula,
                 bindings,
                 wrt,
@@ -381,8 +397,11 @@ def evaluate_json(
                 limits,
                 False,
                 tolerance,
+                program,
             )
-        )
+        finally:
+            _empty_cache()  # (as `_releases_buffers` does: once the run's frame is gone)
+        return result_to_json(result)
 
 
 @_releases_buffers
@@ -749,49 +768,65 @@ def _differentiate(
     seed: int | None,
     limits: Limits,
     retain_graph: bool = False,
+    program: Any = None,
 ) -> tuple[Result, _Run, np.ndarray | None]:
-    _checked_program(formula, limits)  # a syntax error is reported before NumPy loads
-    engine = _engine()
-    passes = engine.tensor.backward_passes()
-    run = _execute(formula, values, of, dtype, seed, limits)
-    fresh = engine.tensor.backward_passes() == passes  # the program ran no backward or grad()
-    result = _result_from_run(run, dtype)
-    result.notes += formula_notes(formula, limits)
+    if program is None:
+        program = _checked_program(formula, limits)  # a syntax error is reported before NumPy loads
+    tensor_module = _engine().tensor
+    passes = tensor_module.backward_passes()
+    run = _execute(formula, values, of, dtype, seed, limits, program)
+    fresh = tensor_module.backward_passes() == passes  # the program ran no backward or grad()
+    value = run.value
+    result = Result(value, _dtype_name(value.dtype), output_name=run.output_name)
+    notes = _formula_notes(formula, limits, program)
+    if notes:
+        result.notes += notes
     targets = _targets(run, wrt)
     seed_array = None
     if grad_output is not None:
         seed_array = _constant_array(grad_output, dtype, seed, limits)
-        if seed_array.shape != run.value.shape:
+        if seed_array.shape != value.shape:
             raise ShapeError(
                 f"{_option('grad_output')} has shape {_shape_text(seed_array)} but the output "
                 "has shape "
-                f"{_shape_text(run.value)}",
+                f"{_shape_text(value)}",
                 hint="the seed of a vector-Jacobian product has the output's shape",
             )
-    elif run.value.ndim > 0 and targets:
+    elif value.ndim > 0 and targets:
         result.summed = True
         result.notes.append(
-            f"The output has shape {_shape_text(run.value)}; it was differentiated as its sum "
+            f"The output has shape {_shape_text(value)}; it was differentiated as its sum "
             f"(a seed of ones). Use {_option('grad_output')} to give another seed."
         )
-    live = [(name, t) for name, t in targets if t.requires_grad]  # (targets are tensors)
-    grads: Sequence[Any] = [None] * len(live)
-    if run.output is not None and run.output.requires_grad and live:
+    inputs = []  # the targets that require grad (``_requires_grad``: the property's slot)
+    for _, t in targets:
+        if t._requires_grad:
+            inputs.append(t)
+    grads: Sequence[Any] = [None] * len(inputs)
+    output = run.output
+    if output is not None and output._requires_grad and inputs:
         seed_tensor = None
-        if run.value.ndim > 0 or seed_array is not None:
-            ones = np.ones(run.value.shape, dtype=dtype)
+        if value.ndim > 0 or seed_array is not None:
+            ones = np.ones(value.shape, dtype=dtype)
             seed_tensor = _tensor(ones if seed_array is None else seed_array, dtype)
-        inputs = [t for _, t in live]
         if fresh and _owns_every_leaf(run, inputs):
-            grads = _backward_into(run.output, inputs, seed_tensor, retain_graph)
+            grads = _backward_into(output, inputs, seed_tensor, retain_graph)
         else:
-            grads = _grad([run.output], inputs, seed_tensor, retain_graph=retain_graph)
-    gradient_of = {name: g for (name, _), g in zip(live, grads, strict=True)}
-    for name, tensor in targets:
-        g = gradient_of.get(name)
-        result.gradients[name] = _zeros_or(g, tensor, dtype)
+            grads = _grad([output], inputs, seed_tensor, retain_graph=retain_graph)
+    if len(inputs) < len(targets):  # a target that requires no grad has none
+        names = [name for name, t in targets if t._requires_grad]
+        gradient_of = dict(zip(names, grads, strict=True))
+        grads = [gradient_of.get(name) for name, _ in targets]
+    gradients = result.gradients
+    Float64 = _numpy.Float64
+    for (name, tensor), g in zip(targets, grads, strict=True):  # (names are unique)
         if g is None:
+            gradients[name] = _zeros_or(None, tensor, dtype)
             result.unused.append(name)
+        elif type(raw := g._raw) is float:  # (`_value_of`'s first case, without its call)
+            gradients[name] = Float64(raw)
+        else:
+            gradients[name] = _value_of(g)
     if result.unused:
         names = ", ".join(result.unused)
         result.notes.append(f"Not used by the output (gradient 0): {names}.")
@@ -807,8 +842,11 @@ def _execute(
     dtype: str,
     seed: int | None,
     limits: Limits,
+    program: Any = None,
 ) -> _Run:
-    interp = _engine().Interpreter(dtype=dtype, seed=seed, limits=limits)
+    """Run ``formula`` (``program``: it parsed, if the caller has it) in a fresh interpreter
+    with ``values`` bound as leaves; contract errors carry the formula's text."""
+    interp = _engine().Interpreter(dtype, seed, limits)
     interp.unbound_hint = _UNBOUND_HINTS[_SURFACE.get()]
     leaves = {}
     env = interp.env
@@ -821,7 +859,7 @@ def _execute(
     except Exception as exc:
         _reraise(exc)
     try:
-        outcome = interp.execute(_program(formula, limits))
+        outcome = interp.execute(_program(formula, limits) if program is None else program)
     except FormulaError as exc:
         if exc.source is None:
             exc.source = formula  # a cached program carries no text; the caret needs it
@@ -833,13 +871,13 @@ def _execute(
         error.source = formula  # type: ignore[attr-defined] (a FormulaError)
         raise error from None
     if of is not None:
-        if of not in interp.env:
+        if of not in env:
             raise UnknownNameError(
                 f"{_option('of')} names '{of}', which the formula does not define",
                 hint=f"pick a variable the formula assigns, or leave {_option('of')} out for "
                 "the last value",
             )
-        output, name = interp.env[of], of
+        output, name = env[of], of
     else:
         output, name = outcome.value, outcome.name
         if output is None:
@@ -866,20 +904,30 @@ def module_members(dotted: str) -> list[str]:
 def formula_notes(formula: str, limits: Limits | None = None) -> list[str]:
     """What a formula probably did not mean (``max(x, 0)`` reduces along axis 0)."""
     limits = limits or DEFAULT_LIMITS
+    notes = _NOTES.get((formula, limits.max_nesting))
+    if notes is None:
+        try:
+            program = _program(formula, limits)
+        except FormulaError:
+            program = None
+        notes = _formula_notes(formula, limits, program)
+    return list(notes)
+
+
+def _formula_notes(formula: str, limits: Limits, program: Any) -> tuple[str, ...]:
+    """`formula_notes` of ``formula`` parsed as ``program`` (None: it does not parse),
+    cached by its text."""
     key = (formula, limits.max_nesting)
     notes = _NOTES.get(key)
     if notes is None:
         from gradcalc.interpreter import axis_notes
 
-        try:
-            notes = tuple(axis_notes(_program(formula, limits)))
-        except FormulaError:
-            notes = ()
+        notes = () if program is None else tuple(axis_notes(program))
         if len(formula) <= _PROGRAM_CACHE_TEXT:
             if len(_NOTES) >= _PROGRAM_CACHE_SIZE:
                 _NOTES.pop(next(iter(_NOTES)))
             _NOTES[key] = notes
-    return list(notes)
+    return notes
 
 
 _NOTES: dict[tuple[str, int], tuple[str, ...]] = {}
@@ -887,10 +935,13 @@ _NOTES: dict[tuple[str, int], tuple[str, ...]] = {}
 small formula ~20% of its time)."""
 
 
-def _checked_program(formula: str, limits: Limits) -> None:
-    """Parse ``formula`` (cached for the run that follows), its source on any error."""
+def _checked_program(formula: str, limits: Limits) -> Any:
+    """``formula`` parsed (cached for the run that follows), its source on any error."""
+    program = _PROGRAMS.get((formula, limits.max_nesting))  # (`_program`'s first look)
+    if program is not None:
+        return program
     try:
-        _program(formula, limits)
+        return _program(formula, limits)
     except FormulaError as exc:
         if exc.source is None:
             exc.source = formula
@@ -931,12 +982,12 @@ def _targets(run: _Run, wrt: Sequence[str] | None) -> list[tuple[str, Any]]:
     the formula assigns is its own data (``t = ones(3, 2)``), reported only when
     ``wrt`` names it. A formula given no bindings reports the differentiable leaves
     it assigns (``a = 2; b = 6; 3*a**3 - b**2``: seed 000 as a program)."""
-    Tensor = _engine().Tensor
     env = run.interp.env
     if wrt is None:
         targets = list(run.leaves.items())
         if targets:
             return targets
+        Tensor = _engine().Tensor
         for name, value in env.items():
             if (
                 name not in run.leaves
@@ -946,6 +997,7 @@ def _targets(run: _Run, wrt: Sequence[str] | None) -> list[tuple[str, Any]]:
             ):
                 targets.append((name, value))
         return targets
+    Tensor = _engine().Tensor
     targets = []
     for name in dict.fromkeys(wrt):
         if name in run.leaves:
@@ -1007,21 +1059,25 @@ def _owns_every_leaf(run: _Run, inputs: list[Any]) -> bool:
     engine = _engine()
     if engine.tensor.is_recording_values():
         return False
-    Tensor = engine.Tensor
-    chosen = set(map(id, inputs))
     # (the slots behind ``is_leaf``, ``grad`` of a leaf and ``requires_grad``: read once
     # per tensor of every request, the properties cost more than the rest of this test)
     for tensor in inputs:
         if tensor._grad_fn is not None or tensor._grad is not None:
             return False
-    for value in (*run.leaves.values(), *run.interp.env.values()):
-        if (
-            isinstance(value, Tensor)
-            and value._requires_grad
-            and value._grad_fn is None
-            and id(value) not in chosen
-        ):
-            return False
+    Tensor = engine.Tensor
+    chosen = set(map(id, inputs))
+    leaves = run.leaves.values()
+    if len(leaves) == len(inputs) and all(map(operator.is_, leaves, inputs)):
+        leaves = ()  # (the inputs are the bound leaves, in order: each passes)
+    for values in (leaves, run.interp.env.values()):
+        for value in values:
+            if (
+                isinstance(value, Tensor)
+                and value._requires_grad
+                and value._grad_fn is None
+                and id(value) not in chosen
+            ):
+                return False
     return True
 
 
@@ -1035,7 +1091,10 @@ def _backward_into(output: Any, inputs: list[Any], seed: Any, retain_graph: bool
         raise
     except Exception as exc:
         _reraise(exc)
-    return [tensor.grad for tensor in inputs]
+    return list(map(_GRAD, inputs))  # (``.grad`` of a leaf, as `_owns_every_leaf` saw)
+
+
+_GRAD = operator.attrgetter("_grad")
 
 
 def _vjp_rows(output: Any, inputs: list[Any], dtype: str, create_graph: bool) -> list[list]:
@@ -1199,7 +1258,10 @@ def _binding_values(bindings: Mapping[str, Any] | None) -> dict[str, Any]:
     """
     values: dict[str, Any] = {}
     for name, value in (bindings or {}).items():
-        if isinstance(value, str):
+        kind = type(value)  # (the common cases first: a failed isinstance costs more)
+        if kind in _NUMBER_TYPES or (kind is list and _is_number_list(value)):
+            values[name] = value
+        elif isinstance(value, str):
             text = value.strip()
             values[name] = float(text) if _NUMBER.fullmatch(text) else value
         elif isinstance(value, (bool, int, float)) or _is_number_list(value) or _is_numpy(value):
@@ -1241,7 +1303,9 @@ _LIST_TYPES = frozenset((list, tuple))
 
 def _is_number_list(value: Any) -> bool:
     """True for (nested) lists of numbers, checked iteratively (depth is the caller's)."""
-    if not isinstance(value, list | tuple):
+    if type(value) is list and set(map(type, value)) <= _NUMBER_TYPES:
+        return True  # (the common vector, at once)
+    if not isinstance(value, (list, tuple)):
         return False
     stack = [value]
     while stack:
@@ -1253,9 +1317,9 @@ def _is_number_list(value: Any) -> bool:
             stack.append(list(itertools.chain.from_iterable(items)))
             continue
         for item in items:
-            if isinstance(item, list | tuple):
+            if isinstance(item, (list, tuple)):
                 stack.append(item)
-            elif not isinstance(item, bool | int | float):
+            elif not isinstance(item, (bool, int, float)):
                 return False
     return True
 
@@ -1264,9 +1328,9 @@ def _as_output(value: Any, name: str | None) -> tuple[Any, np.ndarray]:
     """(tensor or None, ndarray) for a program output; non-numbers are a TypeError."""
     if isinstance(value, _engine().Tensor):
         return value, _value_of(value)
-    if isinstance(value, bool | int | float) or type(value).__module__ == "numpy":
+    if isinstance(value, (bool, int, float)) or type(value).__module__ == "numpy":
         return None, np.asarray(value)
-    if isinstance(value, tuple | list) and _is_number_list(value):
+    if isinstance(value, (tuple, list)) and _is_number_list(value):
         return None, np.asarray(value)
     what = f"'{name}'" if name else "the output"
     raise FormulaTypeError(f"{what} is a {_kind(value)}, not a tensor or a number")
@@ -1298,8 +1362,11 @@ def _zeros_or(gradient: Any, tensor: Any, dtype: str) -> np.ndarray:
 def _value_of(tensor: Any) -> Any:
     """A tensor's value for a Result: an ndarray, or a float backend's ``Float64``."""
     raw = tensor._raw
-    if type(raw) is float:
+    kind = type(raw)
+    if kind is float:
         return _numpy.Float64(raw)
+    if kind is np.ndarray and raw.ndim:
+        return raw  # (what np.asarray(tensor._data) returns)
     if _is_0d_float64(raw):
         return _numpy.Float64(raw.item())
     return np.asarray(tensor._data)
@@ -1317,7 +1384,12 @@ def _is_0d_float64(raw: Any) -> bool:
 def _note_values(result: Result) -> None:
     if not _all_finite(result.value):
         result.notes.append("The value is not finite everywhere (NaN or Infinity appeared).")
-    bad = [name for name, g in result.gradients.items() if not _all_finite(g)]
+    bad = []
+    Float64 = _numpy.Float64
+    for name, g in result.gradients.items():
+        # (a float backend's gradient without `_all_finite`'s call: most requests' case)
+        if not (math.isfinite(g) if type(g) is Float64 else _all_finite(g)):
+            bad.append(name)
     if bad:
         result.notes.append(f"Non-finite gradient entries (NaN or Infinity): {', '.join(bad)}.")
 
@@ -1394,10 +1466,13 @@ OUTPUT_BYTES = 64
 
 def _check_output(result: Result) -> None:
     """The output (value and gradients) must fit the run's memory budget as text too."""
-    sizes = [result.value, *result.gradients.values()]
-    elements = sum(getattr(v, "size", 1) for v in sizes)  # (a float backend's float: one)
     budget = budgets.current()
-    if budget is not None and elements >= budgets.LARGE:
+    if budget is None:
+        return
+    elements = getattr(result.value, "size", 1)  # (a float backend's float: one)
+    for gradient in result.gradients.values():
+        elements += getattr(gradient, "size", 1)
+    if elements >= budgets.LARGE:
         budget.check(elements * OUTPUT_BYTES, f"the output ({elements:,} numbers)")
 
 
@@ -1435,7 +1510,7 @@ def run_request(request: Any, limits: Limits | None = None) -> dict:
     request_id = request.get("id") if isinstance(request, dict) else None
     surface = _SURFACE.set("batch")
     try:
-        out = evaluate_json(**_request_arguments(request), limits=limits or BATCH_LIMITS)
+        out = evaluate_json(**_request_arguments(request, limits or BATCH_LIMITS))
     except LimitError as exc:
         budgets.rehint(exc, "batch")
         out = error_to_json(exc)
@@ -1477,7 +1552,7 @@ def run_line(
     """
     where = f"input line {line_number}: " if line_number is not None else ""
     try:
-        request = json.loads(line)
+        request = _loads(line)
     except ValueError as exc:
         reply = {"id": None, **_bad_request(f"{where}not valid JSON ({exc})")}
         return dumps(reply), False
@@ -1488,7 +1563,8 @@ def run_line(
         kind = type(request).__name__
         reply = {"id": None, **_bad_request(f"{where}expected a JSON object, got {kind}")}
         return dumps(reply), False
-    problem = _id_problem(request.get("id"))
+    request_id = request.get("id")
+    problem = None if type(request_id) in _PLAIN_IDS else _id_problem(request_id)
     if problem:
         return dumps({"id": None, **_bad_request(f"{where}request 'id' {problem}")}), False
     reply = run_request(request, limits)
@@ -1503,6 +1579,25 @@ def run_line(
 
 
 _TOO_DEEP = "the JSON nests too deeply"
+_PLAIN_IDS = frozenset((type(None), str, int, bool))
+"""The ids `_id_problem` passes at once (most requests' ids: asked without its call)."""
+
+
+def _loads(line: str) -> Any:
+    """``json.loads(line)``: for a line that is one JSON value with no space around it
+    (what a writer of JSON Lines writes), by the decoder's ``raw_decode``, without
+    ``loads``'s two passes for white space; anything else, and any error, by ``json.loads``."""
+    if type(line) is str:
+        try:
+            value, end = _RAW_DECODE(line)
+        except ValueError:  # (space first, a BOM, an error: json.loads, and its error)
+            return json.loads(line)
+        if end == len(line):
+            return value
+    return json.loads(line)
+
+
+_RAW_DECODE = json.JSONDecoder().raw_decode
 
 
 def _id_problem(value: Any) -> str | None:
@@ -1555,12 +1650,12 @@ def _bad_request(message: str) -> dict:
     return {"error": {"type": "ValueError", "message": message}}
 
 
-def _request_arguments(request: Any) -> dict[str, Any]:
-    """Validate a batch request and map it to :func:`evaluate`'s keyword arguments."""
+def _request_arguments(request: Any, limits: Limits) -> dict[str, Any]:
+    """Validate a batch request and map it to :func:`evaluate_json`'s keyword arguments."""
     if not isinstance(request, dict):
         raise FormulaValueError(f"request must be a JSON object, got {type(request).__name__}")
-    unknown = sorted(set(request) - _REQUEST_KEYS)
-    if unknown:
+    if not _REQUEST_KEYS.issuperset(request):
+        unknown = sorted(set(request) - _REQUEST_KEYS)
         raise FormulaValueError(
             f"request has unknown keys: {', '.join(map(str, unknown))}",
             hint="allowed: " + ", ".join(sorted(_REQUEST_KEYS)),
@@ -1596,4 +1691,5 @@ def _request_arguments(request: Any) -> dict[str, Any]:
         "check": bool(request.get("check", False)) or "check_tolerance" in request,
         "check_tolerance": request.get("check_tolerance"),
         "graph": bool(request.get("graph", False)),
+        "limits": limits,
     }

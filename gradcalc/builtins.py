@@ -395,13 +395,17 @@ class Context:
             self.dtype_name == "float64"
         ):  # a number: no NumPy on the float backend
             return _tensor.leaf(self.zero_d(value), requires_grad=bool(requires_grad))
-        if isinstance(value, Tensor) and type(value._raw) is float:
+        if type(value) is list:  # (the common case, without two failed isinstance)
+            array = nested_list_array(value, self, label)
+        elif isinstance(value, Tensor) and type(value._raw) is float:
             return _tensor.leaf(self.zero_d(value._raw), requires_grad=bool(requires_grad))
-        if isinstance(value, Tensor):
+        elif isinstance(value, Tensor):
             array = np.array(np.asarray(value._data), dtype=self.np_dtype)
         else:
             array = nested_list_array(value, self, label)
-        self.check_elements(array.size, f"the value of {label}")
+        size = array.size
+        if size > self.limits.max_elements or size >= LARGE:  # (else `check_elements` passes)
+            self.check_elements(size, f"the value of {label}")
         # 0-d: a NumPy scalar, as the engine's own 0-d tensors hold (arithmetic between
         # scalars skips NumPy's array machinery, several times faster in a scalar chain)
         if array.ndim == 0:

@@ -37,7 +37,7 @@ import operator
 import warnings
 from collections.abc import Iterator
 
-from gradcalc import _numpy, _tensor, pylang
+from gradcalc import _numpy, _tensor
 from gradcalc import builtins as lang
 from gradcalc import limits as budgets
 from gradcalc import syntax as ast
@@ -1401,6 +1401,21 @@ def _cached_compile(interp: Interpreter, program: ast.Program) -> Compiled:
     return compiled
 
 
+class _LatePylang:
+    """`gradcalc.pylang` (Python's values and built-ins: programs, ``print``, imports),
+    imported at its first use, when it takes this stand-in's place: a formula seldom
+    needs it, and its import was ~1 ms of every one-shot command's start."""
+
+    def __getattr__(self, name: str) -> Any:
+        global pylang
+        from gradcalc import pylang as module
+
+        pylang = module
+        return getattr(module, name)
+
+
+pylang: Any = _LatePylang()
+
 # -------------------------------------------------------------------- interpreter
 
 
@@ -1439,13 +1454,24 @@ class Interpreter:
         self.program = program
         """Python's values and built-ins (``gradcalc run``): ``2`` is an int, ``[1, 2]`` a
         list, names are Python's (`gradcalc.pylang`); else the formula language's."""
-        self.run_context = pylang.RunContext(self.limits, write or pylang.stdout_write)
+        self._write = write
+        self._run_context: pylang.RunContext | None = None
         self._callbacks = 0  # program functions the Python API is calling back, nested
         self._source: str | None = None  # the text being run, for callbacks' errors
         self.prints = program or write is not None
         """Whether ``print`` is a built-in: in programs, and in formula sessions that say
         where it writes (the REPL); a one-shot formula's output is its value."""
-        """Where ``print`` writes (``write(text)``), and the limits Python's values obey."""
+
+    @property
+    def run_context(self) -> pylang.RunContext:
+        """Where ``print`` writes (``write(text)``), and the limits Python's values obey;
+        made when first needed (a formula's run seldom needs it)."""
+        context = self._run_context
+        if context is None:
+            context = self._run_context = pylang.RunContext(
+                self.limits, self._write or pylang.stdout_write
+            )
+        return context
 
     # -- public API
 
@@ -1459,7 +1485,7 @@ class Interpreter:
             )
         if isinstance(value, str):
             value = self._constant_formula(value, name)
-        self.env[name] = self.context.leaf(value, requires_grad, label=name)
+        self.env[name] = self.context.leaf(value, requires_grad, name)
 
     def compile(self, source_or_program: str | ast.Program) -> Compiled:
         """Parse (if given text) and compile a program once, to run it many times with
@@ -1504,8 +1530,10 @@ class Interpreter:
                     compiled = _compile(self, compiled.program, source)
             else:
                 compiled = _cached_compile(self, source_or_program)
-            env = self.env
-            saved = {name: env.get(name, _MISSING) for name in compiled.binds}
+            binds = compiled.binds
+            if binds:  # (a frozenset: iterated twice in one order; no comprehension's frame)
+                before = map(self.env.get, binds, itertools.repeat(_MISSING))
+                saved = dict(zip(binds, before, strict=True))
             with _numpy.errstate(), warnings.catch_warnings():
                 # NumPy's own warnings (mean of an empty slice) say what the
                 # non-finite value already shows; they must not reach a terminal
@@ -1705,8 +1733,13 @@ class Interpreter:
         user sees, at the position of the instruction that failed."""
         machine = _Machine(self, compiled)
         try:
-            with budgets.running(self.limits) as machine.budget:
+            budget = budgets.current()
+            if budget is not None:  # a run inside a request: its budget (as `running` does)
+                machine.budget = budget
                 machine.run()
+            else:
+                with budgets.running(self.limits) as machine.budget:
+                    machine.run()
         except Exception as exc:
             error, cause = machine.error(exc, source)
             raise error from cause

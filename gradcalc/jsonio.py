@@ -12,6 +12,7 @@ error, or an answer of the float backend, costs only ``json``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Mapping
@@ -49,8 +50,24 @@ def tensor_to_json(array: Any) -> Any:
     float32 values are written with their shortest float32 spelling (0.1, not
     0.10000000149011612).
     """
-    if isinstance(array, float) and type(array).__module__ != "numpy":
-        return finite_or_text(float(array))  # the float backend's value (no NumPy)
+    kind = type(array)
+    if kind is _numpy.Float64 or kind is float:  # the float backend's value (no NumPy)
+        number = float(array)
+        return number if math.isfinite(number) else finite_or_text(number)
+    if kind is _ndarray and array.dtype is _float64 and array.size <= SMALL_ARRAY:
+        # the common small float64 vector or matrix: one list, checked as it is
+        ndim = array.ndim
+        if ndim == 1:
+            flat = array.tolist()
+            if all(map(math.isfinite, flat)):
+                return flat
+            return [finite_or_text(x) for x in flat]
+        if ndim == 2:
+            rows = array.tolist()
+            if all(map(math.isfinite, itertools.chain.from_iterable(rows))):
+                return rows
+    if isinstance(array, float) and kind.__module__ != "numpy":
+        return finite_or_text(float(array))
     array = np.asarray(array)
     if array.ndim == 0:  # the common case (a scalar result), without NumPy reductions
         item = array.item()
@@ -81,9 +98,33 @@ SMALL_ARRAY = 64
 NumPy's ``isfinite(a).all()`` costs ~2 µs at any size, 5x the list's check of a 5-vector."""
 
 
+class _NoArray:
+    """``np.ndarray`` until NumPy is loaded: no value is one (a type check must not load it)."""
+
+
+_ndarray: Any = _NoArray
+_float64: Any = None
+"""``np.ndarray`` and NumPy's float64 dtype, once NumPy is loaded (for `tensor_to_json`'s
+fast path: an array of another float64 dtype object, byte-swapped say, takes the general
+one)."""
+
+
+def _with_numpy(numpy: Any) -> None:
+    global _ndarray, _float64
+    _ndarray, _float64 = numpy.ndarray, numpy.dtype(numpy.float64)
+
+
+_numpy.when_loaded(_with_numpy)
+
+
 def all_finite(array: Any) -> bool:
     """Whether every entry of a float ndarray is finite (as `tensor_to_json` checks)."""
     if array.size <= SMALL_ARRAY:
+        ndim = array.ndim
+        if ndim == 1:  # (the common vector and matrix without a reshaped copy)
+            return all(map(math.isfinite, array.tolist()))
+        if ndim == 2:
+            return all(map(math.isfinite, itertools.chain.from_iterable(array.tolist())))
         return all(map(math.isfinite, array.reshape(-1).tolist()))
     return bool(np.isfinite(array).all())
 
@@ -113,12 +154,22 @@ def result_to_json(result: Any) -> dict:
 
     (Typed ``Any``: ``gradcalc.api`` imports this module, not the other way round.)
     """
+    value = tensor_to_json(result.value)
+    shape = list(result.value.shape)  # (``result.shape``, without its tuple)
+    gradients = {}
+    Float64 = _numpy.Float64
+    for name, g in result.gradients.items():
+        # (a float backend's finite gradient without `tensor_to_json`'s call)
+        if type(g) is Float64 and math.isfinite(g):
+            gradients[name] = float(g)
+        else:
+            gradients[name] = tensor_to_json(g)
     out: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
-        "value": tensor_to_json(result.value),
-        "shape": list(result.shape),
+        "value": value,
+        "shape": shape,
         "dtype": result.dtype,
-        "gradients": {name: tensor_to_json(g) for name, g in result.gradients.items()},
+        "gradients": gradients,
     }
     if result.output_name is not None:
         out["output"] = result.output_name

@@ -251,12 +251,12 @@ class running:
         self.alarm = alarm
 
     def __enter__(self) -> Budget:
-        self.outer = current()
-        if self.outer is not None:
-            self.budget = self.outer
-            return self.outer
-        self.budget = _LOCAL.budget = _LATEST[0] = Budget(self.limits, self.alarm)
-        return self.budget
+        outer = self.outer = getattr(_LOCAL, "budget", None)  # (`current`, inlined)
+        if outer is not None:
+            self.budget = outer
+            return outer
+        budget = self.budget = _LOCAL.budget = _LATEST[0] = Budget(self.limits, self.alarm)
+        return budget
 
     def __exit__(self, *exc: object) -> None:
         if self.outer is None:

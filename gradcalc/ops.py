@@ -542,7 +542,9 @@ def _d(v: Any) -> Any:
 def _shape(v: Any) -> tuple:
     if type(v) is Tensor:
         v = v._raw
-    return () if type(v) in _tensor.PYTHON_VALUES else np.shape(v)
+    if type(v) is _ndarray:
+        return v.shape
+    return () if type(v) in _SCALARS or type(v) is bool else np.shape(v)
 
 
 def call1(op: Op, x: Any, *consts: Any) -> Any:
@@ -602,6 +604,32 @@ def unbroadcast(g: Any, x: Any) -> Any:
     return g
 
 
+def _broadcast_to(x: Any, shape: tuple) -> Any:
+    """``np.broadcast_to(x, shape)``: a read-only view. A NumPy scalar or contiguous
+    array (a reduction's gradient) is spread directly, without NumPy's ~2 µs of
+    general checks; anything else (and every error) is NumPy's."""
+    if type(x) is not _ndarray:
+        if type(x) not in _SCALARS:
+            return np.broadcast_to(x, shape)
+        x = np.asarray(x)
+    lead = len(shape) - x.ndim if type(shape) is tuple else -1
+    if lead < 0 or not x.size or not x.flags.c_contiguous:
+        return np.broadcast_to(x, shape)
+    strides = [0] * lead
+    for size, have, stride in zip(shape[lead:], x.shape, x.strides, strict=True):
+        if have != size:
+            if have != 1 or type(size) is not int or size < 0:
+                return np.broadcast_to(x, shape)
+            stride = 0
+        strides.append(stride)
+    for size in shape[:lead]:
+        if type(size) is not int or size < 0:
+            return np.broadcast_to(x, shape)
+    out = np.ndarray(shape, x.dtype, x, 0, tuple(strides))
+    out.flags.writeable = False
+    return out
+
+
 def _expand_back(g: Tensor, shape: tuple, dims: tuple, keepdim: bool) -> Tensor:
     """A reduction's gradient ``g`` broadcast back to the input's ``shape``."""
     if not keepdim and dims:
@@ -618,6 +646,8 @@ def _dims(dim: Any, ndim: int) -> tuple[int, ...]:
     """Normalised reduction dims (PyTorch accepts dim 0/-1 on a 0-d tensor)."""
     if dim is None:
         return tuple(range(ndim))
+    if type(dim) is int and -ndim <= dim < ndim:
+        return (dim % ndim,)  # the common case (PyTorch's 0-d exception needs the rest)
     if isinstance(dim, Tensor):
         dim = int(dim.item())
     items = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
@@ -658,18 +688,19 @@ def _spare_for(out: Any, a: Any, b: Any, spare: tuple) -> bool:
     """Whether ``out`` is one of the ``spare`` buffers and fits ``a op b``."""
     for buffer in spare:
         if out is buffer:
-            if (
-                type(a) is _ndarray
-                and type(b) is _ndarray
-                and a.shape == b.shape
-                and a.dtype == b.dtype
-            ):
-                return True  # the common case, without NumPy's slower general rules
+            if type(a) is _ndarray:
+                if type(b) is _ndarray and a.shape == b.shape and a.dtype == b.dtype:
+                    return True  # the common case, without NumPy's slower general rules
+                if type(b) in _PY_NUMBERS and a.dtype.kind == "f":
+                    return out is a  # a Python number keeps a float array's shape and dtype
             return (
                 np.broadcast_shapes(np.shape(a), np.shape(b)) == out.shape
                 and np.result_type(a, b) == out.dtype
             )
     return False
+
+
+_PY_NUMBERS = frozenset((int, float, bool))
 
 
 def _is_broadcast_one(a: Any, like: Any) -> bool:
@@ -695,7 +726,7 @@ def _mul(a: Any, b: Any, spare: tuple = ()) -> Any:
     returns the other factor itself: backward never writes into a buffer
     something else still holds, and ``.grad`` copies what it does not own.
     """
-    if type(a) is _ndarray and _is_broadcast_one(a, b):
+    if type(a) is _ndarray and a.base is not None and _is_broadcast_one(a, b):
         return b
     if spare:
         if _spare_for(a, a, b, spare):
@@ -1210,6 +1241,8 @@ def _numel(v: Any) -> int:
         v = v._raw
     elif type(v) is _SYMBOLIC:
         v = v.value
+    if type(v) is _ndarray:
+        return v.size
     return 1 if type(v) in _tensor.PYTHON_VALUES else int(np.size(v))
 
 
@@ -1230,8 +1263,19 @@ SUM_DIM = defop(
     saves=False,
     sample=Sample((((2, 3),),), consts=(((0,), False), ((1,), True), ((0, 1), False))),
 )  # fmt: skip
+
+
+def _mean_all(x: Any) -> Any:
+    """``np.mean(x)``: for a float32/float64 array, its own steps (the sum, then its
+    float64 quotient by the count as an intp, in the sum's type) without its dispatch."""
+    if type(x) is _ndarray and x.dtype.char in "fd" and x.size:
+        total = np.add.reduce(x, axis=None)
+        return total.dtype.type(total / np.intp(x.size))
+    return np.mean(x)
+
+
 MEAN = defop(
-    "mean", "MeanBackward0", lambda x: np.mean(x),
+    "mean", "MeanBackward0", _mean_all,
     (lambda g, a, x: _expand_back(g / max(_numel(x), 1), _shape(x), (), True),),
     scalar=lambda x: (x + 0.0) / 1.0,  # a 0-d mean is its element (-0.0's is 0.0)
     saves=False, sample=Sample(UNARY),
@@ -1300,7 +1344,7 @@ PROD_DIM = defop(
 
 def _extreme_all_vjp(g: Tensor, a: Tensor, x: Tensor) -> Tensor:
     hit = np.asarray(_d(x) == _d(a))
-    share = hit / max(int(hit.sum()), 1)
+    share = hit / max(int(np.count_nonzero(hit)), 1)  # (hit.sum() without its dispatch)
     return g * _const(share.astype(np.result_type(_d(x))), g)
 
 
@@ -1407,11 +1451,11 @@ NORM_DIM = defop(
 
 
 def _logsumexp(x: Any, dims: tuple, keepdim: bool) -> Any:
-    top = np.max(x, axis=dims, keepdims=True)
+    top = np.maximum.reduce(x, axis=dims, keepdims=True)  # (np.max's and np.sum's steps)
     top = np.where(np.isfinite(top), top, 0)
-    out = np.log(np.sum(np.exp(x - top), axis=dims, keepdims=True)) + top
+    out = np.log(np.add.reduce(np.exp(x - top), axis=dims, keepdims=True)) + top
     if not keepdim:
-        out = np.squeeze(out, axis=dims)
+        out = out.squeeze(axis=dims)
     return out.astype(np.result_type(x), copy=False)[()]
 
 
@@ -1466,10 +1510,10 @@ def _matmul_vjp_y(g: Tensor, a: Any, x: Tensor, y: Tensor) -> Tensor:
 
 def _mm_pooled(x: np.ndarray, y: Any) -> np.ndarray | None:
     """``x @ y`` of two float matrices into a pooled buffer when the result is large."""
-    if type(y) is not _ndarray or y.dtype != x.dtype or x.ndim != 2 or y.ndim != 2:
+    if type(y) is not _ndarray or x.ndim != 2 or y.ndim != 2:
         return None
     shape = (x.shape[0], y.shape[1])
-    if shape[0] * shape[1] * x.itemsize < _recycle.MIN_BYTES:
+    if shape[0] * shape[1] * x.itemsize < _recycle.MIN_BYTES or y.dtype != x.dtype:
         return None
     return np.matmul(x, y, out=_recycle.take(shape, x.dtype))
 
@@ -1507,7 +1551,7 @@ BMM = defop(
 
 def _reshape_forward(x: Any, shape: tuple) -> Any:
     try:
-        return np.reshape(x, shape)
+        return x.reshape(shape) if type(x) is _ndarray else np.reshape(x, shape)
     except ValueError:
         raise _tensor.ShapeMismatch(
             f"shape '{list(shape)}' is invalid for input of size {np.size(x)}"
@@ -1520,7 +1564,7 @@ VIEW = defop(
     saves=False, sample=Sample((((2, 3),), ((6,),)), consts=(((3, 2),), ((-1,),))),
 )  # fmt: skip
 EXPAND = defop(
-    "expand", "ExpandBackward0", lambda x, shape: np.broadcast_to(x, shape),
+    "expand", "ExpandBackward0", _broadcast_to,
     (lambda g, a, x, shape: unbroadcast(g, x),),
     saves=False, sample=Sample((((3,),), ((1, 3),)), consts=(((2, 3),),)),
 )  # fmt: skip
@@ -1530,7 +1574,8 @@ TRANSPOSE = defop(
     saves=False, sample=Sample((((2, 3),), ((2, 3, 4),)), consts=((0, 1), (-1, -2))),
 )  # fmt: skip
 T = defop(
-    "t", "TBackward0", lambda x: np.transpose(x), (lambda g, a, x: call1(T, g),),
+    "t", "TBackward0", lambda x: x.T if type(x) is _ndarray else np.transpose(x),
+    (lambda g, a, x: call1(T, g),),
     saves=False, sample=Sample(UNARY),
 )  # fmt: skip
 PERMUTE = defop(

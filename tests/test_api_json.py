@@ -141,3 +141,74 @@ def test_malformed_requests_give_error_lines(line: str, message: str) -> None:
     assert payload["error"]["message"].startswith("input line 9: ")
     assert payload["id"] == (3 if line.startswith('{"id": 3') else None)
     assert set(payload) == {"id", "error"}
+
+
+class _Row(np.ndarray):
+    """An ndarray subclass: `tensor_to_json` takes its general path for it."""
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.array([1.0, -0.1, 1e300]),
+        np.array([np.nan, 2.0, -np.inf]),
+        np.zeros(0),
+        np.zeros((3, 0)),
+        np.arange(6.0).reshape(2, 3),
+        np.arange(12.0).reshape(3, 4).T,  # (not contiguous)
+        np.array([[1.0, np.inf], [np.nan, -0.0]]),
+        np.arange(float(jsonio.SMALL_ARRAY)).reshape(8, 8),
+    ],
+)
+def test_small_float64_arrays_are_written_as_by_the_general_path(array: np.ndarray) -> None:
+    fast = tensor_to_json(array)
+    assert fast == tensor_to_json(array.view(_Row)) == _spelled(array.tolist())
+    assert api.dumps(fast) == api.dumps(tensor_to_json(array.view(_Row)))
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"id": None, "a": [1, 2.5, -0.0, 1e300, True, False, None], "é": "ü\n\"'"},
+        [{"x": {"y": [[1.0]]}}, (1, 2), 10**30],
+        "text",
+        0.1,
+        {"value": jsonio._numpy.Float64(2.5)},
+    ],
+)
+def test_dumps_writes_what_json_dumps_writes(obj: object) -> None:
+    assert api.dumps(obj) == json.dumps(obj, allow_nan=False)
+
+
+def test_dumps_raises_what_json_dumps_raises() -> None:
+    cycle: list = []
+    cycle.append(cycle)
+    for bad in (cycle, {"x": [float("inf")]}, {"x": object()}, {(1, 2): 3}):
+        with pytest.raises(Exception) as ours:
+            api.dumps(bad)
+        with pytest.raises(Exception) as theirs:
+            json.dumps(bad, allow_nan=False)
+        assert type(ours.value) is type(theirs.value)
+        assert str(ours.value) == str(theirs.value)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"formula": "2*x", "vars": {"x": 1}}',
+        '  {"formula": "2*x", "vars": {"x": 1}}\r',
+        '\ufeff{"formula": "2"}',
+        '{"formula": "2"} {"formula": "3"}',
+        '{"formula": "2", "vars": {"x": [1, 2}}',
+        '{"formula": "2", "id": "\\ud800"}',
+        "",
+    ],
+)
+def test_request_lines_are_read_as_json_loads_reads_them(line: str) -> None:
+    try:
+        expected = json.loads(line)
+    except ValueError as exc:
+        text, ok = api.run_line(line, 2)
+        assert not ok and str(exc) in strict_loads(text)["error"]["message"]
+        return
+    assert api._loads(line) == expected

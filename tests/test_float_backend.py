@@ -204,7 +204,10 @@ print(loaded, "numpy" in sys.modules)
     assert _python(code).split("\n")[0] == "[] False"
 
 
-HEAVY = ("numpy", "rich", "typer", "dataclasses", "inspect", "typing", "gradcalc.autograd")
+HEAVY = (
+    *("numpy", "rich", "typer", "dataclasses", "inspect", "typing"),
+    *("gradcalc.autograd", "gradcalc.pylang"),
+)
 """Modules a scalar one-shot command must not import."""
 
 

@@ -115,6 +115,50 @@ def test_non_finite_values_are_results_not_errors() -> None:
         assert value("-1/0") == -np.inf
 
 
+def test_a_run_ignores_numpy_runtime_warnings_and_restores_the_filters_after() -> None:
+    # mean of an empty tensor: NumPy warns from its own frames, which only the run's
+    # filter silences; the run leaves the filters (the same list) as it found them
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", category=RuntimeWarning)  # (moved first inside)
+        warnings.simplefilter("always", UserWarning)
+        filters, show = warnings.filters, warnings.showwarning
+        before = list(filters)
+        assert np.isnan(value("mean(x)", x=[]))
+        assert warnings.filters is filters and warnings.filters == before
+        assert warnings.showwarning is show
+        np.mean(np.array([]))  # outside a run, the caller's filters hold again
+        warnings.warn("after", UserWarning, stacklevel=1)
+    assert [type(w.message) for w in seen] == [UserWarning]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert np.isnan(value("mean(x)", x=[]))
+        assert seen == []
+        np.mean(np.array([]))  # the same warning outside a run
+        assert seen and all(w.category is RuntimeWarning for w in seen)
+
+
+def test_numpy_errstate_silences_once_and_keeps_the_callers_other_settings() -> None:
+    from gradcalc import _numpy
+
+    _numpy.load()
+    old_call, old_size = np.geterrcall(), np.getbufsize()
+    try:
+        np.seterrcall(print)
+        np.setbufsize(16384)
+        for setting in ("warn", "raise"):
+            with np.errstate(all=setting):
+                with _numpy.errstate():
+                    assert set(np.geterr().values()) == {"ignore"}
+                    assert np.geterrcall() is print and np.getbufsize() == 16384
+                    assert _numpy.errstate() is _numpy.NOTHING  # (silenced already)
+                    assert float(np.float64(1e300) * 1e300) == np.inf
+                assert set(np.geterr().values()) - {"ignore"} == {setting}
+    finally:
+        np.seterrcall(old_call)
+        np.setbufsize(old_size)
+
+
 # ------------------------------------------------------------------ statements
 
 
