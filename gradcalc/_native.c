@@ -21,10 +21,17 @@
  *     from the roots (Node.deps, offset by the pass's base; see
  *     _tensor._count_consumers).
  * run_scalar_nodes(ready, pending, base, free): backward's 0-d fast path,
- *     _tensor._scalar_nodes in C: while the next ready node is a plain one-
- *     or two-operand node whose gradient is a Python or NumPy float scalar,
- *     run its VJPs and pass the results on. Stops, changing nothing, at the
- *     first node that needs the general path.
+ *     _tensor._scalar_nodes in C: while the next ready node's gradient is a
+ *     Python or NumPy float scalar and the node is a plain one- or two-operand
+ *     node (its constants, e.g. pow's exponent, passed to the VJPs after the
+ *     operands), run its VJPs and pass the results on; or a leaf's
+ *     AccumulateGrad (no hooks, outside record_values) whose .grad takes the
+ *     gradient with no cast or buffer (_tensor._scalar_leaf): store it. A
+ *     formula's whole 0-d graph, leaves included, thus runs in one call (the
+ *     leaves alone used to stop it, one Python round per leaf). Stops,
+ *     changing nothing, at the first node that needs the general path. The
+ *     caller takes this path only for raw passes that accumulate into leaves
+ *     with no targets (_BackwardPass.scalar_path).
  * FastOp: the common case of a float elementwise op on 0-d tensors (what
  *     _tensor.binary_method / unary_function do in Python), taken when the
  *     operands' data are Python floats (op.scalar: the float backend) or
@@ -66,7 +73,7 @@ static PyObject *edge_function;    /* _tensor._edge */
 static PyObject *meta_class;       /* _tensor._Meta */
 
 static PyObject *str_kind, *str_vjps, *str_ndim, *str_native, *str_grad_enabled,
-    *str_recording;
+    *str_recording, *str_variable, *str_dtype;
 static PyObject *empty_tuple, *zero;
 
 #define NODE(obj) ((NodeObject *)(obj))
@@ -526,27 +533,108 @@ classes_clear(Classes *classes)
     classes->size = 0;
 }
 
-/* Whether the 0-d path takes `node` with gradient `g` (as _tensor._scalar_nodes
- * decides); if so, the node's class information. */
-static ClassInfo *
-takes(Classes *classes, PyObject *node, PyObject *g)
+static int
+is_scalar_grad(PyObject *g)
 {
     int scalar = 0;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(scalar_grads); i++) {
         scalar |= (PyObject *)Py_TYPE(g) == PyTuple_GET_ITEM(scalar_grads, i);
     }
-    if (!scalar || !is_node(node)) {
+    return scalar;
+}
+
+/* Whether _tensor._cast_like keeps gradient `g` for a leaf of data `like`: of
+ * g's type, or (g a NumPy scalar) an array of g's dtype. -1: an error. */
+static int
+keeps_type(PyObject *like, PyObject *g)
+{
+    if (Py_TYPE(like) == Py_TYPE(g)) {
+        return 1;
+    }
+    if (PyFloat_CheckExact(g) || (PyObject *)Py_TYPE(like) != ndarray_type) {
+        return 0;
+    }
+    PyObject *target = PyObject_GetAttr(like, str_dtype);
+    PyObject *dtype = target != NULL ? PyObject_GetAttr(g, str_dtype) : NULL;
+    int same = dtype != NULL ? PyObject_RichCompareBool(dtype, target, Py_EQ) : -1;
+    Py_XDECREF(target);
+    Py_XDECREF(dtype);
+    return same;
+}
+
+/* At a leaf's AccumulateGrad, the leaf tensor (new reference) when `g` goes into
+ * its .grad with no cast or buffer, as _tensor._scalar_leaf decides: see
+ * keeps_type, and any earlier .grad's data is of g's type. NULL without an
+ * error when not. */
+static PyObject *
+scalar_leaf(PyObject *node, PyObject *g)
+{
+    PyObject *leaf = PyObject_GetAttr(node, str_variable);
+    if (leaf == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyErr_Clear(); /* not an AccumulateGrad after all: the general path's */
+        }
+        return NULL;
+    }
+    /* Tensor itself: a subclass might read its slots through properties */
+    PyObject *old = Py_TYPE(leaf) == tensor_type ? TENSOR(leaf)->grad : NULL;
+    int keeps = old != NULL && TENSOR(leaf)->data != NULL &&
+                (old == Py_None || (Py_TYPE(old) == tensor_type && TENSOR(old)->data != NULL &&
+                                    Py_TYPE(TENSOR(old)->data) == Py_TYPE(g)));
+    if (keeps) {
+        keeps = keeps_type(TENSOR(leaf)->data, g);
+    }
+    if (keeps <= 0) {
+        Py_DECREF(leaf);
+        return NULL;
+    }
+    return leaf;
+}
+
+/* _tensor._store_leaf_data without a cast or a buffer: .grad becomes a new
+ * tensor of `g`, or of the earlier .grad's data plus `g`. */
+static int
+store_leaf_grad(PyObject *leaf, PyObject *g)
+{
+    PyObject *old = Py_NewRef(TENSOR(leaf)->grad); /* held while the sum runs */
+    PyObject *sum = old == Py_None ? Py_NewRef(g) : PyNumber_Add(TENSOR(old)->data, g);
+    Py_DECREF(old);
+    if (sum == NULL) {
+        return -1;
+    }
+    PyObject *grad = new_tensor(sum, Py_None);
+    Py_DECREF(sum);
+    if (grad == NULL) {
+        return -1;
+    }
+    Py_SETREF(TENSOR(leaf)->grad, grad);
+    return 0;
+}
+
+/* Whether the 0-d path takes `node` with gradient `g` (as _tensor._scalar_nodes
+ * decides); if so, the node's class information (kind -1: a leaf's
+ * AccumulateGrad, which `leaves` allows and scalar_leaf then decides). */
+static ClassInfo *
+takes(Classes *classes, PyObject *node, PyObject *g, int leaves)
+{
+    if (!is_scalar_grad(g) || !is_node(node)) {
         return NULL;
     }
     NodeObject *n = NODE(node);
-    if (n->meta != Py_None || n->holds == NULL || n->holds == freed || n->ans == NULL ||
-        n->ans == freed || n->s0 == NULL || n->s1 == NULL || n->p0 == NULL ||
-        n->p1 == NULL || n->consts == NULL || !PyTuple_CheckExact(n->consts) ||
-        PyTuple_GET_SIZE(n->consts) > MAX_ARGS - 4) {
+    if (n->meta != Py_None) {
         return NULL;
     }
     ClassInfo *info = class_info(classes, node);
-    return info->kind == 1 || info->kind == 2 ? info : NULL;
+    if (info->kind == -1) {
+        return leaves ? info : NULL;
+    }
+    if ((info->kind != 1 && info->kind != 2) || n->holds == NULL || n->holds == freed ||
+        n->ans == NULL || n->ans == freed || n->s0 == NULL || n->s1 == NULL ||
+        n->p0 == NULL || n->p1 == NULL || n->consts == NULL ||
+        !PyTuple_CheckExact(n->consts) || PyTuple_GET_SIZE(n->consts) > MAX_ARGS - 4) {
+        return NULL;
+    }
+    return info;
 }
 
 /* Add gradient `gi` for `parent` into `pending`; count the parent's consumer done. */
@@ -670,6 +758,12 @@ run_scalar_nodes(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if ((base == -1 && PyErr_Occurred()) || free_saved < 0) {
         return NULL;
     }
+    /* record_values keeps each leaf's gradient: then leaves take the general path */
+    PyObject *recording = PyDict_GetItemWithError(tensor_globals, str_recording);
+    if (recording == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
+    int leaves = recording == Py_False;
     /* Nodes made ready here stay on a C stack above the list's items. */
     Stack stack = {NULL, 0, 0};
     Classes classes = {.size = 0};
@@ -691,7 +785,13 @@ run_scalar_nodes(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             failed = PyErr_Occurred() != NULL;
             break;
         }
-        ClassInfo *info = takes(&classes, node, g);
+        ClassInfo *info = takes(&classes, node, g, leaves);
+        PyObject *leaf = NULL;
+        if (info != NULL && info->kind == -1) {
+            leaf = scalar_leaf(node, g);
+            failed = leaf == NULL && PyErr_Occurred() != NULL;
+            info = leaf != NULL ? info : NULL;
+        }
         if (info == NULL) {
             break;
         }
@@ -706,7 +806,10 @@ run_scalar_nodes(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_INCREF(g);
         PyObject *vjps = Py_NewRef(info->vjps);
         failed = failed || PyDict_DelItem(pending, node) ||
-                 run_scalar_node(node, g, info->kind, vjps, pending, &stack, base, free_saved);
+                 (leaf != NULL ? store_leaf_grad(leaf, g)
+                               : run_scalar_node(node, g, info->kind, vjps, pending, &stack,
+                                                 base, free_saved));
+        Py_XDECREF(leaf);
         Py_DECREF(vjps);
         Py_DECREF(g);
         Py_DECREF(node);
@@ -1187,11 +1290,14 @@ exec_module(PyObject *module)
     str_native = PyUnicode_InternFromString("_native");
     str_grad_enabled = PyUnicode_InternFromString("_grad_enabled");
     str_recording = PyUnicode_InternFromString("_recording");
+    str_variable = PyUnicode_InternFromString("variable");
+    str_dtype = PyUnicode_InternFromString("dtype");
     empty_tuple = PyTuple_New(0);
     zero = PyLong_FromLong(0);
     if (str_kind == NULL || str_vjps == NULL || str_ndim == NULL || str_native == NULL ||
-        str_grad_enabled == NULL || str_recording == NULL || empty_tuple == NULL ||
-        zero == NULL || PyType_Ready(&Node_Type) < 0 || PyType_Ready(&TensorBase_Type) < 0 ||
+        str_grad_enabled == NULL || str_recording == NULL || str_variable == NULL ||
+        str_dtype == NULL || empty_tuple == NULL || zero == NULL ||
+        PyType_Ready(&Node_Type) < 0 || PyType_Ready(&TensorBase_Type) < 0 ||
         PyType_Ready(&FastOp_Type) < 0) {
         return -1;
     }

@@ -2009,8 +2009,9 @@ class _BackwardPass:
             self.needed = _needed(reached, self.targets)
 
     def scalar_path(self, base: int) -> Any:
-        """The 0-d fast path (C or Python) when this pass may take it: raw, no targets."""
-        if self.recorded or self.targets is not None:
+        """The 0-d fast path (C or Python) when this pass may take it: raw, no
+        targets, leaves accumulating (it stores their ``.grad``)."""
+        if self.recorded or self.targets is not None or not self.accumulate:
             return None
         if _native is not None and base < _NATIVE_BASE_LIMIT:
             return _native.run_scalar_nodes
@@ -2202,17 +2203,22 @@ def _add_recorded(pending: dict, node: Node, g: Any) -> None:
 def _scalar_nodes(ready: list, pending: dict, base: int, free: bool) -> None:
     """Backward's 0-d fast path: :func:`_backpropagate`'s loop for as long as the
     next ready node is a plain one- or two-operand node (no values recorded, not
-    freed) whose gradient is a Python or NumPy float scalar (long scalar chains).
-    Stops, changing nothing, at the first other node. ``_native.run_scalar_nodes``
-    is the same in C. No leaves, targets or hooks reach here, and scalars need no
+    freed) or a leaf's AccumulateGrad (see :func:`_scalar_leaf`), and its
+    gradient is a Python or NumPy float scalar (long scalar chains; a formula's
+    whole graph, its leaves included, in one call). Stops, changing nothing, at
+    the first other node. ``_native.run_scalar_nodes`` is the same in C. No
+    targets or hooks reach here (hooks live on ``meta``), and scalars need no
     buffer donation or in-place sums.
     """
     pop, push, get, take = ready.pop, ready.append, pending.get, pending.pop
     scalars, freed = _SCALAR_GRADS, _FREED
+    leaves = not _recording  # (record_values keeps a leaf's gradient: the general path)
     while ready:
         node = pop()
         g = take(node, None)
         kind = node.kind
+        if kind < 0 and leaves and node.meta is None and _scalar_leaf(node.variable, g):
+            continue
         if type(g) in scalars and kind > 0 and node.meta is None:
             holds = node.holds
             ans = node.ans
@@ -2260,6 +2266,32 @@ def _scalar_nodes(ready: list, pending: dict, base: int, free: bool) -> None:
         if g is not None:
             pending[node] = g
         return
+
+
+def _scalar_leaf(leaf: Tensor, g: Any) -> bool:
+    """Backward's 0-d fast path at a leaf: ``.grad`` takes ``g`` when
+    :func:`_store_leaf_data` would neither cast it (the leaf's data is of ``g``'s
+    float scalar type, or an array of its dtype) nor add into a buffer (any
+    earlier ``.grad``'s data is of ``g``'s type): a new tensor of ``g`` or of the
+    sum, as it makes. False, changing nothing, otherwise. ``_native.run_scalar_nodes``
+    decides (``scalar_leaf``) and stores the same.
+    """
+    kind = type(g)
+    if kind not in _SCALAR_GRADS:
+        return False
+    like = leaf._raw
+    if type(like) is not kind and (
+        kind is float or type(like) is not _ndarray or g.dtype != like.dtype
+    ):
+        return False
+    old = leaf._grad
+    if old is None:
+        leaf._grad = _wrap(g)
+        return True
+    if type(old) is not Tensor or type(old._raw) is not kind:
+        return False
+    leaf._grad = _wrap(old._raw + g)  # (``old.detach()``'s data is ``old._raw``)
+    return True
 
 
 def _takes_spare(vjp: Any) -> bool:

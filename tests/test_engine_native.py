@@ -342,3 +342,104 @@ def test_ops_raise_no_floating_point_warning_inside_their_quiet_domain(op: ops.O
                         a, b = abs(float(x)), abs(float(y))
                         if a <= hi and b <= hi and b >= lo:
                             op.forward(x, y)
+
+
+# ---------------------------------------------------------------- leaves on the 0-d path
+
+
+def watch_scalar_path(monkeypatch: Any, general: bool = False) -> list:
+    """Make backward's 0-d fast path report what was left ready after each call
+    (or, with ``general``, never run: the reference loop alone)."""
+    left: list = []
+    chosen = _tensor._BackwardPass.scalar_path
+
+    def scalar_path(self: Any, base: int) -> Any:
+        fast = chosen(self, base)
+        if fast is None or general:
+            return None
+
+        def watched(ready: list, pending: dict, base: int, free: bool) -> None:
+            fast(ready, pending, base, free)
+            left.append([type(node).__name__ for node in ready])
+
+        return watched
+
+    monkeypatch.setattr(_tensor._BackwardPass, "scalar_path", scalar_path)
+    return left
+
+
+def formula(a: Any, b: Any) -> Any:
+    """Nodes with constants (``**3``, ``3 *``), shared operands, two leaves."""
+    return 3 * a**3 - b**2 + a * b + (a * b).sin() * 0.5
+
+
+def leaf_gradients(dtype: Any, monkeypatch: Any, general: bool) -> tuple[list, list]:
+    with monkeypatch.context() as patch:
+        left = watch_scalar_path(patch, general)
+        a = torch.tensor(0.3, dtype=dtype, requires_grad=True)
+        b = torch.tensor(-1.7, dtype=dtype, requires_grad=True)
+        y = formula(a, b)
+        y.backward(retain_graph=True)
+        # (``_raw``: ``.numpy()`` would turn a Python float into NumPy's for good)
+        first = [(type(t.grad._raw), np.asarray(t.grad._raw).tobytes()) for t in (a, b)]
+        y.backward()  # accumulates into .grad
+        second = [(type(t.grad._raw), np.asarray(t.grad._raw).tobytes()) for t in (a, b)]
+        return first + second, left
+
+
+@pytest.mark.usefixtures("backward_loops")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_a_scalar_graph_and_its_leaves_run_in_one_call_with_the_same_bits(
+    dtype: Any, monkeypatch
+) -> None:
+    fast, left = leaf_gradients(dtype, monkeypatch, general=False)
+    assert left == [[], []]  # one call per pass, nothing left for the general loop
+    reference, never = leaf_gradients(dtype, monkeypatch, general=True)
+    assert never == []
+    assert fast == reference
+
+
+@pytest.mark.usefixtures("backward_loops")
+def test_leaves_with_hooks_recorded_values_or_another_type_take_the_general_path(
+    monkeypatch,
+) -> None:
+    left = watch_scalar_path(monkeypatch)
+    a = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    b = torch.tensor(-1.7, dtype=torch.float64, requires_grad=True)
+    seen = []
+    a.register_hook(lambda g: seen.append(g.item()) or g * 2)
+    formula(a, b).backward()
+    assert ["AccumulateGrad"] in left and len(seen) == 1
+    assert a.grad.item() == 2 * seen[0]
+    b.grad.numpy()  # .grad's data becomes NumPy's float64, the gradient stays a float
+    before = b.grad._raw
+    left.clear()
+    formula(a, b).backward()
+    assert ["AccumulateGrad"] in left and type(b.grad._raw) is type(before)
+    left.clear()
+    c = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    with _tensor.record_values():
+        y = formula(c, c)
+        y.backward()
+    leaf = c._accum() if callable(c._accum) else None
+    assert ["AccumulateGrad"] in left
+    assert leaf is not None and leaf.meta.grad_value == c.grad.item()
+
+
+@pytest.mark.usefixtures("backward_loops")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("seed", range(4))
+def test_random_scalar_graphs_give_the_general_paths_bits(seed: int, dtype: Any, monkeypatch):
+    def run(general: bool) -> list:
+        with monkeypatch.context() as patch:
+            watch_scalar_path(patch, general)
+            leaves, values = random_scalar_graph(seed, dtype)
+            out = values[-1] * values[-3] + values[-2]
+            for leaf in leaves[:3]:  # each 0-d leaf reached, its gradient a scalar
+                out = out + leaf * 0.25
+            out.backward(retain_graph=True)
+            out.backward()
+            grads = [t.grad for t in leaves]  # (the vector leaf: when the draw reaches it)
+            return [g if g is None else (type(g._raw), np.asarray(g._raw).tobytes()) for g in grads]
+
+    assert run(general=False) == run(general=True)
