@@ -64,6 +64,7 @@ class Builtin:
     """
 
     __slots__ = (
+        "_direct_of",
         "_names",
         "_names_of",
         "_signature_of",
@@ -87,6 +88,7 @@ class Builtin:
         fast: Callable[[Any], Any] | None = None,
         signature: Callable[[], inspect.Signature] | None = None,
         names: Callable[[], tuple[str, ...]] | None = None,
+        direct: Callable[[], Callable[[Any], Any] | None] | None = None,
     ) -> None:
         self.name = name
         self.doc = doc
@@ -98,6 +100,9 @@ class Builtin:
         self.fast = fast
         """The engine's method the interpreter may call directly when the only argument
         is a Tensor (``Tensor.sin`` for ``sin``): the adapter's result, one call less."""
+        self._direct_of = direct
+        """Finds `fast` at first need, when the adapter's signature tells (a registry
+        function's, read on first use)."""
         code = getattr(impl, "__code__", None)
         if code is not None and not getattr(impl, "__wrapped__", None):
             self.context = code.co_argcount > 0 and code.co_varnames[0] == "ctx"
@@ -113,6 +118,13 @@ class Builtin:
         self._names_of = names
         """Makes the parameters' names alone, when `signature` is given."""
         self._names: tuple[str, ...] | None = None
+
+    def direct(self) -> Callable[[Any], Any] | None:
+        """`fast`, found on first use: what a call with one small tensor may run in place of
+        the adapter (compiling ``sum(x)`` looks it up once, not each call)."""
+        if self._direct_of is not None:
+            self.fast, self._direct_of = self._direct_of(), None
+        return self.fast
 
     def _parameter_names(self) -> tuple[str, ...]:
         """The parameters' names as a user spells them, without building a signature
@@ -167,15 +179,20 @@ class Builtin:
 
     def keywords(self, names: tuple[str, ...], values: list) -> dict[str, Any]:
         """Keyword arguments with PyTorch's spellings mapped to the language's (dim -> axis)."""
+        return dict(zip(self.keyword_names(names), values, strict=True))
+
+    def keyword_names(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        """Each keyword's name in the language's spelling (dim -> axis): the same for every
+        call of a call site, which keeps it (`_call_builtin`)."""
         params = self._parameter_names()
-        out = {}
-        for name, value in zip(names, values, strict=True):
+        out = []
+        for name in names:
             if name not in params:
                 alias = KEYWORD_ALIASES.get(name)
                 if alias in params:
                     name = alias
-            out[name] = value
-        return out
+            out.append(name)
+        return tuple(out)
 
     def explain(
         self, exc: BaseException, argv: list, nargs: int, kwnames: tuple[str, ...]
@@ -559,10 +576,16 @@ def _as_number(value: Any, what: str) -> float:
 
 def as_int(value: Any, what: str) -> int:
     """A whole number from a language number (a float that happens to be whole)."""
+    if type(value) is int and -_EXACT <= value <= _EXACT:  # an adapter's default (axis=-1)
+        return value
     number = _as_number(value, what)
     if not math.isfinite(number) or not number.is_integer():
         raise FormulaValueError(f"{what} must be a whole number, not {number:g}")
     return int(number)
+
+
+_EXACT = 2**53
+"""The largest whole number a float holds exactly: an int up to it is its own `as_int`."""
 
 
 def _axis_of(x: Any, axis: Any, what: str, hint: str | None = None) -> int:
@@ -1038,7 +1061,8 @@ def _generic(entry: Any, name: str, doc: str) -> Builtin:
     code = impl.__code__
     first = code.co_varnames[0] if code.co_argcount else ""
     diagnose = None
-    if entry.elementwise and code.co_argcount >= 2:
+    broadcasts = entry.elementwise and code.co_argcount >= 2
+    if broadcasts:
         # a result of the operands' broadcast shape: its size is checked before it exists
 
         def adapter(ctx: Context, *args: Any, **kwargs: Any) -> Any:
@@ -1058,6 +1082,10 @@ def _generic(entry: Any, name: str, doc: str) -> Builtin:
                 args, kwargs = call().arguments(args, kwargs)
             return impl(*args, **kwargs)
 
+    def direct() -> Callable[[Any], Any] | None:
+        # one argument the adapter passes on as it is (a tensor): it only calls impl
+        return impl if not broadcasts and call().plain >= 1 else None
+
     return Builtin(
         name,
         doc,
@@ -1067,6 +1095,7 @@ def _generic(entry: Any, name: str, doc: str) -> Builtin:
         fast=impl if entry.op is not None else None,  # an op's function of one tensor
         signature=lambda: call().signature,
         names=lambda: tuple(shown[0] for shown in call()._shown),
+        direct=None if entry.op is not None else direct,
     )
 
 

@@ -97,7 +97,7 @@ BINARY_NUMBER = 1  # x op 2 / 2 op x: the literal goes to the engine as a Python
 # in PyTorch; arg = (fn, symbol, number, literal tensor, Tensor method, literal on the left)
 BINARY = 2  # pop r, l; push fn(l, r); arg = (fn, symbol, Tensor method or fn)
 CALL_BUILTIN1 = 3  # specialised CALL_NAME: a built-in no name of the run can shadow, one
-# argument, its Tensor method called directly; arg = _CallSite. W2 +18%, a def +4%
+# argument, its Tensor method (or adapter) called directly; arg = _CallSite. W2 +18%, a def +4%
 STORE = 4  # pop into name arg; it becomes the program's output
 FOR_SPAN = 5  # specialised FOR_ITER: counts without making the items nothing reads (see
 # GET_SPAN)
@@ -134,8 +134,8 @@ MAKE_FUNCTION = 31  # arg = _FunctionTemplate; pops its defaults
 RETURN = 32
 RAISE = 33  # arg = a FormulaError, raised when reached
 HALT = 34
-LOAD_BUILTIN = 35  # specialised LOAD_NAME: a built-in no name of the run can shadow;
-# `y * pi - e` +8%
+LOAD_BUILTIN = 35  # specialised LOAD_NAME: a built-in name the program never binds (env
+# may); `y * pi - e` +8%
 GET_SPAN = 36  # specialised GET_ITER for FOR_SPAN: push (iterable, span), iterator;
 # W2 +12%, a def +9%
 END_SPAN = 37  # specialised POP_TOP after a break out of a FOR_SPAN loop; arg = name
@@ -162,6 +162,8 @@ ASSERT_FAIL = 56  # raise AssertionError (with the message on the stack if arg)
 _LAST_OP = 56
 
 _MISSING = object()
+_NO_FUNCTIONS: dict[str, Any] = {}
+"""A program's calls find no language functions by name: Python's come from `_lookup`."""
 
 
 class _Code:
@@ -190,14 +192,17 @@ class _Code:
 
 
 class _CallSite:
-    __slots__ = ("builtin", "fast", "kwnames", "name", "nargs")
+    __slots__ = ("builtin", "fast", "keywords", "kwnames", "name", "nargs")
 
     def __init__(self, name: str, nargs: int, kwnames: tuple[str, ...]) -> None:
         self.name = name
         self.nargs = nargs
         self.kwnames = kwnames
         self.builtin: Any = None  # the Builtin of a CALL_BUILTIN1 site
-        self.fast: Any = None  # its Tensor method, for CALL_BUILTIN1
+        self.fast: Any = None  # what CALL_BUILTIN1 calls with a small tensor: its Tensor
+        # method, or the adapter
+        self.keywords: tuple[Any, tuple[str, ...]] | None = None
+        """The last built-in called here with keywords, and their names in its spelling."""
 
 
 class _FunctionTemplate:
@@ -259,7 +264,8 @@ class Compiled:
         self.dtype = dtype
         self.limits = limits
         self.builtin_names = builtin_names
-        """Built-in names the specialised code assumes nothing in ``env`` shadows."""
+        """Built-in names the specialised code calls directly, assuming nothing in ``env``
+        shadows them (a loaded one, such as a request's variable ``t``, may be shadowed)."""
         self.lazy_names = lazy_names
         """Loop variables the specialised code leaves unset until their loop ends."""
         self.source: str | None = None
@@ -569,7 +575,8 @@ class _Compiler:
 
     def _specialise_builtins(self, assigned: set[str]) -> tuple[set[str], set[str]]:
         """LOAD_BUILTIN and CALL_BUILTIN1 where the program never assigns the name; also
-        records the names each code reads. Returns the built-in names and every name read.
+        records the names each code reads. Returns the names CALL_BUILTIN1 calls (which
+        nothing in ``env`` may shadow) and every name read.
         (A direct call of built-ins with more arguments gained under 2%: they use CALL_NAME.)
         """
         builtin_names: set[str] = set()
@@ -582,14 +589,13 @@ class _Compiler:
                 if op == LOAD_NAME:
                     reads.add(arg)
                     if arg not in assigned and (arg in lang.FUNCTIONS or arg in lang.CONSTANTS):
-                        ops[index] = LOAD_BUILTIN
-                        builtin_names.add(arg)
+                        ops[index] = LOAD_BUILTIN  # (env may bind it: `_load_builtin` looks)
                 elif op == CALL_NAME:
                     reads.add(arg.name)
                     builtin = lang.FUNCTIONS.get(arg.name)
                     if arg.name not in assigned and _calls_one_tensor(arg, builtin):
                         arg.builtin = builtin
-                        arg.fast = builtin.fast
+                        arg.fast = builtin.direct() or builtin.impl
                         builtin_names.add(arg.name)
                         ops[index] = CALL_BUILTIN1
                 elif op == STORE_ITEM:
@@ -1865,6 +1871,7 @@ class _Machine:
         "fault",
         "frames",
         "function",
+        "functions",
         "interp",
         "iterations",
         "last_name",
@@ -1888,6 +1895,7 @@ class _Machine:
         self.context = interp.context
         self.limits = interp.limits
         self.builtin_values = interp._builtin_values
+        self.functions = _NO_FUNCTIONS if interp.program else lang.FUNCTIONS
         self.scopes = interp.context.scopes = [interp.env]  # built-ins reach scopes here
         self.frames: list[tuple] = []  # the callers' (ops, args, nodes, pc, stack, scope, function)
         self.iterations = 0  # both limits count per run
@@ -1977,10 +1985,8 @@ class _Machine:
                 elif op == call1:  # W2 +4%
                     value = stack[-1]
                     operations += 1
-                    if (
-                        arg.fast is not None
-                        and type(value) is Tensor
-                        and (type(data := value._raw) in python_values or data.size < large)
+                    if type(value) is Tensor and (
+                        type(data := value._raw) in python_values or data.size < large
                     ):
                         stack[-1] = arg.fast(value)
                     else:  # (an error is explained with the argument the built-in saw)
@@ -2095,10 +2101,14 @@ def _over_limit(limits: Limits, iterations: int, operations: int) -> LimitError:
 
 
 def _load_builtin(m: _Machine, arg: str, pc: int) -> int:
-    try:
-        m.stack.append(m.builtin_values[arg])
-    except KeyError:
-        m.stack.append(m.interp._lookup(arg, None))
+    # The program never binds the name, so only env can: a request's variable `t` shadows
+    # the built-in here, without sending the whole run to the generic code.
+    value = m.scopes[0].get(arg, _MISSING)
+    if value is _MISSING:
+        value = m.builtin_values.get(arg, _MISSING)
+        if value is _MISSING:
+            value = m.interp._lookup(arg, None)
+    m.stack.append(value)
     return pc
 
 
@@ -2334,8 +2344,9 @@ def _attribute(m: _Machine, arg: str, pc: int) -> int:
 def _call_name(m: _Machine, site: _CallSite, pc: int) -> int:
     callee = m.scope.get(site.name, _MISSING)
     if callee is _MISSING:
-        # at the top level a miss in env means a built-in
-        callee = m.builtin_values.get(site.name) if m.function is None else None
+        # at the top level a miss in env means a built-in: the language's functions are
+        # every interpreter's (its constants, print, modules are its own: `_lookup`)
+        callee = m.functions.get(site.name) if m.function is None else None
         if callee is None:
             callee = m.interp._lookup(site.name, m.function, called=True)
     return _call(m, site, callee, pc)
@@ -2395,7 +2406,10 @@ def _call_builtin(m: _Machine, site: _CallSite, callee: Builtin, argv: list) -> 
     m.callee, m.argv = callee, argv
     impl, nargs = callee.impl, site.nargs
     if site.kwnames:
-        kwargs = callee.keywords(site.kwnames, argv[nargs:])
+        known = site.keywords
+        if known is None or known[0] is not callee:
+            known = site.keywords = (callee, callee.keyword_names(site.kwnames))
+        kwargs = dict(zip(known[1], argv[nargs:], strict=True))
         if callee.context:
             return impl(m.context, *argv[:nargs], **kwargs)
         return impl(*argv[:nargs], **kwargs)
@@ -2738,8 +2752,13 @@ def _spend(m: _Machine, argv: Any) -> None:
     """A built-in about to read large tensors: their elements are work, and the budget's
     time and memory are checked (its result's size is the built-in's to check)."""
     for value in argv:
-        if type(value) is Tensor and _size(value) >= budgets.LARGE and m.budget is not None:
-            m.budget.spend(_size(value))
+        if (
+            type(value) is Tensor
+            and type(raw := value._raw) not in _tensor.PYTHON_VALUES  # (`_size`, inline)
+            and raw.size >= budgets.LARGE
+            and m.budget is not None
+        ):
+            m.budget.spend(raw.size)
 
 
 def _size(tensor: Tensor) -> int:

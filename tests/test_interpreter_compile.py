@@ -172,6 +172,105 @@ def test_a_function_of_an_earlier_run_calls_the_built_in_or_the_new_global() -> 
         interp.execute("f(0)")
 
 
+def test_a_bound_name_that_is_a_built_in_keeps_the_direct_calls() -> None:
+    """A request's variable ``t`` (a built-in's name the program only reads) shadows the
+    built-in where it is read, at the top level and in functions, and the calls of other
+    built-ins stay direct (no CALL_NAME)."""
+    compiled = Interpreter().compile("def f(y): return y * t + e\nsum(softmax(x) * t) + f(1)")
+    calls = []
+    handlers = interpreter_module._HANDLERS
+    real = handlers[interpreter_module.CALL_NAME]
+
+    def counting(m, site, pc):
+        calls.append(site.name)
+        return real(m, site, pc)
+
+    interp = Interpreter()
+    interp.bind("x", [1.0, 2.0, 3.0])
+    interp.bind("t", [0.5, -1.0, 2.0])
+    interp.bind("e", 10.0)
+    assert not interp._needs_generic(compiled)
+    handlers[interpreter_module.CALL_NAME] = counting
+    try:
+        out = number(interp.execute(compiled).value.sum())
+    finally:
+        handlers[interpreter_module.CALL_NAME] = real
+    soft = np.exp([1.0, 2.0, 3.0]) / np.exp([1.0, 2.0, 3.0]).sum()
+    assert out == pytest.approx(3 * (soft @ [0.5, -1.0, 2.0]) + 3 * 10.0 + 1.5)
+    assert calls == ["f"]  # (the user's function; sum and softmax called directly)
+    plain = Interpreter()
+    plain.bind("x", [1.0, 2.0, 3.0])
+    with pytest.raises(FormulaTypeError, match=r"built-in function t\(\)"):
+        plain.execute(compiled)
+
+
+def test_a_session_function_shadows_a_built_in_called_with_keywords() -> None:
+    """Built-ins found by name are every interpreter's, but the session's own functions come
+    first, at each call site, whether it calls with one argument, several or keywords."""
+    interp = Interpreter()
+    interp.bind("x", [1.0, 2.0])
+    compiled = interp.compile("softmax(x) + maximum(x, 1) + sum(x, dim=0)")
+    before = number(interp.execute(compiled).value.sum())
+    assert before == pytest.approx(1.0 + 3.0 + 6.0)
+    interp.execute("def softmax(v): return v * 0\ndef maximum(a, b): return a - b")
+    interp.execute("def sum(v, dim=5): return dim")
+    assert number(interp.execute(compiled).value.sum()) == pytest.approx(0 + 1.0 + 0)
+    other = Interpreter()  # another interpreter in the process: the built-ins
+    other.bind("x", [1.0, 2.0])
+    assert number(other.execute(compiled).value.sum()) == pytest.approx(before)
+
+
+def test_a_call_site_maps_keywords_for_each_built_in_it_calls() -> None:
+    """A site's keyword names are kept for the built-in it called: another one there (its
+    name rebound) maps them by its own parameters."""
+    compiled = Interpreter().compile("g(x, dim=0)")
+    for function, expected in (("sum", [4.0, 6.0]), ("mean", [2.0, 3.0]), ("sum", [4.0, 6.0])):
+        interp = Interpreter()
+        interp.bind("x", [[1.0, 2.0], [3.0, 4.0]])
+        interp.execute(f"g = {function}")
+        assert np.asarray(interp.execute(compiled).value._data).tolist() == expected
+    interp = Interpreter()
+    interp.bind("x", [[1.0, 2.0], [3.0, 4.0]])
+    interp.execute("g = softmax")
+    with pytest.raises(ShapeError, match="softmax: axis 2 is out of range"):
+        interp.execute("g(x[0][0], dim=0) + g(x, dim=2)")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_interpreters_of_each_dtype_get_their_own_constants(dtype) -> None:
+    other = "float64" if dtype == "float32" else "float32"
+    first, second = Interpreter(dtype), Interpreter(other)
+    compiled = first.compile("pi * 1")
+    for _ in range(2):  # (each run looks the constant up in its interpreter)
+        assert str(first.execute(compiled).value.dtype).endswith(dtype)
+        assert str(second.execute("pi * 1").value.dtype).endswith(other)
+    assert str(first.execute("e").value.dtype).endswith(dtype)
+
+
+def test_a_one_tensor_call_runs_the_adapter_s_function_as_the_generic_code_does() -> None:
+    """``sum(x)`` called directly (the registry function the adapter passes a tensor to):
+    the values, and a failure's words, of the generic call."""
+    for source in ("sum(x)", "f = sum\nf(x)"):
+        interp = Interpreter()
+        interp.bind("x", [[1.0, 2.0], [3.0, 4.0]])
+        assert number(interp.execute(source).value) == 10.0
+    messages = []
+    for source in ("bmm(x)", "f = bmm\nf(x)"):
+        interp = Interpreter()
+        interp.bind("x", [[1.0, 2.0], [3.0, 4.0]])
+        with pytest.raises(FormulaTypeError) as caught:
+            interp.execute(source)
+        messages.append((caught.value.message, caught.value.hint))
+    assert (
+        messages[0]
+        == messages[1]
+        == (
+            "bmm(): missing a required argument: 'y'",
+            "signature: bmm(x, y)",
+        )
+    )
+
+
 def test_built_in_constants_and_functions_as_values() -> None:
     interp = Interpreter()
     assert number(interp.execute("pi * 2").value) == pytest.approx(2 * np.pi)
