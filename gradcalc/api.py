@@ -1634,12 +1634,13 @@ def run_block(
     out: list[str] = []
     failed = 0
     text = block.decode("utf-8", errors="replace")
-    for number, line in enumerate(text.split("\n"), start=first_line):
-        if not line.strip():
-            continue
-        reply, ok = run_line(line, number, limits)
-        out.append(reply)
-        failed += not ok
+    with _numpy.ignoring_warnings():  # once for the block's requests (their interpreters')
+        for number, line in enumerate(text.split("\n"), start=first_line):
+            if not line.strip():
+                continue
+            reply, ok = run_line(line, number, limits)
+            out.append(reply)
+            failed += not ok
     if not out:
         return "", 0, 0
     out.append("")

@@ -34,7 +34,6 @@ import itertools
 import keyword
 import math
 import operator
-import warnings
 from collections.abc import Iterator
 
 from gradcalc import _numpy, _tensor
@@ -1540,10 +1539,7 @@ class Interpreter:
             if binds:  # (a frozenset: iterated twice in one order; no comprehension's frame)
                 before = map(self.env.get, binds, itertools.repeat(_MISSING))
                 saved = dict(zip(binds, before, strict=True))
-            with _numpy.errstate(), warnings.catch_warnings():
-                # NumPy's own warnings (mean of an empty slice) say what the
-                # non-finite value already shows; they must not reach a terminal
-                warnings.simplefilter("ignore", RuntimeWarning)
+            with _numpy.errstate(), _numpy.ignoring_warnings():
                 self._source = source
                 try:
                     return self._run(compiled, source)

@@ -742,3 +742,23 @@ def test_empty_program_and_definitions_only_have_no_output() -> None:
     assert run("").outcome == Outcome(None, None)
     assert run("# just a comment\n").outcome == Outcome(None, None)
     assert run("def f(x): return x").outcome.value is None
+
+
+def test_runtime_warnings_are_ignored_once_per_block_of_runs() -> None:
+    """A batch block sets the filter for its requests; a run inside it adds none."""
+    from gradcalc import _numpy, api
+
+    assert _numpy.ignoring_warnings() is not _numpy.NOTHING
+    with _numpy.ignoring_warnings():
+        assert _numpy.ignoring_warnings() is _numpy.NOTHING
+        assert np.isnan(value("mean(x)", x=[]))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        block = (
+            b'{"formula": "mean(x)", "vars": {"x": []}}\n{"formula": "log(-a)", "vars": {"a": 1}}\n'
+        )
+        text, answered, failed = api.run_block(block)
+        assert (answered, failed) == (2, 0) and seen == []
+        assert text.count('"value": "NaN"') == 2
+        np.mean(np.array([]))  # after the block, the caller's filters again
+        assert seen and all(w.category is RuntimeWarning for w in seen)
