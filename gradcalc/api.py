@@ -1634,7 +1634,8 @@ def run_block(
     out: list[str] = []
     failed = 0
     text = block.decode("utf-8", errors="replace")
-    with _numpy.ignoring_warnings():  # once for the block's requests (their interpreters')
+    # once for the block's requests (each request's and interpreter's then do nothing)
+    with _numpy.errstate(), _numpy.ignoring_warnings():
         for number, line in enumerate(text.split("\n"), start=first_line):
             if not line.strip():
                 continue
