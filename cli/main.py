@@ -13,13 +13,22 @@ from __future__ import annotations
 import sys
 
 from gradcalc.cli import direct
+from gradcalc.limits import pause_collector, resume_collector
 
 EXIT_FORMULA, EXIT_INTERRUPTED = 1, 130
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run gradcalc with ``argv`` (default: the process arguments) and exit with its code."""
+    """Run gradcalc with ``argv`` (default: the process arguments) and exit with its code.
+
+    The process starts with the cyclic garbage collector paused (``gradcalc.limits.
+    pause_collector`` says why). `run` resumes it at once for what may run long with
+    little work per step (a batch, a REPL reading a script, whatever Typer reads); a
+    formula command's run resumes it at its first budget check, the REPL once its first
+    prompt is drawn, and a short command ends without it: resumed at the end, it would
+    collect once more everything the start allocated (~1 ms), to find no garbage."""
     args = sys.argv[1:] if argv is None else list(argv)
+    pause_collector()
     sys.exit(run(args))
 
 
@@ -34,6 +43,7 @@ def run(args: list[str]) -> int:
         call = direct.parse_call(args)
         if call is not None:
             return _run_call(call)
+        resume_collector()  # (see `main`)
         return _run_typer(args)
     except BrokenPipeError:
         silence_stdout()
@@ -46,18 +56,11 @@ def run(args: list[str]) -> int:
 
 
 def _run_call(call: direct.Call) -> int:
-    """Call the runner; the REPL on a terminal starts with the garbage collector paused
-    until its first prompt is drawn (``gradcalc.cli.repl.pause_gc`` says why)."""
-    runner = direct.runner(call.runner)
-    if call.runner != "run_repl" or not direct.on_terminal():
-        return runner(**call.arguments)
-    from gradcalc.cli.repl import pause_gc, resume_gc
-
-    pause_gc()
-    try:
-        return runner(**call.arguments)
-    finally:
-        resume_gc()
+    """Call the runner; a batch, or a REPL reading a script, resumes the collector `main`
+    paused (the REPL on a terminal resumes it once its first prompt is drawn)."""
+    if call.runner == "run_batch_files" or (call.runner == "run_repl" and not direct.on_terminal()):
+        resume_collector()
+    return direct.runner(call.runner)(**call.arguments)
 
 
 def _run_typer(args: list[str]) -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import gc
 import os
 import re
 import stat
@@ -840,29 +839,6 @@ ALIASES = {":q": ":quit", ":exit": ":quit", ":h": ":help", ":?": ":help"}
 
 
 # ---------------------------------------------------------------- running a session
-
-
-_GC_PAUSED = [False]
-
-
-def pause_gc() -> None:
-    """Hold Python's cyclic garbage collector off until the first prompt is drawn (`resume_gc`).
-
-    Importing prompt_toolkit and building its session allocate tens of thousands
-    of objects, and the collections they trigger (finding no garbage) took ~8 ms
-    of the first prompt's ~120 ms (issue 12: <= 1.5x ``import numpy``). Only
-    collection of reference cycles waits; nothing else changes.
-    """
-    if gc.isenabled():
-        gc.disable()
-        _GC_PAUSED[0] = True
-
-
-def resume_gc() -> None:
-    """Undo `pause_gc` (once the prompt is on screen, or when the session ends)."""
-    if _GC_PAUSED[0]:
-        _GC_PAUSED[0] = False
-        gc.enable()
 
 
 def run_script(lines: Iterable[str], session: Session) -> int:

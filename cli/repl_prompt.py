@@ -45,8 +45,8 @@ from gradcalc.cli.repl import (
     INDENT,
     EntryCollector,
     Session,
-    resume_gc,
 )
+from gradcalc.limits import resume_collector
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -342,7 +342,7 @@ class _WarmUp:
         self._thread: threading.Thread | None = None
 
     def start(self, _app: object = None) -> None:
-        resume_gc()  # the prompt is on screen (`gradcalc.cli.repl.pause_gc`)
+        resume_collector()  # the prompt is on screen (`gradcalc.cli.main.main` paused it)
         if self._thread is None:
             self._thread = threading.Thread(target=self._load, name="gradcalc-warm-up", daemon=True)
             self._thread.start()

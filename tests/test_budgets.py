@@ -351,3 +351,41 @@ def test_batch_jobs_1_answers_a_request_that_exhausts_memory_and_goes_on(
     assert replies[0]["error"]["type"] == "LimitError"
     assert replies[1]["error"]["type"] == "LimitError"
     assert replies[2]["value"] == 2.0
+
+
+def test_the_collector_paused_for_a_start_resumes_at_a_runs_first_check() -> None:
+    """A command starts with the cyclic collector paused (its start allocates objects that
+    stay alive); a run long enough to reach a budget check turns it back on."""
+    import gc
+
+    from gradcalc.limits import DEFAULT_LIMITS, Budget, pause_collector, resume_collector
+
+    assert gc.isenabled()
+    pause_collector()
+    try:
+        assert not gc.isenabled()
+        Budget(DEFAULT_LIMITS).check()
+        assert gc.isenabled()
+    finally:
+        resume_collector()
+    assert gc.isenabled()
+
+
+def test_a_one_shot_command_leaves_the_collector_as_it_found_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import gc
+
+    from gradcalc.cli.main import run
+
+    assert run(["3*a**3 - b**2", "a=2", "b=6", "--json"]) == 0
+    assert gc.isenabled()
+    assert run(["3*a**3 - ", "a=2", "--json"]) == 1
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert run(["sum(x)", "x=[1, 2]", "--json"]) == 0
+        assert not gc.isenabled()  # (a caller's own pause is kept)
+    finally:
+        gc.enable()
+    capsys.readouterr()

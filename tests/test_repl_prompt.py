@@ -20,8 +20,8 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.lexers import PygmentsLexer
 from prompt_toolkit.output import DummyOutput
 
-from gradcalc import __version__
-from gradcalc.cli import repl, repl_prompt
+from gradcalc import __version__, limits
+from gradcalc.cli import repl_prompt
 from gradcalc.cli.repl import Entry, Session
 from gradcalc.cli.repl_prompt import ReplCompleter, history_path, interact, open_history
 
@@ -234,17 +234,17 @@ def test_the_warm_up_loads_pygments_the_engine_and_rich():
 
 def test_the_first_prompt_resumes_the_garbage_collector():
     assert gc.isenabled()
-    repl.pause_gc()
+    limits.pause_collector()
     try:
         assert not gc.isenabled()
         code, _, err, _ = type_into_session("a = 1\r")
         assert (code, err) == (0, "")
         assert gc.isenabled()  # resumed once the prompt was drawn
     finally:
-        repl.resume_gc()
+        limits.resume_collector()
     gc.disable()  # someone else's pause is not ours to undo
     try:
-        repl.resume_gc()
+        limits.resume_collector()
         assert not gc.isenabled()
     finally:
         gc.enable()
