@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import sys
 
-from gradcalc.cli import direct
 from gradcalc.limits import pause_collector, resume_collector
+
+TYPE_CHECKING = False  # (not typing's: importing typing costs ~3 ms of start-up)
+if TYPE_CHECKING:
+    from gradcalc.cli.direct import Call
 
 EXIT_FORMULA, EXIT_INTERRUPTED = 1, 130
 
@@ -22,18 +25,20 @@ def main(argv: list[str] | None = None) -> None:
     """Run gradcalc with ``argv`` (default: the process arguments) and exit with its code.
 
     The process starts with the cyclic garbage collector paused (``gradcalc.limits.
-    pause_collector`` says why). `run` resumes it at once for what may run long with
-    little work per step (a batch, a REPL reading a script, whatever Typer reads); a
-    formula command's run resumes it at its first budget check, the REPL once its first
-    prompt is drawn, and a short command ends without it: resumed at the end, it would
-    collect once more everything the start allocated (~1 ms), to find no garbage."""
-    args = sys.argv[1:] if argv is None else list(argv)
+    pause_collector`` says why), before the rest of the CLI is imported. `run` resumes
+    it at once for what may run long with little work per step (a batch, a REPL reading
+    a script, whatever Typer reads); a formula command's run resumes it at its first
+    budget check, the REPL once its first prompt is drawn, and a short command ends
+    without it: resumed at the end, it would collect once more everything the start
+    allocated (~1 ms), to find no garbage."""
     pause_collector()
+    args = sys.argv[1:] if argv is None else list(argv)
     sys.exit(run(args))
 
 
 def run(args: list[str]) -> int:
     """Run the command line ``args`` and return the exit code; nothing escapes as a traceback."""
+    from gradcalc.cli import direct
     from gradcalc.cli.run import run_invocation, silence_stdout
 
     try:
@@ -55,9 +60,11 @@ def run(args: list[str]) -> int:
         return EXIT_FORMULA
 
 
-def _run_call(call: direct.Call) -> int:
+def _run_call(call: Call) -> int:
     """Call the runner; a batch, or a REPL reading a script, resumes the collector `main`
     paused (the REPL on a terminal resumes it once its first prompt is drawn)."""
+    from gradcalc.cli import direct
+
     if call.runner == "run_batch_files" or (call.runner == "run_repl" and not direct.on_terminal()):
         resume_collector()
     return direct.runner(call.runner)(**call.arguments)

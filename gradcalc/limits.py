@@ -227,15 +227,18 @@ def work_error(limits: Limits) -> Exception:
 
 
 def pause_collector() -> None:
-    """Hold Python's cyclic garbage collector off while a command starts, until
-    `resume_collector` or the first budget check of a run (one long enough to make
-    cyclic garbage that matters: thousands of operations, or a large tensor).
+    """Hold Python's cyclic garbage collector off while a command starts (nothing if
+    something else already did), until `resume_collector`.
 
     Starting a command allocates tens of thousands of objects that all stay alive
-    (modules, the registry, the grammar's tables; prompt_toolkit's for the REPL), and
-    the collections they trigger find no garbage: ~25 of them, ~2.5 ms of a ~31 ms
-    scalar one-shot command (issue 12's targets are ratios to ``import numpy``), ~8 ms
-    of the REPL's first prompt. Only the collection of reference cycles waits."""
+    (modules, the op registry, the grammar's tables; prompt_toolkit's for the REPL),
+    and the collections they trigger find no garbage: ~25 of them, ~2.5 ms of a ~31 ms
+    scalar one-shot command and ~7 ms with NumPy's import (issue 12's targets are
+    ratios to ``python -c "import numpy"``), ~8 ms of the REPL's first prompt.
+    ``gradcalc.cli.main.main`` pauses it first thing; it comes back at a run's first
+    budget check (a run that long may make cyclic garbage that matters), when the
+    REPL's first prompt is drawn, or at once for what may run long with little work per
+    step (a batch). Only the collection of reference cycles waits."""
     if gc.isenabled():
         gc.disable()
         _COLLECTOR_PAUSED[0] = True

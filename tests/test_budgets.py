@@ -358,7 +358,7 @@ def test_the_collector_paused_for_a_start_resumes_at_a_runs_first_check() -> Non
     stay alive); a run long enough to reach a budget check turns it back on."""
     import gc
 
-    from gradcalc.limits import DEFAULT_LIMITS, Budget, pause_collector, resume_collector
+    from gradcalc.limits import Budget, pause_collector, resume_collector
 
     assert gc.isenabled()
     pause_collector()
