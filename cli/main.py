@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     a script, whatever Typer reads); a formula command's run resumes it at its first
     budget check, the REPL once its first prompt is drawn, and a short command ends
     without it: resumed at the end, it would collect once more everything the start
-    allocated (~1 ms), to find no garbage."""
+    allocated (~1 ms), to find no garbage. (So this is the process's entry point; code
+    that goes on after a command calls `run`, which leaves the collector as it was.)"""
     pause_collector()
     args = sys.argv[1:] if argv is None else list(argv)
     sys.exit(run(args))
