@@ -230,9 +230,10 @@ class Result:
 # ---------------------------------------------------------------- evaluation
 
 
-class _Run(namedtuple("_Run", "interp leaves output value output_name")):
+class _Run(namedtuple("_Run", "interp leaves output value output_name replayed", defaults=[None])):
     """One execution of the program: the interpreter, the bound leaves (name -> Tensor),
-    the chosen output (a Tensor, or None when it is not a tensor), its value and name."""
+    the chosen output (a Tensor, or None when it is not a tensor), its value and name;
+    for a replay (see `_Replays`), no interpreter and ``replayed``: (trace, values, saved)."""
 
     __slots__ = ()
 
@@ -241,6 +242,7 @@ class _Run(namedtuple("_Run", "interp leaves output value output_name")):
     output: Any
     value: np.ndarray
     output_name: str | None
+    replayed: tuple | None
 
 
 def _releases_buffers(entry: Callable[..., Result]) -> Callable[..., Result]:
@@ -772,10 +774,45 @@ def _differentiate(
 ) -> tuple[Result, _Run, np.ndarray | None]:
     if program is None:
         program = _checked_program(formula, limits)  # a syntax error is reported before NumPy loads
+    replays = _replays(formula, values, wrt, of, seed, limits, retain_graph, dtype)
+    if replays is not None:
+        run = replays.replay(values)
+        if run is not None:
+            return _gradients(run, formula, program, wrt, grad_output, dtype, seed, limits, True)
     tensor_module = _engine().tensor
     passes = tensor_module.backward_passes()
     run = _execute(formula, values, of, dtype, seed, limits, program)
     fresh = tensor_module.backward_passes() == passes  # the program ran no backward or grad()
+    verify = None
+    if replays is not None and fresh:
+        try:  # (before backward frees the graph's data)
+            verify = replays.record(program, run)
+        except Exception:  # a bug of the tracer must not cost the request: no replays
+            replays.program_ok = False
+    outcome = _gradients(
+        run, formula, program, wrt, grad_output, dtype, seed, limits, fresh, retain_graph
+    )
+    if verify is not None:
+        replays.verify(  # (never raises: a trace that fails is dropped)
+            verify, values, outcome[0], formula, program, wrt, grad_output, seed, limits
+        )
+    return outcome
+
+
+def _gradients(
+    run: _Run,
+    formula: str,
+    program: Any,
+    wrt: Sequence[str] | None,
+    grad_output: Any,
+    dtype: str,
+    seed: int | None,
+    limits: Limits,
+    fresh: bool,
+    retain_graph: bool = False,
+) -> tuple[Result, _Run, np.ndarray | None]:
+    """The result of ``run``: its value, and gradients by the engine's backward pass
+    (``fresh``: the program itself ran none, so the leaves' ``.grad`` are unset)."""
     value = run.value
     result = Result(value, _dtype_name(value.dtype), output_name=run.output_name)
     notes = _formula_notes(formula, limits, program)
@@ -809,7 +846,9 @@ def _differentiate(
         if value.ndim > 0 or seed_array is not None:
             ones = np.ones(value.shape, dtype=dtype)
             seed_tensor = _tensor(ones if seed_array is None else seed_array, dtype)
-        if fresh and _owns_every_leaf(run, inputs):
+        if run.replayed is not None:
+            grads = _replayed_backward(run, inputs, seed_tensor)
+        elif fresh and _owns_every_leaf(run, inputs):
             grads = _backward_into(output, inputs, seed_tensor, retain_graph)
         else:
             grads = _grad([output], inputs, seed_tensor, retain_graph=retain_graph)
@@ -887,6 +926,181 @@ def _execute(
             )
     tensor, value = _as_output(output, name)
     return _Run(interp, leaves, tensor, value, name)
+
+
+def _replays(
+    formula: str,
+    values: dict[str, Any],
+    wrt: Sequence[str] | None,
+    of: str | None,
+    seed: int | None,
+    limits: Limits,
+    retain_graph: bool,
+    dtype: str,
+) -> _Replays | None:
+    """The replays of ``formula`` with these bound names (see :mod:`gradcalc._replay`), or
+    None when a run of it cannot be replayed: no bound leaves, an output or gradient
+    named among what the program defines, random draws, values kept for a graph."""
+    if of is not None or seed is not None or retain_graph or not values:
+        return None
+    if wrt is not None and not values.keys() >= set(wrt):
+        return None
+    if len(formula) > _PROGRAM_CACHE_TEXT or _engine().tensor.is_recording_values():
+        return None
+    key = (formula, dtype, limits, tuple(values))
+    replays = _REPLAYS.get(key)
+    if replays is None:
+        if len(_REPLAYS) >= _PROGRAM_CACHE_SIZE:
+            _REPLAYS.pop(next(iter(_REPLAYS)))
+        replays = _REPLAYS[key] = _Replays(dtype, limits)
+    return replays
+
+
+class _Replays:
+    """One formula's traces, by the types, dtypes and shapes of its bound leaves.
+
+    The first run of a formula records nothing (a one-shot command pays one dict
+    lookup). The second leaves a trace of its graph if the program is in
+    :func:`gradcalc._replay.replayable`'s subset; the third runs both ways and keeps
+    the trace only if the replay gave the same bits (value, gradients, notes) on
+    these other values. Later runs replay.
+    """
+
+    __slots__ = ("context", "dtype", "limits", "program_ok", "runs", "traces")
+
+    def __init__(self, dtype: str, limits: Limits) -> None:
+        self.dtype = dtype
+        self.limits = limits
+        self.runs = 0
+        self.program_ok: bool | None = None
+        self.context: Any = None
+        self.traces: dict[tuple, list | bool] = {}
+        """leaf specs -> [trace, verified, output name], or False: never replayed."""
+
+    def replay(self, values: dict[str, Any]) -> _Run | None:
+        """A run by a verified trace, or None (none for these shapes, or it failed)."""
+        if not self.traces:
+            return None
+        leaves = self._leaves(values)
+        if leaves is None:
+            return None
+        entry = self.traces.get(tuple(map(_leaf_spec, leaves.values())))
+        if not entry or not entry[1]:
+            return None
+        return self._run(entry, leaves)
+
+    def record(self, program: Any, run: _Run) -> list | None:
+        """After a fresh run's forward pass: keep its trace (second run), or return the
+        unverified trace this run is to check (third run)."""
+        self.runs += 1
+        if self.runs < 2:
+            return None
+        if self.program_ok is None:
+            from gradcalc._replay import replayable
+
+            self.program_ok = replayable(program, set(run.leaves))
+        output = run.output
+        if not self.program_ok or output is None or not output._requires_grad:
+            return None
+        spec = tuple(map(_leaf_spec, run.leaves.values()))
+        entry = self.traces.get(spec)
+        if entry is not None:
+            return entry if entry and not entry[1] else None
+        if len(self.traces) >= 16:  # (a formula asked with ever new shapes)
+            return None
+        from gradcalc._replay import Trace
+
+        trace = Trace.of(list(run.leaves.values()), output)
+        self.traces[spec] = False if trace is None else [trace, False, run.output_name]
+        return None
+
+    def verify(
+        self,
+        entry: list,
+        values: dict[str, Any],
+        result: Result,
+        formula: str,
+        program: Any,
+        wrt: Sequence[str] | None,
+        grad_output: Any,
+        seed: int | None,
+        limits: Limits,
+    ) -> None:
+        """Replay ``entry``'s trace on this run's ``values``: kept if it gives ``result``."""
+        entry[1] = None  # (checked once, whatever happens below)
+        spec = next(key for key, found in self.traces.items() if found is entry)
+        same = False
+        try:
+            leaves = self._leaves(values)
+            run = None if leaves is None else self._run(entry, leaves)
+            if run is not None:
+                replayed = _gradients(
+                    run, formula, program, wrt, grad_output, self.dtype, seed, limits, True
+                )[0]
+                same = _same_result(result, replayed)
+        except Exception:
+            same = False
+        if same:
+            entry[1] = True
+        else:
+            self.traces[spec] = False
+
+    def _leaves(self, values: dict[str, Any]) -> dict[str, Any] | None:
+        context = self.context
+        if context is None:
+            from gradcalc.builtins import Context
+
+            context = self.context = Context(self.dtype, self.limits, None)
+        try:
+            return {name: context.leaf(value, True, name) for name, value in values.items()}
+        except Exception:  # (the ordinary run reports it)
+            return None
+
+    def _run(self, entry: list, leaves: dict[str, Any]) -> _Run | None:
+        trace = entry[0]
+        try:
+            with _numpy.errstate(), _numpy.ignoring_warnings():
+                data, saved = trace.run(list(leaves.values()))
+            output = _engine().tensor._wrap(data[-1])
+            output._requires_grad = True
+            tensor, value = _as_output(output, entry[2])
+        except Exception:  # (the ordinary run answers, or reports the error)
+            return None
+        return _Run(None, leaves, tensor, value, entry[2], (trace, data, saved))
+
+
+_REPLAYS: dict[tuple, _Replays] = {}
+
+
+def _leaf_spec(leaf: Any) -> tuple:
+    """What a trace depends on of a leaf: its data's type, dtype and shape."""
+    raw = leaf._raw
+    if type(raw) is float:
+        return (float,)
+    return (type(raw), raw.dtype.str, raw.shape)
+
+
+def _same_result(result: Result, other: Result) -> bool:
+    """Whether two results hold the same bits (values, gradients) and the same words."""
+    if (
+        result.notes != other.notes
+        or result.unused != other.unused
+        or result.summed != other.summed
+        or result.output_name != other.output_name
+        or list(result.gradients) != list(other.gradients)
+    ):
+        return False
+    pairs = [(result.value, other.value)]
+    pairs += [(g, other.gradients[name]) for name, g in result.gradients.items()]
+    for a, b in pairs:
+        if type(a) is not type(b):
+            return False
+        if type(a) is _numpy.Float64:  # (the float backend's: no NumPy to load)
+            if a.hex() != b.hex():
+                return False
+        elif a.dtype != b.dtype or a.shape != b.shape or a.tobytes() != b.tobytes():
+            return False
+    return True
 
 
 def module_members(dotted: str) -> list[str]:
@@ -982,13 +1196,12 @@ def _targets(run: _Run, wrt: Sequence[str] | None) -> list[tuple[str, Any]]:
     the formula assigns is its own data (``t = ones(3, 2)``), reported only when
     ``wrt`` names it. A formula given no bindings reports the differentiable leaves
     it assigns (``a = 2; b = 6; 3*a**3 - b**2``: seed 000 as a program)."""
-    env = run.interp.env
     if wrt is None:
         targets = list(run.leaves.items())
         if targets:
             return targets
         Tensor = _engine().Tensor
-        for name, value in env.items():
+        for name, value in run.interp.env.items():
             if (
                 name not in run.leaves
                 and isinstance(value, Tensor)
@@ -1002,7 +1215,9 @@ def _targets(run: _Run, wrt: Sequence[str] | None) -> list[tuple[str, Any]]:
     for name in dict.fromkeys(wrt):
         if name in run.leaves:
             targets.append((name, run.leaves[name]))
-        elif name in env and isinstance(env[name], Tensor):
+            continue
+        env = run.interp.env  # (a replayed run has none: its wrt names only leaves)
+        if name in env and isinstance(env[name], Tensor):
             targets.append((name, env[name]))
         elif name in env:
             raise FormulaTypeError(
@@ -1069,7 +1284,8 @@ def _owns_every_leaf(run: _Run, inputs: list[Any]) -> bool:
     leaves = run.leaves.values()
     if len(leaves) == len(inputs) and all(map(operator.is_, leaves, inputs)):
         leaves = ()  # (the inputs are the bound leaves, in order: each passes)
-    for values in (leaves, run.interp.env.values()):
+    env = () if run.interp is None else run.interp.env.values()  # (None: a replayed run)
+    for values in (leaves, env):
         for value in values:
             if (
                 isinstance(value, Tensor)
@@ -1095,6 +1311,25 @@ def _backward_into(output: Any, inputs: list[Any], seed: Any, retain_graph: bool
 
 
 _GRAD = operator.attrgetter("_grad")
+
+
+def _replayed_backward(run: _Run, inputs: list[Any], seed: Any) -> list[Any]:
+    """`_backward_into` for a replayed run: the trace's VJPs, then each leaf's ``.grad``
+    stored as the engine's AccumulateGrad stores it."""
+    tensor = _engine().tensor
+    trace, data, saved = run.replayed
+    try:
+        seed = tensor._seed_gradients([run.output], None if seed is None else [seed])[0]._raw
+        with _numpy.errstate():
+            totals = trace.backward(data, saved, seed)
+        for leaf, total in zip(run.leaves.values(), totals, strict=True):
+            if total is not None:
+                tensor._store_leaf_data(leaf, total, False)
+    except FormulaError:
+        raise
+    except Exception as exc:
+        _reraise(exc)
+    return list(map(_GRAD, inputs))
 
 
 def _vjp_rows(output: Any, inputs: list[Any], dtype: str, create_graph: bool) -> list[list]:

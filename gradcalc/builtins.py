@@ -334,7 +334,8 @@ def literal(array: Any) -> Any:
 
 def _remember_literal(tensor: Any) -> Any:
     key = id(tensor)
-    _LITERALS[key] = weakref.ref(tensor, lambda _, key=key: _LITERALS.pop(key, None))
+    # (the dict bound as a default: at interpreter exit, module globals may be gone)
+    _LITERALS[key] = weakref.ref(tensor, lambda _, key=key, kept=_LITERALS: kept.pop(key, None))
     return tensor
 
 

@@ -1,0 +1,507 @@
+"""Replay: a repeated formula's forward pass as a flat list of registry ops.
+
+A batch (and a script calling :func:`gradcalc.evaluate` in a loop) asks for the
+same few formulas over and over with new values of the same shapes. Once a
+formula has run, its graph says exactly which registry ops ran on which
+operands; :class:`Trace` keeps that list (JAX's ``jit`` idea, without a
+compiler), and :meth:`Trace.run` runs it again on new leaves: each op's own
+``forward`` (or its float backend, chosen as ``_tensor.apply1``/``apply2``
+choose it) and one graph node per op, built by the engine's ``_record``. The
+backward pass is the engine's own, on those nodes. No interpreter, no
+operator dispatch, no Tensor per intermediate value.
+
+Why a second forward evaluator (measured, W6 mixed batch, per request in
+process): the interpreter and the engine's dispatch took 10-38 µs of a 45-112 µs
+request; the replayed forward takes 1-6 µs of the same work. See
+benchmarks/RESULTS.md for the whole batch.
+
+A replay is sound only where the graph is the whole story: where no value
+computed from the inputs steered the program or left the graph. So a trace is
+made only of a program in :func:`replayable`'s subset (assignments, arithmetic,
+calls of value-blind built-ins with literal options, ``for`` over a literal
+``range``; no ``if``, comparison, indexing by value, ``def``, randomness or
+``backward``), is keyed by the leaves' names, types, dtypes and shapes, and is
+used only after it reproduced a fresh run bit for bit on another request
+(``api``'s cache). Anything unusual on the way (a node without a registry op,
+hooks, a leaf the request did not bind, a constant whose values a node did not
+keep) declines, and the request runs the ordinary way.
+"""
+
+from __future__ import annotations
+
+from gradcalc import _tensor
+from gradcalc import syntax as ast
+
+TYPE_CHECKING = False  # (not typing's: importing typing costs ~3 ms of start-up)
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ["Trace", "replayable"]
+
+# ---------------------------------------------------------------- the language subset
+
+_OPERATOR_SYMBOLS = frozenset(("+", "-", "*", "/", "**", "@"))
+"""Binary operators whose result is a differentiable registry op (``//`` and ``%`` are
+value-dependent steps without a gradient)."""
+
+_TENSOR_ARGUMENTS = {
+    **dict.fromkeys(
+        [
+            "abs",
+            "absolute",
+            "ceil",
+            "clone",
+            "cos",
+            "erf",
+            "exp",
+            "exp2",
+            "flatten",
+            "floor",
+            "log",
+            "log10",
+            "log1p",
+            "log2",
+            "neg",
+            "negative",
+            "ravel",
+            "reciprocal",
+            "relu",
+            "round",
+            "rsqrt",
+            "sigmoid",
+            "sign",
+            "sin",
+            "softplus",
+            "sqrt",
+            "square",
+            "t",
+            "tan",
+            "tanh",
+            "trunc",
+            "sum",
+            "mean",
+            "prod",
+            "max",
+            "min",
+            "amax",
+            "amin",
+            "logsumexp",
+            "softmax",
+            "log_softmax",
+            "norm",
+            "std",
+            "var",
+            "transpose",
+            "swapaxes",
+            "permute",
+            "reshape",
+            "view",
+            "squeeze",
+            "unsqueeze",
+            "expand",
+            "broadcast_to",
+            "narrow",
+            "select",
+            "numel",
+            "len",
+        ],
+        1,
+    ),
+    **dict.fromkeys(
+        [
+            "add",
+            "sub",
+            "mul",
+            "div",
+            "true_divide",
+            "rsub",
+            "pow",
+            "float_power",
+            "maximum",
+            "minimum",
+            "matmul",
+            "mm",
+            "mv",
+            "bmm",
+            "dot",
+            "inner",
+            "outer",
+            "ger",
+            "mse_loss",
+            "l1_loss",
+            "binary_cross_entropy_with_logits",
+            "expand_as",
+            "reshape_as",
+            "view_as",
+        ],
+        2,
+    ),
+    "linear": 3,
+    **dict.fromkeys(["cat", "concat", "concatenate", "stack"], 0),
+}
+"""The built-ins a replayable program may call, by how many leading positional
+arguments may be tensors computed from the inputs (0: a list of them); every other
+argument must be a literal. Each runs the same registry ops whatever its operands'
+values are and reads no operand's values outside them (a number option given as a
+tensor would be read, so options must be literals)."""
+
+_CONSTRUCTORS = frozenset(("ones", "zeros", "full", "eye", "arange", "linspace"))
+"""Built-ins that make constants from literal arguments only."""
+
+
+def replayable(program: ast.Program, bound: frozenset[str] | set[str]) -> bool:
+    """Whether ``program``'s graph is the same for every value of the ``bound`` names
+    (of given shapes), so a :class:`Trace` of one run is a run of any other."""
+    assigned: set[str] = set()
+    statements = list(program.body)
+    while statements:
+        statement = statements.pop()
+        kind = type(statement)
+        if kind is ast.ExprStmt:
+            expressions = [statement.value]
+        elif kind is ast.Assign or kind is ast.AugAssign:
+            if type(statement.target) is not ast.Name:
+                return False
+            if kind is ast.AugAssign and statement.op not in _OPERATOR_SYMBOLS:
+                return False
+            assigned.add(statement.target.id)
+            expressions = [statement.value]
+        elif kind is ast.For:
+            if type(statement.target) is not str or not _literal_range(statement.iter):
+                return False
+            assigned.add(statement.target)
+            statements.extend(statement.body)
+            continue
+        else:
+            return False
+        if not all(map(_expression, expressions)):
+            return False
+    called = _called_names(program)
+    return not (called & assigned or called & set(bound))
+
+
+def _literal_range(node: Any) -> bool:
+    return (
+        type(node) is ast.Call
+        and type(node.func) is ast.Name
+        and node.func.id == "range"
+        and not node.keywords
+        and 1 <= len(node.args) <= 3
+        and all(map(_literal, node.args))
+    )
+
+
+def _literal(node: Any) -> bool:
+    """A number, bool or None written out, or a list/tuple of them."""
+    kind = type(node)
+    if kind is ast.Num or kind is ast.Bool or kind is ast.NoneLit:
+        return True
+    if kind is ast.UnaryOp:
+        return node.op in ("-", "+") and type(node.operand) is ast.Num
+    if kind is ast.ListExpr or kind is ast.TupleExpr:
+        return all(map(_literal, node.items))
+    return False
+
+
+def _expression(node: Any) -> bool:
+    """An expression of the subset (see :func:`replayable`); iterative, as the compiler."""
+    pending = [node]
+    while pending:
+        node = pending.pop()
+        kind = type(node)
+        if kind is ast.Num or kind is ast.Name:
+            continue
+        if kind is ast.UnaryOp:
+            if node.op not in ("-", "+"):
+                return False
+            pending.append(node.operand)
+        elif kind is ast.BinOp:
+            if node.op not in _OPERATOR_SYMBOLS:
+                return False
+            pending += (node.left, node.right)
+        elif kind is ast.Attribute:
+            if node.attr != "T":
+                return False
+            pending.append(node.value)
+        elif kind is ast.Call:
+            operands = _call_operands(node)
+            if operands is None:
+                return False
+            pending += operands
+        else:
+            return False
+    return True
+
+
+def _call_operands(node: ast.Call) -> list | None:
+    """The tensor operands of a call of the subset, or None when the call is not one."""
+    func = node.func
+    args = list(node.args)
+    if type(func) is ast.Name:
+        name = func.id
+    elif type(func) is ast.Attribute and type(func.value) is not ast.Attribute:
+        name = func.attr
+        args.insert(0, func.value)  # method sugar: x.sum() is sum(x)
+    else:
+        return None
+    if not all(_literal(keyword.value) for keyword in node.keywords):
+        return None
+    if name in _CONSTRUCTORS and type(func) is ast.Name:
+        return [] if all(map(_literal, args)) else None
+    count = _TENSOR_ARGUMENTS.get(name)
+    if count is None:
+        return None
+    if count == 0:  # cat([a, b], dim): the list's items are operands
+        if not args or type(args[0]) not in (ast.ListExpr, ast.TupleExpr):
+            return None
+        operands, count = list(args[0].items), 1
+    else:
+        operands = args[:count]
+    if not all(map(_literal, args[count:])):
+        return None
+    return operands
+
+
+def _called_names(program: ast.Program) -> set[str]:
+    """Every name the program calls (a variable of that name would shadow the built-in)."""
+    names = set()
+    for node in _walk(program):
+        if type(node) is ast.Call and type(node.func) is ast.Name:
+            names.add(node.func.id)
+    return names
+
+
+def _walk(root: Any) -> Any:
+    pending = [root]
+    while pending:
+        node = pending.pop()
+        yield node
+        for field in type(node).__match_args__:
+            value = getattr(node, field)
+            if isinstance(value, ast.Node):
+                pending.append(value)
+            elif type(value) is list:
+                pending += (item for item in value if isinstance(item, ast.Node))
+
+
+# ---------------------------------------------------------------- traces
+
+_PYTHON_VALUES = _tensor.PYTHON_VALUES
+_FLOATS = _tensor._FLOATS
+
+
+class Trace:
+    """One run's graph as steps ``(node_class, refs, consts)`` and a backward schedule.
+
+    Slots ``0..n-1`` hold the leaves' data, the next ones the constants the graph
+    read (numbers, and arrays the nodes kept), then one per step; ``refs`` are the
+    slots of a step's operands. ``schedule`` is the order in which the engine's
+    backward pass (``_tensor._backpropagate``: consumers counted, a stack of ready
+    nodes) runs the steps' VJPs, as ``(step, ((operand, slot), ...))``: replaying
+    that order adds each gradient's terms in the engine's order, to the same bits.
+    """
+
+    __slots__ = ("first", "leaves", "schedule", "slots", "steps")
+
+    def __init__(self, leaves: int, constants: list, steps: list) -> None:
+        self.leaves = leaves
+        self.first = leaves + len(constants)
+        self.slots = [None] * leaves + constants
+        """The slots before the steps': leaves (filled per run) and constants."""
+        self.steps = steps
+        self.schedule = self._schedule()
+
+    @classmethod
+    def of(cls, leaves: list[Any], output: Any) -> Trace | None:
+        """The trace of the graph from ``leaves`` (Tensors) to ``output`` (a Tensor that
+        requires grad), before backward ran on it; None when it cannot be replayed."""
+        root = output._grad_fn
+        if root is None:
+            return None
+        leaf_slot = {id(leaf): slot for slot, leaf in enumerate(leaves)}
+        nodes = _post_order(root)
+        if nodes is None:
+            return None
+        constants: list = []
+        node_step: dict[int, int] = {}
+        planned = []
+        for node in nodes:
+            step = _plan(node, leaf_slot, node_step, constants, len(leaves))
+            if step is None:
+                return None
+            node_step[id(node)] = len(planned)
+            planned.append(step)
+        first = len(leaves) + len(constants)
+        steps = [
+            (node_class, tuple(first + n if kind == "node" else n for kind, n in refs), consts)
+            for node_class, refs, consts in planned
+        ]
+        return cls(len(leaves), constants, steps)
+
+    def _schedule(self) -> tuple:
+        """The engine's backward order over the steps (see the class docstring)."""
+        first = self.first
+        variable = [slot for _, refs, _ in self.steps for slot in refs]
+        consumers = {}
+        for slot in variable:
+            if slot < self.leaves or slot >= first:
+                consumers[slot] = consumers.get(slot, 0) + 1
+        schedule = []
+        ready = [first + len(self.steps) - 1]
+        while ready:
+            slot = ready.pop()
+            if slot < first:
+                continue  # a leaf: its gradient is complete
+            refs = self.steps[slot - first][1]
+            targets = []
+            for operand, ref in enumerate(refs):
+                if ref in consumers:
+                    targets.append((operand, ref))
+                    consumers[ref] -= 1
+                    if not consumers[ref]:
+                        ready.append(ref)
+            schedule.append((slot - first, tuple(targets)))
+        return tuple(schedule)
+
+    def run(self, leaves: list[Any]) -> tuple[list, list]:
+        """The traced forward pass on new ``leaves`` (same types, dtypes and shapes as
+        the traced ones): every slot's value, and the operands each step's VJPs read
+        (what the engine's node would have kept). The output is the last slot's."""
+        data = self.slots[:]
+        data[: self.leaves] = [leaf._raw for leaf in leaves]
+        saved = []
+        on_floats = _tensor.on_floats
+        to_numpy = _tensor._to_numpy
+        for node_class, refs, consts in self.steps:
+            op = node_class.op
+            kind = node_class.kind
+            value = None
+            if kind == 2:
+                a = data[refs[0]]
+                b = data[refs[1]]
+                if type(a) in _PYTHON_VALUES or type(b) in _PYTHON_VALUES:
+                    if type(a) in _FLOATS and type(b) in _FLOATS:
+                        value = on_floats(op, (a, b, *consts))
+                    if value is None:  # NumPy takes over (as in ``apply2``)
+                        a = to_numpy(a) if type(a) in _PYTHON_VALUES else a
+                        b = to_numpy(b) if type(b) in _PYTHON_VALUES else b
+                if value is None:
+                    value = op.forward(a, b, *consts)
+                operands = (a, b)
+            elif kind == 1:
+                a = data[refs[0]]
+                if type(a) in _PYTHON_VALUES:
+                    value = on_floats(op, (a, *consts))
+                    if value is None:
+                        a = to_numpy(a)
+                if value is None:
+                    value = op.forward(a, *consts)
+                operands = (a,)
+            else:  # an op over a sequence (``applyn``): a Tensor's float reads as NumPy's
+                items = [data[ref] for ref in refs]
+                items = [to_numpy(v) if type(v) in _PYTHON_VALUES else v for v in items]
+                value = op.forward(items, *consts)
+                operands = tuple(items)
+            data.append(value)
+            saved.append(operands)
+        return data, saved
+
+    def backward(self, data: list, saved: list, seed: Any) -> list:
+        """The gradient reaching each leaf slot (None: none did) from ``seed`` at the
+        output, by the steps' VJPs in the engine's order on raw values."""
+        first = self.first
+        grads: list = [None] * len(data)
+        grads[-1] = seed
+        steps = self.steps
+        for step, targets in self.schedule:
+            g = grads[first + step]
+            if g is None:
+                continue
+            grads[first + step] = None
+            node_class, _, consts = steps[step]
+            if node_class.kind == 0:
+                args = (g, data[first + step] if node_class.op.uses_ans else None)
+                args += saved[step] + consts
+            else:
+                ans = data[first + step] if node_class.op.uses_ans else None
+                args = (g, ans, *saved[step], *consts)
+            vjps = node_class.vjps
+            for operand, slot in targets:
+                vjp = vjps[operand]
+                try:
+                    gi = vjp(*args)
+                except ArithmeticError:  # on the float backend's floats (as the engine)
+                    gi = _tensor._retry_on_numpy(vjp, args)
+                if gi is not None:
+                    old = grads[slot]
+                    grads[slot] = gi if old is None else old + gi
+        return grads[: self.leaves]
+
+
+def _post_order(root: Any) -> list | None:
+    """The nodes behind ``root`` (leaves' AccumulateGrad excluded), each after its
+    operands' nodes; None when one is not a plain registry node."""
+    order = []
+    expanded = set()
+    stack = [(root, False)]
+    accumulate = _tensor.AccumulateGrad
+    while stack:
+        node, finished = stack.pop()
+        if finished:
+            order.append(node)
+            continue
+        if id(node) in expanded:
+            continue
+        expanded.add(id(node))
+        if getattr(type(node), "op", None) is None or node.meta is not None:
+            return None  # a custom Function, a hook, a retained gradient, recorded values
+        stack.append((node, True))
+        for parent in node.parents:
+            if parent is not None and type(parent) is not accumulate and id(parent) not in expanded:
+                stack.append((parent, False))
+    return order
+
+
+def _plan(node: Any, leaf_slot: dict, node_slot: dict, constants: list, base: int) -> tuple | None:
+    """One step of a trace: ``(node_class, refs, consts)``, refs as ``("slot", n)`` or
+    ``("node", step)``; None when the node cannot be replayed."""
+    node_class = type(node)
+    kind = node_class.kind
+    if node.holds is _tensor._FREED or node.ans is _tensor._FREED:
+        return None
+    if kind == 0:
+        parents, saved = node.p0, node.s0
+    elif kind == 1:
+        parents, saved = (node.p0,), (node.s0,)
+    elif kind == 2:
+        parents, saved = (node.p0, node.p1), (node.s0, node.s1)
+    else:
+        return None
+    consts = node.consts
+    if any(isinstance(c, _tensor.Tensor) for c in consts):
+        return None  # a tensor read as an option: its values may come from the inputs
+    refs = []
+    for parent, kept in zip(parents, saved, strict=True):
+        if parent is None:
+            if _is_stand_in(kept):
+                return None  # a constant the node kept only the shape of
+            refs.append(("slot", base + len(constants)))
+            constants.append(kept)
+        elif type(parent) is _tensor.AccumulateGrad:
+            slot = leaf_slot.get(id(parent.variable))
+            if slot is None:
+                return None  # a leaf the program made (``w = ones(3)``), not an input
+            refs.append(("slot", slot))
+        else:
+            step = node_slot.get(id(parent))
+            if step is None:
+                return None
+            refs.append(("node", step))
+    return node_class, tuple(refs), consts
+
+
+def _is_stand_in(value: Any) -> bool:
+    """Whether a node's saved operand is `_tensor._stand_in`'s shape-only view."""
+    if type(value) is not _tensor._ndarray or not value.ndim:
+        return False
+    return _tensor._stand_ins.get((value.dtype, value.shape)) is value
