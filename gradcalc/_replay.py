@@ -363,15 +363,17 @@ class Trace:
             schedule.append((slot - first, tuple(targets)))
         return tuple(schedule)
 
-    def run(self, leaves: list[Any]) -> tuple[list, list]:
-        """The traced forward pass on new ``leaves`` (same types, dtypes and shapes as
-        the traced ones): every slot's value, and the operands each step's VJPs read
-        (what the engine's node would have kept). The output is the last slot's."""
+    def run(self, inputs: list[Any]) -> tuple[list, list]:
+        """The traced forward pass on new leaves' data ``inputs`` (their ``_raw``: same
+        types, dtypes and shapes as the traced ones): every slot's value, and the
+        operands each step's VJPs read (what the engine's node would have kept). The
+        output is the last slot's. Raises :class:`Declined` where the float backend
+        declines an op (``math`` raising where NumPy gives inf or nan): the engine then
+        goes on in NumPy's float64, a path the trace does not follow."""
         data = self.slots[:]
-        data[: self.leaves] = [leaf._raw for leaf in leaves]
+        data[: self.leaves] = inputs
         saved = []
         on_floats = _tensor.on_floats
-        to_numpy = _tensor._to_numpy
         for node_class, refs, consts in self.steps:
             op = node_class.op
             kind = node_class.kind
@@ -382,9 +384,11 @@ class Trace:
                 if type(a) in _PYTHON_VALUES or type(b) in _PYTHON_VALUES:
                     if type(a) in _FLOATS and type(b) in _FLOATS:
                         value = on_floats(op, (a, b, *consts))
-                    if value is None:  # NumPy takes over (as in ``apply2``)
-                        a = to_numpy(a) if type(a) in _PYTHON_VALUES else a
-                        b = to_numpy(b) if type(b) in _PYTHON_VALUES else b
+                        if value is None:
+                            raise Declined(op.name)
+                    else:  # beside NumPy's values (as ``apply2``)
+                        a = self._as_numpy(data, refs[0])
+                        b = self._as_numpy(data, refs[1])
                 if value is None:
                     value = op.forward(a, b, *consts)
                 operands = (a, b)
@@ -393,18 +397,26 @@ class Trace:
                 if type(a) in _PYTHON_VALUES:
                     value = on_floats(op, (a, *consts))
                     if value is None:
-                        a = to_numpy(a)
-                if value is None:
+                        raise Declined(op.name)
+                else:
                     value = op.forward(a, *consts)
                 operands = (a,)
-            else:  # an op over a sequence (``applyn``): a Tensor's float reads as NumPy's
-                items = [data[ref] for ref in refs]
-                items = [to_numpy(v) if type(v) in _PYTHON_VALUES else v for v in items]
-                value = op.forward(items, *consts)
-                operands = tuple(items)
+            else:  # an op over a sequence (``applyn``: it reads its operands' ``_data``)
+                operands = tuple(self._as_numpy(data, ref) for ref in refs)
+                value = op.forward(list(operands), *consts)
             data.append(value)
             saved.append(operands)
         return data, saved
+
+    def _as_numpy(self, data: list, slot: int) -> Any:
+        """The value in ``slot`` as an op that NumPy runs reads it: a float backend's
+        input or result is converted for good, as ``Tensor._data`` converts it (later
+        steps see NumPy's float64); a constant stays as the op got it (a number stays
+        a Python number)."""
+        value = data[slot]
+        if type(value) in _PYTHON_VALUES and (slot < self.leaves or slot >= self.first):
+            value = data[slot] = _tensor._to_numpy(value)
+        return value
 
     def backward(self, data: list, saved: list, seed: Any) -> list:
         """The gradient reaching each leaf slot (None: none did) from ``seed`` at the
@@ -478,8 +490,8 @@ def _plan(node: Any, leaf_slot: dict, node_slot: dict, constants: list, base: in
     else:
         return None
     consts = node.consts
-    if any(isinstance(c, _tensor.Tensor) for c in consts):
-        return None  # a tensor read as an option: its values may come from the inputs
+    if not all(map(_plain, consts)):
+        return None  # an array or tensor as an option (a mask): it may come from the inputs
     refs = []
     for parent, kept in zip(parents, saved, strict=True):
         if parent is None:
@@ -498,6 +510,25 @@ def _plan(node: Any, leaf_slot: dict, node_slot: dict, constants: list, base: in
                 return None
             refs.append(("node", step))
     return node_class, tuple(refs), consts
+
+
+def _plain(const: Any) -> bool:
+    """Whether an op's option is plain data (a dim, an exponent, a slice), not values."""
+    if type(const) in _PLAIN_CONSTS:
+        return True
+    if type(const) is tuple:
+        return all(map(_plain, const))
+    if type(const) is slice:
+        return all(map(_plain, (const.start, const.stop, const.step)))
+    # a NumPy number or dtype (``to(float32)``), never an array
+    return type(const).__module__.startswith("numpy") and type(const) is not _tensor._ndarray
+
+
+_PLAIN_CONSTS = frozenset((int, float, bool, str, type(None), type(Ellipsis)))
+
+
+class Declined(ArithmeticError):
+    """The float backend declined a replayed op (see :meth:`Trace.run`)."""
 
 
 def _is_stand_in(value: Any) -> bool:
