@@ -197,7 +197,7 @@ def write_mixed(path: Path, count: int) -> Path:
 
 
 def run_mixed_batch(config: Config, report: Report) -> None:
-    count = config.size(full=20_000, quick=2_000)
+    count = config.size(full=100_000, quick=5_000)
     path = write_mixed(config.workdir / "batch-mixed.jsonl", count)
     python = config.gradcalc_python
     script = str(config.gradcalc_script)

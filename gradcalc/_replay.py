@@ -297,11 +297,11 @@ class Trace:
     read (numbers, and arrays the nodes kept), then one per step; ``refs`` are the
     slots of a step's operands. ``schedule`` is the order in which the engine's
     backward pass (``_tensor._backpropagate``: consumers counted, a stack of ready
-    nodes) runs the steps' VJPs, as ``(step, ((operand, slot), ...))``: replaying
-    that order adds each gradient's terms in the engine's order, to the same bits.
+    nodes) runs the steps' VJPs (see :meth:`_schedule`): replaying that order adds
+    each gradient's terms in the engine's order, to the same bits.
     """
 
-    __slots__ = ("first", "leaves", "schedule", "slots", "steps")
+    __slots__ = ("first", "leaves", "plan", "schedule", "slots", "steps")
 
     def __init__(self, leaves: int, constants: list, steps: list) -> None:
         self.leaves = leaves
@@ -309,6 +309,8 @@ class Trace:
         self.slots = [None] * leaves + constants
         """The slots before the steps': leaves (filled per run) and constants."""
         self.steps = steps
+        self.plan = [(cls.op, cls.kind, refs, consts) for cls, refs, consts in steps]
+        """What :meth:`run` reads of each step, looked up once."""
         self.schedule = self._schedule()
 
     @classmethod
@@ -339,28 +341,30 @@ class Trace:
         return cls(len(leaves), constants, steps)
 
     def _schedule(self) -> tuple:
-        """The engine's backward order over the steps (see the class docstring)."""
+        """The engine's backward order over the steps (see the class docstring), each as
+        ``(slot, step, uses_ans, consts, ((vjp, operand's slot), ...))``."""
         first = self.first
-        variable = [slot for _, refs, _ in self.steps for slot in refs]
-        consumers = {}
-        for slot in variable:
-            if slot < self.leaves or slot >= first:
-                consumers[slot] = consumers.get(slot, 0) + 1
+        consumers: dict[int, int] = {}
+        for _, refs, _ in self.steps:
+            for slot in refs:
+                if slot < self.leaves or slot >= first:
+                    consumers[slot] = consumers.get(slot, 0) + 1
         schedule = []
         ready = [first + len(self.steps) - 1]
         while ready:
             slot = ready.pop()
             if slot < first:
                 continue  # a leaf: its gradient is complete
-            refs = self.steps[slot - first][1]
-            targets = []
+            node_class, refs, consts = self.steps[slot - first]
+            calls = []
             for operand, ref in enumerate(refs):
                 if ref in consumers:
-                    targets.append((operand, ref))
+                    calls.append((node_class.vjps[operand], ref))
                     consumers[ref] -= 1
                     if not consumers[ref]:
                         ready.append(ref)
-            schedule.append((slot - first, tuple(targets)))
+            uses_ans = node_class.op.uses_ans
+            schedule.append((slot, slot - first, uses_ans, consts, tuple(calls)))
         return tuple(schedule)
 
     def run(self, inputs: list[Any]) -> tuple[list, list]:
@@ -368,38 +372,30 @@ class Trace:
         types, dtypes and shapes as the traced ones): every slot's value, and the
         operands each step's VJPs read (what the engine's node would have kept). The
         output is the last slot's. Raises :class:`Declined` where the float backend
-        declines an op (``math`` raising where NumPy gives inf or nan): the engine then
-        goes on in NumPy's float64, a path the trace does not follow."""
+        declines an op (``math`` raising where NumPy gives inf or nan, or no float
+        forward): the engine then goes on in NumPy's float64, a path the trace does not
+        follow (``_tensor.on_floats`` is the rule, written out here)."""
         data = self.slots[:]
         data[: self.leaves] = inputs
         saved = []
-        on_floats = _tensor.on_floats
-        for node_class, refs, consts in self.steps:
-            op = node_class.op
-            kind = node_class.kind
-            value = None
+        floats = _PYTHON_VALUES
+        for op, kind, refs, consts in self.plan:
             if kind == 2:
                 a = data[refs[0]]
                 b = data[refs[1]]
-                if type(a) in _PYTHON_VALUES or type(b) in _PYTHON_VALUES:
+                if type(a) in floats or type(b) in floats:
                     if type(a) in _FLOATS and type(b) in _FLOATS:
-                        value = on_floats(op, (a, b, *consts))
-                        if value is None:
-                            raise Declined(op.name)
+                        value = _on_floats(op, a, b, *consts)
                     else:  # beside NumPy's values (as ``apply2``)
                         a = self._as_numpy(data, refs[0])
                         b = self._as_numpy(data, refs[1])
-                if value is None:
+                        value = op.forward(a, b, *consts)
+                else:
                     value = op.forward(a, b, *consts)
                 operands = (a, b)
             elif kind == 1:
                 a = data[refs[0]]
-                if type(a) in _PYTHON_VALUES:
-                    value = on_floats(op, (a, *consts))
-                    if value is None:
-                        raise Declined(op.name)
-                else:
-                    value = op.forward(a, *consts)
+                value = _on_floats(op, a, *consts) if type(a) in floats else op.forward(a, *consts)
                 operands = (a,)
             else:  # an op over a sequence (``applyn``: it reads its operands' ``_data``)
                 operands = tuple(self._as_numpy(data, ref) for ref in refs)
@@ -421,33 +417,37 @@ class Trace:
     def backward(self, data: list, saved: list, seed: Any) -> list:
         """The gradient reaching each leaf slot (None: none did) from ``seed`` at the
         output, by the steps' VJPs in the engine's order on raw values."""
-        first = self.first
         grads: list = [None] * len(data)
         grads[-1] = seed
-        steps = self.steps
-        for step, targets in self.schedule:
-            g = grads[first + step]
+        for slot, step, uses_ans, consts, calls in self.schedule:
+            g = grads[slot]
             if g is None:
                 continue
-            grads[first + step] = None
-            node_class, _, consts = steps[step]
-            if node_class.kind == 0:
-                args = (g, data[first + step] if node_class.op.uses_ans else None)
-                args += saved[step] + consts
-            else:
-                ans = data[first + step] if node_class.op.uses_ans else None
-                args = (g, ans, *saved[step], *consts)
-            vjps = node_class.vjps
-            for operand, slot in targets:
-                vjp = vjps[operand]
+            grads[slot] = None
+            args = (g, data[slot] if uses_ans else None, *saved[step], *consts)
+            for vjp, target in calls:
                 try:
                     gi = vjp(*args)
                 except ArithmeticError:  # on the float backend's floats (as the engine)
                     gi = _tensor._retry_on_numpy(vjp, args)
                 if gi is not None:
-                    old = grads[slot]
-                    grads[slot] = gi if old is None else old + gi
+                    old = grads[target]
+                    grads[target] = gi if old is None else old + gi
         return grads[: self.leaves]
+
+
+def _on_floats(op: Any, *args: Any) -> Any:
+    """``_tensor.on_floats``, raising :class:`Declined` where it gives None."""
+    scalar = op.scalar
+    if scalar is None:
+        raise Declined(op.name)
+    try:
+        value = scalar(*args)
+    except (ArithmeticError, ValueError):
+        raise Declined(op.name) from None
+    if type(value) not in _PYTHON_VALUES:
+        raise Declined(op.name)
+    return value
 
 
 def _post_order(root: Any) -> list | None:

@@ -969,10 +969,15 @@ def _replays(
 
 
 def _replayed(
-    formula: str, bindings: Mapping[str, Any] | None, dtype: str, limits: Limits
+    formula: str,
+    bindings: Mapping[str, Any] | None,
+    dtype: str,
+    limits: Limits,
+    copy: bool = True,
 ) -> Result | None:
     """``formula``'s result by a verified trace (no interpreter, no graph), or None when
-    none fits: the caller then runs it the ordinary way (which also records traces)."""
+    none fits: the caller then runs it the ordinary way (which also records traces).
+    ``copy=False`` for a result written out at once (see `_Replays.result`)."""
     if not bindings or type(bindings) is not dict:
         return None
     replays = _REPLAYS.get((formula, dtype, limits, tuple(bindings)))
@@ -982,7 +987,7 @@ def _replayed(
     if raws is None:
         return None
     with _numpy.errstate(), _numpy.ignoring_warnings():
-        return replays.result(list(bindings), raws, formula)
+        return replays.result(list(bindings), raws, formula, copy=copy)
 
 
 class _Replays:
@@ -1044,19 +1049,28 @@ class _Replays:
             return None
 
     def result(
-        self, names: list[str], raws: list[Any], formula: str, verified: bool = True
+        self,
+        names: list[str],
+        raws: list[Any],
+        formula: str,
+        verified: bool = True,
+        copy: bool = True,
     ) -> Result | None:
         """The result of a run with leaves ``names`` holding ``raws``, by a (``verified``)
-        trace for their shapes; None when there is none, or it failed."""
+        trace for their shapes; None when there is none, or it failed. ``copy=False``:
+        its gradients may share memory with the trace's values (a caller that writes
+        them out at once)."""
         entry = self.traces.get(tuple(map(_raw_spec, raws)))
         if not entry or (verified and not entry[1]):
             return None
         try:
-            return self._result(entry, names, raws, formula)
+            return self._result(entry, names, raws, formula, copy)
         except Exception:  # (the ordinary run answers, or reports the error)
             return None
 
-    def _result(self, entry: list, names: list[str], raws: list[Any], formula: str) -> Result:
+    def _result(
+        self, entry: list, names: list[str], raws: list[Any], formula: str, copy: bool
+    ) -> Result:
         trace, _, output_name = entry
         data, saved = trace.run(raws)
         raw = data[-1]
@@ -1078,20 +1092,24 @@ class _Replays:
             seed = raw.dtype.type(1)
         totals = trace.backward(data, saved, seed)
         engine = _engine().tensor
+        ndarray = engine._ndarray  # (a stand-in type until NumPy is loaded)
+        Float64 = _numpy.Float64
         gradients = result.gradients
         for name, like, total in zip(names, raws, totals, strict=True):
+            if type(total) is float and type(like) is float:  # (the float backend's)
+                gradients[name] = Float64(total)
+                continue
             if total is None:
                 gradients[name] = _zeros_or(None, engine._wrap(like), self.dtype)
                 result.unused.append(name)
                 continue
-            ndarray = engine._ndarray  # (a stand-in type until NumPy is loaded)
             if (  # (as the engine's AccumulateGrad stores ``.grad``)
                 type(total) is not ndarray
                 or type(like) is not ndarray
                 or total.dtype is not like.dtype
             ):
                 total = engine._cast_like(total, like)
-            gradients[name] = _raw_value(engine._own(total))
+            gradients[name] = _raw_value(engine._own(total) if copy else total)
         _finish_result(result)
         return result
 
@@ -1823,9 +1841,8 @@ def run_request(request: Any, limits: Limits | None = None) -> dict:
         if type(request) is dict and _PLAIN_KEYS.issuperset(request):  # (most requests)
             formula = request.get("formula")
             if type(formula) is str:
-                result = _replayed(
-                    formula, request.get("vars"), request.get("dtype") or "float64", limits
-                )
+                dtype = request.get("dtype") or "float64"
+                result = _replayed(formula, request.get("vars"), dtype, limits, copy=False)
         if result is not None:
             out = result_to_json(result)
         else:
