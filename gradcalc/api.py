@@ -1891,32 +1891,52 @@ def run_line(
     Malformed input (not JSON, not an object, no ``formula``) yields an error
     line. Never raises.
     """
-    where = f"input line {line_number}: " if line_number is not None else ""
+    request = _read_request(line, line_number)
+    if type(request) is tuple:
+        return request
+    return _answer(request, line_number, limits)
+
+
+def _read_request(line: str, line_number: int | None) -> dict | tuple[str, bool]:
+    """A JSON line's request object, or the error line (and False) that answers it."""
     try:
         request = _loads(line)
     except ValueError as exc:
+        where = _where(line_number)
         reply = {"id": None, **_bad_request(f"{where}not valid JSON ({exc})")}
         return dumps(reply), False
     except RecursionError:  # json's decoder recurses: ~1,000 levels of brackets
+        where = _where(line_number)
         reply = {"id": None, "error": {"type": "LimitError", "message": f"{where}{_TOO_DEEP}"}}
         return dumps(reply), False
     if not isinstance(request, dict):
         kind = type(request).__name__
+        where = _where(line_number)
         reply = {"id": None, **_bad_request(f"{where}expected a JSON object, got {kind}")}
         return dumps(reply), False
     request_id = request.get("id")
     problem = None if type(request_id) in _PLAIN_IDS else _id_problem(request_id)
     if problem:
+        where = _where(line_number)
         return dumps({"id": None, **_bad_request(f"{where}request 'id' {problem}")}), False
+    return request
+
+
+def _answer(request: dict, line_number: int | None, limits: Limits | None) -> tuple[str, bool]:
+    """`run_line` of a request read by `_read_request`."""
     reply = run_request(request, limits)
-    if "error" in reply and where and not reply["error"].get("internal"):
+    if "error" in reply and line_number is not None and not reply["error"].get("internal"):
         message = reply["error"]["message"]
         if message.startswith("request "):
-            reply["error"]["message"] = where + message
+            reply["error"]["message"] = _where(line_number) + message
     try:
         return dumps(reply), "error" not in reply
     except (TypeError, ValueError, RecursionError) as exc:  # a bug
         return dumps({"id": None, **error_to_json(exc)}), False
+
+
+def _where(line_number: int | None) -> str:
+    return f"input line {line_number}: " if line_number is not None else ""
 
 
 _TOO_DEEP = "the JSON nests too deeply"
@@ -1971,22 +1991,48 @@ def run_block(
     Blank lines are skipped but counted, so error messages name the input
     line ``first_line + i``. The unit of work ``gradcalc batch`` hands a
     worker: one pickled object each way, never a line at a time.
+
+    The block's requests are answered grouped by formula, and written in input
+    order. Requests are independent, so only speed depends on the order: one
+    formula's requests in a row keep its trace, its ops' code and NumPy's in the
+    processor's caches (W6's mixed batch, five kinds interleaved: 30 µs a request
+    answered in input order, 25 grouped; each kind alone, 13 to 49).
     """
-    out: list[str] = []
-    failed = 0
     text = block.decode("utf-8", errors="replace")
+    requests = []
+    for number, line in enumerate(text.split("\n"), start=first_line):
+        if line.strip():
+            requests.append((number, line))
+    if not requests:
+        return "", 0, 0
+    out: list[Any] = [None] * len(requests)
+    failed = 0
     # once for the block's requests (each request's and interpreter's then do nothing)
     with _numpy.errstate(), _numpy.ignoring_warnings():
-        for number, line in enumerate(text.split("\n"), start=first_line):
-            if not line.strip():
-                continue
-            reply, ok = run_line(line, number, limits)
-            out.append(reply)
-            failed += not ok
-    if not out:
-        return "", 0, 0
+        for index, (number, line) in enumerate(requests):
+            request = _read_request(line, number)
+            requests[index] = (_formula_of(request), index, number, request)
+        requests.sort(key=_FIRST)  # (stable: a formula's requests stay in input order)
+        for _, index, number, request in requests:
+            if type(request) is not tuple:
+                request = _answer(request, number, limits)
+            out[index] = request[0]
+            failed += not request[1]
+    answered = len(out)
     out.append("")
-    return "\n".join(out), len(out) - 1, failed
+    return "\n".join(out), answered, failed
+
+
+_FIRST = operator.itemgetter(0)
+
+
+def _formula_of(request: Any) -> str:
+    """The text a block groups a request by: its formula, if it has one."""
+    if type(request) is dict:
+        formula = request.get("formula")
+        if type(formula) is str:
+            return formula
+    return ""
 
 
 def _bad_request(message: str) -> dict:
