@@ -153,6 +153,12 @@ class _Silence:
         self.state.__exit__(*exc)
 
 
+def quiet() -> bool:
+    """Whether both `errstate` and `ignoring_warnings` are in force here (a batch block
+    sets them once for its requests): a caller that would enter them may skip both."""
+    return _ignoring.get() and (_loaded is None or _silenced.get())
+
+
 def ignoring_warnings() -> Any:
     """``warnings.catch_warnings()`` with RuntimeWarning ignored: NumPy's own warnings
     (the mean of an empty slice) say what a non-finite value already shows, and must not

@@ -327,7 +327,7 @@ class Trace:
         self.slots = [None] * leaves + constants
         """The slots before the steps': leaves (filled per run) and constants."""
         self.steps = steps
-        self.plan = [(cls.op, cls.kind, refs, consts) for cls, refs, consts in steps]
+        self.plan = [(cls.op, cls.kind, refs, consts, cls.op.scalar) for cls, refs, consts in steps]
         """What :meth:`run` reads of each step, looked up once."""
         self.schedule = self._schedule()
 
@@ -392,18 +392,24 @@ class Trace:
         output is the last slot's. Raises :class:`Declined` where the float backend
         declines an op (``math`` raising where NumPy gives inf or nan, or no float
         forward): the engine then goes on in NumPy's float64, a path the trace does not
-        follow (``_tensor.on_floats`` is the rule, written out here)."""
+        follow (``_tensor.on_floats`` is the rule, written out here; ``scalar`` None, a
+        missing float forward, raises TypeError when called)."""
         data = self.slots[:]
         data[: self.leaves] = inputs
         saved = []
         floats = _PYTHON_VALUES
-        for op, kind, refs, consts in self.plan:
+        for op, kind, refs, consts, scalar in self.plan:
             if kind == 2:
                 a = data[refs[0]]
                 b = data[refs[1]]
                 if type(a) in floats or type(b) in floats:
                     if type(a) in _FLOATS and type(b) in _FLOATS:
-                        value = _on_floats(op, a, b, *consts)
+                        try:
+                            value = scalar(a, b, *consts)
+                        except (ArithmeticError, ValueError, TypeError):
+                            raise Declined(op.name) from None
+                        if type(value) not in floats:
+                            raise Declined(op.name)
                     else:  # beside NumPy's values (as ``apply2``)
                         a = self._as_numpy(data, refs[0])
                         b = self._as_numpy(data, refs[1])
@@ -413,7 +419,15 @@ class Trace:
                 operands = (a, b)
             elif kind == 1:
                 a = data[refs[0]]
-                value = _on_floats(op, a, *consts) if type(a) in floats else op.forward(a, *consts)
+                if type(a) in floats:
+                    try:
+                        value = scalar(a, *consts)
+                    except (ArithmeticError, ValueError, TypeError):
+                        raise Declined(op.name) from None
+                    if type(value) not in floats:
+                        raise Declined(op.name)
+                else:
+                    value = op.forward(a, *consts)
                 operands = (a,)
             else:  # an op over a sequence (``applyn``: it reads its operands' ``_data``)
                 operands = tuple(self._as_numpy(data, ref) for ref in refs)
@@ -452,20 +466,6 @@ class Trace:
                     old = grads[target]
                     grads[target] = gi if old is None else old + gi
         return grads[: self.leaves]
-
-
-def _on_floats(op: Any, *args: Any) -> Any:
-    """``_tensor.on_floats``, raising :class:`Declined` where it gives None."""
-    scalar = op.scalar
-    if scalar is None:
-        raise Declined(op.name)
-    try:
-        value = scalar(*args)
-    except (ArithmeticError, ValueError):
-        raise Declined(op.name) from None
-    if type(value) not in _PYTHON_VALUES:
-        raise Declined(op.name)
-    return value
 
 
 def _post_order(root: Any) -> list | None:

@@ -986,6 +986,8 @@ def _replayed(
     raws = replays.inputs(bindings)
     if raws is None:
         return None
+    if _numpy.quiet():  # (a batch block's requests: NumPy silenced once for all)
+        return replays.result(list(bindings), raws, formula, copy=copy)
     with _numpy.errstate(), _numpy.ignoring_warnings():
         return replays.result(list(bindings), raws, formula, copy=copy)
 
@@ -1182,8 +1184,11 @@ _REPLAYS: dict[tuple, _Replays] = {}
 def _raw_spec(raw: Any) -> tuple:
     """What a trace depends on of a leaf: its data's type, dtype and shape."""
     if type(raw) is float:
-        return (float,)
+        return _FLOAT_SPEC
     return (type(raw), raw.dtype, raw.shape)
+
+
+_FLOAT_SPEC = (float,)
 
 
 def _same_result(result: Result, other: Result) -> bool:
