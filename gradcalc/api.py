@@ -45,6 +45,7 @@ from gradcalc.jsonio import (  # re-exported: the JSON encoding front ends use
     graph_to_json,
     result_to_json,
     tensor_to_json,
+    value_notes,
     value_to_json,
     variables_to_json,
 )
@@ -871,13 +872,15 @@ def _note_summed(result: Result) -> None:
     )
 
 
-def _finish_result(result: Result) -> None:
-    """What every result says last: unused variables, output size, non-finite values."""
+def _finish_result(result: Result, note_values: bool = True) -> None:
+    """What every result says last: unused variables, output size, non-finite values
+    (unless ``result_to_json(result, note_values=True)`` is to say it)."""
     if result.unused:
         names = ", ".join(result.unused)
         result.notes.append(f"Not used by the output (gradient 0): {names}.")
     _check_output(result)
-    _note_values(result)
+    if note_values:
+        _note_values(result)
 
 
 def _execute(
@@ -973,11 +976,11 @@ def _replayed(
     bindings: Mapping[str, Any] | None,
     dtype: str,
     limits: Limits,
-    copy: bool = True,
+    written: bool = False,
 ) -> Result | None:
     """``formula``'s result by a verified trace (no interpreter, no graph), or None when
     none fits: the caller then runs it the ordinary way (which also records traces).
-    ``copy=False`` for a result written out at once (see `_Replays.result`)."""
+    ``written``: for a result written out at once (see `_Replays.result`)."""
     if not bindings or type(bindings) is not dict:
         return None
     replays = _REPLAYS.get((formula, dtype, limits, tuple(bindings)))
@@ -987,9 +990,9 @@ def _replayed(
     if raws is None:
         return None
     if _numpy.quiet():  # (a batch block's requests: NumPy silenced once for all)
-        return replays.result(list(bindings), raws, formula, copy=copy)
+        return replays.result(list(bindings), raws, formula, written=written)
     with _numpy.errstate(), _numpy.ignoring_warnings():
-        return replays.result(list(bindings), raws, formula, copy=copy)
+        return replays.result(list(bindings), raws, formula, written=written)
 
 
 class _Replays:
@@ -1056,22 +1059,23 @@ class _Replays:
         raws: list[Any],
         formula: str,
         verified: bool = True,
-        copy: bool = True,
+        written: bool = False,
     ) -> Result | None:
         """The result of a run with leaves ``names`` holding ``raws``, by a (``verified``)
-        trace for their shapes; None when there is none, or it failed. ``copy=False``:
-        its gradients may share memory with the trace's values (a caller that writes
-        them out at once)."""
+        trace for their shapes; None when there is none, or it failed. ``written``: the
+        caller writes it out at once with ``result_to_json(result, note_values=True)``,
+        so its gradients may share memory with the trace's values and its values are
+        not checked for NaN here."""
         entry = self.traces.get(tuple(map(_raw_spec, raws)))
         if not entry or (verified and not entry[1]):
             return None
         try:
-            return self._result(entry, names, raws, formula, copy)
+            return self._result(entry, names, raws, formula, written)
         except Exception:  # (the ordinary run answers, or reports the error)
             return None
 
     def _result(
-        self, entry: list, names: list[str], raws: list[Any], formula: str, copy: bool
+        self, entry: list, names: list[str], raws: list[Any], formula: str, written: bool
     ) -> Result:
         trace, _, output_name = entry
         data, saved = trace.run(raws)
@@ -1111,8 +1115,8 @@ class _Replays:
                 or total.dtype is not like.dtype
             ):
                 total = engine._cast_like(total, like)
-            gradients[name] = _raw_value(engine._own(total) if copy else total)
-        _finish_result(result)
+            gradients[name] = _raw_value(total if written else engine._own(total))
+        _finish_result(result, note_values=not written)
         return result
 
     def record(self, program: Any, run: _Run, values: dict[str, Any]) -> list | None:
@@ -1713,16 +1717,13 @@ def _is_0d_float64(raw: Any) -> bool:
 
 
 def _note_values(result: Result) -> None:
-    if not _all_finite(result.value):
-        result.notes.append("The value is not finite everywhere (NaN or Infinity appeared).")
     bad = []
     Float64 = _numpy.Float64
     for name, g in result.gradients.items():
         # (a float backend's gradient without `_all_finite`'s call: most requests' case)
         if not (math.isfinite(g) if type(g) is Float64 else _all_finite(g)):
             bad.append(name)
-    if bad:
-        result.notes.append(f"Non-finite gradient entries (NaN or Infinity): {', '.join(bad)}.")
+    result.notes += value_notes(_all_finite(result.value), bad)
 
 
 def _all_finite(array: np.ndarray) -> bool:
@@ -1847,9 +1848,9 @@ def run_request(request: Any, limits: Limits | None = None) -> dict:
             formula = request.get("formula")
             if type(formula) is str:
                 dtype = request.get("dtype") or "float64"
-                result = _replayed(formula, request.get("vars"), dtype, limits, copy=False)
+                result = _replayed(formula, request.get("vars"), dtype, limits, written=True)
         if result is not None:
-            out = result_to_json(result)
+            out = result_to_json(result, note_values=True)
         else:
             out = evaluate_json(**_request_arguments(request, limits))
     except LimitError as exc:

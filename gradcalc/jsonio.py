@@ -50,47 +50,59 @@ def tensor_to_json(array: Any) -> Any:
     float32 values are written with their shortest float32 spelling (0.1, not
     0.10000000149011612).
     """
+    return _to_json(array)[0]
+
+
+def _to_json(array: Any) -> tuple[Any, bool]:
+    """`tensor_to_json`, and whether every entry was finite (as ``api._note_values``
+    asks: a result written at once is checked once)."""
     kind = type(array)
     if kind is _numpy.Float64 or kind is float:  # the float backend's value (no NumPy)
         number = float(array)
-        return number if math.isfinite(number) else finite_or_text(number)
+        if math.isfinite(number):
+            return number, True
+        return finite_or_text(number), False
     if kind is _ndarray and array.dtype is _float64 and array.size <= SMALL_ARRAY:
         # the common small float64 vector or matrix: one list, checked as it is
         ndim = array.ndim
         if ndim == 1:
             flat = array.tolist()
             if all(map(math.isfinite, flat)):
-                return flat
-            return [finite_or_text(x) for x in flat]
+                return flat, True
+            return [finite_or_text(x) for x in flat], False
         if ndim == 2:
             rows = array.tolist()
             if all(map(math.isfinite, itertools.chain.from_iterable(rows))):
-                return rows
+                return rows, True
     if isinstance(array, float) and kind.__module__ != "numpy":
-        return finite_or_text(float(array))
+        number = float(array)
+        return finite_or_text(number), math.isfinite(number)
     array = np.asarray(array)
     if array.ndim == 0:  # the common case (a scalar result), without NumPy reductions
         item = array.item()
         if not isinstance(item, float):
-            return item
+            return item, True
         if array.dtype.itemsize < 8:
             item = float(str(array.dtype.type(item)))
-        return item if math.isfinite(item) else finite_or_text(item)
+        if math.isfinite(item):
+            return item, True
+        return finite_or_text(item), False
     floating = array.dtype.kind == "f"
     short = floating and array.dtype.itemsize < 8
     if array.size == 0 or not floating:
-        return array.tolist()
+        return array.tolist(), True
     if short:
         flat = [float(str(x)) for x in array.reshape(-1)]
     elif array.size <= SMALL_ARRAY:
         flat = array.reshape(-1).tolist()
         if all(map(math.isfinite, flat)):
-            return flat if array.ndim == 1 else array.tolist()
+            return (flat if array.ndim == 1 else array.tolist()), True
     elif np.isfinite(array).all():
-        return array.tolist()
+        return array.tolist(), True
     else:
         flat = array.reshape(-1).tolist()
-    return _nest([finite_or_text(x) for x in flat], array.shape)
+    finite = all(map(math.isfinite, flat))
+    return _nest([finite_or_text(x) for x in flat], array.shape), finite
 
 
 SMALL_ARRAY = 64
@@ -129,6 +141,17 @@ def all_finite(array: Any) -> bool:
     return bool(np.isfinite(array).all())
 
 
+def value_notes(value_finite: bool, bad_gradients: list[str]) -> list[str]:
+    """The notes on non-finite values: the value's, then the gradients named."""
+    notes = []
+    if not value_finite:
+        notes.append("The value is not finite everywhere (NaN or Infinity appeared).")
+    if bad_gradients:
+        names = ", ".join(bad_gradients)
+        notes.append(f"Non-finite gradient entries (NaN or Infinity): {names}.")
+    return notes
+
+
 def finite_or_text(x: float) -> float | str:
     """``x`` itself when finite, else its contract spelling ("NaN", "Infinity", "-Infinity")."""
     if math.isfinite(x):
@@ -149,21 +172,30 @@ def _nest(flat: list, shape: tuple[int, ...]) -> list:
 # ---------------------------------------------------------------- results and errors
 
 
-def result_to_json(result: Any) -> dict:
+def result_to_json(result: Any, note_values: bool = False) -> dict:
     """The contract's result object (schema_version 1) for an ``api.Result``.
+
+    ``note_values``: the result's values were not yet checked for non-finite entries
+    (``api._note_values``); their notes are added here, where each value is read
+    anyway (a result written out at once).
 
     (Typed ``Any``: ``gradcalc.api`` imports this module, not the other way round.)
     """
-    value = tensor_to_json(result.value)
+    value, finite = _to_json(result.value)
     shape = list(result.value.shape)  # (``result.shape``, without its tuple)
     gradients = {}
+    bad = []
     Float64 = _numpy.Float64
     for name, g in result.gradients.items():
-        # (a float backend's finite gradient without `tensor_to_json`'s call)
+        # (a float backend's finite gradient without `_to_json`'s call)
         if type(g) is Float64 and math.isfinite(g):
             gradients[name] = float(g)
         else:
-            gradients[name] = tensor_to_json(g)
+            gradients[name], all_finite_g = _to_json(g)
+            if not all_finite_g:
+                bad.append(name)
+    if note_values:
+        result.notes += value_notes(finite, bad)
     out: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "value": value,

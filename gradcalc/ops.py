@@ -1250,9 +1250,21 @@ def _sum_all(x: Any) -> Any:
     return np.add.reduce(x, axis=None)
 
 
+def _sum_vjp(g: Any, a: Any, x: Any) -> Any:
+    if type(x) is _ndarray and x.ndim and type(g) in _SCALARS:  # (a raw pass, at once)
+        return _broadcast_to(g, x.shape)
+    return _expand_back(g, _shape(x), (), True)
+
+
+def _mean_vjp(g: Any, a: Any, x: Any) -> Any:
+    if type(x) is _ndarray and x.ndim and type(g) in _SCALARS:  # (as `_sum_vjp`)
+        return _broadcast_to(g / max(x.size, 1), x.shape)
+    return _expand_back(g / max(_numel(x), 1), _shape(x), (), True)
+
+
 SUM = defop(
     "sum", "SumBackward0", _sum_all,
-    (lambda g, a, x: _expand_back(g, _shape(x), (), True),),
+    (_sum_vjp,),
     scalar=lambda x: x + 0.0,  # a 0-d sum is its element (NumPy's: -0.0 + 0.0 is 0.0)
     saves=False, sample=Sample(UNARY),
 )  # fmt: skip
@@ -1276,7 +1288,7 @@ def _mean_all(x: Any) -> Any:
 
 MEAN = defop(
     "mean", "MeanBackward0", _mean_all,
-    (lambda g, a, x: _expand_back(g / max(_numel(x), 1), _shape(x), (), True),),
+    (_mean_vjp,),
     scalar=lambda x: (x + 0.0) / 1.0,  # a 0-d mean is its element (-0.0's is 0.0)
     saves=False, sample=Sample(UNARY),
 )  # fmt: skip
@@ -1478,9 +1490,15 @@ def _softmax(x: Any, dim: int) -> Any:
     return out.astype(np.result_type(x), copy=False)  # (``out`` is new: no copy of it)
 
 
+def _softmax_vjp(g: Any, a: Any, x: Any, dim: int) -> Any:
+    if type(a) is _ndarray and type(g) is _ndarray:  # (a raw pass: SUM_DIM's forward at once)
+        return a * (g - np.add.reduce(g * a, axis=(dim,), keepdims=True))
+    return a * (g - call1(SUM_DIM, g * a, (dim,), True))
+
+
 SOFTMAX = defop(
     "softmax", "SoftmaxBackward0", _softmax,
-    (lambda g, a, x, dim: a * (g - call1(SUM_DIM, g * a, (dim,), True)),),
+    (_softmax_vjp,),
     uses_ans=True, saves=False, sample=Sample((((3,),), ((2, 3),)), consts=((0,), (-1,))),
 )  # fmt: skip
 
@@ -1518,12 +1536,27 @@ def _mm_pooled(x: np.ndarray, y: Any) -> np.ndarray | None:
     return np.matmul(x, y, out=_recycle.take(shape, x.dtype))
 
 
+def _mm_raw(x: Any, y: Any) -> Any:
+    """``call2(MM, x, y)`` of two raw float matrices, without its dispatch."""
+    out = _mm_pooled(x, y)
+    return np.matmul(x, y) if out is None else out
+
+
+def _mm_vjp_x(g: Any, a: Any, x: Any, y: Any) -> Any:
+    if type(g) is _ndarray and type(y) is _ndarray and g.dtype.kind == "f":
+        return _mm_raw(g, y.T)  # (``call1(T, y)`` is ``y.T``)
+    return call2(MM, g, call1(T, y))
+
+
+def _mm_vjp_y(g: Any, a: Any, x: Any, y: Any) -> Any:
+    if type(g) is _ndarray and type(x) is _ndarray and x.dtype.kind == "f":
+        return _mm_raw(x.T, g)
+    return call2(MM, call1(T, x), g)
+
+
 MM = defop(
     "mm", "MmBackward0", late.matmul,
-    (
-        lambda g, a, x, y: call2(MM, g, call1(T, y)),
-        lambda g, a, x, y: call2(MM, call1(T, x), g),
-    ),
+    (_mm_vjp_x, _mm_vjp_y),
     arity="2", reads=((1,), (0,)), sample=Sample((((2, 3), (3, 4)), ((1, 3), (3, 1)))),
     pooled=_mm_pooled,
 )  # fmt: skip
