@@ -872,15 +872,16 @@ def _note_summed(result: Result) -> None:
     )
 
 
-def _finish_result(result: Result, note_values: bool = True) -> None:
-    """What every result says last: unused variables, output size, non-finite values
-    (unless ``result_to_json(result, note_values=True)`` is to say it)."""
+def _finish_result(result: Result) -> None:
+    """What every result says last: unused variables, output size, non-finite values."""
     if result.unused:
-        names = ", ".join(result.unused)
-        result.notes.append(f"Not used by the output (gradient 0): {names}.")
+        result.notes.append(_unused_note(result.unused))
     _check_output(result)
-    if note_values:
-        _note_values(result)
+    _note_values(result)
+
+
+def _unused_note(names: list[str]) -> str:
+    return f"Not used by the output (gradient 0): {', '.join(names)}."
 
 
 def _execute(
@@ -1016,8 +1017,8 @@ class _Replays:
         """Some trace is verified."""
         self.program_ok: bool | None = None
         self.context: Any = None
-        self.traces: dict[tuple, list | bool] = {}
-        """leaf specs (`_raw_spec`) -> [trace, verified, output name], or False."""
+        self.traces: dict[tuple, _Entry | bool] = {}
+        """leaf specs (`_raw_spec`) -> its trace, or False: never replayed."""
 
     def inputs(self, bindings: dict[str, Any]) -> list[Any] | None:
         """The leaves' data for ``bindings`` (a request's ``vars``), as `Context.leaf`
@@ -1067,7 +1068,7 @@ class _Replays:
         so its gradients may share memory with the trace's values and its values are
         not checked for NaN here."""
         entry = self.traces.get(tuple(map(_raw_spec, raws)))
-        if not entry or (verified and not entry[1]):
+        if not entry or (verified and not entry.verified):
             return None
         try:
             return self._result(entry, names, raws, formula, written)
@@ -1075,18 +1076,20 @@ class _Replays:
             return None
 
     def _result(
-        self, entry: list, names: list[str], raws: list[Any], formula: str, written: bool
+        self, entry: _Entry, names: list[str], raws: list[Any], formula: str, written: bool
     ) -> Result:
-        trace, _, output_name = entry
+        trace = entry.trace
         data, saved = trace.run(raws)
         raw = data[-1]
         value = _raw_value(raw)
-        result = Result(value, _dtype_name(value.dtype), output_name=output_name)
-        notes = _NOTES.get((formula, self.limits.max_nesting))
-        if notes is None:  # (forgotten since: more formulas than the cache keeps)
-            notes = formula_notes(formula, self.limits)
-        if notes:
-            result.notes += notes
+        dtype_name = entry.dtype_name
+        if dtype_name is None:
+            dtype_name = entry.dtype_name = _dtype_name(value.dtype)
+            notes = _NOTES.get((formula, self.limits.max_nesting))
+            entry.notes = tuple(formula_notes(formula, self.limits) if notes is None else notes)
+        result = Result(value, dtype_name, output_name=entry.output_name)
+        if entry.notes:
+            result.notes += entry.notes
         if type(raw) is float:
             seed = 1.0
         elif value.ndim:
@@ -1116,7 +1119,11 @@ class _Replays:
             ):
                 total = engine._cast_like(total, like)
             gradients[name] = _raw_value(total if written else engine._own(total))
-        _finish_result(result, note_values=not written)
+        if written:  # (no budget: the size of this output was within it when verified)
+            if result.unused:
+                result.notes.append(_unused_note(result.unused))
+        else:
+            _finish_result(result)
         return result
 
     def record(self, program: Any, run: _Run, values: dict[str, Any]) -> list | None:
@@ -1138,13 +1145,13 @@ class _Replays:
         spec = tuple(map(_raw_spec, raws))
         entry = self.traces.get(spec)
         if entry is not None:
-            return entry if entry and not entry[1] else None
+            return entry if entry and not entry.verified else None
         if len(self.traces) >= 16:  # (a formula asked with ever new shapes)
             return None
         from gradcalc._replay import Trace
 
         trace = Trace.of(list(run.leaves.values()), output)
-        self.traces[spec] = False if trace is None else [trace, False, run.output_name]
+        self.traces[spec] = False if trace is None else _Entry(trace, run.output_name)
         return None
 
     def verify(
@@ -1158,7 +1165,7 @@ class _Replays:
             with _numpy.errstate(), _numpy.ignoring_warnings():
                 replayed = self.result(list(values), raws, formula, verified=False)
         if replayed is not None and _same_result(result, replayed):
-            entry[1] = self.ready = True
+            entry.verified = self.ready = True
         else:
             self.traces[spec] = False
 
@@ -1180,6 +1187,19 @@ def _float64_array(value: list, max_elements: int) -> Any:
     ):
         return None
     return array if array.dtype.char == "d" else array.astype(np.float64)
+
+
+class _Entry:
+    """A trace of `_Replays`, and what its results share (found at first use)."""
+
+    __slots__ = ("dtype_name", "notes", "output_name", "trace", "verified")
+
+    def __init__(self, trace: Any, output_name: str | None) -> None:
+        self.trace = trace
+        self.output_name = output_name
+        self.verified = False
+        self.dtype_name: str | None = None
+        self.notes: tuple[str, ...] = ()
 
 
 _REPLAYS: dict[tuple, _Replays] = {}

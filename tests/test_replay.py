@@ -78,7 +78,8 @@ def _entries(formula: str, dtype: str = "float64") -> list[list | bool]:
 
 def _verified(formula: str, dtype: str = "float64") -> bool:
     """Whether a verified trace of ``formula`` exists (so replay was used)."""
-    return any(isinstance(entry, list) and entry[1] is True for entry in _entries(formula, dtype))
+    entries = _entries(formula, dtype)
+    return any(isinstance(entry, api._Entry) and entry.verified is True for entry in entries)
 
 
 def _value(rng: np.random.Generator, shape: tuple | None, low: float, high: float) -> Any:
@@ -580,7 +581,7 @@ def test_new_shapes_get_their_own_traces(monkeypatch: pytest.MonkeyPatch) -> Non
         ((np.ndarray, np.dtype("float64"), (3,)),),
         ((np.ndarray, np.dtype("float64"), (5,)),),
     }
-    assert all(entry[1] is True for entry in replays.traces.values())
+    assert all(entry.verified is True for entry in replays.traces.values())
 
 
 def test_raw_spec_tells_types_dtypes_and_shapes_apart() -> None:
