@@ -34,6 +34,31 @@ def test_values_may_be_numbers_lists_arrays_or_constant_formulas() -> None:
         api.evaluate("x", {"x": {"a": 1}})
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["[1, 0.5]", "[[1, 0.5], [-0.3, 2]]", "[1e3, -2E-2, -0.0]", "[]", "[[]]", "[1,2,]", "[.5, 1]"],
+)
+def test_a_list_in_text_reads_as_the_constant_formula_it_is(text: str) -> None:
+    """``x=[[1, 0.5], ...]`` on the command line is read as JSON when it is JSON (a
+    one-shot vector command then skips a parse and a run of the interpreter per
+    variable); the value must be what the formula language makes of the same text."""
+    from gradcalc.interpreter import Interpreter
+
+    interp = Interpreter()
+    interp.bind("x", text)
+    expected = np.asarray(interp.env["x"]._data)
+    got = api.evaluate("x * 1", {"x": text}).value
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    assert got.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("text", ["[1, [2]]", "[[1, 2], [3]]", "[true]", "[NaN]", "[1, pi]"])
+def test_a_list_in_text_that_is_not_plain_json_numbers_is_a_formula(text: str) -> None:
+    """Ragged rows, JSON's other values and names keep the formula language's reading
+    (and its error messages, which say where)."""
+    assert api._binding_values({"x": text})["x"] == text
+
+
 def test_non_scalar_output_is_summed_unless_seeded() -> None:
     summed = api.evaluate("x**2", {"x": [1.0, 2.0]})
     assert summed.summed and any("sum" in note for note in summed.notes)
