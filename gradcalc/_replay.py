@@ -16,10 +16,10 @@ five kinds of request, on this 2-core machine; benchmarks/RESULTS.md):
 - Through the interpreter and the graph, a request took 45-112 µs in process.
   About half of that was the interpreter, dispatch, and Tensor and Node objects
   (the interpreter alone: 10-38 µs).
-- Replayed, it takes 13-48 µs, of which the forward is 2-6 µs and the backward
-  3-12 µs.
+- Replayed, it takes 15-48 µs, of which the forward is 2-5 µs and the backward
+  3-10 µs; the rest is reading the request and writing the answer.
 - ``gradcalc batch`` of 100,000 requests went from 3.55x the hand-written NumPy
-  worker's time to 1.61x. The seed batch went from 24,615 to ~85,000 requests/s.
+  worker's time to 1.43x. The seed batch went from 24,615 to 89,496 requests/s.
 
 Each loop is ~30 lines. Both follow the engine's rules (``on_floats``,
 ``Tensor._data``'s conversion, ``_backpropagate``'s order) and are checked
