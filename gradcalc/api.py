@@ -1331,12 +1331,13 @@ def _targets(run: _Run, wrt: Sequence[str] | None) -> list[tuple[str, Any]]:
     the formula assigns is its own data (``t = ones(3, 2)``), reported only when
     ``wrt`` names it. A formula given no bindings reports the differentiable leaves
     it assigns (``a = 2; b = 6; 3*a**3 - b**2``: seed 000 as a program)."""
+    env = run.interp.env
     if wrt is None:
         targets = list(run.leaves.items())
         if targets:
             return targets
         Tensor = _engine().Tensor
-        for name, value in run.interp.env.items():
+        for name, value in env.items():
             if (
                 name not in run.leaves
                 and isinstance(value, Tensor)
@@ -1350,9 +1351,7 @@ def _targets(run: _Run, wrt: Sequence[str] | None) -> list[tuple[str, Any]]:
     for name in dict.fromkeys(wrt):
         if name in run.leaves:
             targets.append((name, run.leaves[name]))
-            continue
-        env = run.interp.env  # (a replayed run has none: its wrt names only leaves)
-        if name in env and isinstance(env[name], Tensor):
+        elif name in env and isinstance(env[name], Tensor):
             targets.append((name, env[name]))
         elif name in env:
             raise FormulaTypeError(
@@ -1419,8 +1418,7 @@ def _owns_every_leaf(run: _Run, inputs: list[Any]) -> bool:
     leaves = run.leaves.values()
     if len(leaves) == len(inputs) and all(map(operator.is_, leaves, inputs)):
         leaves = ()  # (the inputs are the bound leaves, in order: each passes)
-    env = () if run.interp is None else run.interp.env.values()  # (None: a replayed run)
-    for values in (leaves, env):
+    for values in (leaves, run.interp.env.values()):
         for value in values:
             if (
                 isinstance(value, Tensor)
