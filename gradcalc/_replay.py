@@ -327,7 +327,10 @@ class Trace:
         self.slots = [None] * leaves + constants
         """The slots before the steps': leaves (filled per run) and constants."""
         self.steps = steps
-        self.plan = [(cls.op, cls.kind, refs, consts, cls.op.scalar) for cls, refs, consts in steps]
+        self.plan = [
+            (cls.op, cls.kind, refs, consts, cls.op.scalar, numpy)
+            for cls, refs, consts, numpy in steps
+        ]
         """What :meth:`run` reads of each step, looked up once."""
         self.schedule = self._schedule()
 
@@ -345,16 +348,22 @@ class Trace:
         constants: list = []
         node_step: dict[int, int] = {}
         planned = []
+        literals = _literal_data()
         for node in nodes:
-            step = _plan(node, leaf_slot, node_step, constants, len(leaves))
+            step = _plan(node, leaf_slot, node_step, constants, len(leaves), literals)
             if step is None:
                 return None
             node_step[id(node)] = len(planned)
             planned.append(step)
         first = len(leaves) + len(constants)
         steps = [
-            (node_class, tuple(first + n if kind == "node" else n for kind, n in refs), consts)
-            for node_class, refs, consts in planned
+            (
+                node_class,
+                tuple(first + n if kind == "node" else n for kind, n in refs),
+                consts,
+                numpy,
+            )
+            for node_class, refs, consts, numpy in planned
         ]
         return cls(len(leaves), constants, steps)
 
@@ -363,7 +372,7 @@ class Trace:
         ``(slot, step, uses_ans, consts, ((vjp, operand's slot), ...))``."""
         first = self.first
         consumers: dict[int, int] = {}
-        for _, refs, _ in self.steps:
+        for _, refs, _, _ in self.steps:
             for slot in refs:
                 if slot < self.leaves or slot >= first:
                     consumers[slot] = consumers.get(slot, 0) + 1
@@ -373,7 +382,7 @@ class Trace:
             slot = ready.pop()
             if slot < first:
                 continue  # a leaf: its gradient is complete
-            node_class, refs, consts = self.steps[slot - first]
+            node_class, refs, consts, _ = self.steps[slot - first]
             calls = []
             for operand, ref in enumerate(refs):
                 if ref in consumers:
@@ -388,37 +397,46 @@ class Trace:
     def run(self, inputs: list[Any]) -> tuple[list, list]:
         """The traced forward pass on new leaves' data ``inputs`` (their ``_raw``: same
         types, dtypes and shapes as the traced ones): every slot's value, and the
-        operands each step's VJPs read (what the engine's node would have kept). The
-        output is the last slot's. Raises :class:`Declined` where the float backend
-        declines an op (``math`` raising where NumPy gives inf or nan, or no float
-        forward): the engine then goes on in NumPy's float64, a path the trace does not
-        follow (``_tensor.on_floats`` is the rule, written out here; ``scalar`` None, a
-        missing float forward, raises TypeError when called)."""
+        operands each step's VJPs read (what the engine's node kept). The output is the
+        last slot's.
+
+        Each op gets its operands as the engine's node got them: a float backend's
+        value that the node saw as NumPy's float64 (``Tensor._data`` converted it, for
+        good, wherever the program read it that way first) is converted for that op;
+        the float forward runs where the node saw Python floats. Raises
+        :class:`Declined` where the float backend declines an op (``math`` raising where
+        NumPy gives inf or nan): the engine then goes on in NumPy, a path the trace does
+        not follow (``_tensor.on_floats`` is the rule, written out here)."""
         data = self.slots[:]
         data[: self.leaves] = inputs
         saved = []
         floats = _PYTHON_VALUES
-        for op, kind, refs, consts, scalar in self.plan:
+        to_numpy = _tensor._to_numpy
+        for op, kind, refs, consts, scalar, numpy in self.plan:
             if kind == 2:
                 a = data[refs[0]]
                 b = data[refs[1]]
-                if type(a) in floats or type(b) in floats:
-                    if type(a) in _FLOATS and type(b) in _FLOATS:
-                        try:
-                            value = scalar(a, b, *consts)
-                        except (ArithmeticError, ValueError, TypeError):
-                            raise Declined(op.name) from None
-                        if type(value) not in floats:
-                            raise Declined(op.name)
-                    else:  # beside NumPy's values (as ``apply2``)
-                        a = self._as_numpy(data, refs[0])
-                        b = self._as_numpy(data, refs[1])
-                        value = op.forward(a, b, *consts)
-                else:
+                if numpy is not None:
+                    if numpy[0] and type(a) in floats:
+                        a = to_numpy(a)
+                    if numpy[1] and type(b) in floats:
+                        b = to_numpy(b)
+                if (type(a) in floats or type(b) in floats) and (
+                    type(a) in _FLOATS and type(b) in _FLOATS
+                ):
+                    try:
+                        value = scalar(a, b, *consts)
+                    except (ArithmeticError, ValueError, TypeError):
+                        raise Declined(op.name) from None
+                    if type(value) not in floats:
+                        raise Declined(op.name)
+                else:  # (a Python number beside NumPy's values stays one, as in ``apply2``)
                     value = op.forward(a, b, *consts)
                 operands = (a, b)
             elif kind == 1:
                 a = data[refs[0]]
+                if numpy is not None and type(a) in floats:
+                    a = to_numpy(a)
                 if type(a) in floats:
                     try:
                         value = scalar(a, *consts)
@@ -429,22 +447,17 @@ class Trace:
                 else:
                     value = op.forward(a, *consts)
                 operands = (a,)
-            else:  # an op over a sequence (``applyn``: it reads its operands' ``_data``)
-                operands = tuple(self._as_numpy(data, ref) for ref in refs)
+            else:  # an op over a sequence (``applyn``)
+                operands = tuple(data[ref] for ref in refs)
+                if numpy is not None:
+                    operands = tuple(
+                        to_numpy(v) if convert and type(v) in floats else v
+                        for v, convert in zip(operands, numpy, strict=True)
+                    )
                 value = op.forward(list(operands), *consts)
             data.append(value)
             saved.append(operands)
         return data, saved
-
-    def _as_numpy(self, data: list, slot: int) -> Any:
-        """The value in ``slot`` as an op that NumPy runs reads it: a float backend's
-        input or result is converted for good, as ``Tensor._data`` converts it (later
-        steps see NumPy's float64); a constant stays as the op got it (a number stays
-        a Python number)."""
-        value = data[slot]
-        if type(value) in _PYTHON_VALUES and (slot < self.leaves or slot >= self.first):
-            value = data[slot] = _tensor._to_numpy(value)
-        return value
 
     def backward(self, data: list, saved: list, seed: Any) -> list:
         """The gradient reaching each leaf slot (None: none did) from ``seed`` at the
@@ -492,9 +505,12 @@ def _post_order(root: Any) -> list | None:
     return order
 
 
-def _plan(node: Any, leaf_slot: dict, node_slot: dict, constants: list, base: int) -> tuple | None:
-    """One step of a trace: ``(node_class, refs, consts)``, refs as ``("slot", n)`` or
-    ``("node", step)``; None when the node cannot be replayed."""
+def _plan(
+    node: Any, leaf_slot: dict, node_slot: dict, constants: list, base: int, literals: set
+) -> tuple | None:
+    """One step of a trace: ``(node_class, refs, consts, numpy)``, refs as ``("slot", n)``
+    or ``("node", step)``, ``numpy`` as `Trace.run` reads it; None when the node cannot
+    be replayed."""
     node_class = type(node)
     kind = node_class.kind
     if node.holds is _tensor._FREED or node.ans is _tensor._FREED:
@@ -511,10 +527,12 @@ def _plan(node: Any, leaf_slot: dict, node_slot: dict, constants: list, base: in
     if not all(map(_plain, consts)):
         return None  # an array or tensor as an option (a mask): it may come from the inputs
     refs = []
+    numpy = []
     for parent, kept in zip(parents, saved, strict=True):
+        numpy.append(parent is not None and _is_numpy_scalar(kept))
         if parent is None:
-            if _is_stand_in(kept):
-                return None  # a constant the node kept only the shape of
+            if type(kept) not in _NUMBERS and id(kept) not in literals:
+                return None  # an array or NumPy number made by code: it may come from values
             refs.append(("slot", base + len(constants)))
             constants.append(kept)
         elif type(parent) is _tensor.AccumulateGrad:
@@ -527,7 +545,51 @@ def _plan(node: Any, leaf_slot: dict, node_slot: dict, constants: list, base: in
             if step is None:
                 return None
             refs.append(("node", step))
-    return node_class, tuple(refs), consts
+    if _declined_here(node_class.op, saved, consts):
+        return None
+    return node_class, tuple(refs), consts, tuple(numpy) if any(numpy) else None
+
+
+_NUMBERS = frozenset((int, float, bool))
+
+
+def _is_numpy_scalar(value: Any) -> bool:
+    """A float backend's value as ``Tensor._data`` converts it (NumPy's float64 or bool)."""
+    kind = type(value)
+    return kind is not float and kind is not bool and kind in _converted_types()
+
+
+def _converted_types() -> tuple:
+    return (type(_tensor._to_numpy(0.0)), type(_tensor._to_numpy(False)))
+
+
+def _declined_here(op: Any, saved: Any, consts: tuple) -> bool:
+    """Whether the float backend declined this node's op on the traced run's values
+    (``math`` raising: ``log(-1)``). The engine then converted the operands to NumPy
+    for good, so this node and later readers of them saw NumPy where other values
+    would keep Python floats: such a trace holds only for values like these."""
+    if op.arity not in ("1", "2") or op.scalar is None:
+        return False  # (no float forward: a conversion on any values)
+    values = [v.item() if _is_numpy_scalar(v) else v for v in saved]
+    if not all(type(v) in _FLOATS for v in values):
+        return False
+    if not any(type(v) in _PYTHON_VALUES for v in values):
+        return False
+    return _tensor.on_floats(op, (*values, *consts)) is None
+
+
+def _literal_data() -> set[int]:
+    """The ids of the data of the literal tensors alive (``[1, 2]``, a float32 ``2.5``):
+    constants a trace may keep (any other array or NumPy number a node read was made by
+    code, maybe from the inputs' values: ``amax``'s mask of where the maximum is)."""
+    from gradcalc.builtins import _LITERALS
+
+    data = set()
+    for ref in list(_LITERALS.values()):
+        tensor = ref()
+        if tensor is not None:
+            data.add(id(tensor._raw))
+    return data
 
 
 def _plain(const: Any) -> bool:

@@ -1151,14 +1151,13 @@ class _Replays:
         from gradcalc._replay import Trace
 
         trace = Trace.of(list(run.leaves.values()), output)
-        self.traces[spec] = False if trace is None else _Entry(trace, run.output_name)
+        self.traces[spec] = False if trace is None else _Entry(trace, run.output_name, spec)
         return None
 
     def verify(
         self, entry: list, values: dict[str, Any], result: Result, formula: str, limits: Limits
     ) -> None:
         """Answer this run again by ``entry``'s trace: kept if that gives ``result``."""
-        spec = next(key for key, found in self.traces.items() if found is entry)
         replayed = None
         raws = self.inputs(values)
         if raws is not None:
@@ -1167,7 +1166,7 @@ class _Replays:
         if replayed is not None and _same_result(result, replayed):
             entry.verified = self.ready = True
         else:
-            self.traces[spec] = False
+            self.traces[entry.spec] = False
 
 
 def _float64_array(value: list, max_elements: int) -> Any:
@@ -1192,11 +1191,12 @@ def _float64_array(value: list, max_elements: int) -> Any:
 class _Entry:
     """A trace of `_Replays`, and what its results share (found at first use)."""
 
-    __slots__ = ("dtype_name", "notes", "output_name", "trace", "verified")
+    __slots__ = ("dtype_name", "notes", "output_name", "spec", "trace", "verified")
 
-    def __init__(self, trace: Any, output_name: str | None) -> None:
+    def __init__(self, trace: Any, output_name: str | None, spec: tuple) -> None:
         self.trace = trace
         self.output_name = output_name
+        self.spec = spec
         self.verified = False
         self.dtype_name: str | None = None
         self.notes: tuple[str, ...] = ()
