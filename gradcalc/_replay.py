@@ -319,9 +319,9 @@ class Trace:
     each gradient's terms in the engine's order, to the same bits.
     """
 
-    __slots__ = ("first", "leaves", "plan", "schedule", "slots", "steps")
+    __slots__ = ("first", "leaves", "literals", "plan", "schedule", "slots", "steps")
 
-    def __init__(self, leaves: int, constants: list, steps: list) -> None:
+    def __init__(self, leaves: int, constants: list, steps: list, literals: tuple = ()) -> None:
         self.leaves = leaves
         self.first = leaves + len(constants)
         self.slots = [None] * leaves + constants
@@ -333,6 +333,9 @@ class Trace:
         ]
         """What :meth:`run` reads of each step, looked up once."""
         self.schedule = self._schedule()
+        self.literals = literals
+        """(weak reference to a literal tensor, its data as traced) for each constant
+        that is a literal's data: `stale` once that data changed."""
 
     @classmethod
     def of(cls, leaves: list[Any], output: Any) -> Trace | None:
@@ -356,6 +359,7 @@ class Trace:
             node_step[id(node)] = len(planned)
             planned.append(step)
         first = len(leaves) + len(constants)
+        kept = tuple((literals[id(c)], c) for c in constants if id(c) in literals)
         steps = [
             (
                 node_class,
@@ -365,7 +369,19 @@ class Trace:
             )
             for node_class, refs, consts, numpy in planned
         ]
-        return cls(len(leaves), constants, steps)
+        return cls(len(leaves), constants, steps, kept)
+
+    def stale(self) -> bool:
+        """Whether a literal this trace read is gone (its program was compiled again) or
+        holds other data: the engine converts a float literal to NumPy's float64 for
+        good the first time NumPy reads it (``Tensor._data``), and literals live as long
+        as their compiled program, so later runs see it converted. (The caller also
+        checks that the program is still the one the trace was made from.)"""
+        for ref, data in self.literals:
+            tensor = ref()
+            if tensor is None or tensor._raw is not data:
+                return True
+        return False
 
     def _schedule(self) -> tuple:
         """The engine's backward order over the steps (see the class docstring), each as
@@ -506,7 +522,7 @@ def _post_order(root: Any) -> list | None:
 
 
 def _plan(
-    node: Any, leaf_slot: dict, node_slot: dict, constants: list, base: int, literals: set
+    node: Any, leaf_slot: dict, node_slot: dict, constants: list, base: int, literals: dict
 ) -> tuple | None:
     """One step of a trace: ``(node_class, refs, consts, numpy)``, refs as ``("slot", n)``
     or ``("node", step)``, ``numpy`` as `Trace.run` reads it; None when the node cannot
@@ -578,17 +594,18 @@ def _declined_here(op: Any, saved: Any, consts: tuple) -> bool:
     return _tensor.on_floats(op, (*values, *consts)) is None
 
 
-def _literal_data() -> set[int]:
-    """The ids of the data of the literal tensors alive (``[1, 2]``, a float32 ``2.5``):
-    constants a trace may keep (any other array or NumPy number a node read was made by
-    code, maybe from the inputs' values: ``amax``'s mask of where the maximum is)."""
+def _literal_data() -> dict[int, Any]:
+    """The literal tensors alive (``[1, 2]``, ``2.0`` as a call's argument), by the id of
+    their data: the only arrays and NumPy numbers a trace may keep as constants (any
+    other a node read was made by code, maybe from the inputs' values: ``amax``'s mask
+    of where the maximum is)."""
     from gradcalc.builtins import _LITERALS
 
-    data = set()
+    data = {}
     for ref in list(_LITERALS.values()):
         tensor = ref()
         if tensor is not None:
-            data.add(id(tensor._raw))
+            data[id(tensor._raw)] = ref
     return data
 
 
@@ -605,6 +622,34 @@ def _plain(const: Any) -> bool:
 
 
 _PLAIN_CONSTS = frozenset((int, float, bool, str, type(None), type(Ellipsis)))
+
+
+class CountNodes:
+    """``with CountNodes() as count:`` the graph nodes made inside (``count.nodes``):
+    the engine's ``_record`` counted, its C fast path held off meanwhile (it makes
+    nodes without it). A trace holds only the nodes that reach the output, so a run
+    that made more had code whose ops the trace leaves out; they may still change what
+    the rest sees (``a ** 0.5`` of a negative ``a`` turns ``a`` into NumPy's float64).
+    Only the run a trace is made of pays this."""
+
+    def __init__(self) -> None:
+        self.nodes = 0
+        self._saved: tuple = ()
+
+    def __enter__(self) -> CountNodes:
+        record = _tensor._record
+
+        def counting(*args: Any) -> Any:
+            self.nodes += 1
+            return record(*args)
+
+        self._saved = (record, _tensor._native)
+        _tensor._record = counting
+        _tensor._native = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _tensor._record, _tensor._native = self._saved
 
 
 class Declined(ArithmeticError):

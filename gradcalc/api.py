@@ -786,12 +786,20 @@ def _differentiate(
     replays = _replays(formula, values, wrt, of, grad_output, seed, limits, retain_graph, dtype)
     tensor_module = _engine().tensor
     passes = tensor_module.backward_passes()
-    run = _execute(formula, values, of, dtype, seed, limits, program)
+    if replays is not None and replays.may_record(values):
+        from gradcalc._replay import CountNodes
+
+        with CountNodes() as count:
+            run = _execute(formula, values, of, dtype, seed, limits, program)
+        nodes = count.nodes
+    else:
+        run = _execute(formula, values, of, dtype, seed, limits, program)
+        nodes = None
     fresh = tensor_module.backward_passes() == passes  # the program ran no backward or grad()
     verify = None
     if replays is not None and fresh:
         try:  # (before backward frees the graph's data)
-            verify = replays.record(program, run, values)
+            verify = replays.record(program, run, values, nodes)
         except Exception:  # a bug of the tracer must not cost the request: no replays
             replays.program_ok = False
     outcome = _gradients(
@@ -985,8 +993,8 @@ def _replayed(
     if not bindings or type(bindings) is not dict:
         return None
     replays = _REPLAYS.get((formula, dtype, limits, tuple(bindings)))
-    if replays is None or not replays.ready:
-        return None
+    if replays is None or not replays.ready or not _engine().tensor.is_grad_enabled():
+        return None  # (under no_grad() nothing is recorded: the ordinary run answers)
     raws = replays.inputs(bindings)
     if raws is None:
         return None
@@ -1070,6 +1078,12 @@ class _Replays:
         entry = self.traces.get(tuple(map(_raw_spec, raws)))
         if not entry or (verified and not entry.verified):
             return None
+        trace = entry.trace
+        if trace.literals and (
+            trace.stale() or _PROGRAMS.get((formula, self.limits.max_nesting)) is not entry.program
+        ):  # (its literals are not the program's as they are now: made again when next run)
+            self.traces.pop(entry.spec, None)
+            return None
         try:
             return self._result(entry, names, raws, formula, written)
         except Exception:  # (the ordinary run answers, or reports the error)
@@ -1126,9 +1140,19 @@ class _Replays:
             _finish_result(result)
         return result
 
-    def record(self, program: Any, run: _Run, values: dict[str, Any]) -> list | None:
-        """After a fresh run's forward pass on ``values``: keep its trace (second run), or
-        return the unverified trace this run is to check (third run)."""
+    def may_record(self, values: dict[str, Any]) -> bool:
+        """Whether `record` may make a trace of this run (its nodes are then counted)."""
+        if self.runs < 1 or self.program_ok is False or len(self.traces) >= 16:
+            return False
+        raws = self.inputs(values)
+        return raws is not None and tuple(map(_raw_spec, raws)) not in self.traces
+
+    def record(
+        self, program: Any, run: _Run, values: dict[str, Any], nodes: int | None
+    ) -> _Entry | None:
+        """After a fresh run's forward pass on ``values``: keep its trace (second run),
+        or return the unverified trace this run is to check (third run). ``nodes``: the
+        graph nodes the run made, if counted (`_replay.CountNodes`)."""
         self.runs += 1
         if self.runs < 2:
             return None
@@ -1151,7 +1175,12 @@ class _Replays:
         from gradcalc._replay import Trace
 
         trace = Trace.of(list(run.leaves.values()), output)
-        self.traces[spec] = False if trace is None else _Entry(trace, run.output_name, spec)
+        if trace is not None and nodes != len(trace.steps):
+            trace = None  # (ops that do not reach the output: see `_replay.CountNodes`)
+        if trace is None:
+            self.traces[spec] = False
+        else:
+            self.traces[spec] = _Entry(trace, run.output_name, spec, program)
         return None
 
     def verify(
@@ -1191,12 +1220,15 @@ def _float64_array(value: list, max_elements: int) -> Any:
 class _Entry:
     """A trace of `_Replays`, and what its results share (found at first use)."""
 
-    __slots__ = ("dtype_name", "notes", "output_name", "spec", "trace", "verified")
+    __slots__ = ("dtype_name", "notes", "output_name", "program", "spec", "trace", "verified")
 
-    def __init__(self, trace: Any, output_name: str | None, spec: tuple) -> None:
+    def __init__(self, trace: Any, output_name: str | None, spec: tuple, program: Any) -> None:
         self.trace = trace
         self.output_name = output_name
         self.spec = spec
+        self.program = program
+        """The parsed program the trace was made from: a literal belongs to its compiled
+        form (`gradcalc._replay.Trace.stale`)."""
         self.verified = False
         self.dtype_name: str | None = None
         self.notes: tuple[str, ...] = ()

@@ -197,14 +197,16 @@ def test_replayed_batch_answers_equal_the_ordinary_ones(
 X3, XT = {"x": (3,)}, {"x": (3,), "t": (3,)}
 MORE = [
     # (case, whether a trace is verified: leaves the program makes decline by design)
-    (Case("y = x * 1\nz = y\ny += t\nsum(z * z)", XT, low=-1.0), True),  # in place, aliased
+    # (y += t makes a new y that nothing reads: an op off the output's graph, declined)
+    (Case("y = x * 1\nz = y\ny += t\nsum(z * z)", XT, low=-1.0), False),
     (Case("y = x * 1\nz = y + y\ny *= t\nsum(z * y)", XT, low=-1.0), True),
     (Case("x += t\nsum(x)", XT, low=-1.0), True),
     (Case("a = a * 2\na + b", AB), True),  # a bound name reassigned
     (Case("y = a\ny -= b\ny /= a\ny **= 2\ny", AB, low=-1.0), True),
     (Case("y = x * 1\ny @= w\nsum(y)", {"x": (2, 2), "w": (2, 2)}, low=-1.0), True),
-    (Case("y = x * 1\nv = y.view(4)\nv *= 2\nsum(y * x)", {"x": (2, 2)}, low=-1.0), True),
-    (Case("y = x * 1\nv = select(y, 0, 1)\nv *= 3\nsum(y * y)", {"x": (2, 3)}, low=-1.0), True),
+    # (an in-place op on a view makes nodes the output's graph does not hold: declined)
+    (Case("y = x * 1\nv = y.view(4)\nv *= 2\nsum(y * x)", {"x": (2, 2)}, low=-1.0), False),
+    (Case("y = x * 1\nv = select(y, 0, 1)\nv *= 3\nsum(y * y)", {"x": (2, 3)}, low=-1.0), False),
     (Case("y = x * 1\nfor i in range(3):\n    y *= x\nsum(y)", X3, low=-1.0), True),
     # (len and numel are numbers a built-in made: beside NumPy's float64 they are NumPy's
     # too, which a trace cannot tell from a number made from the values: declined)
@@ -747,6 +749,50 @@ def test_a_float_value_numpy_reads_is_numpy_only_where_the_engine_had_it(
     values where ``math`` declined (``log(-1.25)``) holds for no others."""
     requests = [{"formula": formula, "vars": {"a": a, **extra}} for a in values]
     assert _replayed_lines(requests) == _plain_lines(monkeypatch, requests)
+
+
+def test_code_whose_ops_do_not_reach_the_output_declines_the_trace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``y = a ** 0.5`` is not part of the output, but for a negative ``a`` the float
+    backend declines it and turns ``a`` into NumPy's float64, so ``exp(a)`` runs NumPy's
+    exp: a trace holds only the output's graph, and must not be made of such a run."""
+    formula = "y = a ** 0.5\nexp(a) * b"
+    for values in ([2.7328, 3.509, 0.3624, -1.5728, 0.3632], [-2.7328, -3.509, -0.36, 1.57, -0.3]):
+        api._REPLAYS.clear()
+        requests = [{"formula": formula, "vars": {"a": a, "b": 2.0}} for a in values]
+        assert _replayed_lines(requests) == _plain_lines(monkeypatch, requests)
+        assert not _verified(formula)
+
+
+def test_a_literal_numpy_converts_later_retires_the_trace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A float literal given to a function (``div(2.0, a)``) is shared by every run of its
+    compiled program, and NumPy's first read of it (``a = 0`` declines ``2.0 / a`` on
+    floats) turns it into NumPy's float64 for good; later runs then differ from a trace
+    made before. The trace must give way, not answer as before."""
+    formula = "div(2.0, a) + exp(a)"
+    values = [1.1, 1.3, 0.4, 0.0, 3.7922, 4.2154, 1.3032]
+    requests = [{"formula": formula, "vars": {"a": a}} for a in values]
+    replayed = _replayed_lines(requests)
+    api._REPLAYS.clear()
+    api._PROGRAMS.clear()  # (a fresh program: its literal as the ordinary runs see it)
+    from gradcalc import interpreter
+
+    interpreter._CACHE.clear()
+    expected = _plain_lines(monkeypatch, requests)
+    assert replayed == expected
+
+
+def test_no_grad_is_answered_as_the_ordinary_run_answers() -> None:
+    """Under ``no_grad()`` nothing is recorded: a replay must not give gradients."""
+    formula = "a * b + exp(a)"
+    for a in (1.0, 1.5, 2.0):
+        api.evaluate(formula, {"a": a, "b": 2.0})
+    assert _verified(formula)
+    with _tensor.no_grad():
+        result = api.evaluate(formula, {"a": 1.25, "b": 2.0})
+    assert result.unused == ["a", "b"]
+    assert float(result.gradients["a"]) == 0.0
 
 
 # ---------------------------------------------------------------- 7. the registry walk
