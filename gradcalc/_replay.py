@@ -41,8 +41,13 @@ Anything unusual on the way declines, and the request runs the ordinary way:
 - a node without a registry op, or with hooks;
 - a leaf the request did not bind;
 - an array as an op's option (a mask: it may come from the inputs);
-- a constant whose values a node did not keep;
-- the float backend declining an op at replay time.
+- a constant operand that is not a Python number or a literal's data (an array a
+  built-in made from the values: ``amax``'s mask);
+- a run whose ops do not all reach the output (:class:`CountNodes`);
+- the float backend declining an op, on the traced run (`_declined_here`) or at
+  replay time (:class:`Declined`);
+- a literal the trace read that has changed since, or a program parsed again
+  (:meth:`Trace.stale`).
 """
 
 from __future__ import annotations
