@@ -52,6 +52,8 @@ Anything unusual on the way declines, and the request runs the ordinary way:
 
 from __future__ import annotations
 
+import threading
+
 from gradcalc import _tensor
 from gradcalc import syntax as ast
 
@@ -638,10 +640,13 @@ class CountNodes:
     Only the run a trace is made of pays this."""
 
     def __init__(self) -> None:
-        self.nodes = 0
+        self.nodes: int | None = 0
         self._saved: tuple = ()
 
     def __enter__(self) -> CountNodes:
+        if not _COUNTING.acquire(blocking=False):  # (another thread counts: no count)
+            self.nodes = None
+            return self
         record = _tensor._record
 
         def counting(*args: Any) -> Any:
@@ -654,7 +659,14 @@ class CountNodes:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        _tensor._record, _tensor._native = self._saved
+        if self._saved:
+            _tensor._record, _tensor._native = self._saved
+            _COUNTING.release()
+
+
+_COUNTING = threading.Lock()
+"""One count at a time: the engine's globals are swapped while it lasts (another
+thread's nodes counted meanwhile only make a count too high, which declines)."""
 
 
 class Declined(ArithmeticError):
