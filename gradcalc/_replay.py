@@ -414,7 +414,8 @@ class Trace:
                     if not consumers[ref]:
                         ready.append(ref)
             uses_ans = node_class.op.uses_ans
-            schedule.append((slot, slot - first, uses_ans, consts, tuple(calls)))
+            negates = node_class.negates
+            schedule.append((slot, slot - first, uses_ans, consts, tuple(calls), negates))
         return tuple(schedule)
 
     def run(self, inputs: list[Any]) -> tuple[list, list]:
@@ -484,14 +485,23 @@ class Trace:
 
     def backward(self, data: list, saved: list, seed: Any) -> list:
         """The gradient reaching each leaf slot (None: none did) from ``seed`` at the
-        output, by the steps' VJPs in the engine's order on raw values."""
+        output, by the steps' VJPs in the engine's order on raw values. As the engine's
+        raw pass, ``-g`` of an array is not computed but folded into the sum it joins
+        (``_tensor._Negated``): the same bits, a NaN's sign included."""
         grads: list = [None] * len(data)
         grads[-1] = seed
-        for slot, step, uses_ans, consts, calls in self.schedule:
+        ndarray = _tensor._ndarray
+        for slot, step, uses_ans, consts, calls, negates in self.schedule:
             g = grads[slot]
             if g is None:
                 continue
             grads[slot] = None
+            if type(g) is _Negated:
+                g = -g.array
+            if negates and type(g) is ndarray and g.ndim:
+                for _, target in calls:
+                    grads[target] = _sum_into(grads[target], _Negated(g))
+                continue
             args = (g, data[slot] if uses_ans else None, *saved[step], *consts)
             for vjp, target in calls:
                 try:
@@ -500,8 +510,33 @@ class Trace:
                     gi = _tensor._retry_on_numpy(vjp, args)
                 if gi is not None:
                     old = grads[target]
-                    grads[target] = gi if old is None else old + gi
-        return grads[: self.leaves]
+                    grads[target] = gi if old is None else _sum_into(old, gi)
+        return [-g.array if type(g) is _Negated else g for g in grads[: self.leaves]]
+
+
+class _Negated:
+    """A pending gradient held negated (``_tensor._Negated``'s twin: ``-array``)."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: Any) -> None:
+        self.array = array
+
+
+def _sum_into(old: Any, g: Any) -> Any:
+    """``old + g`` as ``_tensor._add_raw`` adds: sums of one sign add, of opposite signs
+    subtract (-P + g is g - P, P + -g is P - g)."""
+    if old is None:
+        return g
+    negated = type(old) is _Negated
+    subtract = type(g) is _Negated
+    if not negated and not subtract:
+        return old + g
+    a = old.array if negated else old
+    b = g.array if subtract else g
+    if negated == subtract:
+        return _Negated(a + b)
+    return b - a if negated else a - b
 
 
 def _post_order(root: Any) -> list | None:
@@ -653,14 +688,17 @@ class CountNodes:
             self.nodes += 1
             return record(*args)
 
-        self._saved = (record, _tensor._native)
+        self._saved = (record, _tensor._recording)
         _tensor._record = counting
-        _tensor._native = None
+        # Falsy for the Python code (no values recorded), but not False: the C fast
+        # path (``_native.c``'s ``fast_mode``) runs only while it is False, and makes
+        # its nodes without ``_record``.
+        _tensor._recording = 0
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._saved:
-            _tensor._record, _tensor._native = self._saved
+            _tensor._record, _tensor._recording = self._saved
             _COUNTING.release()
 
 

@@ -2079,7 +2079,10 @@ class _BackwardPass:
                 if takes is None:
                     takes = _remember_takes_spare(vjp)
                 if takes:
-                    return vjp(*args, spare=_spare_buffers(node, args, index))
+                    try:
+                        return vjp(*args, spare=_spare_buffers(node, args, index))
+                    except ArithmeticError:  # a float backend's operand beside the array
+                        return _retry_on_numpy(vjp, args)  # (before any write: Python's)
         try:
             return vjp(*args)
         except ArithmeticError:  # on the float backend's floats

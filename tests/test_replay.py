@@ -795,6 +795,39 @@ def test_no_grad_is_answered_as_the_ordinary_run_answers() -> None:
     assert float(result.gradients["a"]) == 0.0
 
 
+def test_a_nan_keeps_its_sign_as_the_engine_folds_negation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The engine's raw backward never negates an array gradient: it subtracts where the
+    negation would be added (``_tensor._Negated``). On finite values the bits are the
+    same either way, on a NaN not (its sign bit): the replay folds negation the same way,
+    so even a NaN gradient is the engine's, bit for bit."""
+    formula = "rsub(b + y, (-y) * float_power(x, b))"
+    ok = {"b": 2.5, "x": [5.0, 1.0], "y": [1.0, 2.0]}
+    bad = {"b": 2.5, "x": [-5.0, 1.0], "y": [1.0, 2.0]}
+    for values in (ok, ok, ok):
+        api.evaluate(formula, values)
+    assert _verified(formula)
+    got = api.evaluate(formula, bad)
+    with _replays_off(monkeypatch):
+        want = api.evaluate(formula, bad)
+    for name in want.gradients:
+        assert (
+            np.asarray(got.gradients[name]).tobytes() == np.asarray(want.gradients[name]).tobytes()
+        )
+
+
+def test_a_python_float_overflow_in_a_vjp_beside_an_array_gives_infinity() -> None:
+    """``pow(b, -1)`` of a tiny scalar ``b`` beside arrays: its VJP overflows in Python's
+    float arithmetic; the engine retries on NumPy (-inf, and a note), as it does where
+    no buffer is donated, instead of reporting an error."""
+    result = api.evaluate(
+        "flatten(pow(b, -1)) + x * y", {"b": 1e-300, "x": [1.0, 2.0, 3.0], "y": [2.0, 2.0, 2.0]}
+    )
+    assert float(result.gradients["b"]) == -math.inf
+    assert any("Non-finite" in note for note in result.notes)
+
+
 # ---------------------------------------------------------------- 7. the registry walk
 
 
