@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextvars
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 
@@ -105,26 +106,33 @@ def is_loaded() -> bool:
 
 
 def load() -> Any:
-    """Import NumPy (once) and finish everything that waited for it."""
+    """Import NumPy (once) and finish everything that waited for it. Another thread
+    asking meanwhile waits for it (it would otherwise see a half-imported NumPy)."""
     global _loaded, _importing
     if _loaded is not None:
         return _loaded
-    if _importing:  # a hook reading ``np`` while the others run
-        return sys.modules["numpy"]
-    _importing = True
-    try:
-        import numpy as real
+    with _load_lock:
+        if _loaded is not None:
+            return _loaded
+        if _importing:  # a hook of this thread reading ``np`` while the others run
+            return sys.modules["numpy"]
+        _importing = True
+        try:
+            import numpy as real
 
-        for module_globals in _bound:
-            module_globals["np"] = real
-        for hook in _hooks:
-            hook(real)
-        _loaded = real
-        _bound.clear()
-        _hooks.clear()
-    finally:
-        _importing = False
-    return real
+            for module_globals in _bound:
+                module_globals["np"] = real
+            for hook in _hooks:
+                hook(real)
+            _loaded = real
+            _bound.clear()
+            _hooks.clear()
+        finally:
+            _importing = False
+        return real
+
+
+_load_lock = threading.RLock()
 
 
 def errstate() -> Any:

@@ -398,3 +398,25 @@ def test_a_float_forward_answers_numpys_bits_where_it_answers(op: ops.Op) -> Non
             assert _agree(op, got, want), (op.name, operands, const, got, want)
             compared += 1
     assert compared
+
+
+def test_threads_that_load_numpy_at_once_all_get_it() -> None:
+    # Threads whose first array work comes at the same moment: one imports NumPy, the
+    # others wait for it (they once saw a half-imported NumPy: KeyError('numpy')).
+    code = (
+        "import threading\n"
+        "from gradcalc import api\n"
+        "errors = []\n"
+        "def work(k):\n"
+        "    try:\n"
+        "        for i in range(5):\n"
+        "            api.evaluate('sum(x * a)', {'x': [1.0, 2.0, float(k)], 'a': 0.5 + i})\n"
+        "    except Exception as exc:\n"
+        "        errors.append(repr(exc))\n"
+        "threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]\n"
+        "[t.start() for t in threads]\n"
+        "[t.join() for t in threads]\n"
+        "print(errors)\n"
+    )
+    for _ in range(3):
+        assert _python(code).strip() == "[]"
