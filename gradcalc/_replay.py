@@ -19,7 +19,8 @@ five kinds of request, on this 2-core machine; benchmarks/RESULTS.md):
 - Replayed, it takes 15-48 µs, of which the forward is 2-5 µs and the backward
   3-10 µs; the rest is reading the request and writing the answer.
 - ``gradcalc batch`` of 100,000 requests went from 3.55x the hand-written NumPy
-  worker's time to 1.36x. The seed batch went from 24,615 to 91,191 requests/s.
+  worker's time to 1.36-1.43x (the last three full runs). The seed batch went
+  from 24,615 to 88,000-93,000 requests/s.
 
 Each loop is ~30 lines. Both follow the engine's rules (``on_floats``,
 ``Tensor._data``'s conversion, ``_backpropagate``'s order) and are checked
