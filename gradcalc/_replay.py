@@ -66,104 +66,48 @@ __all__ = ["Trace", "replayable"]
 
 # ---------------------------------------------------------------- the language subset
 
+
+def _words(text: str) -> list[str]:
+    """The names in a block of text (a table of built-ins, one word each)."""
+    return text.split()
+
+
 _OPERATOR_SYMBOLS = frozenset(("+", "-", "*", "/", "**", "@"))
 """Binary operators whose result is a differentiable registry op (``//`` and ``%`` are
 value-dependent steps without a gradient)."""
 
 _TENSOR_ARGUMENTS = {
     **dict.fromkeys(
-        [
-            "abs",
-            "absolute",
-            "ceil",
-            "clone",
-            "cos",
-            "erf",
-            "exp",
-            "exp2",
-            "flatten",
-            "floor",
-            "log",
-            "log10",
-            "log1p",
-            "log2",
-            "neg",
-            "negative",
-            "ravel",
-            "reciprocal",
-            "relu",
-            "round",
-            "rsqrt",
-            "sigmoid",
-            "sign",
-            "sin",
-            "softplus",
-            "sqrt",
-            "square",
-            "t",
-            "tan",
-            "tanh",
-            "trunc",
-            "sum",
-            "mean",
-            "prod",
-            "max",
-            "min",
-            "amax",
-            "amin",
-            "logsumexp",
-            "softmax",
-            "log_softmax",
-            "norm",
-            "std",
-            "var",
-            "transpose",
-            "swapaxes",
-            "permute",
-            "reshape",
-            "view",
-            "squeeze",
-            "unsqueeze",
-            "expand",
-            "broadcast_to",
-            "narrow",
-            "select",
-            "numel",
-            "len",
-        ],
+        _words(
+            """
+            abs absolute ceil clone cos erf exp exp2 flatten floor log log10 log1p log2 neg
+            negative ravel reciprocal relu round rsqrt sigmoid sign sin softplus sqrt
+            square t tan tanh trunc sum mean prod max min amax amin logsumexp softmax
+            log_softmax norm std var transpose swapaxes permute reshape view squeeze
+            unsqueeze expand broadcast_to narrow select numel len
+            """
+        ),
         1,
     ),
     **dict.fromkeys(
-        [
-            "add",
-            "sub",
-            "mul",
-            "div",
-            "true_divide",
-            "rsub",
-            "pow",
-            "float_power",
-            "maximum",
-            "minimum",
-            "matmul",
-            "mm",
-            "mv",
-            "bmm",
-            "dot",
-            "inner",
-            "outer",
-            "ger",
-            "mse_loss",
-            "l1_loss",
-            "binary_cross_entropy_with_logits",
-            "expand_as",
-            "reshape_as",
-            "view_as",
-        ],
+        _words(
+            """
+            add sub mul div true_divide rsub pow float_power maximum minimum matmul mm mv
+            bmm dot inner outer ger mse_loss l1_loss binary_cross_entropy_with_logits
+            expand_as reshape_as view_as
+            """
+        ),
         2,
     ),
     "linear": 3,
-    **dict.fromkeys(["cat", "concat", "concatenate", "stack"], 0),
+    **dict.fromkeys(
+        _words(
+            """
+            cat concat concatenate stack
+            """
+        ),
+        0,
+    ),
 }
 """The built-ins a replayable program may call, by how many leading positional
 arguments may be tensors computed from the inputs (0: a list of them); every other
