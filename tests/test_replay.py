@@ -274,6 +274,19 @@ def test_float32_formulas_with_number_literals_are_replayed(
     assert _verified(formula, "float32"), _entries(formula, "float32")
 
 
+def _evaluated_as_ordinary(
+    monkeypatch: pytest.MonkeyPatch, formula: str, bindings: list[dict]
+) -> list[api.Result]:
+    """``evaluate`` of each binding, replays on; each result asserted the same bits as
+    with replays off."""
+    with _replays_off(monkeypatch):
+        expected = [api.evaluate(formula, b) for b in bindings]
+    got = [api.evaluate(formula, b) for b in bindings]
+    for a, b in zip(got, expected, strict=True):
+        _same_bits(a, b)
+    return got
+
+
 def _same_bits(a: api.Result, b: api.Result) -> None:
     """Two results hold the same bits: values, gradients (type, dtype, shape) and words."""
     pairs = [(a.value, b.value)] + [(a.gradients[n], b.gradients[n]) for n in a.gradients]
@@ -348,11 +361,7 @@ def test_unused_variable_and_numpy_bindings_replay_the_same(
     rng = np.random.default_rng(3)
     bindings = [{"x": rng.standard_normal(4), "unused": rng.standard_normal(2)} for _ in range(6)]
     formula = "sum(sin(x) * x)"
-    with _replays_off(monkeypatch):
-        expected = [api.evaluate(formula, b) for b in bindings]
-    got = [api.evaluate(formula, b) for b in bindings]
-    for a, b in zip(got, expected, strict=True):
-        _same_bits(a, b)
+    got = _evaluated_as_ordinary(monkeypatch, formula, bindings)
     assert got[-1].unused == ["unused"]
     assert _verified(formula)
 
@@ -365,11 +374,7 @@ def test_large_arrays_replay_the_same_bits(monkeypatch: pytest.MonkeyPatch) -> N
     rng = np.random.default_rng(11)
     bindings = [{"x": rng.uniform(-1, 1, n), "t": rng.uniform(-1, 1, n)} for _ in range(5)]
     formula = "sum(exp(x) * t - x**2 + tanh(x) * x)"
-    with _replays_off(monkeypatch):
-        expected = [api.evaluate(formula, b) for b in bindings]
-    got = [api.evaluate(formula, b) for b in bindings]
-    for a, b in zip(got, expected, strict=True):
-        _same_bits(a, b)
+    _evaluated_as_ordinary(monkeypatch, formula, bindings)
     assert _verified(formula)
 
 
